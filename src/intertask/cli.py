@@ -1,0 +1,198 @@
+"""Command line: one subcommand per MLproject entry point. Parse, load the config, call a stage, report.
+
+intertask main pipelines/demo.yaml training.epochs=1 target.max_examples.train=200
+intertask finetune pipelines/demo.yaml --init models:/demo.e5-small.xnli@intermediate
+intertask evaluate pipelines/demo.yaml --model models:/demo.e5-small.xnli-pawsx@target
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from intertask.errors import InputError
+from intertask.registry import UnknownName
+
+ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate")
+
+
+def split_overrides(items: list[str]) -> list[str]:
+    """`mlflow run -P overrides="a=1 b=2"` arrives as one argument; an empty one as ''."""
+    out: list[str] = []
+    for item in items:
+        out.extend(shlex.split(item) if item.strip() else [])
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="intertask", description="intermediate-task transfer experiments")
+    sub = parser.add_subparsers(dest="command", required=True)
+    help_text = {
+        "main": "the whole study: transfer and baseline arms, compared on the parent run",
+        "intermediate": "train the intermediate task and register the model (alias 'intermediate')",
+        "finetune": "train the target task from the base model or a registered model (alias 'target')",
+        "evaluate": "zero-shot evaluation of a model over all configured languages in one run",
+        "validate": "check a config (and its data files) and print it resolved",
+    }
+    for name, text in help_text.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("config", help="experiment YAML, e.g. pipelines/demo.yaml")
+        p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. training.epochs=1")
+        if name == "finetune":
+            p.add_argument(
+                "--init", default="", help="start from models:/name@alias, runs:/ID/model or a run id"
+            )
+        if name == "evaluate":
+            p.add_argument(
+                "--model", default="", help="models:/name@alias, models:/name/N, runs:/ID/model or run id"
+            )
+    model = sub.add_parser("model", help="offline pretrained models")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    prepare = model_sub.add_parser("prepare", help="build an offline model into the cache")
+    prepare.add_argument("name")
+    prepare.add_argument("--force", action="store_true", help="rebuild even if prepared")
+    model_sub.add_parser("list", help="offline models and whether they are prepared")
+    sub.add_parser("tasks", help="list the built-in tasks")
+    return parser
+
+
+def _load(args):
+    from intertask.config import load_experiment
+
+    overrides = split_overrides(args.overrides)
+    if getattr(args, "init", ""):
+        overrides.append(f"target.init={args.init}")
+    if getattr(args, "model", ""):
+        overrides.append(f"evaluation.model={args.model}")
+    return load_experiment(args.config, overrides)
+
+
+def _run_entry(args) -> int:
+    from intertask import pipeline, stages, tracking
+    from intertask.config import dump_yaml
+    from intertask.errors import ConfigError, Problem
+
+    cfg = _load(args)
+    if args.command == "validate":
+        pipeline.preflight(stages.Workspace(cfg, experiment_id="", config_file=args.config))
+        print(dump_yaml(cfg))
+        return 0
+    needs = {"main": "target", "intermediate": "intermediate", "finetune": "target"}.get(args.command)
+    if needs and getattr(cfg, needs) is None:
+        raise ConfigError(
+            [
+                Problem(
+                    args.config,
+                    needs,
+                    f"the {args.command} entry point needs this section",
+                    None,
+                    f"a `{needs}:` section",
+                )
+            ]
+        )
+    if args.command == "main" and cfg.target.init:
+        raise ConfigError(
+            [
+                Problem(
+                    args.config,
+                    "target.init",
+                    "main chooses the start of each arm itself",
+                    cfg.target.init,
+                    "unset (use the finetune entry point to start from a model)",
+                )
+            ]
+        )
+    if args.command == "evaluate" and not cfg.evaluation.model:
+        raise ConfigError(
+            [
+                Problem(
+                    args.config,
+                    "evaluation.model",
+                    "evaluate needs a model",
+                    None,
+                    "--model models:/name@alias (or evaluation.model=...)",
+                )
+            ]
+        )
+    ws = stages.Workspace.open(cfg, args.config)
+    try:
+        if args.command == "main":
+            result = pipeline.run_main(ws)
+            _report_main(cfg, result)
+        elif args.command == "intermediate":
+            pipeline.preflight(ws)
+            trained = stages.intermediate(ws)
+            print(f"intermediate model: {trained.uri} (run {trained.run_id})")
+        elif args.command == "finetune":
+            trained = stages.finetune(ws)
+            print(f"target model: {trained.uri} (run {trained.run_id})")
+        else:
+            evaluated = stages.evaluate(ws, cfg.evaluation.model)
+            print(evaluated.table.to_string(index=False))
+    finally:
+        ws.close()
+    print(f"\ntracking store: {tracking.tracking_uri(cfg)}\nbrowse the runs: {tracking.ui_command()}")
+    return 0
+
+
+def _report_main(cfg, result) -> None:
+    metric = cfg.catalog().spec(cfg.eval_task).metrics[0]
+    table = result.comparison[result.comparison.metric == metric]
+    print(
+        f"\n{cfg.eval_task}/{cfg.evaluation.split} {metric} per language (transfer = {cfg.intermediate.task if cfg.intermediate else '-'} "
+        f"-> {cfg.target.task}; baseline = {cfg.target.task} only):"
+    )
+    print(
+        table.drop(columns=["task", "split", "metric"]).to_string(
+            index=False, float_format=lambda v: f"{v:.4f}"
+        )
+    )
+    print(
+        f"\nparent run: {result.parent_run_id} (experiment {cfg.tracking.experiment or cfg.name}); "
+        "comparison table and plot under its artifacts comparison/"
+    )
+
+
+def _model_command(args) -> int:
+    from intertask import models
+
+    if args.model_command == "list":
+        for name in models.OFFLINE_MODELS:
+            state = (
+                f"prepared at {models.prepared_path(name)}" if models.is_prepared(name) else "not prepared"
+            )
+            print(f"{name:12s} {state}\n             {models.OFFLINE_MODELS.get(name).description}")
+        return 0
+    print(models.prepare(args.name, force=args.force))
+    return 0
+
+
+def _tasks_command() -> int:
+    from intertask.tasks import builtin_catalog
+
+    catalog = builtin_catalog()
+    for name in catalog.names():
+        spec = catalog.spec(name)
+        print(
+            f"{name:14s} {spec.type:26s} {spec.task_family:11s} {','.join(spec.languages)}\n"
+            f"{'':14s} {spec.description}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "model":
+            return _model_command(args)
+        if args.command == "tasks":
+            return _tasks_command()
+        return _run_entry(args)
+    except (InputError, UnknownName) as err:  # bad user input: a message, no stack trace
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

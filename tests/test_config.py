@@ -1,0 +1,238 @@
+"""Configs: every pipeline file validates; overrides merge field by field; every bad input is reported
+at once as `<file>: <field>: <problem> (got ...; expected ...)`, before anything runs."""
+
+from pathlib import Path
+
+import pytest
+
+from intertask.config import ExperimentConfig, StageConfig, TrainingConfig, load_experiment
+from intertask.errors import ConfigError
+
+from .conftest import REPO, write_yaml
+
+PIPELINES = sorted((REPO / "pipelines").rglob("*.yaml"))
+
+
+def test_pipelines_folder_is_not_empty():
+    assert PIPELINES, "pipelines/ holds no YAML files"
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=[str(p.relative_to(REPO)) for p in PIPELINES])
+def test_every_pipeline_file_validates(path, shared_data):
+    cfg = load_experiment(path)
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.target is not None or cfg.intermediate is not None
+
+
+def test_stage_training_overrides_top_level_field_by_field(tmp_path, shared_data):
+    path = write_yaml(
+        tmp_path / "c.yaml",
+        {
+            "name": "x",
+            "training": {"epochs": 4, "learning_rate": 1e-4, "bf16": True},
+            "intermediate": {"task": "xnli", "training": {"epochs": 1}},
+            "target": {"task": "pawsx"},
+        },
+    )
+    cfg = load_experiment(path)
+    assert cfg.intermediate.training.epochs == 1
+    assert cfg.intermediate.training.learning_rate == pytest.approx(1e-4)  # inherited
+    assert cfg.intermediate.training.bf16 is True
+    assert cfg.target.training == cfg.training
+    assert cfg.target.training.batch_size == TrainingConfig().batch_size  # dataclass default
+
+
+def test_overrides_merge_without_replacing_siblings(tmp_path, shared_data):
+    path = write_yaml(
+        tmp_path / "c.yaml", {"name": "x", "target": {"task": "pawsx", "max_examples": {"train": 10}}}
+    )
+    cfg = load_experiment(path, ["target.max_examples.dev=5", "training.learning_rate=5e-5", "seed=3"])
+    assert cfg.target.max_examples.train == 10 and cfg.target.max_examples.dev == 5
+    assert cfg.training.learning_rate == pytest.approx(5e-5)  # YAML 1.1 reads 5e-5 as a string
+    assert cfg.seed == 3 and cfg.target.task == "pawsx"
+
+
+def test_override_can_disable_a_stage(tmp_path, shared_data):
+    cfg = load_experiment(REPO / "pipelines" / "demo.yaml", ["intermediate=null"])
+    assert cfg.intermediate is None and cfg.target is not None
+
+
+def test_direct_construction_validates_too():
+    with pytest.raises(ConfigError, match=r"<python>: learning_rate: out of range"):
+        TrainingConfig(learning_rate=-1.0)
+    with pytest.raises(ConfigError, match="init: not a model reference"):
+        StageConfig(task="pawsx", init="my-model")
+
+
+def _problems(tmp_path, data=None, overrides=(), text=None) -> list[str]:
+    path = tmp_path / "bad.yaml"
+    if text is not None:
+        path.write_text(text)
+    else:
+        write_yaml(path, data)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path, list(overrides))
+    return [str(p) for p in info.value.problems]
+
+
+BASE = {"name": "x", "intermediate": {"task": "xnli"}, "target": {"task": "pawsx"}}
+
+
+def _with(**changes):
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE.items()}
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return data
+
+
+BAD_CONFIGS = {
+    "unknown top-level key": (
+        _with(trainig={"epochs": 1}),
+        "trainig: unknown key (got 'trainig'; expected did you mean 'training'?",
+    ),
+    "unknown nested key": (_with(training__lerning_rate=0.1), "training.lerning_rate: unknown key"),
+    "wrong type int": (
+        _with(training__epochs="three"),
+        "training.epochs: wrong type (got 'three'; expected an integer)",
+    ),
+    "bool is not an int": (
+        _with(training__batch_size=True),
+        "training.batch_size: wrong type (got True; expected an integer)",
+    ),
+    "wrong type bool": (_with(training__bf16="yes please"), "training.bf16: wrong type"),
+    "wrong type mapping": (_with(model="e5-small"), "model: must be a mapping (got 'e5-small'"),
+    "enum value": (
+        _with(evaluation={"split": "tset"}),
+        "evaluation.split: unknown value (got 'tset'; expected did you mean 'test'?",
+    ),
+    "out of range": (
+        _with(training__warmup_ratio=1.5),
+        "training.warmup_ratio: out of range (got 1.5; expected 0 <= r < 1)",
+    ),
+    "fractions": (
+        _with(data={"split_fractions": {"train": 0.8, "dev": 0.1, "test": 0.3}}),
+        "data.split_fractions.train: fractions do not sum to 1",
+    ),
+    "missing required": ({"target": {"task": "pawsx"}}, "name: missing required field"),
+    "missing stage task": (_with(target={"language": "en"}), "target.task: missing required field"),
+    "unknown task": (
+        _with(target__task="paws"),
+        "target.task: unknown task (got 'paws'; expected did you mean 'pawsx'?",
+    ),
+    "unknown language": (
+        _with(target__language="eng"),
+        "target.language: unknown language for task 'pawsx' (got 'eng'; expected did you mean 'en'",
+    ),
+    "unknown eval language": (
+        _with(evaluation={"languages": ["de", "xx"]}),
+        "evaluation.languages[1]: unknown language for task 'pawsx' (got 'xx'",
+    ),
+    "unknown metric": (
+        _with(target__selection_metric="acuracy"),
+        "target.selection_metric: unknown metric for this task (got 'acuracy'; expected did you mean 'accuracy'?",
+    ),
+    "bad name": (_with(name="my experiment!"), "name: not a usable name"),
+    "model folder missing": (
+        _with(model={"name_or_path": "./no/such/model"}),
+        "model.name_or_path: model folder not found or has no config.json (got './no/such/model'",
+    ),
+    "init is not a reference": (
+        _with(target__init="latest"),
+        "target.init: not a model reference (got 'latest'",
+    ),
+    "init on intermediate": (
+        _with(intermediate__init="models:/a@b"),
+        "intermediate.init: only applies to the target stage",
+    ),
+    "keep_head with other labels": (
+        _with(target__keep_head=True),
+        "target.keep_head: label spaces differ, the head cannot be kept",
+    ),
+    "nothing to run": ({"name": "x"}, "target: nothing to run"),
+    "missing data file": (
+        _with(data={"root": "/nonexistent/data"}),
+        "target.task: data file missing for task 'pawsx', language 'en', split 'dev' (got '/nonexistent/data/xtreme/pawsx/dev-en.tsv'",
+    ),
+    "hub source without hub declaration": (
+        _with(data={"source": "hub"}, target__task="movie_reviews", intermediate=None),
+        "data.source: task 'movie_reviews' has no hub source",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_is_reported_with_file_field_and_expectation(case, tmp_path, shared_data):
+    data, expected = BAD_CONFIGS[case]
+    problems = _problems(tmp_path, data)
+    assert any(p.startswith(f"{tmp_path / 'bad.yaml'}: ") and expected in p for p in problems), problems
+
+
+def test_all_problems_are_reported_at_once(tmp_path, shared_data):
+    data = _with(training__epochs="x", target__task="pawx", evaluation={"split": "valid"}, seed=1.5)
+    data["intermediate"]["language"] = "english"
+    problems = _problems(tmp_path, data)
+    joined = "\n".join(problems)
+    for field in ("training.epochs", "target.task", "evaluation.split", "seed", "intermediate.language"):
+        assert f": {field}: " in joined, joined
+    assert len(problems) == 5
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path):
+    problems = _problems(tmp_path, text="name: x\ntarget: {task: pawsx\n")
+    assert problems[0].startswith(f"{tmp_path / 'bad.yaml'}: line 3, column 1: invalid YAML"), problems
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    assert "top level must be a mapping (got 'list'" in _problems(tmp_path, text="- a\n- b\n")[0]
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_experiment(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("training.epochs", "<overrides>: training.epochs: not a key=value override"),
+        (
+            "training.epoch=2",
+            "<overrides>: training.epoch: unknown key (got 'training.epoch=2'; expected did you mean 'training.epochs'?",
+        ),
+        ("modle.max_length=3", "<overrides>: modle.max_length: unknown key"),
+        ("training.epochs=two", "<overrides>: training.epochs: wrong type (got 'two'; expected an integer)"),
+        ("target.task=pawx", "<overrides>: target.task: unknown task"),
+    ],
+)
+def test_bad_overrides_name_the_command_line(override, expected, shared_data):
+    with pytest.raises(ConfigError) as info:
+        load_experiment(REPO / "pipelines" / "demo.yaml", [override])
+    assert any(expected in str(p) for p in info.value.problems), info.value.problems
+
+
+def test_task_files_are_resolved_relative_to_the_config(tmp_path, shared_data):
+    (tmp_path / "tasks").mkdir()
+    write_yaml(
+        tmp_path / "tasks" / "mine.yaml",
+        {
+            "name": "mine",
+            "type": "classification",
+            "format": "csv",
+            "header": True,
+            "files": {"all": str(tmp_path / "mine.csv")},
+            "text_fields": ["text"],
+            "labels": ["a", "b"],
+        },
+    )
+    (tmp_path / "mine.csv").write_text("text,label\nx,a\ny,b\n")
+    path = write_yaml(
+        tmp_path / "c.yaml",
+        {"name": "x", "data": {"task_files": ["tasks/mine.yaml"]}, "target": {"task": "mine"}},
+    )
+    cfg = load_experiment(path)
+    assert "mine" in cfg.catalog()
+    assert Path(cfg.data.task_files[0]).is_absolute()

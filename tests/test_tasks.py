@@ -1,0 +1,289 @@
+"""Every built-in task loads, encodes, predicts and scores its real slice; user tasks need no code;
+every broken data file is reported with its file and line before anything trains."""
+
+import json
+
+import numpy as np
+import pytest
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from intertask.encoding import encode
+from intertask.errors import ConfigError, DataError
+from intertask.evaluation import predict_logits, score_set
+from intertask.tasks import builtin_catalog
+from intertask.tasks.examples import load_examples, plan_split
+from intertask.tasks.spec import load_task_file
+from intertask.tasks.types import task_type
+
+from .conftest import write_yaml
+
+FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
+CATALOG = builtin_catalog()
+EXPECTED_BUILTINS = {"xnli", "pawsx", "sst2", "sms_spam", "movie_reviews", "rte", "goemotions"}
+
+
+def test_builtin_catalog_has_the_classification_tasks():
+    assert set(CATALOG.names()) >= EXPECTED_BUILTINS
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_BUILTINS))
+def test_builtin_task_loads_encodes_predicts_and_scores(name, shared_data, tiny_model):
+    spec = CATALOG.spec(name)
+    task = task_type(spec)
+    language = "en" if "en" in spec.languages else spec.languages[0]
+    sets = {
+        split: load_examples(
+            spec, language, split, root=shared_data, fractions=FRACTIONS, seed=1, max_examples=40
+        )
+        for split in ("train", "dev", "test")
+    }
+    for split, data in sets.items():
+        assert len(data) == 40, (split, len(data))
+        assert all(len(e.texts) == len(spec.text_fields) and all(e.texts) for e in data.examples)
+    assert not set(sets["train"].uids) & set(sets["test"].uids) or sets["train"].source != sets["test"].source
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, **task.model_kwargs())
+    encoded = encode(task, sets["test"], tokenizer, 64, cache_dir=None)
+    assert len(encoded) == 40 and max(encoded.lengths) <= 64
+    logits = predict_logits(model, encoded, pad_id=tokenizer.pad_token_id, batch_tokens=512, bf16=False)
+    assert logits.shape == (40, len(spec.labels))
+    scored = score_set(task, logits, encoded, spec.metrics)
+    assert set(scored.scores) == set(spec.metrics)
+    assert all(0.0 <= v <= 1.0 for v in scored.scores.values())
+
+
+def test_multilabel_goemotions_labels_are_sets_of_indices(shared_data):
+    spec = CATALOG.spec("goemotions")
+    data = load_examples(spec, "en", "dev", root=shared_data, fractions=FRACTIONS, seed=1)
+    assert len(data) == 5426
+    assert data.examples[1].label == (4, 27)  # "...don’t avoid them!\t4,27" -> approval, neutral
+    gold = task_type(spec).gold(data)
+    assert gold.shape == (5426, 28) and gold[1, 4] == gold[1, 27] == 1 and gold[1].sum() == 2
+
+
+def test_rte_maps_both_label_vocabularies(shared_data):
+    spec = CATALOG.spec("rte")
+    train = load_examples(spec, "en", "train", root=shared_data, fractions=FRACTIONS, seed=1)
+    dev = load_examples(spec, "en", "dev", root=shared_data, fractions=FRACTIONS, seed=1)
+    test = load_examples(spec, "en", "test", root=shared_data, fractions=FRACTIONS, seed=1)
+    assert len(train) + len(dev) == 567 + 800 + 400 + 800 + 800 and len(test) == 800
+    assert not set(train.uids) & set(dev.uids)
+    assert {e.label for e in train.examples} == {0, 1}
+
+
+def test_single_file_sets_are_cut_by_fractions(shared_data):
+    spec = CATALOG.spec("sms_spam")
+    sizes = {
+        s: len(load_examples(spec, "en", s, root=shared_data, fractions=FRACTIONS, seed=5))
+        for s in ("train", "dev", "test")
+    }
+    assert (
+        sum(sizes.values()) == 5574 and sizes["test"] == int(5574 * 0.3) and sizes["dev"] == int(5574 * 0.1)
+    )
+    assert plan_split(spec, "test", FRACTIONS).derived
+
+
+# --- user tasks from YAML ---------------------------------------------------------------------------
+
+
+def _user_task(tmp_path, fmt, body, **extra):
+    data_file = tmp_path / f"data.{fmt}"
+    data_file.write_text(body, encoding="utf-8")
+    decl = {
+        "name": f"my_{fmt}",
+        "type": "classification",
+        "format": fmt,
+        "files": {"all": str(data_file)},
+        "text_fields": ["text"],
+        "labels": ["neg", "pos"],
+        **extra,
+    }
+    return load_task_file(write_yaml(tmp_path / f"{fmt}.yaml", decl)), data_file
+
+
+@pytest.mark.parametrize(
+    "fmt, body, extra",
+    [
+        ("csv", "text,label\n" + '"hello, world",pos\nbad day,neg\n' * 10, {"header": True}),
+        ("tsv", "hello world\tpos\nbad day\tneg\n" * 10, {"columns": ["text", "label"]}),
+        (
+            "jsonl",
+            "".join(
+                json.dumps({"text": t, "label": lab}) + "\n" for t, lab in [("hi", "pos"), ("no", "neg")] * 10
+            ),
+            {},
+        ),
+    ],
+)
+def test_user_task_from_yaml_without_code(tmp_path, fmt, body, extra):
+    spec, _ = _user_task(tmp_path, fmt, body, **extra)
+    data = load_examples(spec, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0)
+    assert len(data) == 12 and {e.label for e in data.examples} == {0, 1}
+    if fmt == "csv":
+        assert any(e.texts == ("hello, world",) for e in data.examples)
+
+
+def test_hub_source_goes_through_datasets_load_dataset(tmp_path):
+    """The hub code path, offline: `datasets`' packaged csv builder behind a `hub:` declaration."""
+    csv = tmp_path / "train.csv"
+    csv.write_text("sentence,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(30)))
+    decl = {
+        "name": "hubby",
+        "type": "classification",
+        "text_fields": ["sentence"],
+        "labels": ["neg", "pos"],
+        "hub": {
+            "path": "csv",
+            "data_files": {"train": str(csv)},
+            "splits": {"train": "train"},
+            "label_names": ["neg", "pos"],
+        },
+    }
+    spec = load_task_file(write_yaml(tmp_path / "hub.yaml", decl))
+    train = load_examples(spec, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0, origin="hub")
+    test = load_examples(spec, "en", "test", root=tmp_path, fractions=FRACTIONS, seed=0, origin="hub")
+    assert len(train) + len(test) < 30 and len(test) == 9
+    assert {e.label for e in train.examples} == {0, 1}
+
+
+# --- bad task declarations and bad data ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"type": "ner"}, "type: unknown value (got 'ner'"),
+        ({"text_fields": []}, "text_fields: needs one or two fields"),
+        ({"metrics": ["micro_f1"]}, "metrics: metric does not apply to classification (got 'micro_f1'"),
+        ({"metrics": ["acc"]}, "metrics: unknown metric (got 'acc'"),
+        ({"label_map": {"x": "maybe"}}, "label_map: maps to labels not in `labels`"),
+        ({"files": {"validation": "x.tsv"}}, "files: unknown split names (got ['validation']"),
+        ({"format": "parquet"}, "format: unknown value (got 'parquet'"),
+        ({"colums": ["a"]}, "colums: unknown key (got 'colums'; expected did you mean 'columns'?"),
+    ],
+)
+def test_bad_task_declaration_names_file_and_field(tmp_path, change, expected):
+    decl = {
+        "name": "t",
+        "type": "classification",
+        "format": "tsv",
+        "columns": ["text", "label"],
+        "files": {"all": "x.tsv"},
+        "text_fields": ["text"],
+        "labels": ["a", "b"],
+        **change,
+    }
+    path = write_yaml(tmp_path / "task.yaml", decl)
+    with pytest.raises(ConfigError) as info:
+        load_task_file(path)
+    assert any(str(p).startswith(f"{path}: ") and expected in str(p) for p in info.value.problems), info.value
+
+
+def _load_bad(tmp_path, fmt, content: bytes, **extra):
+    path = tmp_path / f"bad.{fmt}"
+    path.write_bytes(content)
+    decl = {
+        "name": "bad",
+        "type": "classification",
+        "format": fmt,
+        "files": {"all": str(path)},
+        "text_fields": ["text"],
+        "labels": ["neg", "pos"],
+        **extra,
+    }
+    spec = load_task_file(write_yaml(tmp_path / "bad.yaml", decl))
+    with pytest.raises(DataError) as info:
+        load_examples(spec, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0)
+    return str(info.value), path
+
+
+@pytest.mark.parametrize(
+    "fmt, content, extra, expected",
+    [
+        (
+            "tsv",
+            b"a\tpos\nb\tneg\tEXTRA\n",
+            {"columns": ["text", "label"]},
+            "line 2: wrong number of tab-separated columns (got 3; expected 2 columns (text, label))",
+        ),
+        (
+            "tsv",
+            b"a\tpos\nb\tmaybe\n",
+            {"columns": ["text", "label"]},
+            "line 2: unknown label in field 'label' (got 'maybe'; expected one of ['neg', 'pos'])",
+        ),
+        (
+            "tsv",
+            b"a\tpos\n\xff\xfe broken\tneg\n",
+            {"columns": ["text", "label"]},
+            "line 2: cannot be decoded as utf-8 at byte 0",
+        ),
+        ("tsv", b"", {"columns": ["text", "label"]}, "data file is empty"),
+        ("csv", b"text,label\n", {"header": True}, "no records after the header"),
+        (
+            "jsonl",
+            b'{"text": "a", "label": "pos"}\n{"text": "b", "label": \n',
+            {},
+            "line 2: invalid JSON: Expecting value at column 24",
+        ),
+        ("jsonl", b'{"text": "a", "label": "pos"}\n["b", "neg"]\n', {}, "line 2: not a JSON object"),
+        (
+            "jsonl",
+            b'{"text": "a", "label": "pos"}\n{"txt": "b", "label": "neg"}\n',
+            {},
+            "line 2: missing field(s) ['text']",
+        ),
+    ],
+)
+def test_bad_data_names_file_and_line(tmp_path, fmt, content, extra, expected):
+    message, path = _load_bad(tmp_path, fmt, content, **extra)
+    assert message.startswith(f"{path}: ") and expected in message, message
+
+
+def test_missing_data_file(tmp_path):
+    spec = load_task_file(
+        write_yaml(
+            tmp_path / "t.yaml",
+            {
+                "name": "t",
+                "type": "classification",
+                "format": "tsv",
+                "columns": ["text", "label"],
+                "files": {"all": "nowhere/x.tsv"},
+                "text_fields": ["text"],
+                "labels": ["a", "b"],
+            },
+        )
+    )
+    with pytest.raises(DataError, match=r"nowhere/x.tsv: data file not found"):
+        load_examples(spec, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0)
+
+
+def test_user_task_name_clash_with_builtin(tmp_path):
+    path = write_yaml(
+        tmp_path / "t.yaml",
+        {
+            "name": "pawsx",
+            "type": "classification",
+            "format": "jsonl",
+            "files": {"all": "x"},
+            "text_fields": ["t"],
+            "labels": ["a", "b"],
+        },
+    )
+    with pytest.raises(ConfigError, match="name: task name already declared"):
+        CATALOG.with_files((path,))
+
+
+def test_encoded_cache_round_trip(tmp_path, shared_data, tiny_model):
+    spec = CATALOG.spec("pawsx")
+    task = task_type(spec)
+    data = load_examples(spec, "de", "test", root=shared_data, fractions=FRACTIONS, seed=1, max_examples=30)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    first = encode(task, data, tokenizer, 64, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    second = encode(task, data, tokenizer, 64, tmp_path)
+    for a, b in zip(first.features["input_ids"], second.features["input_ids"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(first.labels, second.labels)
+    assert "token_type_ids" in second.features
