@@ -75,7 +75,7 @@ def _run_entry(args) -> int:
 
     cfg = _load(args)
     if args.command == "validate":
-        pipeline.preflight(stages.Workspace(cfg, experiment_id="", config_file=args.config))
+        pipeline.preflight(stages.Workspace(cfg, args.config))
         print(dump_yaml(cfg))
         return 0
     needs = {"main": "target", "intermediate": "intermediate", "finetune": "target"}.get(args.command)
@@ -115,21 +115,25 @@ def _run_entry(args) -> int:
                 )
             ]
         )
-    ws = stages.Workspace.open(cfg, args.config)
+    ws = stages.Workspace(cfg, args.config)
     try:
         if args.command == "main":
             result = pipeline.run_main(ws)
             _report_main(cfg, result)
         elif args.command == "intermediate":
-            pipeline.preflight(ws)
+            pipeline.preflight(ws, ("intermediate",), evaluation=False)
             trained = stages.intermediate(ws)
             print(f"intermediate model: {trained.uri} (run {trained.run_id})")
         elif args.command == "finetune":
+            pipeline.preflight(ws, ("target",), evaluation=False)
             trained = stages.finetune(ws)
             print(f"target model: {trained.uri} (run {trained.run_id})")
         else:
+            pipeline.preflight(ws, (), evaluation=True)
             evaluated = stages.evaluate(ws, cfg.evaluation.model)
-            print(evaluated.table.to_string(index=False))
+            wide = evaluated.table.pivot(index="language", columns="metric", values="value")
+            print(f"\n{cfg.eval_task}/{cfg.evaluation.split} ({cfg.evaluation.model}):")
+            print(wide.loc[evaluated.table.language.unique()].to_string(float_format=lambda v: f"{v:.4f}"))
     finally:
         ws.close()
     print(f"\ntracking store: {tracking.tracking_uri(cfg)}\nbrowse the runs: {tracking.ui_command()}")
@@ -182,7 +186,12 @@ def _tasks_command() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)  # overrides may also follow --init/--model
+    if extra and (not hasattr(args, "overrides") or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         if args.command == "model":
             return _model_command(args)

@@ -74,7 +74,9 @@ def encode(
         return task.encode(data, tokenizer, max_length)
     path = _cache_file(cache_dir, task, data, tokenizer, max_length)
     if path.is_file():
-        return _load(path)
+        cached = _load(path)
+        if np.array_equal(cached.uids, data.uids):  # belt and braces: the key covers the selection
+            return cached
     encoded = task.encode(data, tokenizer, max_length)
     _save(path, encoded)
     return encoded

@@ -9,12 +9,9 @@ evaluation drops them.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
-from intertask.data.fingerprint import combine
-from intertask.tasks.examples import ExampleSet
+from intertask.tasks.examples import ExampleSet, select
 
 Seen = dict[str, dict]  # "<task>|<source split>" -> {task, source, parallel, languages, uids}
 
@@ -53,7 +50,4 @@ def exclude_seen(data: ExampleSet, seen: Seen) -> tuple[ExampleSet, int]:
     used = np.isin(data.uids, np.array(entry["uids"], dtype=np.int64))
     if not used.any():
         return data, 0
-    kept = tuple(e for e, u in zip(data.examples, used, strict=True) if not u)
-    dropped = data.uids[used]
-    fingerprint = combine([data.fingerprint, "leakage-guard", ",".join(map(str, dropped))])
-    return replace(data, examples=kept, fingerprint=fingerprint), int(used.sum())
+    return select(data, data.uids[~used], "leakage-guard"), int(used.sum())

@@ -38,24 +38,24 @@ class StudyResult:
     arms: dict[str, Evaluated]
 
 
-def preflight(ws: Workspace) -> None:
-    """Load every data set and model the study needs, so that bad input fails before the first run."""
+def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool = True) -> None:
+    """Load every data set and model reference the given steps need, so bad input fails before any run."""
     cfg = ws.cfg
     loaded = []
-    for which in STAGES:
+    for which in stages:
         stage = getattr(cfg, which)
         if stage is not None:
             loaded.extend(stage_data(ws, stage))
-    if cfg.eval_task:
-        loaded.extend(
-            ws.examples(cfg.eval_task, lang, cfg.evaluation.split, None) for lang in cfg.eval_languages()
-        )
+    if evaluation and cfg.eval_task:
+        loaded.extend(ws.examples(cfg.eval_task, lang, cfg.evaluation.split, None) for lang in cfg.eval_languages())
     _check_parallel(ws, loaded)
     source = modeling.resolve_source(cfg.model.name_or_path)
     modeling.load_config(source)
     modeling.load_tokenizer(source)
-    if cfg.target is not None and cfg.target.init:
+    if "target" in stages and cfg.target is not None and cfg.target.init:
         tracking.resolve_reference(cfg.target.init, "target.init")
+    if evaluation and cfg.evaluation.model:
+        tracking.resolve_reference(cfg.evaluation.model, "evaluation.model")
 
 
 def _check_parallel(ws: Workspace, loaded: list) -> None:
@@ -90,7 +90,7 @@ def compare(arms: dict[str, Evaluated]) -> pd.DataFrame:
     frames = [e.table[keys + ["value"]].rename(columns={"value": arm}) for arm, e in arms.items()]
     table = frames[0]
     for frame in frames[1:]:
-        table = table.merge(frame, on=keys, how="outer")
+        table = table.merge(frame, on=keys, how="left")  # both arms evaluate the same rows, in order
     if set(ARMS) <= set(table.columns):
         table["gain"] = table["transfer"] - table["baseline"]
     return table

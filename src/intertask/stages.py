@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +24,7 @@ from intertask.config import ExperimentConfig, StageConfig  # noqa: E402
 from intertask.data.splits import subsample  # noqa: E402
 from intertask.errors import DataError, ModelError, Problem  # noqa: E402
 from intertask.evaluation import language_table, predict_logits, prediction_rows, score_set, table_metrics  # noqa: E402
-from intertask.tasks.examples import ExampleSet, load_examples  # noqa: E402
+from intertask.tasks.examples import ExampleSet, load_examples, select  # noqa: E402
 from intertask.tasks.types import ClassificationTask  # noqa: E402
 from intertask.training import train  # noqa: E402
 
@@ -34,20 +34,26 @@ ALIASES = {"intermediate": "intermediate", "target": "target"}
 
 @dataclass
 class Workspace:
-    """What the stages of one process share: the experiment, loaded data, a scratch folder."""
+    """What the stages of one process share: the experiment, loaded data, a scratch folder.
+
+    The MLflow experiment is created on first use, after the checks, so bad input creates nothing.
+    """
 
     cfg: ExperimentConfig
-    experiment_id: str
     config_file: str | None = None  # where cfg was loaded from (recorded on every run)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="intertask-")))
     _data: dict = field(default_factory=dict)
+    _experiment_id: str | None = None
 
     def __post_init__(self) -> None:
         modeling.quiet_transformers()
+        tracking.use(self.cfg)
 
-    @classmethod
-    def open(cls, cfg: ExperimentConfig, config_file: str | None = None) -> Workspace:
-        return cls(cfg, tracking.connect(cfg), config_file)
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = tracking.connect(self.cfg)
+        return self._experiment_id
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -325,8 +331,8 @@ def _eval_sets(ws: Workspace, task: str, seen: leakage.Seen) -> tuple[dict[str, 
         data = ws.examples(task, language, cfg.evaluation.split, None)
         kept, dropped = leakage.exclude_seen(data, seen)
         if cfg.evaluation.max_examples is not None:
-            keep = set(subsample(kept.uids, cfg.evaluation.max_examples, cfg.split_seed).tolist())
-            kept = replace(kept, examples=tuple(e for e in kept.examples if e.uid in keep))
+            keep = subsample(kept.uids, cfg.evaluation.max_examples, cfg.split_seed)
+            kept = select(kept, keep, f"max_examples={cfg.evaluation.max_examples}")
         if len(kept) == 0:
             raise DataError.at(
                 ", ".join(data.files),

@@ -56,11 +56,17 @@ def tracking_uri(cfg: ExperimentConfig) -> str:
     )
 
 
-def connect(cfg: ExperimentConfig) -> str:
-    """Point MLflow at the tracking store and return the experiment id (created if new)."""
+def use(cfg: ExperimentConfig) -> str:
+    """Point MLflow at the configured tracking store (nothing is created)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def connect(cfg: ExperimentConfig) -> str:
+    """The experiment id for cfg in the tracking store (the experiment is created if new)."""
+    uri = use(cfg)
     name = cfg.tracking.experiment or cfg.name
     try:
         if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: the launcher chose the experiment

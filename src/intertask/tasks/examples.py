@@ -8,7 +8,7 @@ a line-parallel task and what the leakage guard compares.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +189,11 @@ def load_examples(
         fingerprint=combine([digest, selection]),
         source_size=len(examples),
     )
+
+
+def select(data: ExampleSet, keep: np.ndarray, reason: str) -> ExampleSet:
+    """The examples of `data` whose uid is in `keep`; the fingerprint records the selection."""
+    mask = np.isin(data.uids, keep)
+    kept = tuple(e for e, m in zip(data.examples, mask, strict=True) if m)
+    fingerprint = combine([data.fingerprint, reason, ",".join(str(e.uid) for e in kept)])
+    return replace(data, examples=kept, fingerprint=fingerprint)

@@ -1,0 +1,216 @@
+"""End to end against a real `mlflow server` (SQLite backend, 127.0.0.1): the run tree of `main`,
+metric keys for every language, artifacts, registered versions with aliases and lineage; `evaluate`
+from a models:/ URI; the MLproject through `mlflow run`; bad input that leaves nothing behind."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from intertask import cli, tracking
+
+from .conftest import REPO
+
+LANGUAGES = ["en", "de", "fr", "ja"]
+
+
+def _runs(client, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=200) if exp else []
+
+
+def _children(runs, parent) -> list:
+    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+
+def _artifacts(client, run_id: str, path: str = "") -> set[str]:
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(tiny_model, mlflow_server, tmp_path_factory):
+    """`intertask main` once against the server; returns (client, runs, config path, registered names)."""
+    from .conftest import write_yaml
+
+    folder = tmp_path_factory.mktemp("study")
+    config = write_yaml(folder / "study.yaml", {
+        "name": "e2e", "seed": 7,
+        "model": {"name_or_path": str(tiny_model), "max_length": 64},
+        "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
+        "intermediate": {"task": "xnli", "max_examples": {"train": 160, "dev": 48}},
+        "target": {"task": "pawsx", "max_examples": {"train": 160, "dev": 48}},
+        "evaluation": {"languages": LANGUAGES, "max_examples": 64},
+    })
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    try:
+        assert cli.main(["main", str(config)]) == 0
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(mlflow_server)
+    names = {chain: tracking.registered_name("e2e", str(tiny_model), chain.split("-"))
+             for chain in ("xnli", "xnli-pawsx", "pawsx")}
+    return client, _runs(client, "e2e"), config, names
+
+
+def test_main_builds_the_run_tree(study):
+    client, runs, _, _ = study
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
+    arms = {r.data.tags["intertask.arm"]: r for r in _children(runs, parent)}
+    assert set(arms) == {"transfer", "baseline"}
+    stages = {arm: sorted(r.data.tags["intertask.stage"] for r in _children(runs, run)) for arm, run in arms.items()}
+    assert stages == {"transfer": ["evaluate", "finetune", "intermediate"], "baseline": ["evaluate", "finetune"]}
+    assert len(runs) == 1 + 2 + 5
+
+
+def test_metric_keys_for_every_language(study):
+    client, runs, _, _ = study
+    evaluations = [r for r in runs if r.data.tags.get("intertask.stage") == "evaluate"]
+    assert len(evaluations) == 2
+    for run in evaluations:
+        for lang in [*LANGUAGES, "mean_all", "mean_non_en"]:
+            for metric in ("accuracy", "macro_f1"):
+                value = run.data.metrics[f"pawsx/test/{lang}/{metric}"]
+                assert 0.0 <= value <= 1.0
+        assert {f"leakage_guard/pawsx/{lang}/excluded" for lang in LANGUAGES} <= set(run.data.metrics)
+    (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
+    for lang in LANGUAGES:
+        gain = parent.data.metrics[f"gain/pawsx/test/{lang}/accuracy"]
+        transfer = parent.data.metrics[f"transfer/pawsx/test/{lang}/accuracy"]
+        baseline = parent.data.metrics[f"baseline/pawsx/test/{lang}/accuracy"]
+        assert gain == pytest.approx(transfer - baseline)
+    trained = [r for r in runs if r.data.tags.get("intertask.stage") in ("intermediate", "finetune")]
+    for run in trained:
+        history = client.get_metric_history(run.info.run_id, "train/loss")
+        assert len(history) >= 2 and [m.step for m in history] == sorted(m.step for m in history)
+        assert len(client.get_metric_history(run.info.run_id, "dev/accuracy")) == 2  # one per epoch
+        assert run.data.metrics["best_epoch"] in (1, 2)
+
+
+def test_artifacts_provenance_and_params(study):
+    client, runs, _, _ = study
+    (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
+    assert {"comparison/gain_by_language.csv", "comparison/gain_by_language.html", "comparison/gain_by_language.png",
+            "config/resolved.yaml", "provenance/environment.json"} <= _artifacts(client, parent.info.run_id)
+    for run in runs:
+        stage = run.data.tags["intertask.stage"]
+        tags, params = run.data.tags, run.data.params
+        if stage in ("intermediate", "finetune", "evaluate"):
+            assert len(tags["intertask.config_hash"]) == 64 and tags["intertask.git_commit"]
+            assert params["version.torch"] and params["version.transformers"] and params["version.mlflow"]
+            assert any(k.startswith("data.") and k.endswith(".fingerprint") for k in params)
+            assert params["training.learning_rate"] == "0.001" and params["seed"] == "7"
+        if stage in ("intermediate", "finetune"):
+            files = _artifacts(client, run.info.run_id)
+            assert {"training/history.csv", "training/curves.png", "data/seen_examples.json",
+                    "data/fingerprints.json", "config/resolved.yaml"} <= files
+        if stage == "evaluate":
+            files = _artifacts(client, run.info.run_id)
+            assert {"evaluation/languages.csv", "evaluation/languages.html", "evaluation/languages.png",
+                    "evaluation/predictions.csv"} <= files
+
+
+def test_registered_models_have_aliases_and_lineage(study):
+    client, runs, _, names = study
+    intermediate = client.get_model_version_by_alias(names["xnli"], "intermediate")
+    transfer = client.get_model_version_by_alias(names["xnli-pawsx"], "target")
+    baseline = client.get_model_version_by_alias(names["pawsx"], "target")
+    by_id = {r.info.run_id: r for r in runs}
+    assert by_id[intermediate.run_id].data.tags["intertask.stage"] == "intermediate"
+    assert by_id[transfer.run_id].data.tags["intertask.stage"] == "finetune"
+    assert transfer.tags["intertask.init_run_id"] == intermediate.run_id
+    assert transfer.tags["intertask.init_model"] == f"models:/{names['xnli']}/{intermediate.version}"
+    assert transfer.tags["intertask.task_chain"] == "xnli-pawsx"
+    assert baseline.tags["intertask.init_run_id"] == "" and baseline.tags["intertask.task_chain"] == "pawsx"
+    assert by_id[transfer.run_id].data.tags["intertask.init_run_id"] == intermediate.run_id
+
+
+def test_evaluate_loads_a_model_by_alias_uri(study, mlflow_server, monkeypatch, capsys):
+    client, _, config, names = study
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    uri = f"models:/{names['xnli-pawsx']}@target"
+    assert cli.main(["evaluate", str(config), "--model", uri, "evaluation.languages=[de,fr]"]) == 0
+    runs = _runs(client, "e2e")
+    standalone = [r for r in runs if r.data.tags.get("intertask.model") == uri]
+    assert len(standalone) == 1 and "mlflow.parentRunId" not in standalone[0].data.tags
+    metrics = standalone[0].data.metrics
+    assert {"pawsx/test/de/accuracy", "pawsx/test/fr/accuracy", "pawsx/test/mean_all/accuracy"} <= set(metrics)
+    assert standalone[0].data.tags["intertask.model_version"].startswith(names["xnli-pawsx"] + "/")
+    out = capsys.readouterr().out
+    assert "mean_all" in out and "macro_f1" in out and uri in out
+
+
+def test_registered_model_answers_pyfunc_predict_on_raw_texts(study, mlflow_server):
+    import mlflow
+
+    _, _, _, names = study
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(f"models:/{names['pawsx']}@target")
+    out = model.predict(["The cat sat on the mat.", "Die Katze saß auf der Matte."])
+    assert len(out) == 2 and set(out["label"]) <= {"0", "1"}
+
+
+def test_evaluate_rejects_a_model_with_the_wrong_head(study, mlflow_server, monkeypatch, capsys):
+    client, _, config, names = study
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    before = len(_runs(client, "e2e"))
+    code = cli.main(["evaluate", str(config), "--model", f"models:/{names['xnli']}@intermediate"])
+    assert code == 2
+    assert "head: the model's head does not fit task 'pawsx'" in capsys.readouterr().err
+    assert len(_runs(client, "e2e")) == before
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("models:/no.such.model@target", "evaluation.model: not found in the tracking store"),
+    ("models:/no.such.model", "evaluation.model: a models:/ URI needs @alias or /version"),
+    ("0123456789abcdef0123456789abcdef", "evaluation.model: not found in the tracking store"),
+])
+def test_bad_model_references_are_reported_before_any_run(study, mlflow_server, monkeypatch, capsys, uri, expected):
+    client, _, config, _ = study
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    before = len(_runs(client, "e2e"))
+    assert cli.main(["evaluate", str(config), "--model", uri]) == 2
+    assert expected in capsys.readouterr().err
+    assert len(_runs(client, "e2e")) == before
+
+
+def test_bad_data_fails_before_any_run_is_created(tmp_path, tiny_config, mlflow_server, monkeypatch, capsys):
+    bad = tmp_path / "broken.tsv"
+    bad.write_text("a sentence\tpos\nanother\tpos\textra column\n")
+    task = tmp_path / "broken.yaml"
+    task.write_text(f"name: broken\ntype: classification\nformat: tsv\ncolumns: [text, label]\n"
+                    f"files: {{all: {bad}}}\ntext_fields: [text]\nlabels: [neg, pos]\n")
+    config = tiny_config("nothing", data={"task_files": [str(task)]}, target={"task": "broken"},
+                         evaluation={"languages": ["en"]})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    assert cli.main(["main", str(config)]) == 2
+    assert f"{bad}: line 2: wrong number of tab-separated columns (got 3; expected 2 columns" in capsys.readouterr().err
+    assert MlflowClient(mlflow_server).get_experiment_by_name("nothing") is None
+
+
+def test_mlflow_run_uses_the_mlproject(tiny_config, mlflow_server, tmp_path):
+    """`mlflow run . -e main --env-manager local`: the launcher's run becomes the study's parent run."""
+    config = tiny_config("mlproject", intermediate=None, evaluation={"languages": ["en", "de"], "max_examples": 32},
+                         training={"epochs": 1})
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "main", "--env-manager", "local",
+         "--experiment-name", "mlproject", "-P", f"config={config}", "-P", "overrides=target.max_examples.train=64 seed=3"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(mlflow_server)
+    runs = _runs(client, "mlproject")
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["intertask.stage"] == "main" and parent.info.status == "FINISHED"
+    assert parent.data.params["seed"] == "3" and parent.data.params["target.max_examples.train"] == "64"
+    (arm,) = _children(runs, parent)
+    assert arm.data.tags["intertask.arm"] == "baseline"
+    assert sorted(r.data.tags["intertask.stage"] for r in _children(runs, arm)) == ["evaluate", "finetune"]

@@ -1,0 +1,51 @@
+"""The repository's promises: dependency lists agree, the MLproject entry points exist, the README's
+two commands are what CI runs, run outputs stay out of git."""
+
+import re
+import subprocess
+import tomllib
+
+import yaml
+
+from intertask.cli import ENTRY_POINTS
+
+from .conftest import REPO
+
+
+def _normalise(requirement: str) -> str:
+    return re.sub(r"\s+", "", requirement).lower().replace("_", "-")
+
+
+def test_conda_env_and_pyproject_dependencies_agree():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    conda = yaml.safe_load((REPO / "conda.yaml").read_text())["dependencies"]
+    pip = next(d["pip"] for d in conda if isinstance(d, dict))
+    assert sorted(map(_normalise, project)) == sorted(map(_normalise, pip))
+    assert any(str(d).startswith("python=3.11") for d in conda)
+    assert "torch==2.13.0" in project  # an unpinned torch pulls a CUDA build on CPU machines
+
+
+def test_mlproject_declares_every_entry_point_and_no_hyperparameters():
+    project = yaml.safe_load((REPO / "MLproject").read_text())
+    assert project["conda_env"] == "conda.yaml"
+    points = project["entry_points"]
+    assert set(ENTRY_POINTS) <= set(points)
+    for name, point in points.items():
+        assert set(point["parameters"]) <= {"config", "overrides", "init", "model"}, name
+        assert point["command"].startswith(f"python -m intertask {name} {{config}}")
+
+
+def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```(?:bash|sh)?\n(.*?)```", section, re.S)
+    lines = [line.strip() for block in commands for line in block.strip().splitlines() if line.strip()]
+    assert lines == ["make demo", "make test"], lines
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+def test_run_outputs_are_ignored_by_git(tmp_path):
+    for path in ("mlflow.db", "mlruns/0/meta.yaml", "mlartifacts/x", ".venv/bin/python", "outputs/a.csv"):
+        result = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", path])
+        assert result.returncode == 0, f"{path} is not ignored"
