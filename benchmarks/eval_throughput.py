@@ -17,6 +17,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 from transformers.utils import logging as hf_logging
 
 from intertask import models
+from intertask.config import TrainingConfig
 from intertask.data import data_root
 from intertask.encoding import encode
 from intertask.evaluation import predict_logits
@@ -49,7 +50,7 @@ def intertask_path(model, tokenizer, task, sets, bf16: bool) -> tuple[float, dic
     started, predictions = time.perf_counter(), {}
     for lang, data in sets.items():
         encoded = encode(task, data, tokenizer, 128, None)  # tokenization is timed (no cache)
-        logits = predict_logits(model, encoded, pad_id=tokenizer.pad_token_id, batch_tokens=16384, bf16=bf16)
+        logits = predict_logits(model, encoded, pad_id=tokenizer.pad_token_id, batch_tokens=TrainingConfig().eval_batch_tokens, bf16=bf16)
         predictions[lang] = [model.config.id2label[i] for i in logits.argmax(-1)]
     return time.perf_counter() - started, predictions
 
@@ -84,7 +85,7 @@ def main() -> None:
         "transformers pipeline per language, batch_size=16": lambda: pipeline_loop(
             model, tokenizer, sets, 16
         ),
-        "intertask, fp32 (length-sorted token-budget batches)": lambda: intertask_path(
+        "intertask, fp32 (length-sorted batches of <= 2048 tokens)": lambda: intertask_path(
             model, tokenizer, task, sets, False
         ),
         "intertask, bf16 autocast (demo setting)": lambda: intertask_path(model, tokenizer, task, sets, True),

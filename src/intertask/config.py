@@ -53,7 +53,7 @@ class TrainingConfig:
     max_grad_norm: float = 1.0  # gradient clipping (0 turns it off)
     bf16: bool = False  # bf16 autocast for forward and backward (about 2x on CPUs with avx512_bf16)
     group_by_length: bool = True  # batches of similar length (less padding); batch order still shuffled
-    eval_batch_tokens: int = 16384  # evaluation batches are length-sorted and filled up to this many tokens
+    eval_batch_tokens: int = 2048  # evaluation batches: length-sorted, padded size up to this many tokens
     log_every_steps: int = 10  # training loss is logged every N optimizer steps
     threads: int | None = None  # torch CPU threads (None: torch's default)
 

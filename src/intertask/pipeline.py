@@ -98,13 +98,15 @@ def compare(arms: dict[str, Evaluated]) -> pd.DataFrame:
     return table
 
 
-def _comparison_figure(table: pd.DataFrame, metric: str, title: str):
+def _comparison_figure(table: pd.DataFrame, metric: str, title: str, chance: float | None):
     rows = table[table.metric == metric].reset_index(drop=True)
     x = np.arange(len(rows))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(rows)), 3.8))
     for offset, arm, color in ((-0.2, "baseline", "#999"), (0.2, "transfer", "#36c")):
         if arm in rows:
             ax1.bar(x + offset, rows[arm], width=0.4, label=arm, color=color)
+    if chance is not None:
+        ax1.axhline(chance, color="black", linestyle="--", linewidth=0.8, label="chance")
     ax1.set(xticks=x, xticklabels=rows.language, ylabel=metric, title=f"{title}: {metric}", ylim=(0, 1))
     ax1.legend()
     if "gain" in rows:
@@ -154,8 +156,10 @@ def run_main(ws: Workspace) -> StudyResult:
             )
         for arm_name, result in arms.items():
             tracking.log_metrics({f"{arm_name}/{k}": v for k, v in table_metrics(result.table).items()})
-        metric = cfg.catalog().spec(cfg.eval_task).metrics[0]
-        figure = _comparison_figure(table, metric, f"{cfg.eval_task}/{cfg.evaluation.split}")
+        spec = cfg.catalog().spec(cfg.eval_task)
+        metric = spec.metrics[0]
+        chance = 1 / len(spec.labels) if metric == "accuracy" and spec.type == "classification" else None
+        figure = _comparison_figure(table, metric, f"{cfg.eval_task}/{cfg.evaluation.split}", chance)
         tracking.log_figure(figure, "comparison/gain_by_language.png")
         plt.close(figure)
     return StudyResult(parent, table, arms)

@@ -175,7 +175,7 @@ def _loss_figure(steps: list[tuple[int, float]], history: pd.DataFrame, title: s
     ax1.set(title="training loss", xlabel="step", ylabel="loss")
     for column in (c for c in history.columns if c.startswith("dev_")):
         ax2.plot(history["epoch"], history[column], marker="o", label=column[4:])
-    ax2.set(title="dev metrics", xlabel="epoch")
+    ax2.set(title="dev metrics", xlabel="epoch", xticks=list(history["epoch"]))
     ax2.legend()
     fig.suptitle(title)
     fig.tight_layout()
