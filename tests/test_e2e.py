@@ -117,6 +117,7 @@ def test_artifacts_provenance_and_params(study):
     for run in runs:
         stage = run.data.tags["intertask.stage"]
         tags, params = run.data.tags, run.data.params
+        assert "intertask.config_hash" in tags and "intertask.git_commit" in tags, stage  # every run
         if stage in ("intermediate", "finetune", "evaluate"):
             assert len(tags["intertask.config_hash"]) == 64 and tags["intertask.git_commit"]
             assert params["version.torch"] and params["version.transformers"] and params["version.mlflow"]

@@ -13,20 +13,16 @@ baseline arm (target -> evaluate) as child runs of one parent run, which holds t
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from intertask import modeling, tracking  # noqa: E402
-from intertask.config import STAGES  # noqa: E402
-from intertask.errors import DataError, Problem  # noqa: E402
-from intertask.evaluation import table_metrics  # noqa: E402
-from intertask.stages import Evaluated, Workspace, evaluate, intermediate, stage_data, train_stage  # noqa: E402
+from intertask import modeling, plots, tracking
+from intertask.config import STAGES
+from intertask.errors import DataError, Problem
+from intertask.evaluation import table_metrics
+from intertask.stages import Evaluated, Workspace, evaluate, intermediate, stage_data, train_stage
 
 ARMS = ("transfer", "baseline")
 
@@ -98,68 +94,48 @@ def compare(arms: dict[str, Evaluated]) -> pd.DataFrame:
     return table
 
 
-def _comparison_figure(table: pd.DataFrame, metric: str, title: str, chance: float | None):
-    rows = table[table.metric == metric].reset_index(drop=True)
-    x = np.arange(len(rows))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(rows)), 3.8))
-    for offset, arm, color in ((-0.2, "baseline", "#999"), (0.2, "transfer", "#36c")):
-        if arm in rows:
-            ax1.bar(x + offset, rows[arm], width=0.4, label=arm, color=color)
-    if chance is not None:
-        ax1.axhline(chance, color="black", linestyle="--", linewidth=0.8, label="chance")
-    ax1.set(xticks=x, xticklabels=rows.language, ylabel=metric, title=f"{title}: {metric}", ylim=(0, 1))
-    ax1.legend()
-    if "gain" in rows:
-        ax2.bar(x, rows["gain"], color=["#3a3" if g >= 0 else "#c33" for g in rows["gain"]])
-        ax2.axhline(0, color="black", linewidth=0.8)
-    ax2.set(xticks=x, xticklabels=rows.language, ylabel=f"gain in {metric}", title="transfer - baseline")
-    for ax in (ax1, ax2):
-        ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    return fig
+@contextmanager
+def _recorded_run(ws: Workspace, name: str, tags: dict[str, str], parent_run_id: str | None = None):
+    """A parent or arm run that records the resolved config and provenance like every stage run."""
+    with tracking.run(name, experiment_id=ws.experiment_id, parent_run_id=parent_run_id, tags=tags) as run_id:
+        tracking.log_config(ws.cfg, ws.config_file)
+        tracking.log_provenance()
+        yield run_id
+
+
+def _log_comparison(cfg, table: pd.DataFrame, arms: dict[str, Evaluated]) -> None:
+    tracking.log_table(table, "comparison/gain_by_language")
+    if "gain" in table:
+        tracking.log_metrics(
+            {f"gain/{r.task}/{r.split}/{r.language}/{r.metric}": r.gain for r in table.itertuples()}
+        )
+    for arm_name, result in arms.items():
+        tracking.log_metrics({f"{arm_name}/{k}": v for k, v in table_metrics(result.table).items()})
+    spec = cfg.catalog().spec(cfg.eval_task)
+    metric = spec.metrics[0]
+    chance = 1 / len(spec.labels) if metric == "accuracy" and spec.type == "classification" else None
+    figure = plots.transfer_comparison(table, metric, f"{cfg.eval_task}/{cfg.evaluation.split}", chance)
+    tracking.log_figure(figure, "comparison/gain_by_language.png")
+    plots.close(figure)
 
 
 def run_main(ws: Workspace) -> StudyResult:
     """Both arms of the study as child runs of one parent run; the parent gets the comparison."""
     cfg = ws.cfg
     preflight(ws)
-    target = cfg.target
-    tag = f"{tracking.TAG}stage"
+    stage, arm_tag = f"{tracking.TAG}stage", f"{tracking.TAG}arm"
     arms: dict[str, Evaluated] = {}
-    with tracking.run(f"main {cfg.name}", experiment_id=ws.experiment_id, tags={tag: "main"}) as parent:
-        tracking.log_config(cfg, ws.config_file)
-        tracking.log_provenance()
+    with _recorded_run(ws, f"main {cfg.name}", {stage: "main"}) as parent:
         if cfg.intermediate is not None:
-            name = f"arm transfer: {cfg.intermediate.task} -> {target.task}"
-            with tracking.run(
-                name,
-                experiment_id=ws.experiment_id,
-                parent_run_id=parent,
-                tags={tag: "arm", f"{tracking.TAG}arm": "transfer"},
-            ) as arm:
+            name = f"arm transfer: {cfg.intermediate.task} -> {cfg.target.task}"
+            with _recorded_run(ws, name, {stage: "arm", arm_tag: "transfer"}, parent) as arm:
                 first = intermediate(ws, arm)
                 second = train_stage(ws, "target", first, arm)
                 arms["transfer"] = evaluate(ws, second, arm)
-        with tracking.run(
-            f"arm baseline: {target.task}",
-            experiment_id=ws.experiment_id,
-            parent_run_id=parent,
-            tags={tag: "arm", f"{tracking.TAG}arm": "baseline"},
-        ) as arm:
+        name = f"arm baseline: {cfg.target.task}"
+        with _recorded_run(ws, name, {stage: "arm", arm_tag: "baseline"}, parent) as arm:
             only = train_stage(ws, "target", None, arm)
             arms["baseline"] = evaluate(ws, only, arm)
         table = compare(arms)
-        tracking.log_table(table, "comparison/gain_by_language")
-        if "gain" in table:
-            tracking.log_metrics(
-                {f"gain/{r.task}/{r.split}/{r.language}/{r.metric}": r.gain for r in table.itertuples()}
-            )
-        for arm_name, result in arms.items():
-            tracking.log_metrics({f"{arm_name}/{k}": v for k, v in table_metrics(result.table).items()})
-        spec = cfg.catalog().spec(cfg.eval_task)
-        metric = spec.metrics[0]
-        chance = 1 / len(spec.labels) if metric == "accuracy" and spec.type == "classification" else None
-        figure = _comparison_figure(table, metric, f"{cfg.eval_task}/{cfg.evaluation.split}", chance)
-        tracking.log_figure(figure, "comparison/gain_by_language.png")
-        plt.close(figure)
+        _log_comparison(cfg, table, arms)
     return StudyResult(parent, table, arms)

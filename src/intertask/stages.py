@@ -11,22 +11,18 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-from transformers import AutoModelForSequenceClassification  # noqa: E402
-
-from intertask import encoding, leakage, modeling, models, tracking  # noqa: E402
-from intertask.config import ExperimentConfig, StageConfig  # noqa: E402
-from intertask.data.splits import subsample  # noqa: E402
-from intertask.errors import DataError, ModelError, Problem  # noqa: E402
-from intertask.evaluation import language_table, predict_logits, prediction_rows, score_set, table_metrics  # noqa: E402
-from intertask.tasks.examples import ExampleSet, load_examples, select  # noqa: E402
-from intertask.tasks.types import ClassificationTask  # noqa: E402
-from intertask.training import train  # noqa: E402
+from intertask import encoding, leakage, modeling, models, plots, tracking
+from intertask.config import ExperimentConfig, StageConfig
+from intertask.data.splits import subsample
+from intertask.errors import DataError, ModelError, Problem
+from intertask.evaluation import language_table, predict_logits, prediction_rows, score_set, table_metrics
+from intertask.tasks.examples import ExampleSet, load_examples, select
+from intertask.tasks.types import ClassificationTask
+from intertask.training import train
 
 SEEN_ARTIFACT = "data/seen_examples.json"
 ALIASES = {"intermediate": "intermediate", "target": "target"}
@@ -168,20 +164,6 @@ def _fingerprint_rows(sets: list[ExampleSet]) -> list[dict]:
     ]
 
 
-def _loss_figure(steps: list[tuple[int, float]], history: pd.DataFrame, title: str):
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    if steps:
-        ax1.plot(*zip(*steps, strict=True), marker=".")
-    ax1.set(title="training loss", xlabel="step", ylabel="loss")
-    for column in (c for c in history.columns if c.startswith("dev_")):
-        ax2.plot(history["epoch"], history[column], marker="o", label=column[4:])
-    ax2.set(title="dev metrics", xlabel="epoch", xticks=list(history["epoch"]))
-    ax2.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def _log_common(ws: Workspace, sets: list[ExampleSet]) -> None:
     tracking.log_config(ws.cfg, ws.config_file)
     tracking.log_provenance()
@@ -257,9 +239,9 @@ def train_stage(
             }
         )
         tracking.log_table(result.history, "training/history")
-        figure = _loss_figure(steps, result.history, f"{name} {stage.task}")
+        figure = plots.training_curves(steps, result.history, f"{name} {stage.task}")
         tracking.log_figure(figure, "training/curves.png")
-        plt.close(figure)
+        plots.close(figure)
         seen = leakage.merge(
             start.seen,
             leakage.record({}, train_set, task.spec.parallel),
@@ -398,21 +380,7 @@ def evaluate(
         tracking.log_table(table, "evaluation/languages")
         if cfg.evaluation.save_predictions:
             tracking.log_table(pd.concat(predictions, ignore_index=True), "evaluation/predictions")
-        figure = _language_figure(table, task.spec.metrics[0], f"{task_name}/{split}")
+        figure = plots.language_scores(table, task.spec.metrics[0], f"{task_name}/{split}")
         tracking.log_figure(figure, "evaluation/languages.png")
-        plt.close(figure)
+        plots.close(figure)
     return Evaluated(run_id, table, excluded)
-
-
-def _language_figure(table: pd.DataFrame, metric: str, title: str):
-    rows = table[table.metric == metric]
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rows)), 3.5))
-    ax.bar(
-        rows.language,
-        rows.value,
-        color=["#999" if lang.startswith("mean") else "#3b6" for lang in rows.language],
-    )
-    ax.set(title=f"{title} {metric}", ylabel=metric, ylim=(0, 1))
-    ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    return fig

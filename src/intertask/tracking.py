@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -357,8 +358,6 @@ def download_model(reference: ModelReference) -> ModelFiles:
                 reference.given, f"cannot download the model: {err.message[:200]}", "model"
             ) from None
         if target.exists():
-            import shutil
-
             shutil.rmtree(target)
         path.rename(target)
     flavor = yaml.safe_load((target / "MLmodel").read_text())["flavors"].get("transformers")

