@@ -181,3 +181,11 @@ def tiny_config(tmp_path, tiny_model):
         return write_yaml(tmp_path / f"{name}.yaml", data)
 
     return make
+
+
+@pytest.fixture
+def local_store(tmp_path, monkeypatch):
+    """The embedded default: a SQLite MLflow store in a temporary working folder."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

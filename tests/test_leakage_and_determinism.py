@@ -85,13 +85,6 @@ def test_merge_accumulates_lineage():
     assert merged["xnli|dev"]["uids"] == [1, 2, 5] and set(merged) == {"xnli|dev", "rte|train"}
 
 
-@pytest.fixture
-def local_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _finetune_and_evaluate(config, overrides=()):
     cfg = load_experiment(config, ["intermediate=null", "tracking.register_models=false", *overrides])
     ws = Workspace(cfg)

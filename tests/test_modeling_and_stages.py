@@ -61,12 +61,6 @@ def test_freezing_word_embeddings(trained_folder):
     )
 
 
-@pytest.fixture
-def local_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
-
-
 @pytest.mark.parametrize(
     "task, metrics",
     [

@@ -22,7 +22,7 @@ from intertask import models
 from intertask.data import data_root
 from intertask.errors import ConfigError, Problems
 from intertask.registry import close_matches, suggest
-from intertask.schema import FieldChecks, build, coerce_fields, construct, field_type, to_dict
+from intertask.schema import FieldChecks, build, coerce_fields, construct, field_type, read_yaml, to_dict
 from intertask.tasks import TaskCatalog, catalog_for
 
 STAGES = ("intermediate", "target")
@@ -325,23 +325,6 @@ def _deep_copy(value: Any) -> Any:
 # --- loading --------------------------------------------------------------------------------------
 
 
-def read_yaml(path: Path, problems: Problems) -> dict | None:
-    if not path.is_file():
-        problems.add(str(path), "", "config file not found", expected="a YAML experiment file")
-        return None
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problems.add(str(path), where, f"invalid YAML: {getattr(err, 'problem', err)}")
-        return None
-    if not isinstance(raw, dict):
-        problems.add(str(path), "", "top level must be a mapping", type(raw).__name__, "key: value pairs")
-        return None
-    return raw
-
-
 def _resolve_paths(raw: dict, base: Path) -> dict:
     """Make task_files and data.root relative to the config file's folder."""
     data = raw.get("data")
@@ -386,7 +369,7 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     problems = Problems()
     pairs, override_problems = parse_overrides(list(overrides))
     problems.items.extend(override_problems.items)
-    raw = read_yaml(path, problems)
+    raw = read_yaml(path, problems, "config file")
     if raw is None:
         problems.raise_if_any()
     raw = _resolve_paths(apply_overrides(raw, pairs), path.resolve().parent)

@@ -13,7 +13,6 @@ baseline arm (target -> evaluate) as child runs of one parent run, which holds t
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -22,7 +21,15 @@ from intertask import modeling, plots, tracking
 from intertask.config import STAGES
 from intertask.errors import DataError, Problem
 from intertask.evaluation import table_metrics
-from intertask.stages import Evaluated, Workspace, evaluate, intermediate, stage_data, train_stage
+from intertask.stages import (
+    Evaluated,
+    Workspace,
+    evaluate,
+    intermediate,
+    recorded_run,
+    stage_data,
+    train_stage,
+)
 
 ARMS = ("transfer", "baseline")
 
@@ -94,15 +101,6 @@ def compare(arms: dict[str, Evaluated]) -> pd.DataFrame:
     return table
 
 
-@contextmanager
-def _recorded_run(ws: Workspace, name: str, tags: dict[str, str], parent_run_id: str | None = None):
-    """A parent or arm run that records the resolved config and provenance like every stage run."""
-    with tracking.run(name, experiment_id=ws.experiment_id, parent_run_id=parent_run_id, tags=tags) as run_id:
-        tracking.log_config(ws.cfg, ws.config_file)
-        tracking.log_provenance()
-        yield run_id
-
-
 def _log_comparison(cfg, table: pd.DataFrame, arms: dict[str, Evaluated]) -> None:
     tracking.log_table(table, "comparison/gain_by_language")
     if "gain" in table:
@@ -125,15 +123,15 @@ def run_main(ws: Workspace) -> StudyResult:
     preflight(ws)
     stage, arm_tag = f"{tracking.TAG}stage", f"{tracking.TAG}arm"
     arms: dict[str, Evaluated] = {}
-    with _recorded_run(ws, f"main {cfg.name}", {stage: "main"}) as parent:
+    with recorded_run(ws, f"main {cfg.name}", {stage: "main"}) as parent:
         if cfg.intermediate is not None:
             name = f"arm transfer: {cfg.intermediate.task} -> {cfg.target.task}"
-            with _recorded_run(ws, name, {stage: "arm", arm_tag: "transfer"}, parent) as arm:
+            with recorded_run(ws, name, {stage: "arm", arm_tag: "transfer"}, parent) as arm:
                 first = intermediate(ws, arm)
                 second = train_stage(ws, "target", first, arm)
                 arms["transfer"] = evaluate(ws, second, arm)
         name = f"arm baseline: {cfg.target.task}"
-        with _recorded_run(ws, name, {stage: "arm", arm_tag: "baseline"}, parent) as arm:
+        with recorded_run(ws, name, {stage: "arm", arm_tag: "baseline"}, parent) as arm:
             only = train_stage(ws, "target", None, arm)
             arms["baseline"] = evaluate(ws, only, arm)
         table = compare(arms)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
 
 from intertask.errors import ConfigError, Problem, Problems
 from intertask.registry import close_matches
@@ -221,3 +224,21 @@ def _strip_optional(hint: Any) -> Any:
         if len(rest) == 1:
             return rest[0]
     return hint
+
+
+def read_yaml(path: Path, problems: Problems, what: str) -> dict | None:
+    """A YAML file's top-level mapping, or None after recording why not (missing, invalid, not a mapping)."""
+    if not path.is_file():
+        problems.add(str(path), "", f"{what} not found", expected=f"a YAML {what}")
+        return None
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problems.add(str(path), where, f"invalid YAML: {getattr(err, 'problem', err)}")
+        return None
+    if not isinstance(raw, dict):
+        problems.add(str(path), "", "top level must be a mapping", type(raw).__name__, "key: value pairs")
+        return None
+    return raw

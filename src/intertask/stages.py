@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,10 +166,21 @@ def _fingerprint_rows(sets: list[ExampleSet]) -> list[dict]:
     ]
 
 
-def _log_common(ws: Workspace, sets: list[ExampleSet]) -> None:
-    tracking.log_config(ws.cfg, ws.config_file)
-    tracking.log_provenance()
-    tracking.log_data_fingerprints(_fingerprint_rows(sets))
+@contextmanager
+def recorded_run(
+    ws: Workspace,
+    name: str,
+    tags: dict[str, str],
+    parent_run_id: str | None = None,
+    sets: list[ExampleSet] | None = None,
+) -> Iterator[str]:
+    """A run that records the resolved config, provenance and the fingerprints of the data it reads."""
+    with tracking.run(name, experiment_id=ws.experiment_id, parent_run_id=parent_run_id, tags=tags) as run_id:
+        tracking.log_config(ws.cfg, ws.config_file)
+        tracking.log_provenance()
+        if sets:
+            tracking.log_data_fingerprints(_fingerprint_rows(sets))
+        yield run_id
 
 
 def train_stage(
@@ -202,13 +215,8 @@ def train_stage(
         f"{tracking.TAG}init_model": start.label,
         f"{tracking.TAG}init_run_id": start.run_id or "",
     }
-    with tracking.run(
-        f"{name} {stage.task} ({stage.language})",
-        experiment_id=ws.experiment_id,
-        parent_run_id=parent_run_id,
-        tags=tags,
-    ) as run_id:
-        _log_common(ws, [train_set, dev_set])
+    title = f"{name} {stage.task} ({stage.language})"
+    with recorded_run(ws, title, tags, parent_run_id, [train_set, dev_set]) as run_id:
         tracking.log_params({"stage.selection_metric": metric, **modeling.parameter_counts(model)})
         steps: list[tuple[int, float]] = []
 
@@ -350,13 +358,9 @@ def evaluate(
         f"{tracking.TAG}task": task_name,
         f"{tracking.TAG}model": label,
     }
-    with tracking.run(
-        f"evaluate {task_name}/{split}",
-        experiment_id=ws.experiment_id,
-        parent_run_id=parent_run_id,
-        tags=tags,
+    with recorded_run(
+        ws, f"evaluate {task_name}/{split}", tags, parent_run_id, list(sets.values())
     ) as run_id:
-        _log_common(ws, list(sets.values()))
         tracking.log_metrics(
             {f"leakage_guard/{task_name}/{lang}/excluded": n for lang, n in excluded.items()}
         )

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from intertask.errors import ConfigError, Problems
+from intertask.errors import Problems
 from intertask.metrics import METRICS, MULTI, SINGLE
-from intertask.schema import FieldChecks, build
+from intertask.schema import FieldChecks, build, read_yaml
 
 TaskTypeName = Literal["classification", "multilabel_classification"]
 FormatName = Literal["tsv", "csv", "jsonl", "rte_xml", "folders"]
@@ -153,17 +151,7 @@ class TaskSpec:
 def load_task_file(path: Path) -> TaskSpec:
     """Read and validate one task declaration file; raise ConfigError naming the file and fields."""
     problems = Problems()
-    if not path.is_file():
-        problems.add(str(path), "", "task file not found", expected="a YAML task declaration")
-        problems.raise_if_any()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problems.add(str(path), where, f"invalid YAML: {getattr(err, 'problem', err)}")
-        raise ConfigError(problems.items) from None
-    spec = build(TaskSpec, raw, file=str(path), problems=problems)
+    raw = read_yaml(path, problems, "task file")
+    spec = build(TaskSpec, raw, file=str(path), problems=problems) if raw is not None else None
     problems.raise_if_any()
-    assert spec is not None
     return spec
