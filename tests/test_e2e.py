@@ -154,6 +154,7 @@ def test_registered_models_have_aliases_and_lineage(study):
     assert transfer.tags["intertask.init_model"] == f"models:/{names['xnli']}/{intermediate.version}"
     assert transfer.tags["intertask.task_chain"] == "xnli-pawsx"
     assert baseline.tags["intertask.init_run_id"] == "" and baseline.tags["intertask.task_chain"] == "pawsx"
+    assert transfer.tags["intertask.language"] == "en" and transfer.tags["intertask.base_model"]
     assert by_id[transfer.run_id].data.tags["intertask.init_run_id"] == intermediate.run_id
 
 

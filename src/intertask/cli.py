@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 
-from intertask.errors import InputError
+from intertask.errors import InputError, Problems
 from intertask.registry import UnknownName
 
 ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate")
@@ -68,58 +68,47 @@ def _load(args):
     return load_experiment(args.config, overrides)
 
 
+def _check_entry(command: str, config_file: str, cfg) -> None:
+    """What an entry point needs beyond a valid config, reported like config problems."""
+    problems = Problems()
+    needs = {"main": "target", "intermediate": "intermediate", "finetune": "target"}.get(command)
+    if needs and getattr(cfg, needs) is None:
+        problems.add(
+            config_file, needs, f"the {command} entry point needs this section", None, f"a `{needs}:` section"
+        )
+    elif command == "main" and cfg.target.init:
+        problems.add(
+            config_file,
+            "target.init",
+            "main chooses the start of each arm itself",
+            cfg.target.init,
+            "unset (use the finetune entry point to start from a model)",
+        )
+    if command == "evaluate" and not cfg.evaluation.model:
+        problems.add(
+            config_file,
+            "evaluation.model",
+            "evaluate needs a model",
+            None,
+            "--model models:/name@alias (or evaluation.model=...)",
+        )
+    problems.raise_if_any()
+
+
 def _run_entry(args) -> int:
     from intertask import pipeline, stages, tracking
     from intertask.config import dump_yaml
-    from intertask.errors import ConfigError, Problem
 
     cfg = _load(args)
-    if args.command == "validate":
-        pipeline.preflight(stages.Workspace(cfg, args.config))
-        print(dump_yaml(cfg))
-        return 0
-    needs = {"main": "target", "intermediate": "intermediate", "finetune": "target"}.get(args.command)
-    if needs and getattr(cfg, needs) is None:
-        raise ConfigError(
-            [
-                Problem(
-                    args.config,
-                    needs,
-                    f"the {args.command} entry point needs this section",
-                    None,
-                    f"a `{needs}:` section",
-                )
-            ]
-        )
-    if args.command == "main" and cfg.target.init:
-        raise ConfigError(
-            [
-                Problem(
-                    args.config,
-                    "target.init",
-                    "main chooses the start of each arm itself",
-                    cfg.target.init,
-                    "unset (use the finetune entry point to start from a model)",
-                )
-            ]
-        )
-    if args.command == "evaluate" and not cfg.evaluation.model:
-        raise ConfigError(
-            [
-                Problem(
-                    args.config,
-                    "evaluation.model",
-                    "evaluate needs a model",
-                    None,
-                    "--model models:/name@alias (or evaluation.model=...)",
-                )
-            ]
-        )
     ws = stages.Workspace(cfg, args.config)
     try:
+        if args.command == "validate":
+            pipeline.preflight(ws)
+            print(dump_yaml(cfg))
+            return 0
+        _check_entry(args.command, args.config, cfg)
         if args.command == "main":
-            result = pipeline.run_main(ws)
-            _report_main(cfg, result)
+            _report_main(cfg, pipeline.run_main(ws), tracking.experiment_name(ws.experiment_id))
         elif args.command == "intermediate":
             pipeline.preflight(ws, ("intermediate",), evaluation=False)
             trained = stages.intermediate(ws)
@@ -130,22 +119,26 @@ def _run_entry(args) -> int:
             print(f"target model: {trained.uri} (run {trained.run_id})")
         else:
             pipeline.preflight(ws, (), evaluation=True)
-            evaluated = stages.evaluate(ws, cfg.evaluation.model)
-            wide = evaluated.table.pivot(index="language", columns="metric", values="value")
-            print(f"\n{cfg.eval_task}/{cfg.evaluation.split} ({cfg.evaluation.model}):")
-            print(wide.loc[evaluated.table.language.unique()].to_string(float_format=lambda v: f"{v:.4f}"))
+            _report_evaluation(cfg, stages.evaluate(ws, cfg.evaluation.model))
     finally:
         ws.close()
     print(f"\ntracking store: {tracking.tracking_uri(cfg)}\nbrowse the runs: {tracking.ui_command()}")
     return 0
 
 
-def _report_main(cfg, result) -> None:
+def _report_evaluation(cfg, evaluated) -> None:
+    wide = evaluated.table.pivot(index="language", columns="metric", values="value")
+    print(f"\n{cfg.eval_task}/{cfg.evaluation.split} ({cfg.evaluation.model}):")
+    print(wide.loc[evaluated.table.language.unique()].to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def _report_main(cfg, result, experiment: str) -> None:
     metric = cfg.catalog().spec(cfg.eval_task).metrics[0]
     table = result.comparison[result.comparison.metric == metric]
+    transfer = f"{cfg.intermediate.task} -> {cfg.target.task}" if cfg.intermediate else "(no intermediate)"
     print(
-        f"\n{cfg.eval_task}/{cfg.evaluation.split} {metric} per language (transfer = {cfg.intermediate.task if cfg.intermediate else '-'} "
-        f"-> {cfg.target.task}; baseline = {cfg.target.task} only):"
+        f"\n{cfg.eval_task}/{cfg.evaluation.split} {metric} per language "
+        f"(transfer = {transfer}; baseline = {cfg.target.task} only):"
     )
     print(
         table.drop(columns=["task", "split", "metric"]).to_string(
@@ -153,8 +146,8 @@ def _report_main(cfg, result) -> None:
         )
     )
     print(
-        f"\nparent run: {result.parent_run_id} (experiment {cfg.tracking.experiment or cfg.name}); "
-        "comparison table and plot under its artifacts comparison/"
+        f"\nparent run {result.parent_run_id} in experiment {experiment!r}: the comparison table and plot are "
+        "its artifacts comparison/gain_by_language.{csv,html,png}"
     )
 
 

@@ -87,6 +87,7 @@ class TrainedModel:
     task_chain: tuple[str, ...]
     seen: leakage.Seen
     best_dev: dict[str, float]
+    language: str  # the training language
 
     @property
     def uri(self) -> str:
@@ -258,11 +259,14 @@ def train_stage(
         tracking.log_json(seen, SEEN_ARTIFACT)
         folder = ws.workdir / run_id
         modeling.save(model, tokenizer, folder)
-        logged = _log_model(ws, model, tokenizer, which, chain, start, run_id)
-    return TrainedModel(run_id, tracking.ModelFiles(folder, folder), logged, chain, seen, result.best_dev)
+        logged = _log_model(ws, model, tokenizer, which, stage.language, chain, start, run_id)
+    files = tracking.ModelFiles(folder, folder)
+    return TrainedModel(run_id, files, logged, chain, seen, result.best_dev, stage.language)
 
 
-def _log_model(ws, model, tokenizer, which, chain, start: StartPoint, run_id) -> tracking.LoggedModel | None:
+def _log_model(
+    ws, model, tokenizer, which, language, chain, start: StartPoint, run_id
+) -> tracking.LoggedModel | None:
     cfg = ws.cfg
     if not cfg.tracking.log_models:
         return None
@@ -270,6 +274,7 @@ def _log_model(ws, model, tokenizer, which, chain, start: StartPoint, run_id) ->
     tags = {
         f"{tracking.TAG}stage": which,
         f"{tracking.TAG}task_chain": "-".join(chain),
+        f"{tracking.TAG}language": language,
         f"{tracking.TAG}base_model": cfg.model.name_or_path,
         f"{tracking.TAG}init_model": start.label,
         f"{tracking.TAG}init_run_id": start.run_id or "",
@@ -301,17 +306,26 @@ def finetune(
 # --- evaluation -----------------------------------------------------------------------------------
 
 
-def _eval_model(
-    ws: Workspace, model: TrainedModel | str
-) -> tuple[tracking.ModelFiles, str, leakage.Seen, dict]:
+@dataclass(frozen=True)
+class _EvalModel:
+    files: tracking.ModelFiles
+    label: str  # how the model was given
+    seen: leakage.Seen
+    tags: dict[str, str]
+    language: str | None  # its training language, when recorded
+
+
+def _eval_model(model: TrainedModel | str) -> _EvalModel:
     if isinstance(model, TrainedModel):
-        return model.files, model.uri, model.seen, {f"{tracking.TAG}model_run_id": model.run_id}
+        tags = {f"{tracking.TAG}model_run_id": model.run_id}
+        return _EvalModel(model.files, model.uri, model.seen, tags, model.language)
     reference = tracking.resolve_reference(model, "evaluation.model")
     seen = tracking.read_run_json(reference.run_id, SEEN_ARTIFACT) or {}
     tags = {f"{tracking.TAG}model_run_id": reference.run_id}
     if reference.name:
         tags[f"{tracking.TAG}model_version"] = f"{reference.name}/{reference.version}"
-    return tracking.download_model(reference), model, seen, tags
+    language = (reference.tags or {}).get(f"{tracking.TAG}language")
+    return _EvalModel(tracking.download_model(reference), model, seen, tags, language)
 
 
 def _eval_sets(ws: Workspace, task: str, seen: leakage.Seen) -> tuple[dict[str, ExampleSet], dict[str, int]]:
@@ -335,28 +349,28 @@ def _eval_sets(ws: Workspace, task: str, seen: leakage.Seen) -> tuple[dict[str, 
     return sets, excluded
 
 
-def evaluate(
-    ws: Workspace,
-    model: TrainedModel | str,
-    parent_run_id: str | None = None,
-    train_language: str | None = None,
-) -> Evaluated:
-    """Zero-shot evaluation of `model` on every configured language in ONE run."""
+def evaluate(ws: Workspace, model: TrainedModel | str, parent_run_id: str | None = None) -> Evaluated:
+    """Zero-shot evaluation of `model` on every configured language in ONE run.
+
+    Precision and batching follow the target stage's training settings; `mean_non_<lang>` excludes the
+    model's recorded training language (else the target stage's language).
+    """
     cfg = ws.cfg
     task_name = cfg.eval_task
     task = cfg.catalog().task(task_name)
-    files, label, seen, tags = _eval_model(ws, model)
-    sets, excluded = _eval_sets(ws, task_name, seen)
-    _check_head(files.model_dir, task, label)
-    tokenizer = modeling.load_tokenizer(str(files.tokenizer_dir))
-    modeling.quiet_transformers()
-    net = AutoModelForSequenceClassification.from_pretrained(str(files.model_dir)).to(modeling.device())
-    train_language = train_language or (cfg.target.language if cfg.target else None)
+    source = _eval_model(model)
+    sets, excluded = _eval_sets(ws, task_name, source.seen)
+    _check_head(source.files.model_dir, task, source.label)
+    tokenizer = modeling.load_tokenizer(str(source.files.tokenizer_dir))
+    net = AutoModelForSequenceClassification.from_pretrained(str(source.files.model_dir)).to(
+        modeling.device()
+    )
+    train_language = source.language or (cfg.target.language if cfg.target else None)
     split, training = cfg.evaluation.split, cfg.target.training if cfg.target else cfg.training
-    tags |= {
+    tags = source.tags | {
         f"{tracking.TAG}stage": "evaluate",
         f"{tracking.TAG}task": task_name,
-        f"{tracking.TAG}model": label,
+        f"{tracking.TAG}model": source.label,
     }
     with recorded_run(
         ws, f"evaluate {task_name}/{split}", tags, parent_run_id, list(sets.values())

@@ -100,6 +100,10 @@ def connect(cfg: ExperimentConfig) -> str:
         ) from None
 
 
+def experiment_name(experiment_id: str) -> str:
+    return MlflowClient().get_experiment(experiment_id).name
+
+
 # --- runs -----------------------------------------------------------------------------------------
 
 
