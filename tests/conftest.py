@@ -189,3 +189,11 @@ def local_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def fixture_data(tmp_path_factory) -> Path:
+    """MLQA, BUCC 2018 and HellaSwag slices written in their official formats (tests/fixtures.py)."""
+    from .fixtures import write_all
+
+    return write_all(tmp_path_factory.mktemp("fixture-data"))

@@ -118,7 +118,10 @@ BAD_CONFIGS = {
         "data.split_fractions.train: fractions do not sum to 1",
     ),
     "missing required": ({"target": {"task": "pawsx"}}, "name: missing required field"),
-    "missing stage task": (_with(target={"language": "en"}), "target.task: missing required field"),
+    "missing stage task": (
+        _with(target={"language": "en"}),
+        "target.task: give exactly one of `task` and `tasks`",
+    ),
     "unknown task": (
         _with(target__task="paws"),
         "target.task: unknown task (got 'paws'; expected did you mean 'pawsx'?",
@@ -150,7 +153,7 @@ BAD_CONFIGS = {
     ),
     "keep_head with other labels": (
         _with(target__keep_head=True),
-        "target.keep_head: label spaces differ, the head cannot be kept",
+        "target.keep_head: no intermediate task has this type and label space",
     ),
     "nothing to run": ({"name": "x"}, "target: nothing to run"),
     "missing data file": (

@@ -107,9 +107,9 @@ def test_evaluation_excludes_training_lines_even_with_another_split_seed(tiny_co
     finally:
         ws.close()
     assert trained.logged.uri == f"runs:/{trained.run_id}/model"
-    assert evaluated.excluded["de"] > 0 and evaluated.excluded["en"] > 0
+    assert evaluated.excluded["pawsx/de"] > 0 and evaluated.excluded["pawsx/en"] > 0
     run = mlflow.get_run(evaluated.run_id)
-    assert run.data.metrics["leakage_guard/pawsx/de/excluded"] == evaluated.excluded["de"]
+    assert run.data.metrics["leakage_guard/pawsx/de/excluded"] == evaluated.excluded["pawsx/de"]
     predictions = mlflow.artifacts.load_text(f"runs:/{evaluated.run_id}/evaluation/predictions.csv")
     uids = set(pd.read_csv(io.StringIO(predictions))["uid"])
     assert uids and not uids & seen_uids
@@ -124,7 +124,7 @@ def test_same_config_and_seed_give_identical_metrics(tiny_config, local_store):
     assert first_model.best_dev == second_model.best_dev
     assert first.table.equals(second.table)
     a, b = mlflow.get_run(first_model.run_id).data, mlflow.get_run(second_model.run_id).data
-    for key in ("best_dev/accuracy", "best_dev/macro_f1", "best_epoch"):
+    for key in ("best_dev/pawsx/accuracy", "best_dev/pawsx/macro_f1", "best_epoch"):
         assert a.metrics[key] == b.metrics[key]
     assert a.tags["intertask.config_hash"] == b.tags["intertask.config_hash"]
     client = mlflow.MlflowClient()

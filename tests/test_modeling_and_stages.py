@@ -5,9 +5,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from intertask import cli
+from intertask import cli, modeling
 from intertask.config import load_experiment
-from intertask.modeling import build_model, parameter_counts
+from intertask.modeling import HeadSpec, build_models, parameter_counts
 from intertask.stages import Workspace, evaluate, finetune
 
 HEAD_2 = {"num_labels": 2, "id2label": {0: "a", 1: "b"}, "label2id": {"a": 0, "b": 1}}
@@ -29,36 +29,68 @@ def _same(a: dict, b: dict) -> bool:
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+SIGNATURE_2 = ("sequence_classification", ("a", "b"))
+
+
+def build_model(folder, head, kwargs, *, seed, keep_head=False, freeze_word_embeddings=False):
+    spec = HeadSpec("t", head, kwargs, SIGNATURE_2 if kwargs.get("num_labels") == 2 else (head,), keep_head)
+    return build_models(str(folder), [spec], seed=seed, freeze_word_embeddings=freeze_word_embeddings)["t"]
+
+
 def test_new_head_even_when_the_label_count_matches(trained_folder):
     folder, source = trained_folder
-    model = build_model(str(folder), "sequence_classification", HEAD_2, seed=1)
+    model = build_model(folder, "sequence_classification", HEAD_2, seed=1)
     assert _same(source.bert.state_dict(), model.bert.state_dict())  # encoder kept (pooler included)
     assert not torch.equal(source.classifier.weight, model.classifier.weight)  # head replaced
-    again = build_model(str(folder), "sequence_classification", HEAD_2, seed=1)
+    again = build_model(folder, "sequence_classification", HEAD_2, seed=1)
     assert torch.equal(model.classifier.weight, again.classifier.weight)  # seeded
 
 
 def test_keep_head_keeps_it(trained_folder):
     folder, source = trained_folder
-    model = build_model(str(folder), "sequence_classification", HEAD_2, seed=1, keep_head=True)
+    model = build_model(folder, "sequence_classification", HEAD_2, seed=1, keep_head=True)
     assert torch.equal(source.classifier.weight, model.classifier.weight)
 
 
 def test_new_head_with_a_different_label_count(trained_folder):
     folder, _ = trained_folder
     three = {"num_labels": 3, "id2label": {0: "x", 1: "y", 2: "z"}, "label2id": {"x": 0, "y": 1, "z": 2}}
-    model = build_model(str(folder), "sequence_classification", three, seed=1)
+    model = build_model(folder, "sequence_classification", three, seed=1)
     assert model.classifier.weight.shape[0] == 3 and model.config.id2label[2] == "z"
 
 
 def test_freezing_word_embeddings(trained_folder):
     folder, _ = trained_folder
-    model = build_model(str(folder), "sequence_classification", HEAD_2, seed=1, freeze_word_embeddings=True)
+    model = build_model(folder, "sequence_classification", HEAD_2, seed=1, freeze_word_embeddings=True)
     assert not model.get_input_embeddings().weight.requires_grad
     counts = parameter_counts(model)
     assert (
         counts["parameters"] - counts["trainable_parameters"] == model.get_input_embeddings().weight.numel()
     )
+
+
+def test_heads_share_one_encoder_and_save_and_load_separately(tiny_model, tmp_path):
+    heads = [
+        HeadSpec("cls", "sequence_classification", HEAD_2, SIGNATURE_2),
+        HeadSpec("qa", "question_answering", {}, ("question_answering",)),
+        HeadSpec(
+            "pos",
+            "token_classification",
+            {"num_labels": 3, "id2label": {0: "A", 1: "B", 2: "C"}, "label2id": {"A": 0, "B": 1, "C": 2}},
+            ("token_classification", ("A", "B", "C")),
+        ),
+    ]
+    nets = build_models(str(tiny_model), heads, seed=0)
+    assert nets["cls"].bert is nets["qa"].bert is nets["pos"].bert
+    with torch.no_grad():
+        nets["qa"].qa_outputs.weight.add_(1.0)
+    tokenizer = modeling.load_tokenizer(str(tiny_model))
+    modeling.save(nets, heads, tokenizer, tmp_path / "saved")
+    assert [h.task for h in modeling.head_index(tmp_path / "saved")] == ["cls", "qa", "pos"]
+    loaded = modeling.load_for_task(tmp_path / "saved", "xquad", ("question_answering",))  # any QA head fits
+    assert torch.equal(loaded.qa_outputs.weight, nets["qa"].qa_outputs.weight)
+    assert _same(nets["cls"].bert.state_dict(), loaded.bert.state_dict())
+    assert modeling.load_for_task(tmp_path / "saved", "ner", ("token_classification", ("X", "Y"))) is None
 
 
 @pytest.mark.parametrize(
@@ -83,7 +115,7 @@ def test_other_task_types_through_finetune_and_evaluate(task, metrics, tiny_conf
         evaluated = evaluate(ws, trained)
     finally:
         ws.close()
-    assert set(trained.best_dev) == set(metrics)
+    assert set(trained.best_dev[task]) == set(metrics)
     en = evaluated.table[evaluated.table.language == "en"]
     assert set(en.metric) == set(metrics) and (en.examples == 48).all()
     run = mlflow.get_run(trained.run_id)

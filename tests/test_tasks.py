@@ -5,11 +5,14 @@ import json
 
 import numpy as np
 import pytest
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+import torch
+from transformers import AutoModel, AutoTokenizer
 
+from intertask import modeling
+from intertask.batching import collate
 from intertask.encoding import encode
 from intertask.errors import ConfigError, DataError
-from intertask.evaluation import predict_logits, score_set
+from intertask.evaluation import evaluate_set
 from intertask.tasks import builtin_catalog
 from intertask.tasks.examples import load_examples, plan_split
 from intertask.tasks.spec import load_task_file
@@ -19,37 +22,77 @@ from .conftest import write_yaml
 
 FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
 CATALOG = builtin_catalog()
-EXPECTED_BUILTINS = {"xnli", "pawsx", "sst2", "sms_spam", "movie_reviews", "rte", "goemotions"}
+FIXTURE_TASKS = {"mlqa", "bucc2018", "hellaswag"}  # not in ../shared/data: tests/fixtures.py writes them
+# per built-in task: (language, split) slices to load, encode, predict and score
+CASES = {
+    "xnli": [("en", "train"), ("de", "test")],
+    "pawsx": [("en", "train"), ("ja", "test")],
+    "sst2": [("en", "train"), ("en", "test")],
+    "sms_spam": [("en", "train"), ("en", "test")],
+    "movie_reviews": [("en", "train"), ("en", "test")],
+    "rte": [("en", "train"), ("en", "test")],
+    "goemotions": [("en", "train"), ("en", "test")],
+    "udpos": [("en", "train"), ("de", "test"), ("zh", "test")],
+    "ud": [("en", "train"), ("fr", "test")],
+    "conll2003": [("en", "train"), ("en", "test")],
+    "conll2002": [("es", "train"), ("nl", "test")],
+    "xquad": [("de", "test"), ("zh", "test")],
+    "tydiqa": [("en", "train"), ("sw", "test")],
+    "mlqa": [("en", "test"), ("zh", "dev")],
+    "tatoeba": [("fr", "test"), ("de", "test")],
+    "bucc2018": [("de", "test"), ("fr", "test")],
+    "hellaswag": [("en", "train"), ("en", "dev")],
+}
 
 
-def test_builtin_catalog_has_the_classification_tasks():
-    assert set(CATALOG.names()) >= EXPECTED_BUILTINS
+def test_every_builtin_task_has_a_case():
+    assert set(CATALOG.names()) == set(CASES)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_BUILTINS))
-def test_builtin_task_loads_encodes_predicts_and_scores(name, shared_data, tiny_model):
+def _load(name, language, split, shared_data, fixture_data, k=24):
+    root = fixture_data if name in FIXTURE_TASKS else shared_data
+    return load_examples(
+        CATALOG.spec(name), language, split, root=root, fractions=FRACTIONS, seed=1, max_examples=k
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_builtin_task_loads_encodes_predicts_and_scores(name, shared_data, fixture_data, tiny_model):
     spec = CATALOG.spec(name)
     task = task_type(spec)
-    language = "en" if "en" in spec.languages else spec.languages[0]
-    sets = {
-        split: load_examples(
-            spec, language, split, root=shared_data, fractions=FRACTIONS, seed=1, max_examples=40
-        )
-        for split in ("train", "dev", "test")
-    }
-    for split, data in sets.items():
-        assert len(data) == 40, (split, len(data))
-        assert all(len(e.texts) == len(spec.text_fields) and all(e.texts) for e in data.examples)
-    assert not set(sets["train"].uids) & set(sets["test"].uids) or sets["train"].source != sets["test"].source
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, **task.model_kwargs())
-    encoded = encode(task, sets["test"], tokenizer, 64, cache_dir=None)
-    assert len(encoded) == 40 and max(encoded.lengths) <= 64
-    logits = predict_logits(model, encoded, pad_id=tokenizer.pad_token_id, batch_tokens=512, bf16=False)
-    assert logits.shape == (40, len(spec.labels))
-    scored = score_set(task, logits, encoded, spec.metrics)
-    assert set(scored.scores) == set(spec.metrics)
-    assert all(0.0 <= v <= 1.0 for v in scored.scores.values())
+    if task.trainable:
+        model = modeling.build_models(
+            str(tiny_model),
+            [modeling.HeadSpec(name, task.head, task.model_kwargs(), task.head_signature())],
+            seed=0,
+        )[name]
+    for language, split in CASES[name]:
+        data = _load(name, language, split, shared_data, fixture_data)
+        assert 0 < len(data) <= (24 if task.trainable else len(data)), (language, split)
+        if task.trainable:
+            encoded = encode(task, data, tokenizer, 64, cache_dir=None)
+            assert max(encoded.lengths) <= 64 * (
+                len(data.examples[0].texts) - 1 if task.head == "multiple_choice" else 1
+            )
+            scored = evaluate_set(
+                model, task, data, encoded, pad_id=tokenizer.pad_token_id, batch_tokens=512, bf16=False
+            )
+            scores = scored.scores
+            assert len(scored.predictions) == len(data)
+            if split == "train":  # the training path: targets collate and give a finite loss
+                batch = collate(encoded, np.arange(min(4, len(encoded))), tokenizer.pad_token_id)
+                assert torch.isfinite(model(**batch).loss)
+        else:
+            encoder = AutoModel.from_pretrained(tiny_model)
+            encoded = task.encode(data, tokenizer, 64)
+            vectors = task.embed(
+                encoder, encoded, layer=-1, pad_id=tokenizer.pad_token_id, batch_tokens=512, bf16=False
+            )
+            assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+            scores, _ = task.score_embeddings(vectors, data, spec.metrics)
+        assert set(scores) == set(spec.metrics), (language, split)
+        assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
 
 
 def test_multilabel_goemotions_labels_are_sets_of_indices(shared_data):
@@ -80,7 +123,7 @@ def test_single_file_sets_are_cut_by_fractions(shared_data):
     assert (
         sum(sizes.values()) == 5574 and sizes["test"] == int(5574 * 0.3) and sizes["dev"] == int(5574 * 0.1)
     )
-    assert plan_split(spec, "test", FRACTIONS).derived
+    assert plan_split(spec, "test", "en", FRACTIONS).derived
 
 
 # --- user tasks from YAML ---------------------------------------------------------------------------
@@ -153,8 +196,11 @@ def test_hub_source_goes_through_datasets_load_dataset(tmp_path):
     "change, expected",
     [
         ({"type": "ner"}, "type: unknown value (got 'ner'"),
-        ({"text_fields": []}, "text_fields: needs one or two fields"),
-        ({"metrics": ["micro_f1"]}, "metrics: metric does not apply to classification (got 'micro_f1'"),
+        ({"text_fields": []}, "text_fields: classification needs 1 or 2 field(s)"),
+        (
+            {"metrics": ["micro_f1"]},
+            "metrics: metric does not apply to classification (single_label) (got 'micro_f1'",
+        ),
         ({"metrics": ["acc"]}, "metrics: unknown metric (got 'acc'"),
         ({"label_map": {"x": "maybe"}}, "label_map: maps to labels not in `labels`"),
         ({"files": {"validation": "x.tsv"}}, "files: unknown split names (got ['validation']"),
@@ -283,7 +329,7 @@ def test_encoded_cache_round_trip(tmp_path, shared_data, tiny_model):
     first = encode(task, data, tokenizer, 64, tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 1
     second = encode(task, data, tokenizer, 64, tmp_path)
-    for a, b in zip(first.features["input_ids"], second.features["input_ids"], strict=True):
+    for a, b in zip(first.inputs["input_ids"], second.inputs["input_ids"], strict=True):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(first.labels, second.labels)
-    assert "token_type_ids" in second.features
+    np.testing.assert_array_equal(first.targets["labels"], second.targets["labels"])
+    assert "token_type_ids" in second.inputs

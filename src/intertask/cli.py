@@ -127,27 +127,29 @@ def _run_entry(args) -> int:
 
 
 def _report_evaluation(cfg, evaluated) -> None:
-    wide = evaluated.table.pivot(index="language", columns="metric", values="value")
-    print(f"\n{cfg.eval_task}/{cfg.evaluation.split} ({cfg.evaluation.model}):")
-    print(wide.loc[evaluated.table.language.unique()].to_string(float_format=lambda v: f"{v:.4f}"))
+    for (task, split), table in evaluated.table.groupby(["task", "split"], sort=False):
+        wide = table.pivot(index="language", columns="metric", values="value")
+        print(f"\n{task}/{split} ({cfg.evaluation.model}):")
+        print(wide.loc[table.language.unique()].to_string(float_format=lambda v: f"{v:.4f}"))
 
 
 def _report_main(cfg, result, experiment: str) -> None:
-    metric = cfg.catalog().spec(cfg.eval_task).metrics[0]
-    table = result.comparison[result.comparison.metric == metric]
-    transfer = f"{cfg.intermediate.task} -> {cfg.target.task}" if cfg.intermediate else "(no intermediate)"
-    print(
-        f"\n{cfg.eval_task}/{cfg.evaluation.split} {metric} per language "
-        f"(transfer = {transfer}; baseline = {cfg.target.task} only):"
-    )
-    print(
-        table.drop(columns=["task", "split", "metric"]).to_string(
-            index=False, float_format=lambda v: f"{v:.4f}"
+    transfer = "+".join(cfg.intermediate.task_names) if cfg.intermediate else "(no intermediate)"
+    target = cfg.target.task if cfg.target else "(zero-shot)"
+    for task, table in result.comparison.groupby("task", sort=False):
+        metric = cfg.catalog().spec(task).metrics[0]
+        rows = table[table.metric == metric].drop(columns=["task", "metric"])
+        print(
+            f"\n{task}/{rows.split.iloc[0]} {metric} per language (transfer = {transfer} -> {target}"
+            + (f"; baseline = {target} only):" if "baseline" in rows else "):")
         )
-    )
+        print(rows.drop(columns=["split"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for arm, scores in result.xtreme.items():
+        if scores:
+            print(f"\nXTREME ({arm}): " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     print(
-        f"\nparent run {result.parent_run_id} in experiment {experiment!r}: the comparison table and plot are "
-        "its artifacts comparison/gain_by_language.{csv,html,png}"
+        f"\nparent run {result.parent_run_id} in experiment {experiment!r}: comparison tables and plots are "
+        "its artifacts comparison/"
     )
 
 

@@ -20,22 +20,31 @@ import yaml
 
 from intertask import models
 from intertask.data import data_root
-from intertask.errors import ConfigError, Problems
+from intertask.errors import ConfigError, DataError, Problems
 from intertask.registry import close_matches, suggest
 from intertask.schema import FieldChecks, build, coerce_fields, construct, field_type, read_yaml, to_dict
 from intertask.tasks import TaskCatalog, catalog_for
+from intertask.tasks.examples import plan_split
+from intertask.tasks.types import task_type
 
 STAGES = ("intermediate", "target")
+PROBE_POINTS = ("base", "intermediate", "target")
 OVERRIDES = "<overrides>"  # the "file" named by problems in command-line overrides
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+REFERENCE_FORMS = "models:/name@alias, models:/name/version, runs:/<run id>/model or a 32-hex run id"
+Split = Literal["train", "dev", "test"]
+
+
+def is_model_reference(value: str) -> bool:
+    return value.startswith(("models:/", "runs:/")) or bool(_RUN_ID.match(value))
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     name_or_path: str = "e5-small"  # offline model name (`intertask model list`), local folder or hub id
     freeze_word_embeddings: bool = False  # keep the input embedding matrix fixed (96M of e5-small's 118M)
-    max_length: int = 128  # tokens per example after truncation
+    max_length: int = 128  # tokens per example (per window for QA) after truncation
 
     def __post_init__(self) -> None:
         c = FieldChecks()
@@ -46,7 +55,7 @@ class ModelConfig:
 @dataclass(frozen=True, kw_only=True)
 class TrainingConfig:
     epochs: int = 3  # passes over the training set
-    batch_size: int = 16  # examples per optimizer step
+    batch_size: int = 16  # examples (rows) per optimizer step
     learning_rate: float = 3e-5  # peak AdamW learning rate
     weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases and layer norms)
     warmup_ratio: float = 0.1  # share of steps with linear warm-up, then linear decay to 0
@@ -96,37 +105,103 @@ class SizesConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class StageConfig:
-    task: str  # task name (built-in, or declared in data.task_files)
-    language: str = "en"  # training language
-    max_examples: SizesConfig = field(default_factory=SizesConfig)  # quick runs: cap each split
-    selection_metric: str | None = None  # dev metric that picks the best epoch (default: the task's first)
-    training: TrainingConfig = field(default_factory=TrainingConfig)  # merged over the top-level training
-    init: str | None = (
-        None  # target only: start from models:/name@alias, models:/name/N, runs:/ID/model or a run id
-    )
-    keep_head: bool = False  # target only: keep the intermediate task head (label spaces must be equal)
+class SamplingConfig:
+    strategy: Literal["proportional", "uniform", "temperature"] = "proportional"  # how the next task is drawn
+    temperature: float = 2.0  # temperature sampling: p_i ~ n_i^(1/T) (T=1 proportional, large T ~ uniform)
+    examples_cap: int | None = None  # n_i = min(n_i, cap) before proportional / temperature weights
 
     def __post_init__(self) -> None:
         c = FieldChecks()
+        c.require(self.temperature > 0, "temperature", "must be positive", self.temperature, "> 0")
         c.require(
-            self.init is None or is_model_reference(self.init),
-            "init",
-            "not a model reference",
-            self.init,
-            "models:/name@alias, models:/name/version, runs:/<run id>/model or a 32-hex run id",
+            self.examples_cap is None or self.examples_cap >= 1,
+            "examples_cap",
+            "must be positive",
+            self.examples_cap,
+            ">= 1 or null",
         )
         c.done()
 
 
 @dataclass(frozen=True, kw_only=True)
+class StageConfig:
+    task: str | None = None  # the task (built-in, or declared in data.task_files)
+    tasks: tuple[str, ...] = ()  # intermediate only: several tasks at once, shared encoder, a head each
+    language: str = "en"  # training language (of every task)
+    max_examples: SizesConfig = field(default_factory=SizesConfig)  # quick runs: cap each split of each task
+    selection_metric: str | None = None  # dev metric that picks the best epoch (default: the task's first)
+    selection_task: str | None = None  # multi-task: select on this task (default: mean over all tasks)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # multi-task: which task's batch next
+    training: TrainingConfig = field(default_factory=TrainingConfig)  # merged over the top-level training
+    init: str | None = None  # target only: start from a model reference (see REFERENCE_FORMS)
+    keep_head: bool = False  # target only: keep the previous head when type and labels are equal
+
+    def __post_init__(self) -> None:
+        c = FieldChecks()
+        c.require(
+            (self.task is None) != (not self.tasks),
+            "task",
+            "give exactly one of `task` and `tasks`",
+            {"task": self.task, "tasks": list(self.tasks)},
+            "task: name, or tasks: [names]",
+        )
+        c.require(
+            len(set(self.tasks)) == len(self.tasks),
+            "tasks",
+            "a task is listed twice",
+            list(self.tasks),
+            "distinct tasks",
+        )
+        c.require(
+            self.selection_task is None or self.selection_task in self.task_names,
+            "selection_task",
+            "not one of the stage's tasks",
+            self.selection_task,
+            f"one of {list(self.task_names)}",
+        )
+        c.require(
+            self.init is None or is_model_reference(self.init),
+            "init",
+            "not a model reference",
+            self.init,
+            REFERENCE_FORMS,
+        )
+        c.done()
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return (self.task,) if self.task else self.tasks
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalTaskConfig:
+    task: str  # a task to evaluate zero-shot
+    languages: tuple[str, ...] = ()  # default: every language of the task
+    split: Split | None = None  # default: evaluation.split
+    max_examples: int | None = None  # per language (default: evaluation.max_examples)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrievalConfig:
+    layer: int = (
+        -1
+    )  # hidden layer whose mean-pooled states are the sentence embedding (-1 last, 0 embeddings)
+    prefix: str = ""  # text put before every sentence (e5 models expect "query: ")
+    max_length: int = 128  # tokens per sentence
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvaluationConfig:
-    task: str | None = None  # task to evaluate zero-shot (default: the target task)
-    languages: tuple[str, ...] = ()  # languages to evaluate (default: every language of the task)
-    split: Literal["train", "dev", "test"] = "test"  # which split of each language
+    task: str | None = None  # one task to evaluate (default: the target task, else the intermediate tasks)
+    languages: tuple[str, ...] = ()  # its languages (default: every language of the task)
+    tasks: tuple[EvalTaskConfig, ...] = ()  # several tasks instead of `task`, each with its languages
+    split: Split = "test"  # which split of each language
     max_examples: int | None = None  # per language, seeded subset; None = all
-    model: str | None = None  # the `evaluate` entry point: models:/name@alias, runs:/ID/model or a run id
+    model: str | None = None  # the `evaluate` entry point: the model reference to evaluate
     save_predictions: bool = True  # log per-example predictions as an artifact
+    retrieval: RetrievalConfig = field(
+        default_factory=RetrievalConfig
+    )  # sentence embeddings (retrieval tasks)
 
     def __post_init__(self) -> None:
         c = FieldChecks()
@@ -142,9 +217,25 @@ class EvaluationConfig:
             "model",
             "not a model reference",
             self.model,
-            "models:/name@alias, models:/name/version, runs:/<run id>/model or a 32-hex run id",
+            REFERENCE_FORMS,
+        )
+        c.require(
+            not (self.tasks and (self.task or self.languages)),
+            "tasks",
+            "give `tasks` or `task`/`languages`",
+            [t.task for t in self.tasks],
+            "one of the two forms",
         )
         c.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeConfig:
+    task: str  # a retrieval task (tatoeba, bucc2018) run on the encoder without training
+    languages: tuple[str, ...] = ()  # default: every language of the task
+    split: Split = "test"
+    max_examples: int | None = None  # sentences per language
+    after: tuple[Literal["base", "intermediate", "target"], ...] = PROBE_POINTS  # when to probe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,7 +280,7 @@ class TrackingConfig:
     )
     experiment: str | None = None  # MLflow experiment name (default: the config's name)
     register_models: bool = True  # register trained models (<name>.<model>.<tasks>) with a stage alias
-    log_models: bool = True  # log models with the MLflow transformers flavor (needed to register)
+    log_models: bool = True  # log models to MLflow (needed to register)
 
     def __post_init__(self) -> None:
         c = FieldChecks()
@@ -210,9 +301,10 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)  # defaults for every stage
-    intermediate: StageConfig | None = None  # the intermediate task (null: baseline arm only)
-    target: StageConfig | None = None  # the target task
+    intermediate: StageConfig | None = None  # the intermediate task(s) (null: no transfer arm)
+    target: StageConfig | None = None  # the target task (null: evaluate the intermediate model zero-shot)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    probes: tuple[ProbeConfig, ...] = ()  # retrieval probes of the encoder before and after each stage
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
@@ -236,28 +328,36 @@ class ExperimentConfig:
     def data_root(self) -> Path:
         return data_root(self.data.root)
 
-    @property
-    def eval_task(self) -> str | None:
-        if self.evaluation.task:
-            return self.evaluation.task
-        stage = self.target or self.intermediate
-        return stage.task if stage else None
+    def evaluation_tasks(self) -> list[EvalTaskConfig]:
+        """Every evaluation task with its languages, split and size filled in."""
+        ev = self.evaluation
+        if ev.tasks:
+            entries = ev.tasks
+        elif ev.task:
+            entries = (EvalTaskConfig(task=ev.task, languages=ev.languages),)
+        else:
+            stage = self.target or self.intermediate
+            entries = tuple(
+                EvalTaskConfig(task=t, languages=ev.languages) for t in (stage.task_names if stage else ())
+            )
+        catalog = self.catalog()
+        return [
+            replace(
+                e,
+                languages=e.languages or (catalog.spec(e.task).languages if e.task in catalog else ()),
+                split=e.split or ev.split,
+                max_examples=e.max_examples if e.max_examples is not None else ev.max_examples,
+            )
+            for e in entries
+        ]
 
-    def eval_languages(self) -> tuple[str, ...]:
-        task = self.eval_task
-        if self.evaluation.languages or task is None:
-            return self.evaluation.languages
-        return self.catalog().spec(task).languages
-
-    def selection_metric(self, stage: StageConfig) -> str:
-        return stage.selection_metric or self.catalog().spec(stage.task).metrics[0]
+    def selection_metric(self, stage: StageConfig, task: str) -> str:
+        spec = self.catalog().spec(task)
+        chosen = stage.selection_task or stage.task_names[0]
+        return stage.selection_metric if stage.selection_metric and task == chosen else spec.metrics[0]
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
-
-
-def is_model_reference(value: str) -> bool:
-    return value.startswith(("models:/", "runs:/")) or bool(_RUN_ID.match(value))
 
 
 # --- overrides ------------------------------------------------------------------------------------
@@ -347,7 +447,7 @@ def build_experiment(raw: dict, file: str, problems: Problems) -> ExperimentConf
             own = coerce_fields(
                 TrainingConfig, raw[stage].pop("training"), file, f"{stage}.training", problems
             )
-            own_training[stage] = own if own is not None else {}
+            own_training[stage] = own or {}
     cfg = build(ExperimentConfig, raw, file=file, problems=problems)
     if cfg is None:
         return None
@@ -388,136 +488,190 @@ def _blame_overrides(problems: Problems, keys: list[str]) -> None:
             problems.items[i] = dataclasses.replace(p, file=OVERRIDES)
 
 
+def dump_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 # --- checks that need the registries --------------------------------------------------------------
 
 
 def check_experiment(cfg: ExperimentConfig, file: str, problems: Problems) -> None:
-    """Names (tasks, languages, metrics, models) and data files; adds to `problems`."""
+    """Names (tasks, languages, metrics, models), splits and data files; adds to `problems`."""
     try:
         catalog = cfg.catalog()
     except ConfigError as err:
         problems.extend(err)
         return
     if cfg.intermediate is None and cfg.target is None and cfg.evaluation.model is None:
-        problems.add(file, "target", "nothing to run", None, "a target (and optionally intermediate) stage")
+        problems.add(file, "target", "nothing to run", None, "a target and/or intermediate stage")
+    checker = _Checker(cfg, catalog, file, problems)
     for stage_name in STAGES:
         stage = getattr(cfg, stage_name)
         if stage is not None:
-            _check_stage(cfg, catalog, stage_name, stage, file, problems)
-    _check_evaluation(cfg, catalog, file, problems)
-    _check_model(cfg, file, problems)
+            checker.stage(stage_name, stage)
+    checker.evaluation()
+    for i, probe in enumerate(cfg.probes):
+        checker.probe(i, probe)
+    checker.model()
 
 
-def _check_task(catalog: TaskCatalog, name: str, file: str, where: str, problems: Problems):
-    if name in catalog:
-        return catalog.spec(name)
-    problems.add(file, where, "unknown task", name, suggest(name, catalog.names()))
-    return None
+@dataclass
+class _Checker:
+    cfg: ExperimentConfig
+    catalog: TaskCatalog
+    file: str
+    problems: Problems
 
+    def add(self, where: str, problem: str, got: object, expected: str) -> None:
+        self.problems.add(self.file, where, problem, got, expected)
 
-def _check_language(spec, language: str, file: str, where: str, problems: Problems) -> bool:
-    if language in spec.languages:
-        return True
-    problems.add(
-        file, where, f"unknown language for task {spec.name!r}", language, suggest(language, spec.languages)
-    )
-    return False
+    def task(self, name: str, where: str):
+        if name in self.catalog:
+            return self.catalog.spec(name)
+        self.add(where, "unknown task", name, suggest(name, self.catalog.names()))
+        return None
 
+    def language(self, spec, language: str, where: str) -> bool:
+        if language in spec.languages:
+            return True
+        self.add(
+            where, f"unknown language for task {spec.name!r}", language, suggest(language, spec.languages)
+        )
+        return False
 
-def _check_stage(cfg, catalog, stage_name, stage, file, problems) -> None:
-    spec = _check_task(catalog, stage.task, file, f"{stage_name}.task", problems)
-    if spec is None:
-        return
-    if _check_language(spec, stage.language, file, f"{stage_name}.language", problems):
-        _check_files(cfg, spec, stage.language, file, f"{stage_name}.task", problems)
-    metric = stage.selection_metric
-    if metric is not None and metric not in spec.metrics:
-        hint = close_matches(metric, list(spec.metrics))
-        expected = (
-            f"did you mean {hint[0]!r}?; " if hint else ""
-        ) + f"one of the task's metrics {list(spec.metrics)}"
-        problems.add(file, f"{stage_name}.selection_metric", "unknown metric for this task", metric, expected)
-    if stage_name == "intermediate":
-        for key in ("init", "keep_head"):
-            if getattr(stage, key):
-                problems.add(
-                    file,
-                    f"intermediate.{key}",
-                    "only applies to the target stage",
-                    getattr(stage, key),
-                    "unset",
-                )
-    elif stage.keep_head:
-        _check_keep_head(cfg, catalog, spec, file, problems)
-
-
-def _check_keep_head(cfg, catalog, spec, file, problems) -> None:
-    if cfg.intermediate is None and cfg.target.init is None:
-        problems.add(file, "target.keep_head", "no intermediate head to keep", True, "an intermediate stage")
-    elif cfg.intermediate is not None and cfg.intermediate.task in catalog:
-        other = catalog.spec(cfg.intermediate.task)
-        if (other.type, other.labels) != (spec.type, spec.labels):
-            problems.add(
-                file,
-                "target.keep_head",
-                "label spaces differ, the head cannot be kept",
-                f"{other.name}: {list(other.labels)} vs {spec.name}: {list(spec.labels)}",
-                "the same task type and labels, or keep_head: false",
+    def split(self, spec, language: str, split: str, where: str) -> None:
+        try:
+            plan_split(spec, split, language, self.cfg.data.split_fractions.as_dict(), self.cfg.data.source)
+        except DataError:
+            shipped = list(spec.splits_for(language, self.cfg.data.source))
+            self.add(
+                where,
+                f"task {spec.name!r} has no {split} split for language {language!r}",
+                split,
+                f"a task and language with it (shipped: {shipped})",
             )
 
+    def files(self, spec, language: str, where: str) -> None:
+        if self.cfg.data.source != "local":
+            if spec.hub is None:
+                self.add("data.source", f"task {spec.name!r} has no hub source", "hub", "local")
+            return
+        root = self.cfg.data_root()
+        for split in spec.splits_for(language):
+            for path in spec.paths(split, language, root):
+                if not path.exists():
+                    self.add(
+                        where,
+                        f"data file missing for task {spec.name!r}, language {language!r}, split {split!r}",
+                        str(path),
+                        f"an existing file under the data root {root} (set data.root or $INTERTASK_DATA)",
+                    )
 
-def _check_evaluation(cfg, catalog, file, problems) -> None:
-    name = cfg.eval_task
-    if name is None:
-        return
-    spec = _check_task(
-        catalog, name, file, "evaluation.task" if cfg.evaluation.task else "target.task", problems
-    )
-    if spec is None:
-        return
-    for i, language in enumerate(cfg.evaluation.languages):
-        if _check_language(spec, language, file, f"evaluation.languages[{i}]", problems):
-            _check_files(cfg, spec, language, file, f"evaluation.languages[{i}]", problems)
-    if not cfg.evaluation.languages:
-        for language in spec.languages:
-            _check_files(cfg, spec, language, file, "evaluation.languages", problems)
-
-
-def _check_files(cfg, spec, language, file, where, problems) -> None:
-    if cfg.data.source != "local":
-        if spec.hub is None:
-            problems.add(file, "data.source", f"task {spec.name!r} has no hub source", "hub", "local")
-        return
-    root = cfg.data_root()
-    for split, entry in spec.files.items():
-        for template in (entry,) if isinstance(entry, str) else entry:
-            path = root / template.format(lang=language)
-            if not path.exists():
-                problems.add(
-                    file,
+    def stage(self, stage_name: str, stage: StageConfig) -> None:
+        if stage_name == "target" and len(stage.task_names) > 1:
+            self.add(
+                "target.tasks", "the target stage trains one task", list(stage.tasks), "target.task: name"
+            )
+        specs = []
+        for i, name in enumerate(stage.task_names):
+            where = f"{stage_name}.task" if stage.task else f"{stage_name}.tasks[{i}]"
+            spec = self.task(name, where)
+            if spec is None:
+                continue
+            if spec.type == "retrieval":
+                self.add(
                     where,
-                    f"data file missing for task {spec.name!r}, language {language!r}, split {split!r}",
-                    str(path),
-                    f"an existing file under the data root {root} (set data.root or $INTERTASK_DATA)",
+                    "retrieval tasks are not trained (use them in evaluation or probes)",
+                    name,
+                    "a classification, tagging, QA or multiple-choice task",
+                )
+                continue
+            specs.append(spec)
+            if self.language(spec, stage.language, f"{stage_name}.language"):
+                self.files(spec, stage.language, where)
+                for split in ("train", "dev"):
+                    self.split(spec, stage.language, split, where)
+        self.selection(stage_name, stage, specs)
+        if stage_name == "intermediate":
+            for key in ("init", "keep_head"):
+                if getattr(stage, key):
+                    self.add(
+                        f"intermediate.{key}",
+                        "only applies to the target stage",
+                        getattr(stage, key),
+                        "unset",
+                    )
+        elif stage.keep_head and specs:
+            self.keep_head(specs[0])
+
+    def selection(self, stage_name: str, stage: StageConfig, specs: list) -> None:
+        metric = stage.selection_metric
+        chosen = [s for s in specs if s.name == (stage.selection_task or stage.task_names[0])]
+        if metric is not None and chosen and metric not in chosen[0].metrics:
+            near = close_matches(metric, list(chosen[0].metrics))
+            expected = (
+                f"did you mean {near[0]!r}?; " if near else ""
+            ) + f"one of the task's metrics {list(chosen[0].metrics)}"
+            self.add(f"{stage_name}.selection_metric", "unknown metric for this task", metric, expected)
+
+    def keep_head(self, spec) -> None:
+        cfg = self.cfg
+        if cfg.intermediate is None and cfg.target.init is None:
+            self.add("target.keep_head", "no intermediate head to keep", True, "an intermediate stage")
+        elif cfg.intermediate is not None:
+            mine = task_type(spec).head_signature()
+            theirs = [
+                task_type(self.catalog.spec(t)).head_signature()
+                for t in cfg.intermediate.task_names
+                if t in self.catalog
+            ]
+            if mine not in theirs:
+                self.add(
+                    "target.keep_head",
+                    "no intermediate task has this type and label space",
+                    f"{spec.name}: {spec.type} {list(spec.labels)}",
+                    "an intermediate task with the same type and labels, or keep_head: false",
                 )
 
+    def evaluation(self) -> None:
+        ev = self.cfg.evaluation
+        for i, entry in enumerate(self.cfg.evaluation_tasks()):
+            base = f"evaluation.tasks[{i}]" if ev.tasks else "evaluation"
+            spec = self.task(entry.task, f"{base}.task" if ev.tasks or ev.task else "target.task")
+            if spec is None:
+                continue
+            explicit = ev.tasks[i].languages if ev.tasks else ev.languages
+            for j, language in enumerate(entry.languages):
+                where = f"{base}.languages[{j}]" if explicit else f"{base}.languages"
+                if self.language(spec, language, where):
+                    self.files(spec, language, where)
+                    self.split(spec, language, entry.split, where)
 
-def _check_model(cfg, file, problems) -> None:
-    name = cfg.model.name_or_path
-    if name in models.OFFLINE_MODELS:
-        return
-    looks_local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
-    path = Path(name).expanduser()
-    if looks_local and not (path / "config.json").is_file():
-        problems.add(
-            file,
-            "model.name_or_path",
-            "model folder not found or has no config.json",
-            name,
-            f"an offline model ({', '.join(models.OFFLINE_MODELS.names())}), a folder saved with "
-            "save_pretrained, or a hub id",
-        )
+    def probe(self, i: int, probe: ProbeConfig) -> None:
+        spec = self.task(probe.task, f"probes[{i}].task")
+        if spec is None:
+            return
+        if spec.type != "retrieval":
+            self.add(
+                f"probes[{i}].task", "a probe must be a retrieval task", probe.task, "tatoeba, bucc2018, ..."
+            )
+        for j, language in enumerate(probe.languages or spec.languages):
+            where = f"probes[{i}].languages[{j}]" if probe.languages else f"probes[{i}].languages"
+            if self.language(spec, language, where):
+                self.files(spec, language, where)
+                self.split(spec, language, probe.split, where)
 
-
-def dump_yaml(cfg: ExperimentConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    def model(self) -> None:
+        name = self.cfg.model.name_or_path
+        if name in models.OFFLINE_MODELS:
+            return
+        path = Path(name).expanduser()
+        looks_local = name.startswith((".", "/", "~")) or path.exists()
+        if looks_local and not (path / "config.json").is_file():
+            self.add(
+                "model.name_or_path",
+                "model folder not found or has no config.json",
+                name,
+                f"an offline model ({', '.join(models.OFFLINE_MODELS.names())}), a folder saved with "
+                "save_pretrained, or a hub id",
+            )

@@ -1,4 +1,4 @@
-"""Batched prediction and scoring, one language or many -> pandas tables."""
+"""Batched prediction and scoring for any task type, one language or many -> pandas tables."""
 
 from __future__ import annotations
 
@@ -10,49 +10,57 @@ import torch
 from tqdm.auto import tqdm
 
 from intertask import metrics
-from intertask.encoding import collate, token_budget_batches
-from intertask.tasks.examples import ExampleSet
-from intertask.tasks.types import ClassificationTask, EncodedSet
+from intertask.batching import collate, token_budget_batches
+from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 
 TABLE_COLUMNS = ["task", "split", "language", "metric", "value", "examples"]
 
 
 @torch.inference_mode()
-def predict_logits(
+def predict_outputs(
     model,
+    task: TaskType,
     encoded: EncodedSet,
     *,
     pad_id: int,
     batch_tokens: int,
     bf16: bool,
     desc: str | None = None,
-) -> np.ndarray:
-    """Logits for every row of `encoded`, in its order; batches are length-sorted by token budget."""
+) -> list[np.ndarray]:
+    """The task's per-row outputs for every row of `encoded`, in its order (length-sorted batches)."""
     model.eval()
     device = next(model.parameters()).device
-    out: np.ndarray | None = None
+    outputs: list = [None] * len(encoded)
     batches = token_budget_batches(encoded.lengths, batch_tokens)
     for rows in tqdm(batches, desc=desc, disable=desc is None, leave=False, mininterval=2):
-        batch = {k: v.to(device) for k, v in collate(encoded, rows, pad_id, with_labels=False).items()}
+        batch = {k: v.to(device) for k, v in collate(encoded, rows, pad_id, with_targets=False).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**batch).logits.float().cpu().numpy()
-        if out is None:
-            out = np.zeros((len(encoded), logits.shape[-1]), dtype=np.float32)
-        out[rows] = logits
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+            output = model(**batch)
+        for row, value in zip(rows, task.outputs(output, rows, encoded), strict=True):
+            outputs[row] = value
+    return outputs
 
 
 @dataclass(frozen=True)
 class Scored:
     scores: dict[str, float]
-    predictions: np.ndarray
+    predictions: list  # one per example
 
 
-def score_set(
-    task: ClassificationTask, logits: np.ndarray, encoded: EncodedSet, names: tuple[str, ...]
+def evaluate_set(
+    model,
+    task: TaskType,
+    data: ExampleSet,
+    encoded: EncodedSet,
+    *,
+    pad_id: int,
+    batch_tokens: int,
+    bf16: bool,
+    names: tuple[str, ...] | None = None,
 ) -> Scored:
-    predictions = task.predict(logits)
-    return Scored(task.score(predictions, encoded.labels, names), predictions)
+    outputs = predict_outputs(model, task, encoded, pad_id=pad_id, batch_tokens=batch_tokens, bf16=bf16)
+    predictions = task.decode(outputs, encoded, data)
+    return Scored(task.score(predictions, data, names or task.spec.metrics), predictions)
 
 
 def language_table(
@@ -82,16 +90,17 @@ def language_table(
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def prediction_rows(task: ClassificationTask, data: ExampleSet, predictions: np.ndarray) -> pd.DataFrame:
+def prediction_rows(task: TaskType, data: ExampleSet, predictions: list) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "task": data.task,
             "language": data.language,
             "split": data.split,
             "uid": data.uids,
+            "key": [e.key for e in data.examples],
             "text": [" ||| ".join(e.texts)[:300] for e in data.examples],
-            "gold": [task.label_names(g) for g in task.gold(data)] if len(data) else [],
-            "prediction": [task.label_names(p) for p in predictions],
+            "gold": [task.show_gold(e)[:300] for e in data.examples],
+            "prediction": [task.show(p)[:300] for p in predictions],
         }
     )
 
@@ -101,9 +110,9 @@ def metric_key(task: str, split: str, language: str, metric: str) -> str:
     return f"{task}/{split}/{language}/{metric}"
 
 
-def table_metrics(table: pd.DataFrame) -> dict[str, float]:
+def table_metrics(table: pd.DataFrame, prefix: str = "") -> dict[str, float]:
     return {
-        metric_key(r.task, r.split, r.language, r.metric): float(r.value)
+        prefix + metric_key(r.task, r.split, r.language, r.metric): float(r.value)
         for r in table.itertuples()
         if r.value is not None and not pd.isna(r.value)
     }

@@ -1,39 +1,63 @@
-"""Registered metric functions and the named aggregates across languages.
+"""Registered metrics, the aggregates across languages, and XTREME's aggregation.
 
-Single-label metrics take integer arrays (n,); multi-label metrics take 0/1 arrays (n, labels). Results
-follow scikit-learn's definitions (tests compare against it), with 0 where a ratio is 0/0.
+A metric has one implementation per label kind (a task type declares its kind):
+- single_label: integer arrays (n,) (classification, multiple choice, retrieval rank-1 indices);
+- multi_label: 0/1 arrays (n, labels);
+- tags: lists of tag-string lists (token tagging), scored as seqeval's default mode does;
+- spans: predicted answer strings vs lists of gold answers, scored as the official SQuAD v1.1 script
+  (or, with normalization="mlqa", MLQA's evaluate script for the given language);
+- bitext: sets of mined (source id, target id) pairs vs the gold pairs (BUCC).
+Values are fractions in [0, 1]; XTREME reports the same numbers x 100.
 """
 
 from __future__ import annotations
 
+import re
+import string
+import sys
+import unicodedata
+from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from intertask.registry import Registry
 
-SINGLE, MULTI = "single_label", "multi_label"
+SINGLE, MULTI, TAGS, SPANS, BITEXT = "single_label", "multi_label", "tags", "spans", "bitext"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Metric:
     name: str
-    fn: Callable[[np.ndarray, np.ndarray], float]  # (predictions, gold) -> value
-    higher_is_better: bool
-    kinds: tuple[str, ...]  # label kinds it applies to
     description: str
+    higher_is_better: bool = True
+    fns: dict[str, Callable] = field(default_factory=dict)  # label kind -> fn(pred, gold, **options)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.fns)
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register(name: str, kinds: tuple[str, ...], description: str, higher_is_better: bool = True):
+def register(name: str, kind: str, description: str):
+    """Register `fn` as the implementation of metric `name` for one label kind."""
+
     def wrap(fn):
-        METRICS.add(name, Metric(name, fn, higher_is_better, kinds, description))
+        metric = METRICS.get(name) if name in METRICS else METRICS.add(name, Metric(name, description))
+        metric.fns[kind] = fn
         return fn
 
     return wrap
+
+
+def score(kind: str, names: tuple[str, ...], pred, gold, **options) -> dict[str, float]:
+    return {name: float(METRICS.get(name).fns[kind](pred, gold, **options)) for name in names}
+
+
+# --- classification -------------------------------------------------------------------------------
 
 
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
@@ -55,35 +79,267 @@ def _counts(pred: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return (p & g).sum(0), (p & ~g).sum(0), (~p & g).sum(0)
 
 
-@register("accuracy", (SINGLE, MULTI), "share of exact matches (subset accuracy for multi-label)")
-def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
-    pred, gold = np.asarray(pred), np.asarray(gold)
-    same = pred == gold
-    return float((same.all(axis=1) if same.ndim == 2 else same).mean())
+@register("accuracy", SINGLE, "share of exact matches")
+def accuracy(pred, gold, **_) -> float:
+    return float((np.asarray(pred) == np.asarray(gold)).mean())
 
 
-@register("macro_f1", (SINGLE, MULTI), "unweighted mean of per-label F1")
-def macro_f1(pred: np.ndarray, gold: np.ndarray) -> float:
+@register("accuracy", MULTI, "subset accuracy: every label of the example right")
+def subset_accuracy(pred, gold, **_) -> float:
+    return float((np.asarray(pred) == np.asarray(gold)).all(axis=1).mean())
+
+
+@register("macro_f1", SINGLE, "unweighted mean of per-label F1")
+@register("macro_f1", MULTI, "unweighted mean of per-label F1")
+def macro_f1(pred, gold, **_) -> float:
     return float(_f1(*_counts(pred, gold)).mean())
 
 
-@register("micro_f1", (MULTI,), "F1 of the pooled label decisions")
-def micro_f1(pred: np.ndarray, gold: np.ndarray) -> float:
+@register("micro_f1", MULTI, "F1 of the pooled label decisions")
+def micro_f1(pred, gold, **_) -> float:
     tp, fp, fn = (c.sum() for c in _counts(pred, gold))
     return float(_f1(np.array(tp), np.array(fp), np.array(fn)))
 
 
-def score(names: tuple[str, ...], pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
-    return {name: METRICS.get(name).fn(pred, gold) for name in names}
+# --- sequence labelling: chunks as seqeval's default (IOB) mode reads them --------------------------
+
+
+def chunks(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, first, last) spans of a tag sequence, read like seqeval's default mode.
+
+    A tag is split into its first character (B/I/E/S/O or anything else) and the type after the first
+    '-' ("B-PER" -> B, PER). A chunk ends and a new one starts on B/S, after E/S, on O, and whenever the
+    type changes -- so POS tags without prefixes ("NOUN" -> N, "OUN") form one chunk per run of equal
+    tags, which is how XTREME's seqeval-based UD-POS F1 counts them.
+    """
+    out, start, prev_tag, prev_type = [], 0, "O", ""
+    for i, chunk in enumerate([*tags, "O"]):
+        tag = chunk[0]
+        type_ = chunk[1:].split("-", maxsplit=1)[-1] or "_"
+        if _chunk_ends(prev_tag, tag, prev_type, type_):
+            out.append((prev_type, start, i - 1))
+        if _chunk_starts(prev_tag, tag, prev_type, type_):
+            start = i
+        prev_tag, prev_type = tag, type_
+    return out
+
+
+def _chunk_ends(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
+    if prev_tag in ("E", "S"):
+        return True
+    if prev_tag in ("B", "I") and tag in ("B", "S", "O"):
+        return True
+    return prev_tag not in ("O", ".") and prev_type != type_
+
+
+def _chunk_starts(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
+    if tag in ("B", "S"):
+        return True
+    if prev_tag in ("E", "S", "O") and tag in ("E", "I"):
+        return True
+    return tag not in ("O", ".") and prev_type != type_
+
+
+def _chunk_counts(pred: list[list[str]], gold: list[list[str]]) -> tuple[int, int, int]:
+    """(correct, predicted, gold) chunk counts over all sentences, each sentence closed by an O."""
+    flat_pred = [t for sentence in pred for t in [*sentence, "O"]]
+    flat_gold = [t for sentence in gold for t in [*sentence, "O"]]
+    p, g = set(chunks(flat_pred)), set(chunks(flat_gold))
+    return len(p & g), len(p), len(g)
+
+
+@register("precision", TAGS, "chunk precision (seqeval, micro)")
+def chunk_precision(pred, gold, **_) -> float:
+    correct, predicted, _gold = _chunk_counts(pred, gold)
+    return correct / predicted if predicted else 0.0
+
+
+@register("recall", TAGS, "chunk recall (seqeval, micro)")
+def chunk_recall(pred, gold, **_) -> float:
+    correct, _pred, gold_count = _chunk_counts(pred, gold)
+    return correct / gold_count if gold_count else 0.0
+
+
+@register("f1", TAGS, "chunk F1 (seqeval, micro): entity-level for NER, as XTREME scores UD-POS")
+def chunk_f1(pred, gold, **_) -> float:
+    correct, predicted, gold_count = _chunk_counts(pred, gold)
+    return 2 * correct / (predicted + gold_count) if correct else 0.0
+
+
+@register("accuracy", TAGS, "share of tokens tagged right")
+def token_accuracy(pred, gold, **_) -> float:
+    pairs = [(p, g) for ps, gs in zip(pred, gold, strict=True) for p, g in zip(ps, gs, strict=True)]
+    return sum(p == g for p, g in pairs) / len(pairs) if pairs else 0.0
+
+
+# --- extractive QA: the SQuAD v1.1 and MLQA evaluation scripts' definitions -------------------------
+
+MLQA_PUNCTUATION = {
+    chr(i) for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P")
+} | set(string.punctuation)
+MLQA_ARTICLES = {  # per answer language, as MLQA's evaluate script removes them
+    "en": r"\b(a|an|the)\b",
+    "es": r"\b(un|una|unos|unas|el|la|los|las)\b",
+    "vi": r"\b(của|là|cái|chiếc|những)\b",
+    "de": r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b",
+    "ar": "\\sال^|ال",
+    "hi": None,
+    "zh": None,
+}
+_CJK = re.compile(r"[\u4e00-\u9fa5]")
+
+
+def _mixed_segmentation(text: str) -> list[str]:
+    """zh: every CJK character (and punctuation mark) is a token; other runs split on whitespace."""
+    tokens, run = [], ""
+    for char in text:
+        if _CJK.search(char) or char in MLQA_PUNCTUATION:
+            tokens.extend(run.split())
+            tokens.append(char)
+            run = ""
+        else:
+            run += char
+    return tokens + run.split()
+
+
+def normalize_answer(text: str, normalization: str = "squad", language: str = "en") -> str:
+    """Lower-case, drop punctuation and articles, normalise whitespace.
+
+    squad: ASCII punctuation, English articles, whitespace tokens (SQuAD v1.1 evaluate script).
+    mlqa: all Unicode punctuation, the answer language's articles, and for zh one token per CJK
+    character (MLQA evaluate script; languages en es de ar hi vi zh).
+    """
+    text = text.lower()
+    if normalization == "squad":
+        text = "".join(c for c in text if c not in string.punctuation)
+        return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+    if language not in MLQA_ARTICLES:
+        raise ValueError(
+            f"MLQA normalization has no rules for language {language!r} (has {sorted(MLQA_ARTICLES)})"
+        )
+    text = "".join(c for c in text if c not in MLQA_PUNCTUATION)
+    if MLQA_ARTICLES[language]:
+        text = re.sub(MLQA_ARTICLES[language], " ", text)
+    tokens = _mixed_segmentation(text) if language == "zh" else text.split()
+    return " ".join(t for t in tokens if t.strip())
+
+
+def _span_f1(prediction: str, truth: str, **options) -> float:
+    pred_tokens = normalize_answer(prediction, **options).split()
+    gold_tokens = normalize_answer(truth, **options).split()
+    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _best_over_answers(fn, predictions: list[str], answers: list[list[str]], **options) -> float:
+    """Mean over questions of the best score against any gold answer (a question with none scores 0)."""
+    scores = [
+        max((fn(p, a, **options) for a in gold), default=0.0)
+        for p, gold in zip(predictions, answers, strict=True)
+    ]
+    return float(np.mean(scores)) if scores else 0.0
+
+
+@register("exact_match", SPANS, "normalised answer equals a gold answer (SQuAD v1.1 / MLQA)")
+def exact_match(pred, gold, normalization="squad", language="en") -> float:
+    def same(p: str, a: str, **options) -> float:
+        return float(normalize_answer(p, **options) == normalize_answer(a, **options))
+
+    return _best_over_answers(same, pred, gold, normalization=normalization, language=language)
+
+
+@register("f1", SPANS, "token-overlap F1 with the best gold answer (SQuAD v1.1 / MLQA)")
+def span_f1(pred, gold, normalization="squad", language="en") -> float:
+    return _best_over_answers(_span_f1, pred, gold, normalization=normalization, language=language)
+
+
+# --- bitext mining (BUCC) ---------------------------------------------------------------------------
+
+
+def _pair_counts(pred: set, gold: set) -> tuple[int, int, int]:
+    return len(pred & gold), len(pred), len(gold)
+
+
+@register("precision", BITEXT, "share of mined pairs that are gold pairs")
+def pair_precision(pred, gold, **_) -> float:
+    correct, mined, _n = _pair_counts(pred, gold)
+    return correct / mined if correct else 0.0
+
+
+@register("recall", BITEXT, "share of gold pairs mined")
+def pair_recall(pred, gold, **_) -> float:
+    correct, _m, n = _pair_counts(pred, gold)
+    return correct / n if correct else 0.0
+
+
+@register("f1", BITEXT, "F1 of mined pairs against the gold pairs")
+def pair_f1(pred, gold, **_) -> float:
+    correct, mined, n = _pair_counts(pred, gold)
+    return 2 * correct / (mined + n) if correct else 0.0
 
 
 # --- aggregates across languages ------------------------------------------------------------------
 
 MEAN_ALL = "mean_all"  # mean over every evaluated language
-MEAN_ZERO_SHOT = "mean_non_en"  # mean over the languages other than the training language (English)
 
 
 def mean_over_languages(values: Mapping[str, float], exclude: tuple[str, ...] = ()) -> float | None:
     """Unweighted mean over languages (each language counts once, as XTREME averages)."""
     kept = [v for lang, v in values.items() if lang not in exclude]
     return float(np.mean(kept)) if kept else None
+
+
+# --- XTREME (google-research/xtreme evaluate.py) ------------------------------------------------------
+
+XTREME_GROUPS = {
+    "classification": ("pawsx", "xnli"),
+    "structured_prediction": ("udpos", "panx"),
+    "qa": ("xquad", "mlqa", "tydiqa"),
+    "retrieval": ("bucc2018", "tatoeba"),
+}
+_XTREME_LANGUAGE_LISTS = {
+    "pawsx": "de en es fr ja ko zh",
+    "xnli": "ar bg de el en es fr hi ru sw th tr ur vi zh",
+    "panx": "ar he vi id jv ms tl eu ml ta te af nl en de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw yo my "
+    "zh kk tr et fi hu",
+    "udpos": "af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur vi yo zh",
+    "bucc2018": "de fr ru zh",
+    "tatoeba": "ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk tr et "
+    "fi hu",
+    "xquad": "en es de el ru tr ar vi th zh hi",
+    "mlqa": "en es de ar hi vi zh",
+    "tydiqa": "en ar bn fi id ko ru sw te",
+}
+XTREME_LANGUAGES = {task: tuple(langs.split()) for task, langs in _XTREME_LANGUAGE_LISTS.items()}
+
+
+def xtreme_task_score(task: str, per_language: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Per metric the mean over languages (`avg_<metric>`), and `avg_metric`: (EM + F1) / 2 for QA, else
+    F1 when the task has it, else accuracy."""
+    metric_names = {m for scores in per_language.values() for m in scores}
+    out = {
+        f"avg_{m}": float(np.mean([s[m] for s in per_language.values() if m in s]))
+        for m in sorted(metric_names)
+    }
+    if task in XTREME_GROUPS["qa"]:
+        out["avg_metric"] = (out["avg_exact_match"] + out["avg_f1"]) / 2
+    elif "avg_f1" in out:
+        out["avg_metric"] = out["avg_f1"]
+    elif "avg_accuracy" in out:
+        out["avg_metric"] = out["avg_accuracy"]
+    return out
+
+
+def xtreme_aggregate(task_metric: Mapping[str, float]) -> dict[str, float]:
+    """Group scores for groups whose tasks are all present, and `overall` only when all nine are."""
+    out = {}
+    for group, tasks in XTREME_GROUPS.items():
+        if all(t in task_metric for t in tasks):
+            out[group] = float(np.mean([task_metric[t] for t in tasks]))
+    every = [t for tasks in XTREME_GROUPS.values() for t in tasks]
+    if all(t in task_metric for t in every):
+        out["overall"] = float(np.mean([task_metric[t] for t in every]))
+    return out

@@ -1,19 +1,30 @@
 """Build models and tokenizers: any `transformers` encoder through the Auto classes.
 
-Moving from one task to the next keeps the encoder (the base model, `model.base_model_prefix`) and
-gives the new task a freshly initialised head, unless the caller keeps the head (same label space).
+A stage trains one model per task that all share ONE encoder (`model.base_model_prefix`) and each have
+their own head. Moving from one stage to the next keeps the encoder and gives each task a freshly
+initialised head, unless the caller keeps a head of the same type and labels.
+
+A saved model folder is a `save_pretrained` folder of the first task's model (encoder + head), plus,
+when a stage trained several tasks, `heads/<task>/` (config + head weights only) and `heads.json`, the
+index of every head in the folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -23,7 +34,19 @@ from transformers.utils import logging as hf_logging
 from intertask import models
 from intertask.errors import ModelError, Problem
 
-HEADS = {"sequence_classification": AutoModelForSequenceClassification}
+HEADS = {
+    "sequence_classification": AutoModelForSequenceClassification,
+    "token_classification": AutoModelForTokenClassification,
+    "question_answering": AutoModelForQuestionAnswering,
+    "multiple_choice": AutoModelForMultipleChoice,
+}
+HEAD_INDEX = "heads.json"
+_ARCHITECTURE_SUFFIX = {
+    "ForSequenceClassification": "sequence_classification",
+    "ForTokenClassification": "token_classification",
+    "ForQuestionAnswering": "question_answering",
+    "ForMultipleChoice": "multiple_choice",
+}
 
 
 def quiet_transformers() -> None:
@@ -71,57 +94,172 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def build_model(
-    source: str,
-    head: str,
-    head_kwargs: dict,
-    *,
-    seed: int,
-    keep_head: bool = False,
-    freeze_word_embeddings: bool = False,
-) -> PreTrainedModel:
-    """A model for a task: the encoder from `source` plus a head seeded with `seed`.
+# --- what a saved folder holds --------------------------------------------------------------------
 
-    keep_head=True loads the head of `source` as well (the caller has checked the label space is equal).
-    """
+
+@dataclass(frozen=True)
+class HeadInfo:
+    task: str  # the task the head was trained on
+    head: str  # key of HEADS
+    signature: list  # TaskType.head_signature(): heads with equal signatures are interchangeable
+    folder: str  # "" for the main model, else heads/<task>
+
+
+def head_index(model_dir: Path) -> list[HeadInfo]:
+    """The heads a folder holds; a plain save_pretrained folder holds its architecture's one head."""
+    index = model_dir / HEAD_INDEX
+    if index.is_file():
+        return [HeadInfo(**h) for h in json.loads(index.read_text())]
+    config = load_config(str(model_dir))
+    architecture = (config.architectures or [""])[0]
+    head = next((h for suffix, h in _ARCHITECTURE_SUFFIX.items() if architecture.endswith(suffix)), None)
+    if head is None:
+        return []
+    labels = (
+        [config.id2label[i] for i in sorted(config.id2label)]
+        if head == "sequence_classification" or head == "token_classification"
+        else []
+    )
+    signature = [head, labels] if labels else [head]
+    return [HeadInfo("", head, signature, "")]
+
+
+def find_head(model_dir: Path, task: str, signature: tuple) -> HeadInfo | None:
+    """The head trained on `task`, else the first one with the same signature (type and labels)."""
+    heads = head_index(model_dir)
+    same_task = [h for h in heads if h.task == task and tuple(_tuple(h.signature)) == signature]
+    same_kind = [h for h in heads if tuple(_tuple(h.signature)) == signature]
+    return (same_task or same_kind or [None])[0]
+
+
+def _tuple(signature: list) -> tuple:
+    return tuple(tuple(part) if isinstance(part, list) else part for part in signature)
+
+
+# --- building ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    task: str
+    head: str  # key of HEADS
+    kwargs: dict  # config overrides: labels, problem type
+    signature: tuple
+    keep: bool = False  # load this head's weights from the source (its signature must match one there)
+
+
+def build_models(
+    source: str, heads: list[HeadSpec], *, seed: int, freeze_word_embeddings: bool = False
+) -> dict[str, PreTrainedModel]:
+    """One model per task, all sharing the encoder loaded from `source`; new heads seeded with `seed`."""
     quiet_transformers()
-    auto = HEADS[head]
-    config = load_config(source, **head_kwargs)
     try:
-        if keep_head:
-            model = auto.from_pretrained(source, config=config)
-        else:
+        encoder = AutoModel.from_pretrained(source)
+        out = {}
+        for spec in heads:
             torch.manual_seed(seed)
-            model = auto.from_config(config)
-            encoder = AutoModel.from_pretrained(source, config=config)
-            _copy_encoder(encoder, model)
+            model = HEADS[spec.head].from_config(load_config(source, **spec.kwargs))
+            setattr(model, model.base_model_prefix, encoder)
+            if spec.keep:
+                _load_head_weights(model, Path(source), spec)
+            out[spec.task] = model
     except (OSError, ValueError, RuntimeError) as err:
         raise _model_error(source, err) from None
     if freeze_word_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+        encoder.get_input_embeddings().weight.requires_grad_(False)
+    return out
+
+
+def head_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    prefix = model.base_model_prefix + "."
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+
+
+def _load_head_weights(model: PreTrainedModel, folder: Path, spec: HeadSpec) -> None:
+    info = find_head(folder, spec.task, spec.signature)
+    if info is None:
+        raise ModelError(
+            [
+                Problem(
+                    "<model>",
+                    "keep_head",
+                    "no head of this type and label space to keep",
+                    str(folder),
+                    f"a head with signature {spec.signature}",
+                )
+            ]
+        )
+    if info.folder:
+        state = load_file(folder / info.folder / "head.safetensors")
+    else:
+        source = HEADS[info.head].from_pretrained(str(folder))
+        state = head_state(source)
+    missing = set(head_state(model)) - set(state)
+    if missing:
+        raise ModelError(
+            [
+                Problem(
+                    "<model>",
+                    "keep_head",
+                    "saved head weights do not fit",
+                    sorted(missing)[:3],
+                    "the same head architecture",
+                )
+            ]
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def load_for_task(model_dir: Path, task: str, signature: tuple) -> PreTrainedModel | None:
+    """The model (encoder + the fitting head) for a task from a saved folder, or None if no head fits."""
+    quiet_transformers()
+    info = find_head(model_dir, task, signature)
+    if info is None:
+        return None
+    if not info.folder:
+        return HEADS[info.head].from_pretrained(str(model_dir))
+    config = AutoConfig.from_pretrained(str(model_dir / info.folder))
+    model = HEADS[info.head].from_config(config)
+    setattr(model, model.base_model_prefix, AutoModel.from_pretrained(str(model_dir)))
+    model.load_state_dict(load_file(model_dir / info.folder / "head.safetensors"), strict=False)
     return model
 
 
-def _copy_encoder(encoder: PreTrainedModel, model: PreTrainedModel) -> None:
-    target = getattr(model, model.base_model_prefix)
-    missing, unexpected = target.load_state_dict(encoder.state_dict(), strict=False)
-    # a checkpoint without a pooler (e5-small) leaves the pooler as newly initialised by AutoModel
-    if unexpected:
-        raise RuntimeError(f"encoder weights do not fit the model: unexpected {unexpected[:5]}")
-    if [k for k in missing if "pooler" not in k and not k.endswith("position_ids")]:
-        raise RuntimeError(f"encoder weights missing: {missing[:5]}")
+def load_encoder(model_dir: Path) -> PreTrainedModel:
+    quiet_transformers()
+    try:
+        return AutoModel.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as err:
+        raise _model_error(str(model_dir), err, "model") from None
 
 
-def parameter_counts(model: PreTrainedModel) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"parameters": total, "trainable_parameters": trainable}
+# --- saving -----------------------------------------------------------------------------------------
+
+
+def save(models_by_task: dict[str, PreTrainedModel], heads: list[HeadSpec], tokenizer, folder: Path) -> None:
+    """The first task's model as a save_pretrained folder, the other heads under heads/, and the index."""
+    first, *others = heads
+    models_by_task[first.task].save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    index = [HeadInfo(first.task, first.head, list(first.signature), "")]
+    for spec in others:
+        target = folder / "heads" / spec.task
+        target.mkdir(parents=True, exist_ok=True)
+        model = models_by_task[spec.task]
+        model.config.to_json_file(target / "config.json")
+        save_file({k: v.contiguous() for k, v in head_state(model).items()}, target / "head.safetensors")
+        index.append(HeadInfo(spec.task, spec.head, list(spec.signature), f"heads/{spec.task}"))
+    (folder / HEAD_INDEX).write_text(json.dumps([h.__dict__ for h in index], indent=1))
+
+
+def parameter_counts(models_by_task: dict[str, PreTrainedModel] | PreTrainedModel) -> dict[str, int]:
+    modules = models_by_task.values() if isinstance(models_by_task, dict) else [models_by_task]
+    params = {id(p): p for m in modules for p in m.parameters()}.values()
+    return {
+        "parameters": sum(p.numel() for p in params),
+        "trainable_parameters": sum(p.numel() for p in params if p.requires_grad),
+    }
 
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)

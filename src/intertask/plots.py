@@ -21,7 +21,7 @@ def training_curves(steps: list[tuple[int, float]], history: pd.DataFrame, title
     if steps:
         ax1.plot(*zip(*steps, strict=True), marker=".")
     ax1.set(title="training loss", xlabel="step", ylabel="loss")
-    for column in (c for c in history.columns if c.startswith("dev_")):
+    for column in (c for c in history.columns if c.startswith("dev/")):
         ax2.plot(history["epoch"], history[column], marker="o", label=column[4:])
     ax2.set(title="dev metrics", xlabel="epoch", xticks=list(history["epoch"]))
     ax2.legend()
@@ -60,5 +60,24 @@ def transfer_comparison(table: pd.DataFrame, metric: str, title: str, chance: fl
     ax2.set(xticks=x, xticklabels=rows.language, ylabel=f"gain in {metric}", title="transfer - baseline")
     for ax in (ax1, ax2):
         ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def probe_changes(table: pd.DataFrame):
+    """Retrieval probe scores per language at each point of the pipeline (base -> stages), per arm."""
+    rows = table[~table.language.str.startswith("mean_")]
+    groups = list(rows.groupby(["task", "metric"], sort=False))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.5), squeeze=False)
+    order = {"base": 0, "intermediate": 1, "target": 2}
+    for ax, ((task, metric), group) in zip(axes[0], groups, strict=True):
+        base = group[group.arm == "base"]
+        for (arm, language), line in group[group.arm != "base"].groupby(["arm", "language"], sort=False):
+            line = pd.concat([base[base.language == language], line]).sort_values(
+                "point", key=lambda s: s.map(order)
+            )
+            ax.plot(line.point, line.value, marker="o", label=f"{language} ({arm})")
+        ax.set(title=f"{task}: {metric}", ylabel=metric, ylim=(0, 1))
+        ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig

@@ -1,7 +1,7 @@
 """The stages: intermediate(), finetune(), evaluate(): a config in, an MLflow run (+ model) out.
 
 Each stage first loads and checks everything it needs (data, the model it starts from, tokenizer,
-head) and only then opens its run, so bad input never leaves a half-written run behind.
+heads) and only then opens its run, so bad input never leaves a half-written run behind.
 """
 
 from __future__ import annotations
@@ -15,19 +15,18 @@ from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification
 
-from intertask import encoding, leakage, modeling, models, plots, tracking
-from intertask.config import ExperimentConfig, StageConfig
-from intertask.data.splits import subsample
+from intertask import encoding, leakage, modeling, models, plots, serving, tracking
+from intertask.config import EvalTaskConfig, ExperimentConfig, StageConfig
 from intertask.errors import DataError, ModelError, Problem
-from intertask.evaluation import language_table, predict_logits, prediction_rows, score_set, table_metrics
-from intertask.tasks.examples import ExampleSet, load_examples, select
-from intertask.tasks.types import ClassificationTask
-from intertask.training import train
+from intertask.evaluation import evaluate_set, language_table, prediction_rows, table_metrics
+from intertask.tasks.base import ExampleSet, TaskType
+from intertask.tasks.examples import load_examples, select
+from intertask.training import TrainPart, train
 
 SEEN_ARTIFACT = "data/seen_examples.json"
 ALIASES = {"intermediate": "intermediate", "target": "target"}
+TAG = tracking.TAG
 
 
 @dataclass
@@ -72,9 +71,11 @@ class Workspace:
             )
         return self._data[key]
 
-    def encode(self, task: ClassificationTask, data: ExampleSet, tokenizer):
+    def encode(self, task: TaskType, data: ExampleSet, tokenizer, max_length: int | None = None, **options):
         cache = models.cache_root() / "tokens" if self.cfg.data.cache_tokenization else None
-        return encoding.encode(task, data, tokenizer, self.cfg.model.max_length, cache)
+        return encoding.encode(
+            task, data, tokenizer, max_length or self.cfg.model.max_length, cache, **options
+        )
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,9 @@ class TrainedModel:
     logged: tracking.LoggedModel | None
     task_chain: tuple[str, ...]
     seen: leakage.Seen
-    best_dev: dict[str, float]
+    best_dev: dict[str, dict[str, float]]  # task -> metric -> value at the best epoch
     language: str  # the training language
+    probes: pd.DataFrame | None = None  # probe results after this stage
 
     @property
     def uri(self) -> str:
@@ -98,7 +100,7 @@ class TrainedModel:
 class Evaluated:
     run_id: str
     table: pd.DataFrame  # task, split, language, metric, value, examples
-    excluded: dict[str, int]  # leakage guard: examples dropped per language
+    excluded: dict[str, int]  # leakage guard: examples dropped, key "<task>/<language>"
 
 
 @dataclass(frozen=True)
@@ -119,31 +121,28 @@ def _start_point(ws: Workspace, init: TrainedModel | str | None) -> StartPoint:
     if isinstance(init, TrainedModel):
         return StartPoint(init.files, init.uri, init.run_id, init.task_chain, init.seen)
     reference = tracking.resolve_reference(init, "target.init")
-    chain = tuple(filter(None, (reference.tags or {}).get(f"{tracking.TAG}task_chain", "").split("-")))
+    chain = tuple(filter(None, (reference.tags or {}).get(f"{TAG}task_chain", "").split("-")))
     seen = tracking.read_run_json(reference.run_id, SEEN_ARTIFACT) or {}
     return StartPoint(tracking.download_model(reference), init, reference.run_id, chain, seen)
 
 
-def _check_head(model_dir: Path, task: ClassificationTask, source: str) -> None:
-    config = modeling.load_config(str(model_dir))
-    labels = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
-    if labels != list(task.spec.labels):
-        raise ModelError(
-            [
-                Problem(
-                    "<model>",
-                    "head",
-                    f"the model's head does not fit task {task.name!r}",
-                    source,
-                    f"a head with labels {list(task.spec.labels)} (the model has {labels})",
-                )
-            ]
-        )
+def _missing_head(task: TaskType, source: str, field_name: str) -> ModelError:
+    return ModelError(
+        [
+            Problem(
+                "<model>",
+                field_name,
+                f"the model has no head that fits task {task.name!r}",
+                source,
+                f"a head trained on a {task.spec.type} task with labels {list(task.spec.labels)}",
+            )
+        ]
+    )
 
 
-def stage_data(ws: Workspace, stage: StageConfig) -> tuple[ExampleSet, ExampleSet]:
-    train_set = ws.examples(stage.task, stage.language, "train", stage.max_examples.train)
-    dev_set = ws.examples(stage.task, stage.language, "dev", stage.max_examples.dev)
+def stage_data(ws: Workspace, stage: StageConfig, task: str) -> tuple[ExampleSet, ExampleSet]:
+    train_set = ws.examples(task, stage.language, "train", stage.max_examples.train)
+    dev_set = ws.examples(task, stage.language, "dev", stage.max_examples.dev)
     for data in (train_set, dev_set):
         if len(data) == 0:
             raise DataError.at(
@@ -184,105 +183,136 @@ def recorded_run(
         yield run_id
 
 
+# --- training stages --------------------------------------------------------------------------------
+
+
 def train_stage(
     ws: Workspace, which: str, init: TrainedModel | str | None = None, parent_run_id: str | None = None
 ) -> TrainedModel:
-    """Train the `intermediate` or `target` stage of ws.cfg, starting from `init` (None: the base model)."""
+    """Train the `intermediate` (one or several tasks) or `target` stage, starting from `init`."""
     cfg = ws.cfg
     stage: StageConfig = getattr(cfg, which)
-    task = cfg.catalog().task(stage.task)
-    train_set, dev_set = stage_data(ws, stage)
+    types = {name: cfg.catalog().task(name) for name in stage.task_names}
+    data = {name: stage_data(ws, stage, name) for name in types}
     start = _start_point(ws, init)
-    if stage.keep_head:
-        _check_head(start.files.model_dir, task, start.label)
+    heads = [
+        modeling.HeadSpec(n, t.head, t.model_kwargs(), t.head_signature(), keep=stage.keep_head)
+        for n, t in types.items()
+    ]
+    for spec in heads:
+        if spec.keep and modeling.find_head(start.files.model_dir, spec.task, spec.signature) is None:
+            raise _missing_head(types[spec.task], start.label, "target.keep_head")
     tokenizer = modeling.load_tokenizer(str(start.files.tokenizer_dir))
-    model = modeling.build_model(
+    nets = modeling.build_models(
         str(start.files.model_dir),
-        task.head,
-        task.model_kwargs(),
+        heads,
         seed=cfg.seed,
-        keep_head=stage.keep_head,
         freeze_word_embeddings=cfg.model.freeze_word_embeddings,
     )
-    model.to(modeling.device())
-    chain = (*start.task_chain, stage.task)
-    metric = cfg.selection_metric(stage)
+    for net in nets.values():
+        net.to(modeling.device())
+    chain = (*start.task_chain, "+".join(types))
     name = "intermediate" if which == "intermediate" else "finetune"
     tags = {
-        f"{tracking.TAG}stage": name,
-        f"{tracking.TAG}task": stage.task,
-        f"{tracking.TAG}language": stage.language,
-        f"{tracking.TAG}task_chain": "-".join(chain),
-        f"{tracking.TAG}init_model": start.label,
-        f"{tracking.TAG}init_run_id": start.run_id or "",
+        f"{TAG}stage": name,
+        f"{TAG}task": "+".join(types),
+        f"{TAG}language": stage.language,
+        f"{TAG}task_chain": "-".join(chain),
+        f"{TAG}init_model": start.label,
+        f"{TAG}init_run_id": start.run_id or "",
     }
-    title = f"{name} {stage.task} ({stage.language})"
-    with recorded_run(ws, title, tags, parent_run_id, [train_set, dev_set]) as run_id:
-        tracking.log_params({"stage.selection_metric": metric, **modeling.parameter_counts(model)})
-        steps: list[tuple[int, float]] = []
-
-        def log(values: dict[str, float], step: int) -> None:
-            if "train/loss" in values:
-                steps.append((step, values["train/loss"]))
-            tracking.log_metrics(values, step)
-
-        result = train(
-            model,
-            task,
-            ws.encode(task, train_set, tokenizer),
-            ws.encode(task, dev_set, tokenizer),
-            stage.training,
-            seed=cfg.seed,
-            pad_id=tokenizer.pad_token_id,
-            selection_metric=metric,
-            dev_metrics=task.spec.metrics,
-            log=log,
-            desc=f"{name} {stage.task}",
+    sets = [s for pair in data.values() for s in pair]
+    with recorded_run(
+        ws, f"{name} {'+'.join(types)} ({stage.language})", tags, parent_run_id, sets
+    ) as run_id:
+        tracking.log_params(
+            modeling.parameter_counts(nets)
+            | {f"stage.selection_metric.{n}": cfg.selection_metric(stage, n) for n in types}
         )
-        tracking.log_metrics(
-            {f"best_dev/{k}": v for k, v in result.best_dev.items()}
-            | {
-                "best_epoch": result.best_epoch,
-                "train_seconds": result.train_seconds,
-                "train_examples_per_second": result.examples_per_second,
-            }
-        )
-        tracking.log_table(result.history, "training/history")
-        figure = plots.training_curves(steps, result.history, f"{name} {stage.task}")
-        tracking.log_figure(figure, "training/curves.png")
-        plots.close(figure)
-        seen = leakage.merge(
-            start.seen,
-            leakage.record({}, train_set, task.spec.parallel),
-            leakage.record({}, dev_set, task.spec.parallel),
-        )
+        result, steps = _train(ws, stage, types, data, nets, tokenizer, name)
+        _log_training(result, steps, f"{name} {'+'.join(types)}")
+        seen = leakage.merge(start.seen, *(leakage.record({}, s, types[s.task].spec.parallel) for s in sets))
         tracking.log_json(seen, SEEN_ARTIFACT)
         folder = ws.workdir / run_id
-        modeling.save(model, tokenizer, folder)
-        logged = _log_model(ws, model, tokenizer, which, stage.language, chain, start, run_id)
+        modeling.save(nets, heads, tokenizer, folder)
+        serving.write_task(folder, types[heads[0].task].spec, cfg.model.max_length)
+        probes = run_probes(ws, nets[heads[0].task].base_model, tokenizer, which)
+        logged = _log_model(ws, folder, heads[0].head, which, stage.language, chain, start, run_id)
     files = tracking.ModelFiles(folder, folder)
-    return TrainedModel(run_id, files, logged, chain, seen, result.best_dev, stage.language)
+    return TrainedModel(run_id, files, logged, chain, seen, result.best_dev, stage.language, probes)
+
+
+def _train(ws, stage, types, data, nets, tokenizer, name):
+    cfg = ws.cfg
+    parts = [
+        TrainPart(
+            n,
+            t,
+            nets[n],
+            ws.encode(t, data[n][0], tokenizer),
+            ws.encode(t, data[n][1], tokenizer),
+            data[n][1],
+            cfg.selection_metric(stage, n),
+        )
+        for n, t in types.items()
+    ]
+    steps: list[tuple[int, float]] = []
+
+    def log(values: dict[str, float], step: int) -> None:
+        if "train/loss" in values:
+            steps.append((step, values["train/loss"]))
+        tracking.log_metrics(values, step)
+
+    result = train(
+        parts,
+        stage.training,
+        seed=cfg.seed,
+        pad_id=tokenizer.pad_token_id,
+        sampling=stage.sampling,
+        selection_task=stage.selection_task,
+        log=log,
+        desc=f"{name} {'+'.join(types)}",
+    )
+    return result, steps
+
+
+def _log_training(result, steps, title: str) -> None:
+    best = {f"best_dev/{task}/{m}": v for task, scores in result.best_dev.items() for m, v in scores.items()}
+    tracking.log_metrics(
+        best
+        | {
+            "best_epoch": result.best_epoch,
+            "best_dev/selection": result.best_score,
+            "train_seconds": result.train_seconds,
+            "train_examples_per_second": result.examples_per_second,
+        }
+        | {f"train/{t}/batches": n for t, n in result.batches_per_task.items()}
+    )
+    tracking.log_table(result.history, "training/history")
+    figure = plots.training_curves(steps, result.history, title)
+    tracking.log_figure(figure, "training/curves.png")
+    plots.close(figure)
 
 
 def _log_model(
-    ws, model, tokenizer, which, language, chain, start: StartPoint, run_id
+    ws, folder, head, which, language, chain, start: StartPoint, run_id
 ) -> tracking.LoggedModel | None:
     cfg = ws.cfg
     if not cfg.tracking.log_models:
         return None
     register_as = tracking.registered_name(cfg.name, cfg.model.name_or_path, list(chain))
     tags = {
-        f"{tracking.TAG}stage": which,
-        f"{tracking.TAG}task_chain": "-".join(chain),
-        f"{tracking.TAG}language": language,
-        f"{tracking.TAG}base_model": cfg.model.name_or_path,
-        f"{tracking.TAG}init_model": start.label,
-        f"{tracking.TAG}init_run_id": start.run_id or "",
-        f"{tracking.TAG}run_id": run_id,
+        f"{TAG}stage": which,
+        f"{TAG}task_chain": "-".join(chain),
+        f"{TAG}language": language,
+        f"{TAG}base_model": cfg.model.name_or_path,
+        f"{TAG}init_model": start.label,
+        f"{TAG}init_run_id": start.run_id or "",
+        f"{TAG}run_id": run_id,
     }
     return tracking.log_model(
-        model,
-        tokenizer,
+        folder,
+        head,
         register_as=register_as if cfg.tracking.register_models else None,
         alias=ALIASES[which],
         tags=tags,
@@ -290,7 +320,7 @@ def _log_model(
 
 
 def intermediate(ws: Workspace, parent_run_id: str | None = None) -> TrainedModel:
-    """Train the intermediate task from the base model; register it with alias `intermediate`."""
+    """Train the intermediate task(s) from the base model; register with alias `intermediate`."""
     return train_stage(ws, "intermediate", None, parent_run_id)
 
 
@@ -303,7 +333,61 @@ def finetune(
     return train_stage(ws, "target", init, parent_run_id)
 
 
-# --- evaluation -----------------------------------------------------------------------------------
+# --- retrieval probes -------------------------------------------------------------------------------
+
+
+def run_probes(ws: Workspace, encoder, tokenizer, point: str) -> pd.DataFrame | None:
+    """Every probe configured for `point` (base / intermediate / target) on `encoder`, logged in the
+    active run as probe/<task>/<split>/<language>/<metric>; the table gets a `point` column."""
+    probes = [p for p in ws.cfg.probes if point in p.after]
+    if not probes:
+        return None
+    tables = []
+    for probe in probes:
+        entry = EvalTaskConfig(
+            task=probe.task, languages=probe.languages, split=probe.split, max_examples=probe.max_examples
+        )
+        task = ws.cfg.catalog().task(probe.task)
+        sets = {
+            lang: _limit(ws, ws.examples(probe.task, lang, probe.split, None), probe.max_examples)
+            for lang in entry.languages or task.spec.languages
+        }
+        table, _ = _retrieval_table(ws, task, sets, encoder, tokenizer, probe.split)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True).assign(point=point)
+    tracking.log_metrics(table_metrics(table, prefix="probe/"))
+    tracking.log_table(table, f"probes/{point}")
+    return table
+
+
+def _limit(ws: Workspace, data: ExampleSet, k: int | None) -> ExampleSet:
+    if k is None:
+        return data
+    positions = ws.cfg.catalog().task(data.task).choose(data.examples, k, ws.cfg.split_seed)
+    return select(data, data.uids[positions], f"max_examples={k}")
+
+
+def _retrieval_table(ws, task, sets: dict[str, ExampleSet], encoder, tokenizer, split: str):
+    options = ws.cfg.evaluation.retrieval
+    training = ws.cfg.target.training if ws.cfg.target else ws.cfg.training
+    per_language, predictions = {}, []
+    for language, data in sets.items():
+        encoded = ws.encode(task, data, tokenizer, options.max_length, prefix=options.prefix)
+        vectors = task.embed(
+            encoder,
+            encoded,
+            layer=options.layer,
+            pad_id=tokenizer.pad_token_id,
+            batch_tokens=training.eval_batch_tokens,
+            bf16=training.bf16,
+        )
+        per_language[language], found = task.score_embeddings(vectors, data, task.spec.metrics)
+        predictions.append(pd.DataFrame({"task": task.name, "language": language, "retrieved": found}))
+    sizes = {k: sum(e.label[0] == "source" for e in v.examples) for k, v in sets.items()}
+    return language_table(task.name, split, per_language, sizes, "en"), predictions
+
+
+# --- evaluation ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -317,26 +401,24 @@ class _EvalModel:
 
 def _eval_model(model: TrainedModel | str) -> _EvalModel:
     if isinstance(model, TrainedModel):
-        tags = {f"{tracking.TAG}model_run_id": model.run_id}
-        return _EvalModel(model.files, model.uri, model.seen, tags, model.language)
+        return _EvalModel(
+            model.files, model.uri, model.seen, {f"{TAG}model_run_id": model.run_id}, model.language
+        )
     reference = tracking.resolve_reference(model, "evaluation.model")
     seen = tracking.read_run_json(reference.run_id, SEEN_ARTIFACT) or {}
-    tags = {f"{tracking.TAG}model_run_id": reference.run_id}
+    tags = {f"{TAG}model_run_id": reference.run_id}
     if reference.name:
-        tags[f"{tracking.TAG}model_version"] = f"{reference.name}/{reference.version}"
-    language = (reference.tags or {}).get(f"{tracking.TAG}language")
+        tags[f"{TAG}model_version"] = f"{reference.name}/{reference.version}"
+    language = (reference.tags or {}).get(f"{TAG}language")
     return _EvalModel(tracking.download_model(reference), model, seen, tags, language)
 
 
-def _eval_sets(ws: Workspace, task: str, seen: leakage.Seen) -> tuple[dict[str, ExampleSet], dict[str, int]]:
-    cfg = ws.cfg
+def _eval_sets(ws: Workspace, entry: EvalTaskConfig, seen: leakage.Seen):
     sets, excluded = {}, {}
-    for language in cfg.eval_languages():
-        data = ws.examples(task, language, cfg.evaluation.split, None)
+    for language in entry.languages:
+        data = ws.examples(entry.task, language, entry.split, None)
         kept, dropped = leakage.exclude_seen(data, seen)
-        if cfg.evaluation.max_examples is not None:
-            keep = subsample(kept.uids, cfg.evaluation.max_examples, cfg.split_seed)
-            kept = select(kept, keep, f"max_examples={cfg.evaluation.max_examples}")
+        kept = _limit(ws, kept, entry.max_examples)
         if len(kept) == 0:
             raise DataError.at(
                 ", ".join(data.files),
@@ -345,60 +427,84 @@ def _eval_sets(ws: Workspace, task: str, seen: leakage.Seen) -> tuple[dict[str, 
                 0,
                 "held-out examples",
             )
-        sets[language], excluded[language] = kept, dropped
+        sets[language], excluded[f"{entry.task}/{language}"] = kept, dropped
     return sets, excluded
 
 
 def evaluate(ws: Workspace, model: TrainedModel | str, parent_run_id: str | None = None) -> Evaluated:
-    """Zero-shot evaluation of `model` on every configured language in ONE run.
+    """Zero-shot evaluation of `model` on every configured task and language in ONE run.
 
-    Precision and batching follow the target stage's training settings; `mean_non_<lang>` excludes the
-    model's recorded training language (else the target stage's language).
+    Each task is scored with the model's head trained on it, else a head of the same type and labels
+    (XQuAD with a TyDiQA head); retrieval tasks use the encoder alone. Precision and batching follow the
+    target stage's training settings; `mean_non_<lang>` leaves out the model's training language.
     """
     cfg = ws.cfg
-    task_name = cfg.eval_task
-    task = cfg.catalog().task(task_name)
     source = _eval_model(model)
-    sets, excluded = _eval_sets(ws, task_name, source.seen)
-    _check_head(source.files.model_dir, task, source.label)
+    entries = cfg.evaluation_tasks()
+    types = {e.task: cfg.catalog().task(e.task) for e in entries}
+    for task in types.values():
+        if (
+            task.trainable
+            and modeling.find_head(source.files.model_dir, task.name, task.head_signature()) is None
+        ):
+            raise _missing_head(task, source.label, "head")
+    plan = [(e, *_eval_sets(ws, e, source.seen)) for e in entries]
     tokenizer = modeling.load_tokenizer(str(source.files.tokenizer_dir))
-    net = AutoModelForSequenceClassification.from_pretrained(str(source.files.model_dir)).to(
-        modeling.device()
-    )
-    train_language = source.language or (cfg.target.language if cfg.target else None)
-    split, training = cfg.evaluation.split, cfg.target.training if cfg.target else cfg.training
+    train_language = source.language or (cfg.target.language if cfg.target else "en")
     tags = source.tags | {
-        f"{tracking.TAG}stage": "evaluate",
-        f"{tracking.TAG}task": task_name,
-        f"{tracking.TAG}model": source.label,
+        f"{TAG}stage": "evaluate",
+        f"{TAG}task": "+".join(types),
+        f"{TAG}model": source.label,
     }
-    with recorded_run(
-        ws, f"evaluate {task_name}/{split}", tags, parent_run_id, list(sets.values())
-    ) as run_id:
-        tracking.log_metrics(
-            {f"leakage_guard/{task_name}/{lang}/excluded": n for lang, n in excluded.items()}
-        )
-        per_language, predictions = {}, []
-        for language, data in tqdm(sets.items(), desc=f"evaluate {task_name}", leave=False):
-            encoded = ws.encode(task, data, tokenizer)
-            logits = predict_logits(
-                net,
-                encoded,
-                pad_id=tokenizer.pad_token_id,
-                batch_tokens=training.eval_batch_tokens,
-                bf16=training.bf16,
+    all_sets = [s for _, sets, _ in plan for s in sets.values()]
+    with recorded_run(ws, f"evaluate {'+'.join(types)}", tags, parent_run_id, all_sets) as run_id:
+        excluded = {k: v for _, _, ex in plan for k, v in ex.items()}
+        tracking.log_metrics({f"leakage_guard/{k}/excluded": n for k, n in excluded.items()})
+        tables, predictions = [], []
+        for entry, sets, _ in plan:
+            table, rows = _evaluate_task(
+                ws, types[entry.task], entry, sets, source, tokenizer, train_language
             )
-            scored = score_set(task, logits, encoded, task.spec.metrics)
-            per_language[language] = scored.scores
-            predictions.append(prediction_rows(task, data, scored.predictions))
-        table = language_table(
-            task_name, split, per_language, {k: len(v) for k, v in sets.items()}, train_language
-        )
+            tables.append(table)
+            predictions.extend(rows)
+            figure = plots.language_scores(
+                table, types[entry.task].spec.metrics[0], f"{entry.task}/{entry.split}"
+            )
+            tracking.log_figure(figure, f"evaluation/{entry.task}.png")
+            plots.close(figure)
+        table = pd.concat(tables, ignore_index=True)
         tracking.log_metrics(table_metrics(table))
         tracking.log_table(table, "evaluation/languages")
         if cfg.evaluation.save_predictions:
             tracking.log_table(pd.concat(predictions, ignore_index=True), "evaluation/predictions")
-        figure = plots.language_scores(table, task.spec.metrics[0], f"{task_name}/{split}")
-        tracking.log_figure(figure, "evaluation/languages.png")
-        plots.close(figure)
     return Evaluated(run_id, table, excluded)
+
+
+def _evaluate_task(
+    ws, task: TaskType, entry: EvalTaskConfig, sets, source: _EvalModel, tokenizer, train_language
+):
+    cfg = ws.cfg
+    training = cfg.target.training if cfg.target else cfg.training
+    if not task.trainable:
+        encoder = modeling.load_encoder(source.files.model_dir).to(modeling.device())
+        table, frames = _retrieval_table(ws, task, sets, encoder, tokenizer, entry.split)
+        return table, frames
+    net = modeling.load_for_task(source.files.model_dir, task.name, task.head_signature()).to(
+        modeling.device()
+    )
+    per_language, rows = {}, []
+    for language, data in tqdm(sets.items(), desc=f"evaluate {task.name}", leave=False):
+        encoded = ws.encode(task, data, tokenizer)
+        scored = evaluate_set(
+            net,
+            task,
+            data,
+            encoded,
+            pad_id=tokenizer.pad_token_id,
+            batch_tokens=training.eval_batch_tokens,
+            bf16=training.bf16,
+        )
+        per_language[language] = scored.scores
+        rows.append(prediction_rows(task, data, scored.predictions))
+    sizes = {k: len(v) for k, v in sets.items()}
+    return language_table(task.name, entry.split, per_language, sizes, train_language), rows

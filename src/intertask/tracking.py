@@ -268,25 +268,57 @@ class LoggedModel:
     alias: str | None = None
 
 
+PIPELINE_TASKS = {
+    "sequence_classification": "text-classification",
+    "token_classification": "token-classification",
+}
+HEADS_ARTIFACT = "model_heads"  # run artifact: the head index and any further heads of the logged model
+
+
 def log_model(
-    model, tokenizer, *, register_as: str | None, alias: str | None, tags: dict[str, str]
+    folder: Path, head: str, *, register_as: str | None, alias: str | None, tags: dict[str, str]
 ) -> LoggedModel:
-    """Log with the transformers flavor (model + tokenizer); register only after the upload succeeded."""
+    """Log a saved model folder and register it only after every upload succeeded.
+
+    Heads with a transformers pipeline use the transformers flavor (model + tokenizer, pyfunc
+    text/token classification); extractive QA and multiple choice, which transformers 5 has no
+    pipeline for, use intertask's own pyfunc model (serving.py). The head index and further heads of a
+    multi-task model go to the run's `model_heads/` artifacts.
+    """
     run_id = mlflow.active_run().info.run_id
     # the flavor warns that it finds no hub model card or license for a local model: expected here
     logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
-    info = mlflow.transformers.log_model(
-        transformers_model={"model": model, "tokenizer": tokenizer},
-        name="model",
-        task="text-classification",
-        pip_requirements=_pip_requirements(),
-    )
+    if head in PIPELINE_TASKS:
+        from transformers import AutoTokenizer
+
+        from intertask.modeling import HEADS
+
+        model = HEADS[head].from_pretrained(str(folder))
+        info = mlflow.transformers.log_model(
+            transformers_model={"model": model, "tokenizer": AutoTokenizer.from_pretrained(str(folder))},
+            name="model",
+            task=PIPELINE_TASKS[head],
+            pip_requirements=_pip_requirements(),
+        )
+    else:
+        from intertask.serving import ARTIFACT, TaskModel
+
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TaskModel(),
+            artifacts={ARTIFACT: str(folder)},
+            pip_requirements=_pip_requirements(),
+        )
+    index = [p for p in (folder / "heads.json", folder / "heads") if p.exists()]
+    for path in index:
+        (mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact)(
+            str(path), f"{HEADS_ARTIFACT}/heads" if path.is_dir() else HEADS_ARTIFACT
+        )
     if register_as is None:
         return LoggedModel(f"runs:/{run_id}/model", run_id)
-    client = MlflowClient()
     version = mlflow.register_model(info.model_uri, register_as, tags=tags).version
     if alias:
-        client.set_registered_model_alias(register_as, alias, version)
+        MlflowClient().set_registered_model_alias(register_as, alias, version)
     return LoggedModel(f"models:/{register_as}/{version}", run_id, register_as, str(version), alias)
 
 
@@ -349,7 +381,7 @@ class ModelFiles:
 
 
 def download_model(reference: ModelReference) -> ModelFiles:
-    """Download a logged transformers-flavor model once into the cache (artifacts never change)."""
+    """Download a logged model (and its extra heads) once into the cache: artifacts never change."""
     digest = hashlib.sha256(f"{mlflow.get_tracking_uri()}|{reference.run_id}".encode()).hexdigest()[:16]
     target = models.cache_root() / "mlflow-models" / digest
     if not (target / "MLmodel").is_file():
@@ -357,6 +389,12 @@ def download_model(reference: ModelReference) -> ModelFiles:
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
         try:
             path = Path(mlflow.artifacts.download_artifacts(reference.download_uri, dst_path=str(staging)))
+            folder = _model_folder(path, reference)
+            if _has_artifact(reference.run_id, HEADS_ARTIFACT):
+                heads = mlflow.artifacts.download_artifacts(
+                    run_id=reference.run_id, artifact_path=HEADS_ARTIFACT
+                )
+                shutil.copytree(heads, folder[0], dirs_exist_ok=True)
         except MlflowException as err:
             raise _reference_error(
                 reference.given, f"cannot download the model: {err.message[:200]}", "model"
@@ -364,12 +402,30 @@ def download_model(reference: ModelReference) -> ModelFiles:
         if target.exists():
             shutil.rmtree(target)
         path.rename(target)
-    flavor = yaml.safe_load((target / "MLmodel").read_text())["flavors"].get("transformers")
-    if flavor is None:
+    model_dir, tokenizer_dir = _model_folder(target, reference)
+    return ModelFiles(model_dir, tokenizer_dir)
+
+
+def _model_folder(root: Path, reference: ModelReference) -> tuple[Path, Path]:
+    """(model folder, tokenizer folder) inside a downloaded transformers- or intertask-pyfunc model."""
+    flavors = yaml.safe_load((root / "MLmodel").read_text())["flavors"]
+    if "transformers" in flavors:
+        return root / flavors["transformers"].get("model_binary", "model"), root / "components" / "tokenizer"
+    from intertask.serving import ARTIFACT
+
+    artifacts = flavors.get("python_function", {}).get("artifacts", {})
+    if ARTIFACT not in artifacts:
         raise _reference_error(
-            reference.given, "the logged model is not a transformers-flavor model", "model"
+            reference.given,
+            f"not a model logged by intertask (no transformers flavor and no {ARTIFACT!r} artifact)",
+            "model",
         )
-    return ModelFiles(target / flavor.get("model_binary", "model"), target / "components" / "tokenizer")
+    folder = root / artifacts[ARTIFACT]["path"]
+    return folder, folder
+
+
+def _has_artifact(run_id: str, path: str) -> bool:
+    return any(a.path == path for a in MlflowClient().list_artifacts(run_id))
 
 
 def read_run_json(run_id: str, path: str) -> dict | None:

@@ -1,6 +1,6 @@
-"""The training loop: AdamW + linear warm-up/decay, length-grouped batches, optional bf16 autocast,
-per-epoch dev evaluation and best-epoch selection. It knows nothing about MLflow: metrics go to a
-callback.
+"""The training loop: one or several tasks sharing an encoder (jiant-style multi-task), AdamW with
+linear warm-up and decay, length-grouped batches, optional bf16 autocast, dev evaluation after every
+epoch and best-epoch selection. It knows nothing about MLflow: metrics go to a callback.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,25 +16,38 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from intertask.config import TrainingConfig
-from intertask.encoding import collate, length_grouped_batches, shuffled_batches
-from intertask.evaluation import predict_logits, score_set
+from intertask.batching import collate, length_grouped_batches, shuffled_batches
+from intertask.config import SamplingConfig, TrainingConfig
+from intertask.evaluation import evaluate_set
 from intertask.metrics import METRICS
-from intertask.tasks.types import ClassificationTask, EncodedSet
+from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 
 LogFn = Callable[[dict[str, float], int], None]  # (metrics, step)
+
+
+@dataclass(frozen=True)
+class TrainPart:
+    """One task of a training run: its model (sharing the encoder), data and dev scoring."""
+
+    name: str
+    task: TaskType
+    model: torch.nn.Module
+    train: EncodedSet
+    dev: EncodedSet
+    dev_data: ExampleSet
+    selection_metric: str
 
 
 @dataclass(frozen=True)
 class TrainResult:
     best_epoch: int
     best_score: float
-    selection_metric: str
-    history: pd.DataFrame  # one row per epoch: epoch, step, train_loss, dev_<metric>...
+    history: pd.DataFrame  # one row per epoch: epoch, step, train_loss, dev/<task>/<metric>..., dev/selection
     steps: int
     train_seconds: float
     examples_per_second: float
-    best_dev: dict[str, float]
+    best_dev: dict[str, dict[str, float]]  # task -> metric -> value at the best epoch
+    batches_per_task: dict[str, int]
 
 
 def seed_everything(seed: int) -> None:
@@ -43,12 +56,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _optimizer(model, cfg: TrainingConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            # no weight decay on biases and layer-norm weights (1-d tensors)
-            (no_decay if param.ndim == 1 else decay).append(param)
+def sampling_weights(sizes: dict[str, int], sampling: SamplingConfig) -> dict[str, float]:
+    """Probability of drawing each task's next batch (jiant's samplers).
+
+    proportional: n_i / sum n; uniform: 1 / tasks; temperature: n_i^(1/T) / sum n^(1/T). With an
+    examples cap, n_i is min(n_i, cap) first, e.g. sizes 1,000 and 9,000, T = 2 -> 0.25 / 0.75.
+    """
+    capped = {k: min(n, sampling.examples_cap) if sampling.examples_cap else n for k, n in sizes.items()}
+    if sampling.strategy == "uniform":
+        raw = {k: 1.0 for k in capped}
+    elif sampling.strategy == "temperature":
+        raw = {k: n ** (1.0 / sampling.temperature) for k, n in capped.items()}
+    else:
+        raw = {k: float(n) for k, n in capped.items()}
+    total = sum(raw.values())
+    return {k: v / total for k, v in raw.items()}
+
+
+def _optimizer(parameters: list[torch.nn.Parameter], cfg: TrainingConfig) -> torch.optim.Optimizer:
+    # no weight decay on biases and layer-norm weights (1-d tensors)
+    decay = [p for p in parameters if p.ndim > 1]
+    no_decay = [p for p in parameters if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
 
@@ -64,10 +92,11 @@ def _schedule(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.l
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _trainable_state(model) -> dict[str, torch.Tensor]:
-    """A copy of what training changes (frozen embeddings are not copied)."""
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}
+def _batches(part: TrainPart, cfg: TrainingConfig, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Endless batches of one task: a new shuffled, length-grouped order on every pass."""
+    make = length_grouped_batches if cfg.group_by_length else shuffled_batches
+    while True:
+        yield from make(part.train.lengths, cfg.batch_size, rng)
 
 
 def _is_better(metric: str, value: float, best: float | None) -> bool:
@@ -76,55 +105,83 @@ def _is_better(metric: str, value: float, best: float | None) -> bool:
     return value > best if METRICS.get(metric).higher_is_better else value < best
 
 
+def _evaluate_dev(parts: list[TrainPart], cfg: TrainingConfig, pad_id: int) -> dict[str, dict[str, float]]:
+    return {
+        p.name: evaluate_set(
+            p.model,
+            p.task,
+            p.dev_data,
+            p.dev,
+            pad_id=pad_id,
+            batch_tokens=cfg.eval_batch_tokens,
+            bf16=cfg.bf16,
+        ).scores
+        for p in parts
+    }
+
+
+def selection_score(
+    dev: dict[str, dict[str, float]], parts: list[TrainPart], selection_task: str | None
+) -> float:
+    """The selection task's selection metric, or the mean of every task's selection metric."""
+    chosen = [p for p in parts if selection_task in (None, p.name)]
+    return float(np.mean([dev[p.name][p.selection_metric] for p in chosen]))
+
+
 def train(
-    model,
-    task: ClassificationTask,
-    train_set: EncodedSet,
-    dev_set: EncodedSet,
+    parts: list[TrainPart],
     cfg: TrainingConfig,
     *,
     seed: int,
     pad_id: int,
-    selection_metric: str,
-    dev_metrics: tuple[str, ...],
+    sampling: SamplingConfig,
+    selection_task: str | None = None,
     log: LogFn = lambda metrics, step: None,
     desc: str = "train",
 ) -> TrainResult:
-    """Train for cfg.epochs; evaluate on dev after each epoch; leave the best epoch's weights in `model`.
+    """Train for cfg.epochs; evaluate every task on dev after each epoch; keep the best epoch's weights.
 
-    Steps per epoch = ceil(examples / batch_size), e.g. 1,000 PAWS-X pairs at batch 16 -> 63 steps.
+    An epoch is ceil(all training examples / batch_size) steps, each on a batch of one task drawn with
+    `sampling_weights`, e.g. 1,000 PAWS-X + 600 TyDiQA windows at batch 16 -> 100 steps.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(seed)
-    device = next(model.parameters()).device
-    lengths = train_set.lengths
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    modules = torch.nn.ModuleList(p.model for p in parts)
+    trainable = [p for p in modules.parameters() if p.requires_grad]  # shared encoder counted once
+    device = trainable[0].device
+    steps_per_epoch = math.ceil(sum(len(p.train) for p in parts) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = _optimizer(model, cfg)
+    optimizer = _optimizer(trainable, cfg)
     scheduler = _schedule(optimizer, total_steps, cfg.warmup_ratio)
-    make_batches = length_grouped_batches if cfg.group_by_length else shuffled_batches
+    rng = np.random.Generator(np.random.PCG64(seed))
+    weights = sampling_weights({p.name: len(p.train) for p in parts}, sampling)
+    streams = {
+        p.name: _batches(p, cfg, np.random.Generator(np.random.PCG64([seed, i]))) for i, p in enumerate(parts)
+    }
+    by_name = {p.name: p for p in parts}
     history, best, best_state, best_epoch, best_dev = [], None, None, 0, {}
     step, seen, loss_sum, loss_count, train_seconds = 0, 0, 0.0, 0, 0.0
+    batches_per_task = dict.fromkeys(by_name, 0)
     progress = tqdm(total=total_steps, desc=desc, mininterval=2, leave=False)
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        rng = np.random.Generator(np.random.PCG64([seed, epoch]))
-        epoch_loss, epoch_batches, started = 0.0, 0, time.perf_counter()
-        for rows in make_batches(lengths, cfg.batch_size, rng):
-            batch = {k: v.to(device) for k, v in collate(train_set, rows, pad_id).items()}
+        modules.train()
+        epoch_loss, started = 0.0, time.perf_counter()
+        for _ in range(steps_per_epoch):
+            name = rng.choice(list(weights), p=list(weights.values())) if len(parts) > 1 else parts[0].name
+            part, rows = by_name[name], next(streams[name])
+            batch = {k: v.to(device) for k, v in collate(part.train, rows, pad_id).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = model(**batch).loss
+                loss = part.model(**batch).loss
             loss.backward()
             if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step, seen = step + 1, seen + len(rows)
+            step, seen, batches_per_task[name] = step + 1, seen + len(rows), batches_per_task[name] + 1
             value = float(loss.detach())
-            loss_sum, loss_count = loss_sum + value, loss_count + 1
-            epoch_loss, epoch_batches = epoch_loss + value, epoch_batches + 1
+            loss_sum, loss_count, epoch_loss = loss_sum + value, loss_count + 1, epoch_loss + value
             progress.update(1)
             if step % cfg.log_every_steps == 0 or step == total_steps:
                 elapsed = train_seconds + time.perf_counter() - started
@@ -139,31 +196,36 @@ def train(
                 progress.set_postfix(loss=f"{loss_sum / loss_count:.4f}")
                 loss_sum, loss_count = 0.0, 0
         train_seconds += time.perf_counter() - started
-        logits = predict_logits(
-            model, dev_set, pad_id=pad_id, batch_tokens=cfg.eval_batch_tokens, bf16=cfg.bf16
-        )
-        dev = score_set(task, logits, dev_set, dev_metrics).scores
-        row = {"epoch": epoch, "step": step, "train_loss": epoch_loss / max(1, epoch_batches)}
-        row.update({f"dev_{k}": v for k, v in dev.items()})
+        dev = _evaluate_dev(parts, cfg, pad_id)
+        score = selection_score(dev, parts, selection_task)
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": epoch_loss / steps_per_epoch,
+            "dev/selection": score,
+        }
+        row.update({f"dev/{task}/{m}": v for task, scores in dev.items() for m, v in scores.items()})
         history.append(row)
-        log({"epoch/train_loss": row["train_loss"], **{f"dev/{k}": v for k, v in dev.items()}}, epoch)
-        if _is_better(selection_metric, dev[selection_metric], best):
-            best, best_epoch, best_dev, best_state = (
-                dev[selection_metric],
-                epoch,
-                dev,
-                _trainable_state(model),
-            )
+        log({k: v for k, v in row.items() if k not in ("epoch", "step")}, epoch)
+        metric = by_name[selection_task].selection_metric if selection_task else parts[0].selection_metric
+        if _is_better(metric, score, best):
+            best, best_epoch, best_dev = score, epoch, dev
+            best_state = {k: v.detach().clone() for k, v in _named_trainable(modules).items()}
     progress.close()
     if best_state is not None and best_epoch != cfg.epochs:
-        model.load_state_dict(best_state, strict=False)
+        modules.load_state_dict(best_state, strict=False)
     return TrainResult(
-        best_epoch=best_epoch,
-        best_score=float("nan") if best is None else best,
-        selection_metric=selection_metric,
-        history=pd.DataFrame(history),
-        steps=step,
-        train_seconds=train_seconds,
-        examples_per_second=seen / train_seconds if train_seconds > 0 else 0.0,
-        best_dev=best_dev,
+        best_epoch,
+        float("nan") if best is None else best,
+        pd.DataFrame(history),
+        step,
+        train_seconds,
+        seen / train_seconds if train_seconds > 0 else 0.0,
+        best_dev,
+        batches_per_task,
     )
+
+
+def _named_trainable(modules: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What training changes, once per tensor (frozen embeddings are not copied)."""
+    return {n: p for n, p in modules.named_parameters() if p.requires_grad}

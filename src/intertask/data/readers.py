@@ -1,4 +1,6 @@
-"""Format readers: files -> records (a dict of string fields plus where it came from).
+"""Line- and record-oriented readers (TSV, CSV, JSONL, RTE XML, one-file-per-document folders).
+
+A reader turns one file into records: a dict of fields plus where it came from.
 
 Every reader fails with a DataError naming the file and the line (or member file) and what was expected;
 none skips a broken line.
@@ -10,16 +12,16 @@ import csv
 import io
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from intertask.errors import DataError
 
 
 @dataclass(frozen=True)
 class Record:
-    fields: dict[str, str]
+    fields: dict[str, Any]  # strings, or lists of strings (tokens and tags, answers)
     file: str
     where: str  # "line 12", or a member file name for folder datasets
 
@@ -31,7 +33,8 @@ class ReadOptions:
     encoding: str = "utf-8"
 
 
-def _decoded_lines(path: Path, encoding: str) -> list[str]:
+def decoded_lines(path: Path, encoding: str) -> list[str]:
+    """The file's lines, decoded; DataError names the line of an undecodable byte."""
     if not path.is_file():
         raise DataError.at(path, "", "data file not found", expected="an existing file")
     raw = path.read_bytes()
@@ -85,12 +88,12 @@ def _records_from_rows(path: Path, rows: list[list[str]], options: ReadOptions, 
 
 def read_tsv(path: Path, options: ReadOptions) -> list[Record]:
     """Tab-separated, no quoting (the XTREME files contain bare quotes)."""
-    rows = [line.split("\t") for line in _decoded_lines(path, options.encoding)]
+    rows = [line.split("\t") for line in decoded_lines(path, options.encoding)]
     return _records_from_rows(path, rows, options, "tab")
 
 
 def read_csv(path: Path, options: ReadOptions) -> list[Record]:
-    text = "\n".join(_decoded_lines(path, options.encoding))
+    text = "\n".join(decoded_lines(path, options.encoding))
     try:
         rows = list(csv.reader(io.StringIO(text), strict=True))
     except csv.Error as err:
@@ -100,7 +103,7 @@ def read_csv(path: Path, options: ReadOptions) -> list[Record]:
 
 def read_jsonl(path: Path, options: ReadOptions) -> list[Record]:
     records = []
-    for number, line in enumerate(_decoded_lines(path, options.encoding), start=1):
+    for number, line in enumerate(decoded_lines(path, options.encoding), start=1):
         if not line.strip():
             continue
         try:
@@ -113,13 +116,15 @@ def read_jsonl(path: Path, options: ReadOptions) -> list[Record]:
             raise DataError.at(
                 path, f"line {number}", "not a JSON object", got=obj, expected="{...} per line"
             )
-        records.append(Record({k: _as_text(v) for k, v in obj.items()}, str(path), f"line {number}"))
+        records.append(Record({k: _as_value(v) for k, v in obj.items()}, str(path), f"line {number}"))
+    if not records:
+        raise DataError.at(path, "", "no JSON records", expected="one JSON object per line")
     return records
 
 
-def _as_text(value: object) -> str:
+def _as_value(value: object) -> str | list[str]:
     if isinstance(value, list):
-        return ",".join(str(v) for v in value)
+        return [str(v) for v in value]
     return "" if value is None else str(value)
 
 
@@ -166,12 +171,3 @@ def read_folders(path: Path, options: ReadOptions) -> list[Record]:
     if not records:
         raise DataError.at(path, "", "no documents in label sub-folders", expected="<label>/<doc>.txt files")
     return records
-
-
-READERS: dict[str, Callable[[Path, ReadOptions], list[Record]]] = {
-    "tsv": read_tsv,
-    "csv": read_csv,
-    "jsonl": read_jsonl,
-    "rte_xml": read_rte_xml,
-    "folders": read_folders,
-}

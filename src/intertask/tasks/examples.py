@@ -1,9 +1,12 @@
-"""Loading a task's examples for one (language, split): files or hub -> records -> labelled examples.
+"""Loading a task's examples for one (language, split): files or hub -> records -> examples.
 
-Splits a dataset does not ship are derived by example index (data/splits.py) from the split it does
-ship: the only given set is cut into train/dev/test by fractions, or a missing dev/test is carved from
-train. Every example keeps `uid`, its position in the source set, which is what lines up translations of
-a line-parallel task and what the leakage guard compares.
+Which file a split comes from, per language:
+- a language with one set named `dev` or `all` (XTREME ships only dev for XNLI and PAWS-X; SMS spam is
+  one file) has it cut by example index into train/dev/test with the configured fractions;
+- a language with `train` but without `dev`/`test` has those carved out of train (RTE's dev);
+- otherwise a split is read as shipped (a language with only `test` is evaluation data: XQuAD).
+Every example keeps `uid`, its position in the source set: it lines up translations of a line-parallel
+task, and it is what the leakage guard compares.
 """
 
 from __future__ import annotations
@@ -14,69 +17,49 @@ from pathlib import Path
 import numpy as np
 
 from intertask.data.fingerprint import combine, file_fingerprint
-from intertask.data.readers import READERS, ReadOptions, Record
-from intertask.data.splits import SPLITS, split_indices, subsample
+from intertask.data.formats import READERS
+from intertask.data.readers import ReadOptions, Record
+from intertask.data.splits import SPLITS, split_indices
 from intertask.errors import DataError
+from intertask.tasks.base import Example, ExampleSet
 from intertask.tasks.spec import TaskSpec
+from intertask.tasks.types import task_type
 
-
-@dataclass(frozen=True)
-class Example:
-    uid: int  # position in the source set (the line index for line-parallel tasks)
-    texts: tuple[str, ...]
-    label: int | tuple[int, ...]  # class index, or label indices (multi-label)
+__all__ = ["Example", "ExampleSet", "load_examples", "plan_split", "select"]
 
 
 @dataclass(frozen=True)
 class SplitPlan:
-    source: str  # the given split the examples come from
+    source: str  # the shipped split the examples come from
     derived: bool  # True when cut out of the source by fractions
     fractions: dict[str, float]  # the partition of the source when derived
 
 
-@dataclass(frozen=True)
-class ExampleSet:
-    task: str
-    language: str
-    split: str
-    source: str  # given split the examples were taken from (see SplitPlan)
-    examples: tuple[Example, ...]
-    files: tuple[str, ...]  # files read (or the hub dataset id)
-    fingerprint: str  # content of the files + which examples were selected
-    source_size: int  # number of examples in the whole source set
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    @property
-    def uids(self) -> np.ndarray:
-        return np.array([e.uid for e in self.examples], dtype=np.int64)
-
-
-def given_splits(spec: TaskSpec, source: str) -> tuple[str, ...]:
-    if source == "hub":
-        return tuple(spec.hub.splits) if spec.hub else ()
-    return tuple(spec.files)
-
-
-def plan_split(spec: TaskSpec, split: str, fractions: dict[str, float], source: str = "local") -> SplitPlan:
-    """Which given split `split` comes from, and how it is cut out of it."""
-    given = given_splits(spec, source)
-    if "train" not in given:  # one set only (XTREME ships just dev): cut it into train/dev/test
+def plan_split(
+    spec: TaskSpec, split: str, language: str, fractions: dict[str, float], origin: str = "local"
+) -> SplitPlan:
+    """Which shipped split `split` comes from for `language`, and how it is cut out of it."""
+    given = spec.splits_for(language, origin)
+    if len(given) == 1 and given[0] in ("dev", "all"):
         return SplitPlan(given[0], True, dict(fractions))
     missing = [s for s in SPLITS if s not in given]
-    if split in given and not (split == "train" and missing):
+    if "train" in given and (split in missing or split == "train") and missing:
+        carve = {s: fractions[s] for s in missing}
+        return SplitPlan("train", True, {"train": 1.0 - sum(carve.values()), **carve})
+    if split in given:
         return SplitPlan(split, False, {})
-    # dev/test not shipped: carved out of train, and train is what remains
-    carve = {s: fractions[s] for s in missing}
-    return SplitPlan("train", True, {"train": 1.0 - sum(carve.values()), **carve})
+    raise DataError.at(
+        f"task {spec.name!r}",
+        f"language {language!r}",
+        f"no {split} split",
+        split,
+        f"one of the shipped splits {list(given)} (or a task with train data)",
+    )
 
 
 def _local_records(spec: TaskSpec, source: str, language: str, root: Path) -> tuple[list[Record], list[Path]]:
-    entry = spec.files[source]
-    templates = (entry,) if isinstance(entry, str) else entry
-    paths = [root / t.format(lang=language) for t in templates]
     options = ReadOptions(header=spec.header, columns=spec.columns, encoding=spec.encoding)
+    paths = spec.paths(source, language, root)
     records: list[Record] = []
     for path in paths:
         records.extend(READERS[spec.format](path, options))
@@ -102,50 +85,14 @@ def _hub_records(spec: TaskSpec, source: str, language: str) -> tuple[list[Recor
             if key == label_col and hub.label_names and isinstance(value, int):
                 value = hub.label_names[value]
             fields[hub.columns.get(key, key)] = (
-                ",".join(map(str, value)) if isinstance(value, list) else str(value)
+                [str(v) for v in value] if isinstance(value, list) else str(value)
             )
         records.append(Record(fields, where, f"row {i + 1}"))
     return records, f"{where}@{getattr(rows, '_fingerprint', '')}"
 
 
-def _label(spec: TaskSpec, raw: str, record: Record) -> int:
-    value = spec.label_map.get(raw.strip(), raw.strip())
-    if spec.labels_are_indices:
-        if value.isdigit() and int(value) < len(spec.labels):
-            return int(value)
-    elif value in spec.labels:
-        return spec.labels.index(value)
-    expected = f"0..{len(spec.labels) - 1}" if spec.labels_are_indices else f"one of {list(spec.labels)}"
-    if spec.label_map:
-        expected += f" or a key of label_map {sorted(spec.label_map)}"
-    raise DataError.at(
-        record.file, record.where, f"unknown label in field {spec.label_field!r}", raw, expected
-    )
-
-
-def to_example(spec: TaskSpec, uid: int, record: Record) -> Example:
-    missing = [f for f in (*spec.text_fields, spec.label_field) if f not in record.fields]
-    if missing:
-        raise DataError.at(
-            record.file,
-            record.where,
-            f"missing field(s) {missing}",
-            sorted(record.fields),
-            f"fields {[*spec.text_fields, spec.label_field]}",
-        )
-    raw = record.fields[spec.label_field]
-    if spec.type == "multilabel_classification":
-        parts = [p for p in raw.split(spec.label_separator) if p.strip()]
-        if not parts:
-            raise DataError.at(record.file, record.where, "no labels", raw, "at least one label")
-        label: int | tuple[int, ...] = tuple(sorted({_label(spec, p, record) for p in parts}))
-    else:
-        label = _label(spec, raw, record)
-    return Example(uid, tuple(record.fields[f] for f in spec.text_fields), label)
-
-
 def read_source(spec: TaskSpec, source: str, language: str, root: Path, origin: str = "local"):
-    """All examples of one given split, plus the files (or hub id) and their fingerprint."""
+    """All examples of one shipped split, plus the files (or hub id) and their fingerprint."""
     if origin == "hub":
         if spec.hub is None:
             raise DataError.at(spec.name, "hub", "task declares no hub source", expected="a `hub:` section")
@@ -155,8 +102,7 @@ def read_source(spec: TaskSpec, source: str, language: str, root: Path, origin: 
         records, paths = _local_records(spec, source, language, root)
         files = tuple(str(p) for p in paths)
         digest = combine([file_fingerprint(p) for p in paths])
-    examples = [to_example(spec, uid, r) for uid, r in enumerate(records)]
-    return examples, files, digest
+    return task_type(spec).examples(records), files, digest
 
 
 def load_examples(
@@ -171,20 +117,20 @@ def load_examples(
     origin: str = "local",
 ) -> ExampleSet:
     """The examples of `spec` for one language and split (see the module docstring for derived splits)."""
-    plan = plan_split(spec, split, fractions, origin)
+    plan = plan_split(spec, split, language, fractions, origin)
     examples, files, digest = read_source(spec, plan.source, language, root, origin)
     indices = np.arange(len(examples))
     if plan.derived:
         indices = split_indices(len(examples), plan.fractions, seed)[split]
-    indices = subsample(indices, max_examples, seed)
-    chosen = tuple(examples[i] for i in indices)
+    in_split = tuple(examples[i] for i in indices)
+    indices = indices[task_type(spec).choose(in_split, max_examples, seed)]
     selection = f"{plan.source}:{sorted(plan.fractions.items())}:{seed}:{max_examples}"
     return ExampleSet(
         task=spec.name,
         language=language,
         split=split,
         source=plan.source,
-        examples=chosen,
+        examples=tuple(examples[i] for i in indices),
         files=files,
         fingerprint=combine([digest, selection]),
         source_size=len(examples),

@@ -10,13 +10,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from intertask import metrics as M
 from intertask.errors import Problems
-from intertask.metrics import METRICS, MULTI, SINGLE
 from intertask.schema import FieldChecks, build, read_yaml
 
-TaskTypeName = Literal["classification", "multilabel_classification"]
-FormatName = Literal["tsv", "csv", "jsonl", "rte_xml", "folders"]
-SplitName = Literal["train", "dev", "test"]
+TaskTypeName = Literal[
+    "classification", "multilabel_classification", "tagging", "extractive_qa", "multiple_choice", "retrieval"
+]
+FormatName = Literal[
+    "tsv",
+    "csv",
+    "jsonl",
+    "rte_xml",
+    "folders",
+    "xtreme_tags",
+    "conllu",
+    "conll",
+    "squad_json",
+    "tatoeba",
+    "bucc",
+]
+SPLITS = ("train", "dev", "test")
+
+# formats each type can read, and the label kind its metrics must support
+TYPE_FORMATS = {
+    "classification": ("tsv", "csv", "jsonl", "rte_xml", "folders"),
+    "multilabel_classification": ("tsv", "csv", "jsonl"),
+    "tagging": ("xtreme_tags", "conllu", "conll"),
+    "extractive_qa": ("squad_json",),
+    "multiple_choice": ("jsonl",),
+    "retrieval": ("tatoeba", "bucc"),
+}
+TYPE_KIND = {
+    "classification": M.SINGLE,
+    "multilabel_classification": M.MULTI,
+    "tagging": M.TAGS,
+    "extractive_qa": M.SPANS,
+    "multiple_choice": M.SINGLE,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,53 +68,45 @@ class HubSource:
 class TaskSpec:
     name: str  # registry name used in configs, e.g. "pawsx"
     type: TaskTypeName  # how examples are encoded, predicted and scored
-    family: str | None = None  # for reports: nli, paraphrase, sentiment, ... (defaults to the type)
+    family: str | None = None  # for reports: nli, paraphrase, sentiment, qa, pos, ... (defaults to the type)
     description: str = ""  # one line for `intertask tasks`
     format: FormatName = "tsv"  # reader for the local files
     files: dict[str, str | tuple[str, ...]] = field(
         default_factory=dict
-    )  # split -> path(s) under the data root, "{lang}"
+    )  # split -> path(s) under the data root
     languages: tuple[str, ...] = ("en",)  # languages the files exist for
+    language_codes: dict[str, str] = field(
+        default_factory=dict
+    )  # language -> "{code}" in paths (default: itself)
+    split_languages: dict[str, tuple[str, ...]] = field(default_factory=dict)  # split -> languages having it
     parallel: bool = False  # files of different languages are line-by-line translations of each other
     header: bool = False  # tsv/csv: the first line names the columns
-    columns: tuple[str, ...] = ()  # tsv/csv without header: the column names
+    columns: tuple[str, ...] = ()  # tsv/csv without header, or conll: the column names
     encoding: str = "utf-8"  # text encoding of the files
-    text_fields: tuple[str, ...]  # one field (single text) or two (a pair)
-    label_field: str = "label"  # the field holding the label(s)
-    labels: tuple[str, ...]  # the label space, in head order
+    text_fields: tuple[
+        str, ...
+    ] = ()  # classification: 1 or 2 fields; tagging: the tokens; choice: the context
+    label_field: str = "label"  # the field holding the label(s) or tags
+    labels: tuple[str, ...] = ()  # the label (tag) space, in head order
     label_map: dict[str, str] = field(default_factory=dict)  # raw label value -> label name
     label_separator: str | None = None  # multilabel: separator between labels in the field
     labels_are_indices: bool = False  # raw labels are 0-based positions in `labels`
+    choices_field: str | None = None  # multiple choice: the field with the list of choices
+    normalization: Literal["squad", "mlqa"] = "squad"  # QA answer normalization (MLQA: per language)
+    doc_stride: int = 128  # QA: tokens of overlap between windows over a long context
+    max_answer_length: int = 30  # QA: longest answer span considered, in tokens
+    n_best: int = 20  # QA: start and end candidates per window
     metrics: tuple[str, ...] = ("accuracy",)  # the first one is the default selection metric
     hub: HubSource | None = None  # optional: the same task from the Hugging Face hub
 
     def __post_init__(self) -> None:
         c = FieldChecks()
-        c.require(
-            1 <= len(self.text_fields) <= 2,
-            "text_fields",
-            "needs one or two fields",
-            self.text_fields,
-            "[text] or [text_a, text_b]",
-        )
-        c.require(
-            len(self.labels) >= 2, "labels", "needs at least two labels", self.labels, "a list of labels"
-        )
-        c.require(
-            len(set(self.labels)) == len(self.labels),
-            "labels",
-            "duplicate labels",
-            self.labels,
-            "unique label names",
-        )
-        unknown_targets = sorted(set(self.label_map.values()) - set(self.labels))
-        c.require(
-            not unknown_targets,
-            "label_map",
-            "maps to labels not in `labels`",
-            unknown_targets,
-            f"values among {list(self.labels)}",
-        )
+        self._check_sources(c)
+        self._check_type(c)
+        self._check_metrics(c)
+        c.done()
+
+    def _check_sources(self, c: FieldChecks) -> None:
         c.require(
             bool(self.languages), "languages", "needs at least one language", self.languages, "[en, ...]"
         )
@@ -94,14 +117,30 @@ class TaskSpec:
             self.files,
             "`files:` (split -> path) and/or `hub:`",
         )
-        bad_splits = sorted(set(self.files) - {"train", "dev", "test", "all"})
-        c.require(not bad_splits, "files", "unknown split names", bad_splits, "train, dev, test (or all)")
+        bad = sorted(set(self.files) - {*SPLITS, "all"})
+        c.require(not bad, "files", "unknown split names", bad, "train, dev, test (or all)")
+        for split, langs in self.split_languages.items():
+            c.require(
+                split in self.files,
+                "split_languages",
+                f"split {split!r} has no files",
+                split,
+                f"one of {sorted(self.files)}",
+            )
+            unknown = sorted(set(langs) - set(self.languages))
+            c.require(
+                not unknown,
+                f"split_languages.{split}",
+                "languages not in `languages`",
+                unknown,
+                f"among {list(self.languages)}",
+            )
         c.require(
-            "train" in self.files or len(self.files) <= 1,
-            "files",
-            "several splits but no train split",
-            sorted(self.files),
-            "a train split, or exactly one file set to split by fractions",
+            self.format in TYPE_FORMATS[self.type] or not self.files,
+            "format",
+            f"format does not fit type {self.type}",
+            self.format,
+            f"one of {list(TYPE_FORMATS[self.type])}",
         )
         c.require(
             self.format in ("tsv", "csv") or not self.header,
@@ -117,35 +156,109 @@ class TaskSpec:
             self.columns,
             "a list of column names",
         )
-        multi = self.type == "multilabel_classification"
+
+    def _check_type(self, c: FieldChecks) -> None:
+        kind = self.type
+        if kind in ("classification", "multilabel_classification", "tagging"):
+            c.require(
+                len(self.labels) >= 2, "labels", "needs at least two labels", self.labels, "a list of labels"
+            )
+            c.require(
+                len(set(self.labels)) == len(self.labels),
+                "labels",
+                "duplicate labels",
+                self.labels,
+                "unique label names",
+            )
+            unknown = sorted(set(self.label_map.values()) - set(self.labels))
+            c.require(
+                not unknown,
+                "label_map",
+                "maps to labels not in `labels`",
+                unknown,
+                f"values among {list(self.labels)}",
+            )
+        wanted = {
+            "classification": (1, 2),
+            "multilabel_classification": (1, 1),
+            "tagging": (1, 1),
+            "multiple_choice": (1, 1),
+        }.get(kind)
+        if wanted:
+            low, high = wanted
+            c.require(
+                low <= len(self.text_fields) <= high,
+                "text_fields",
+                f"{kind} needs {low if low == high else f'{low} or {high}'} field(s)",
+                self.text_fields,
+                "[text] or [text_a, text_b]" if high == 2 else "[field]",
+            )
         c.require(
-            not multi or self.label_separator is not None,
+            kind != "multilabel_classification" or self.label_separator is not None,
             "label_separator",
             "multilabel tasks need a label separator",
             self.label_separator,
             'e.g. ","',
         )
-        kind = MULTI if multi else SINGLE
+        c.require(
+            kind != "multiple_choice" or bool(self.choices_field),
+            "choices_field",
+            "multiple choice needs the field holding the choices",
+            self.choices_field,
+            "e.g. endings",
+        )
+        unsupported = sorted(set(self.languages) - set(M.MLQA_ARTICLES))
+        c.require(
+            self.normalization != "mlqa" or not unsupported,
+            "normalization",
+            "MLQA normalization has no rules for these languages",
+            unsupported,
+            f"languages among {sorted(M.MLQA_ARTICLES)}, or normalization: squad",
+        )
+        for name in ("doc_stride", "max_answer_length", "n_best"):
+            c.require(getattr(self, name) >= 1, name, "must be positive", getattr(self, name), ">= 1")
+
+    @property
+    def label_kind(self) -> str:
+        if self.type == "retrieval":
+            return M.BITEXT if self.format == "bucc" else M.SINGLE
+        return TYPE_KIND[self.type]
+
+    def _check_metrics(self, c: FieldChecks) -> None:
+        kind = self.label_kind
+        allowed = [n for n in M.METRICS.names() if kind in M.METRICS.get(n).kinds]
         for m in self.metrics:
-            if m not in METRICS:
-                c.require(False, "metrics", "unknown metric", m, f"one of {METRICS.names()}")
-            elif kind not in METRICS.get(m).kinds:
+            if m not in M.METRICS:
+                c.require(False, "metrics", "unknown metric", m, f"one of {M.METRICS.names()}")
+            elif kind not in M.METRICS.get(m).kinds:
                 c.require(
                     False,
                     "metrics",
-                    f"metric does not apply to {self.type}",
+                    f"metric does not apply to {self.type} ({kind})",
                     m,
-                    f"metrics for {kind}: {[n for n in METRICS.names() if kind in METRICS.get(n).kinds]}",
+                    f"metrics for {kind}: {allowed}",
                 )
-        c.done()
+        c.require(
+            bool(self.metrics), "metrics", "needs at least one metric", self.metrics, f"some of {allowed}"
+        )
 
     @property
     def task_family(self) -> str:
         return self.family or self.type
 
-    @property
-    def given_splits(self) -> tuple[str, ...]:
-        return tuple(self.files)
+    def code(self, language: str) -> str:
+        return self.language_codes.get(language, language)
+
+    def splits_for(self, language: str, origin: str = "local") -> tuple[str, ...]:
+        """The splits shipped for a language (hub: the hub's split mapping)."""
+        if origin == "hub":
+            return tuple(self.hub.splits) if self.hub else ()
+        return tuple(s for s in self.files if language in self.split_languages.get(s, self.languages))
+
+    def paths(self, split: str, language: str, root: Path) -> list[Path]:
+        entry = self.files[split]
+        templates = (entry,) if isinstance(entry, str) else entry
+        return [root / t.format(lang=language, code=self.code(language)) for t in templates]
 
 
 def load_task_file(path: Path) -> TaskSpec:

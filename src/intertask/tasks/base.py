@@ -1,0 +1,155 @@
+"""What every task type shares: examples, encoded rows, and the interface a type implements.
+
+The flow for any task: records -> `example()` -> ExampleSet -> `encode()` -> EncodedSet (rows; a long QA
+context becomes several rows) -> model -> `outputs()` per row -> `decode()` one prediction per example
+-> `score()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from intertask import metrics
+from intertask.data.readers import Record
+from intertask.data.splits import subsample
+from intertask.errors import DataError
+from intertask.tasks.spec import TaskSpec
+
+
+@dataclass(frozen=True)
+class Example:
+    uid: int  # position in the source set (the line index for line-parallel tasks)
+    texts: tuple[str, ...]  # the text(s); tokens for tagging; (context, choices...) for multiple choice
+    label: Any  # class index, label indices, tag indices, ((answer, start), ...), ...
+    key: str = ""  # the dataset's own id (SQuAD question id, BUCC sentence id)
+
+
+@dataclass(frozen=True)
+class ExampleSet:
+    task: str
+    language: str
+    split: str
+    source: str  # given split the examples were taken from
+    examples: tuple[Example, ...]
+    files: tuple[str, ...]  # files read (or the hub dataset id)
+    fingerprint: str  # content of the files + which examples were selected
+    source_size: int  # number of examples in the whole source set
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def uids(self) -> np.ndarray:
+        return np.array([e.uid for e in self.examples], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class EncodedSet:
+    """Tokenized rows, unpadded. A row is one model input: an example, a window of one, or (multiple
+    choice) one example's choices as a 2-d array."""
+
+    inputs: dict[str, list[np.ndarray]]  # model inputs per row: 1-d tokens, or 2-d choices x tokens
+    targets: dict[str, Any]  # training targets: an array per row, or a list of per-token arrays
+    uids: np.ndarray  # row -> example uid
+    meta: dict[str, list[np.ndarray]] = field(default_factory=dict)  # per-row decoding aids
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per row as the model sees them (choices x longest choice for 2-d rows)."""
+        return np.array(
+            [ids.size if ids.ndim == 1 else ids.shape[0] * ids.shape[1] for ids in self.inputs["input_ids"]],
+            dtype=np.int64,
+        )
+
+
+class TaskType:
+    """One kind of task. Subclasses set `kind` (how metrics read predictions) and `head`."""
+
+    kind = metrics.SINGLE
+    head = "sequence_classification"  # key of modeling.HEADS; "none" for retrieval
+    trainable = True
+    version = 1  # bump when encode() changes, to invalidate tokenization caches
+
+    def __init__(self, spec: TaskSpec):
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def model_kwargs(self) -> dict:
+        return {}
+
+    def head_signature(self) -> tuple:
+        """Two tasks whose signatures are equal can share a trained head (same type and labels)."""
+        return (self.head, tuple(self.spec.labels))
+
+    def example(self, uid: int, record: Record) -> Example:
+        raise NotImplementedError
+
+    def examples(self, records: list[Record]) -> list[Example]:
+        """Examples in record order; uid = position. A type may check the set as a whole here."""
+        return [self.example(uid, r) for uid, r in enumerate(records)]
+
+    def choose(self, examples: tuple[Example, ...], k: int | None, seed: int) -> np.ndarray:
+        """Positions of a seeded subset of k examples (all when k is None), in order."""
+        return subsample(np.arange(len(examples)), k, seed)
+
+    def encode(self, data: ExampleSet, tokenizer, max_length: int) -> EncodedSet:
+        raise NotImplementedError
+
+    def outputs(self, output, rows: np.ndarray, encoded: EncodedSet) -> list[np.ndarray]:
+        """Per-row arrays (padding removed) from a model output for the batch `rows`."""
+        raise NotImplementedError
+
+    def decode(self, outputs: list[np.ndarray], encoded: EncodedSet, data: ExampleSet) -> list:
+        """One prediction per example of `data`, in its order."""
+        raise NotImplementedError
+
+    def score(self, predictions: list, data: ExampleSet, names: tuple[str, ...]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def show(self, prediction) -> str:
+        """A prediction as text, for the predictions table."""
+        return str(prediction)
+
+    def show_gold(self, example: Example) -> str:
+        return str(example.label)
+
+    # --- helpers shared by the types ---
+
+    def require_fields(self, record: Record, names: tuple[str, ...]) -> None:
+        missing = [f for f in names if f not in record.fields]
+        if missing:
+            raise DataError.at(
+                record.file,
+                record.where,
+                f"missing field(s) {missing}",
+                sorted(record.fields),
+                f"fields {list(names)}",
+            )
+
+    def label_index(self, raw: str, record: Record) -> int:
+        spec = self.spec
+        value = spec.label_map.get(raw.strip(), raw.strip())
+        if spec.labels_are_indices:
+            if value.isdigit() and int(value) < len(spec.labels):
+                return int(value)
+        elif value in spec.labels:
+            return spec.labels.index(value)
+        expected = f"0..{len(spec.labels) - 1}" if spec.labels_are_indices else f"one of {list(spec.labels)}"
+        if spec.label_map:
+            expected += f" or a key of label_map {sorted(spec.label_map)}"
+        raise DataError.at(
+            record.file, record.where, f"unknown label in field {spec.label_field!r}", raw, expected
+        )
+
+
+def row_arrays(values: list[list[int]], dtype=np.int32) -> list[np.ndarray]:
+    return [np.asarray(v, dtype=dtype) for v in values]
