@@ -20,7 +20,7 @@ from intertask import models
 from intertask.config import TrainingConfig
 from intertask.data import data_root
 from intertask.encoding import encode
-from intertask.evaluation import predict_logits
+from intertask.evaluation import predict_outputs
 from intertask.tasks import builtin_catalog
 from intertask.tasks.examples import load_examples
 from intertask.tasks.types import task_type
@@ -50,8 +50,15 @@ def intertask_path(model, tokenizer, task, sets, bf16: bool) -> tuple[float, dic
     started, predictions = time.perf_counter(), {}
     for lang, data in sets.items():
         encoded = encode(task, data, tokenizer, 128, None)  # tokenization is timed (no cache)
-        logits = predict_logits(model, encoded, pad_id=tokenizer.pad_token_id, batch_tokens=TrainingConfig().eval_batch_tokens, bf16=bf16)
-        predictions[lang] = [model.config.id2label[i] for i in logits.argmax(-1)]
+        outputs = predict_outputs(
+            model,
+            task,
+            encoded,
+            pad_id=tokenizer.pad_token_id,
+            batch_tokens=TrainingConfig().eval_batch_tokens,
+            bf16=bf16,
+        )
+        predictions[lang] = [model.config.id2label[i] for i in task.decode(outputs, encoded, data)]
     return time.perf_counter() - started, predictions
 
 

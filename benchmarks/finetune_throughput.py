@@ -19,14 +19,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 from transformers.utils import logging as hf_logging
 
 from intertask import models
-from intertask.config import TrainingConfig
+from intertask.config import SamplingConfig, TrainingConfig
 from intertask.data import data_root
 from intertask.encoding import encode
-from intertask.modeling import build_model
+from intertask.modeling import HeadSpec, build_models
 from intertask.tasks import builtin_catalog
 from intertask.tasks.examples import load_examples
 from intertask.tasks.types import task_type
-from intertask.training import train
+from intertask.training import TrainPart, train
 
 FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
 
@@ -73,22 +73,20 @@ def trainer_run_glue(model_dir: str, texts: list[tuple[str, str]], labels: list[
 def intertask_loop(model_dir: str, spec, train_set, dev_set, *, bf16: bool, freeze: bool) -> float:
     task = task_type(spec)
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = build_model(model_dir, task.head, task.model_kwargs(), seed=13, freeze_word_embeddings=freeze)
+    head = HeadSpec(spec.name, task.head, task.model_kwargs(), task.head_signature())
+    model = build_models(model_dir, [head], seed=13, freeze_word_embeddings=freeze)[spec.name]
     cfg = TrainingConfig(epochs=1, batch_size=16, learning_rate=2e-5, bf16=bf16, log_every_steps=1000)
-    train_enc, dev_enc = encode(task, train_set, tok, 128, None), encode(task, dev_set, tok, 128, None)
-    started = time.perf_counter()
-    train(
-        model,
+    part = TrainPart(
+        spec.name,
         task,
-        train_enc,
-        dev_enc,
-        cfg,
-        seed=13,
-        pad_id=tok.pad_token_id,
-        selection_metric="accuracy",
-        dev_metrics=("accuracy",),
-        desc="intertask",
+        model,
+        encode(task, train_set, tok, 128, None),
+        encode(task, dev_set, tok, 128, None),
+        dev_set,
+        "accuracy",
     )
+    started = time.perf_counter()
+    train([part], cfg, seed=13, pad_id=tok.pad_token_id, sampling=SamplingConfig(), desc="intertask")
     return len(train_set) / (time.perf_counter() - started)
 
 

@@ -21,7 +21,7 @@ def test_pipelines_folder_is_not_empty():
 def test_every_pipeline_file_validates(path, shared_data):
     cfg = load_experiment(path)
     assert isinstance(cfg, ExperimentConfig)
-    assert cfg.target is not None or cfg.intermediate is not None
+    assert cfg.target is not None or cfg.intermediate is not None or cfg.evaluation.model is not None
 
 
 def test_stage_training_overrides_top_level_field_by_field(tmp_path, shared_data):
@@ -164,6 +164,60 @@ BAD_CONFIGS = {
         _with(data={"source": "hub"}, target__task="movie_reviews", intermediate=None),
         "data.source: task 'movie_reviews' has no hub source",
     ),
+    # issue 3: multi-task stages, several evaluation tasks, probes
+    "task and tasks both": (
+        _with(intermediate={"task": "xnli", "tasks": ["pawsx"]}),
+        "intermediate.task: give exactly one of `task` and `tasks`",
+    ),
+    "target with several tasks": (
+        _with(target={"tasks": ["pawsx", "xnli"]}),
+        "target.tasks: the target stage trains one task",
+    ),
+    "retrieval task trained": (
+        _with(intermediate={"tasks": ["pawsx", "tatoeba"]}),
+        "intermediate.tasks[1]: retrieval tasks are not trained",
+    ),
+    "stage task without train data": (
+        _with(target={"task": "xquad"}),
+        "target.task: task 'xquad' has no train split for language 'en'",
+    ),
+    "selection task not in tasks": (
+        _with(intermediate={"tasks": ["pawsx", "xnli"], "selection_task": "udpos"}),
+        "intermediate.selection_task: not one of the stage's tasks (got 'udpos'",
+    ),
+    "sampling temperature": (
+        _with(intermediate={"tasks": ["pawsx", "xnli"], "sampling": {"temperature": 0}}),
+        "intermediate.sampling.temperature: must be positive",
+    ),
+    "sampling strategy": (
+        _with(intermediate={"tasks": ["pawsx"], "sampling": {"strategy": "round_robin"}}),
+        "intermediate.sampling.strategy: unknown value (got 'round_robin'",
+    ),
+    "evaluation tasks and task both": (
+        _with(evaluation={"task": "pawsx", "tasks": [{"task": "xquad"}]}),
+        "evaluation.tasks: give `tasks` or `task`/`languages`",
+    ),
+    "evaluation task language": (
+        _with(evaluation={"tasks": [{"task": "xquad", "languages": ["fr"]}]}),
+        "evaluation.tasks[0].languages[0]: unknown language for task 'xquad' (got 'fr'",
+    ),
+    "evaluation task unknown": (
+        _with(evaluation={"tasks": [{"task": "xquda"}]}),
+        "evaluation.tasks[0].task: unknown task (got 'xquda'; expected did you mean 'xquad'",
+    ),
+    "probe of a trained task": (
+        _with(probes=[{"task": "pawsx"}]),
+        "probes[0].task: a probe must be a retrieval task",
+    ),
+    "probe language": (
+        _with(probes=[{"task": "tatoeba", "languages": ["fra"]}]),
+        "probes[0].languages[0]: unknown language for task 'tatoeba' (got 'fra'",
+    ),
+    "probe point": (
+        _with(probes=[{"task": "tatoeba", "after": ["finetune"]}]),
+        "probes[0].after[0]: unknown value (got 'finetune'",
+    ),
+    "evaluation model": (_with(evaluation={"model": "latest"}), "evaluation.model: not a model reference"),
 }
 
 

@@ -304,3 +304,136 @@ def test_finetune_from_a_registered_intermediate_model(by, study, mlflow_server,
     mlflow.set_tracking_uri(mlflow_server)
     seen = json.loads(mlflow.artifacts.load_text(f"runs:/{new.info.run_id}/data/seen_examples.json"))
     assert {"xnli|dev", "pawsx|dev"} <= set(seen)  # the intermediate's lines travel along the lineage
+
+
+# --- issue 3: a multi-task intermediate stage, zero-shot on several XTREME tasks, retrieval probes ------
+
+XTREME_EVAL = {"xquad": ["en", "de", "zh"], "udpos": ["de", "fr"], "pawsx": ["de", "fr"]}
+
+
+@pytest.fixture(scope="module")
+def xtreme_study(tiny_model, mlflow_server, tmp_path_factory):
+    from .conftest import write_yaml
+
+    config = write_yaml(
+        tmp_path_factory.mktemp("xtreme") / "xtreme.yaml",
+        {
+            "name": "xtreme-e2e",
+            "seed": 5,
+            "model": {"name_or_path": str(tiny_model), "max_length": 96},
+            "training": {"epochs": 1, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
+            "intermediate": {
+                "tasks": ["pawsx", "tydiqa", "udpos"],
+                "max_examples": {"train": 64, "dev": 24},
+                "sampling": {"strategy": "temperature", "temperature": 2.0},
+            },
+            "evaluation": {
+                "tasks": [{"task": t, "languages": langs} for t, langs in XTREME_EVAL.items()],
+                "max_examples": 24,
+            },
+            "probes": [{"task": "tatoeba", "languages": ["fr", "de"], "max_examples": 30}],
+        },
+    )
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    try:
+        assert cli.main(["main", str(config)]) == 0
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(mlflow_server)
+    return client, _runs(client, "xtreme-e2e"), config
+
+
+def _by_stage(runs, stage):
+    return [r for r in runs if r.data.tags.get("intertask.stage") == stage]
+
+
+def test_multitask_run_tree_heads_and_sampling(xtreme_study, tiny_model):
+    client, runs, _ = xtreme_study
+    assert all(r.info.status == "FINISHED" for r in runs)
+    (parent,) = _by_stage(runs, "main")
+    children = _children(runs, parent)
+    assert sorted(r.data.tags["intertask.stage"] for r in children) == ["arm", "probe"]  # no baseline arm
+    (arm,) = _by_stage(runs, "arm")
+    assert sorted(r.data.tags["intertask.stage"] for r in _children(runs, arm)) == [
+        "evaluate",
+        "intermediate",
+    ]
+    (stage,) = _by_stage(runs, "intermediate")
+    metrics = stage.data.metrics
+    assert {
+        "dev/pawsx/accuracy",
+        "dev/tydiqa/f1",
+        "dev/tydiqa/exact_match",
+        "dev/udpos/f1",
+        "dev/selection",
+    } <= set(metrics)
+    assert all(metrics[f"train/{t}/batches"] > 0 for t in ("pawsx", "tydiqa", "udpos"))
+    mlflow.set_tracking_uri(client.tracking_uri)
+    heads = json.loads(mlflow.artifacts.load_text(f"runs:/{stage.info.run_id}/model_heads/heads.json"))
+    assert [h["task"] for h in heads] == ["pawsx", "tydiqa", "udpos"]
+    name = tracking.registered_name("xtreme-e2e", str(tiny_model), ["pawsx+tydiqa+udpos"])
+    assert client.get_model_version_by_alias(name, "intermediate").run_id == stage.info.run_id
+
+
+def test_zero_shot_metrics_per_task_and_language(xtreme_study):
+    _, runs, _ = xtreme_study
+    (evaluation,) = _by_stage(runs, "evaluate")
+    metrics = evaluation.data.metrics
+    for task, languages in XTREME_EVAL.items():
+        names = {
+            "xquad": ("f1", "exact_match"),
+            "udpos": ("f1", "accuracy"),
+            "pawsx": ("accuracy", "macro_f1"),
+        }[task]
+        for language in [*languages, "mean_all"]:
+            for metric in names:
+                assert 0.0 <= metrics[f"{task}/test/{language}/{metric}"] <= 1.0
+
+
+def test_xtreme_aggregate_on_the_parent_run(xtreme_study):
+    _, runs, _ = xtreme_study
+    (parent,) = _by_stage(runs, "main")
+    (evaluation,) = _by_stage(runs, "evaluate")
+    m, e = parent.data.metrics, evaluation.data.metrics
+
+    def mean(task, metric):
+        return sum(e[f"{task}/test/{lang}/{metric}"] for lang in XTREME_EVAL[task]) / len(XTREME_EVAL[task])
+
+    assert m["xtreme/transfer/task/xquad"] == pytest.approx(
+        (mean("xquad", "exact_match") + mean("xquad", "f1")) / 2
+    )
+    assert m["xtreme/transfer/task/udpos"] == pytest.approx(mean("udpos", "f1"))
+    assert m["xtreme/transfer/task/pawsx"] == pytest.approx(mean("pawsx", "accuracy"))
+    assert not [k for k in m if k.startswith("xtreme/transfer/group/") or k.endswith("overall")]  # incomplete
+
+
+def test_retrieval_probes_before_and_after_the_stage(xtreme_study):
+    client, runs, _ = xtreme_study
+    (probe,) = _by_stage(runs, "probe")
+    (stage,) = _by_stage(runs, "intermediate")
+    for run in (probe, stage):
+        for language in ("fr", "de"):
+            assert 0.0 <= run.data.metrics[f"probe/tatoeba/test/{language}/accuracy"] <= 1.0
+    (parent,) = _by_stage(runs, "main")
+    assert {"probes/by_stage.csv", "probes/by_stage.png"} <= _artifacts(client, parent.info.run_id)
+
+
+def test_standalone_evaluation_finds_the_heads_of_a_registered_multitask_model(
+    xtreme_study, tiny_model, mlflow_server, monkeypatch, capsys
+):
+    client, _, config = xtreme_study
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    name = tracking.registered_name("xtreme-e2e", str(tiny_model), ["pawsx+tydiqa+udpos"])
+    code = cli.main(
+        [
+            "evaluate",
+            str(config),
+            "--model",
+            f"models:/{name}@intermediate",
+            "probes=[]",
+            "evaluation.tasks=[{task: xquad, languages: [es]}, {task: tatoeba, languages: [es]}]",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "xquad/test" in out and "tatoeba/test" in out

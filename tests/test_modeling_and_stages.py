@@ -152,3 +152,31 @@ def test_entry_points_refuse_configs_they_cannot_run(tiny_config, local_store, c
     assert "evaluation.model: evaluate needs a model" in capsys.readouterr().err
     assert cli.main(["main", str(config), "target.init=models:/x@y"]) == 2
     assert "target.init: main chooses the start of each arm itself" in capsys.readouterr().err
+
+
+def test_evaluate_the_untrained_model_on_retrieval(tiny_config, local_store, capsys):
+    config = tiny_config(
+        "base-eval",
+        intermediate=None,
+        target=None,
+        evaluation={"model": "base", "task": "tatoeba", "languages": ["fr", "de"], "max_examples": 20},
+    )
+    assert cli.main(["evaluate", str(config)]) == 0
+    assert "tatoeba/test (base)" in capsys.readouterr().out
+    run = mlflow.search_runs(experiment_names=["base-eval"]).iloc[0]
+    assert 0 <= run["metrics.tatoeba/test/fr/accuracy"] <= 1 and run["tags.intertask.model"].endswith(
+        "tiny-bert0"
+    )
+
+
+def test_a_trained_head_is_required_for_non_retrieval_tasks_on_the_base_model(
+    tiny_config, local_store, capsys
+):
+    config = tiny_config(
+        "base-head",
+        intermediate=None,
+        target=None,
+        evaluation={"model": "base", "task": "pawsx", "languages": ["fr"]},
+    )
+    assert cli.main(["evaluate", str(config)]) == 2
+    assert "head: the model has no head that fits task 'pawsx'" in capsys.readouterr().err

@@ -49,3 +49,13 @@ def test_run_outputs_are_ignored_by_git(tmp_path):
     for path in ("mlflow.db", "mlruns/0/meta.yaml", "mlartifacts/x", ".venv/bin/python", "outputs/a.csv"):
         result = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", path])
         assert result.returncode == 0, f"{path} is not ignored"
+
+
+def test_benchmark_scripts_still_import_and_parse_arguments():
+    import sys
+
+    for script in sorted((REPO / "benchmarks").glob("*.py")):
+        result = subprocess.run(
+            [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, (script.name, result.stderr[-2000:])

@@ -18,10 +18,17 @@ ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate")
 
 
 def split_overrides(items: list[str]) -> list[str]:
-    """`mlflow run -P overrides="a=1 b=2"` arrives as one argument; an empty one as ''."""
+    """`mlflow run -P overrides="a=1 b=2"` arrives as one argument (an empty one as ''): it is split like a
+    shell line when every part is a key=value; `evaluation.languages=[de, fr]` stays whole."""
     out: list[str] = []
     for item in items:
-        out.extend(shlex.split(item) if item.strip() else [])
+        if not item.strip():
+            continue
+        try:
+            parts = shlex.split(item)
+        except ValueError:
+            parts = [item]
+        out.extend(parts if len(parts) > 1 and all("=" in p for p in parts) else [item])
     return out
 
 
@@ -71,12 +78,12 @@ def _load(args):
 def _check_entry(command: str, config_file: str, cfg) -> None:
     """What an entry point needs beyond a valid config, reported like config problems."""
     problems = Problems()
-    needs = {"main": "target", "intermediate": "intermediate", "finetune": "target"}.get(command)
+    needs = {"intermediate": "intermediate", "finetune": "target"}.get(command)
     if needs and getattr(cfg, needs) is None:
         problems.add(
             config_file, needs, f"the {command} entry point needs this section", None, f"a `{needs}:` section"
         )
-    elif command == "main" and cfg.target.init:
+    if command == "main" and cfg.target is not None and cfg.target.init:
         problems.add(
             config_file,
             "target.init",

@@ -32,6 +32,7 @@ PROBE_POINTS = ("base", "intermediate", "target")
 OVERRIDES = "<overrides>"  # the "file" named by problems in command-line overrides
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+BASE_MODEL = "base"  # evaluation.model: the configured pretrained model itself (retrieval needs no head)
 REFERENCE_FORMS = "models:/name@alias, models:/name/version, runs:/<run id>/model or a 32-hex run id"
 Split = Literal["train", "dev", "test"]
 
@@ -213,11 +214,11 @@ class EvaluationConfig:
             ">= 1 or null",
         )
         c.require(
-            self.model is None or is_model_reference(self.model),
+            self.model is None or self.model == BASE_MODEL or is_model_reference(self.model),
             "model",
             "not a model reference",
             self.model,
-            REFERENCE_FORMS,
+            f"{REFERENCE_FORMS}, or {BASE_MODEL!r} (the untrained model)",
         )
         c.require(
             not (self.tasks and (self.task or self.languages)),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from intertask import metrics, modeling, plots, tracking
-from intertask.config import STAGES
+from intertask.config import BASE_MODEL, STAGES
 from intertask.errors import DataError, Problem
 from intertask.evaluation import table_metrics
 from intertask.stages import (
@@ -68,7 +68,7 @@ def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool 
     modeling.load_tokenizer(source)
     if "target" in stages and cfg.target is not None and cfg.target.init:
         tracking.resolve_reference(cfg.target.init, "target.init")
-    if evaluation and cfg.evaluation.model:
+    if evaluation and cfg.evaluation.model and cfg.evaluation.model != BASE_MODEL:
         tracking.resolve_reference(cfg.evaluation.model, "evaluation.model")
 
 

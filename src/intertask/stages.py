@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from intertask import encoding, leakage, modeling, models, plots, serving, tracking
-from intertask.config import EvalTaskConfig, ExperimentConfig, StageConfig
+from intertask.config import BASE_MODEL, EvalTaskConfig, ExperimentConfig, StageConfig
 from intertask.errors import DataError, ModelError, Problem
 from intertask.evaluation import evaluate_set, language_table, prediction_rows, table_metrics
 from intertask.tasks.base import ExampleSet, TaskType
@@ -399,7 +399,10 @@ class _EvalModel:
     language: str | None  # its training language, when recorded
 
 
-def _eval_model(model: TrainedModel | str) -> _EvalModel:
+def _eval_model(ws: Workspace, model: TrainedModel | str) -> _EvalModel:
+    if model == BASE_MODEL:
+        source = Path(modeling.resolve_source(ws.cfg.model.name_or_path))
+        return _EvalModel(tracking.ModelFiles(source, source), ws.cfg.model.name_or_path, {}, {}, None)
     if isinstance(model, TrainedModel):
         return _EvalModel(
             model.files, model.uri, model.seen, {f"{TAG}model_run_id": model.run_id}, model.language
@@ -439,7 +442,7 @@ def evaluate(ws: Workspace, model: TrainedModel | str, parent_run_id: str | None
     target stage's training settings; `mean_non_<lang>` leaves out the model's training language.
     """
     cfg = ws.cfg
-    source = _eval_model(model)
+    source = _eval_model(ws, model)
     entries = cfg.evaluation_tasks()
     types = {e.task: cfg.catalog().task(e.task) for e in entries}
     for task in types.values():

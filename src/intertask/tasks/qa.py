@@ -40,8 +40,10 @@ class QATask(TaskType):
         limit = int(max_length * MAX_QUESTION_SHARE)
         questions = [e.texts[0] for e in data.examples]
         enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-        cut = [q if len(offsets) <= limit else q[: offsets[limit - 1][1]]
-               for q, offsets in zip(questions, enc["offset_mapping"], strict=True)]
+        cut = [
+            q if len(offsets) <= limit else q[: offsets[limit - 1][1]]
+            for q, offsets in zip(questions, enc["offset_mapping"], strict=True)
+        ]
         longest = max(min(len(o), limit) for o in enc["offset_mapping"])
         return cut, max(1, min(self.spec.doc_stride, max_length - longest - 4))
 
