@@ -293,3 +293,11 @@ def test_task_files_are_resolved_relative_to_the_config(tmp_path, shared_data):
     cfg = load_experiment(path)
     assert "mine" in cfg.catalog()
     assert Path(cfg.data.task_files[0]).is_absolute()
+
+
+def test_tatoeba_defaults_to_xtremes_36_languages_and_takes_any_laser_pair(shared_data):
+    cfg = load_experiment(REPO / "pipelines" / "tatoeba_e5.yaml")
+    (entry,) = cfg.evaluation_tasks()
+    assert len(entry.languages) == 36 and "fr" in entry.languages and "ang" not in entry.languages
+    cfg = load_experiment(REPO / "pipelines" / "tatoeba_e5.yaml", ["evaluation.languages=[ang, yue, fr]"])
+    assert cfg.evaluation_tasks()[0].languages == ("ang", "yue", "fr")

@@ -124,3 +124,19 @@ def test_real_model_through_finetune_evaluate_and_pyfunc(e5_dir, local_store, sh
     model = mlflow.pyfunc.load_model("models:/e5smoke.e5-small.xnli@target")
     out = model.predict(["Der Himmel ist blau."])
     assert set(out["label"]) <= {"contradiction", "entailment", "neutral"}
+
+
+def test_tagging_skips_the_bare_sentencepiece_marker(e5_dir):
+    """XLM-R pieces: "喜欢" -> "▁", "喜欢": the label goes on "喜欢", the piece with the characters."""
+    from intertask.tasks import builtin_catalog
+    from intertask.tasks.base import Example, ExampleSet
+
+    tok = AutoTokenizer.from_pretrained(e5_dir)
+    task = builtin_catalog().task("udpos")
+    data = ExampleSet(
+        "udpos", "zh", "test", "test", (Example(0, ("我", "喜欢", "北京"), (10, 15, 11)),), (), "", 1
+    )
+    encoded = task.encode(data, tok, 128)
+    pieces = tok.convert_ids_to_tokens(encoded.inputs["input_ids"][0].tolist())
+    labelled = [p for p, label in zip(pieces, encoded.targets["labels"][0], strict=True) if label >= 0]
+    assert pieces == ["<s>", "▁我", "▁", "喜欢", "▁", "北京", "</s>"] and labelled == ["▁我", "喜欢", "北京"]

@@ -314,3 +314,10 @@ def test_multiple_choice_examples_must_agree_on_the_number_of_choices(tmp_path):
 def test_evaluation_only_task_has_no_train_split(shared_data):
     with pytest.raises(DataError, match="no train split"):
         load_examples(CATALOG.spec("xquad"), "de", "train", root=shared_data, fractions=FRACTIONS, seed=0)
+
+
+def test_unlabeled_qa_files_are_refused_not_scored_as_zero(shared_data):
+    with pytest.raises(
+        DataError, match=r"tydiqa.goldp.sw.dev.json: no gold answers: every answer text is empty"
+    ):
+        load_examples(CATALOG.spec("tydiqa"), "sw", "test", root=shared_data, fractions=FRACTIONS, seed=0)

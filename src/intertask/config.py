@@ -345,7 +345,7 @@ class ExperimentConfig:
         return [
             replace(
                 e,
-                languages=e.languages or (catalog.spec(e.task).languages if e.task in catalog else ()),
+                languages=e.languages or (catalog.spec(e.task).evaluated_languages if e.task in catalog else ()),
                 split=e.split or ev.split,
                 max_examples=e.max_examples if e.max_examples is not None else ev.max_examples,
             )
@@ -656,7 +656,7 @@ class _Checker:
             self.add(
                 f"probes[{i}].task", "a probe must be a retrieval task", probe.task, "tatoeba, bucc2018, ..."
             )
-        for j, language in enumerate(probe.languages or spec.languages):
+        for j, language in enumerate(probe.languages or spec.evaluated_languages):
             where = f"probes[{i}].languages[{j}]" if probe.languages else f"probes[{i}].languages"
             if self.language(spec, language, where):
                 self.files(spec, language, where)

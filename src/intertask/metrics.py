@@ -148,22 +148,25 @@ def _chunk_counts(pred: list[list[str]], gold: list[list[str]]) -> tuple[int, in
     return len(p & g), len(p), len(g)
 
 
-@register("precision", TAGS, "chunk precision (seqeval, micro)")
-def chunk_precision(pred, gold, **_) -> float:
-    correct, predicted, _gold = _chunk_counts(pred, gold)
-    return correct / predicted if predicted else 0.0
+def _precision_recall_f1(correct: int, predicted: int, gold: int) -> tuple[float, float, float]:
+    # F1 = 2PR / (P + R) = 2 correct / (predicted + gold); every ratio 0 when its denominator is
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    return precision, recall, (2 * correct / (predicted + gold) if correct else 0.0)
 
 
-@register("recall", TAGS, "chunk recall (seqeval, micro)")
-def chunk_recall(pred, gold, **_) -> float:
-    correct, _pred, gold_count = _chunk_counts(pred, gold)
-    return correct / gold_count if gold_count else 0.0
+def _register_counted(kind: str, counts: Callable, what: str) -> None:
+    """precision, recall and f1 for `kind`, from a (correct, predicted, gold) counting function."""
+    for position, name in enumerate(("precision", "recall", "f1")):
+
+        def fn(pred, gold, _position=position, **_) -> float:
+            return _precision_recall_f1(*counts(pred, gold))[_position]
+
+        register(name, kind, f"{name} of {what}")(fn)
 
 
-@register("f1", TAGS, "chunk F1 (seqeval, micro): entity-level for NER, as XTREME scores UD-POS")
-def chunk_f1(pred, gold, **_) -> float:
-    correct, predicted, gold_count = _chunk_counts(pred, gold)
-    return 2 * correct / (predicted + gold_count) if correct else 0.0
+# micro over chunks: entity-level for NER; for UD-POS, how XTREME scores it
+_register_counted(TAGS, _chunk_counts, "chunks (seqeval, micro)")
 
 
 @register("accuracy", TAGS, "share of tokens tagged right")
@@ -263,22 +266,7 @@ def _pair_counts(pred: set, gold: set) -> tuple[int, int, int]:
     return len(pred & gold), len(pred), len(gold)
 
 
-@register("precision", BITEXT, "share of mined pairs that are gold pairs")
-def pair_precision(pred, gold, **_) -> float:
-    correct, mined, _n = _pair_counts(pred, gold)
-    return correct / mined if correct else 0.0
-
-
-@register("recall", BITEXT, "share of gold pairs mined")
-def pair_recall(pred, gold, **_) -> float:
-    correct, _m, n = _pair_counts(pred, gold)
-    return correct / n if correct else 0.0
-
-
-@register("f1", BITEXT, "F1 of mined pairs against the gold pairs")
-def pair_f1(pred, gold, **_) -> float:
-    correct, mined, n = _pair_counts(pred, gold)
-    return 2 * correct / (mined + n) if correct else 0.0
+_register_counted(BITEXT, _pair_counts, "mined pairs against the gold pairs")
 
 
 # --- aggregates across languages ------------------------------------------------------------------

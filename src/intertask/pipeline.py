@@ -60,7 +60,7 @@ def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool 
     for probe in cfg.probes:
         spec = cfg.catalog().spec(probe.task)
         loaded.extend(
-            ws.examples(probe.task, lang, probe.split, None) for lang in probe.languages or spec.languages
+            ws.examples(probe.task, lang, probe.split, None) for lang in probe.languages or spec.evaluated_languages
         )
     _check_parallel(ws, loaded)
     source = modeling.resolve_source(cfg.model.name_or_path)
@@ -85,7 +85,8 @@ def _check_parallel(ws: Workspace, loaded: list) -> None:
         for source, counts in by_source.items():
             if len(counts) > 1:
                 detail = {lang: d.source_size for (lang, s), d in sizes.items() if s == source}
-                files = ", ".join(sorted({f for d in sizes.values() for f in d.files}))
+                names = sorted({f for d in sizes.values() for f in d.files})
+                files = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
                 problems.append(
                     Problem(
                         files,

@@ -350,7 +350,7 @@ def run_probes(ws: Workspace, encoder, tokenizer, point: str) -> pd.DataFrame | 
         task = ws.cfg.catalog().task(probe.task)
         sets = {
             lang: _limit(ws, ws.examples(probe.task, lang, probe.split, None), probe.max_examples)
-            for lang in entry.languages or task.spec.languages
+            for lang in entry.languages or task.spec.evaluated_languages
         }
         table, _ = _retrieval_table(ws, task, sets, encoder, tokenizer, probe.split)
         tables.append(table)

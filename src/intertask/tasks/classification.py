@@ -17,13 +17,7 @@ class ClassificationTask(TaskType):
     head = "sequence_classification"
 
     def model_kwargs(self) -> dict:
-        labels = self.spec.labels
-        return {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
-            "problem_type": "single_label_classification",
-        }
+        return {**self.label_kwargs(), "problem_type": "single_label_classification"}
 
     def example(self, uid: int, record: Record) -> Example:
         spec = self.spec

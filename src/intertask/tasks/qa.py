@@ -13,6 +13,7 @@ import numpy as np
 
 from intertask import metrics
 from intertask.data.readers import Record
+from intertask.errors import DataError
 from intertask.tasks.base import EncodedSet, Example, ExampleSet, TaskType
 
 MAX_QUESTION_SHARE = 0.5  # a question may use at most half of max_length; longer ones are cut
@@ -30,6 +31,13 @@ class QATask(TaskType):
         f = record.fields
         answers = tuple(zip(f["answers"], (int(s) for s in f["answer_starts"]), strict=True))
         return Example(uid, (f["question"], f["context"]), answers, key=str(f["id"]))
+
+    def examples(self, records: list[Record]) -> list[Example]:
+        out = super().examples(records)
+        if out and not any(text for e in out for text, _ in e.label):
+            raise DataError.at(records[0].file, "", "no gold answers: every answer text is empty (a release "
+                               "with its labels stripped?)", f"{len(out)} questions", "answer texts to score against")
+        return out
 
     def _questions(self, data: ExampleSet, tokenizer, max_length: int) -> tuple[list[str], int]:
         """Questions cut to half of max_length, and the stride that fits beside the longest of them.

@@ -75,6 +75,7 @@ class TaskSpec:
         default_factory=dict
     )  # split -> path(s) under the data root
     languages: tuple[str, ...] = ("en",)  # languages the files exist for
+    default_languages: tuple[str, ...] = ()  # evaluated when a config names none (default: all languages)
     language_codes: dict[str, str] = field(
         default_factory=dict
     )  # language -> "{code}" in paths (default: itself)
@@ -110,6 +111,8 @@ class TaskSpec:
         c.require(
             bool(self.languages), "languages", "needs at least one language", self.languages, "[en, ...]"
         )
+        extra = sorted(set(self.default_languages) - set(self.languages))
+        c.require(not extra, "default_languages", "not in `languages`", extra, f"among {list(self.languages)}")
         c.require(
             bool(self.files) or self.hub is not None,
             "files",
@@ -245,6 +248,11 @@ class TaskSpec:
     @property
     def task_family(self) -> str:
         return self.family or self.type
+
+    @property
+    def evaluated_languages(self) -> tuple[str, ...]:
+        """The languages an evaluation or probe covers when it names none."""
+        return self.default_languages or self.languages
 
     def code(self, language: str) -> str:
         return self.language_codes.get(language, language)

@@ -1,7 +1,9 @@
 """Token tagging (UD-POS, NER): one tag per word, predicted on the word's first sub-token.
 
 Words are tokenized with `is_split_into_words`; a sentence longer than max_length is cut into windows
-of whole words, so every word gets exactly one prediction.
+of whole words, so every word gets exactly one prediction. SentencePiece vocabularies (XLM-R, e5) put a
+bare "▁" piece before many Chinese and Japanese words ("喜欢" -> "▁", "喜欢"); the label goes on the
+word's first piece that has characters, not on that bare marker.
 """
 
 from __future__ import annotations
@@ -17,16 +19,12 @@ IGNORE = -100  # loss ignore index for sub-tokens after the first and special to
 
 
 class TaggingTask(TaskType):
+    version = 2  # 2: the label skips a bare "▁" piece
     kind = metrics.TAGS
     head = "token_classification"
 
     def model_kwargs(self) -> dict:
-        labels = self.spec.labels
-        return {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
-        }
+        return self.label_kwargs()
 
     def example(self, uid: int, record: Record) -> Example:
         spec = self.spec
@@ -57,6 +55,7 @@ class TaggingTask(TaskType):
     def encode(self, data: ExampleSet, tokenizer, max_length: int) -> EncodedSet:
         words = [list(e.texts) for e in data.examples]
         full = tokenizer(words, is_split_into_words=True, truncation=False) if words else None
+        bare = {i for i in tokenizer.convert_tokens_to_ids(["▁"]) if i != tokenizer.unk_token_id}
         ids, types, labels, word_index, uids = [], [], [], [], []
         for i, example in enumerate(data.examples):
             pieces = [(full, i, 0)]  # (encoding, row in it, index of its first word)
@@ -75,7 +74,7 @@ class TaggingTask(TaskType):
                     for start, end in self._windows(example.texts, full.word_ids(i), max_length)
                 ]
             for enc, row, offset in pieces:
-                positions = self._first_subtokens(enc.word_ids(row), offset)
+                positions = self._first_subtokens(enc.word_ids(row), enc["input_ids"][row], offset, bare)
                 ids.append(np.asarray(enc["input_ids"][row], np.int32))
                 if "token_type_ids" in enc:
                     types.append(np.asarray(enc["token_type_ids"][row], np.int32))
@@ -86,13 +85,17 @@ class TaggingTask(TaskType):
         return EncodedSet(inputs, {"labels": labels}, np.array(uids, np.int64), {"word_index": word_index})
 
     @staticmethod
-    def _first_subtokens(word_ids: list, offset: int) -> np.ndarray:
-        """Per token: the index of the word it starts (shifted by offset), or -1."""
-        out, previous = np.full(len(word_ids), -1, np.int64), None
+    def _first_subtokens(word_ids: list, input_ids: list[int], offset: int, bare: set[int]) -> np.ndarray:
+        """Per token: the index of the word it starts (shifted by offset), or -1. A word starts on its
+        first piece that is not a bare "▁" (when it has such a piece)."""
+        out = np.full(len(word_ids), -1, np.int64)
+        pieces: dict[int, list[int]] = {}
         for t, w in enumerate(word_ids):
-            if w is not None and w != previous:
-                out[t] = w + offset
-            previous = w
+            if w is not None:
+                pieces.setdefault(w, []).append(t)
+        for w, positions in pieces.items():
+            real = [t for t in positions if input_ids[t] not in bare]
+            out[(real or positions)[0]] = w + offset
         return out
 
     def outputs(self, output, rows, encoded) -> list[np.ndarray]:
