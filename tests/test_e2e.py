@@ -93,10 +93,11 @@ def test_metric_keys_for_every_language(study):
                 assert 0.0 <= value <= 1.0
         assert {f"leakage_guard/pawsx/{lang}/excluded" for lang in LANGUAGES} <= set(run.data.metrics)
     (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
+    cell = "tiny-bert0/{}/pawsx/pawsx/test/{}/accuracy"
     for lang in LANGUAGES:
-        gain = parent.data.metrics[f"gain/pawsx/test/{lang}/accuracy"]
-        transfer = parent.data.metrics[f"transfer/pawsx/test/{lang}/accuracy"]
-        baseline = parent.data.metrics[f"baseline/pawsx/test/{lang}/accuracy"]
+        gain = parent.data.metrics["gain/" + cell.format("xnli", lang)]
+        transfer = parent.data.metrics["score/" + cell.format("xnli", lang)]
+        baseline = parent.data.metrics["score/" + cell.format("none", lang)]
         assert gain == pytest.approx(transfer - baseline)
     trained = [r for r in runs if r.data.tags.get("intertask.stage") in ("intermediate", "finetune")]
     for run in trained:
@@ -111,9 +112,11 @@ def test_artifacts_provenance_and_params(study):
     client, runs, _, _ = study
     (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
     assert {
-        "comparison/gain_by_language.csv",
-        "comparison/gain_by_language.html",
-        "comparison/pawsx.png",
+        "report/gains.csv",
+        "report/gains.html",
+        "report/scores.csv",
+        "report/heatmap.png",
+        "report/report.html",
         "config/resolved.yaml",
         "provenance/environment.json",
     } <= _artifacts(client, parent.info.run_id)
@@ -399,12 +402,13 @@ def test_xtreme_aggregate_on_the_parent_run(xtreme_study):
     def mean(task, metric):
         return sum(e[f"{task}/test/{lang}/{metric}"] for lang in XTREME_EVAL[task]) / len(XTREME_EVAL[task])
 
-    assert m["xtreme/transfer/task/xquad"] == pytest.approx(
-        (mean("xquad", "exact_match") + mean("xquad", "f1")) / 2
-    )
-    assert m["xtreme/transfer/task/udpos"] == pytest.approx(mean("udpos", "f1"))
-    assert m["xtreme/transfer/task/pawsx"] == pytest.approx(mean("pawsx", "accuracy"))
-    assert not [k for k in m if k.startswith("xtreme/transfer/group/") or k.endswith("overall")]  # incomplete
+    cell = "xtreme/tiny-bert0/pawsx.tydiqa.udpos/zero-shot"
+    assert m[f"{cell}/task/xquad"] == pytest.approx((mean("xquad", "exact_match") + mean("xquad", "f1")) / 2)
+    assert m[f"{cell}/task/udpos"] == pytest.approx(mean("udpos", "f1"))
+    assert m[f"{cell}/task/pawsx"] == pytest.approx(mean("pawsx", "accuracy"))
+    assert not [
+        k for k in m if k.startswith("xtreme/") and ("/group/" in k or k.endswith("overall"))
+    ]  # incomplete
 
 
 def test_retrieval_probes_before_and_after_the_stage(xtreme_study):
@@ -415,7 +419,7 @@ def test_retrieval_probes_before_and_after_the_stage(xtreme_study):
         for language in ("fr", "de"):
             assert 0.0 <= run.data.metrics[f"probe/tatoeba/test/{language}/accuracy"] <= 1.0
     (parent,) = _by_stage(runs, "main")
-    assert {"probes/by_stage.csv", "probes/by_stage.png"} <= _artifacts(client, parent.info.run_id)
+    assert {"report/probes.csv", "report/probes.png"} <= _artifacts(client, parent.info.run_id)
 
 
 def test_standalone_evaluation_finds_the_heads_of_a_registered_multitask_model(

@@ -31,7 +31,7 @@ def test_mlproject_declares_every_entry_point_and_no_hyperparameters():
     points = project["entry_points"]
     assert set(ENTRY_POINTS) <= set(points)
     for name, point in points.items():
-        assert set(point["parameters"]) <= {"config", "overrides", "init", "model"}, name
+        assert set(point["parameters"]) <= {"config", "overrides", "init", "model", "parent"}, name
         assert point["command"].startswith(f"python -m intertask {name} {{config}}")
 
 

@@ -1,8 +1,10 @@
 """Command line: one subcommand per MLproject entry point. Parse, load the config, call a stage, report.
 
 intertask main pipelines/demo.yaml training.epochs=1 target.max_examples.train=200
-intertask finetune pipelines/demo.yaml --init models:/demo.e5-small.xnli@intermediate
-intertask evaluate pipelines/demo.yaml --model models:/demo.e5-small.xnli-pawsx@target
+intertask main pipelines/offline_mohapatra2022.yaml --force finetune
+intertask finetune pipelines/demo.yaml --init models:/demo.e5-small.rte@intermediate
+intertask evaluate pipelines/demo.yaml --model models:/demo.e5-small.rte-xnli@target
+intertask report pipelines/demo.yaml --parent <run id>
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from intertask.errors import InputError, Problems
 from intertask.registry import UnknownName
 
-ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate")
+ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate", "report")
+FORCE_CHOICES = ("all", "probe", "intermediate", "finetune", "evaluate")
 
 
 def split_overrides(items: list[str]) -> list[str]:
@@ -36,23 +40,42 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intertask", description="intermediate-task transfer experiments")
     sub = parser.add_subparsers(dest="command", required=True)
     help_text = {
-        "main": "the whole study: transfer and baseline arms, compared on the parent run",
-        "intermediate": "train the intermediate task and register the model (alias 'intermediate')",
+        "main": "the whole study (a grid): every stage, reused when already done, then the report",
+        "intermediate": "train the intermediate task(s) and register the model (alias 'intermediate')",
         "finetune": "train the target task from the base model or a registered model (alias 'target')",
-        "evaluate": "zero-shot evaluation of a model over all configured languages in one run",
+        "evaluate": "zero-shot evaluation of a model over all configured tasks and languages in one run",
+        "report": "the transfer report of a finished study (a parent run, or the whole experiment)",
         "validate": "check a config (and its data files) and print it resolved",
     }
     for name, text in help_text.items():
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("config", help="experiment YAML, e.g. pipelines/demo.yaml")
         p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. training.epochs=1")
+        if name == "main":
+            p.add_argument(
+                "--force",
+                action="append",
+                default=[],
+                choices=FORCE_CHOICES,
+                help="re-run these stages even when a finished run matches (repeatable; 'all')",
+            )
         if name == "finetune":
             p.add_argument(
                 "--init", default="", help="start from models:/name@alias, runs:/ID/model or a run id"
             )
         if name == "evaluate":
             p.add_argument(
-                "--model", default="", help="models:/name@alias, models:/name/N, runs:/ID/model or run id"
+                "--model",
+                default="",
+                help="models:/name@alias, models:/name/N, runs:/ID/model, run id, "
+                "or 'base' (the untrained model)",
+            )
+        if name == "report":
+            p.add_argument(
+                "--parent", default="", help="the study's parent run (default: every study in the experiment)"
+            )
+            p.add_argument(
+                "--output", default="", help="folder for the files (default: reports/<experiment>)"
             )
     model = sub.add_parser("model", help="offline pretrained models")
     model_sub = model.add_subparsers(dest="model_command", required=True)
@@ -99,23 +122,35 @@ def _check_entry(command: str, config_file: str, cfg) -> None:
             None,
             "--model models:/name@alias (or evaluation.model=...)",
         )
+    if command != "main" and cfg.grid is not None:
+        problems.add(
+            config_file,
+            "grid",
+            f"the {command} entry point runs one stage, not a grid",
+            "grid: ...",
+            "the main entry point (or a config without grid:)",
+        )
     problems.raise_if_any()
 
 
 def _run_entry(args) -> int:
     from intertask import pipeline, stages, tracking
-    from intertask.config import dump_yaml
 
     cfg = _load(args)
     ws = stages.Workspace(cfg, args.config)
     try:
         if args.command == "validate":
-            pipeline.preflight(ws)
+            pipeline.plan(ws)
+            from intertask.config import dump_yaml
+
             print(dump_yaml(cfg))
             return 0
+        if args.command == "report":
+            return _report_command(ws, args)
         _check_entry(args.command, args.config, cfg)
         if args.command == "main":
-            _report_main(cfg, pipeline.run_main(ws), tracking.experiment_name(ws.experiment_id))
+            result = pipeline.run_main(ws, force=tuple(args.force))
+            _print_main(cfg, result, tracking.experiment_name(ws.experiment()))
         elif args.command == "intermediate":
             pipeline.preflight(ws, ("intermediate",), evaluation=False)
             trained = stages.intermediate(ws)
@@ -126,37 +161,88 @@ def _run_entry(args) -> int:
             print(f"target model: {trained.uri} (run {trained.run_id})")
         else:
             pipeline.preflight(ws, (), evaluation=True)
-            _report_evaluation(cfg, stages.evaluate(ws, cfg.evaluation.model))
+            _print_evaluation(cfg, stages.evaluate(ws, cfg.evaluation.model))
     finally:
         ws.close()
     print(f"\ntracking store: {tracking.tracking_uri(cfg)}\nbrowse the runs: {tracking.ui_command()}")
     return 0
 
 
-def _report_evaluation(cfg, evaluated) -> None:
+def _report_command(ws, args) -> int:
+    from intertask import report, tracking
+
+    built, runs = report.from_tracking(ws, args.parent or None)
+    folder = Path(args.output) if args.output else Path("reports") / ws.cfg.name
+    report.write(built, folder)
+    if args.parent:
+        with tracking.run(f"main {ws.cfg.name}", experiment_id=ws.experiment(), run_id=args.parent):
+            report.log(built, ws.cfg, runs)
+    _print_headline(ws.cfg, built)
+    print(f"\nreport: {folder / 'report.html'} ({len(built.scores)} scores from {len(runs)} runs)")
+    return 0
+
+
+def _print_evaluation(cfg, evaluated) -> None:
     for (task, split), table in evaluated.table.groupby(["task", "split"], sort=False):
         wide = table.pivot(index="language", columns="metric", values="value")
         print(f"\n{task}/{split} ({cfg.evaluation.model}):")
         print(wide.loc[table.language.unique()].to_string(float_format=lambda v: f"{v:.4f}"))
 
 
-def _report_main(cfg, result, experiment: str) -> None:
-    transfer = "+".join(cfg.intermediate.task_names) if cfg.intermediate else "(no intermediate)"
-    target = cfg.target.task if cfg.target else "(zero-shot)"
-    for task, table in result.comparison.groupby("task", sort=False):
-        metric = cfg.catalog().spec(task).metrics[0]
-        rows = table[table.metric == metric].drop(columns=["task", "metric"])
+def _print_headline(cfg, built) -> None:
+    from intertask import report
+
+    headline = report.summary_rows(cfg, built.gains)
+    if not headline.empty:
+        print("\nheadline gains (first metric, mean over languages; interval over seeds):")
+        columns = [
+            "model",
+            "intermediate",
+            "target",
+            "task",
+            "metric",
+            "n_seeds",
+            "transfer",
+            "baseline",
+            "gain",
+            "ci_low",
+            "ci_high",
+            "flag",
+        ]
+        print(headline[columns].to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
+    elif not built.scores.empty:
+        print("\nscores (first metric, mean over languages):")
         print(
-            f"\n{task}/{rows.split.iloc[0]} {metric} per language (transfer = {transfer} -> {target}"
-            + (f"; baseline = {target} only):" if "baseline" in rows else "):")
+            report.summary_rows(cfg, built.scores).to_string(index=False, float_format=lambda v: f"{v:.4f}")
         )
-        print(rows.drop(columns=["split"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    for arm, scores in result.xtreme.items():
-        if scores:
-            print(f"\nXTREME ({arm}): " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    if not built.xtreme.empty:
+        print("\nXTREME:")
+        print(
+            built.xtreme.drop(columns=["xtreme_languages_missing"]).to_string(
+                index=False, float_format=lambda v: f"{v:.4f}"
+            )
+        )
+
+
+def _print_main(cfg, result, experiment: str) -> None:
+    built = result.report
+    catalog = cfg.catalog()
+    per_language = built.gains if not built.gains.empty else built.scores
+    for task, table in per_language.groupby("task", sort=False):
+        metric = catalog.spec(task).metrics[0]
+        rows = table[table.metric == metric]
+        columns = [
+            c
+            for c in ("model", "intermediate", "target", "language", "transfer", "baseline", "gain", "value")
+            if c in rows
+        ]
+        print(f"\n{task} {metric} per language:")
+        print(rows[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    _print_headline(cfg, built)
+    reused = sum(o.reused for o in result.outcomes.values())
     print(
-        f"\nparent run {result.parent_run_id} in experiment {experiment!r}: comparison tables and plots are "
-        "its artifacts comparison/"
+        f"\n{len(result.outcomes)} stages ({reused} reused from finished runs); parent run {result.parent_run_id} "
+        f"in experiment {experiment!r}: the report is its artifact report/report.html"
     )
 
 
@@ -181,7 +267,7 @@ def _tasks_command() -> int:
     for name in catalog.names():
         spec = catalog.spec(name)
         print(
-            f"{name:14s} {spec.type:26s} {spec.task_family:11s} {','.join(spec.languages)}\n"
+            f"{name:14s} {spec.type:26s} {spec.task_family:11s} {len(spec.languages)} languages\n"
             f"{'':14s} {spec.description}"
         )
     return 0

@@ -295,6 +295,72 @@ class TrackingConfig:
         c.done()
 
 
+NONE = "none"  # grid.intermediate: the baseline arm (target trained from the base model)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GridConfig:
+    models: tuple[str, ...] = ()  # base models (default: model.name_or_path)
+    intermediate: tuple[str | tuple[str, ...], ...] = ()  # tasks, [task, task] mixes, and "none" (baseline)
+    target: tuple[str, ...] = ()  # target tasks (default: target.task)
+    seeds: tuple[int, ...] = ()  # seeds (default: seed); data splits stay those of the experiment seed
+    model_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # report: group -> models
+
+    def __post_init__(self) -> None:
+        c = FieldChecks()
+        for name in ("models", "intermediate", "target", "seeds"):
+            values = [v if isinstance(v, str | int) else tuple(v) for v in getattr(self, name)]
+            c.require(
+                len(set(values)) == len(values),
+                name,
+                "a value is listed twice",
+                list(values),
+                "distinct values",
+            )
+        c.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorConfig:
+    kind: Literal["in_process", "ray"] = "in_process"  # where stages run; ray: independent stages in parallel
+    address: str | None = None  # ray: a cluster address (default: start a local Ray on demand)
+    cpus: int | None = None  # ray: CPUs of a local Ray (default: all of this machine)
+    cpus_per_stage: float = 1.0  # ray: CPUs a stage reserves
+    gpus_per_stage: float = 0.0  # ray: GPUs a stage reserves
+
+    def __post_init__(self) -> None:
+        c = FieldChecks()
+        c.require(self.cpus_per_stage > 0, "cpus_per_stage", "must be positive", self.cpus_per_stage, "> 0")
+        c.require(
+            self.gpus_per_stage >= 0, "gpus_per_stage", "must not be negative", self.gpus_per_stage, ">= 0"
+        )
+        c.require(self.cpus is None or self.cpus >= 1, "cpus", "must be positive", self.cpus, ">= 1 or null")
+        c.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportConfig:
+    bootstrap: int = 2000  # resamples of the seeds for the confidence interval of the mean gain
+    confidence: float = 0.95  # two-sided level of that interval
+    divergence: bool = True  # domain divergence between every intermediate and target training set
+    top_k_words: int = 1000  # vocabulary overlap: Jaccard of the top-k word types of each set
+    divergence_examples: int = 500  # sentences per set for the embedding distance (base model)
+
+    def __post_init__(self) -> None:
+        c = FieldChecks()
+        c.require(self.bootstrap >= 100, "bootstrap", "too few resamples", self.bootstrap, ">= 100")
+        c.require(0.5 < self.confidence < 1, "confidence", "out of range", self.confidence, "0.5 < level < 1")
+        c.require(self.top_k_words >= 10, "top_k_words", "too small", self.top_k_words, ">= 10")
+        c.require(
+            self.divergence_examples >= 10,
+            "divergence_examples",
+            "too small",
+            self.divergence_examples,
+            ">= 10",
+        )
+        c.done()
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     name: str  # experiment name: MLflow experiment and prefix of registered model names
@@ -307,6 +373,9 @@ class ExperimentConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     probes: tuple[ProbeConfig, ...] = ()  # retrieval probes of the encoder before and after each stage
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    grid: GridConfig | None = None  # lists of models x intermediate choices x targets x seeds
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # in-process, or Ray
+    report: ReportConfig = field(default_factory=ReportConfig)  # the transfer report after `main`
 
     def __post_init__(self) -> None:
         c = FieldChecks()
@@ -345,7 +414,8 @@ class ExperimentConfig:
         return [
             replace(
                 e,
-                languages=e.languages or (catalog.spec(e.task).evaluated_languages if e.task in catalog else ()),
+                languages=e.languages
+                or (catalog.spec(e.task).evaluated_languages if e.task in catalog else ()),
                 split=e.split or ev.split,
                 max_examples=e.max_examples if e.max_examples is not None else ev.max_examples,
             )

@@ -1,52 +1,66 @@
-"""The whole study for one config, as child runs of one parent run that holds the comparison.
+"""The whole study for one config: its grid as stage jobs under one parent run, then the report.
 
-main (parent: comparison, XTREME aggregate, probe table)
-|-- probe base model                  (when probes are configured)
-|-- arm transfer: xnli -> pawsx       (arm zero-shot: a+b+c when there is no target)
-|   |-- intermediate xnli (en)        (several tasks: one run, shared encoder, a head each)
-|   |-- finetune pawsx (en)
-|   `-- evaluate pawsx
-`-- arm baseline: pawsx               (when there is a target)
-    |-- finetune pawsx (en)
-    `-- evaluate pawsx
+    main (parent: the report -- tables, gains with confidence intervals, heatmap, HTML)
+    |-- probe base model (e5-small)               (when probes are configured)
+    |-- arm transfer: rte (e5-small, seed 13)     one arm per (model, intermediate choice, seed)
+    |   |-- intermediate rte (en)                 trained once, reused by every target of the arm
+    |   |-- finetune xnli (en) / evaluate xnli
+    |   `-- finetune pawsx (en) / evaluate pawsx
+    `-- arm baseline (e5-small, seed 13)          intermediate `none`: targets from the base model
+        |-- finetune xnli (en) / evaluate xnli
+        `-- ...
+
+A job whose content key (grid.job_key) matches a FINISHED run of the experiment is reused, not run; a
+restarted pipeline continues the same parent and arm runs, so a study killed half way resumes where it
+stopped. `force` re-runs every job of the given kinds ("all" for every job).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import platform
 from dataclasses import dataclass
 
-import pandas as pd
-
-from intertask import metrics, modeling, plots, tracking
-from intertask.config import BASE_MODEL, STAGES
+from intertask import grid, modeling, tracking
+from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
 from intertask.errors import DataError, Problem
-from intertask.evaluation import table_metrics
-from intertask.stages import (
-    Evaluated,
-    TrainedModel,
-    Workspace,
-    evaluate,
-    intermediate,
-    recorded_run,
-    run_probes,
-    stage_data,
-    train_stage,
-)
+from intertask.executors import JobSpec, Outcome, executor_for
+from intertask.grid import Job
+from intertask.schema import to_dict
+from intertask.stages import Workspace, stage_data
 
-ARMS = ("transfer", "baseline")
+TAG = tracking.TAG
 
 
 @dataclass(frozen=True)
 class StudyResult:
     parent_run_id: str
-    comparison: pd.DataFrame  # task, split, language, metric, transfer, baseline, gain
-    arms: dict[str, Evaluated]
-    xtreme: dict[str, dict[str, float]]  # arm -> XTREME task / group / overall scores
-    probes: pd.DataFrame | None  # point, task, split, language, metric, value
+    outcomes: dict[str, Outcome]  # job id -> what it produced (run, model, table)
+    report: object  # report.Report
+
+
+# --- checks before anything runs ---------------------------------------------------------------------
+
+
+def _job_sets(ws: Workspace, job: Job) -> list:
+    """The example sets a job reads (and that its content key fingerprints)."""
+    cfg = ws.cfg
+    if job.kind == "probe":
+        return [
+            ws.examples(p.task, lang, p.split, None)
+            for p in cfg.probes
+            for lang in p.languages or cfg.catalog().spec(p.task).evaluated_languages
+        ]
+    if job.kind in ("intermediate", "finetune"):
+        stage = cfg.intermediate if job.kind == "intermediate" else cfg.target
+        return [s for task in stage.task_names for s in stage_data(ws, stage, task)]
+    return [ws.examples(e.task, lang, e.split, None) for e in cfg.evaluation_tasks() for lang in e.languages]
 
 
 def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool = True) -> None:
-    """Load every data set and model reference the given steps need, so bad input fails before any run."""
+    """Load every data set and model reference the given steps of a single config need."""
     cfg = ws.cfg
     loaded = []
     for which in stages:
@@ -55,21 +69,27 @@ def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool 
             for task in stage.task_names:
                 loaded.extend(stage_data(ws, stage, task))
     if evaluation:
-        for entry in cfg.evaluation_tasks():
-            loaded.extend(ws.examples(entry.task, lang, entry.split, None) for lang in entry.languages)
+        loaded.extend(
+            ws.examples(e.task, lang, e.split, None) for e in cfg.evaluation_tasks() for lang in e.languages
+        )
     for probe in cfg.probes:
         spec = cfg.catalog().spec(probe.task)
         loaded.extend(
-            ws.examples(probe.task, lang, probe.split, None) for lang in probe.languages or spec.evaluated_languages
+            ws.examples(probe.task, lang, probe.split, None)
+            for lang in probe.languages or spec.evaluated_languages
         )
     _check_parallel(ws, loaded)
-    source = modeling.resolve_source(cfg.model.name_or_path)
-    modeling.load_config(source)
-    modeling.load_tokenizer(source)
+    _check_model(cfg.model.name_or_path)
     if "target" in stages and cfg.target is not None and cfg.target.init:
         tracking.resolve_reference(cfg.target.init, "target.init")
     if evaluation and cfg.evaluation.model and cfg.evaluation.model != BASE_MODEL:
         tracking.resolve_reference(cfg.evaluation.model, "evaluation.model")
+
+
+def _check_model(name_or_path: str) -> None:
+    source = modeling.resolve_source(name_or_path)
+    modeling.load_config(source)
+    modeling.load_tokenizer(source)
 
 
 def _check_parallel(ws: Workspace, loaded: list) -> None:
@@ -100,114 +120,167 @@ def _check_parallel(ws: Workspace, loaded: list) -> None:
         raise DataError(problems)
 
 
-def compare(arms: dict[str, Evaluated]) -> pd.DataFrame:
-    """transfer vs baseline per (task, split, language, metric); gain = transfer - baseline."""
-    keys = ["task", "split", "language", "metric"]
-    frames = [e.table[keys + ["value"]].rename(columns={"value": arm}) for arm, e in arms.items()]
-    table = frames[0]
-    for frame in frames[1:]:
-        table = table.merge(frame, on=keys, how="left")  # both arms evaluate the same rows, in order
-    if set(ARMS) <= set(table.columns):
-        table["gain"] = table["transfer"] - table["baseline"]
-    return table
+@dataclass(frozen=True)
+class Plan:
+    jobs: list[Job]
+    configs: dict[str, ExperimentConfig]  # job id -> its cell's config
+    keys: dict[str, str]  # job id -> content key
 
 
-def xtreme_scores(table: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
-    """XTREME's per-task scores (mean over the evaluated languages) and group / overall aggregates for
-    the XTREME tasks in an evaluation table; rows list the XTREME languages that were not evaluated."""
-    per_task, rows = {}, []
-    for task, group in table[~table.language.str.startswith("mean_")].groupby("task", sort=False):
-        if task not in metrics.XTREME_LANGUAGES:
-            continue
-        per_language = {
-            lang: dict(zip(g.metric, g.value, strict=True)) for lang, g in group.groupby("language")
-        }
-        scores = metrics.xtreme_task_score(task, per_language)
-        per_task[task] = scores["avg_metric"]
-        missing = sorted(set(metrics.XTREME_LANGUAGES[task]) - set(per_language))
-        rows.append(
-            {
-                "task": task,
-                **scores,
-                "languages": len(per_language),
-                "xtreme_languages_missing": " ".join(missing),
-            }
-        )
-    flat = {f"task/{t}": v for t, v in per_task.items()}
-    for name, value in metrics.xtreme_aggregate(per_task).items():
-        flat["overall" if name == "overall" else f"group/{name}"] = value
-    return flat, pd.DataFrame(rows)
-
-
-def _log_comparison(cfg, table: pd.DataFrame, arms: dict[str, Evaluated]) -> dict[str, dict[str, float]]:
-    tracking.log_table(table, "comparison/gain_by_language")
-    if "gain" in table:
-        tracking.log_metrics(
-            {f"gain/{r.task}/{r.split}/{r.language}/{r.metric}": r.gain for r in table.itertuples()}
-        )
-    xtreme = {}
-    for arm_name, result in arms.items():
-        tracking.log_metrics(table_metrics(result.table, prefix=f"{arm_name}/"))
-        xtreme[arm_name], details = xtreme_scores(result.table)
-        if xtreme[arm_name]:
-            tracking.log_metrics({f"xtreme/{arm_name}/{k}": v for k, v in xtreme[arm_name].items()})
-            tracking.log_table(details, f"xtreme/{arm_name}")
-    for task in table.task.unique():
-        spec = cfg.catalog().spec(task)
-        metric = spec.metrics[0]
-        chance = 1 / len(spec.labels) if metric == "accuracy" and spec.type == "classification" else None
-        figure = plots.transfer_comparison(table[table.task == task], metric, f"{task}", chance)
-        tracking.log_figure(figure, f"comparison/{task}.png")
-        plots.close(figure)
-    return xtreme
-
-
-def _log_probes(tables: list[pd.DataFrame | None]) -> pd.DataFrame | None:
-    present = [t for t in tables if t is not None]
-    if not present:
-        return None
-    table = pd.concat(present, ignore_index=True)
-    tracking.log_table(table, "probes/by_stage")
-    figure = plots.probe_changes(table)
-    tracking.log_figure(figure, "probes/by_stage.png")
-    plots.close(figure)
-    return table
-
-
-def _arm_name(cfg) -> str:
-    tasks = "+".join(cfg.intermediate.task_names)
-    return f"arm transfer: {tasks} -> {cfg.target.task}" if cfg.target else f"arm zero-shot: {tasks}"
-
-
-def run_main(ws: Workspace) -> StudyResult:
-    """The arms of the study as child runs of one parent run; the parent gets the comparison."""
+def plan(ws: Workspace) -> Plan:
+    """Expand the grid, load and check every job's data and every base model, and key every job."""
     cfg = ws.cfg
-    preflight(ws)
-    stage, arm_tag = f"{tracking.TAG}stage", f"{tracking.TAG}arm"
-    arms: dict[str, Evaluated] = {}
-    probes: list[pd.DataFrame | None] = []
-    with recorded_run(ws, f"main {cfg.name}", {stage: "main"}) as parent:
-        if any("base" in p.after for p in cfg.probes):
-            with recorded_run(ws, "probe base model", {stage: "probe"}, parent):
-                source = modeling.resolve_source(cfg.model.name_or_path)
-                encoder = modeling.load_encoder(source).to(modeling.device())
-                base = run_probes(ws, encoder, modeling.load_tokenizer(source), "base")
-                probes.append(base.assign(arm="base"))
-        if cfg.intermediate is not None:
-            with recorded_run(ws, _arm_name(cfg), {stage: "arm", arm_tag: "transfer"}, parent) as arm:
-                trained: list[TrainedModel] = [intermediate(ws, arm)]
-                if cfg.target is not None:
-                    trained.append(train_stage(ws, "target", trained[0], arm))
-                probes.extend(t.probes.assign(arm="transfer") for t in trained if t.probes is not None)
-                arms["transfer"] = evaluate(ws, trained[-1], arm)
-        if cfg.target is not None:
-            name = f"arm baseline: {cfg.target.task}"
-            with recorded_run(ws, name, {stage: "arm", arm_tag: "baseline"}, parent) as arm:
-                only = train_stage(ws, "target", None, arm)
-                if only.probes is not None:
-                    probes.append(only.probes.assign(arm="baseline"))
-                arms["baseline"] = evaluate(ws, only, arm)
-        table = compare(arms)
-        xtreme = _log_comparison(cfg, table, arms)
-        probe_table = _log_probes(probes)
-    return StudyResult(parent, table, arms, xtreme, probe_table)
+    jobs = grid.jobs(cfg)
+    configs, keys, loaded = {}, {}, []
+    for job in jobs:
+        configs[job.id] = grid.cell_config(cfg, job.cell)
+        cell_ws = Workspace(configs[job.id], ws.config_file, experiment_id="", _data=ws._data)
+        sets = _job_sets(cell_ws, job)
+        loaded.extend(sets)
+        upstream = [keys[d] for d in job.deps]
+        keys[job.id] = grid.job_key(job, configs[job.id], [s.fingerprint for s in sets], upstream)
+        cell_ws.workdir.rmdir()
+    _check_parallel(ws, loaded)
+    for model in dict.fromkeys(job.cell.model for job in jobs):
+        _check_model(model)
+    return Plan(jobs, configs, keys)
+
+
+# --- running ---------------------------------------------------------------------------------------------
+
+
+def main_key(cfg: ExperimentConfig) -> str:
+    """The identity of a study: its config (without tracking and executor) and the code version."""
+    study = {k: v for k, v in to_dict(cfg).items() if k not in ("tracking", "executor", "report")}
+    return hashlib.sha256(
+        json.dumps([study, grid.code_version()], sort_keys=True, default=str).encode()
+    ).hexdigest()
+
+
+def _arm_name(cell: grid.Cell, several_models: bool, several_seeds: bool) -> str:
+    kind = "baseline" if not cell.intermediate else ("transfer: " if cell.target else "zero-shot: ")
+    label = kind + ("+".join(cell.intermediate) if cell.intermediate else "")
+    details = [m for m, show in ((cell.model, several_models), (f"seed {cell.seed}", several_seeds)) if show]
+    return f"arm {label}" + (f" ({', '.join(details)})" if details else "")
+
+
+def _reused(ws: Workspace, job: Job, key: str) -> Outcome | None:
+    found = tracking.finished_stage(ws.experiment(), key)
+    if found is None:
+        return None
+    run_id = found.info.run_id
+    if job.kind in ("intermediate", "finetune"):
+        return Outcome(job.id, job.kind, run_id, key, model=tracking.reference_of(found), reused=True)
+    table = tracking.read_run_table(
+        run_id, "probes/base.csv" if job.kind == "probe" else "evaluation/languages.csv"
+    )
+    return Outcome(job.id, job.kind, run_id, key, table=table, reused=True)
+
+
+def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
+    """Every job of the study (reusing finished ones), then the report on the parent run."""
+    from intertask import report
+
+    cfg = ws.cfg
+    study = plan(ws)
+    experiment = ws.experiment()
+    launched = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made the parent already
+    parent = launched or tracking.open_run(
+        f"main {cfg.name}", experiment_id=experiment, key=main_key(cfg), tags={f"{TAG}stage": "main"}
+    )
+    status = "FAILED"
+    try:
+        with tracking.logging_to(parent):
+            tracking.set_tags(
+                {
+                    f"{TAG}stage": "main",
+                    f"{TAG}code_version": grid.code_version(),
+                    f"{TAG}host": platform.node(),
+                    f"{TAG}pid": str(os.getpid()),
+                }
+            )
+            tracking.log_config(cfg, ws.config_file)
+            tracking.log_provenance()
+        outcomes = _run_jobs(ws, study, parent, force)
+        built = report.build(cfg, [o for o in outcomes.values()], ws=ws)
+        with tracking.run(f"main {cfg.name}", experiment_id=experiment, run_id=parent):
+            report.log(built, cfg, outcomes)
+        status = "FINISHED"
+        return StudyResult(parent, outcomes, built)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if status != "FINISHED":
+            tracking.close_run(parent, status)
+
+
+def _open_arm(ws: Workspace, study: Plan, job: Job, parent: str, names: tuple[bool, bool]) -> str:
+    """The arm run of a job's (model, intermediate, seed), continued if a restarted study made it."""
+    name = _arm_name(job.cell, *names)
+    tags = {
+        f"{TAG}stage": "arm",
+        f"{TAG}arm": "baseline" if not job.cell.intermediate else "transfer",
+        **job.cell.tags(),
+    }
+    key = hashlib.sha256(f"{parent}|{job.arm}".encode()).hexdigest()
+    arm = tracking.open_run(name, experiment_id=ws.experiment(), parent_run_id=parent, key=key, tags=tags)
+    with tracking.logging_to(arm):
+        tracking.log_config(study.configs[job.id], ws.config_file)
+        tracking.log_provenance()
+    return arm
+
+
+def _run_jobs(ws: Workspace, study: Plan, parent: str, force: tuple[str, ...]) -> dict[str, Outcome]:
+    cfg = ws.cfg
+    experiment = ws.experiment()
+    names = (len({j.cell.model for j in study.jobs}) > 1, len({j.cell.seed for j in study.jobs}) > 1)
+    arms, ready, specs = {}, {}, []
+    for job in study.jobs:
+        key = study.keys[job.id]
+        if "all" not in force and job.kind not in force and (done := _reused(ws, job, key)) is not None:
+            ready[job.id] = done
+            continue
+        tracking.close_stale(experiment, key)
+        run_parent = parent
+        if job.kind != "probe":
+            if job.arm not in arms:
+                arms[job.arm] = _open_arm(ws, study, job, parent, names)
+            run_parent = arms[job.arm]
+        specs.append(
+            JobSpec(
+                job,
+                study.configs[job.id],
+                ws.config_file,
+                tracking.tracking_uri(cfg),
+                experiment,
+                run_parent,
+                key,
+                job.cell.tags(),
+            )
+        )
+    if specs and cfg.executor.kind == "ray":
+        _require_portable(cfg)
+    failed = True
+    try:
+        outcomes = executor_for(cfg, ws.workdir).run(specs, ready)
+        failed = False
+    finally:
+        for arm in arms.values():
+            tracking.close_run(arm, "FAILED" if failed else "FINISHED")
+    return outcomes
+
+
+def _require_portable(cfg: ExperimentConfig) -> None:
+    if not cfg.tracking.log_models:
+        raise DataError(
+            [
+                Problem(
+                    "<config>",
+                    "executor.kind",
+                    "Ray jobs hand models on through MLflow",
+                    "ray",
+                    "tracking.log_models: true (or executor.kind: in_process)",
+                )
+            ]
+        )

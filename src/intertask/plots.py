@@ -81,3 +81,49 @@ def probe_changes(table: pd.DataFrame):
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def gain_heatmap(gains: pd.DataFrame):
+    """Mean gain per intermediate choice (rows) x target / evaluation task / language (columns)."""
+    frame = gains.assign(
+        column=[
+            f"{t}:{k}/{lang}" if t != k else f"{t}/{lang}"
+            for t, k, lang in zip(gains.target, gains.task, gains.language, strict=True)
+        ]
+    )
+    table = frame.pivot_table(
+        index="intermediate", columns="column", values="gain", aggfunc="mean", sort=False
+    )
+    limit = float(np.nanmax(np.abs(table.to_numpy()))) if table.size else 1.0
+    fig, ax = plt.subplots(figsize=(max(5, 0.55 * table.shape[1] + 2), max(2.5, 0.5 * table.shape[0] + 1.5)))
+    image = ax.imshow(table.to_numpy(), cmap="RdYlGn", vmin=-limit or -1, vmax=limit or 1, aspect="auto")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
+    for (i, j), value in np.ndenumerate(table.to_numpy()):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(image, ax=ax, label="gain over the baseline (mean over seeds)")
+    ax.set_title("transfer gain: intermediate x target/language")
+    fig.tight_layout()
+    return fig
+
+
+def divergence_scatter(table: pd.DataFrame, correlations: pd.DataFrame):
+    """Each divergence measure against the mean gain, one point per (intermediate, target) pair."""
+    measures = [
+        m for m in ("vocabulary_overlap", "js_divergence", "embedding_cosine_distance", "mmd") if m in table
+    ]
+    rho = (
+        dict(zip(correlations.measure, correlations.spearman_with_gain, strict=True))
+        if not correlations.empty
+        else {}
+    )
+    fig, axes = plt.subplots(1, len(measures), figsize=(4 * len(measures), 3.5), squeeze=False)
+    for ax, measure in zip(axes[0], measures, strict=True):
+        ax.scatter(table[measure], table.gain)
+        for r in table.itertuples():
+            ax.annotate(f"{r.intermediate}->{r.target}", (getattr(r, measure), r.gain), fontsize=6)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set(xlabel=measure, ylabel="gain", title=f"Spearman {rho.get(measure, float('nan')):+.2f}")
+    fig.tight_layout()
+    return fig

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -20,8 +21,9 @@ from intertask import encoding, leakage, modeling, models, plots, serving, track
 from intertask.config import BASE_MODEL, EvalTaskConfig, ExperimentConfig, StageConfig
 from intertask.errors import DataError, ModelError, Problem
 from intertask.evaluation import evaluate_set, language_table, prediction_rows, table_metrics
-from intertask.tasks.base import ExampleSet, TaskType
+from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 from intertask.tasks.examples import load_examples, select
+from intertask.tasks.retrieval import RetrievalTask
 from intertask.training import TrainPart, train
 
 SEEN_ARTIFACT = "data/seen_examples.json"
@@ -38,19 +40,20 @@ class Workspace:
 
     cfg: ExperimentConfig
     config_file: str | None = None  # where cfg was loaded from (recorded on every run)
+    tags: dict[str, str] = field(default_factory=dict)  # put on every run (a grid cell's coordinates)
+    experiment_id: str | None = None  # known already (a job of a pipeline), else created on first use
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="intertask-")))
     _data: dict = field(default_factory=dict)
-    _experiment_id: str | None = None
+    _encoder: tuple | None = None  # (base encoder, tokenizer), loaded once for divergence embeddings
 
     def __post_init__(self) -> None:
         modeling.quiet_transformers()
         tracking.use(self.cfg)
 
-    @property
-    def experiment_id(self) -> str:
-        if self._experiment_id is None:
-            self._experiment_id = tracking.connect(self.cfg)
-        return self._experiment_id
+    def experiment(self) -> str:
+        if self.experiment_id is None:
+            self.experiment_id = tracking.connect(self.cfg)
+        return self.experiment_id
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -175,7 +178,8 @@ def recorded_run(
     sets: list[ExampleSet] | None = None,
 ) -> Iterator[str]:
     """A run that records the resolved config, provenance and the fingerprints of the data it reads."""
-    with tracking.run(name, experiment_id=ws.experiment_id, parent_run_id=parent_run_id, tags=tags) as run_id:
+    tags = {**ws.tags, **tracking.process_tags(), **tags}
+    with tracking.run(name, experiment_id=ws.experiment(), parent_run_id=parent_run_id, tags=tags) as run_id:
         tracking.log_config(ws.cfg, ws.config_file)
         tracking.log_provenance()
         if sets:
@@ -187,7 +191,11 @@ def recorded_run(
 
 
 def train_stage(
-    ws: Workspace, which: str, init: TrainedModel | str | None = None, parent_run_id: str | None = None
+    ws: Workspace,
+    which: str,
+    init: TrainedModel | str | None = None,
+    parent_run_id: str | None = None,
+    stage_key: str | None = None,
 ) -> TrainedModel:
     """Train the `intermediate` (one or several tasks) or `target` stage, starting from `init`."""
     cfg = ws.cfg
@@ -220,6 +228,7 @@ def train_stage(
         f"{TAG}task_chain": "-".join(chain),
         f"{TAG}init_model": start.label,
         f"{TAG}init_run_id": start.run_id or "",
+        f"{TAG}stage_key": stage_key or "",
     }
     sets = [s for pair in data.values() for s in pair]
     with recorded_run(
@@ -310,13 +319,15 @@ def _log_model(
         f"{TAG}init_run_id": start.run_id or "",
         f"{TAG}run_id": run_id,
     }
-    return tracking.log_model(
+    logged = tracking.log_model(
         folder,
         head,
         register_as=register_as if cfg.tracking.register_models else None,
         alias=ALIASES[which],
-        tags=tags,
+        tags=tags | {f"{TAG}seed": str(cfg.seed)},
     )
+    tracking.set_tags({f"{TAG}model_uri": logged.uri})  # how a later run reuses this one
+    return logged
 
 
 def intermediate(ws: Workspace, parent_run_id: str | None = None) -> TrainedModel:
@@ -358,6 +369,47 @@ def run_probes(ws: Workspace, encoder, tokenizer, point: str) -> pd.DataFrame | 
     tracking.log_metrics(table_metrics(table, prefix="probe/"))
     tracking.log_table(table, f"probes/{point}")
     return table
+
+
+def probe_base(
+    ws: Workspace, parent_run_id: str | None, stage_key: str | None = None
+) -> tuple[str, pd.DataFrame]:
+    """The probes configured for `base`, on the untrained model, in a run of their own."""
+    tags = {
+        f"{TAG}stage": "probe",
+        f"{TAG}stage_key": stage_key or "",
+        f"{TAG}model": ws.cfg.model.name_or_path,
+    }
+    source = modeling.resolve_source(ws.cfg.model.name_or_path)
+    with recorded_run(ws, f"probe base model ({ws.cfg.model.name_or_path})", tags, parent_run_id) as run_id:
+        encoder = modeling.load_encoder(Path(source)).to(modeling.device())
+        table = run_probes(ws, encoder, modeling.load_tokenizer(source), "base")
+    return run_id, table
+
+
+def embed_texts(ws: Workspace, texts: list[str]) -> np.ndarray:
+    """Unit-length sentence embeddings of texts with the base model (retrieval settings)."""
+    options = ws.cfg.evaluation.retrieval
+    source = modeling.resolve_source(ws.cfg.model.name_or_path)
+    if ws._encoder is None:
+        ws._encoder = (
+            modeling.load_encoder(Path(source)).to(modeling.device()),
+            modeling.load_tokenizer(source),
+        )
+    encoder, tokenizer = ws._encoder
+    enc = tokenizer([options.prefix + t for t in texts], truncation=True, max_length=options.max_length)
+    encoded = EncodedSet(
+        {"input_ids": [np.asarray(ids, np.int32) for ids in enc["input_ids"]]}, {}, np.arange(len(texts))
+    )
+    retrieval = RetrievalTask(ws.cfg.catalog().spec("tatoeba"))
+    return retrieval.embed(
+        encoder,
+        encoded,
+        layer=options.layer,
+        pad_id=tokenizer.pad_token_id,
+        batch_tokens=ws.cfg.training.eval_batch_tokens,
+        bf16=ws.cfg.training.bf16,
+    )
 
 
 def _limit(ws: Workspace, data: ExampleSet, k: int | None) -> ExampleSet:
@@ -434,7 +486,9 @@ def _eval_sets(ws: Workspace, entry: EvalTaskConfig, seen: leakage.Seen):
     return sets, excluded
 
 
-def evaluate(ws: Workspace, model: TrainedModel | str, parent_run_id: str | None = None) -> Evaluated:
+def evaluate(
+    ws: Workspace, model: TrainedModel | str, parent_run_id: str | None = None, stage_key: str | None = None
+) -> Evaluated:
     """Zero-shot evaluation of `model` on every configured task and language in ONE run.
 
     Each task is scored with the model's head trained on it, else a head of the same type and labels
@@ -458,6 +512,7 @@ def evaluate(ws: Workspace, model: TrainedModel | str, parent_run_id: str | None
         f"{TAG}stage": "evaluate",
         f"{TAG}task": "+".join(types),
         f"{TAG}model": source.label,
+        f"{TAG}stage_key": stage_key or "",
     }
     all_sets = [s for _, sets, _ in plan for s in sets.values()]
     with recorded_run(ws, f"evaluate {'+'.join(types)}", tags, parent_run_id, all_sets) as run_id:

@@ -109,19 +109,28 @@ def experiment_name(experiment_id: str) -> str:
 
 @contextmanager
 def run(
-    name: str, *, experiment_id: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None
+    name: str,
+    *,
+    experiment_id: str,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
 ) -> Iterator[str]:
     """A run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C); yields its id.
 
-    Without a parent, a run started by `mlflow run` ($MLFLOW_RUN_ID) is resumed instead of a new one.
+    `run_id` continues an existing run. Without a parent, a run started by `mlflow run` ($MLFLOW_RUN_ID)
+    is resumed instead of a new one.
     """
     active = mlflow.active_run()
     nested = parent_run_id is not None or active is not None
-    if nested and parent_run_id is None:
+    if nested and parent_run_id is None and run_id is None:
         parent_run_id = active.info.run_id
-    started = mlflow.start_run(
-        run_name=name, experiment_id=experiment_id, nested=nested, parent_run_id=parent_run_id, tags=tags
-    )
+    if run_id is not None:
+        started = mlflow.start_run(run_id=run_id, nested=active is not None)
+    else:
+        started = mlflow.start_run(
+            run_name=name, experiment_id=experiment_id, nested=nested, parent_run_id=parent_run_id, tags=tags
+        )
     if tags:
         mlflow.set_tags(tags)  # a resumed run ignores start_run's tags
     mlflow.set_tag("mlflow.runName", name)
@@ -134,6 +143,94 @@ def run(
         mlflow.end_run("FAILED")
         raise
     mlflow.end_run("FINISHED")
+
+
+def open_run(
+    name: str,
+    *,
+    experiment_id: str,
+    key: str,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    resume: bool = True,
+) -> str:
+    """A RUNNING run outside the fluent run stack (a pipeline's parent or an arm): the latest run with
+    the same `intertask.run_key` continues (a restarted pipeline keeps its run tree), else a new one."""
+    client = MlflowClient()
+    existing = find_runs(experiment_id, f"{TAG}run_key", key) if resume else []
+    if existing:
+        run_id = existing[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        all_tags = {**(tags or {}), f"{TAG}run_key": key, "mlflow.runName": name}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run_id = client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+    return run_id
+
+
+@contextmanager
+def logging_to(run_id: str) -> Iterator[str]:
+    """Log into an open run (a pipeline's parent) for a moment, leaving it RUNNING afterwards."""
+    mlflow.start_run(run_id=run_id)
+    try:
+        yield run_id
+    finally:
+        mlflow.end_run()
+        MlflowClient().update_run(run_id, status="RUNNING")
+
+
+def close_run(run_id: str, status: str) -> None:
+    MlflowClient().set_terminated(run_id, status)
+
+
+def find_runs(experiment_id: str, tag: str, value: str, status: str | None = None) -> list:
+    """Runs of the experiment with tag == value (newest first), optionally in one status."""
+    query = f"tags.`{tag}` = '{value}'" + (f" and attributes.status = '{status}'" if status else "")
+    return MlflowClient().search_runs([experiment_id], query, order_by=["attributes.start_time DESC"])
+
+
+def finished_stage(experiment_id: str, key: str):
+    """The newest FINISHED stage run with this content key, or None."""
+    runs = find_runs(experiment_id, f"{TAG}stage_key", key, "FINISHED")
+    return runs[0] if runs else None
+
+
+def close_stale(experiment_id: str, key: str) -> list[str]:
+    """Mark KILLED the runs of this key left RUNNING by a process of this host that no longer exists."""
+    closed = []
+    for found in find_runs(experiment_id, f"{TAG}stage_key", key, "RUNNING"):
+        tags = found.data.tags
+        pid = int(tags.get(f"{TAG}pid", "0") or 0)
+        if tags.get(f"{TAG}host") == platform.node() and pid and not _alive(pid):
+            close_run(found.info.run_id, "KILLED")
+            closed.append(found.info.run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reference_of(found) -> str:
+    """How to load the model a finished training run logged."""
+    return found.data.tags.get(f"{TAG}model_uri") or f"runs:/{found.info.run_id}/model"
+
+
+def read_run_table(run_id: str, path: str) -> pd.DataFrame:
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+    return pd.read_csv(local)
+
+
+def process_tags() -> dict[str, str]:
+    """Which process runs a run: a run left RUNNING by a dead process on this host is stale."""
+    return {f"{TAG}host": platform.node(), f"{TAG}pid": str(os.getpid())}
 
 
 def log_metrics(values: dict[str, float], step: int | None = None) -> None:
@@ -234,6 +331,10 @@ def log_table(df: pd.DataFrame, path: str) -> None:
 
 def log_figure(figure, path: str) -> None:
     mlflow.log_figure(figure, path)
+
+
+def log_text(text: str, path: str) -> None:
+    mlflow.log_text(text, path)
 
 
 def log_json(data: object, path: str) -> None:

@@ -89,8 +89,11 @@ class TaskType:
     def label_kwargs(self) -> dict:
         """Head configuration for a task with a label space: sizes and names."""
         labels = self.spec.labels
-        return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                "label2id": {name: i for i, name in enumerate(labels)}}
+        return {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
 
     def head_signature(self) -> tuple:
         """Two tasks whose signatures are equal can share a trained head (same type and labels)."""

@@ -35,8 +35,13 @@ class QATask(TaskType):
     def examples(self, records: list[Record]) -> list[Example]:
         out = super().examples(records)
         if out and not any(text for e in out for text, _ in e.label):
-            raise DataError.at(records[0].file, "", "no gold answers: every answer text is empty (a release "
-                               "with its labels stripped?)", f"{len(out)} questions", "answer texts to score against")
+            raise DataError.at(
+                records[0].file,
+                "",
+                "no gold answers: every answer text is empty (a release with its labels stripped?)",
+                f"{len(out)} questions",
+                "answer texts to score against",
+            )
         return out
 
     def _questions(self, data: ExampleSet, tokenizer, max_length: int) -> tuple[list[str], int]:

@@ -112,7 +112,9 @@ class TaskSpec:
             bool(self.languages), "languages", "needs at least one language", self.languages, "[en, ...]"
         )
         extra = sorted(set(self.default_languages) - set(self.languages))
-        c.require(not extra, "default_languages", "not in `languages`", extra, f"among {list(self.languages)}")
+        c.require(
+            not extra, "default_languages", "not in `languages`", extra, f"among {list(self.languages)}"
+        )
         c.require(
             bool(self.files) or self.hub is not None,
             "files",

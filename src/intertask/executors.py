@@ -1,0 +1,153 @@
+"""Where stage jobs run: in this process (the default), or as Ray tasks that run independent stages in
+parallel. Either way a job opens its own MLflow run under its arm's run and logs to the same store.
+
+A job that runs elsewhere gets everything as plain data (a JobSpec) and hands its model on by MLflow
+reference (runs:/... or models:/...), never by local folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from intertask.config import ExperimentConfig
+from intertask.grid import Job
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job needs to run anywhere: its cell's config, where to log, and its content key."""
+
+    job: Job
+    config: ExperimentConfig
+    config_file: str | None
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    key: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_id: str
+    kind: str
+    run_id: str
+    key: str
+    model: object = None  # TrainedModel (in-process) or a model reference (reused, or from a Ray worker)
+    table: pd.DataFrame | None = None  # evaluate / probe: the per-language scores
+    reused: bool = False
+
+
+def run_job(spec: JobSpec, *upstream: Outcome, workdir: Path | None = None) -> Outcome:
+    """Run one job here: a Workspace for its cell config (models saved under `workdir`), then its stage."""
+    from intertask import stages
+
+    os.environ["MLFLOW_TRACKING_URI"] = spec.tracking_uri
+    ws = stages.Workspace(spec.config, spec.config_file, tags=spec.tags, experiment_id=spec.experiment_id)
+    if workdir is not None:
+        ws.workdir = workdir
+    start = upstream[0].model if upstream else None
+    if spec.job.kind == "probe":
+        run_id, table = stages.probe_base(ws, spec.parent_run_id, spec.key)
+        return Outcome(spec.job.id, "probe", run_id, spec.key, table=table)
+    if spec.job.kind == "evaluate":
+        evaluated = stages.evaluate(
+            ws, start if start is not None else stages.BASE_MODEL, spec.parent_run_id, stage_key=spec.key
+        )
+        return Outcome(spec.job.id, "evaluate", evaluated.run_id, spec.key, table=evaluated.table)
+    which = "intermediate" if spec.job.kind == "intermediate" else "target"
+    trained = stages.train_stage(ws, which, start, spec.parent_run_id, stage_key=spec.key)
+    return Outcome(spec.job.id, spec.job.kind, trained.run_id, spec.key, model=trained)
+
+
+class InProcessExecutor:
+    """Jobs one after another in dependency order, models handed on in memory (saved under workdir)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+
+    def run(
+        self,
+        specs: list[JobSpec],
+        ready: dict[str, Outcome],
+        on_done: Callable[[Outcome], None] = lambda o: None,
+    ) -> dict[str, Outcome]:
+        outcomes = dict(ready)
+        for spec in specs:
+            if spec.job.id in outcomes:
+                continue
+            outcome = run_job(spec, *(outcomes[d] for d in spec.job.deps), workdir=self.workdir)
+            outcomes[spec.job.id] = outcome
+            on_done(outcome)
+        return outcomes
+
+
+def _portable(outcome: Outcome) -> Outcome:
+    """An outcome another process can use: a trained model becomes its MLflow reference."""
+    uri = getattr(outcome.model, "uri", None)
+    if uri is not None:
+        return Outcome(
+            outcome.job_id, outcome.kind, outcome.run_id, outcome.key, uri, outcome.table, outcome.reused
+        )
+    return outcome
+
+
+def _ray_job(spec: JobSpec, *upstream: Outcome) -> Outcome:
+    workdir = Path(tempfile.mkdtemp(prefix="intertask-ray-"))
+    try:
+        return _portable(run_job(spec, *upstream, workdir=workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class RayExecutor:
+    """Every job a Ray task; a job waits only for the jobs it starts from, so independent stages
+    (the baseline arm and the intermediate stage, different seeds or targets) run side by side."""
+
+    def __init__(self, address: str | None, cpus: int | None, cpus_per_stage: float, gpus_per_stage: float):
+        self.address, self.cpus = address, cpus
+        self.resources = {"num_cpus": cpus_per_stage, "num_gpus": gpus_per_stage}
+
+    def run(
+        self,
+        specs: list[JobSpec],
+        ready: dict[str, Outcome],
+        on_done: Callable[[Outcome], None] = lambda o: None,
+    ) -> dict[str, Outcome]:
+        import ray
+
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.cpus, include_dashboard=False, log_to_driver=False)
+        remote = ray.remote(_ray_job)
+        refs: dict[str, object] = {job_id: ray.put(outcome) for job_id, outcome in ready.items()}
+        pending = {}
+        for spec in specs:
+            if spec.job.id in refs:
+                continue
+            deps = [refs[d] for d in spec.job.deps]
+            refs[spec.job.id] = pending[spec.job.id] = remote.options(**self.resources).remote(spec, *deps)
+        outcomes = dict(ready)
+        waiting = list(pending.values())
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            outcome = ray.get(done[0])
+            outcomes[outcome.job_id] = outcome
+            on_done(outcome)
+        return outcomes
+
+
+def executor_for(cfg: ExperimentConfig, workdir: Path):
+    if cfg.executor.kind == "ray":
+        e = cfg.executor
+        return RayExecutor(e.address, e.cpus, e.cpus_per_stage, e.gpus_per_stage)
+    return InProcessExecutor(workdir)

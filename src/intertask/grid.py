@@ -1,0 +1,220 @@
+"""A study as a grid: models x intermediate choices x targets x seeds -> cells -> a graph of stage jobs.
+
+Every config is a grid; one without `grid:` is the grid of one model, its intermediate task and `none`
+(the baseline arm), one target and one seed. An intermediate model is trained once per (model, choice,
+seed) and every target of that arm starts from it. Each job has a content key -- the parts of the
+resolved config that shape its output, the fingerprints of the data it reads, the key of the job it
+starts from, and the code version -- so a stage whose key matches a FINISHED run is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from intertask import models
+from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig
+from intertask.schema import to_dict
+from intertask.tasks.types import task_type
+
+KINDS = ("probe", "intermediate", "finetune", "evaluate")
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    model: str
+    intermediate: tuple[str, ...]  # () is the baseline: no intermediate stage
+    target: str | None  # None: the intermediate model is evaluated zero-shot
+    seed: int
+
+    @property
+    def intermediate_label(self) -> str:
+        return "+".join(self.intermediate) or NONE
+
+    @property
+    def arm(self) -> tuple[str, tuple[str, ...], int]:
+        return (self.model, self.intermediate, self.seed)
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "intertask.cell.model": self.model,
+            "intertask.cell.intermediate": self.intermediate_label,
+            "intertask.cell.target": self.target or "",
+            "intertask.cell.seed": str(self.seed),
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str  # readable and unique: kind|model|intermediate|target|seed
+    kind: str  # probe, intermediate, finetune, evaluate
+    cell: Cell  # the cell whose derived config the job runs with
+    deps: tuple[str, ...]  # ids of the jobs it starts from
+
+    @property
+    def arm(self) -> tuple[str, tuple[str, ...], int]:
+        return self.cell.arm
+
+
+def _as_tasks(choice) -> tuple[str, ...]:
+    if choice == NONE:
+        return ()
+    return (choice,) if isinstance(choice, str) else tuple(choice)
+
+
+def cells(cfg: ExperimentConfig) -> list[Cell]:
+    """The cells of the study, in a stable order (baseline arms included)."""
+    grid = cfg.grid
+    stage_tasks = cfg.intermediate.task_names if cfg.intermediate else ()
+    default_choices = ((stage_tasks,) if stage_tasks else ()) + ((NONE,) if cfg.target else ())
+    choices = [_as_tasks(c) for c in (grid.intermediate if grid and grid.intermediate else default_choices)]
+    targets = grid.target if grid and grid.target else ((cfg.target.task,) if cfg.target else (None,))
+    model_names = grid.models if grid and grid.models else (cfg.model.name_or_path,)
+    seeds = grid.seeds if grid and grid.seeds else (cfg.seed,)
+    out = [
+        Cell(m, c, t, s)
+        for m in model_names
+        for c in choices
+        for t in targets
+        for s in seeds
+        if c or t is not None
+    ]  # no intermediate and no target: nothing to train
+    return out
+
+
+def cell_config(cfg: ExperimentConfig, cell: Cell) -> ExperimentConfig:
+    """The plain experiment config of one cell: its model, intermediate task(s), target and seed."""
+    base_stage = cfg.intermediate or StageConfig(task="placeholder", training=cfg.training)
+    intermediate = None
+    if cell.intermediate:
+        if len(cell.intermediate) == 1:
+            intermediate = replace(base_stage, task=cell.intermediate[0], tasks=(), selection_task=None)
+        else:
+            selection = base_stage.selection_task if base_stage.selection_task in cell.intermediate else None
+            intermediate = replace(base_stage, task=None, tasks=cell.intermediate, selection_task=selection)
+    target = None
+    if cell.target is not None:
+        base_target = cfg.target or StageConfig(task=cell.target, training=cfg.training)
+        target = replace(base_target, task=cell.target)
+    derived = replace(
+        cfg,
+        model=replace(cfg.model, name_or_path=cell.model),
+        seed=cell.seed,
+        data=replace(cfg.data, split_seed=cfg.split_seed),
+        intermediate=intermediate,
+        target=target,
+        grid=None,
+    )
+    return replace(
+        derived,
+        evaluation=replace(cfg.evaluation, task=None, languages=(), tasks=tuple(cell_evaluation(cfg, cell))),
+    )
+
+
+def cell_evaluation(cfg: ExperimentConfig, cell: Cell) -> list[EvalTaskConfig]:
+    """The evaluation tasks a cell's model can be scored on: those whose head fits its target (or, for
+    a zero-shot cell, one of its intermediate tasks), and retrieval tasks; by default the target task."""
+    catalog = cfg.catalog()
+    trained = [cell.target] if cell.target else list(cell.intermediate)
+    signatures = {task_type(catalog.spec(t)).head_signature() for t in trained if t in catalog}
+    entries = (
+        cfg.evaluation_tasks()
+        if (cfg.evaluation.tasks or cfg.evaluation.task)
+        else [EvalTaskConfig(task=t, languages=_languages_for(cfg, t)) for t in trained]
+    )
+    out = []
+    for entry in entries:
+        if entry.task not in catalog:
+            continue
+        task = task_type(catalog.spec(entry.task))
+        if not task.trainable or task.head_signature() in signatures:
+            out.append(
+                replace(
+                    entry,
+                    split=entry.split or cfg.evaluation.split,
+                    languages=entry.languages or _languages_for(cfg, entry.task),
+                )
+            )
+    return out
+
+
+def _languages_for(cfg: ExperimentConfig, task: str) -> tuple[str, ...]:
+    spec = cfg.catalog().spec(task)
+    wanted = cfg.evaluation.languages
+    if wanted and all(lang in spec.languages for lang in wanted):
+        return wanted
+    return spec.evaluated_languages
+
+
+def jobs(cfg: ExperimentConfig) -> list[Job]:
+    """Every stage job of the study in dependency order; shared intermediate stages appear once."""
+    out: dict[str, Job] = {}
+    study = cells(cfg)
+    if any("base" in p.after for p in cfg.probes):
+        for model in dict.fromkeys(c.model for c in study):
+            first = next(c for c in study if c.model == model)
+            job_id = f"probe|{model}"
+            out[job_id] = Job(job_id, "probe", replace(first, intermediate=(), target=None), ())
+    for cell in study:
+        upstream: tuple[str, ...] = ()
+        if cell.intermediate:
+            inter_id = f"intermediate|{cell.model}|{cell.intermediate_label}|{cell.seed}"
+            out.setdefault(inter_id, Job(inter_id, "intermediate", replace(cell, target=None), ()))
+            upstream = (inter_id,)
+        if cell.target is not None:
+            ft_id = f"finetune|{cell.model}|{cell.intermediate_label}|{cell.target}|{cell.seed}"
+            out[ft_id] = Job(ft_id, "finetune", cell, upstream)
+            upstream = (ft_id,)
+        ev_id = f"evaluate|{cell.model}|{cell.intermediate_label}|{cell.target or ''}|{cell.seed}"
+        out[ev_id] = Job(ev_id, "evaluate", cell, upstream)
+    return list(out.values())
+
+
+# --- content keys ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """sha256 of intertask's own source files and task declarations: a changed line changes every key."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def model_identity(name_or_path: str) -> str:
+    """What a base model is: the offline model's source digest, a local folder's config and weight
+    sizes, or the hub id."""
+    if name_or_path in models.OFFLINE_MODELS:
+        return f"{name_or_path}:{models.OFFLINE_MODELS.get(name_or_path).digest()}"
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        files = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
+        config = (path / "config.json").read_text() if (path / "config.json").is_file() else ""
+        return hashlib.sha256(json.dumps([config, files]).encode()).hexdigest()
+    return name_or_path
+
+
+def job_key(job: Job, config: ExperimentConfig, fingerprints: list[str], upstream: list[str]) -> str:
+    """The content key of a job: what shapes its output, nothing else (not names or tracking)."""
+    stage = {"intermediate": config.intermediate, "finetune": config.target}.get(job.kind)
+    parts = {
+        "kind": job.kind,
+        "model": model_identity(config.model.name_or_path),
+        "model_config": to_dict(config.model),
+        "seed": config.seed if job.kind != "probe" else None,
+        "stage": to_dict(replace(stage, init=None)) if stage else None,
+        "evaluation": to_dict(config.evaluation) if job.kind == "evaluate" else None,
+        "probes": to_dict(config.probes),
+        "fractions": to_dict(config.data.split_fractions),
+        "split_seed": config.split_seed,
+        "data": sorted(fingerprints),
+        "upstream": upstream,
+        "code": code_version(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

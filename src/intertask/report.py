@@ -1,0 +1,548 @@
+"""The transfer report: tidy scores of every cell, gains over the baseline with bootstrap intervals,
+flags, aggregates per model group and intermediate-task family, the XTREME aggregate, domain
+divergence against the gains, robustness under domain shift, a heatmap and a self-contained HTML page.
+
+Gain of a cell = score(intermediate -> target) - score(target only), same model, seed, evaluation task,
+language and metric. Over seeds: mean, standard deviation and a percentile bootstrap interval of the
+mean (resampling seeds); `positive` / `negative` when the interval excludes 0, else `inconclusive`
+(always with a single seed: one run says nothing about variance).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from intertask import divergence, metrics, plots, tracking
+from intertask.config import NONE, ExperimentConfig
+
+KEYS = ["model", "intermediate", "target", "task", "split", "language", "metric"]
+
+
+@dataclass
+class Report:
+    scores: (
+        pd.DataFrame
+    )  # model, model_group, intermediate, family, target, seed, task, split, language, metric, value
+    gains: pd.DataFrame  # KEYS + n_seeds, transfer, baseline, gain, gain_std, ci_low, ci_high, flag
+    groups: pd.DataFrame  # mean gain per model group x intermediate family (summary rows)
+    xtreme: pd.DataFrame  # XTREME task / group / overall scores per model, intermediate, target, seed
+    divergence: pd.DataFrame  # intermediate x target: overlap, JS, embedding distances, mean gain
+    correlations: pd.DataFrame  # Spearman of each divergence measure with the gain
+    robustness: pd.DataFrame  # in-domain vs out-of-domain scores of the same model
+    probes: pd.DataFrame  # retrieval probes: point, arm, task, language, metric, value
+    figures: dict = field(default_factory=dict)  # name -> matplotlib figure
+    html: str = ""
+
+
+# --- building ----------------------------------------------------------------------------------------
+
+
+def family_of(cfg: ExperimentConfig, intermediate: str) -> str:
+    if intermediate == NONE:
+        return NONE
+    catalog = cfg.catalog()
+    families = [catalog.spec(t).task_family if t in catalog else t for t in intermediate.split("+")]
+    return families[0] if len(families) == 1 else "mix(" + "+".join(families) + ")"
+
+
+def group_of(cfg: ExperimentConfig, model: str) -> str:
+    groups = cfg.grid.model_groups if cfg.grid else {}
+    return next((g for g, members in groups.items() if model in members), model)
+
+
+def scores_table(cfg: ExperimentConfig, evaluations: list[tuple[dict, pd.DataFrame]]) -> pd.DataFrame:
+    """One row per (cell, seed, evaluation task, split, language, metric)."""
+    frames = []
+    for tags, table in evaluations:
+        cell = {
+            "model": tags.get("intertask.cell.model", ""),
+            "intermediate": tags.get("intertask.cell.intermediate", NONE),
+            "target": tags.get("intertask.cell.target", ""),
+            "seed": int(tags.get("intertask.cell.seed", 0) or 0),
+        }
+        frames.append(table.assign(**cell))
+    if not frames:
+        return pd.DataFrame(
+            columns=[
+                "model",
+                "model_group",
+                "intermediate",
+                "family",
+                "target",
+                "seed",
+                "task",
+                "split",
+                "language",
+                "metric",
+                "value",
+            ]
+        )
+    scores = pd.concat(frames, ignore_index=True)
+    scores["model_group"] = scores.model.map(lambda m: group_of(cfg, m))
+    scores["family"] = scores.intermediate.map(lambda i: family_of(cfg, i))
+    return scores[
+        [
+            "model",
+            "model_group",
+            "intermediate",
+            "family",
+            "target",
+            "seed",
+            "task",
+            "split",
+            "language",
+            "metric",
+            "value",
+        ]
+    ]
+
+
+def bootstrap_interval(
+    values: np.ndarray, resamples: int, confidence: float, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile interval of the mean when `values` (one per seed) are resampled with replacement."""
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def flag(low: float, high: float) -> str:
+    if np.isnan(low):
+        return "inconclusive"
+    return "positive" if low > 0 else "negative" if high < 0 else "inconclusive"
+
+
+def gains_table(scores: pd.DataFrame, resamples: int, confidence: float) -> pd.DataFrame:
+    """Every transfer cell against its baseline, per seed, then summarised over seeds."""
+    columns = [*KEYS, "n_seeds", "transfer", "baseline", "gain", "gain_std", "ci_low", "ci_high", "flag"]
+    base = scores[scores.intermediate == NONE]
+    transfer = scores[scores.intermediate != NONE]
+    if base.empty or transfer.empty:
+        return pd.DataFrame(columns=columns)
+    on = ["model", "target", "task", "split", "language", "metric", "seed"]
+    paired = transfer.merge(base[on + ["value"]].rename(columns={"value": "baseline"}), on=on)
+    paired = paired.rename(columns={"value": "transfer"}).assign(gain=lambda d: d.transfer - d.baseline)
+    rows = []
+    for key, group in paired.groupby(KEYS, sort=False, dropna=False):
+        low, high = bootstrap_interval(group.gain.to_numpy(), resamples, confidence)
+        rows.append(
+            {
+                **dict(zip(KEYS, key, strict=True)),
+                "n_seeds": len(group),
+                "transfer": group.transfer.mean(),
+                "baseline": group.baseline.mean(),
+                "gain": group.gain.mean(),
+                "gain_std": group.gain.std(ddof=1) if len(group) > 1 else float("nan"),
+                "ci_low": low,
+                "ci_high": high,
+                "flag": flag(low, high),
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summary_rows(cfg: ExperimentConfig, table: pd.DataFrame) -> pd.DataFrame:
+    """The headline row of each cell: the task's first metric, averaged over all evaluated languages."""
+    catalog = cfg.catalog()
+    primary = table.task.map(lambda t: catalog.spec(t).metrics[0] if t in catalog else "")
+    return table[(table.metric == primary) & (table.language == metrics.MEAN_ALL)]
+
+
+def groups_table(cfg: ExperimentConfig, scores: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
+    """Mean gain (headline rows) per model group x intermediate family: 'does NLI or QA transfer better?'."""
+    headline = summary_rows(cfg, gains)
+    if headline.empty:
+        return pd.DataFrame(
+            columns=["model_group", "family", "target", "cells", "gain", "positive", "negative"]
+        )
+    labels = scores.drop_duplicates(["model", "intermediate"]).set_index(["model", "intermediate"])
+    headline = headline.assign(
+        model_group=[
+            labels.loc[(m, i), "model_group"]
+            for m, i in zip(headline.model, headline.intermediate, strict=True)
+        ],
+        family=[
+            labels.loc[(m, i), "family"] for m, i in zip(headline.model, headline.intermediate, strict=True)
+        ],
+    )
+    out = headline.groupby(["model_group", "family", "target"], sort=False).agg(
+        cells=("gain", "size"),
+        gain=("gain", "mean"),
+        positive=("flag", lambda f: int((f == "positive").sum())),
+        negative=("flag", lambda f: int((f == "negative").sum())),
+    )
+    return out.reset_index()
+
+
+def xtreme_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """XTREME scores of every (model, intermediate, target, seed) that evaluated XTREME tasks."""
+    rows = []
+    per_language = scores[
+        ~scores.language.str.startswith("mean_") & scores.task.isin(list(metrics.XTREME_LANGUAGES))
+    ]
+    for key, cell in per_language.groupby(["model", "intermediate", "target", "seed"], sort=False):
+        per_task = {}
+        for task, group in cell.groupby("task", sort=False):
+            langs = {lang: dict(zip(g.metric, g.value, strict=True)) for lang, g in group.groupby("language")}
+            per_task[task] = metrics.xtreme_task_score(task, langs)["avg_metric"]
+            rows.append(
+                {
+                    **dict(zip(["model", "intermediate", "target", "seed"], key, strict=True)),
+                    "score": f"task/{task}",
+                    "value": per_task[task],
+                    "languages": len(langs),
+                    "xtreme_languages_missing": " ".join(
+                        sorted(set(metrics.XTREME_LANGUAGES[task]) - set(langs))
+                    ),
+                }
+            )
+        for name, value in metrics.xtreme_aggregate(per_task).items():
+            rows.append(
+                {
+                    **dict(zip(["model", "intermediate", "target", "seed"], key, strict=True)),
+                    "score": name if name == "overall" else f"group/{name}",
+                    "value": value,
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "intermediate",
+            "target",
+            "seed",
+            "score",
+            "value",
+            "languages",
+            "xtreme_languages_missing",
+        ],
+    )
+
+
+def robustness_table(cfg: ExperimentConfig, scores: pd.DataFrame) -> pd.DataFrame:
+    """For a model evaluated on its own target task and on other tasks with the same head: the drop of
+    each metric (absolute and relative) from in-domain to each out-of-domain set, headline rows."""
+    rows = []
+    means = scores[scores.language == metrics.MEAN_ALL]
+    for key, cell in means.groupby(["model", "intermediate", "target", "seed"], sort=False):
+        own = cell[cell.task == key[2]]
+        for (task, metric), ood in cell[cell.task != key[2]].groupby(["task", "metric"], sort=False):
+            same = own[own.metric == metric]
+            if same.empty:
+                continue
+            inside, outside = float(same.value.iloc[0]), float(ood.value.iloc[0])
+            rows.append(
+                {
+                    **dict(zip(["model", "intermediate", "target", "seed"], key, strict=True)),
+                    "out_of_domain": task,
+                    "metric": metric,
+                    "in_domain_value": inside,
+                    "out_of_domain_value": outside,
+                    "drop": inside - outside,
+                    "relative_drop": (inside - outside) / inside if inside else float("nan"),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "intermediate",
+            "target",
+            "seed",
+            "out_of_domain",
+            "metric",
+            "in_domain_value",
+            "out_of_domain_value",
+            "drop",
+            "relative_drop",
+        ],
+    )
+
+
+def divergence_table(cfg: ExperimentConfig, gains: pd.DataFrame, ws) -> pd.DataFrame:
+    """Every (intermediate task, target task) pair of the study: divergence of their training sets."""
+    from intertask.stages import embed_texts
+
+    columns = [
+        "intermediate",
+        "target",
+        "vocabulary_overlap",
+        "js_divergence",
+        "embedding_cosine_distance",
+        "mmd",
+        "gain",
+    ]
+    headline = summary_rows(cfg, gains)
+    pairs = headline[["intermediate", "target"]].drop_duplicates()
+    if pairs.empty or ws is None:
+        return pd.DataFrame(columns=columns)
+    options = cfg.report
+    language = (cfg.target or cfg.intermediate).language if (cfg.target or cfg.intermediate) else "en"
+    texts = {}
+    for task in set(pairs.target) | {t for i in pairs.intermediate for t in i.split("+")}:
+        data = ws.examples(task, language, "train", None)
+        rng = np.random.default_rng(cfg.split_seed)
+        chosen = rng.permutation(len(data))[: options.divergence_examples]
+        texts[task] = [" ".join(data.examples[i].texts) for i in sorted(chosen)]
+    vectors = {task: embed_texts(ws, values) for task, values in texts.items()}
+    rows = []
+    for inter, target in pairs.itertuples(index=False):
+        parts = inter.split("+")
+        a_texts = [t for p in parts for t in texts[p]]
+        a_vec = np.concatenate([vectors[p] for p in parts])
+        a, b = divergence.word_counts(a_texts), divergence.word_counts(texts[target])
+        gain = headline[(headline.intermediate == inter) & (headline.target == target)].gain.mean()
+        rows.append(
+            {
+                "intermediate": inter,
+                "target": target,
+                "vocabulary_overlap": divergence.vocabulary_overlap(a, b, options.top_k_words),
+                "js_divergence": divergence.js_divergence(a, b),
+                "embedding_cosine_distance": divergence.mean_embedding_distance(a_vec, vectors[target]),
+                "mmd": divergence.mmd_rbf(a_vec, vectors[target]),
+                "gain": gain,
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def correlation_table(table: pd.DataFrame) -> pd.DataFrame:
+    measures = ["vocabulary_overlap", "js_divergence", "embedding_cosine_distance", "mmd"]
+    rows = [
+        {"measure": m, "spearman_with_gain": divergence.spearman(table[m], table.gain), "pairs": len(table)}
+        for m in measures
+        if m in table
+    ]
+    return pd.DataFrame(rows, columns=["measure", "spearman_with_gain", "pairs"])
+
+
+def build(cfg: ExperimentConfig, outcomes: list, ws=None) -> Report:
+    """The report of a study from its job outcomes (evaluation tables, tags read from the runs)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    evaluations = [(client.get_run(o.run_id).data.tags, o.table) for o in outcomes if o.kind == "evaluate"]
+    probe_frames = []
+    for o in outcomes:
+        if o.kind in ("probe", "intermediate", "finetune"):
+            probe_frames.extend(_probe_rows(client, o))
+    return assemble(cfg, evaluations, probe_frames, ws)
+
+
+def _probe_rows(client, outcome) -> list[pd.DataFrame]:
+    run = client.get_run(outcome.run_id)
+    if outcome.kind == "probe":
+        return (
+            [
+                outcome.table.assign(
+                    point="base", arm="base", model=run.data.tags.get("intertask.cell.model", "")
+                )
+            ]
+            if outcome.table is not None
+            else []
+        )
+    names = [a.path for a in client.list_artifacts(outcome.run_id, "probes")]
+    frames = []
+    for name in names:
+        if name.endswith(".csv"):
+            frame = tracking.read_run_table(outcome.run_id, name)
+            tags = run.data.tags
+            arm = "baseline" if tags.get("intertask.cell.intermediate", NONE) == NONE else "transfer"
+            frames.append(
+                frame.assign(
+                    arm=f"{arm}:{tags.get('intertask.cell.target') or tags.get('intertask.cell.intermediate')}",
+                    model=tags.get("intertask.cell.model", ""),
+                )
+            )
+    return frames
+
+
+def assemble(cfg: ExperimentConfig, evaluations, probe_frames, ws=None) -> Report:
+    scores = scores_table(cfg, evaluations)
+    gains = gains_table(scores, cfg.report.bootstrap, cfg.report.confidence)
+    diverge = divergence_table(cfg, gains, ws) if cfg.report.divergence else pd.DataFrame()
+    probes = pd.concat(probe_frames, ignore_index=True) if probe_frames else pd.DataFrame()
+    built = Report(
+        scores,
+        gains,
+        groups_table(cfg, scores, gains),
+        xtreme_table(scores),
+        diverge,
+        correlation_table(diverge) if not diverge.empty else pd.DataFrame(),
+        robustness_table(cfg, scores),
+        probes,
+    )
+    built.figures = _figures(cfg, built)
+    built.html = render_html(cfg, built)
+    return built
+
+
+def _figures(cfg: ExperimentConfig, built: Report) -> dict:
+    figures = {}
+    catalog = cfg.catalog()
+    primary = built.gains.task.map(lambda t: catalog.spec(t).metrics[0] if t in catalog else "")
+    rows = built.gains[built.gains.metric == primary]
+    if not rows.empty:
+        figures["heatmap"] = plots.gain_heatmap(rows)
+    if not built.divergence.empty and len(built.divergence) >= 2:
+        figures["divergence"] = plots.divergence_scatter(built.divergence, built.correlations)
+    if not built.probes.empty and "point" in built.probes:
+        figures["probes"] = plots.probe_changes(built.probes)
+    return figures
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def render_html(cfg: ExperimentConfig, built: Report) -> str:
+    """A single self-contained page: every table, every figure inline."""
+
+    def table(frame: pd.DataFrame, title: str) -> str:
+        if frame is None or frame.empty:
+            return ""
+        return f"<h2>{title}</h2>" + frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
+
+    images = "".join(
+        f'<h2>{name}</h2><img src="data:image/png;base64,{_png(fig)}"/>'
+        for name, fig in built.figures.items()
+    )
+    headline = summary_rows(cfg, built.gains)
+    body = "".join(
+        [
+            f"<h1>Transfer report: {cfg.name}</h1>",
+            "<p>gain = score(intermediate &rarr; target) &minus; score(target only), same model, seed and test set; "
+            f"interval: {cfg.report.confidence:.0%} bootstrap over seeds; flag from the interval.</p>",
+            table(headline, "Headline gains (first metric, mean over languages)"),
+            images,
+            table(built.groups, "Gains by model group and intermediate-task family"),
+            table(built.xtreme, "XTREME aggregate"),
+            table(built.divergence, "Domain divergence (training sets)"),
+            table(built.correlations, "Divergence vs gain (Spearman)"),
+            table(built.robustness, "Robustness under domain shift"),
+            table(built.gains, "Every gain"),
+            table(built.scores, "Every score"),
+        ]
+    )
+    style = (
+        "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:12px} "
+        "td,th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{cfg.name}</title><style>{style}</style>"
+        f"</head><body>{body}</body></html>"
+    )
+
+
+TABLES = ("scores", "gains", "groups", "xtreme", "divergence", "correlations", "robustness", "probes")
+
+
+def write(built: Report, folder) -> None:
+    """The report as files: CSV tables, PNG figures and report.html."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        frame = getattr(built, name)
+        if frame is not None and not frame.empty:
+            frame.to_csv(folder / f"{name}.csv", index=False)
+    for name, figure in built.figures.items():
+        figure.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+    (folder / "report.html").write_text(built.html, encoding="utf-8")
+
+
+def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
+    """The report as artifacts and headline metrics of the active (parent) run."""
+    for name in TABLES:
+        frame = getattr(built, name)
+        if frame is not None and not frame.empty:
+            tracking.log_table(frame, f"report/{name}")
+    for name, figure in built.figures.items():
+        tracking.log_figure(figure, f"report/{name}.png")
+        plots.close(figure)
+    tracking.log_text(built.html, "report/report.html")
+    tracking.log_json(
+        {o.job_id: {"run_id": o.run_id, "key": o.key, "reused": o.reused} for o in outcomes.values()},
+        "report/stages.json",
+    )
+    values = {}
+    for r in built.gains.itertuples():
+        values[
+            f"gain/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
+        ] = r.gain
+    for r in (
+        built.scores.groupby(
+            ["model", "intermediate", "target", "task", "split", "language", "metric"], sort=False
+        )
+        .value.mean()
+        .reset_index()
+        .itertuples()
+    ):
+        values[
+            f"score/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
+        ] = r.value
+    for r in (
+        built.xtreme.groupby(["model", "intermediate", "target", "score"], sort=False)
+        .value.mean()
+        .reset_index()
+        .itertuples()
+    ):
+        values[f"xtreme/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.score}"] = r.value
+    tracking.log_metrics(values)
+
+
+def _part(label: str) -> str:
+    """A label as a metric-key part: MLflow keys allow letters, digits, _ - . / and space; a zero-shot
+    cell (no target) reads "zero-shot"."""
+    from pathlib import Path
+
+    short = Path(label).name if "/" in label else label
+    return "".join(c if c.isalnum() or c in "_-." else "." for c in short) or "zero-shot"
+
+
+def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
+    """The report rebuilt from the tracking store: one study (its parent run) or every study of the
+    experiment (newest finished run per stage key)."""
+    from mlflow.tracking import MlflowClient
+
+    from intertask.executors import Outcome
+
+    client = MlflowClient()
+    experiment = ws.experiment()
+    if parent_run_id:
+        arms = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+        runs = [
+            r
+            for arm in arms
+            for r in client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{arm.info.run_id}'")
+        ]
+        runs += [a for a in arms if a.data.tags.get("intertask.stage") == "probe"]
+        runs = [r for r in runs if r.info.status == "FINISHED"]
+    else:
+        runs = client.search_runs([experiment], "attributes.status = 'FINISHED'")
+    newest: dict[str, object] = {}
+    for found in sorted(runs, key=lambda r: r.info.start_time):
+        stage = found.data.tags.get("intertask.stage")
+        if stage in ("evaluate", "probe", "intermediate", "finetune"):
+            newest[found.data.tags.get("intertask.stage_key") or found.info.run_id] = found
+    outcomes = {}
+    for key, found in newest.items():
+        stage = found.data.tags["intertask.stage"]
+        table = None
+        if stage == "evaluate":
+            table = tracking.read_run_table(found.info.run_id, "evaluation/languages.csv")
+        elif stage == "probe":
+            table = tracking.read_run_table(found.info.run_id, "probes/base.csv")
+        outcomes[key] = Outcome(key, stage, found.info.run_id, key, table=table, reused=True)
+    return build(ws.cfg, list(outcomes.values()), ws=ws), outcomes
