@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `datasets` (hub-source tests use its packaged json builder) caches under a throwaway folder
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="intertask-hf-datasets-")
 
 
 @pytest.fixture(scope="session", autouse=True)

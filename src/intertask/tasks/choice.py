@@ -22,9 +22,16 @@ class MultipleChoiceTask(TaskType):
         return (self.head,)
 
     def example(self, uid: int, record: Record) -> Example:
+        """The context (one field, or two joined: CosmosQA's context + question), the choices (a list
+        field, or one field each), and the label (an index, or a name among `labels`: 'A'..'E')."""
         spec = self.spec
-        self.require_fields(record, (spec.text_fields[0], spec.choices_field, spec.label_field))
-        choices = record.fields[spec.choices_field]
+        choice_names = (spec.choices_field,) if spec.choices_field else spec.choice_fields
+        self.require_fields(record, (*spec.text_fields, *choice_names, spec.label_field))
+        choices = (
+            record.fields[spec.choices_field]
+            if spec.choices_field
+            else [record.fields[f] for f in spec.choice_fields]
+        )
         if not isinstance(choices, list) or len(choices) < 2:
             raise DataError.at(
                 record.file,
@@ -34,11 +41,23 @@ class MultipleChoiceTask(TaskType):
                 "a list of at least two strings",
             )
         raw = str(record.fields[spec.label_field]).strip()
-        if not raw.isdigit() or int(raw) >= len(choices):
+        label = (
+            spec.labels.index(raw)
+            if spec.labels and raw in spec.labels
+            else int(raw)
+            if raw.isdigit()
+            else -1
+        )
+        if not 0 <= label < len(choices):
             raise DataError.at(
-                record.file, record.where, "label is not the index of a choice", raw, f"0..{len(choices) - 1}"
+                record.file,
+                record.where,
+                "label is not the index of a choice",
+                raw,
+                f"0..{len(choices) - 1}" + (f" or one of {list(spec.labels)}" if spec.labels else ""),
             )
-        return Example(uid, (str(record.fields[spec.text_fields[0]]), *map(str, choices)), int(raw))
+        context = " ".join(str(record.fields[f]) for f in spec.text_fields)
+        return Example(uid, (context, *map(str, choices)), label)
 
     def examples(self, records: list[Record]) -> list[Example]:
         out = super().examples(records)

@@ -81,14 +81,42 @@ def _hub_records(spec: TaskSpec, source: str, language: str) -> tuple[list[Recor
     records = []
     for i, row in enumerate(rows):
         fields = {}
-        for key, value in row.items():
-            if key == label_col and hub.label_names and isinstance(value, int):
-                value = hub.label_names[value]
+        for key, value in _flat(row).items():
+            if key == label_col and hub.label_names:
+                value = _label_name(hub.label_names, value, where, f"row {i + 1}", key)
             fields[hub.columns.get(key, key)] = (
                 [str(v) for v in value] if isinstance(value, list) else str(value)
             )
         records.append(Record(fields, where, f"row {i + 1}"))
     return records, f"{where}@{getattr(rows, '_fingerprint', '')}"
+
+
+def _label_name(names: tuple[str, ...], value, where: str, row: str, column: str):
+    """A hub ClassLabel integer (or list of them, for tags) -> its name; -1 marks an unlabeled split."""
+    if isinstance(value, list):
+        return [_label_name(names, v, where, row, column) for v in value]
+    if not isinstance(value, int):
+        return value
+    if not 0 <= value < len(names):
+        raise DataError.at(
+            where,
+            row,
+            f"label column {column!r} holds {value}"
+            + (" (the hub's marker for an unlabeled split)" if value < 0 else ""),
+            expected=f"a class index 0..{len(names) - 1} of {list(names)}",
+        )
+    return names[value]
+
+
+def _flat(row: dict) -> dict:
+    """Nested hub features become dotted fields: SQuAD's answers -> answers.text, answers.answer_start."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in _flat(value).items()})
+        else:
+            out[key] = value
+    return out
 
 
 def read_source(spec: TaskSpec, source: str, language: str, root: Path, origin: str = "local"):

@@ -93,6 +93,7 @@ class TaskSpec:
     label_separator: str | None = None  # multilabel: separator between labels in the field
     labels_are_indices: bool = False  # raw labels are 0-based positions in `labels`
     choices_field: str | None = None  # multiple choice: the field with the list of choices
+    choice_fields: tuple[str, ...] = ()  # multiple choice: or one field per choice (answer0, answer1, ...)
     normalization: Literal["squad", "mlqa"] = "squad"  # QA answer normalization (MLQA: per language)
     doc_stride: int = 128  # QA: tokens of overlap between windows over a long context
     max_answer_length: int = 30  # QA: longest answer span considered, in tokens
@@ -187,7 +188,7 @@ class TaskSpec:
             "classification": (1, 2),
             "multilabel_classification": (1, 1),
             "tagging": (1, 1),
-            "multiple_choice": (1, 1),
+            "multiple_choice": (1, 2),
         }.get(kind)
         if wanted:
             low, high = wanted
@@ -206,9 +207,9 @@ class TaskSpec:
             'e.g. ","',
         )
         c.require(
-            kind != "multiple_choice" or bool(self.choices_field),
+            kind != "multiple_choice" or bool(self.choices_field) or len(self.choice_fields) >= 2,
             "choices_field",
-            "multiple choice needs the field holding the choices",
+            "multiple choice needs the field holding the choices (or two or more choice_fields)",
             self.choices_field,
             "e.g. endings",
         )
