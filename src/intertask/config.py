@@ -268,6 +268,7 @@ class SplitFractions:
 class DataConfig:
     root: str | None = None  # data root (default: $INTERTASK_DATA, else ../shared/data)
     source: Literal["local", "hub"] = "local"  # task files under root, or datasets.load_dataset (internet)
+    hub_tasks: tuple[str, ...] = ()  # these tasks come from the hub even when source is local
     split_fractions: SplitFractions = field(default_factory=SplitFractions)  # for tasks shipping one set
     split_seed: int | None = None  # seed of derived splits and subsets (default: the experiment seed)
     task_files: tuple[str, ...] = ()  # your own task declarations (YAML), relative to the config file
@@ -427,6 +428,10 @@ class ExperimentConfig:
         chosen = stage.selection_task or stage.task_names[0]
         return stage.selection_metric if stage.selection_metric and task == chosen else spec.metrics[0]
 
+    def origin(self, task: str) -> str:
+        """Where a task's data comes from: "hub" or "local"."""
+        return "hub" if self.data.source == "hub" or task in self.data.hub_tasks else "local"
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
@@ -584,6 +589,59 @@ def check_experiment(cfg: ExperimentConfig, file: str, problems: Problems) -> No
     for i, probe in enumerate(cfg.probes):
         checker.probe(i, probe)
     checker.model()
+    for i, name in enumerate(cfg.data.hub_tasks):
+        checker.task(name, f"data.hub_tasks[{i}]")
+    if cfg.grid is not None:
+        _check_grid(cfg, catalog, file, problems)
+
+
+def _check_grid(cfg: ExperimentConfig, catalog: TaskCatalog, file: str, problems: Problems) -> None:
+    """Every name in the grid lists, then every distinct cell's own config (as if it were a config)."""
+    from intertask import grid  # grid builds on this module
+
+    before = len(problems.items)
+    checker = _Checker(cfg, catalog, file, problems)
+    names = [
+        (f"grid.intermediate[{i}]", t)
+        for i, c in enumerate(cfg.grid.intermediate)
+        if c != NONE
+        for t in ((c,) if isinstance(c, str) else c)
+    ]
+    names += [(f"grid.target[{i}]", t) for i, t in enumerate(cfg.grid.target)]
+    for where, name in names:
+        spec = checker.task(name, where)
+        if spec is not None and spec.type == "retrieval":
+            checker.add(
+                where, "retrieval tasks are not trained", name, "a classification, tagging, QA or choice task"
+            )
+    for i, model in enumerate(cfg.grid.models):
+        _Checker(replace(cfg, model=replace(cfg.model, name_or_path=model)), catalog, file, problems).model()
+        if len(problems.items) > before and problems.items[-1].where == "model.name_or_path":
+            problems.items[-1] = dataclasses.replace(problems.items[-1], where=f"grid.models[{i}]")
+    if len(problems.items) > before:
+        return
+    seen = set()
+    for cell in grid.cells(cfg):
+        if (cell.model, cell.intermediate, cell.target) in seen:
+            continue
+        seen.add((cell.model, cell.intermediate, cell.target))
+        derived = grid.cell_config(cfg, cell)
+        label = f"grid[{cell.intermediate_label} -> {cell.target or 'zero-shot'}]"
+        cell_problems = Problems()
+        cell_checker = _Checker(derived, catalog, file, cell_problems)
+        for stage_name in STAGES:
+            if getattr(derived, stage_name) is not None:
+                cell_checker.stage(stage_name, getattr(derived, stage_name))
+        cell_checker.evaluation()
+        if not derived.evaluation.tasks:
+            cell_problems.add(
+                file,
+                "evaluation",
+                "no evaluation task fits this cell's model",
+                cell.target,
+                "an evaluation task with the same head type and labels as the target",
+            )
+        problems.items.extend(dataclasses.replace(p, where=f"{label}.{p.where}") for p in cell_problems.items)
 
 
 @dataclass
@@ -612,9 +670,11 @@ class _Checker:
 
     def split(self, spec, language: str, split: str, where: str) -> None:
         try:
-            plan_split(spec, split, language, self.cfg.data.split_fractions.as_dict(), self.cfg.data.source)
+            plan_split(
+                spec, split, language, self.cfg.data.split_fractions.as_dict(), self.cfg.origin(spec.name)
+            )
         except DataError:
-            shipped = list(spec.splits_for(language, self.cfg.data.source))
+            shipped = list(spec.splits_for(language, self.cfg.origin(spec.name)))
             self.add(
                 where,
                 f"task {spec.name!r} has no {split} split for language {language!r}",
@@ -623,9 +683,14 @@ class _Checker:
             )
 
     def files(self, spec, language: str, where: str) -> None:
-        if self.cfg.data.source != "local":
+        if self.cfg.origin(spec.name) == "hub":
             if spec.hub is None:
-                self.add("data.source", f"task {spec.name!r} has no hub source", "hub", "local")
+                self.add(
+                    "data.source" if self.cfg.data.source == "hub" else "data.hub_tasks",
+                    f"task {spec.name!r} has no hub source",
+                    "hub",
+                    "local",
+                )
             return
         root = self.cfg.data_root()
         for split in spec.splits_for(language):

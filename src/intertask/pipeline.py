@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from intertask import grid, modeling, tracking
 from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
@@ -223,10 +223,10 @@ def _open_arm(ws: Workspace, study: Plan, job: Job, parent: str, names: tuple[bo
         f"{TAG}arm": "baseline" if not job.cell.intermediate else "transfer",
         **job.cell.tags(),
     }
-    key = hashlib.sha256(f"{parent}|{job.arm}".encode()).hexdigest()
+    key = _arm_key(parent, job.arm)
     arm = tracking.open_run(name, experiment_id=ws.experiment(), parent_run_id=parent, key=key, tags=tags)
-    with tracking.logging_to(arm):
-        tracking.log_config(study.configs[job.id], ws.config_file)
+    with tracking.logging_to(arm):  # the arm's own coordinates: the same whichever of its jobs opens it
+        tracking.log_config(grid.cell_config(ws.cfg, replace(job.cell, target=None)), ws.config_file)
         tracking.log_provenance()
     return arm
 
@@ -268,7 +268,17 @@ def _run_jobs(ws: Workspace, study: Plan, parent: str, force: tuple[str, ...]) -
     finally:
         for arm in arms.values():
             tracking.close_run(arm, "FAILED" if failed else "FINISHED")
+    for arm in {job.arm for job in study.jobs if job.kind != "probe"} - set(arms):
+        for earlier in tracking.find_runs(experiment, f"{TAG}run_key", _arm_key(parent, arm)):
+            if (
+                earlier.info.status != "FINISHED"
+            ):  # an arm whose every stage was reused: left open by a killed run
+                tracking.close_run(earlier.info.run_id, "FINISHED")
     return outcomes
+
+
+def _arm_key(parent: str, arm: tuple) -> str:
+    return hashlib.sha256(f"{parent}|{arm}".encode()).hexdigest()
 
 
 def _require_portable(cfg: ExperimentConfig) -> None:

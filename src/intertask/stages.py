@@ -70,7 +70,7 @@ class Workspace:
                 fractions=cfg.data.split_fractions.as_dict(),
                 seed=cfg.split_seed,
                 max_examples=max_examples,
-                origin=cfg.data.source,
+                origin=cfg.origin(task),
             )
         return self._data[key]
 

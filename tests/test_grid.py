@@ -1,0 +1,222 @@
+"""A 2 x 2 x 2 grid (intermediate xnli / none, targets pawsx / rte, seeds 1 / 2) against a real MLflow
+server: killed (SIGKILL) after its first stages, restarted, and checked for reuse -- no stage runs
+twice, the rest ran, the report holds every cell with gains and intervals."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from intertask import cli, grid
+from intertask.config import load_experiment
+
+from .conftest import write_yaml
+
+STAGES = ("intermediate", "finetune", "evaluate")
+
+
+def _config(folder, tiny_model, name="grid-e2e", **extra):
+    return write_yaml(
+        folder / f"{name}.yaml",
+        {
+            "name": name,
+            "seed": 3,
+            "model": {"name_or_path": str(tiny_model), "max_length": 64},
+            "training": {"epochs": 1, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
+            "intermediate": {"task": "xnli", "max_examples": {"train": 96, "dev": 32}},
+            "target": {"task": "pawsx", "max_examples": {"train": 96, "dev": 32}},
+            "evaluation": {"languages": ["en", "de"], "max_examples": 48},
+            "grid": {
+                "intermediate": ["xnli", "none"],
+                "target": ["pawsx", "rte"],
+                "seeds": [1, 2],
+                "model_groups": {"tiny": [str(tiny_model)]},
+            },
+            "report": {"bootstrap": 500, "divergence_examples": 40},
+            **extra,
+        },
+    )
+
+
+def _stage_runs(client, name):
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    return [r for r in runs if r.data.tags.get("intertask.stage") in STAGES]
+
+
+def test_grid_expands_into_shared_intermediate_stages(tiny_model, tmp_path, shared_data):
+    cfg = load_experiment(_config(tmp_path, tiny_model))
+    jobs = grid.jobs(cfg)
+    kinds = [j.kind for j in jobs]
+    assert kinds.count("intermediate") == 2 and kinds.count("finetune") == 8 and kinds.count("evaluate") == 8
+    transfer = [j for j in jobs if j.kind == "finetune" and j.cell.intermediate]
+    assert {j.deps[0] for j in transfer} == {
+        f"intermediate|{tiny_model}|xnli|1",
+        f"intermediate|{tiny_model}|xnli|2",
+    }
+    rte = grid.cell_config(cfg, grid.Cell(str(tiny_model), (), "rte", 1))
+    assert rte.target.task == "rte" and rte.intermediate is None
+    assert [(e.task, e.languages) for e in rte.evaluation.tasks] == [
+        ("rte", ("en",))
+    ]  # [en, de] does not fit rte
+    assert rte.split_seed == 3  # splits follow the experiment seed, not the cell's
+
+
+def test_killed_grid_restarts_and_reuses_what_finished(tiny_model, tmp_path, mlflow_server, monkeypatch):
+    config = _config(tmp_path, tiny_model)
+    client = MlflowClient(mlflow_server)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "intertask", "main", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        finished = [
+            r
+            for r in _stage_runs(client, "grid-e2e")
+            if r.info.status == "FINISHED" and r.data.tags["intertask.stage"] == "finetune"
+        ]
+        if len(finished) >= 3 or proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    assert proc.poll() is None, "the pipeline ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {r.info.run_id: r.info.status for r in _stage_runs(client, "grid-e2e")}
+    finished_before = {run_id for run_id, status in before.items() if status == "FINISHED"}
+    running_before = {run_id for run_id, status in before.items() if status == "RUNNING"}
+    assert 3 <= len(finished_before) < 18
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    assert cli.main(["main", str(config)]) == 0
+    after = _stage_runs(client, "grid-e2e")
+    finished = [r for r in after if r.info.status == "FINISHED"]
+    assert len(finished) == 18  # 2 intermediate + 8 finetune + 8 evaluate, each exactly once
+    assert len({r.data.tags["intertask.stage_key"] for r in finished}) == 18
+    assert finished_before <= {r.info.run_id for r in finished}  # what had finished was reused, not redone
+    assert all(client.get_run(run_id).info.status == "KILLED" for run_id in running_before)
+
+    experiment = client.get_experiment_by_name("grid-e2e").experiment_id
+    everything = client.search_runs([experiment], max_results=500)
+    (parent,) = [
+        r for r in everything if r.data.tags.get("intertask.stage") == "main"
+    ]  # continued, not redone
+    arms = [r for r in everything if r.data.tags.get("intertask.stage") == "arm"]
+    assert (
+        parent.info.status == "FINISHED" and len(arms) == 4 and all(a.info.status == "FINISHED" for a in arms)
+    )
+    assert all(r.data.tags["mlflow.parentRunId"] in {a.info.run_id for a in arms} for r in finished)
+    _check_report(client, parent)
+
+    count = len(everything)
+    assert cli.main(["main", str(config)]) == 0  # nothing left to do: every stage is reused
+    assert len(client.search_runs([experiment], max_results=500)) == count
+
+
+def _check_report(client, parent):
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {
+        "report/report.html",
+        "report/heatmap.png",
+        "report/gains.csv",
+        "report/scores.csv",
+        "report/groups.csv",
+        "report/divergence.csv",
+    } <= artifacts
+    text = client.download_artifacts(parent.info.run_id, "report/gains.csv")
+    gains = pd.read_csv(text)
+    assert set(gains.target) == {"pawsx", "rte"} and set(gains.intermediate) == {"xnli"}
+    accuracy = gains[gains.metric == "accuracy"]
+    assert set(accuracy[accuracy.target == "pawsx"].language) == {"en", "de", "mean_all", "mean_non_en"}
+    assert set(accuracy[accuracy.target == "rte"].language) == {"en", "mean_all"}
+    assert (accuracy.n_seeds == 2).all() and accuracy.ci_low.notna().all() and accuracy.ci_high.notna().all()
+    assert (accuracy.ci_low <= accuracy.gain + 1e-12).all() and (
+        accuracy.gain <= accuracy.ci_high + 1e-12
+    ).all()
+    assert set(accuracy.flag) <= {"positive", "negative", "inconclusive"}
+    row = accuracy[(accuracy.target == "pawsx") & (accuracy.language == "en")].iloc[0]
+    assert row.gain == pytest.approx(row.transfer - row.baseline)
+    groups = pd.read_csv(client.download_artifacts(parent.info.run_id, "report/groups.csv"))
+    assert set(groups.model_group) == {"tiny"} and set(groups.family) == {"nli"}
+    with open(client.download_artifacts(parent.info.run_id, "report/report.html"), encoding="utf-8") as page:
+        html = page.read()
+    assert "data:image/png;base64," in html and "Headline gains" in html
+    metric = "gain/tiny-bert0/xnli/pawsx/pawsx/test/en/accuracy"
+    assert parent.data.metrics[metric] == pytest.approx(row.gain)
+
+
+def test_report_entry_point_rebuilds_the_report(tiny_model, tmp_path, mlflow_server, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(tmp_path)
+    config = _config(
+        tmp_path,
+        tiny_model,
+        name="grid-report",
+        grid={"intermediate": ["xnli", "none"], "target": ["pawsx"], "seeds": [1]},
+    )
+    assert cli.main(["main", str(config), "report.divergence=false"]) == 0
+    capsys.readouterr()
+    assert cli.main(["report", str(config), "report.divergence=false"]) == 0
+    out = capsys.readouterr().out
+    assert "headline gains" in out and "inconclusive" in out  # one seed: no interval
+    assert (tmp_path / "reports" / "grid-report" / "report.html").is_file()
+    assert (tmp_path / "reports" / "grid-report" / "gains.csv").is_file()
+
+
+def test_ray_executor_runs_independent_stages_side_by_side(tiny_model, tmp_path, mlflow_server, monkeypatch):
+    """A local Ray instance with 2 CPUs: the intermediate stage and the baseline's finetune do not wait
+    for each other; every stage runs in a Ray worker process and logs to the same server."""
+    ray = pytest.importorskip("ray")
+    config = _config(
+        tmp_path,
+        tiny_model,
+        name="grid-ray",
+        grid={"intermediate": ["xnli", "none"], "target": ["pawsx"], "seeds": [1]},
+        executor={"kind": "ray", "cpus": 2, "cpus_per_stage": 1},
+        report={"divergence": False},
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    try:
+        assert cli.main(["main", str(config)]) == 0
+    finally:
+        ray.shutdown()
+    client = MlflowClient(mlflow_server)
+    runs = _stage_runs(client, "grid-ray")
+    assert sorted(r.data.tags["intertask.stage"] for r in runs) == [
+        "evaluate",
+        "evaluate",
+        "finetune",
+        "finetune",
+        "intermediate",
+    ]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["intertask.pid"] != str(os.getpid()) for r in runs)  # ran in Ray workers
+    intermediate = next(r for r in runs if r.data.tags["intertask.stage"] == "intermediate")
+    baseline = next(
+        r
+        for r in runs
+        if r.data.tags["intertask.stage"] == "finetune"
+        and r.data.tags["intertask.cell.intermediate"] == "none"
+    )
+    overlap = min(intermediate.info.end_time, baseline.info.end_time) - max(
+        intermediate.info.start_time, baseline.info.start_time
+    )
+    assert overlap > 0, "independent stages ran one after the other"
+    transfer = next(
+        r
+        for r in runs
+        if r.data.tags["intertask.stage"] == "finetune"
+        and r.data.tags["intertask.cell.intermediate"] == "xnli"
+    )
+    assert transfer.data.tags["intertask.init_run_id"] == intermediate.info.run_id  # handed on via MLflow
