@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from intertask import cli, grid
 from intertask.config import load_experiment
 
-from .conftest import write_yaml
+from .conftest import REPO, write_yaml
 
 STAGES = ("intermediate", "finetune", "evaluate")
 
@@ -220,3 +220,73 @@ def test_ray_executor_runs_independent_stages_side_by_side(tiny_model, tmp_path,
         and r.data.tags["intertask.cell.intermediate"] == "xnli"
     )
     assert transfer.data.tags["intertask.init_run_id"] == intermediate.info.run_id  # handed on via MLflow
+
+
+def test_reproduction_configs_expand_into_the_papers_grids(shared_data):
+    """pipelines/phang2020_xtreme.yaml and mohapatra2022_domain.yaml: the studies' shapes, hub sources
+    for the tasks that have no local copy, and each target trained in a language it ships."""
+    phang = load_experiment(REPO / "pipelines" / "phang2020_xtreme.yaml")
+    jobs = grid.jobs(phang)
+    kinds = [j.kind for j in jobs]
+    # 8 intermediate choices (7 tasks + the mix) x 3 seeds; 9 choices (with none) x 5 targets x 3 seeds
+    assert kinds.count("intermediate") == 24 and kinds.count("finetune") == 135 and kinds.count("probe") == 1
+    assert all(phang.origin(t) == "hub" for t in ("mnli", "anli", "qqp", "squad", "hellaswag", "xquad"))
+    assert phang.origin("udpos") == phang.origin("tydiqa") == "local"
+    squad = grid.cell_config(phang, grid.Cell("xlm-roberta-large", ("squad",), "squad", 1))
+    assert [e.task for e in squad.evaluation.tasks] == ["xquad", "mlqa", "tydiqa", "tatoeba"]
+    assert squad.intermediate.training.learning_rate == pytest.approx(1e-5)
+
+    mohapatra = load_experiment(REPO / "pipelines" / "mohapatra2022_domain.yaml")
+    kinds = [j.kind for j in grid.jobs(mohapatra)]
+    assert kinds.count("intermediate") == 9 and kinds.count("finetune") == 90  # 3 models x 2 x 5 x 3
+    assert mohapatra.intermediate.training.epochs == 100 and mohapatra.target.training.epochs == 10
+    for target, language in (("allocine", "fr"), ("muchocine", "es"), ("pawsx", "en")):
+        cell = grid.cell_config(mohapatra, grid.Cell("roberta-base", ("imdb",), target, 1))
+        assert cell.target.language == language and cell.intermediate.language == "en"
+        assert [(e.task, e.languages) for e in cell.evaluation.tasks] == [(target, (language,))]
+    fractions = mohapatra.data.split_fractions
+    assert fractions.train + fractions.dev == pytest.approx(0.7) and fractions.test == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("name", ["offline_phang2020", "offline_mohapatra2022"])
+def test_offline_reproductions_run_here(name, shared_data):
+    """The offline variants read only ../shared/data and the offline model, with two seeds for the
+    report's intervals and a baseline arm."""
+    cfg = load_experiment(REPO / "pipelines" / f"{name}.yaml")
+    cells = grid.cells(cfg)
+    assert {c.model for c in cells} == {"e5-small"} and {c.seed for c in cells} == {1, 2}
+    assert () in {c.intermediate for c in cells}  # the baseline arm
+    tasks = {t for c in cells for t in (*c.intermediate, c.target)}
+    assert all(cfg.origin(t) == "local" and cfg.catalog().spec(t).files for t in tasks)
+
+
+def test_offline_mohapatra_grid_runs_end_to_end_at_toy_size(tiny_model, tmp_path, monkeypatch, shared_data):
+    """The offline reproduction itself, shrunk by overrides only (tiny model, one seed, a few dozen
+    examples): every cell trains and is scored, and the report compares the arms."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    overrides = [
+        f"model.name_or_path={tiny_model}",
+        "model.max_length=48",
+        "model.freeze_word_embeddings=false",
+        "grid.seeds=[1]",
+        "grid.model_groups={}",
+        "intermediate.max_examples.train=48",
+        "intermediate.max_examples.dev=16",
+        "intermediate.training.epochs=1",
+        "target.max_examples.train=48",
+        "target.max_examples.dev=16",
+        "target.training.epochs=1",
+        "evaluation.max_examples=32",
+        "report.bootstrap=200",
+        "report.divergence_examples=20",
+        "training.bf16=false",
+    ]
+    assert cli.main(["main", str(REPO / "pipelines" / "offline_mohapatra2022.yaml"), *overrides]) == 0
+    folder = tmp_path / "reports" / "offline-mohapatra2022"
+    gains = pd.read_csv(folder / "gains.csv")
+    assert set(gains.intermediate) == {"movie_reviews", "sst2"}
+    assert set(gains.target) == {"sms_spam", "goemotions", "pawsx"}
+    divergence = pd.read_csv(folder / "divergence.csv")
+    assert len(divergence) == 6 and divergence.js_divergence.between(0, 1).all()
+    assert (folder / "heatmap.png").stat().st_size > 1000

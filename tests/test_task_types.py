@@ -52,6 +52,25 @@ def test_qa_windows_map_gold_spans_back_to_the_original_characters(shared_data, 
     )
 
 
+def test_qa_windows_move_on_when_long_questions_leave_little_room(e5_like_tokenizer):
+    """max_length 128 with a declared overlap of 128 (XTREME's) and long questions: the overlap shrinks
+    to half the room left beside the question, so windows advance and the encoding is small."""
+    from intertask.tasks.base import Example, ExampleSet
+
+    context = " ".join(f"word{i}" for i in range(400)) + " Paris is the answer."
+    question = " ".join(["which"] * 80) + "?"
+    examples = tuple(Example(i, (question, context), (("Paris", context.index("Paris")),)) for i in range(3))
+    data = ExampleSet("tydiqa", "en", "train", "train", examples, ("x",), "f", 3)
+    task = task_type(CATALOG.spec("tydiqa"))
+    encoded = task.encode(data, e5_like_tokenizer, max_length=128)
+    context_tokens = len(e5_like_tokenizer(context, add_special_tokens=False)["input_ids"])
+    room = 128 - 64 - e5_like_tokenizer.num_special_tokens_to_add(pair=True)  # questions cut to 64
+    per_example = len(encoded) // 3
+    assert per_example <= context_tokens // (room - room // 2) + 2  # each window moves >= half its room
+    assert max(len(ids) for ids in encoded.inputs["input_ids"]) <= 128
+    assert (encoded.targets["start_positions"] > 0).sum() >= 3  # the answer is inside some window
+
+
 def test_qa_decoding_respects_max_answer_length_and_context(e5_like_tokenizer, shared_data):
     spec = CATALOG.spec("tydiqa")
     task = task_type(spec)

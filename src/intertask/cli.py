@@ -150,6 +150,9 @@ def _run_entry(args) -> int:
         _check_entry(args.command, args.config, cfg)
         if args.command == "main":
             result = pipeline.run_main(ws, force=tuple(args.force))
+            from intertask import report
+
+            report.write(result.report, Path("reports") / cfg.name)  # also here, next to the artifacts
             _print_main(cfg, result, tracking.experiment_name(ws.experiment()))
         elif args.command == "intermediate":
             pipeline.preflight(ws, ("intermediate",), evaluation=False)
@@ -242,7 +245,8 @@ def _print_main(cfg, result, experiment: str) -> None:
     reused = sum(o.reused for o in result.outcomes.values())
     print(
         f"\n{len(result.outcomes)} stages ({reused} reused from finished runs); parent run {result.parent_run_id} "
-        f"in experiment {experiment!r}: the report is its artifact report/report.html"
+        f"in experiment {experiment!r}: the report is its artifact report/report.html, "
+        f"and reports/{cfg.name}/report.html here"
     )
 
 

@@ -90,15 +90,21 @@ def cell_config(cfg: ExperimentConfig, cell: Cell) -> ExperimentConfig:
     base_stage = cfg.intermediate or StageConfig(task="placeholder", training=cfg.training)
     intermediate = None
     if cell.intermediate:
+        language = training_language(cfg, base_stage.language, cell.intermediate)
         if len(cell.intermediate) == 1:
-            intermediate = replace(base_stage, task=cell.intermediate[0], tasks=(), selection_task=None)
+            intermediate = replace(
+                base_stage, task=cell.intermediate[0], tasks=(), selection_task=None, language=language
+            )
         else:
             selection = base_stage.selection_task if base_stage.selection_task in cell.intermediate else None
-            intermediate = replace(base_stage, task=None, tasks=cell.intermediate, selection_task=selection)
+            intermediate = replace(
+                base_stage, task=None, tasks=cell.intermediate, selection_task=selection, language=language
+            )
     target = None
     if cell.target is not None:
         base_target = cfg.target or StageConfig(task=cell.target, training=cfg.training)
-        target = replace(base_target, task=cell.target)
+        language = training_language(cfg, base_target.language, (cell.target,))
+        target = replace(base_target, task=cell.target, language=language)
     derived = replace(
         cfg,
         model=replace(cfg.model, name_or_path=cell.model),
@@ -112,6 +118,17 @@ def cell_config(cfg: ExperimentConfig, cell: Cell) -> ExperimentConfig:
         derived,
         evaluation=replace(cfg.evaluation, task=None, languages=(), tasks=tuple(cell_evaluation(cfg, cell))),
     )
+
+
+def training_language(cfg: ExperimentConfig, language: str, tasks: tuple[str, ...]) -> str:
+    """The stage's language, or -- for a grid task that does not ship it (Allociné is French only) --
+    the task's first language, when all of the stage's tasks agree on it."""
+    catalog = cfg.catalog()
+    specs = [catalog.spec(t) for t in tasks if t in catalog]
+    if all(language in s.languages for s in specs):
+        return language
+    firsts = {s.languages[0] for s in specs}
+    return firsts.pop() if len(firsts) == 1 else language  # disagreement: left for the checks to report
 
 
 def cell_evaluation(cfg: ExperimentConfig, cell: Cell) -> list[EvalTaskConfig]:

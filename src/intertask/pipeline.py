@@ -221,7 +221,7 @@ def _open_arm(ws: Workspace, study: Plan, job: Job, parent: str, names: tuple[bo
     tags = {
         f"{TAG}stage": "arm",
         f"{TAG}arm": "baseline" if not job.cell.intermediate else "transfer",
-        **job.cell.tags(),
+        **replace(job.cell, target=None).tags(),  # an arm spans all of its targets
     }
     key = _arm_key(parent, job.arm)
     arm = tracking.open_run(name, experiment_id=ws.experiment(), parent_run_id=parent, key=key, tags=tags)

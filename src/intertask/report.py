@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from intertask import divergence, metrics, plots, tracking
+from intertask import divergence, grid, metrics, plots, tracking
 from intertask.config import NONE, ExperimentConfig
 
 KEYS = ["model", "intermediate", "target", "task", "split", "language", "metric"]
@@ -288,7 +288,7 @@ def divergence_table(cfg: ExperimentConfig, gains: pd.DataFrame, ws) -> pd.DataF
     language = (cfg.target or cfg.intermediate).language if (cfg.target or cfg.intermediate) else "en"
     texts = {}
     for task in set(pairs.target) | {t for i in pairs.intermediate for t in i.split("+")}:
-        data = ws.examples(task, language, "train", None)
+        data = ws.examples(task, grid.training_language(cfg, language, (task,)), "train", None)
         rng = np.random.default_rng(cfg.split_seed)
         chosen = rng.permutation(len(data))[: options.divergence_examples]
         texts[task] = [" ".join(data.examples[i].texts) for i in sorted(chosen)]

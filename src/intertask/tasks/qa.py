@@ -45,10 +45,12 @@ class QATask(TaskType):
         return out
 
     def _questions(self, data: ExampleSet, tokenizer, max_length: int) -> tuple[list[str], int]:
-        """Questions cut to half of max_length, and the stride that fits beside the longest of them.
+        """Questions cut to half of max_length, and the window overlap that fits beside the longest.
 
-        The overlap must stay below the context room of every window: max_length - question - 3
-        special tokens, so with max_length 384 and 20-token questions the declared 128 is kept.
+        The context room of a window is max_length - question - the tokenizer's special tokens. The
+        overlap is the declared doc_stride, but at most half that room, so a window always moves on by
+        at least half its room: with max_length 384 and 40-token questions the declared 128 is kept;
+        with max_length 128 it becomes about 40 (not "room - 1", which would move by one token).
         """
         limit = int(max_length * MAX_QUESTION_SHARE)
         questions = [e.texts[0] for e in data.examples]
@@ -58,7 +60,8 @@ class QATask(TaskType):
             for q, offsets in zip(questions, enc["offset_mapping"], strict=True)
         ]
         longest = max(min(len(o), limit) for o in enc["offset_mapping"])
-        return cut, max(1, min(self.spec.doc_stride, max_length - longest - 4))
+        room = max_length - longest - tokenizer.num_special_tokens_to_add(pair=True)
+        return cut, max(1, min(self.spec.doc_stride, room // 2))
 
     def encode(self, data: ExampleSet, tokenizer, max_length: int) -> EncodedSet:
         if not data.examples:
