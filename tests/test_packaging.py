@@ -31,7 +31,15 @@ def test_mlproject_declares_every_entry_point_and_no_hyperparameters():
     points = project["entry_points"]
     assert set(ENTRY_POINTS) <= set(points)
     for name, point in points.items():
-        assert set(point["parameters"]) <= {"config", "overrides", "init", "model", "parent"}, name
+        assert set(point["parameters"]) <= {
+            "config",
+            "overrides",
+            "init",
+            "model",
+            "parent",
+            "study_name",
+            "storage",
+        }, name
         assert point["command"].startswith(f"python -m intertask {name} {{config}}")
 
 
@@ -46,7 +54,16 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
 
 
 def test_run_outputs_are_ignored_by_git(tmp_path):
-    for path in ("mlflow.db", "mlruns/0/meta.yaml", "mlartifacts/x", ".venv/bin/python", "outputs/a.csv"):
+    for path in (
+        "mlflow.db",
+        "mlruns/0/meta.yaml",
+        "mlartifacts/x",
+        ".venv/bin/python",
+        "outputs/a.csv",
+        "optuna.db",
+        "tuning/s/best_params.yaml",
+        "reports/x/report.html",
+    ):
         result = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", path])
         assert result.returncode == 0, f"{path} is not ignored"
 

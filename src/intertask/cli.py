@@ -17,7 +17,7 @@ from pathlib import Path
 from intertask.errors import InputError, Problems
 from intertask.registry import UnknownName
 
-ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate", "report")
+ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate", "report", "tune")
 FORCE_CHOICES = ("all", "probe", "intermediate", "finetune", "evaluate")
 
 
@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         "finetune": "train the target task from the base model or a registered model (alias 'target')",
         "evaluate": "zero-shot evaluation of a model over all configured tasks and languages in one run",
         "report": "the transfer report of a finished study (a parent run, or the whole experiment)",
+        "tune": "an Optuna study over one stage's training (tuning: section); start it in N processes to share it",
         "validate": "check a config (and its data files) and print it resolved",
     }
     for name, text in help_text.items():
@@ -59,7 +60,14 @@ def _parser() -> argparse.ArgumentParser:
                 choices=FORCE_CHOICES,
                 help="re-run these stages even when a finished run matches (repeatable; 'all')",
             )
-        if name == "finetune":
+        if name == "tune":
+            p.add_argument("--study-name", default="", help="default: tuning.study_name, else <name>-<stage>")
+            p.add_argument(
+                "--storage",
+                default="",
+                help="Optuna RDB URL (default: tuning.storage, else sqlite optuna.db)",
+            )
+        if name in ("finetune", "tune"):
             p.add_argument(
                 "--init", default="", help="start from models:/name@alias, runs:/ID/model or a run id"
             )
@@ -114,6 +122,10 @@ def _check_entry(command: str, config_file: str, cfg) -> None:
             cfg.target.init,
             "unset (use the finetune entry point to start from a model)",
         )
+    if command == "tune" and cfg.tuning is None:
+        problems.add(
+            config_file, "tuning", "the tune entry point needs this section", None, "a `tuning:` section"
+        )
     if command == "evaluate" and not cfg.evaluation.model:
         problems.add(
             config_file,
@@ -158,6 +170,14 @@ def _run_entry(args) -> int:
             pipeline.preflight(ws, ("intermediate",), evaluation=False)
             trained = stages.intermediate(ws)
             print(f"intermediate model: {trained.uri} (run {trained.run_id})")
+        elif args.command == "tune":
+            from intertask import tune
+
+            pipeline.preflight(ws, (cfg.tuning.stage,), evaluation=False)
+            _print_tuning(
+                tune.tune(ws, name=args.study_name or None, storage=args.storage or None),
+                cfg,
+            )
         elif args.command == "finetune":
             pipeline.preflight(ws, ("target",), evaluation=False)
             trained = stages.finetune(ws)
@@ -169,6 +189,28 @@ def _run_entry(args) -> int:
         ws.close()
     print(f"\ntracking store: {tracking.tracking_uri(cfg)}\nbrowse the runs: {tracking.ui_command()}")
     return 0
+
+
+def _print_tuning(result, cfg) -> None:
+    columns = [
+        c for c in result.trials.columns if c in ("number", "state", "value") or c.startswith("params_")
+    ]
+    print(result.trials[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    counts = result.trials.state.value_counts().to_dict()
+    print(
+        f"\nstudy {result.study_name!r} in {result.storage}: {counts}; this process ran {result.ran} trial(s); "
+        f"parent run {result.parent_run_id}"
+    )
+    if result.best_params:
+        print(
+            f"best dev {cfg.tuning.metric or 'selection score'} = {result.best_value:.4f} with {result.best_params}"
+        )
+        print(
+            f"as overrides: {result.best_params_file} (e.g. intertask finetune CONFIG @{result.best_params_file})"
+        )
+    if result.registered:
+        print(f"best model: {result.registered}")
+    print(f"dashboard: optuna-dashboard {result.storage}")
 
 
 def _report_command(ws, args) -> int:

@@ -362,6 +362,190 @@ class ReportConfig:
         c.done()
 
 
+TUNABLE = ("learning_rate", "batch_size", "epochs", "warmup_ratio", "weight_decay", "max_grad_norm")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParamSpace:
+    """One searched hyperparameter of the tuned stage's `training` (see TUNABLE)."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None  # float / int: inclusive bounds
+    high: float | None = None
+    log: bool = False  # float / int: sample on a log scale (low > 0)
+    step: float | None = (
+        None  # float / int: a grid of low, low + step, ... (grid sampler needs it for floats)
+    )
+    choices: tuple[int | float | str | bool, ...] = ()  # categorical
+
+    def __post_init__(self) -> None:
+        c = FieldChecks()
+        if self.type == "categorical":
+            c.require(
+                bool(self.choices), "choices", "a categorical parameter needs choices", [], "[a, b, ...]"
+            )
+        else:
+            c.require(
+                self.low is not None and self.high is not None,
+                "low",
+                f"a {self.type} parameter needs bounds",
+                {"low": self.low, "high": self.high},
+                "low and high",
+            )
+            if self.low is not None and self.high is not None:
+                c.require(
+                    self.low <= self.high, "low", "low is above high", self.low, f"<= high ({self.high})"
+                )
+                c.require(
+                    not self.log or self.low > 0,
+                    "low",
+                    "a log scale needs a positive lower bound",
+                    self.low,
+                    "> 0 with log: true",
+                )
+            c.require(self.step is None or self.step > 0, "step", "must be positive", self.step, "> 0")
+            c.require(
+                not (self.log and self.step is not None),
+                "step",
+                "a log-scale parameter takes no step",
+                self.step,
+                "step: null with log: true",
+            )
+            if self.type == "int":
+                for name in ("low", "high", "step"):
+                    value = getattr(self, name)
+                    c.require(
+                        value is None or float(value).is_integer(),
+                        name,
+                        "an int parameter needs whole numbers",
+                        value,
+                        "an integer",
+                    )
+        c.done()
+
+    def contains(self, value) -> bool:
+        if self.type == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return self.low <= value <= self.high and (self.type == "float" or float(value).is_integer())
+
+    def grid_values(self) -> tuple | None:
+        """The values a grid search walks through (None: a continuous range without a step)."""
+        if self.type == "categorical":
+            return self.choices
+        if self.type == "int":
+            return tuple(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            return None
+        count = int(round((self.high - self.low) / self.step)) + 1
+        return tuple(round(self.low + i * self.step, 12) for i in range(count))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplerConfig:
+    kind: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int | None = None  # default: the experiment seed
+    startup_trials: int = 4  # tpe: random trials before the model takes over
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrunerConfig:
+    kind: Literal["median", "successive_halving", "hyperband", "none"] = "median"
+    startup_trials: int = 2  # median: trials that finish before anything is pruned
+    warmup_epochs: int = 0  # median: epochs of every trial that are never pruned
+    min_epochs: int = 1  # successive halving / hyperband: the smallest budget, in epochs
+    reduction_factor: int = 3  # successive halving / hyperband: keep 1 in this many at each rung
+
+    def __post_init__(self) -> None:
+        c = FieldChecks()
+        for name in ("startup_trials", "warmup_epochs"):
+            c.require(getattr(self, name) >= 0, name, "must not be negative", getattr(self, name), ">= 0")
+        c.require(self.min_epochs >= 1, "min_epochs", "must be positive", self.min_epochs, ">= 1")
+        c.require(self.reduction_factor >= 2, "reduction_factor", "too small", self.reduction_factor, ">= 2")
+        c.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuningConfig:
+    stage: Literal["intermediate", "target"] = "target"  # the stage whose training is tuned
+    metric: str | None = (
+        None  # objective: this dev metric of the stage's task (default: its selection metric)
+    )
+    direction: Literal["maximize", "minimize"] = "maximize"
+    trials: int = 20  # trials of the study in all, over every worker process
+    space: dict[str, ParamSpace] = field(default_factory=dict)  # name (one of TUNABLE) -> range
+    enqueue: tuple[dict[str, int | float | str | bool], ...] = ()  # first trials' values (e.g. the paper's)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    storage: str | None = None  # Optuna RDB URL (default: sqlite optuna.db beside the MLflow store)
+    study_name: str | None = None  # default: <name>-<stage>
+    alias: str = "tuned"  # registry alias of the best trial's model
+    heartbeat_seconds: int = 10  # a trial's liveness signal in the study storage
+    grace_seconds: int = 60  # a RUNNING trial silent this long is failed and retried once
+
+    def __post_init__(self) -> None:
+        c = FieldChecks()
+        c.require(self.trials >= 1, "trials", "must be positive", self.trials, ">= 1")
+        c.require(bool(self.space), "space", "nothing to search", {}, "at least one parameter")
+        for name in self.space:
+            hint = close_matches(name, list(TUNABLE))
+            c.require(
+                name in TUNABLE,
+                f"space.{name}",
+                "unknown parameter name",
+                name,
+                (f"did you mean {hint[0]!r}?; " if hint else "") + "one of: " + ", ".join(TUNABLE),
+            )
+        c.require(
+            len(self.enqueue) <= self.trials,
+            "enqueue",
+            "more than `trials`",
+            len(self.enqueue),
+            f"<= {self.trials}",
+        )
+        for i, values in enumerate(self.enqueue):
+            for name, value in values.items():
+                space = self.space.get(name)
+                c.require(
+                    space is not None,
+                    f"enqueue[{i}].{name}",
+                    "not a searched parameter",
+                    name,
+                    "one of: " + ", ".join(self.space),
+                )
+                if space is not None:
+                    c.require(
+                        space.contains(value),
+                        f"enqueue[{i}].{name}",
+                        "outside the search space",
+                        value,
+                        f"in {list(space.choices)}"
+                        if space.type == "categorical"
+                        else f"{space.low}..{space.high}",
+                    )
+        if self.sampler.kind == "grid":
+            for name, space in self.space.items():
+                c.require(
+                    space.grid_values() is not None,
+                    f"space.{name}",
+                    "the grid sampler needs a finite set of values",
+                    name,
+                    "choices, an int range, or a float range with a step",
+                )
+        c.require(
+            self.heartbeat_seconds >= 1, "heartbeat_seconds", "too small", self.heartbeat_seconds, ">= 1"
+        )
+        c.require(
+            self.grace_seconds > self.heartbeat_seconds,
+            "grace_seconds",
+            "must exceed heartbeat_seconds",
+            self.grace_seconds,
+            f"> {self.heartbeat_seconds}",
+        )
+        c.done()
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     name: str  # experiment name: MLflow experiment and prefix of registered model names
@@ -377,6 +561,7 @@ class ExperimentConfig:
     grid: GridConfig | None = None  # lists of models x intermediate choices x targets x seeds
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # in-process, or Ray
     report: ReportConfig = field(default_factory=ReportConfig)  # the transfer report after `main`
+    tuning: TuningConfig | None = None  # the `tune` entry point: an Optuna study over one stage
 
     def __post_init__(self) -> None:
         c = FieldChecks()
@@ -442,7 +627,17 @@ class ExperimentConfig:
 def parse_overrides(items: list[str]) -> tuple[list[tuple[str, Any]], Problems]:
     """`a.b=value` strings -> (key, YAML-parsed value) pairs; bad items are problems of <overrides>."""
     pairs, problems = [], Problems()
+    items = _expand_override_files(items, problems)
     for item in items:
+        if isinstance(item, tuple):  # from an override file: (key, value) already parsed
+            key, value = item
+            try:
+                field_type(ExperimentConfig, key)
+            except KeyError:
+                problems.add(OVERRIDES, key, "unknown key", key, _key_hint(key))
+                continue
+            pairs.append(item)
+            continue
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
@@ -459,6 +654,20 @@ def parse_overrides(items: list[str]) -> tuple[list[tuple[str, Any]], Problems]:
             continue
         pairs.append((key, value))
     return pairs, problems
+
+
+def _expand_override_files(items: list[str], problems: Problems) -> list:
+    """`@path.yaml`: a file of `dotted.key: value` lines (what `tune` writes as best_params.yaml)."""
+    out: list = []
+    for item in items:
+        if not item.startswith("@"):
+            out.append(item)
+            continue
+        path = Path(item[1:])
+        raw = read_yaml(path, problems, "override file")
+        if raw is not None:
+            out.extend((str(k), v) for k, v in raw.items())
+    return out
 
 
 def _key_hint(key: str) -> str:
@@ -593,6 +802,8 @@ def check_experiment(cfg: ExperimentConfig, file: str, problems: Problems) -> No
         checker.task(name, f"data.hub_tasks[{i}]")
     if cfg.grid is not None:
         _check_grid(cfg, catalog, file, problems)
+    if cfg.tuning is not None:
+        checker.tuning(cfg.tuning)
 
 
 def _check_grid(cfg: ExperimentConfig, catalog: TaskCatalog, file: str, problems: Problems) -> None:
@@ -642,6 +853,23 @@ def _check_grid(cfg: ExperimentConfig, catalog: TaskCatalog, file: str, problems
                 "an evaluation task with the same head type and labels as the target",
             )
         problems.items.extend(dataclasses.replace(p, where=f"{label}.{p.where}") for p in cell_problems.items)
+
+
+def _tuning_values(tuning: TuningConfig):
+    """(where, name, value) of every bound, choice and enqueued value of a search space."""
+    for name, space in tuning.space.items():
+        if space.type == "categorical":
+            for i, choice in enumerate(space.choices):
+                yield f"space.{name}.choices[{i}]", name, choice
+        else:
+            cast = int if space.type == "int" else float
+            for bound in ("low", "high"):
+                if getattr(space, bound) is not None:
+                    yield f"space.{name}.{bound}", name, cast(getattr(space, bound))
+    for i, values in enumerate(tuning.enqueue):
+        for name, value in values.items():
+            if name in tuning.space:
+                yield f"enqueue[{i}].{name}", name, value
 
 
 @dataclass
@@ -702,6 +930,32 @@ class _Checker:
                         str(path),
                         f"an existing file under the data root {root} (set data.root or $INTERTASK_DATA)",
                     )
+
+    def tuning(self, tuning: TuningConfig) -> None:
+        stage = getattr(self.cfg, tuning.stage)
+        if stage is None:
+            self.add(
+                "tuning.stage", f"the config has no {tuning.stage} stage", tuning.stage, "a configured stage"
+            )
+            return
+        for where, name, value in _tuning_values(tuning):
+            try:
+                replace(stage.training, **{name: value})
+            except (ConfigError, TypeError) as err:
+                detail = err.problems[0].expected if isinstance(err, ConfigError) else str(err)
+                self.add(f"tuning.{where}", f"not a valid training.{name}", value, detail or "a valid value")
+        if tuning.metric is None:
+            return
+        chosen = stage.selection_task or stage.task_names[0]
+        if chosen in self.catalog:
+            metrics = self.catalog.spec(chosen).metrics
+            if tuning.metric not in metrics:
+                self.add(
+                    "tuning.metric",
+                    f"not a metric of task {chosen!r}",
+                    tuning.metric,
+                    suggest(tuning.metric, metrics),
+                )
 
     def stage(self, stage_name: str, stage: StageConfig) -> None:
         if stage_name == "target" and len(stage.task_names) > 1:

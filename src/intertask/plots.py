@@ -127,3 +127,59 @@ def divergence_scatter(table: pd.DataFrame, correlations: pd.DataFrame):
         ax.set(xlabel=measure, ylabel="gain", title=f"Spearman {rho.get(measure, float('nan')):+.2f}")
     fig.tight_layout()
     return fig
+
+
+def tuning_figures(study) -> dict:
+    """Optimisation history, parameter importances and parallel coordinates of an Optuna study.
+
+    A figure that needs more than the study has (importances: two finished trials with varying
+    parameters) is left out rather than drawn empty."""
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    figures = {}
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if not trials:
+        return figures
+    figure, ax = plt.subplots(figsize=(6.5, 3.8))
+    for state, marker, color in ((TrialState.COMPLETE, "o", "tab:blue"), (TrialState.PRUNED, "x", "tab:red")):
+        chosen = [t for t in trials if t.state == state and t.value is not None]
+        ax.scatter(
+            [t.number for t in chosen],
+            [t.value for t in chosen],
+            marker=marker,
+            color=color,
+            label=f"{state.name.lower()} ({len(chosen)})",
+        )
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
+    if complete:
+        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        best = [pick(t.value for t in complete[: i + 1]) for i in range(len(complete))]
+        ax.step([t.number for t in complete], best, where="post", color="black", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective (dev)")
+    ax.set_title(f"optimisation history: {study.study_name}")
+    ax.legend(fontsize=8)
+    figures["optimization_history"] = figure
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError, ImportError):
+            importances = {}
+        if importances:
+            figure, ax = plt.subplots(figsize=(5.5, 0.5 + 0.45 * len(importances)))
+            names = list(importances)[::-1]
+            ax.barh(names, [importances[n] for n in names], color="tab:green")
+            ax.set_xlabel("importance (fANOVA)")
+            ax.set_title("parameter importances")
+            figures["param_importances"] = figure
+        if len(complete) >= 2:
+            try:
+                ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study)
+                figures["parallel_coordinate"] = ax.figure
+            except (RuntimeError, ValueError):
+                pass
+    return figures

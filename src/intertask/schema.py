@@ -166,12 +166,24 @@ def coerce_fields(cls: type, raw: Any, file: str, path: str, problems: Problems)
     return values
 
 
-def construct(cls: type[T], kwargs: dict[str, Any], file: str, path: str, problems: Problems) -> T | None:
-    """cls(**kwargs), turning its __post_init__ checks into problems labelled with file and path."""
+def construct(
+    cls: type[T],
+    kwargs: dict[str, Any],
+    file: str,
+    path: str,
+    problems: Problems,
+    invalid: frozenset[str] = frozenset(),
+) -> T | None:
+    """cls(**kwargs), turning its __post_init__ checks into problems labelled with file and path.
+
+    Fields in `invalid` were given but failed to coerce (already reported): checks about them, which
+    saw the default instead, are not reported again."""
     try:
         return cls(**kwargs)
     except ConfigError as err:
         for p in err.problems:
+            if p.where.split(".")[0].split("[")[0] in invalid:
+                continue
             problems.add(file, join(path, p.where), p.problem, p.got, p.expected)
         return None
 
@@ -193,7 +205,8 @@ def build(cls: type[T], raw: Any, *, file: str, path: str = "", problems: Proble
             problems.add(file, join(path, name), "missing required field", expected=describe(hints[name]))
     if any(name not in values for name in required):
         return None
-    return construct(cls, values, file, path, problems)
+    invalid = frozenset(n for n in raw if n in init_fields(cls) and n not in values)
+    return construct(cls, values, file, path, problems, invalid)
 
 
 def to_dict(obj: Any) -> Any:

@@ -196,8 +196,13 @@ def train_stage(
     init: TrainedModel | str | None = None,
     parent_run_id: str | None = None,
     stage_key: str | None = None,
+    on_epoch=None,
+    log_model: bool = True,
 ) -> TrainedModel:
-    """Train the `intermediate` (one or several tasks) or `target` stage, starting from `init`."""
+    """Train the `intermediate` (one or several tasks) or `target` stage, starting from `init`.
+
+    `on_epoch(epoch, dev score)` sees every epoch (tuning reports and prunes there); `log_model=False`
+    keeps the trained model in the workdir only (a tuning trial: only the best one is logged)."""
     cfg = ws.cfg
     stage: StageConfig = getattr(cfg, which)
     types = {name: cfg.catalog().task(name) for name in stage.task_names}
@@ -238,7 +243,7 @@ def train_stage(
             modeling.parameter_counts(nets)
             | {f"stage.selection_metric.{n}": cfg.selection_metric(stage, n) for n in types}
         )
-        result, steps = _train(ws, stage, types, data, nets, tokenizer, name)
+        result, steps = _train(ws, stage, types, data, nets, tokenizer, name, on_epoch)
         _log_training(result, steps, f"{name} {'+'.join(types)}")
         seen = leakage.merge(start.seen, *(leakage.record({}, s, types[s.task].spec.parallel) for s in sets))
         tracking.log_json(seen, SEEN_ARTIFACT)
@@ -246,12 +251,16 @@ def train_stage(
         modeling.save(nets, heads, tokenizer, folder)
         serving.write_task(folder, types[heads[0].task].spec, cfg.model.max_length)
         probes = run_probes(ws, nets[heads[0].task].base_model, tokenizer, which)
-        logged = _log_model(ws, folder, heads[0].head, which, stage.language, chain, start, run_id)
+        logged = (
+            _log_model(ws, folder, heads[0].head, which, stage.language, chain, start, run_id)
+            if log_model
+            else None
+        )
     files = tracking.ModelFiles(folder, folder)
     return TrainedModel(run_id, files, logged, chain, seen, result.best_dev, stage.language, probes)
 
 
-def _train(ws, stage, types, data, nets, tokenizer, name):
+def _train(ws, stage, types, data, nets, tokenizer, name, on_epoch=None):
     cfg = ws.cfg
     parts = [
         TrainPart(
@@ -281,6 +290,7 @@ def _train(ws, stage, types, data, nets, tokenizer, name):
         selection_task=stage.selection_task,
         log=log,
         desc=f"{name} {'+'.join(types)}",
+        on_epoch=on_epoch,
     )
     return result, steps
 
@@ -304,7 +314,7 @@ def _log_training(result, steps, title: str) -> None:
 
 
 def _log_model(
-    ws, folder, head, which, language, chain, start: StartPoint, run_id
+    ws, folder, head, which, language, chain, start: StartPoint, run_id, alias: str | None = None
 ) -> tracking.LoggedModel | None:
     cfg = ws.cfg
     if not cfg.tracking.log_models:
@@ -323,11 +333,38 @@ def _log_model(
         folder,
         head,
         register_as=register_as if cfg.tracking.register_models else None,
-        alias=ALIASES[which],
+        alias=alias or ALIASES[which],
         tags=tags | {f"{TAG}seed": str(cfg.seed)},
     )
     tracking.set_tags({f"{TAG}model_uri": logged.uri})  # how a later run reuses this one
     return logged
+
+
+def publish(ws: Workspace, which: str, trained: TrainedModel, alias: str) -> tracking.LoggedModel | None:
+    """Log and register a model that `train_stage(..., log_model=False)` left in the workdir, into its
+    own (finished) run: the best trial of a tuning study."""
+    stage: StageConfig = getattr(ws.cfg, which)
+    head = ws.cfg.catalog().task(stage.task_names[0]).head
+    run = tracking.get_run(trained.run_id)
+    start = StartPoint(
+        files=trained.files,
+        label=run.data.tags.get(f"{TAG}init_model", ""),
+        run_id=run.data.tags.get(f"{TAG}init_run_id") or None,
+        task_chain=trained.task_chain[:-1],
+        seen={},
+    )
+    with tracking.run(run.info.run_name, experiment_id=ws.experiment(), run_id=trained.run_id):
+        return _log_model(
+            ws,
+            trained.files.model_dir,
+            head,
+            which,
+            trained.language,
+            trained.task_chain,
+            start,
+            trained.run_id,
+            alias,
+        )
 
 
 def intermediate(ws: Workspace, parent_run_id: str | None = None) -> TrainedModel:

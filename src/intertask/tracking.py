@@ -139,10 +139,14 @@ def run(
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as err:  # an exception may say how its run ends (a pruned trial: KILLED)
+        mlflow.end_run(getattr(err, "run_status", "FAILED"))
         raise
     mlflow.end_run("FINISHED")
+
+
+def get_run(run_id: str):
+    return mlflow.MlflowClient().get_run(run_id)
 
 
 def open_run(
@@ -182,6 +186,13 @@ def logging_to(run_id: str) -> Iterator[str]:
 
 def close_run(run_id: str, status: str) -> None:
     MlflowClient().set_terminated(run_id, status)
+
+
+def set_run_tags(run_id: str, values: dict[str, object]) -> None:
+    """Tags on any run, open or ended (a tuning trial's final state)."""
+    client = MlflowClient()
+    for key, value in values.items():
+        client.set_tag(run_id, key, str(value))
 
 
 def find_runs(experiment_id: str, tag: str, value: str, status: str | None = None) -> list:

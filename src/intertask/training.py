@@ -138,11 +138,14 @@ def train(
     selection_task: str | None = None,
     log: LogFn = lambda metrics, step: None,
     desc: str = "train",
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train for cfg.epochs; evaluate every task on dev after each epoch; keep the best epoch's weights.
 
     An epoch is ceil(all training examples / batch_size) steps, each on a batch of one task drawn with
     `sampling_weights`, e.g. 1,000 PAWS-X + 600 TyDiQA windows at batch 16 -> 100 steps.
+    `on_epoch(epoch, dev selection score)` runs after each epoch's evaluation; what it raises (a
+    tuning trial's pruning) ends training.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -211,6 +214,8 @@ def train(
         if _is_better(metric, score, best):
             best, best_epoch, best_dev = score, epoch, dev
             best_state = {k: v.detach().clone() for k, v in _named_trainable(modules).items()}
+        if on_epoch is not None:
+            on_epoch(epoch, score)
     progress.close()
     if best_state is not None and best_epoch != cfg.epochs:
         modules.load_state_dict(best_state, strict=False)

@@ -1,0 +1,260 @@
+"""Optuna tuning against real storages (SQLite; PostgreSQL when CI provides one) and a real MLflow
+server: two worker processes share one study, a diverging trial is pruned, a killed study resumes,
+bad search spaces are refused before the first trial."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from intertask import cli
+from intertask.config import load_experiment
+from intertask.errors import ConfigError
+
+from .conftest import write_yaml
+
+STATE_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def _config(folder, tiny_model, name, tuning, **extra):
+    return write_yaml(
+        folder / f"{name}.yaml",
+        {
+            "name": name,
+            "seed": 5,
+            "model": {"name_or_path": str(tiny_model), "max_length": 48},
+            "training": {"epochs": 2, "batch_size": 16, "learning_rate": 3.0e-3, "log_every_steps": 5},
+            "target": {"task": "udpos", "max_examples": {"train": 160, "dev": 48}},
+            "tuning": {
+                "stage": "target",
+                "metric": "f1",
+                "trials": 4,
+                "heartbeat_seconds": 1,
+                "grace_seconds": 3,
+                "space": {
+                    "learning_rate": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True},
+                    "batch_size": {"type": "categorical", "choices": [8, 16]},
+                },
+                **tuning,
+            },
+            **extra,
+        },
+    )
+
+
+def _worker(config, storage, tracking_uri, *extra):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    return subprocess.Popen(
+        [sys.executable, "-m", "intertask", "tune", str(config), "--storage", storage, *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _check_study_and_runs(client, study, experiment_name, trials, killed=()):
+    """Exactly `trials` trials finished, each once, each a nested run of the tuning parent whose
+    status and state tag say what Optuna says (a trial whose worker was killed: FAIL, run KILLED)."""
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == trials, [(t.number, t.state) for t in study.trials]
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    experiment = client.get_experiment_by_name(experiment_name).experiment_id
+    runs = client.search_runs([experiment], max_results=500)
+    (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "tune"]
+    assert (
+        parent.info.status == "FINISHED" and parent.info.run_id == study.user_attrs["intertask.parent_run_id"]
+    )
+    trial_runs = [r for r in runs if "intertask.trial_key" in r.data.tags]
+    keys = [r.data.tags["intertask.trial_key"] for r in trial_runs]
+    assert len(keys) == len(set(keys)) == len(study.trials)  # one run per trial, none twice
+    for trial in study.trials:
+        (run,) = [r for r in trial_runs if r.data.tags["intertask.trial_number"] == str(trial.number)]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["intertask.trial_state"] == trial.state.name
+        expected = "KILLED" if trial.number in killed else STATE_STATUS[trial.state.name]
+        assert run.info.status == expected, (trial.number, trial.state)
+    return parent, trial_runs
+
+
+def test_two_workers_share_one_sqlite_study(tiny_model, tmp_path, mlflow_server, shared_data):
+    config = _config(tmp_path, tiny_model, "tune-two", {"trials": 6, "pruner": {"kind": "none"}})
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    _run_two_workers(config, storage, mlflow_server, "tune-two", 6, tiny_model.name)
+
+
+def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):
+    workers = [_worker(config, storage, tracking_uri)]
+    time.sleep(1.0)  # the second joins a study the first is creating, or has created
+    workers.append(_worker(config, storage, tracking_uri))
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs[-1][-3000:]
+    study = optuna.load_study(study_name=f"{name}-target", storage=storage)
+    client = MlflowClient(tracking_uri)
+    _check_study_and_runs(client, study, name, trials)
+    pids = {t.user_attrs["host_pid"]["intertask.pid"] for t in study.trials}
+    assert len(pids) == 2, "both workers should have run trials"
+    best = study.best_trial
+    version = client.get_model_version_by_alias(f"{name}.{model_name}.udpos", "tuned")
+    assert version.run_id == best.user_attrs["mlflow_run_id"]  # the best trial's model, registered
+    return study
+
+
+def test_a_diverging_trial_is_pruned_and_the_best_params_feed_finetune(
+    tiny_model, tmp_path, monkeypatch, shared_data, capsys
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    config = _config(
+        tmp_path,
+        tiny_model,
+        "tune-prune",
+        {
+            "trials": 3,
+            "enqueue": [{"learning_rate": 5.0e-3, "batch_size": 8}, {"learning_rate": 0.9, "batch_size": 8}],
+            "space": {
+                "learning_rate": {"type": "float", "low": 1.0e-3, "high": 0.95, "log": True},
+                "batch_size": {"type": "categorical", "choices": [8, 16]},
+            },
+            "pruner": {"kind": "median", "startup_trials": 1, "warmup_epochs": 0},
+        },
+        training={"epochs": 3, "batch_size": 16, "learning_rate": 3.0e-3},
+    )
+    assert cli.main(["tune", str(config)]) == 0
+    out = capsys.readouterr().out
+    study = optuna.load_study(study_name="tune-prune-target", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    states = {t.number: t.state for t in study.trials}
+    assert states[0] == TrialState.COMPLETE and states[1] == TrialState.PRUNED, (states, out)
+    pruned = study.trials[1]
+    assert len(pruned.intermediate_values) < 3  # stopped before its last epoch
+    client = MlflowClient()
+    parent, runs = _check_study_and_runs(client, study, "tune-prune", 3)
+    assert parent.data.metrics["trials/pruned"] >= 1
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "tuning")}
+    assert {"tuning/trials.csv", "tuning/trials.html", "tuning/best_params.yaml"} <= artifacts
+    assert "tuning/optimization_history.png" in artifacts
+    # the best values as an override file that finetune accepts
+    best_file = tmp_path / "tuning" / "tune-prune-target" / "best_params.yaml"
+    overrides = yaml.safe_load(best_file.read_text())
+    assert overrides == {f"target.training.{k}": v for k, v in study.best_params.items()}
+    cfg = load_experiment(config, [f"@{best_file}"])
+    assert cfg.target.training.learning_rate == pytest.approx(study.best_params["learning_rate"])
+    assert cli.main(["finetune", str(config), f"@{best_file}"]) == 0
+
+
+def test_a_killed_study_resumes_where_it_stopped(tiny_model, tmp_path, shared_data, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    config = _config(tmp_path, tiny_model, "tune-kill", {"trials": 4, "pruner": {"kind": "none"}})
+    worker = _worker(config, storage, uri)
+    deadline = time.time() + 300
+    study = None
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="tune-kill-target", storage=storage)
+        except KeyError:
+            continue
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
+            break
+        assert worker.poll() is None, worker.communicate()[0][-2000:]
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    killed = [t.number for t in study.get_trials() if t.state == TrialState.RUNNING]
+    assert len(killed) == 1
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["tune", str(config), "--storage", storage]) == 0
+    study = optuna.load_study(study_name="tune-kill-target", storage=storage)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == killed  # the killed trial: failed as stale ...
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed[0]]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE  # ... and run again, same values
+    assert retry[0].params == failed[0].params
+    client = MlflowClient(uri)
+    _check_study_and_runs(client, study, "tune-kill", 4, killed=killed)
+
+
+BAD_SPACES = [
+    (
+        {"space": {"learning_rate": {"type": "float", "low": 1e-2, "high": 1e-4}}},
+        "tuning.space.learning_rate.low",
+        "low is above high",
+    ),
+    (
+        {"space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}},
+        "tuning.space.lr",
+        "unknown parameter name",
+    ),
+    (
+        {"space": {"learning_rate": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}},
+        "tuning.space.learning_rate.low",
+        "log scale needs a positive lower bound",
+    ),
+    ({"sampler": {"kind": "bayesian"}}, "tuning.sampler.kind", "unknown value"),
+    ({"pruner": {"kind": "asha"}}, "tuning.pruner.kind", "unknown value"),
+    (
+        {"space": {"epochs": {"type": "int", "low": 1, "high": 2.5}}},
+        "tuning.space.epochs.high",
+        "whole numbers",
+    ),
+    ({"space": {"batch_size": {"type": "categorical"}}}, "tuning.space.batch_size.choices", "needs choices"),
+    (
+        {"space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 2.0}}},
+        "tuning.space.learning_rate.high",
+        "not a valid training.learning_rate",
+    ),
+    ({"sampler": {"kind": "grid"}}, "tuning.space.learning_rate", "grid sampler needs a finite set"),
+    ({"metric": "bleu"}, "tuning.metric", "not a metric of task 'udpos'"),
+    ({"stage": "intermediate"}, "tuning.stage", "no intermediate stage"),
+    ({"enqueue": [{"learning_rate": 0.5}]}, "tuning.enqueue[0].learning_rate", "outside the search space"),
+]
+
+
+@pytest.mark.parametrize("tuning,where,problem", BAD_SPACES, ids=[b[1] + ":" + b[2][:20] for b in BAD_SPACES])
+def test_bad_search_spaces_are_refused_before_the_first_trial(
+    tuning, where, problem, tiny_model, tmp_path, monkeypatch, shared_data, capsys
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    config = _config(tmp_path, tiny_model, "tune-bad", tuning)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(config)
+    assert any(p.where == where and problem in p.problem for p in err.value.problems), str(err.value)
+    assert cli.main(["tune", str(config)]) != 0
+    assert f"{where}:" in capsys.readouterr().err
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL database for the study storage: `.ci/run` starts Debian's postgresql on 127.0.0.1
+    and sets INTERTASK_TEST_POSTGRES_URL."""
+    url = os.environ.get("INTERTASK_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL: set INTERTASK_TEST_POSTGRES_URL (.ci/run starts one on 127.0.0.1)")
+    import sqlalchemy
+
+    try:
+        with sqlalchemy.create_engine(url).connect():
+            pass
+    except Exception as err:
+        pytest.fail(f"INTERTASK_TEST_POSTGRES_URL is set but {url.split('@')[-1]} cannot be reached: {err}")
+    return url
+
+
+def test_two_workers_share_one_postgresql_study(
+    tiny_model, tmp_path, mlflow_server, shared_data, postgres_url
+):
+    name = f"tune-pg-{os.getpid()}-{int(time.time())}"  # a fresh study in a database that outlives tests
+    config = _config(tmp_path, tiny_model, name, {"trials": 4, "pruner": {"kind": "none"}})
+    _run_two_workers(config, postgres_url, mlflow_server, name, 4, tiny_model.name)
