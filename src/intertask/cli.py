@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from intertask.errors import InputError, Problems
+from intertask.errors import InputError, Problems, Terminated
 from intertask.registry import UnknownName
 
 ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate", "report", "tune")
@@ -326,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    previous = _terminate_on_sigterm()
     try:
         if args.command == "model":
             return _model_command(args)
@@ -335,6 +338,33 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, UnknownName) as err:  # bad user input: a message, no stack trace
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM): open runs ended KILLED", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except Exception as err:  # the tracking store failing mid-run: a message naming it, no stack trace
+        import mlflow
+
+        from intertask import tracking
+
+        failure = tracking.store_failure(err, mlflow.get_tracking_uri())
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
+        return 3
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_on_sigterm():
+    """SIGTERM raises Terminated in the main thread, so every open run ends KILLED, not RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

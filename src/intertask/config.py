@@ -66,6 +66,10 @@ class TrainingConfig:
     eval_batch_tokens: int = 2048  # evaluation batches: length-sorted, padded size up to this many tokens
     log_every_steps: int = 10  # training loss is logged every N optimizer steps
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    checkpoints: bool = True  # resumable checkpoints; a stage restarted after a crash continues from the last
+    checkpoint_every_steps: int = (
+        200  # ... every N optimizer steps and after every epoch (0: epoch ends only)
+    )
 
     def __post_init__(self) -> None:
         c = FieldChecks()
@@ -87,6 +91,13 @@ class TrainingConfig:
         )
         c.require(
             self.threads is None or self.threads >= 1, "threads", "must be positive", self.threads, ">= 1"
+        )
+        c.require(
+            self.checkpoint_every_steps >= 0,
+            "checkpoint_every_steps",
+            "must not be negative",
+            self.checkpoint_every_steps,
+            ">= 0",
         )
         c.done()
 
@@ -283,9 +294,19 @@ class TrackingConfig:
     experiment: str | None = None  # MLflow experiment name (default: the config's name)
     register_models: bool = True  # register trained models (<name>.<model>.<tasks>) with a stage alias
     log_models: bool = True  # log models to MLflow (needed to register)
+    http_retries: int = 3  # a tracking server's transient errors are retried this often (backoff 1, 2, 4 s)
+    http_timeout_seconds: int = 20  # each request to a tracking server waits at most this long
 
     def __post_init__(self) -> None:
         c = FieldChecks()
+        c.require(self.http_retries >= 0, "http_retries", "must not be negative", self.http_retries, ">= 0")
+        c.require(
+            self.http_timeout_seconds >= 1,
+            "http_timeout_seconds",
+            "must be positive",
+            self.http_timeout_seconds,
+            ">= 1",
+        )
         c.require(
             self.log_models or not self.register_models,
             "register_models",

@@ -82,3 +82,9 @@ class Problems:
 
     def __bool__(self) -> bool:
         return bool(self.items)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or `kill` stopping the process): ends the open runs KILLED, like Ctrl-C."""
+
+    run_status = "KILLED"

@@ -261,13 +261,16 @@ def _run_jobs(ws: Workspace, study: Plan, parent: str, force: tuple[str, ...]) -
         )
     if specs and cfg.executor.kind == "ray":
         _require_portable(cfg)
-    failed = True
+    status = "FAILED"
     try:
         outcomes = executor_for(cfg, ws.workdir).run(specs, ready)
-        failed = False
+        status = "FINISHED"
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
+        status = "KILLED"
+        raise
     finally:
         for arm in arms.values():
-            tracking.close_run(arm, "FAILED" if failed else "FINISHED")
+            tracking.close_run(arm, status)
     for arm in {job.arm for job in study.jobs if job.kind != "probe"} - set(arms):
         for earlier in tracking.find_runs(experiment, f"{TAG}run_key", _arm_key(parent, arm)):
             if (

@@ -6,11 +6,14 @@ heads) and only then opens its run, so bad input never leaves a half-written run
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +21,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from intertask import encoding, leakage, modeling, models, plots, serving, tracking
-from intertask.config import BASE_MODEL, EvalTaskConfig, ExperimentConfig, StageConfig
+from intertask.checkpoints import Checkpointer
+from intertask.config import BASE_MODEL, EvalTaskConfig, ExperimentConfig, StageConfig, TrackingConfig
 from intertask.errors import DataError, ModelError, Problem
 from intertask.evaluation import evaluate_set, language_table, prediction_rows, table_metrics
+from intertask.schema import to_dict
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 from intertask.tasks.examples import load_examples, select
 from intertask.tasks.retrieval import RetrievalTask
@@ -53,6 +58,7 @@ class Workspace:
     def experiment(self) -> str:
         if self.experiment_id is None:
             self.experiment_id = tracking.connect(self.cfg)
+            tracking.close_dead_runs(self.experiment_id)  # left RUNNING by a killed process of this host
         return self.experiment_id
 
     def close(self) -> None:
@@ -198,11 +204,15 @@ def train_stage(
     stage_key: str | None = None,
     on_epoch=None,
     log_model: bool = True,
+    resumable: bool = True,
 ) -> TrainedModel:
     """Train the `intermediate` (one or several tasks) or `target` stage, starting from `init`.
 
     `on_epoch(epoch, dev score)` sees every epoch (tuning reports and prunes there); `log_model=False`
-    keeps the trained model in the workdir only (a tuning trial: only the best one is logged)."""
+    keeps the trained model in the workdir only (a tuning trial: only the best one is logged).
+    A resumable stage checkpoints into a folder named by its content key; when this stage was
+    interrupted before (same config, data, start point and code), it continues from there in a new run
+    tagged `intertask.resumed_from_run` (and `resumed_at_step`)."""
     cfg = ws.cfg
     stage: StageConfig = getattr(cfg, which)
     types = {name: cfg.catalog().task(name) for name in stage.task_names}
@@ -236,14 +246,26 @@ def train_stage(
         f"{TAG}stage_key": stage_key or "",
     }
     sets = [s for pair in data.values() for s in pair]
+    checkpointer = None
+    if resumable and stage.training.checkpoints:
+        key = stage_key or resume_key(ws, which, start, sets)
+        checkpointer = Checkpointer(checkpoint_folder(key), stage.training.checkpoint_every_steps)
+        owner = checkpointer.folder / "run.json"
+        if (checkpointer.folder / "latest").is_file() and owner.is_file():
+            tags[f"{TAG}resumed_from_run"] = json.loads(owner.read_text())["run_id"]
     with recorded_run(
         ws, f"{name} {'+'.join(types)} ({stage.language})", tags, parent_run_id, sets
     ) as run_id:
+        if checkpointer is not None:
+            checkpointer.folder.mkdir(parents=True, exist_ok=True)
+            (checkpointer.folder / "run.json").write_text(json.dumps({"run_id": run_id}))
         tracking.log_params(
             modeling.parameter_counts(nets)
             | {f"stage.selection_metric.{n}": cfg.selection_metric(stage, n) for n in types}
         )
-        result, steps = _train(ws, stage, types, data, nets, tokenizer, name, on_epoch)
+        result, steps = _train(ws, stage, types, data, nets, tokenizer, name, on_epoch, checkpointer)
+        if result.resumed_at_step is not None:
+            tracking.set_tags({f"{TAG}resumed_at_step": result.resumed_at_step})
         _log_training(result, steps, f"{name} {'+'.join(types)}")
         seen = leakage.merge(start.seen, *(leakage.record({}, s, types[s.task].spec.parallel) for s in sets))
         tracking.log_json(seen, SEEN_ARTIFACT)
@@ -256,11 +278,33 @@ def train_stage(
             if log_model
             else None
         )
+    if checkpointer is not None:
+        checkpointer.clear()  # the stage is done: nothing to resume
     files = tracking.ModelFiles(folder, folder)
     return TrainedModel(run_id, files, logged, chain, seen, result.best_dev, stage.language, probes)
 
 
-def _train(ws, stage, types, data, nets, tokenizer, name, on_epoch=None):
+def checkpoint_folder(key: str) -> Path:
+    """Where a stage's resumable checkpoints live: $INTERTASK_CHECKPOINTS, else <cache>/checkpoints."""
+    root = os.environ.get("INTERTASK_CHECKPOINTS") or models.cache_root() / "checkpoints"
+    return Path(root).expanduser() / key[:32]
+
+
+def resume_key(ws: Workspace, which: str, start: StartPoint, sets: list[ExampleSet]) -> str:
+    """A stage run outside a pipeline: what it trains, from what, on which data, with which code."""
+    from intertask.grid import code_version
+
+    parts = {
+        "stage": which,
+        "config": to_dict(replace(ws.cfg, tracking=TrackingConfig())),
+        "start": [start.label, start.run_id],
+        "data": sorted(s.fingerprint for s in sets),
+        "code": code_version(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _train(ws, stage, types, data, nets, tokenizer, name, on_epoch=None, checkpointer=None):
     cfg = ws.cfg
     parts = [
         TrainPart(
@@ -291,6 +335,7 @@ def _train(ws, stage, types, data, nets, tokenizer, name, on_epoch=None):
         log=log,
         desc=f"{name} {'+'.join(types)}",
         on_epoch=on_epoch,
+        checkpointer=checkpointer,
     )
     return result, steps
 

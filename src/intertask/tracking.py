@@ -61,6 +61,11 @@ def use(cfg: ExperimentConfig) -> str:
     """Point MLflow at the configured tracking store (nothing is created)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = tracking_uri(cfg)
+    # MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) leave a dead server unnoticed
+    # for minutes; bounded here unless the environment says otherwise
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.tracking.http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.tracking.http_timeout_seconds))
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -100,6 +105,34 @@ def connect(cfg: ExperimentConfig) -> str:
         ) from None
 
 
+def store_failure(err: BaseException, uri: str) -> TrackingError | None:
+    """A TrackingError naming the URI when `err` is the tracking store failing (unreachable, timing
+    out, answering 5xx after the retries) rather than a bug or bad input; else None."""
+    import requests
+
+    chain, seen = [], err
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    network = any(isinstance(e, requests.exceptions.RequestException | ConnectionError) for e in chain)
+    text = " ".join(str(e) for e in chain)
+    markers = ("Max retries exceeded", "Connection refused", "Read timed out", "too many 5")
+    if not network and not any(m in text for m in markers):
+        return None
+    first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return TrackingError(
+        [
+            Problem(
+                "<tracking>",
+                "tracking.uri",
+                f"the tracking store failed: {first.strip()}"[:400],
+                uri,
+                "a reachable MLflow tracking server (tracking.http_retries / http_timeout_seconds bound the wait)",
+            )
+        ]
+    )
+
+
 def experiment_name(experiment_id: str) -> str:
     return MlflowClient().get_experiment(experiment_id).name
 
@@ -137,12 +170,21 @@ def run(
     try:
         yield started.info.run_id
     except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
+        _end_quietly("KILLED")
         raise
     except BaseException as err:  # an exception may say how its run ends (a pruned trial: KILLED)
-        mlflow.end_run(getattr(err, "run_status", "FAILED"))
+        _end_quietly(getattr(err, "run_status", "FAILED"))
         raise
     mlflow.end_run("FINISHED")
+
+
+def _end_quietly(status: str) -> None:
+    """End the active run after an error; when the store is what failed, the first error is the one
+    shown (the run is marked KILLED by the next start on this host, as its process is gone)."""
+    try:
+        mlflow.end_run(status)  # pops the run first, so a failing store leaves no active run behind
+    except Exception:
+        logging.getLogger(__name__).warning("could not end the run as %s: the tracking store failed", status)
 
 
 def get_run(run_id: str):
@@ -216,6 +258,23 @@ def close_stale(experiment_id: str, key: str) -> list[str]:
         if tags.get(f"{TAG}host") == platform.node() and pid and not _alive(pid):
             close_run(found.info.run_id, "KILLED")
             closed.append(found.info.run_id)
+    return closed
+
+
+def close_dead_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED every run of the experiment left RUNNING by a process of this host that is gone
+    (SIGKILL, power loss): no run stays RUNNING after a crash once anything runs here again."""
+    closed = []
+    for found in MlflowClient().search_runs(
+        [experiment_id], "attributes.status = 'RUNNING'", max_results=1000
+    ):
+        tags = found.data.tags
+        pid = int(tags.get(f"{TAG}pid", "0") or 0)
+        if tags.get(f"{TAG}host") == platform.node() and pid and pid != os.getpid() and not _alive(pid):
+            close_run(found.info.run_id, "KILLED")
+            closed.append(found.info.run_id)
+    if closed:
+        logging.getLogger(__name__).warning("marked %d run(s) of dead processes KILLED", len(closed))
     return closed
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from intertask.batching import collate, length_grouped_batches, shuffled_batches
+from intertask.checkpoints import Checkpointer, Saved
 from intertask.config import SamplingConfig, TrainingConfig
 from intertask.evaluation import evaluate_set
 from intertask.metrics import METRICS
@@ -48,6 +49,7 @@ class TrainResult:
     examples_per_second: float
     best_dev: dict[str, dict[str, float]]  # task -> metric -> value at the best epoch
     batches_per_task: dict[str, int]
+    resumed_at_step: int | None = None  # the checkpoint this run continued from
 
 
 def seed_everything(seed: int) -> None:
@@ -92,11 +94,34 @@ def _schedule(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.l
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _batches(part: TrainPart, cfg: TrainingConfig, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Endless batches of one task: a new shuffled, length-grouped order on every pass."""
-    make = length_grouped_batches if cfg.group_by_length else shuffled_batches
-    while True:
-        yield from make(part.train.lengths, cfg.batch_size, rng)
+class _Stream:
+    """Endless batches of one task: a new shuffled, length-grouped order on every pass. Its position
+    (the generator state a pass started from, and the batches taken of it) goes into checkpoints."""
+
+    def __init__(self, part: TrainPart, cfg: TrainingConfig, rng: np.random.Generator) -> None:
+        self.make = length_grouped_batches if cfg.group_by_length else shuffled_batches
+        self.lengths, self.batch_size, self.rng = part.train.lengths, cfg.batch_size, rng
+        self.pass_start: dict | None = None
+        self.batches: list[np.ndarray] = []
+        self.taken = 0
+
+    def __next__(self) -> np.ndarray:
+        if self.taken >= len(self.batches):
+            self.pass_start = self.rng.bit_generator.state
+            self.batches, self.taken = self.make(self.lengths, self.batch_size, self.rng), 0
+        self.taken += 1
+        return self.batches[self.taken - 1]
+
+    def state(self) -> dict:
+        return {"pass_start": self.pass_start, "taken": self.taken, "now": self.rng.bit_generator.state}
+
+    def restore(self, state: dict) -> None:
+        if state["pass_start"] is not None:
+            self.rng.bit_generator.state = state["pass_start"]
+            self.pass_start = state["pass_start"]
+            self.batches = self.make(self.lengths, self.batch_size, self.rng)
+        self.taken = state["taken"]
+        self.rng.bit_generator.state = state["now"]
 
 
 def _is_better(metric: str, value: float, best: float | None) -> bool:
@@ -139,13 +164,16 @@ def train(
     log: LogFn = lambda metrics, step: None,
     desc: str = "train",
     on_epoch: Callable[[int, float], None] | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> TrainResult:
     """Train for cfg.epochs; evaluate every task on dev after each epoch; keep the best epoch's weights.
 
     An epoch is ceil(all training examples / batch_size) steps, each on a batch of one task drawn with
     `sampling_weights`, e.g. 1,000 PAWS-X + 600 TyDiQA windows at batch 16 -> 100 steps.
     `on_epoch(epoch, dev selection score)` runs after each epoch's evaluation; what it raises (a
-    tuning trial's pruning) ends training.
+    tuning trial's pruning) ends training. With a `checkpointer`, the whole training state is saved every
+    N steps and after every epoch, and a checkpoint found there is resumed: the result is the same as
+    an uninterrupted run's (same seed, CPU).
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -160,17 +188,28 @@ def train(
     rng = np.random.Generator(np.random.PCG64(seed))
     weights = sampling_weights({p.name: len(p.train) for p in parts}, sampling)
     streams = {
-        p.name: _batches(p, cfg, np.random.Generator(np.random.PCG64([seed, i]))) for i, p in enumerate(parts)
+        p.name: _Stream(p, cfg, np.random.Generator(np.random.PCG64([seed, i]))) for i, p in enumerate(parts)
     }
     by_name = {p.name: p for p in parts}
-    history, best, best_state, best_epoch, best_dev = [], None, None, 0, {}
-    step, seen, loss_sum, loss_count, train_seconds = 0, 0, 0.0, 0, 0.0
-    batches_per_task = dict.fromkeys(by_name, 0)
-    progress = tqdm(total=total_steps, desc=desc, mininterval=2, leave=False)
-    for epoch in range(1, cfg.epochs + 1):
+    run = _RunState(batches_per_task=dict.fromkeys(by_name, 0))
+    best_state = None
+    saved = checkpointer.load() if checkpointer is not None else None
+    if saved is not None:
+        best_state = _restore(saved, modules, optimizer, scheduler, rng, streams, run)
+        for row in run.history:  # the resumed run shows every epoch, not only those after the restart
+            log({k: v for k, v in row.items() if k not in ("epoch", "step")}, row["epoch"])
+
+    def checkpoint() -> None:
+        best = best_state if best_state is not None and run.best_epoch != run.epoch else None
+        checkpointer.save(_capture(run, modules, best, optimizer, scheduler, rng, streams))
+
+    progress = tqdm(total=total_steps, initial=run.step, desc=desc, mininterval=2, leave=False)
+    while run.epoch < cfg.epochs or run.in_epoch:
+        if not run.in_epoch:
+            run.epoch, run.in_epoch, run.epoch_loss, run.epoch_step = run.epoch + 1, True, 0.0, 0
         modules.train()
-        epoch_loss, started = 0.0, time.perf_counter()
-        for _ in range(steps_per_epoch):
+        started = time.perf_counter()
+        while run.epoch_step < steps_per_epoch:
             name = rng.choice(list(weights), p=list(weights.values())) if len(parts) > 1 else parts[0].name
             part, rows = by_name[name], next(streams[name])
             batch = {k: v.to(device) for k, v in collate(part.train, rows, pad_id).items()}
@@ -182,53 +221,128 @@ def train(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step, seen, batches_per_task[name] = step + 1, seen + len(rows), batches_per_task[name] + 1
+            run.step, run.seen, run.epoch_step = run.step + 1, run.seen + len(rows), run.epoch_step + 1
+            run.batches_per_task[name] += 1
             value = float(loss.detach())
-            loss_sum, loss_count, epoch_loss = loss_sum + value, loss_count + 1, epoch_loss + value
+            run.loss_sum, run.loss_count, run.epoch_loss = (
+                run.loss_sum + value,
+                run.loss_count + 1,
+                run.epoch_loss + value,
+            )
             progress.update(1)
-            if step % cfg.log_every_steps == 0 or step == total_steps:
-                elapsed = train_seconds + time.perf_counter() - started
+            if run.step % cfg.log_every_steps == 0 or run.step == total_steps:
+                elapsed = run.train_seconds + time.perf_counter() - started
                 log(
                     {
-                        "train/loss": loss_sum / loss_count,
+                        "train/loss": run.loss_sum / run.loss_count,
                         "train/learning_rate": scheduler.get_last_lr()[0],
-                        "train/examples_per_second": seen / elapsed,
+                        "train/examples_per_second": run.seen / elapsed,
                     },
-                    step,
+                    run.step,
                 )
-                progress.set_postfix(loss=f"{loss_sum / loss_count:.4f}")
-                loss_sum, loss_count = 0.0, 0
-        train_seconds += time.perf_counter() - started
+                progress.set_postfix(loss=f"{run.loss_sum / run.loss_count:.4f}")
+                run.loss_sum, run.loss_count = 0.0, 0
+            if checkpointer is not None and checkpointer.due(run.step) and run.epoch_step < steps_per_epoch:
+                run.train_seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                checkpoint()
+        run.train_seconds += time.perf_counter() - started
         dev = _evaluate_dev(parts, cfg, pad_id)
         score = selection_score(dev, parts, selection_task)
         row = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": epoch_loss / steps_per_epoch,
+            "epoch": run.epoch,
+            "step": run.step,
+            "train_loss": run.epoch_loss / steps_per_epoch,
             "dev/selection": score,
         }
         row.update({f"dev/{task}/{m}": v for task, scores in dev.items() for m, v in scores.items()})
-        history.append(row)
-        log({k: v for k, v in row.items() if k not in ("epoch", "step")}, epoch)
+        run.history.append(row)
+        log({k: v for k, v in row.items() if k not in ("epoch", "step")}, run.epoch)
         metric = by_name[selection_task].selection_metric if selection_task else parts[0].selection_metric
-        if _is_better(metric, score, best):
-            best, best_epoch, best_dev = score, epoch, dev
+        if _is_better(metric, score, run.best):
+            run.best, run.best_epoch, run.best_dev = score, run.epoch, dev
             best_state = {k: v.detach().clone() for k, v in _named_trainable(modules).items()}
+        run.in_epoch = False
         if on_epoch is not None:
-            on_epoch(epoch, score)
+            on_epoch(run.epoch, score)
+        if checkpointer is not None and run.epoch < cfg.epochs:
+            checkpoint()
     progress.close()
-    if best_state is not None and best_epoch != cfg.epochs:
+    if best_state is not None and run.best_epoch != cfg.epochs:
         modules.load_state_dict(best_state, strict=False)
     return TrainResult(
-        best_epoch,
-        float("nan") if best is None else best,
-        pd.DataFrame(history),
-        step,
-        train_seconds,
-        seen / train_seconds if train_seconds > 0 else 0.0,
-        best_dev,
-        batches_per_task,
+        run.best_epoch,
+        float("nan") if run.best is None else run.best,
+        pd.DataFrame(run.history),
+        run.step,
+        run.train_seconds,
+        run.seen / run.train_seconds if run.train_seconds > 0 else 0.0,
+        run.best_dev,
+        run.batches_per_task,
+        resumed_at_step=saved.step if saved is not None else None,
     )
+
+
+@dataclass
+class _RunState:
+    """Everything of a training run that is not a tensor: what a checkpoint's state.json holds."""
+
+    batches_per_task: dict[str, int]
+    epoch: int = 0  # the current (or last finished) epoch
+    in_epoch: bool = False
+    epoch_step: int = 0
+    epoch_loss: float = 0.0
+    step: int = 0
+    seen: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    train_seconds: float = 0.0
+    best: float | None = None
+    best_epoch: int = 0
+    best_dev: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+
+def _capture(run: _RunState, modules, best_state, optimizer, scheduler, rng, streams) -> Saved:
+    state = {
+        **asdict(run),
+        "rng": rng.bit_generator.state,
+        "streams": {n: s.state() for n, s in streams.items()},
+    }
+    state["python_random"] = list(random.getstate()[1])
+    return Saved(
+        step=run.step,
+        trainable=_named_trainable(modules),
+        best=best_state,
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        torch_rng=torch.get_rng_state(),
+        state=state,
+    )
+
+
+def _restore(saved: Saved, modules, optimizer, scheduler, rng, streams, run: _RunState):
+    """Put the checkpoint back in place; returns the best epoch's weights when they were saved."""
+    missing = set(_named_trainable(modules)) - set(saved.trainable)
+    if missing:
+        raise ValueError(f"checkpoint does not fit this model: {sorted(missing)[:3]} ... missing")
+    modules.load_state_dict(saved.trainable, strict=False)
+    optimizer.load_state_dict(saved.optimizer)
+    scheduler.load_state_dict(saved.scheduler)
+    torch.set_rng_state(saved.torch_rng)
+    state = dict(saved.state)
+    rng.bit_generator.state = state.pop("rng")
+    for name, stream_state in state.pop("streams").items():
+        streams[name].restore(stream_state)
+    version, internal, gauss = random.getstate()
+    random.setstate((version, tuple(state.pop("python_random")), gauss))
+    for key, value in state.items():
+        setattr(run, key, value)
+    if saved.best is not None:
+        return saved.best
+    if run.best_epoch and run.best_epoch == run.epoch and not run.in_epoch:
+        return {k: v.detach().clone() for k, v in _named_trainable(modules).items()}
+    return None
 
 
 def _named_trainable(modules: torch.nn.Module) -> dict[str, torch.Tensor]:

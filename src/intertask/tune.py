@@ -338,7 +338,13 @@ def _run_trial(ws, study, trial, name, parent, init, kept: _Kept | None) -> _Kep
     try:
         start = init if init is not None else (trial_cfg.target.init if t.stage == "target" else None)
         trained = stages.train_stage(
-            trial_ws, t.stage, start, parent_run_id=parent, on_epoch=on_epoch, log_model=False
+            trial_ws,
+            t.stage,
+            start,
+            parent_run_id=parent,
+            on_epoch=on_epoch,
+            log_model=False,
+            resumable=False,
         )
         value = objective(trial_cfg, trained)
         state = "COMPLETE"

@@ -1,0 +1,90 @@
+"""Resumable training state: what a stage needs to continue after its process died, without pickle.
+
+A checkpoint is a folder `step-<N>/` with
+  trainable.safetensors  the weights training changes (frozen embeddings are not saved)
+  best.safetensors       the best epoch's weights so far, when that is not the current epoch
+  optimizer.pt           AdamW and scheduler state dicts (tensors and numbers only; read weights_only)
+  rng.safetensors        torch's CPU generator state (dropout)
+  state.json             counters, per-epoch history, numpy generator and data stream positions
+and `latest` names the newest complete one: a folder is written under a temporary name, renamed, and
+only then does `latest` (replaced atomically) point at it. A killed writer leaves the previous
+checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class Saved:
+    step: int
+    trainable: dict[str, torch.Tensor]
+    best: dict[str, torch.Tensor] | None
+    optimizer: dict
+    scheduler: dict
+    torch_rng: torch.Tensor
+    state: dict  # JSON-able
+
+
+@dataclass(frozen=True)
+class Checkpointer:
+    folder: Path
+    every_steps: int  # 0: only at the end of each epoch
+
+    def due(self, step: int) -> bool:
+        return self.every_steps > 0 and step % self.every_steps == 0
+
+    def save(self, saved: Saved) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"step-{saved.step}"
+        temp = self.folder / f".step-{saved.step}.tmp"
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir()
+        save_file(
+            {k: v.detach().contiguous() for k, v in saved.trainable.items()}, temp / "trainable.safetensors"
+        )
+        if saved.best is not None:
+            save_file({k: v.contiguous() for k, v in saved.best.items()}, temp / "best.safetensors")
+        torch.save({"optimizer": saved.optimizer, "scheduler": saved.scheduler}, temp / "optimizer.pt")
+        save_file({"torch_rng": saved.torch_rng}, temp / "rng.safetensors")
+        (temp / "state.json").write_text(json.dumps(saved.state))
+        shutil.rmtree(final, ignore_errors=True)
+        temp.rename(final)
+        pointer = self.folder / f".{LATEST}.tmp"
+        pointer.write_text(final.name)
+        os.replace(pointer, self.folder / LATEST)
+        for old in self.folder.glob("step-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load(self) -> Saved | None:
+        pointer = self.folder / LATEST
+        if not pointer.is_file():
+            return None
+        path = self.folder / pointer.read_text().strip()
+        state = json.loads((path / "state.json").read_text())
+        optim = torch.load(path / "optimizer.pt", weights_only=True)  # never unpickles code
+        best_file = path / "best.safetensors"
+        return Saved(
+            step=state["step"],
+            trainable=load_file(path / "trainable.safetensors"),
+            best=load_file(best_file) if best_file.is_file() else None,
+            optimizer=optim["optimizer"],
+            scheduler=optim["scheduler"],
+            torch_rng=load_file(path / "rng.safetensors")["torch_rng"],
+            state=state,
+        )
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

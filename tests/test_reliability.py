@@ -1,0 +1,306 @@
+"""Crash and resume, signals, a tracking server that goes away, and two pipelines at once: real
+processes, a real `mlflow server`, real checkpoints on disk."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from intertask import cli, tracking
+from intertask.checkpoints import Checkpointer
+
+from .conftest import _free_port, write_yaml
+
+
+def _config(folder: Path, tiny_model, name: str, **extra) -> Path:
+    data = {
+        "name": name,
+        "seed": 11,
+        "model": {"name_or_path": str(tiny_model), "max_length": 48},
+        "training": {
+            "epochs": 2,
+            "batch_size": 16,
+            "learning_rate": 3.0e-3,
+            "log_every_steps": 5,
+            "checkpoint_every_steps": 5,
+        },
+        "target": {"task": "udpos", "max_examples": {"train": 800, "dev": 64}},
+        "evaluation": {"languages": ["en", "de"], "max_examples": 32},
+    }
+    data.update(extra)
+    return write_yaml(folder / f"{name}.yaml", data)
+
+
+def _start(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "intertask", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_for_checkpoint(root: Path, proc: subprocess.Popen, timeout: float = 300) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = list(root.glob("*/latest"))
+        if found:
+            return found[0]
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def _finetune_runs(client: MlflowClient, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`intertask.stage` = 'finetune'")
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def _dev_history(client: MlflowClient, run_id: str) -> dict[str, list[float]]:
+    keys = [k for k in client.get_run(run_id).data.metrics if k.startswith(("dev/", "best_dev/"))]
+    return {
+        k: [m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)] for k in keys
+    }
+
+
+def test_a_stage_killed_mid_epoch_resumes_to_the_same_metrics(tiny_model, tmp_path, shared_data, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = _config(tmp_path, tiny_model, "crash")
+    # the reference: the same stage, uninterrupted
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("INTERTASK_CHECKPOINTS", str(tmp_path / "ckpt-reference"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["finetune", str(config)]) == 0
+    client = MlflowClient(uri)
+    (reference,) = _finetune_runs(client, "crash")
+    assert not list((tmp_path / "ckpt-reference").glob("*/latest"))  # a finished stage leaves no checkpoint
+
+    root = tmp_path / "ckpt"
+    env = {"MLFLOW_TRACKING_URI": uri, "INTERTASK_CHECKPOINTS": str(root)}
+    proc = _start(["finetune", str(config)], env)
+    latest = _wait_for_checkpoint(root, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = int(latest.read_text().split("-")[1])
+    assert step < 100  # 2 epochs x 50 steps: killed before the end
+    killed = _finetune_runs(client, "crash")[-1]
+    assert killed.info.status == "RUNNING"  # what SIGKILL leaves behind ...
+
+    restarted = _start(["finetune", str(config)], env)
+    output = restarted.communicate(timeout=600)[0]
+    assert restarted.returncode == 0, output[-3000:]
+    runs = _finetune_runs(client, "crash")
+    assert client.get_run(killed.info.run_id).info.status == "KILLED"  # ... is marked on the next start
+    resumed = runs[-1]
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags["intertask.resumed_from_run"] == killed.info.run_id
+    assert int(resumed.data.tags["intertask.resumed_at_step"]) >= step
+    expected, got = _dev_history(client, reference.info.run_id), _dev_history(client, resumed.info.run_id)
+    assert set(expected) == set(got) and expected  # every epoch's dev metrics, restored ones included
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], abs=1e-9), key
+    assert not list(root.glob("*/latest"))
+
+
+def test_training_resumes_from_a_checkpoint_in_process(tiny_model, tmp_path, shared_data):
+    """The loop itself: stopped by an error in its second epoch (checkpoints every 3 steps and at epoch
+    ends), resumed from the last mid-epoch checkpoint: the same history as a run that never stopped."""
+    from intertask.config import SamplingConfig, TrainingConfig, load_experiment
+    from intertask.modeling import HeadSpec, build_models, load_tokenizer
+    from intertask.stages import Workspace, stage_data
+    from intertask.training import TrainPart, train
+
+    cfg = load_experiment(_config(tmp_path, tiny_model, "loop"))
+    ws = Workspace(cfg=cfg)
+    try:
+        task = cfg.catalog().task("udpos")
+        train_set, dev_set = stage_data(ws, cfg.target, "udpos")
+        tokenizer = load_tokenizer(str(tiny_model))
+        training = TrainingConfig(
+            epochs=2, batch_size=80, learning_rate=3e-3, warmup_ratio=0.2, log_every_steps=1
+        )
+
+        def run(checkpointer=None, stop_at=None):
+            head = HeadSpec("udpos", task.head, task.model_kwargs(), task.head_signature())
+            model = build_models(str(tiny_model), [head], seed=3)["udpos"]
+            part = TrainPart(
+                "udpos",
+                task,
+                model,
+                ws.encode(task, train_set, tokenizer),
+                ws.encode(task, dev_set, tokenizer),
+                dev_set,
+                "f1",
+            )
+
+            def log(values, step):
+                if stop_at is not None and "train/loss" in values and step >= stop_at:
+                    raise RuntimeError("simulated crash")
+
+            return train(
+                [part],
+                training,
+                seed=3,
+                pad_id=tokenizer.pad_token_id,
+                sampling=SamplingConfig(),
+                log=log,
+                checkpointer=checkpointer,
+            )
+
+        reference = run()
+        per_epoch = reference.steps // 2
+        stop_at = per_epoch + 4  # in epoch 2, after a checkpoint at a multiple of 3 past the epoch end
+        checkpointer = Checkpointer(tmp_path / "loop-ckpt", every_steps=3)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run(checkpointer, stop_at=stop_at)
+        resumed = run(checkpointer)
+        assert per_epoch < resumed.resumed_at_step < stop_at and resumed.resumed_at_step % 3 == 0
+        assert resumed.history.to_dict() == reference.history.to_dict()
+        assert resumed.best_epoch == reference.best_epoch and resumed.best_dev == reference.best_dev
+    finally:
+        ws.close()
+
+
+def test_sigterm_ends_the_run_killed(tiny_model, tmp_path, shared_data):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = _config(tmp_path, tiny_model, "term")
+    root = tmp_path / "ckpt"
+    proc = _start(["finetune", str(config)], {"MLFLOW_TRACKING_URI": uri, "INTERTASK_CHECKPOINTS": str(root)})
+    _wait_for_checkpoint(root, proc)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, output[-2000:]
+    assert "terminated (SIGTERM)" in output
+    client = MlflowClient(uri)
+    (run,) = _finetune_runs(client, "term")
+    assert run.info.status == "KILLED"
+    assert not client.search_registered_models()  # no model of an interrupted stage
+
+
+def _server(root: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    log = open(root / "server.log", "a")  # noqa: SIM115 - the server process writes it
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            MlflowClient(f"http://127.0.0.1:{port}").search_experiments(max_results=1)
+            return proc
+        except Exception:
+            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+            time.sleep(0.5)
+    raise AssertionError("mlflow server did not start")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_tracking_server_that_dies_mid_run_gives_a_clear_error_and_no_registry_entry(
+    tiny_model, tmp_path, shared_data
+):
+    store = tmp_path / "server"
+    store.mkdir()
+    port = _free_port()
+    server = _server(store, port)
+    uri = f"http://127.0.0.1:{port}"
+    config = _config(tmp_path, tiny_model, "serverdown")
+    root = tmp_path / "ckpt"
+    proc = _start(["finetune", str(config)], {"MLFLOW_TRACKING_URI": uri, "INTERTASK_CHECKPOINTS": str(root)})
+    try:
+        _wait_for_checkpoint(root, proc)
+    finally:
+        _stop(server)
+    started = time.time()
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 3, output[-3000:]
+    assert time.time() - started < 90  # bounded retries, not MLflow's minutes of backoff
+    message = [line for line in output.splitlines() if line.startswith("error:")]
+    assert message and uri in message[-1] and "tracking.uri: the tracking store failed" in message[-1], (
+        output[-2000:]
+    )
+    assert "Traceback" not in output
+    server = _server(store, port)  # the same store, back up
+    try:
+        client = MlflowClient(uri)
+        assert not client.search_registered_models()  # nothing half-registered
+        (run,) = _finetune_runs(client, "serverdown")
+        assert run.info.status == "RUNNING"  # the server was gone when the run tried to end
+        experiment = client.get_experiment_by_name("serverdown").experiment_id
+        mlflow.set_tracking_uri(uri)
+        assert tracking.close_dead_runs(experiment) == [run.info.run_id]  # what the next start does
+        assert client.get_run(run.info.run_id).info.status == "KILLED"
+    finally:
+        _stop(server)
+
+
+def test_two_pipelines_share_one_experiment_on_a_server(tiny_model, tmp_path, shared_data, mlflow_server):
+    """Two `main` processes at once on one experiment (one reusable intermediate stage in common) both
+    finish, leave no run RUNNING, and a third run of either config reuses everything."""
+    common = {
+        "training": {"epochs": 1, "batch_size": 16, "learning_rate": 3.0e-3, "log_every_steps": 5},
+        "intermediate": {"task": "xnli", "max_examples": {"train": 160, "dev": 48}},
+        "evaluation": {"languages": ["en", "de"], "max_examples": 32},
+        "tracking": {"experiment": "shared-exp"},
+    }
+    a = _config(
+        tmp_path,
+        tiny_model,
+        "pipe-a",
+        target={"task": "pawsx", "max_examples": {"train": 160, "dev": 48}},
+        **common,
+    )
+    b = _config(
+        tmp_path,
+        tiny_model,
+        "pipe-b",
+        target={"task": "pawsx", "max_examples": {"train": 96, "dev": 48}},
+        **common,
+    )
+    env = {"MLFLOW_TRACKING_URI": mlflow_server, "INTERTASK_CHECKPOINTS": str(tmp_path / "ckpt")}
+    procs = [_start(["main", str(a)], env), _start(["main", str(b)], env)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outputs]
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("shared-exp").experiment_id
+    runs = client.search_runs([experiment], max_results=500)
+    assert not [r for r in runs if r.info.status != "FINISHED"], [
+        (r.info.run_name, r.info.status) for r in runs if r.info.status != "FINISHED"
+    ]
+    parents = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
+    assert len(parents) == 2
+    trained = len([r for r in runs if r.data.tags.get("intertask.stage") in ("intermediate", "finetune")])
+    again = _start(["main", str(a)], env)
+    output = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, output[-2000:]
+    runs = client.search_runs([experiment], max_results=500)
+    assert (
+        len([r for r in runs if r.data.tags.get("intertask.stage") in ("intermediate", "finetune")])
+        == trained
+    )
