@@ -78,7 +78,7 @@ def connect(cfg: ExperimentConfig) -> str:
         if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: the launcher chose the experiment
             return MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
         experiment = mlflow.get_experiment_by_name(name)
-        return experiment.experiment_id if experiment else mlflow.create_experiment(name)
+        return experiment.experiment_id if experiment else _create_experiment(name)
     except MlflowException as err:
         raise TrackingError(
             [
@@ -103,6 +103,17 @@ def connect(cfg: ExperimentConfig) -> str:
                 )
             ]
         ) from None
+
+
+def _create_experiment(name: str) -> str:
+    """Create the experiment; another process creating it at the same moment is not an error."""
+    try:
+        return mlflow.create_experiment(name)
+    except MlflowException:  # RESOURCE_ALREADY_EXISTS from a server, a unique-key error from SQL stores
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def store_failure(err: BaseException, uri: str) -> TrackingError | None:
@@ -405,6 +416,10 @@ def log_figure(figure, path: str) -> None:
 
 def log_text(text: str, path: str) -> None:
     mlflow.log_text(text, path)
+
+
+def log_artifacts(folder: Path, path: str) -> None:
+    mlflow.log_artifacts(str(folder), path)
 
 
 def log_json(data: object, path: str) -> None:

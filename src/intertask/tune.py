@@ -404,10 +404,11 @@ def _remove(trained: stages.TrainedModel) -> None:
 def _close_lost_runs(ws, study, name: str) -> None:
     """MLflow runs of trials failed as stale (their worker died) end KILLED with state FAIL."""
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        for found in tracking.find_runs(
-            ws.experiment(), f"{TAG}trial_key", f"{name}#{frozen.number}", "RUNNING"
-        ):
-            tracking.close_run(found.info.run_id, "KILLED")
+        for found in tracking.find_runs(ws.experiment(), f"{TAG}trial_key", f"{name}#{frozen.number}"):
+            if found.data.tags.get(f"{TAG}trial_state") != "RUNNING":
+                continue  # ended by its own worker
+            if found.info.status == "RUNNING":  # (a start on the same host may have marked it already)
+                tracking.close_run(found.info.run_id, "KILLED")
             tracking.set_run_tags(found.info.run_id, {f"{TAG}trial_state": "FAIL"})
 
 
