@@ -217,6 +217,11 @@ BAD_SPACES = [
     ({"metric": "bleu"}, "tuning.metric", "not a metric of task 'udpos'"),
     ({"stage": "intermediate"}, "tuning.stage", "no intermediate stage"),
     ({"enqueue": [{"learning_rate": 0.5}]}, "tuning.enqueue[0].learning_rate", "outside the search space"),
+    (
+        {"space": {"peft.rank": {"type": "int", "low": 2, "high": 8}}},
+        "tuning.space.peft.rank",
+        "the config has no peft section",
+    ),
 ]
 
 
@@ -258,3 +263,39 @@ def test_two_workers_share_one_postgresql_study(
     name = f"tune-pg-{os.getpid()}-{int(time.time())}"  # a fresh study in a database that outlives tests
     config = _config(tmp_path, tiny_model, name, {"trials": 4, "pruner": {"kind": "none"}})
     _run_two_workers(config, postgres_url, mlflow_server, name, 4, tiny_model.name)
+
+
+def test_the_lora_rank_is_tuned_when_peft_is_on(tiny_model, tmp_path, monkeypatch, shared_data, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    config = _config(
+        tmp_path,
+        tiny_model,
+        "tune-lora",
+        {
+            "trials": 2,
+            "pruner": {"kind": "none"},
+            "sampler": {"kind": "grid"},
+            "space": {"peft.rank": {"type": "categorical", "choices": [2, 4]}},
+        },
+        peft={"method": "lora", "alpha": 8},
+        training={"epochs": 1, "batch_size": 16, "learning_rate": 5.0e-3},
+    )
+    assert cli.main(["tune", str(config)]) == 0
+    study = optuna.load_study(study_name="tune-lora-target", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert sorted(t.params["peft.rank"] for t in study.trials) == [2, 4]
+    client = MlflowClient()
+    ranks = {
+        r.data.params.get("peft.rank")
+        for r in client.search_runs([client.get_experiment_by_name("tune-lora").experiment_id])
+        if "intertask.trial_key" in r.data.tags
+    }
+    assert ranks == {"2", "4"}  # each trial trained with its own rank
+    best = yaml.safe_load((tmp_path / "tuning" / "tune-lora-target" / "best_params.yaml").read_text())
+    assert set(best) == {"peft.rank"}
+    assert (
+        load_experiment(
+            config, [f"@{tmp_path / 'tuning' / 'tune-lora-target' / 'best_params.yaml'}"]
+        ).peft.rank
+        == best["peft.rank"]
+    )

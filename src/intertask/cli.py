@@ -173,13 +173,18 @@ def _run_entry(args) -> int:
             trained = stages.intermediate(ws)
             print(f"intermediate model: {trained.uri} (run {trained.run_id})")
         elif args.command == "tune":
+            import pandas as pd
+
             from intertask import tune
 
             pipeline.preflight(ws, (cfg.tuning.stage,), evaluation=False)
-            _print_tuning(
-                tune.tune(ws, name=args.study_name or None, storage=args.storage or None),
-                cfg,
-            )
+            result = tune.tune(ws, name=args.study_name or None, storage=args.storage or None)
+            _print_tuning(result, cfg)
+            if not result.best_params:
+                errors = result.trials.get("error", pd.Series(dtype=str)).dropna()
+                reason = f" (first error: {errors.iloc[0]})" if len(errors) else ""
+                print(f"error: no trial of the study completed{reason}", file=sys.stderr)
+                return 1
         elif args.command == "finetune":
             pipeline.preflight(ws, ("target",), evaluation=False)
             trained = stages.finetune(ws)

@@ -11,6 +11,7 @@ overrides it field by field.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -384,6 +385,7 @@ class ReportConfig:
 
 
 TUNABLE = ("learning_rate", "batch_size", "epochs", "warmup_ratio", "weight_decay", "max_grad_norm")
+PEFT_TUNABLE = ("peft.rank", "peft.alpha", "peft.dropout")  # with a `peft:` section
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -510,13 +512,15 @@ class TuningConfig:
         c.require(self.trials >= 1, "trials", "must be positive", self.trials, ">= 1")
         c.require(bool(self.space), "space", "nothing to search", {}, "at least one parameter")
         for name in self.space:
-            hint = close_matches(name, list(TUNABLE))
+            hint = close_matches(name, list(TUNABLE + PEFT_TUNABLE))
             c.require(
-                name in TUNABLE,
+                name in TUNABLE + PEFT_TUNABLE,
                 f"space.{name}",
                 "unknown parameter name",
                 name,
-                (f"did you mean {hint[0]!r}?; " if hint else "") + "one of: " + ", ".join(TUNABLE),
+                (f"did you mean {hint[0]!r}?; " if hint else "")
+                + "one of: "
+                + ", ".join(TUNABLE + PEFT_TUNABLE),
             )
         c.require(
             len(self.enqueue) <= self.trials,
@@ -554,6 +558,25 @@ class TuningConfig:
                     name,
                     "choices, an int range, or a float range with a step",
                 )
+            for i, values in enumerate(self.enqueue):
+                for name, value in values.items():
+                    grid = self.space[name].grid_values() if name in self.space else None
+                    c.require(
+                        grid is None or value in grid,
+                        f"enqueue[{i}].{name}",
+                        "not a point of the grid",
+                        value,
+                        f"one of {list(grid or ())[:10]}",
+                    )
+            if all(space.grid_values() is not None for space in self.space.values()):
+                size = math.prod(len(space.grid_values()) for space in self.space.values())
+                c.require(
+                    self.trials <= size,
+                    "trials",
+                    f"more trials than the grid has points ({size})",
+                    self.trials,
+                    f"<= {size}",
+                )
         c.require(
             self.heartbeat_seconds >= 1, "heartbeat_seconds", "too small", self.heartbeat_seconds, ">= 1"
         )
@@ -568,10 +591,42 @@ class TuningConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PeftConfig:
+    """Parameter-efficient training of the encoder (see adapters.py); heads are always fully trained."""
+
+    method: Literal["lora", "ia3"] = "lora"
+    rank: int = 8  # lora: rank r of the update B @ A
+    alpha: int = 16  # lora: scaling alpha / r
+    dropout: float = 0.1  # lora: dropout on the adapter's input
+    target_modules: tuple[str, ...] | None = None  # nn.Linear module names (default: per architecture)
+    feedforward_modules: tuple[str, ...] | None = (
+        None  # ia3: which targets scale inputs (default: per architecture)
+    )
+    between_stages: Literal["merge"] = (
+        "merge"  # the intermediate adapter is merged; the target trains a new one
+    )
+
+    def __post_init__(self) -> None:
+        c = FieldChecks()
+        c.require(self.rank >= 1, "rank", "must be positive", self.rank, ">= 1")
+        c.require(self.alpha >= 1, "alpha", "must be positive", self.alpha, ">= 1")
+        c.require(0 <= self.dropout < 1, "dropout", "out of range", self.dropout, "0 <= p < 1")
+        c.require(
+            self.target_modules is None or bool(self.target_modules),
+            "target_modules",
+            "empty",
+            [],
+            "null (architecture default) or module names",
+        )
+        c.done()
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     name: str  # experiment name: MLflow experiment and prefix of registered model names
     seed: int = 42  # seeds weights of new heads, data order, dropout and derived splits
     model: ModelConfig = field(default_factory=ModelConfig)
+    peft: PeftConfig | None = None  # adapters (LoRA, IA3) instead of training the whole encoder
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)  # defaults for every stage
     intermediate: StageConfig | None = None  # the intermediate task(s) (null: no transfer arm)
@@ -959,12 +1014,20 @@ class _Checker:
                 "tuning.stage", f"the config has no {tuning.stage} stage", tuning.stage, "a configured stage"
             )
             return
+        for name in tuning.space:
+            if name in PEFT_TUNABLE and self.cfg.peft is None:
+                self.add(f"tuning.space.{name}", "the config has no peft section", name, "a `peft:` section")
+                return
         for where, name, value in _tuning_values(tuning):
             try:
-                replace(stage.training, **{name: value})
+                if name in PEFT_TUNABLE:
+                    replace(self.cfg.peft, **{name.split(".", 1)[1]: value})
+                else:
+                    replace(stage.training, **{name: value})
             except (ConfigError, TypeError) as err:
                 detail = err.problems[0].expected if isinstance(err, ConfigError) else str(err)
-                self.add(f"tuning.{where}", f"not a valid training.{name}", value, detail or "a valid value")
+                field_name = name if name in PEFT_TUNABLE else f"training.{name}"
+                self.add(f"tuning.{where}", f"not a valid {field_name}", value, detail or "a valid value")
         if tuning.metric is None:
             return
         chosen = stage.selection_task or stage.task_names[0]

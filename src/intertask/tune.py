@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
+import random
 import shutil
 import threading
 import time
@@ -151,12 +153,31 @@ def open_study(cfg: ExperimentConfig, ws: stages.Workspace, name: str, url: str)
         )
     study.set_user_attr(PARENT_ATTR, parent)
     study.set_user_attr(SPEC_ATTR, _spec(cfg))
-    for values in t.enqueue:  # given values first (the sampler fills any parameter they leave out)
-        study.enqueue_trial(dict(values), skip_if_exists=False)
-    for _ in range(t.trials - len(t.enqueue)):
-        study.enqueue_trial({}, skip_if_exists=False)
+    for values in initial_trials(t, cfg.seed if t.sampler.seed is None else t.sampler.seed):
+        study.enqueue_trial(values, skip_if_exists=False)
     study.set_user_attr(READY_ATTR, True)
     return study, parent
+
+
+def initial_trials(t: TuningConfig, seed: int) -> list[dict]:
+    """The study's queue: the given values first, then empty trials the sampler fills. A grid search
+    queues whole grid points instead (Optuna's grid sampler takes only complete enqueued trials):
+    given values completed by the first unused point that agrees with them, then unused points in a
+    seeded order."""
+    if t.sampler.kind != "grid":
+        return [dict(v) for v in t.enqueue] + [{} for _ in range(t.trials - len(t.enqueue))]
+    names = list(t.space)
+    points = [
+        dict(zip(names, combo, strict=True))
+        for combo in itertools.product(*(t.space[n].grid_values() for n in names))
+    ]
+    random.Random(seed).shuffle(points)
+    queue = []
+    for given in t.enqueue:
+        match = next(p for p in points if all(p[k] == v for k, v in given.items()))
+        points.remove(match)
+        queue.append(match)
+    return queue + points[: t.trials - len(queue)]
 
 
 def _join(cfg: ExperimentConfig, storage, name: str, url: str) -> tuple[optuna.Study, str]:
@@ -234,12 +255,15 @@ def trial_config(cfg: ExperimentConfig, params: dict) -> ExperimentConfig:
     """The experiment with the tuned stage's training values replaced (and no probes)."""
     t = cfg.tuning
     stage = getattr(cfg, t.stage)
+    training = {k: v for k, v in params.items() if not k.startswith("peft.")}
+    peft = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("peft.")}
     stage = replace(
         stage,
-        training=replace(stage.training, **params),
+        training=replace(stage.training, **training),
         selection_metric=t.metric or stage.selection_metric,
     )
-    return replace(cfg, **{t.stage: stage}, probes=())
+    extra = {"peft": replace(cfg.peft, **peft)} if peft else {}
+    return replace(cfg, **{t.stage: stage}, probes=(), **extra)
 
 
 # --- the worker loop ------------------------------------------------------------------------------
@@ -435,7 +459,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 
 
 def best_params_overrides(cfg: ExperimentConfig, params: dict) -> dict:
-    return {f"{cfg.tuning.stage}.training.{k}": v for k, v in params.items()}
+    return {k if k.startswith("peft.") else f"{cfg.tuning.stage}.training.{k}": v for k, v in params.items()}
 
 
 def _summarise(ws, study, name, url, parent, kept: _Kept | None, ran: int) -> TuneResult:
