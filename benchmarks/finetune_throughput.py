@@ -1,58 +1,95 @@
-"""Target fine-tuning throughput: intertask's loop vs a Hugging Face Trainer with run_glue-style defaults.
+"""Target fine-tuning: intertask's loop vs Hugging Face Trainers, side by side in one run.
 
-Same model (e5-small), same data (PAWS-X English, the train split's first N examples), batch 16, one
-epoch each, wall time of the whole training call. Printed as a table; results go to BENCHMARKS.md.
+Same model (e5-small), same data (PAWS-X English: the seeded train split's first N pairs, one epoch,
+batch 16, lr 2e-5, no warm-up or weight decay, as run_glue), each configuration in its own process so
+its peak RSS is its own. Reported per configuration: training examples/s (wall time of the training
+call), dev accuracy after the epoch (the same evaluation code for every model, fp32, on M dev pairs),
+peak RSS, and for intertask the training FLOP rate (6 x non-embedding parameters x real tokens) next to
+the bf16 matmul rate this script measures on the same CPU. Printed as a table; results go to
+BENCHMARKS.md.
 
-    python benchmarks/finetune_throughput.py [--examples 480]
+    python benchmarks/finetune_throughput.py [--examples 480] [--dev 400]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
-from transformers.utils import logging as hf_logging
-
-from intertask import models
-from intertask.config import SamplingConfig, TrainingConfig
-from intertask.data import data_root
-from intertask.encoding import encode
-from intertask.modeling import HeadSpec, build_models
-from intertask.tasks import builtin_catalog
-from intertask.tasks.examples import load_examples
-from intertask.tasks.types import task_type
-from intertask.training import TrainPart, train
 
 FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
+VARIANTS = {
+    "trainer_run_glue": "HF Trainer, run_glue defaults (pad to 128, fp32)",
+    "trainer_tuned": "HF Trainer, tuned (bf16, dynamic padding, group_by_length)",
+    "intertask_fp32": "intertask, fp32 (dynamic padding + length groups, fused AdamW)",
+    "intertask_demo": "intertask, demo settings (+ bf16 autocast, frozen word embeddings)",
+    "intertask_lora": "intertask, LoRA r=8 on query/value (+ bf16)",
+}
 
 
-def _data(n: int):
+def _data(n: int, dev: int):
+    from intertask.data import data_root
+    from intertask.tasks import builtin_catalog
+    from intertask.tasks.examples import load_examples
+
     spec = builtin_catalog().spec("pawsx")
     kwargs = {"root": data_root(), "fractions": FRACTIONS, "seed": 13}
     return (
         spec,
         load_examples(spec, "en", "train", max_examples=n, **kwargs),
-        load_examples(spec, "en", "dev", max_examples=16, **kwargs),
+        load_examples(spec, "en", "dev", max_examples=dev, **kwargs),
     )
 
 
-def trainer_run_glue(model_dir: str, texts: list[tuple[str, str]], labels: list[int]) -> float:
-    """run_glue defaults: pad to max_seq_length 128, fp32, AdamW, no length grouping."""
+def _dev_accuracy(model, spec, dev_set, tokenizer) -> float:
+    from intertask.encoding import encode
+    from intertask.evaluation import evaluate_set
+    from intertask.tasks.types import task_type
+
+    task = task_type(spec)
+    model.eval()
+    scored = evaluate_set(
+        model,
+        task,
+        dev_set,
+        encode(task, dev_set, tokenizer, 128, None),
+        pad_id=tokenizer.pad_token_id,
+        batch_tokens=2048,
+        bf16=False,
+    )
+    return float(scored.scores["accuracy"])
+
+
+def _trainer(model_dir: str, spec, train_set, dev_set, *, tuned: bool) -> dict:
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
     tok = AutoTokenizer.from_pretrained(model_dir)
-    enc = tok(
-        [a for a, _ in texts], [b for _, b in texts], padding="max_length", truncation=True, max_length=128
+    first = [e.texts[0] for e in train_set.examples]
+    second = [e.texts[1] for e in train_set.examples]
+    labels = [int(e.label) for e in train_set.examples]
+    enc = tok(first, second, truncation=True, max_length=128, padding=False if tuned else "max_length")
+    rows = Dataset.from_dict(
+        {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
     )
-    rows = [
-        {"input_ids": i, "attention_mask": m, "labels": y}
-        for i, m, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)
-    ]
+    torch.manual_seed(13)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     with tempfile.TemporaryDirectory() as out:
+        extra = {"bf16": True, "train_sampling_strategy": "group_by_length"} if tuned else {}
         args = TrainingArguments(
             output_dir=out,
             per_device_train_batch_size=16,
@@ -64,61 +101,158 @@ def trainer_run_glue(model_dir: str, texts: list[tuple[str, str]], labels: list[
             disable_tqdm=True,
             seed=13,
             use_cpu=True,
+            **extra,
         )
+        collator = DataCollatorWithPadding(tok) if tuned else None
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
         started = time.perf_counter()
-        Trainer(model=model, args=args, train_dataset=rows).train()
-        return len(rows) / (time.perf_counter() - started)
+        trainer.train()
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "accuracy": _dev_accuracy(model, spec, dev_set, tok)}
 
 
-def intertask_loop(model_dir: str, spec, train_set, dev_set, *, bf16: bool, freeze: bool) -> float:
+def _intertask(model_dir: str, spec, train_set, dev_set, *, bf16: bool, freeze: bool, lora: bool) -> dict:
+    from transformers import AutoTokenizer
+
+    from intertask import adapters
+    from intertask.config import PeftConfig, SamplingConfig, TrainingConfig
+    from intertask.encoding import encode
+    from intertask.modeling import HeadSpec, build_models
+    from intertask.tasks.types import task_type
+    from intertask.training import TrainPart, train
+
     task = task_type(spec)
     tok = AutoTokenizer.from_pretrained(model_dir)
     head = HeadSpec(spec.name, task.head, task.model_kwargs(), task.head_signature())
     model = build_models(model_dir, [head], seed=13, freeze_word_embeddings=freeze)[spec.name]
-    cfg = TrainingConfig(epochs=1, batch_size=16, learning_rate=2e-5, bf16=bf16, log_every_steps=1000)
-    part = TrainPart(
-        spec.name,
-        task,
-        model,
-        encode(task, train_set, tok, 128, None),
-        encode(task, dev_set, tok, 128, None),
-        dev_set,
-        "accuracy",
+    if lora:
+        adapters.attach(
+            model.base_model, PeftConfig(method="lora", rank=8, alpha=16), model.config.model_type
+        )
+    cfg = TrainingConfig(
+        epochs=1,
+        batch_size=16,
+        learning_rate=2e-5 if not lora else 5e-4,
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        bf16=bf16,
+        log_every_steps=1000,
+        checkpoints=False,
     )
-    started = time.perf_counter()
-    train([part], cfg, seed=13, pad_id=tok.pad_token_id, sampling=SamplingConfig(), desc="intertask")
-    return len(train_set) / (time.perf_counter() - started)
+    train_enc = encode(task, train_set, tok, 128, None)
+    part = TrainPart(
+        spec.name, task, model, train_enc, encode(task, dev_set, tok, 128, None), dev_set, "accuracy"
+    )
+    result = train([part], cfg, seed=13, pad_id=tok.pad_token_id, sampling=SamplingConfig(), desc="intertask")
+    encoder = model.base_model
+    embedding = sum(p.numel() for p in encoder.embeddings.parameters())
+    non_embedding = sum(p.numel() for p in model.parameters()) - embedding
+    tokens = int(np.sum(train_enc.lengths))
+    return {
+        "seconds": result.train_seconds,
+        "accuracy": _dev_accuracy(model, spec, dev_set, tok),
+        "flops": 6.0 * non_embedding * tokens,
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
+def run_variant(name: str, examples: int, dev: int) -> dict:
+    from transformers.utils import logging as hf_logging
+
+    from intertask import models
+
+    hf_logging.set_verbosity_error()
+    model_dir = str(models.prepare("e5-small"))
+    spec, train_set, dev_set = _data(examples, dev)
+    if name.startswith("trainer"):
+        out = _trainer(model_dir, spec, train_set, dev_set, tuned=name == "trainer_tuned")
+    else:
+        out = _intertask(
+            model_dir,
+            spec,
+            train_set,
+            dev_set,
+            bf16=name != "intertask_fp32",
+            freeze=name == "intertask_demo",
+            lora=name == "intertask_lora",
+        )
+    out["examples_per_second"] = len(train_set) / out["seconds"]
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["examples"] = len(train_set)
+    return out
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 1024, seconds: float = 3.0) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2.0 * size**3 * count / (time.perf_counter() - started)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=480)
+    parser.add_argument("--dev", type=int, default=400)
+    parser.add_argument("--variant", choices=list(VARIANTS), help="run one configuration (used internally)")
     args = parser.parse_args()
-    hf_logging.set_verbosity_error()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    model_dir = str(models.prepare("e5-small"))
-    spec, train_set, dev_set = _data(args.examples)
-    texts = [e.texts for e in train_set.examples]
-    labels = [int(e.label) for e in train_set.examples]
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    lengths = encode(task_type(spec), train_set, tokenizer, 128, None).lengths
+    if args.variant:
+        print(json.dumps(run_variant(args.variant, args.examples, args.dev)))
+        return
+    results = {}
+    for name in VARIANTS:
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--variant",
+                name,
+                "--examples",
+                str(args.examples),
+                "--dev",
+                str(args.dev),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{name}: {results[name]}", file=sys.stderr)
+    bf16_rate, fp32_rate = matmul_rate(torch.bfloat16), matmul_rate(torch.float32)
+    glue, tuned = results["trainer_run_glue"], results["trainer_tuned"]
     print(
-        f"e5-small, PAWS-X en, {len(texts)} examples (mean {np.mean(lengths):.1f} tokens, max {max(lengths)}), "
-        f"batch 16, 1 epoch, torch threads {torch.get_num_threads()}"
+        f"\ne5-small, PAWS-X en, {glue['examples']} training pairs, 1 epoch, batch 16; dev accuracy on "
+        f"{args.dev} pairs; torch threads {torch.get_num_threads()}\n"
     )
-    results = {
-        "HF Trainer, run_glue defaults (pad 128, fp32)": trainer_run_glue(model_dir, texts, labels),
-        "intertask, fp32, dynamic padding + length groups": intertask_loop(
-            model_dir, spec, train_set, dev_set, bf16=False, freeze=False
-        ),
-        "intertask, demo settings (+ bf16, frozen embeddings)": intertask_loop(
-            model_dir, spec, train_set, dev_set, bf16=True, freeze=True
-        ),
-    }
-    base = next(iter(results.values()))
-    print("\n| configuration | examples/s | vs Trainer |\n|---|---:|---:|")
-    for name, rate in results.items():
-        print(f"| {name} | {rate:.1f} | {rate / base:.2f}x |")
+    print(
+        "| configuration | examples/s | vs run_glue | vs tuned Trainer | dev acc. | peak RSS (MiB) | training GFLOP/s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, label in VARIANTS.items():
+        r = results[name]
+        flops = f"{r['flops'] / r['seconds'] / 1e9:.1f}" if "flops" in r and name != "intertask_lora" else ""
+        print(
+            f"| {label} | {r['examples_per_second']:.1f} | {r['examples_per_second'] / glue['examples_per_second']:.2f}x | "
+            f"{r['examples_per_second'] / tuned['examples_per_second']:.2f}x | {100 * r['accuracy']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {flops} |"
+        )
+    demo = results["intertask_demo"]
+    demo_rate = demo["flops"] / demo["seconds"]
+    print(
+        f"\nmatmul 1024x1024: bf16 {bf16_rate / 1e9:.1f} GFLOP/s, fp32 {fp32_rate / 1e9:.1f} GFLOP/s; "
+        f"intertask demo training {demo_rate / 1e9:.1f} GFLOP/s = {100 * demo_rate / bf16_rate:.0f} % of the bf16 "
+        "matmul rate"
+    )
+    lora, full = results["intertask_lora"], results["intertask_demo"]
+    print(
+        f"LoRA vs full (demo settings): {lora['examples_per_second']:.1f} vs {full['examples_per_second']:.1f} ex/s, "
+        f"peak RSS {lora['peak_rss_mb']:.0f} vs {full['peak_rss_mb']:.0f} MiB, trainable parameters "
+        f"{lora['trainable']:,} vs {full['trainable']:,}"
+    )
 
 
 if __name__ == "__main__":

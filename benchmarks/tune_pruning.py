@@ -100,9 +100,10 @@ def main() -> None:
         f"{args.epochs} epochs, TPE seed 7\n"
     )
     print(
-        "| pruner | wall time (s) | trials complete / pruned | epochs trained | best dev F1 | best params |"
+        "| pruner | wall time (s) | trials complete / pruned | epochs trained | best dev F1 | best params "
+        "| RSS after trial 1 / max / last (MiB) |"
     )
-    print("|---|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---|---:|")
     for r in results:
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["best_params"].items()
@@ -111,6 +112,8 @@ def main() -> None:
             f"| {r['pruner']} | {r['seconds']:.0f} | {r['complete']} / {r['pruned']} | {r['epochs']} | "
             f"{r['best']:.4f} | {params} | {r['rss'][0]:.0f} / {max(r['rss']):.0f} / {r['rss'][-1]:.0f} |"
         )
+    for r in results:
+        print(f"RSS after each trial, pruner {r['pruner']} (MiB): " + " ".join(f"{v:.0f}" for v in r["rss"]))
 
 
 if __name__ == "__main__":

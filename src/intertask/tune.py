@@ -228,7 +228,10 @@ def sampler_for(t: TuningConfig, seed: int) -> optuna.samplers.BaseSampler:
 def pruner_for(t: TuningConfig) -> optuna.pruners.BasePruner:
     p = t.pruner
     if p.kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs)
+        # steps are 1-based epochs: epochs 1..warmup_epochs are never pruned
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs + 1
+        )
     if p.kind == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=p.min_epochs, reduction_factor=p.reduction_factor
@@ -354,7 +357,8 @@ def _run_trial(ws, study, trial, name, parent, init, kept: _Kept | None) -> _Kep
     def on_epoch(epoch: int, score: float) -> None:
         trial.report(score, epoch)
         tracking.log_metrics({"trial/intermediate_value": score}, epoch)
-        if trial.should_prune():
+        last = getattr(trial_cfg, t.stage).training.epochs
+        if epoch < last and trial.should_prune():  # after the last epoch there is nothing left to save
             raise Pruned(f"trial {trial.number} pruned after epoch {epoch} (dev {score:.4f})")
 
     state, value, trained = "FAIL", None, None
