@@ -105,13 +105,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1 with a SQLite backend and proxied artifacts."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+def start_mlflow_server(root: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on 127.0.0.1:port with a SQLite backend and proxied artifacts under
+    root, healthy when this returns; its own process group (stop it with os.killpg)."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    port = _free_port()
     command = [
         sys.executable,
         "-m",
@@ -128,17 +126,25 @@ def mlflow_server(tmp_path_factory):
         "--workers",
         "1",
     ]
-    with open(root / "server.log", "w") as log:
+    with open(root / "server.log", "a") as log:
         proc = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-        uri = f"http://127.0.0.1:{port}"
-        try:
-            _wait_healthy(uri, proc, root / "server.log")
-            yield uri
-        finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=30)
+    _wait_healthy(f"http://127.0.0.1:{port}", proc, root / "server.log")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` for the session."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    proc = start_mlflow_server(root, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
 
 
 def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from intertask import cli, tracking
 from intertask.checkpoints import Checkpointer
 
-from .conftest import _free_port, write_yaml
+from .conftest import _free_port, start_mlflow_server, write_yaml
 
 
 def _config(folder: Path, tiny_model, name: str, **extra) -> Path:
@@ -185,38 +185,6 @@ def test_sigterm_ends_the_run_killed(tiny_model, tmp_path, shared_data):
     assert not client.search_registered_models()  # no model of an interrupted stage
 
 
-def _server(root: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    log = open(root / "server.log", "a")  # noqa: SIM115 - the server process writes it
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            MlflowClient(f"http://127.0.0.1:{port}").search_experiments(max_results=1)
-            return proc
-        except Exception:
-            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-            time.sleep(0.5)
-    raise AssertionError("mlflow server did not start")
-
-
 def _stop(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -228,7 +196,7 @@ def test_a_tracking_server_that_dies_mid_run_gives_a_clear_error_and_no_registry
     store = tmp_path / "server"
     store.mkdir()
     port = _free_port()
-    server = _server(store, port)
+    server = start_mlflow_server(store, port)
     uri = f"http://127.0.0.1:{port}"
     config = _config(tmp_path, tiny_model, "serverdown")
     root = tmp_path / "ckpt"
@@ -246,7 +214,7 @@ def test_a_tracking_server_that_dies_mid_run_gives_a_clear_error_and_no_registry
         output[-2000:]
     )
     assert "Traceback" not in output
-    server = _server(store, port)  # the same store, back up
+    server = start_mlflow_server(store, port)  # the same store, back up
     try:
         client = MlflowClient(uri)
         assert not client.search_registered_models()  # nothing half-registered
