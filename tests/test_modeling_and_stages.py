@@ -46,6 +46,23 @@ def test_new_head_even_when_the_label_count_matches(trained_folder):
     assert torch.equal(model.classifier.weight, again.classifier.weight)  # seeded
 
 
+def test_weights_missing_from_the_checkpoint_do_not_depend_on_the_global_rng(tiny_model, tmp_path):
+    """e5-small ships no pooler; the classification head reads it. Whatever the process's RNG state
+    before (the first model of a process used to differ from run to run), the same seed builds the
+    same model."""
+    from transformers import AutoTokenizer, BertModel
+
+    encoder = BertModel.from_pretrained(tiny_model, add_pooling_layer=False)
+    encoder.save_pretrained(tmp_path / "no-pooler")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "no-pooler")
+    built = []
+    for state in (1, 2):
+        torch.manual_seed(state)  # as if different work had run before in this process
+        built.append(build_model(tmp_path / "no-pooler", "sequence_classification", HEAD_2, seed=7))
+    assert "bert.pooler.dense.weight" in built[0].state_dict()
+    assert _same(built[0].state_dict(), built[1].state_dict())
+
+
 def test_keep_head_keeps_it(trained_folder):
     folder, source = trained_folder
     model = build_model(folder, "sequence_classification", HEAD_2, seed=1, keep_head=True)

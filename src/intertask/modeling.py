@@ -154,6 +154,9 @@ def build_models(
     """One model per task, all sharing the encoder loaded from `source`; new heads seeded with `seed`."""
     quiet_transformers()
     try:
+        # weights the checkpoint lacks are drawn from the global RNG (e5-small ships no pooler, which
+        # sequence-classification heads read): seed it, or the first model of a process differs per run
+        torch.manual_seed(seed)
         encoder = AutoModel.from_pretrained(source)
         out = {}
         for spec in heads:
