@@ -3,12 +3,13 @@
 Same model (e5-small), same data (PAWS-X English: the seeded train split's first N pairs, one epoch,
 batch 16, lr 2e-5, no warm-up or weight decay, as run_glue), each configuration in its own process so
 its peak RSS is its own. Reported per configuration: training examples/s (wall time of the training
-call), dev accuracy after the epoch (the same evaluation code for every model, fp32, on M dev pairs),
+call), accuracy of the final model (the same evaluation code for every model, fp32, on M pairs of the
+seeded test split; intertask selects its best epoch on 100 other dev pairs),
 peak RSS, and for intertask the training FLOP rate (6 x non-embedding parameters x real tokens) next to
 the bf16 matmul rate this script measures on the same CPU. Printed as a table; results go to
 BENCHMARKS.md.
 
-    python benchmarks/finetune_throughput.py [--examples 480] [--dev 400]
+    python benchmarks/finetune_throughput.py [--examples 480] [--dev 400] [--epochs 1] [--lr 2e-5] [--only NAME...]
 """
 
 from __future__ import annotations
@@ -45,30 +46,31 @@ def _data(n: int, dev: int):
     return (
         spec,
         load_examples(spec, "en", "train", max_examples=n, **kwargs),
-        load_examples(spec, "en", "dev", max_examples=dev, **kwargs),
+        load_examples(spec, "en", "dev", max_examples=100, **kwargs),  # intertask's best-epoch selection
+        load_examples(spec, "en", "test", max_examples=dev, **kwargs),  # the reported accuracy
     )
 
 
-def _dev_accuracy(model, spec, dev_set, tokenizer) -> float:
+def _accuracy(model, spec, scored, tokenizer) -> float:
     from intertask.encoding import encode
     from intertask.evaluation import evaluate_set
     from intertask.tasks.types import task_type
 
     task = task_type(spec)
     model.eval()
-    scored = evaluate_set(
+    result = evaluate_set(
         model,
         task,
-        dev_set,
-        encode(task, dev_set, tokenizer, 128, None),
+        scored,
+        encode(task, scored, tokenizer, 128, None),
         pad_id=tokenizer.pad_token_id,
         batch_tokens=2048,
         bf16=False,
     )
-    return float(scored.scores["accuracy"])
+    return float(result.scores["accuracy"])
 
 
-def _trainer(model_dir: str, spec, train_set, dev_set, *, tuned: bool) -> dict:
+def _trainer(model_dir: str, spec, train_set, scored, *, tuned: bool, epochs: int, lr: float) -> dict:
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -93,8 +95,8 @@ def _trainer(model_dir: str, spec, train_set, dev_set, *, tuned: bool) -> dict:
         args = TrainingArguments(
             output_dir=out,
             per_device_train_batch_size=16,
-            num_train_epochs=1,
-            learning_rate=2e-5,
+            num_train_epochs=epochs,
+            learning_rate=lr,
             report_to=[],
             save_strategy="no",
             logging_strategy="no",
@@ -108,10 +110,22 @@ def _trainer(model_dir: str, spec, train_set, dev_set, *, tuned: bool) -> dict:
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "accuracy": _dev_accuracy(model, spec, dev_set, tok)}
+    return {"seconds": seconds, "accuracy": _accuracy(model, spec, scored, tok)}
 
 
-def _intertask(model_dir: str, spec, train_set, dev_set, *, bf16: bool, freeze: bool, lora: bool) -> dict:
+def _intertask(
+    model_dir: str,
+    spec,
+    train_set,
+    dev_set,
+    test_set,
+    *,
+    bf16: bool,
+    freeze: bool,
+    lora: bool,
+    epochs: int,
+    lr: float,
+) -> dict:
     from transformers import AutoTokenizer
 
     from intertask import adapters
@@ -130,9 +144,9 @@ def _intertask(model_dir: str, spec, train_set, dev_set, *, bf16: bool, freeze: 
             model.base_model, PeftConfig(method="lora", rank=8, alpha=16), model.config.model_type
         )
     cfg = TrainingConfig(
-        epochs=1,
+        epochs=epochs,
         batch_size=16,
-        learning_rate=2e-5 if not lora else 5e-4,
+        learning_rate=lr if not lora else 10 * lr,
         warmup_ratio=0.0,
         weight_decay=0.0,
         bf16=bf16,
@@ -147,112 +161,109 @@ def _intertask(model_dir: str, spec, train_set, dev_set, *, bf16: bool, freeze: 
     encoder = model.base_model
     embedding = sum(p.numel() for p in encoder.embeddings.parameters())
     non_embedding = sum(p.numel() for p in model.parameters()) - embedding
-    tokens = int(np.sum(train_enc.lengths))
+    tokens = epochs * int(np.sum(train_enc.lengths))
     return {
         "seconds": result.train_seconds,
-        "accuracy": _dev_accuracy(model, spec, dev_set, tok),
+        "accuracy": _accuracy(model, spec, test_set, tok),
         "flops": 6.0 * non_embedding * tokens,
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
 
 
-def run_variant(name: str, examples: int, dev: int) -> dict:
+def run_variant(name: str, examples: int, dev: int, epochs: int, lr: float) -> dict:
     from transformers.utils import logging as hf_logging
 
     from intertask import models
 
     hf_logging.set_verbosity_error()
     model_dir = str(models.prepare("e5-small"))
-    spec, train_set, dev_set = _data(examples, dev)
+    spec, train_set, dev_set, test_set = _data(examples, dev)
     if name.startswith("trainer"):
-        out = _trainer(model_dir, spec, train_set, dev_set, tuned=name == "trainer_tuned")
+        out = _trainer(
+            model_dir, spec, train_set, test_set, tuned=name == "trainer_tuned", epochs=epochs, lr=lr
+        )
     else:
         out = _intertask(
             model_dir,
             spec,
             train_set,
             dev_set,
+            test_set,
             bf16=name != "intertask_fp32",
             freeze=name == "intertask_demo",
             lora=name == "intertask_lora",
+            epochs=epochs,
+            lr=lr,
         )
-    out["examples_per_second"] = len(train_set) / out["seconds"]
+    out["examples_per_second"] = epochs * len(train_set) / out["seconds"]
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["examples"] = len(train_set)
     return out
 
 
-def matmul_rate(dtype: torch.dtype, size: int = 1024, seconds: float = 3.0) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        count += 1
-    return 2.0 * size**3 * count / (time.perf_counter() - started)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=480)
-    parser.add_argument("--dev", type=int, default=400)
+    parser.add_argument("--dev", type=int, default=400, help="held-out (test split) pairs scored")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=2e-5, help="learning rate (LoRA: 10x)")
+    parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="a subset of the configurations")
     parser.add_argument("--variant", choices=list(VARIANTS), help="run one configuration (used internally)")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.examples, args.dev)))
+        print(json.dumps(run_variant(args.variant, args.examples, args.dev, args.epochs, args.lr)))
         return
+    chosen = args.only or list(VARIANTS)
     results = {}
-    for name in VARIANTS:
-        done = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--variant",
-                name,
-                "--examples",
-                str(args.examples),
-                "--dev",
-                str(args.dev),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+    for name in chosen:
+        command = [sys.executable, __file__, "--variant", name, "--examples", str(args.examples)]
+        command += ["--dev", str(args.dev), "--epochs", str(args.epochs), "--lr", str(args.lr)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{name}: {results[name]}", file=sys.stderr)
-    bf16_rate, fp32_rate = matmul_rate(torch.bfloat16), matmul_rate(torch.float32)
-    glue, tuned = results["trainer_run_glue"], results["trainer_tuned"]
-    print(
-        f"\ne5-small, PAWS-X en, {glue['examples']} training pairs, 1 epoch, batch 16; dev accuracy on "
-        f"{args.dev} pairs; torch threads {torch.get_num_threads()}\n"
+    from flop_rate import rate  # this folder is on sys.path when the script runs
+
+    bf16_rate, fp32_rate = (
+        rate(1024, 1024, 1024, torch.bfloat16, 3.0),
+        rate(1024, 1024, 1024, torch.float32, 3.0),
     )
+    first = results[chosen[0]]
     print(
-        "| configuration | examples/s | vs run_glue | vs tuned Trainer | dev acc. | peak RSS (MiB) | training GFLOP/s |"
+        f"\ne5-small, PAWS-X en, {first['examples']} training pairs, {args.epochs} epoch(s), batch 16, lr {args.lr:g}; "
+        f"accuracy on {args.dev} held-out (test split) pairs; torch threads {torch.get_num_threads()}\n"
+    )
+    glue, tuned = results.get("trainer_run_glue"), results.get("trainer_tuned")
+
+    def ratio(r: dict, base: dict | None) -> str:
+        return f"{r['examples_per_second'] / base['examples_per_second']:.2f}x" if base else ""
+
+    print(
+        "| configuration | examples/s | vs run_glue | vs tuned Trainer | held-out acc. | peak RSS (MiB) | training GFLOP/s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, label in VARIANTS.items():
+    for name in chosen:
         r = results[name]
         flops = f"{r['flops'] / r['seconds'] / 1e9:.1f}" if "flops" in r and name != "intertask_lora" else ""
         print(
-            f"| {label} | {r['examples_per_second']:.1f} | {r['examples_per_second'] / glue['examples_per_second']:.2f}x | "
-            f"{r['examples_per_second'] / tuned['examples_per_second']:.2f}x | {100 * r['accuracy']:.1f} | "
-            f"{r['peak_rss_mb']:.0f} | {flops} |"
+            f"| {VARIANTS[name]} | {r['examples_per_second']:.1f} | {ratio(r, glue)} | {ratio(r, tuned)} | "
+            f"{100 * r['accuracy']:.1f} | {r['peak_rss_mb']:.0f} | {flops} |"
         )
-    demo = results["intertask_demo"]
-    demo_rate = demo["flops"] / demo["seconds"]
-    print(
-        f"\nmatmul 1024x1024: bf16 {bf16_rate / 1e9:.1f} GFLOP/s, fp32 {fp32_rate / 1e9:.1f} GFLOP/s; "
-        f"intertask demo training {demo_rate / 1e9:.1f} GFLOP/s = {100 * demo_rate / bf16_rate:.0f} % of the bf16 "
-        "matmul rate"
-    )
-    lora, full = results["intertask_lora"], results["intertask_demo"]
-    print(
-        f"LoRA vs full (demo settings): {lora['examples_per_second']:.1f} vs {full['examples_per_second']:.1f} ex/s, "
-        f"peak RSS {lora['peak_rss_mb']:.0f} vs {full['peak_rss_mb']:.0f} MiB, trainable parameters "
-        f"{lora['trainable']:,} vs {full['trainable']:,}"
-    )
+    print(f"\nmatmul 1024x1024: bf16 {bf16_rate / 1e9:.1f} GFLOP/s, fp32 {fp32_rate / 1e9:.1f} GFLOP/s")
+    if "intertask_demo" in results:
+        demo = results["intertask_demo"]
+        demo_rate = demo["flops"] / demo["seconds"]
+        print(
+            f"intertask demo training {demo_rate / 1e9:.1f} GFLOP/s = {100 * demo_rate / bf16_rate:.0f} % of the "
+            "bf16 matmul rate"
+        )
+    if "intertask_lora" in results and "intertask_demo" in results:
+        lora, full = results["intertask_lora"], results["intertask_demo"]
+        print(
+            f"LoRA vs full (demo settings): {lora['examples_per_second']:.1f} vs "
+            f"{full['examples_per_second']:.1f} ex/s, peak RSS {lora['peak_rss_mb']:.0f} vs "
+            f"{full['peak_rss_mb']:.0f} MiB, trainable parameters {lora['trainable']:,} vs {full['trainable']:,}"
+        )
 
 
 if __name__ == "__main__":

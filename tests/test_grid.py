@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, grid
+from intertask import cli, grid, report
 from intertask.config import load_experiment
 
 from .conftest import REPO, write_yaml
@@ -119,8 +119,34 @@ def test_killed_grid_restarts_and_reuses_what_finished(tiny_model, tmp_path, mlf
     _check_report(client, parent)
 
     count = len(everything)
+    logged = client.download_artifacts(parent.info.run_id, "report/heatmap.png", str(tmp_path))
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the report of unchanged inputs was built again")
+
+    monkeypatch.setattr(report, "build", no_rebuild)
+    monkeypatch.chdir(tmp_path)
     assert cli.main(["main", str(config)]) == 0  # nothing left to do: every stage is reused
     assert len(client.search_runs([experiment], max_results=500)) == count
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    with open(logged, "rb") as f:  # the local copy is the logged report, read back
+        assert (tmp_path / "reports" / "grid-e2e" / "heatmap.png").read_bytes() == f.read()
+
+    # `mlflow run` makes a new parent run each time: it gets the same report, copied, with its metrics
+    launched = client.create_run(experiment, run_name="launched by mlflow run").info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", launched)
+    assert cli.main(["main", str(config)]) == 0
+    copy = client.get_run(launched)
+    assert copy.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(launched, "report")} >= {
+        "report/report.html",
+        "report/heatmap.png",
+        "report/gains.csv",
+    }
+    gain_metrics = {k: v for k, v in copy.data.metrics.items() if k.startswith("gain/")}
+    assert gain_metrics and gain_metrics == {
+        k: v for k, v in client.get_run(parent.info.run_id).data.metrics.items() if k.startswith("gain/")
+    }
 
 
 def _check_report(client, parent):

@@ -154,7 +154,7 @@ def _run_entry(args) -> int:
     ws = stages.Workspace(cfg, args.config)
     try:
         if args.command == "validate":
-            pipeline.plan(ws)
+            pipeline.check_models(pipeline.plan(ws).jobs)
             from intertask.config import dump_yaml
 
             print(dump_yaml(cfg))

@@ -92,6 +92,12 @@ def _check_model(name_or_path: str) -> None:
     modeling.load_tokenizer(source)
 
 
+def check_models(jobs: list[Job]) -> None:
+    """Every base model the jobs start from loads (config and tokenizer), before any run exists."""
+    for model in dict.fromkeys(job.cell.model for job in jobs):
+        _check_model(model)
+
+
 def _check_parallel(ws: Workspace, loaded: list) -> None:
     """Line-parallel tasks must have the same number of lines in every language (the guard relies on it)."""
     problems = []
@@ -128,7 +134,7 @@ class Plan:
 
 
 def plan(ws: Workspace) -> Plan:
-    """Expand the grid, load and check every job's data and every base model, and key every job."""
+    """Expand the grid, load and check every job's data, and key every job."""
     cfg = ws.cfg
     jobs = grid.jobs(cfg)
     configs, keys, loaded = {}, {}, []
@@ -141,8 +147,6 @@ def plan(ws: Workspace) -> Plan:
         keys[job.id] = grid.job_key(job, configs[job.id], [s.fingerprint for s in sets], upstream)
         cell_ws.workdir.rmdir()
     _check_parallel(ws, loaded)
-    for model in dict.fromkeys(job.cell.model for job in jobs):
-        _check_model(model)
     return Plan(jobs, configs, keys)
 
 
@@ -183,6 +187,9 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
 
     cfg = ws.cfg
     study = plan(ws)
+    done_before = "all" not in force and ws.known_experiment() is not None
+    ready = _finished_jobs(ws, study, force) if done_before else {}
+    check_models([job for job in study.jobs if job.id not in ready])  # a study all done needs none
     experiment = ws.experiment()
     launched = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made the parent already
     parent = launched or tracking.open_run(
@@ -201,10 +208,16 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
             )
             tracking.log_config(cfg, ws.config_file)
             tracking.log_provenance()
-        outcomes = _run_jobs(ws, study, parent, force)
-        built = report.build(cfg, [o for o in outcomes.values()], ws=ws)
-        with tracking.run(f"main {cfg.name}", experiment_id=experiment, run_id=parent):
-            report.log(built, cfg, outcomes)
+        outcomes = _run_jobs(ws, study, parent, ready)
+        inputs = report_inputs(cfg, outcomes)
+        earlier = _earlier_report(experiment, inputs, outcomes)
+        built = report.load(earlier) if earlier else report.build(cfg, list(outcomes.values()), ws=ws)
+        if earlier == parent:  # a re-run of a finished study: its report is there already
+            tracking.close_run(parent, "FINISHED")
+        else:
+            with tracking.run(f"main {cfg.name}", experiment_id=experiment, run_id=parent):
+                report.log(built, cfg, outcomes)
+                tracking.set_tags({f"{TAG}report_inputs": inputs})
         status = "FINISHED"
         return StudyResult(parent, outcomes, built)
     except KeyboardInterrupt:
@@ -213,6 +226,24 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     finally:
         if status != "FINISHED":
             tracking.close_run(parent, status)
+
+
+def report_inputs(cfg: ExperimentConfig, outcomes: dict[str, Outcome]) -> str:
+    """What a study's report is computed from: the study (config and code), the report settings and
+    the run behind every job."""
+    runs = sorted((job_id, o.run_id) for job_id, o in outcomes.items())
+    return hashlib.sha256(
+        json.dumps([main_key(cfg), to_dict(cfg.report), runs], sort_keys=True, default=str).encode()
+    ).hexdigest()
+
+
+def _earlier_report(experiment: str, inputs: str, outcomes: dict[str, Outcome]) -> str | None:
+    """The run that logged the report of exactly these inputs, when every job was reused: building it
+    again (divergence embeddings, figures) would give the same tables."""
+    if not all(o.reused for o in outcomes.values()):
+        return None
+    found = tracking.find_runs(experiment, f"{TAG}report_inputs", inputs)
+    return found[0].info.run_id if found else None
 
 
 def _open_arm(ws: Workspace, study: Plan, job: Job, parent: str, names: tuple[bool, bool]) -> str:
@@ -231,17 +262,24 @@ def _open_arm(ws: Workspace, study: Plan, job: Job, parent: str, names: tuple[bo
     return arm
 
 
-def _run_jobs(ws: Workspace, study: Plan, parent: str, force: tuple[str, ...]) -> dict[str, Outcome]:
+def _finished_jobs(ws: Workspace, study: Plan, force: tuple[str, ...]) -> dict[str, Outcome]:
+    """The jobs a finished run of the same content key already did (unless their kind is forced)."""
+    ready = {}
+    for job in study.jobs:
+        if job.kind not in force and (done := _reused(ws, job, study.keys[job.id])) is not None:
+            ready[job.id] = done
+    return ready
+
+
+def _run_jobs(ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome]) -> dict[str, Outcome]:
     cfg = ws.cfg
     experiment = ws.experiment()
     names = (len({j.cell.model for j in study.jobs}) > 1, len({j.cell.seed for j in study.jobs}) > 1)
-    arms, ready, specs = {}, {}, []
+    arms, specs = {}, []
     for job in study.jobs:
         key = study.keys[job.id]
-        if "all" not in force and job.kind not in force and (done := _reused(ws, job, key)) is not None:
-            ready[job.id] = done
+        if job.id in ready:
             continue
-        tracking.close_stale(experiment, key)
         run_parent = parent
         if job.kind != "probe":
             if job.arm not in arms:

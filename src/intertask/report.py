@@ -21,6 +21,19 @@ from intertask import divergence, grid, metrics, plots, tracking
 from intertask.config import NONE, ExperimentConfig
 
 KEYS = ["model", "intermediate", "target", "task", "split", "language", "metric"]
+SCORE_COLUMNS = [
+    "model",
+    "model_group",
+    "intermediate",
+    "family",
+    "target",
+    "seed",
+    "task",
+    "split",
+    "language",
+    "metric",
+    "value",
+]
 
 
 @dataclass
@@ -37,6 +50,7 @@ class Report:
     probes: pd.DataFrame  # retrieval probes: point, arm, task, language, metric, value
     figures: dict = field(default_factory=dict)  # name -> matplotlib figure
     html: str = ""
+    images: dict = field(default_factory=dict)  # name -> PNG bytes (a report read back from its run)
 
 
 # --- building ----------------------------------------------------------------------------------------
@@ -67,39 +81,11 @@ def scores_table(cfg: ExperimentConfig, evaluations: list[tuple[dict, pd.DataFra
         }
         frames.append(table.assign(**cell))
     if not frames:
-        return pd.DataFrame(
-            columns=[
-                "model",
-                "model_group",
-                "intermediate",
-                "family",
-                "target",
-                "seed",
-                "task",
-                "split",
-                "language",
-                "metric",
-                "value",
-            ]
-        )
+        return pd.DataFrame(columns=SCORE_COLUMNS)
     scores = pd.concat(frames, ignore_index=True)
     scores["model_group"] = scores.model.map(lambda m: group_of(cfg, m))
     scores["family"] = scores.intermediate.map(lambda i: family_of(cfg, i))
-    return scores[
-        [
-            "model",
-            "model_group",
-            "intermediate",
-            "family",
-            "target",
-            "seed",
-            "task",
-            "split",
-            "language",
-            "metric",
-            "value",
-        ]
-    ]
+    return scores[SCORE_COLUMNS]
 
 
 def bootstrap_interval(
@@ -459,7 +445,29 @@ def write(built: Report, folder) -> None:
             frame.to_csv(folder / f"{name}.csv", index=False)
     for name, figure in built.figures.items():
         figure.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+    for name, png in built.images.items():
+        (folder / f"{name}.png").write_bytes(png)
     (folder / "report.html").write_text(built.html, encoding="utf-8")
+
+
+def load(run_id: str) -> Report:
+    """The report a run logged (`log`), read back from its artifacts: tables, PNG figures, the page."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="report", dst_path=tmp)
+        )
+        tables = {
+            name: pd.read_csv(folder / f"{name}.csv") if (folder / f"{name}.csv").exists() else pd.DataFrame()
+            for name in TABLES
+        }
+        images = {png.stem: png.read_bytes() for png in sorted(folder.glob("*.png"))}
+        html = (folder / "report.html").read_text(encoding="utf-8")
+    return Report(**tables, html=html, images=images)
 
 
 def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
@@ -471,6 +479,8 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
     for name, figure in built.figures.items():
         tracking.log_figure(figure, f"report/{name}.png")
         plots.close(figure)
+    for name, png in built.images.items():
+        tracking.log_bytes(png, f"report/{name}.png")
     tracking.log_text(built.html, "report/report.html")
     tracking.log_json(
         {o.job_id: {"run_id": o.run_id, "key": o.key, "reused": o.reused} for o in outcomes.values()},

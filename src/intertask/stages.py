@@ -62,6 +62,12 @@ class Workspace:
             tracking.close_dead_runs(self.experiment_id)  # left RUNNING by a killed process of this host
         return self.experiment_id
 
+    def known_experiment(self) -> str | None:
+        """The experiment if the tracking store has it already (nothing is created)."""
+        if self.experiment_id is None and tracking.connect(self.cfg, create=False) is None:
+            return None
+        return self.experiment()
+
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -72,15 +72,18 @@ def use(cfg: ExperimentConfig) -> str:
     return uri
 
 
-def connect(cfg: ExperimentConfig) -> str:
-    """The experiment id for cfg in the tracking store (the experiment is created if new)."""
+def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:
+    """The experiment id for cfg in the tracking store (the experiment is created if new, or None is
+    returned with `create=False`)."""
     uri = use(cfg)
     name = cfg.tracking.experiment or cfg.name
     try:
         if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: the launcher chose the experiment
             return MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
         experiment = mlflow.get_experiment_by_name(name)
-        return experiment.experiment_id if experiment else _create_experiment(name)
+        if experiment is None:
+            return _create_experiment(name) if create else None
+        return experiment.experiment_id
     except MlflowException as err:
         raise TrackingError(
             [
@@ -262,18 +265,6 @@ def finished_stage(experiment_id: str, key: str):
     return runs[0] if runs else None
 
 
-def close_stale(experiment_id: str, key: str) -> list[str]:
-    """Mark KILLED the runs of this key left RUNNING by a process of this host that no longer exists."""
-    closed = []
-    for found in find_runs(experiment_id, f"{TAG}stage_key", key, "RUNNING"):
-        tags = found.data.tags
-        pid = int(tags.get(f"{TAG}pid", "0") or 0)
-        if tags.get(f"{TAG}host") == platform.node() and pid and not _alive(pid):
-            close_run(found.info.run_id, "KILLED")
-            closed.append(found.info.run_id)
-    return closed
-
-
 def close_dead_runs(experiment_id: str) -> list[str]:
     """Mark KILLED every run of the experiment left RUNNING by a process of this host that is gone
     (SIGKILL, power loss): no run stays RUNNING after a crash once anything runs here again."""
@@ -422,6 +413,15 @@ def log_text(text: str, path: str) -> None:
 
 def log_artifacts(folder: Path, path: str) -> None:
     mlflow.log_artifacts(str(folder), path)
+
+
+def log_bytes(data: bytes, path: str) -> None:
+    """Raw bytes (a PNG) as the artifact `path`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(path).name
+        local.write_bytes(data)
+        parent = str(Path(path).parent)
+        mlflow.log_artifact(str(local), None if parent == "." else parent)
 
 
 def log_json(data: object, path: str) -> None:

@@ -1,0 +1,175 @@
+"""Where the training FLOPs go: e5-small training steps against the CPU's bf16 matmul rate.
+
+1. bf16 matmul rate: a large square product (the CPU's attainable peak) and the products e5-small's
+   encoder actually runs (rows = tokens of a batch, 384 -> 384, 384 -> 1536, 1536 -> 384), forward
+   shapes and the two backward shapes of each.
+2. Training steps (forward, backward, fused AdamW, bf16 autocast, frozen word embeddings: the demo
+   settings) on real PAWS-X English batches, for several batch sizes: non-embedding FLOPs
+   (6 x parameters x real tokens) per second, and its share of the peak.
+3. A torch.profiler breakdown of one batch size: time in matrix products vs everything else (attention
+   kernels, layer norm, GELU, dropout, casts, optimizer).
+
+    python benchmarks/flop_rate.py [--batches 16 32 64] [--steps 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")
+
+
+def rate(m: int, k: int, n: int, dtype=torch.bfloat16, seconds: float = 1.5) -> float:
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    for _ in range(5):
+        a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2.0 * m * k * n * count / (time.perf_counter() - started)
+
+
+def model_shapes(rows: int) -> dict[str, tuple[int, int, int]]:
+    """Forward (x @ W) and backward (grad input, grad weight) products of one encoder layer's linears."""
+    shapes = {}
+    for name, (k, n) in {"attention 384x384": (384, 384), "ffn in 384x1536": (384, 1536)}.items():
+        shapes[f"{name} fwd"] = (rows, k, n)
+        shapes[f"{name} grad-in"] = (rows, n, k)
+        shapes[f"{name} grad-W"] = (k, rows, n)
+    shapes["ffn out 1536x384 fwd"] = (rows, 1536, 384)
+    return shapes
+
+
+def _setup(examples: int):
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from intertask import models
+    from intertask.data import data_root
+    from intertask.encoding import encode
+    from intertask.modeling import HeadSpec, build_models
+    from intertask.tasks import builtin_catalog
+    from intertask.tasks.examples import load_examples
+    from intertask.tasks.types import task_type
+
+    hf_logging.set_verbosity_error()
+    model_dir = str(models.prepare("e5-small"))
+    spec = builtin_catalog().spec("pawsx")
+    fractions = {"train": 0.6, "dev": 0.1, "test": 0.3}
+    data = load_examples(
+        spec, "en", "train", max_examples=examples, root=data_root(), fractions=fractions, seed=13
+    )
+    task = task_type(spec)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    enc = encode(task, data, tok, 128, None)
+    head = HeadSpec(spec.name, task.head, task.model_kwargs(), task.head_signature())
+    model = build_models(model_dir, [head], seed=13, freeze_word_embeddings=True)[spec.name]
+    return model, task, enc, tok.pad_token_id
+
+
+def train_rate(model, task, enc, pad_id: int, batch_size: int, steps: int, profile: bool = False):
+    from intertask.batching import collate, length_grouped_batches
+
+    rng = np.random.default_rng(13)
+    batches = length_grouped_batches(enc.lengths, batch_size, rng)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=2e-5, fused=True)
+    embedding = sum(p.numel() for p in model.base_model.embeddings.parameters())
+    non_embedding = sum(p.numel() for p in model.parameters()) - embedding
+    model.train()
+
+    def step(index: np.ndarray) -> int:
+        batch = collate(enc, index, pad_id)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return int(enc.lengths[index].sum())
+
+    for index in batches[:2]:  # warm-up
+        step(index)
+    chosen = batches[2 : 2 + steps]
+    profiler = None
+    if profile:
+        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        profiler.__enter__()
+    tokens, started = 0, time.perf_counter()
+    for index in chosen:
+        tokens += step(index)
+    seconds = time.perf_counter() - started
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+    return 6.0 * non_embedding * tokens / seconds, tokens / len(chosen), profiler
+
+
+def breakdown(profiler) -> dict[str, float]:
+    """Self CPU time per group of operators, in per cent of the total."""
+    groups: dict[str, float] = defaultdict(float)
+    for event in profiler.key_averages():
+        name = event.key
+        if name in MATMUL_OPS:
+            group = "matrix products (mm/addmm/bmm)"
+        elif "attention" in name or "softmax" in name:
+            group = "attention kernels / softmax"
+        elif "layer_norm" in name:
+            group = "layer norm"
+        elif "gelu" in name:
+            group = "GELU"
+        elif "dropout" in name or "bernoulli" in name or "native_dropout" in name:
+            group = "dropout"
+        elif name in ("aten::to", "aten::_to_copy", "aten::copy_", "aten::clone"):
+            group = "casts and copies (autocast)"
+        elif "adam" in name.lower() or "_foreach" in name:
+            group = "optimizer"
+        elif name in ("aten::add", "aten::add_", "aten::mul", "aten::mul_", "aten::sum", "aten::div"):
+            group = "elementwise add/mul/sum (incl. grad accumulation)"
+        else:
+            group = "other"
+        groups[group] += event.self_cpu_time_total
+    total = sum(groups.values())
+    return {k: 100 * v / total for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--examples", type=int, default=1600)
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    peak = rate(2048, 2048, 2048)
+    print(f"torch threads {torch.get_num_threads()}\n")
+    print("| bf16 product (m x k x n) | GFLOP/s | share of peak |\n|---|---:|---:|")
+    print(f"| 2048 x 2048 x 2048 (peak) | {peak / 1e9:.0f} | 100 % |")
+    print(
+        f"| 1024 x 1024 x 1024 | {rate(1024, 1024, 1024) / 1e9:.0f} | {100 * rate(1024, 1024, 1024) / peak:.0f} % |"
+    )
+    for name, (m, k, n) in model_shapes(1024).items():
+        value = rate(m, k, n)
+        print(f"| {name}: {m} x {k} x {n} | {value / 1e9:.0f} | {100 * value / peak:.0f} % |")
+    model, task, enc, pad_id = _setup(args.examples)
+    print(
+        "\n| batch size | mean tokens per batch | training GFLOP/s | share of peak |\n|---:|---:|---:|---:|"
+    )
+    for size in args.batches:
+        value, tokens, _ = train_rate(model, task, enc, pad_id, size, args.steps)
+        print(f"| {size} | {tokens:.0f} | {value / 1e9:.0f} | {100 * value / peak:.0f} % |")
+    _, _, profiler = train_rate(
+        model, task, enc, pad_id, args.batches[0], max(4, args.steps // 2), profile=True
+    )
+    print(f"\nself CPU time by operator group, batch {args.batches[0]}:\n")
+    print("| group | share |\n|---|---:|")
+    for group, share in breakdown(profiler).items():
+        print(f"| {group} | {share:.1f} % |")
+
+
+if __name__ == "__main__":
+    main()
