@@ -31,17 +31,18 @@ VARIANTS = {
     "trainer_run_glue": "HF Trainer, run_glue defaults (pad to 128, fp32)",
     "trainer_tuned": "HF Trainer, tuned (bf16, dynamic padding, group_by_length)",
     "intertask_fp32": "intertask, fp32 (dynamic padding + length groups, fused AdamW)",
+    "intertask_bf16": "intertask, bf16 autocast (the tuned Trainer's settings)",
     "intertask_demo": "intertask, demo settings (+ bf16 autocast, frozen word embeddings)",
     "intertask_lora": "intertask, LoRA r=8 on query/value (+ bf16)",
 }
 
 
-def _data(n: int, dev: int):
+def _data(task: str, n: int, dev: int):
     from intertask.data import data_root
     from intertask.tasks import builtin_catalog
     from intertask.tasks.examples import load_examples
 
-    spec = builtin_catalog().spec("pawsx")
+    spec = builtin_catalog().spec(task)
     kwargs = {"root": data_root(), "fractions": FRACTIONS, "seed": 13}
     return (
         spec,
@@ -80,16 +81,20 @@ def _trainer(model_dir: str, spec, train_set, scored, *, tuned: bool, epochs: in
         TrainingArguments,
     )
 
+    from intertask.tasks.types import task_type
+
     tok = AutoTokenizer.from_pretrained(model_dir)
-    first = [e.texts[0] for e in train_set.examples]
-    second = [e.texts[1] for e in train_set.examples]
+    columns = list(zip(*(e.texts for e in train_set.examples), strict=True))  # one text, or a pair
     labels = [int(e.label) for e in train_set.examples]
-    enc = tok(first, second, truncation=True, max_length=128, padding=False if tuned else "max_length")
+    enc = tok(*columns, truncation=True, max_length=128, padding=False if tuned else "max_length")
     rows = Dataset.from_dict(
         {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
     )
     torch.manual_seed(13)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    head = {
+        k: v for k, v in task_type(spec).model_kwargs().items() if k in ("num_labels", "id2label", "label2id")
+    }
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, **head)
     with tempfile.TemporaryDirectory() as out:
         extra = {"bf16": True, "train_sampling_strategy": "group_by_length"} if tuned else {}
         args = TrainingArguments(
@@ -170,14 +175,14 @@ def _intertask(
     }
 
 
-def run_variant(name: str, examples: int, dev: int, epochs: int, lr: float) -> dict:
+def run_variant(name: str, task: str, examples: int, dev: int, epochs: int, lr: float) -> dict:
     from transformers.utils import logging as hf_logging
 
     from intertask import models
 
     hf_logging.set_verbosity_error()
     model_dir = str(models.prepare("e5-small"))
-    spec, train_set, dev_set, test_set = _data(examples, dev)
+    spec, train_set, dev_set, test_set = _data(task, examples, dev)
     if name.startswith("trainer"):
         out = _trainer(
             model_dir, spec, train_set, test_set, tuned=name == "trainer_tuned", epochs=epochs, lr=lr
@@ -203,6 +208,9 @@ def run_variant(name: str, examples: int, dev: int, epochs: int, lr: float) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--task", default="pawsx", help="a classification task of the catalog (sst2 learns fast)"
+    )
     parser.add_argument("--examples", type=int, default=480)
     parser.add_argument("--dev", type=int, default=400, help="held-out (test split) pairs scored")
     parser.add_argument("--epochs", type=int, default=1)
@@ -212,12 +220,21 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.examples, args.dev, args.epochs, args.lr)))
+        print(json.dumps(run_variant(args.variant, args.task, args.examples, args.dev, args.epochs, args.lr)))
         return
     chosen = args.only or list(VARIANTS)
     results = {}
     for name in chosen:
-        command = [sys.executable, __file__, "--variant", name, "--examples", str(args.examples)]
+        command = [
+            sys.executable,
+            __file__,
+            "--variant",
+            name,
+            "--task",
+            args.task,
+            "--examples",
+            str(args.examples),
+        ]
         command += ["--dev", str(args.dev), "--epochs", str(args.epochs), "--lr", str(args.lr)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -230,7 +247,7 @@ def main() -> None:
     )
     first = results[chosen[0]]
     print(
-        f"\ne5-small, PAWS-X en, {first['examples']} training pairs, {args.epochs} epoch(s), batch 16, lr {args.lr:g}; "
+        f"\ne5-small, {args.task} en, {first['examples']} training pairs, {args.epochs} epoch(s), batch 16, lr {args.lr:g}; "
         f"accuracy on {args.dev} held-out (test split) pairs; torch threads {torch.get_num_threads()}\n"
     )
     glue, tuned = results.get("trainer_run_glue"), results.get("trainer_tuned")

@@ -6,7 +6,10 @@
 2. Training steps (forward, backward, fused AdamW, bf16 autocast, frozen word embeddings: the demo
    settings) on real PAWS-X English batches, for several batch sizes: non-embedding FLOPs
    (6 x parameters x real tokens) per second, and its share of the peak.
-3. A torch.profiler breakdown of one batch size: time in matrix products vs everything else (attention
+3. The attention path: PyTorch's SDPA (transformers' default) or the eager bmm/softmax path, with the
+   model's attention dropout (0.1) or none -- with dropout, SDPA on CPU takes the unfused math path and
+   samples a Bernoulli mask per attention score; without, its fused kernel's backward is slow here.
+4. A torch.profiler breakdown of one batch size: time in matrix products vs everything else (attention
    kernels, layer norm, GELU, dropout, casts, optimizer).
 
     python benchmarks/flop_rate.py [--batches 16 32 64] [--steps 12]
@@ -110,6 +113,15 @@ def train_rate(model, task, enc, pad_id: int, batch_size: int, steps: int, profi
     return 6.0 * non_embedding * tokens / seconds, tokens / len(chosen), profiler
 
 
+def attention_dropout(model, p: float | None = None) -> float:
+    """The dropout on attention probabilities (set to `p` when given)."""
+    layers = [m for name, m in model.named_modules() if name.endswith("attention.self")]
+    if p is not None:
+        for layer in layers:
+            layer.dropout.p = p
+    return layers[0].dropout.p
+
+
 def breakdown(profiler) -> dict[str, float]:
     """Self CPU time per group of operators, in per cent of the total."""
     groups: dict[str, float] = defaultdict(float)
@@ -162,6 +174,23 @@ def main() -> None:
     for size in args.batches:
         value, tokens, _ = train_rate(model, task, enc, pad_id, size, args.steps)
         print(f"| {size} | {tokens:.0f} | {value / 1e9:.0f} | {100 * value / peak:.0f} % |")
+    print(
+        f"\nattention implementation and dropout, batch {args.batches[0]} (the same model, measured in turn):\n"
+    )
+    print("| attention | attention dropout | training GFLOP/s | share of peak |\n|---|---:|---:|---:|")
+    configured = attention_dropout(model)
+    for implementation, dropout in (
+        ("sdpa", configured),
+        ("eager", configured),
+        ("eager", 0.0),
+        ("sdpa", 0.0),
+    ):
+        model.set_attn_implementation(implementation)
+        attention_dropout(model, dropout)
+        value = max(train_rate(model, task, enc, pad_id, args.batches[0], args.steps)[0] for _ in range(2))
+        print(f"| {implementation} | {dropout:g} | {value / 1e9:.0f} | {100 * value / peak:.0f} % |")
+    model.set_attn_implementation("sdpa")
+    attention_dropout(model, configured)
     _, _, profiler = train_rate(
         model, task, enc, pad_id, args.batches[0], max(4, args.steps // 2), profile=True
     )
