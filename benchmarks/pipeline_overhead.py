@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument(
         "--study", type=Path, help="study file for the re-run (default: a built-in small study)"
     )
+    parser.add_argument("--workdir", type=Path, help="a new folder for the re-run's store and report")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
