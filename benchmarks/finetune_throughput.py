@@ -6,10 +6,13 @@ its peak RSS is its own. Reported per configuration: training examples/s (wall t
 call), accuracy of the final model (the same evaluation code for every model, fp32, on M pairs of the
 seeded test split; intertask selects its best epoch on 100 other dev pairs),
 peak RSS, and for intertask the training FLOP rate (6 x non-embedding parameters x real tokens) next to
-the bf16 matmul rate this script measures on the same CPU. Printed as a table; results go to
-BENCHMARKS.md.
+the bf16 matmul rate this script measures on the same CPU. With several `--seeds` every configuration
+runs once per seed (model initialisation and batch order; the data stay fixed): examples/s is the mean,
+accuracy the mean with its standard deviation across seeds, peak RSS the largest. Printed as a table;
+results go to BENCHMARKS.md.
 
-    python benchmarks/finetune_throughput.py [--examples 480] [--dev 400] [--epochs 1] [--lr 2e-5] [--only NAME...]
+    python benchmarks/finetune_throughput.py [--examples 480] [--dev 400] [--epochs 1] [--lr 2e-5]
+                                             [--seeds 13 ...] [--only NAME...]
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ VARIANTS = {
     "intertask_fp32": "intertask, fp32 (dynamic padding + length groups, fused AdamW)",
     "intertask_bf16": "intertask, bf16 autocast (the tuned Trainer's settings)",
     "intertask_demo": "intertask, demo settings (+ bf16 autocast, frozen word embeddings)",
+    "intertask_sparse": "intertask, bf16 autocast + sparse-updated word embeddings (SparseAdam)",
     "intertask_lora": "intertask, LoRA r=8 on query/value (+ bf16)",
 }
 
@@ -71,7 +75,9 @@ def _accuracy(model, spec, scored, tokenizer) -> float:
     return float(result.scores["accuracy"])
 
 
-def _trainer(model_dir: str, spec, train_set, scored, *, tuned: bool, epochs: int, lr: float) -> dict:
+def _trainer(
+    model_dir: str, spec, train_set, scored, *, tuned: bool, epochs: int, lr: float, seed: int
+) -> dict:
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -90,7 +96,7 @@ def _trainer(model_dir: str, spec, train_set, scored, *, tuned: bool, epochs: in
     rows = Dataset.from_dict(
         {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
     )
-    torch.manual_seed(13)
+    torch.manual_seed(seed)
     head = {
         k: v for k, v in task_type(spec).model_kwargs().items() if k in ("num_labels", "id2label", "label2id")
     }
@@ -106,7 +112,7 @@ def _trainer(model_dir: str, spec, train_set, scored, *, tuned: bool, epochs: in
             save_strategy="no",
             logging_strategy="no",
             disable_tqdm=True,
-            seed=13,
+            seed=seed,
             use_cpu=True,
             **extra,
         )
@@ -127,9 +133,11 @@ def _intertask(
     *,
     bf16: bool,
     freeze: bool,
+    sparse: bool,
     lora: bool,
     epochs: int,
     lr: float,
+    seed: int,
 ) -> dict:
     from transformers import AutoTokenizer
 
@@ -143,7 +151,9 @@ def _intertask(
     task = task_type(spec)
     tok = AutoTokenizer.from_pretrained(model_dir)
     head = HeadSpec(spec.name, task.head, task.model_kwargs(), task.head_signature())
-    model = build_models(model_dir, [head], seed=13, freeze_word_embeddings=freeze)[spec.name]
+    model = build_models(
+        model_dir, [head], seed=seed, freeze_word_embeddings=freeze, sparse_word_embeddings=sparse
+    )[spec.name]
     if lora:
         adapters.attach(
             model.base_model, PeftConfig(method="lora", rank=8, alpha=16), model.config.model_type
@@ -162,7 +172,9 @@ def _intertask(
     part = TrainPart(
         spec.name, task, model, train_enc, encode(task, dev_set, tok, 128, None), dev_set, "accuracy"
     )
-    result = train([part], cfg, seed=13, pad_id=tok.pad_token_id, sampling=SamplingConfig(), desc="intertask")
+    result = train(
+        [part], cfg, seed=seed, pad_id=tok.pad_token_id, sampling=SamplingConfig(), desc="intertask"
+    )
     encoder = model.base_model
     embedding = sum(p.numel() for p in encoder.embeddings.parameters())
     non_embedding = sum(p.numel() for p in model.parameters()) - embedding
@@ -175,7 +187,7 @@ def _intertask(
     }
 
 
-def run_variant(name: str, task: str, examples: int, dev: int, epochs: int, lr: float) -> dict:
+def run_variant(name: str, task: str, examples: int, dev: int, epochs: int, lr: float, seed: int) -> dict:
     from transformers.utils import logging as hf_logging
 
     from intertask import models
@@ -185,7 +197,14 @@ def run_variant(name: str, task: str, examples: int, dev: int, epochs: int, lr: 
     spec, train_set, dev_set, test_set = _data(task, examples, dev)
     if name.startswith("trainer"):
         out = _trainer(
-            model_dir, spec, train_set, test_set, tuned=name == "trainer_tuned", epochs=epochs, lr=lr
+            model_dir,
+            spec,
+            train_set,
+            test_set,
+            tuned=name == "trainer_tuned",
+            epochs=epochs,
+            lr=lr,
+            seed=seed,
         )
     else:
         out = _intertask(
@@ -196,9 +215,11 @@ def run_variant(name: str, task: str, examples: int, dev: int, epochs: int, lr: 
             test_set,
             bf16=name != "intertask_fp32",
             freeze=name == "intertask_demo",
+            sparse=name == "intertask_sparse",
             lora=name == "intertask_lora",
             epochs=epochs,
             lr=lr,
+            seed=seed,
         )
     out["examples_per_second"] = epochs * len(train_set) / out["seconds"]
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -215,30 +236,65 @@ def main() -> None:
     parser.add_argument("--dev", type=int, default=400, help="held-out (test split) pairs scored")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=2e-5, help="learning rate (LoRA: 10x)")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[13], help="one run per seed and configuration"
+    )
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="a subset of the configurations")
     parser.add_argument("--variant", choices=list(VARIANTS), help="run one configuration (used internally)")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.task, args.examples, args.dev, args.epochs, args.lr)))
+        out = run_variant(
+            args.variant, args.task, args.examples, args.dev, args.epochs, args.lr, args.seeds[0]
+        )
+        print(json.dumps(out))
         return
     chosen = args.only or list(VARIANTS)
     results = {}
     for name in chosen:
-        command = [
-            sys.executable,
-            __file__,
-            "--variant",
-            name,
-            "--task",
-            args.task,
-            "--examples",
-            str(args.examples),
-        ]
-        command += ["--dev", str(args.dev), "--epochs", str(args.epochs), "--lr", str(args.lr)]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        runs = [_run_process(name, args, seed) for seed in args.seeds]
+        results[name] = _aggregate(runs)
         print(f"{name}: {results[name]}", file=sys.stderr)
+    _print_table(chosen, results, args)
+
+
+def _run_process(name: str, args: argparse.Namespace, seed: int) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--variant",
+        name,
+        "--task",
+        args.task,
+        "--examples",
+        str(args.examples),
+    ]
+    command += [
+        "--dev",
+        str(args.dev),
+        "--epochs",
+        str(args.epochs),
+        "--lr",
+        str(args.lr),
+        "--seeds",
+        str(seed),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _aggregate(runs: list[dict]) -> dict:
+    """Several seeds of one configuration: mean time and speed, accuracy mean and sample sd, largest RSS."""
+    out = dict(runs[0])
+    for key in ("seconds", "examples_per_second", "accuracy"):
+        out[key] = float(np.mean([r[key] for r in runs]))
+    out["accuracies"] = [r["accuracy"] for r in runs]
+    out["accuracy_sd"] = float(np.std(out["accuracies"], ddof=1)) if len(runs) > 1 else None
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    return out
+
+
+def _print_table(chosen: list[str], results: dict, args: argparse.Namespace) -> None:
     from flop_rate import rate  # this folder is on sys.path when the script runs
 
     bf16_rate, fp32_rate = (
@@ -248,7 +304,8 @@ def main() -> None:
     first = results[chosen[0]]
     print(
         f"\ne5-small, {args.task} en, {first['examples']} training pairs, {args.epochs} epoch(s), batch 16, lr {args.lr:g}; "
-        f"accuracy on {args.dev} held-out (test split) pairs; torch threads {torch.get_num_threads()}\n"
+        f"accuracy on {args.dev} held-out (test split) pairs; seeds {' '.join(map(str, args.seeds))}; "
+        f"torch threads {torch.get_num_threads()}\n"
     )
     glue, tuned = results.get("trainer_run_glue"), results.get("trainer_tuned")
 
@@ -264,8 +321,12 @@ def main() -> None:
         flops = f"{r['flops'] / r['seconds'] / 1e9:.1f}" if "flops" in r and name != "intertask_lora" else ""
         print(
             f"| {VARIANTS[name]} | {r['examples_per_second']:.1f} | {ratio(r, glue)} | {ratio(r, tuned)} | "
-            f"{100 * r['accuracy']:.1f} | {r['peak_rss_mb']:.0f} | {flops} |"
+            f"{_accuracy_cell(r)} | {r['peak_rss_mb']:.0f} | {flops} |"
         )
+    if len(args.seeds) > 1:
+        print("\nheld-out accuracy per seed:")
+        for name in chosen:
+            print(f"  {name}: " + " ".join(f"{100 * a:.1f}" for a in results[name]["accuracies"]))
     print(f"\nmatmul 1024x1024: bf16 {bf16_rate / 1e9:.1f} GFLOP/s, fp32 {fp32_rate / 1e9:.1f} GFLOP/s")
     if "intertask_demo" in results:
         demo = results["intertask_demo"]
@@ -281,6 +342,12 @@ def main() -> None:
             f"{full['examples_per_second']:.1f} ex/s, peak RSS {lora['peak_rss_mb']:.0f} vs "
             f"{full['peak_rss_mb']:.0f} MiB, trainable parameters {lora['trainable']:,} vs {full['trainable']:,}"
         )
+
+
+def _accuracy_cell(r: dict) -> str:
+    if r["accuracy_sd"] is None:
+        return f"{100 * r['accuracy']:.1f}"
+    return f"{100 * r['accuracy']:.1f} ± {100 * r['accuracy_sd']:.1f}"
 
 
 if __name__ == "__main__":

@@ -301,3 +301,18 @@ def test_tatoeba_defaults_to_xtremes_36_languages_and_takes_any_laser_pair(share
     assert len(entry.languages) == 36 and "fr" in entry.languages and "ang" not in entry.languages
     cfg = load_experiment(REPO / "pipelines" / "tatoeba_e5.yaml", ["evaluation.languages=[ang, yue, fr]"])
     assert cfg.evaluation_tasks()[0].languages == ("ang", "yue", "fr")
+
+
+def test_frozen_and_sparse_word_embeddings_together_are_refused(shared_data):
+    # the demo freezes the word embeddings; sparse updates of a frozen matrix are a contradiction
+    with pytest.raises(ConfigError) as info:
+        load_experiment(REPO / "pipelines" / "demo.yaml", ["model.sparse_word_embeddings=true"])
+    assert any(
+        "model.sparse_word_embeddings: conflicts with freeze_word_embeddings: true" in str(p)
+        for p in info.value.problems
+    ), info.value.problems
+    cfg = load_experiment(
+        REPO / "pipelines" / "demo.yaml",
+        ["model.freeze_word_embeddings=false", "model.sparse_word_embeddings=true"],
+    )
+    assert cfg.model.sparse_word_embeddings and not cfg.model.freeze_word_embeddings

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from intertask import cli, tracking
@@ -110,9 +112,11 @@ def test_a_stage_killed_mid_epoch_resumes_to_the_same_metrics(tiny_model, tmp_pa
     assert not list(root.glob("*/latest"))
 
 
-def test_training_resumes_from_a_checkpoint_in_process(tiny_model, tmp_path, shared_data):
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse-embeddings"])
+def test_training_resumes_from_a_checkpoint_in_process(sparse, tiny_model, tmp_path, shared_data):
     """The loop itself: stopped by an error in its second epoch (checkpoints every 3 steps and at epoch
-    ends), resumed from the last mid-epoch checkpoint: the same history as a run that never stopped."""
+    ends), resumed from the last mid-epoch checkpoint: the same history as a run that never stopped.
+    Also with sparse-gradient word embeddings (a second optimizer, SparseAdam, in the checkpoint)."""
     from intertask.config import SamplingConfig, TrainingConfig, load_experiment
     from intertask.modeling import HeadSpec, build_models, load_tokenizer
     from intertask.stages import Workspace, stage_data
@@ -130,7 +134,7 @@ def test_training_resumes_from_a_checkpoint_in_process(tiny_model, tmp_path, sha
 
         def run(checkpointer=None, stop_at=None):
             head = HeadSpec("udpos", task.head, task.model_kwargs(), task.head_signature())
-            model = build_models(str(tiny_model), [head], seed=3)["udpos"]
+            model = build_models(str(tiny_model), [head], seed=3, sparse_word_embeddings=sparse)["udpos"]
             part = TrainPart(
                 "udpos",
                 task,
@@ -272,3 +276,47 @@ def test_two_pipelines_share_one_experiment_on_a_server(tiny_model, tmp_path, sh
         len([r for r in runs if r.data.tags.get("intertask.stage") in ("intermediate", "finetune")])
         == trained
     )
+
+
+def test_sparse_word_embeddings_move_only_the_rows_of_training_tokens(tiny_model, tmp_path, shared_data):
+    """model.sparse_word_embeddings: the embedding rows of tokens that never occur in the training data
+    stay exactly as loaded (SparseAdam is lazy, no weight decay), the rows of tokens that do occur are
+    trained; with dense AdamW, weight decay moves every row."""
+    from intertask.config import SamplingConfig, TrainingConfig, load_experiment
+    from intertask.modeling import HeadSpec, build_models, load_tokenizer
+    from intertask.stages import Workspace, stage_data
+    from intertask.training import TrainPart, train
+
+    cfg = load_experiment(_config(tmp_path, tiny_model, "sparse-rows"))
+    ws = Workspace(cfg=cfg)
+    try:
+        task = cfg.catalog().task("udpos")
+        train_set, dev_set = stage_data(ws, cfg.target, "udpos")
+        tokenizer = load_tokenizer(str(tiny_model))
+        encoded = ws.encode(task, train_set, tokenizer)
+        seen = torch.from_numpy(np.unique(np.concatenate(encoded.inputs["input_ids"]))).long()
+        training = TrainingConfig(epochs=1, batch_size=32, learning_rate=3e-3, warmup_ratio=0.0)
+
+        def moved_rows(sparse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            head = HeadSpec("udpos", task.head, task.model_kwargs(), task.head_signature())
+            model = build_models(str(tiny_model), [head], seed=3, sparse_word_embeddings=sparse)["udpos"]
+            before = model.get_input_embeddings().weight.detach().clone()
+            part = TrainPart(
+                "udpos", task, model, encoded, ws.encode(task, dev_set, tokenizer), dev_set, "f1"
+            )
+            train([part], training, seed=3, pad_id=tokenizer.pad_token_id, sampling=SamplingConfig())
+            after = model.get_input_embeddings().weight.detach()
+            assert model.get_input_embeddings().sparse is sparse
+            return (after != before).any(dim=1), torch.ones(len(before), dtype=torch.bool).index_fill_(
+                0, seen, False
+            )
+
+        moved, unseen = moved_rows(sparse=True)
+        assert unseen.sum() > 0 and not moved[unseen].any()  # no unseen token's row changed
+        assert moved[seen].float().mean() > 0.95  # (a padding row gets no gradient)
+        moved, unseen = moved_rows(sparse=False)
+        assert (
+            moved[unseen].float().mean() > 0.99
+        )  # dense AdamW's weight decay moves (all but a zero pad) rows
+    finally:
+        ws.close()

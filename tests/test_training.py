@@ -1,9 +1,10 @@
 """Multi-task sampling weights (jiant's samplers) and checkpoint selection."""
 
 import pytest
+import torch
 
 from intertask.config import SamplingConfig
-from intertask.training import TrainPart, sampling_weights, selection_score
+from intertask.training import TrainPart, clip_gradients, sampling_weights, selection_score
 
 SIZES = {"small": 1000, "large": 9000}
 
@@ -36,3 +37,31 @@ def test_selection_on_a_named_task_or_the_mean():
     dev = {"xnli": {"accuracy": 0.6}, "tydiqa": {"f1": 0.3, "exact_match": 0.1}, "udpos": {"f1": 0.9}}
     assert selection_score(dev, parts, None) == pytest.approx(0.6)  # (0.6 + 0.3 + 0.9) / 3
     assert selection_score(dev, parts, "tydiqa") == pytest.approx(0.3)
+
+
+def test_clipping_sparse_gradients_matches_torch_on_their_dense_form():
+    torch.manual_seed(0)
+    rows = torch.tensor([[1, 3, 3, 7]])
+    values = torch.randn(4, 5)
+    dense_grad = torch.zeros(10, 5).index_add_(0, rows[0], values)  # row 3 appears twice: summed
+    bias_grad = torch.randn(5) * 4
+
+    def params(sparse: bool) -> list[torch.nn.Parameter]:
+        weight, bias = torch.nn.Parameter(torch.zeros(10, 5)), torch.nn.Parameter(torch.zeros(5))
+        weight.grad = (
+            torch.sparse_coo_tensor(rows, values, (10, 5), check_invariants=True)
+            if sparse
+            else dense_grad.clone()
+        )
+        bias.grad = bias_grad.clone()
+        return [weight, bias]
+
+    reference, ours = params(sparse=False), params(sparse=True)
+    expected = torch.nn.utils.clip_grad_norm_(reference, 0.5)
+    total = clip_gradients(ours, 0.5)
+    assert total == pytest.approx(float(expected), rel=1e-6) and total > 0.5  # it did clip
+    assert torch.allclose(ours[0].grad.to_dense(), reference[0].grad, atol=1e-7)
+    assert torch.allclose(ours[1].grad, reference[1].grad, atol=1e-7)
+    small = params(sparse=True)
+    assert clip_gradients(small, 1e6) == pytest.approx(float(dense_grad.norm().hypot(bias_grad.norm())))
+    assert torch.allclose(small[0].grad.to_dense(), dense_grad)  # under the limit: untouched

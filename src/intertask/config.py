@@ -46,10 +46,18 @@ def is_model_reference(value: str) -> bool:
 class ModelConfig:
     name_or_path: str = "e5-small"  # offline model name (`intertask model list`), local folder or hub id
     freeze_word_embeddings: bool = False  # keep the input embedding matrix fixed (96M of e5-small's 118M)
+    sparse_word_embeddings: bool = False  # train it with sparse gradients: only a step's token rows move
     max_length: int = 128  # tokens per example (per window for QA) after truncation
 
     def __post_init__(self) -> None:
         c = FieldChecks()
+        c.require(
+            not (self.freeze_word_embeddings and self.sparse_word_embeddings),
+            "sparse_word_embeddings",
+            "conflicts with freeze_word_embeddings: true",
+            True,
+            "at most one of freeze_word_embeddings and sparse_word_embeddings",
+        )
         c.require(8 <= self.max_length <= 4096, "max_length", "out of range", self.max_length, "8..4096")
         c.done()
 

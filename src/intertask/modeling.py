@@ -149,9 +149,18 @@ class HeadSpec:
 
 
 def build_models(
-    source: str, heads: list[HeadSpec], *, seed: int, freeze_word_embeddings: bool = False
+    source: str,
+    heads: list[HeadSpec],
+    *,
+    seed: int,
+    freeze_word_embeddings: bool = False,
+    sparse_word_embeddings: bool = False,
 ) -> dict[str, PreTrainedModel]:
-    """One model per task, all sharing the encoder loaded from `source`; new heads seeded with `seed`."""
+    """One model per task, all sharing the encoder loaded from `source`; new heads seeded with `seed`.
+
+    `sparse_word_embeddings`: the input embedding matrix returns sparse gradients (rows of the batch's
+    tokens only), which training updates with SparseAdam instead of a dense AdamW step over all rows.
+    """
     quiet_transformers()
     try:
         # weights the checkpoint lacks are drawn from the global RNG (e5-small ships no pooler, which
@@ -170,6 +179,21 @@ def build_models(
         raise _model_error(source, err) from None
     if freeze_word_embeddings:
         encoder.get_input_embeddings().weight.requires_grad_(False)
+    if sparse_word_embeddings:
+        embedding = encoder.get_input_embeddings()
+        if not isinstance(embedding, torch.nn.Embedding):
+            raise ModelError(
+                [
+                    Problem(
+                        "<model>",
+                        "sparse_word_embeddings",
+                        f"the input embeddings are a {type(embedding).__name__}",
+                        source,
+                        "a torch.nn.Embedding",
+                    )
+                ]
+            )
+        embedding.sparse = True
     return out
 
 

@@ -238,6 +238,7 @@ def train_stage(
         heads,
         seed=cfg.seed,
         freeze_word_embeddings=cfg.model.freeze_word_embeddings,
+        sparse_word_embeddings=cfg.model.sparse_word_embeddings,
     )
     encoder = next(iter(nets.values())).base_model
     model_type = encoder.config.model_type

@@ -75,12 +75,46 @@ def sampling_weights(sizes: dict[str, int], sampling: SamplingConfig) -> dict[st
     return {k: v / total for k, v in raw.items()}
 
 
-def _optimizer(parameters: list[torch.nn.Parameter], cfg: TrainingConfig) -> torch.optim.Optimizer:
-    # no weight decay on biases and layer-norm weights (1-d tensors)
-    decay = [p for p in parameters if p.ndim > 1]
-    no_decay = [p for p in parameters if p.ndim <= 1]
+def _sparse_parameters(modules: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Trainable embedding matrices that get sparse gradients (model.sparse_word_embeddings)."""
+    return [
+        m.weight
+        for m in modules.modules()
+        if isinstance(m, torch.nn.Embedding) and m.sparse and m.weight.requires_grad
+    ]
+
+
+def _optimizers(
+    parameters: list[torch.nn.Parameter], sparse: list[torch.nn.Parameter], cfg: TrainingConfig
+) -> list[torch.optim.Optimizer]:
+    """Fused AdamW for the dense parameters, no weight decay on biases and layer-norm weights (1-d
+    tensors); SparseAdam for sparse-gradient embeddings: lazy Adam, only the rows of a step's tokens
+    move (their moments too), and no weight decay."""
+    dense = [p for p in parameters if all(p is not q for q in sparse)]
+    decay = [p for p in dense if p.ndim > 1]
+    no_decay = [p for p in dense if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
+    out: list[torch.optim.Optimizer] = [torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)]
+    if sparse:
+        out.append(torch.optim.SparseAdam(sparse, lr=cfg.learning_rate))
+    return out
+
+
+def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> float:
+    """clip_grad_norm_ over dense and sparse gradients together (torch's refuses sparse ones): the
+    global L2 norm, every gradient scaled by max_norm / norm when it is above max_norm."""
+    for p in parameters:
+        if p.grad is not None and p.grad.is_sparse:
+            p.grad = p.grad.coalesce()  # repeated token rows summed, so the values' norm is the gradient's
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = [(g.values() if g.is_sparse else g).detach().float().norm() for g in grads]
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        (g.values() if g.is_sparse else g).mul_(scale)
+    return float(total)
 
 
 def _schedule(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
@@ -183,8 +217,9 @@ def train(
     device = trainable[0].device
     steps_per_epoch = math.ceil(sum(len(p.train) for p in parts) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = _optimizer(trainable, cfg)
-    scheduler = _schedule(optimizer, total_steps, cfg.warmup_ratio)
+    sparse = _sparse_parameters(modules)
+    optimizers = _optimizers(trainable, sparse, cfg)
+    schedulers = [_schedule(o, total_steps, cfg.warmup_ratio) for o in optimizers]
     rng = np.random.Generator(np.random.PCG64(seed))
     weights = sampling_weights({p.name: len(p.train) for p in parts}, sampling)
     streams = {
@@ -195,13 +230,13 @@ def train(
     best_state = None
     saved = checkpointer.load() if checkpointer is not None else None
     if saved is not None:
-        best_state = _restore(saved, modules, optimizer, scheduler, rng, streams, run)
+        best_state = _restore(saved, modules, optimizers, schedulers, rng, streams, run)
         for row in run.history:  # the resumed run shows every epoch, not only those after the restart
             log({k: v for k, v in row.items() if k not in ("epoch", "step")}, row["epoch"])
 
     def checkpoint() -> None:
         best = best_state if best_state is not None and run.best_epoch != run.epoch else None
-        checkpointer.save(_capture(run, modules, best, optimizer, scheduler, rng, streams))
+        checkpointer.save(_capture(run, modules, best, optimizers, schedulers, rng, streams))
 
     progress = tqdm(total=total_steps, initial=run.step, desc=desc, mininterval=2, leave=False)
     while run.epoch < cfg.epochs or run.in_epoch:
@@ -216,11 +251,14 @@ def train(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = part.model(**batch).loss
             loss.backward()
-            if cfg.max_grad_norm > 0:
+            if cfg.max_grad_norm > 0 and sparse:
+                clip_gradients(trainable, cfg.max_grad_norm)
+            elif cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             run.step, run.seen, run.epoch_step = run.step + 1, run.seen + len(rows), run.epoch_step + 1
             run.batches_per_task[name] += 1
             value = float(loss.detach())
@@ -235,7 +273,7 @@ def train(
                 log(
                     {
                         "train/loss": run.loss_sum / run.loss_count,
-                        "train/learning_rate": scheduler.get_last_lr()[0],
+                        "train/learning_rate": schedulers[0].get_last_lr()[0],
                         "train/examples_per_second": run.seen / elapsed,
                     },
                     run.step,
@@ -303,7 +341,7 @@ class _RunState:
     history: list[dict] = field(default_factory=list)
 
 
-def _capture(run: _RunState, modules, best_state, optimizer, scheduler, rng, streams) -> Saved:
+def _capture(run: _RunState, modules, best_state, optimizers, schedulers, rng, streams) -> Saved:
     state = {
         **asdict(run),
         "rng": rng.bit_generator.state,
@@ -314,21 +352,25 @@ def _capture(run: _RunState, modules, best_state, optimizer, scheduler, rng, str
         step=run.step,
         trainable=_named_trainable(modules),
         best=best_state,
-        optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict(),
+        optimizer={"optimizers": [o.state_dict() for o in optimizers]},
+        scheduler={"schedulers": [s.state_dict() for s in schedulers]},
         torch_rng=torch.get_rng_state(),
         state=state,
     )
 
 
-def _restore(saved: Saved, modules, optimizer, scheduler, rng, streams, run: _RunState):
+def _restore(saved: Saved, modules, optimizers, schedulers, rng, streams, run: _RunState):
     """Put the checkpoint back in place; returns the best epoch's weights when they were saved."""
     missing = set(_named_trainable(modules)) - set(saved.trainable)
     if missing:
         raise ValueError(f"checkpoint does not fit this model: {sorted(missing)[:3]} ... missing")
+    if len(saved.optimizer.get("optimizers", ())) != len(optimizers):
+        raise ValueError("checkpoint does not fit this run: a different set of optimizers")
     modules.load_state_dict(saved.trainable, strict=False)
-    optimizer.load_state_dict(saved.optimizer)
-    scheduler.load_state_dict(saved.scheduler)
+    for optimizer, state in zip(optimizers, saved.optimizer["optimizers"], strict=True):
+        optimizer.load_state_dict(state)
+    for scheduler, state in zip(schedulers, saved.scheduler["schedulers"], strict=True):
+        scheduler.load_state_dict(state)
     torch.set_rng_state(saved.torch_rng)
     state = dict(saved.state)
     rng.bit_generator.state = state.pop("rng")
