@@ -112,48 +112,59 @@ def test_a_stage_killed_mid_epoch_resumes_to_the_same_metrics(tiny_model, tmp_pa
     assert not list(root.glob("*/latest"))
 
 
+class _Udpos:
+    """A workspace with UD-POS English train/dev data and the tiny model, for driving the training loop
+    directly: `part(sparse)` builds a fresh model (seed 3) and its TrainPart on that data."""
+
+    def __init__(self, tmp_path: Path, tiny_model, name: str) -> None:
+        from intertask.config import load_experiment
+        from intertask.modeling import load_tokenizer
+        from intertask.stages import Workspace, stage_data
+
+        cfg = load_experiment(_config(tmp_path, tiny_model, name))
+        self.model_dir = str(tiny_model)
+        self.ws = Workspace(cfg=cfg)
+        self.task = cfg.catalog().task("udpos")
+        self.train_set, self.dev_set = stage_data(self.ws, cfg.target, "udpos")
+        self.tokenizer = load_tokenizer(self.model_dir)
+
+    def encoded(self, which: str):
+        return self.ws.encode(self.task, self.train_set if which == "train" else self.dev_set, self.tokenizer)
+
+    def part(self, *, sparse: bool = False):
+        from intertask.modeling import HeadSpec, build_models
+        from intertask.training import TrainPart
+
+        task = self.task
+        head = HeadSpec("udpos", task.head, task.model_kwargs(), task.head_signature())
+        model = build_models(self.model_dir, [head], seed=3, sparse_word_embeddings=sparse)["udpos"]
+        return TrainPart("udpos", task, model, self.encoded("train"), self.encoded("dev"), self.dev_set, "f1")
+
+
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse-embeddings"])
 def test_training_resumes_from_a_checkpoint_in_process(sparse, tiny_model, tmp_path, shared_data):
     """The loop itself: stopped by an error in its second epoch (checkpoints every 3 steps and at epoch
     ends), resumed from the last mid-epoch checkpoint: the same history as a run that never stopped.
     Also with sparse-gradient word embeddings (a second optimizer, SparseAdam, in the checkpoint)."""
-    from intertask.config import SamplingConfig, TrainingConfig, load_experiment
-    from intertask.modeling import HeadSpec, build_models, load_tokenizer
-    from intertask.stages import Workspace, stage_data
-    from intertask.training import TrainPart, train
+    from intertask.config import SamplingConfig, TrainingConfig
+    from intertask.training import train
 
-    cfg = load_experiment(_config(tmp_path, tiny_model, "loop"))
-    ws = Workspace(cfg=cfg)
+    udpos = _Udpos(tmp_path, tiny_model, "loop")
     try:
-        task = cfg.catalog().task("udpos")
-        train_set, dev_set = stage_data(ws, cfg.target, "udpos")
-        tokenizer = load_tokenizer(str(tiny_model))
         training = TrainingConfig(
             epochs=2, batch_size=80, learning_rate=3e-3, warmup_ratio=0.2, log_every_steps=1
         )
 
         def run(checkpointer=None, stop_at=None):
-            head = HeadSpec("udpos", task.head, task.model_kwargs(), task.head_signature())
-            model = build_models(str(tiny_model), [head], seed=3, sparse_word_embeddings=sparse)["udpos"]
-            part = TrainPart(
-                "udpos",
-                task,
-                model,
-                ws.encode(task, train_set, tokenizer),
-                ws.encode(task, dev_set, tokenizer),
-                dev_set,
-                "f1",
-            )
-
             def log(values, step):
                 if stop_at is not None and "train/loss" in values and step >= stop_at:
                     raise RuntimeError("simulated crash")
 
             return train(
-                [part],
+                [udpos.part(sparse=sparse)],
                 training,
                 seed=3,
-                pad_id=tokenizer.pad_token_id,
+                pad_id=udpos.tokenizer.pad_token_id,
                 sampling=SamplingConfig(),
                 log=log,
                 checkpointer=checkpointer,
@@ -170,7 +181,7 @@ def test_training_resumes_from_a_checkpoint_in_process(sparse, tiny_model, tmp_p
         assert resumed.history.to_dict() == reference.history.to_dict()
         assert resumed.best_epoch == reference.best_epoch and resumed.best_dev == reference.best_dev
     finally:
-        ws.close()
+        udpos.ws.close()
 
 
 def test_sigterm_ends_the_run_killed(tiny_model, tmp_path, shared_data):
@@ -282,41 +293,29 @@ def test_sparse_word_embeddings_move_only_the_rows_of_training_tokens(tiny_model
     """model.sparse_word_embeddings: the embedding rows of tokens that never occur in the training data
     stay exactly as loaded (SparseAdam is lazy, no weight decay), the rows of tokens that do occur are
     trained; with dense AdamW, weight decay moves every row."""
-    from intertask.config import SamplingConfig, TrainingConfig, load_experiment
-    from intertask.modeling import HeadSpec, build_models, load_tokenizer
-    from intertask.stages import Workspace, stage_data
-    from intertask.training import TrainPart, train
+    from intertask.config import SamplingConfig, TrainingConfig
+    from intertask.training import train
 
-    cfg = load_experiment(_config(tmp_path, tiny_model, "sparse-rows"))
-    ws = Workspace(cfg=cfg)
+    udpos = _Udpos(tmp_path, tiny_model, "sparse-rows")
     try:
-        task = cfg.catalog().task("udpos")
-        train_set, dev_set = stage_data(ws, cfg.target, "udpos")
-        tokenizer = load_tokenizer(str(tiny_model))
-        encoded = ws.encode(task, train_set, tokenizer)
-        seen = torch.from_numpy(np.unique(np.concatenate(encoded.inputs["input_ids"]))).long()
+        ids = udpos.encoded("train").inputs["input_ids"]
+        seen = torch.from_numpy(np.unique(np.concatenate(ids))).long()
         training = TrainingConfig(epochs=1, batch_size=32, learning_rate=3e-3, warmup_ratio=0.0)
 
         def moved_rows(sparse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-            head = HeadSpec("udpos", task.head, task.model_kwargs(), task.head_signature())
-            model = build_models(str(tiny_model), [head], seed=3, sparse_word_embeddings=sparse)["udpos"]
-            before = model.get_input_embeddings().weight.detach().clone()
-            part = TrainPart(
-                "udpos", task, model, encoded, ws.encode(task, dev_set, tokenizer), dev_set, "f1"
-            )
-            train([part], training, seed=3, pad_id=tokenizer.pad_token_id, sampling=SamplingConfig())
-            after = model.get_input_embeddings().weight.detach()
-            assert model.get_input_embeddings().sparse is sparse
-            return (after != before).any(dim=1), torch.ones(len(before), dtype=torch.bool).index_fill_(
-                0, seen, False
-            )
+            part = udpos.part(sparse=sparse)
+            embedding = part.model.get_input_embeddings()
+            before = embedding.weight.detach().clone()
+            train([part], training, seed=3, pad_id=udpos.tokenizer.pad_token_id, sampling=SamplingConfig())
+            assert embedding.sparse is sparse
+            unseen = torch.ones(len(before), dtype=torch.bool).index_fill_(0, seen, False)
+            return (embedding.weight.detach() != before).any(dim=1), unseen
 
         moved, unseen = moved_rows(sparse=True)
         assert unseen.sum() > 0 and not moved[unseen].any()  # no unseen token's row changed
         assert moved[seen].float().mean() > 0.95  # (a padding row gets no gradient)
         moved, unseen = moved_rows(sparse=False)
-        assert (
-            moved[unseen].float().mean() > 0.99
-        )  # dense AdamW's weight decay moves (all but a zero pad) rows
+        # dense AdamW's weight decay moves every row (but an all-zero padding row)
+        assert moved[unseen].float().mean() > 0.99
     finally:
-        ws.close()
+        udpos.ws.close()

@@ -100,21 +100,22 @@ def _optimizers(
     return out
 
 
-def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> float:
+def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """clip_grad_norm_ over dense and sparse gradients together (torch's refuses sparse ones): the
-    global L2 norm, every gradient scaled by max_norm / norm when it is above max_norm."""
+    global L2 norm, every gradient scaled by max_norm / norm when it is above max_norm. Without sparse
+    gradients it is torch's clip_grad_norm_ itself. Returns the norm before clipping (no host sync)."""
+    if not any(p.grad is not None and p.grad.is_sparse for p in parameters):
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
     for p in parameters:
         if p.grad is not None and p.grad.is_sparse:
             p.grad = p.grad.coalesce()  # repeated token rows summed, so the values' norm is the gradient's
     grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return 0.0
     norms = [(g.values() if g.is_sparse else g).detach().float().norm() for g in grads]
     total = torch.linalg.vector_norm(torch.stack(norms))
     scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     for g in grads:
         (g.values() if g.is_sparse else g).mul_(scale)
-    return float(total)
+    return total
 
 
 def _schedule(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
@@ -217,8 +218,7 @@ def train(
     device = trainable[0].device
     steps_per_epoch = math.ceil(sum(len(p.train) for p in parts) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    sparse = _sparse_parameters(modules)
-    optimizers = _optimizers(trainable, sparse, cfg)
+    optimizers = _optimizers(trainable, _sparse_parameters(modules), cfg)
     schedulers = [_schedule(o, total_steps, cfg.warmup_ratio) for o in optimizers]
     rng = np.random.Generator(np.random.PCG64(seed))
     weights = sampling_weights({p.name: len(p.train) for p in parts}, sampling)
@@ -251,10 +251,8 @@ def train(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = part.model(**batch).loss
             loss.backward()
-            if cfg.max_grad_norm > 0 and sparse:
+            if cfg.max_grad_norm > 0:
                 clip_gradients(trainable, cfg.max_grad_norm)
-            elif cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
                 optimizer.step()
                 scheduler.step()
