@@ -96,7 +96,8 @@ def test_real_model_through_finetune_evaluate_and_pyfunc(e5_dir, local_store, sh
     import mlflow
 
     from intertask.config import load_experiment
-    from intertask.stages import Workspace, evaluate, finetune
+    from intertask.stages import evaluate, finetune
+    from intertask.workspace import Workspace
 
     from .conftest import REPO
 

@@ -132,6 +132,23 @@ def test_killed_grid_restarts_and_reuses_what_finished(tiny_model, tmp_path, mlf
     with open(logged, "rb") as f:  # the local copy is the logged report, read back
         assert (tmp_path / "reports" / "grid-e2e" / "heatmap.png").read_bytes() == f.read()
 
+    # a fresh process re-running the finished study reads data and the store only: no model libraries
+    heavy = ("torch", "transformers", "peft", "matplotlib")
+    probe = (
+        "import sys; from intertask import cli; code = cli.main(sys.argv[1:]); "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules)); sys.exit(code)"
+    )
+    rerun = subprocess.run(
+        [sys.executable, "-c", probe, "main", str(config)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert rerun.stdout.strip().splitlines()[-1] == "[]", rerun.stdout[-2000:]
+    assert len(client.search_runs([experiment], max_results=500)) == count
+
     # `mlflow run` makes a new parent run each time: it gets the same report, copied, with its metrics
     launched = client.create_run(experiment, run_name="launched by mlflow run").info.run_id
     monkeypatch.setenv("MLFLOW_RUN_ID", launched)

@@ -12,9 +12,10 @@ import pytest
 from intertask import leakage
 from intertask.config import load_experiment
 from intertask.data.splits import split_indices, subsample
-from intertask.stages import SEEN_ARTIFACT, Workspace, evaluate, finetune
+from intertask.stages import SEEN_ARTIFACT, evaluate, finetune
 from intertask.tasks import builtin_catalog
 from intertask.tasks.examples import load_examples
+from intertask.workspace import Workspace
 
 FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
 

@@ -119,7 +119,7 @@ class _Udpos:
     def __init__(self, tmp_path: Path, tiny_model, name: str) -> None:
         from intertask.config import load_experiment
         from intertask.modeling import load_tokenizer
-        from intertask.stages import Workspace, stage_data
+        from intertask.workspace import Workspace, stage_data
 
         cfg = load_experiment(_config(tmp_path, tiny_model, name))
         self.model_dir = str(tiny_model)

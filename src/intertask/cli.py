@@ -148,10 +148,11 @@ def _check_entry(command: str, config_file: str, cfg) -> None:
 
 
 def _run_entry(args) -> int:
-    from intertask import pipeline, stages, tracking
+    from intertask import pipeline, tracking
+    from intertask.workspace import Workspace
 
     cfg = _load(args)
-    ws = stages.Workspace(cfg, args.config)
+    ws = Workspace(cfg, args.config)
     try:
         if args.command == "validate":
             pipeline.check_models(pipeline.plan(ws).jobs)
@@ -169,6 +170,8 @@ def _run_entry(args) -> int:
             report.write(result.report, Path("reports") / cfg.name)  # also here, next to the artifacts
             _print_main(cfg, result, tracking.experiment_name(ws.experiment()))
         elif args.command == "intermediate":
+            from intertask import stages
+
             pipeline.preflight(ws, ("intermediate",), evaluation=False)
             trained = stages.intermediate(ws)
             print(f"intermediate model: {trained.uri} (run {trained.run_id})")
@@ -186,10 +189,14 @@ def _run_entry(args) -> int:
                 print(f"error: no trial of the study completed{reason}", file=sys.stderr)
                 return 1
         elif args.command == "finetune":
+            from intertask import stages
+
             pipeline.preflight(ws, ("target",), evaluation=False)
             trained = stages.finetune(ws)
             print(f"target model: {trained.uri} (run {trained.run_id})")
         else:
+            from intertask import stages
+
             pipeline.preflight(ws, (), evaluation=True)
             _print_evaluation(cfg, stages.evaluate(ws, cfg.evaluation.model))
     finally:

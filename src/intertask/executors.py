@@ -48,9 +48,10 @@ class Outcome:
 def run_job(spec: JobSpec, *upstream: Outcome, workdir: Path | None = None) -> Outcome:
     """Run one job here: a Workspace for its cell config (models saved under `workdir`), then its stage."""
     from intertask import stages
+    from intertask.workspace import Workspace
 
     os.environ["MLFLOW_TRACKING_URI"] = spec.tracking_uri
-    ws = stages.Workspace(spec.config, spec.config_file, tags=spec.tags, experiment_id=spec.experiment_id)
+    ws = Workspace(spec.config, spec.config_file, tags=spec.tags, experiment_id=spec.experiment_id)
     if workdir is not None:
         ws.workdir = workdir
     start = upstream[0].model if upstream else None

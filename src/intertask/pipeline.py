@@ -23,13 +23,13 @@ import os
 import platform
 from dataclasses import dataclass, replace
 
-from intertask import grid, modeling, tracking
+from intertask import grid, tracking
 from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
 from intertask.errors import DataError, Problem
 from intertask.executors import JobSpec, Outcome, executor_for
 from intertask.grid import Job
 from intertask.schema import to_dict
-from intertask.stages import Workspace, stage_data
+from intertask.workspace import Workspace, stage_data
 
 TAG = tracking.TAG
 
@@ -87,6 +87,8 @@ def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool 
 
 
 def _check_model(name_or_path: str) -> None:
+    from intertask import modeling  # torch and transformers: only when a stage will run
+
     source = modeling.resolve_source(name_or_path)
     modeling.load_config(source)
     modeling.load_tokenizer(source)

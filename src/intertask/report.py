@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from intertask import divergence, grid, metrics, plots, tracking
+from intertask import divergence, grid, metrics, tracking
 from intertask.config import NONE, ExperimentConfig
 
 KEYS = ["model", "intermediate", "target", "task", "split", "language", "metric"]
@@ -372,6 +372,8 @@ def assemble(cfg: ExperimentConfig, evaluations, probe_frames, ws=None) -> Repor
 
 
 def _figures(cfg: ExperimentConfig, built: Report) -> dict:
+    from intertask import plots  # matplotlib: only when figures are drawn (not for a report read back)
+
     figures = {}
     catalog = cfg.catalog()
     primary = built.gains.task.map(lambda t: catalog.spec(t).metrics[0] if t in catalog else "")
@@ -477,6 +479,8 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
         if frame is not None and not frame.empty:
             tracking.log_table(frame, f"report/{name}")
     for name, figure in built.figures.items():
+        from intertask import plots
+
         tracking.log_figure(figure, f"report/{name}.png")
         plots.close(figure)
     for name, png in built.images.items():

@@ -9,11 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,77 +19,23 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from intertask import adapters, encoding, leakage, modeling, models, plots, serving, tracking
+from intertask import adapters, leakage, modeling, models, plots, serving, tracking
 from intertask.checkpoints import Checkpointer
-from intertask.config import BASE_MODEL, EvalTaskConfig, ExperimentConfig, StageConfig, TrackingConfig
+from intertask.config import BASE_MODEL, EvalTaskConfig, StageConfig, TrackingConfig
 from intertask.errors import DataError, ModelError, Problem
 from intertask.evaluation import evaluate_set, language_table, prediction_rows, table_metrics
 from intertask.schema import to_dict
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
-from intertask.tasks.examples import load_examples, select
+from intertask.tasks.examples import select
 from intertask.tasks.retrieval import RetrievalTask
 from intertask.training import TrainPart, train
+from intertask.workspace import Workspace, stage_data
 
 SEEN_ARTIFACT = "data/seen_examples.json"
 ALIASES = {"intermediate": "intermediate", "target": "target"}
 TAG = tracking.TAG
 
-
-@dataclass
-class Workspace:
-    """What the stages of one process share: the experiment, loaded data, a scratch folder.
-
-    The MLflow experiment is created on first use, after the checks, so bad input creates nothing.
-    """
-
-    cfg: ExperimentConfig
-    config_file: str | None = None  # where cfg was loaded from (recorded on every run)
-    tags: dict[str, str] = field(default_factory=dict)  # put on every run (a grid cell's coordinates)
-    experiment_id: str | None = None  # known already (a job of a pipeline), else created on first use
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="intertask-")))
-    _data: dict = field(default_factory=dict)
-    _encoder: tuple | None = None  # (base encoder, tokenizer), loaded once for divergence embeddings
-
-    def __post_init__(self) -> None:
-        modeling.quiet_transformers()
-        tracking.use(self.cfg)
-
-    def experiment(self) -> str:
-        if self.experiment_id is None:
-            self.experiment_id = tracking.connect(self.cfg)
-            tracking.close_dead_runs(self.experiment_id)  # left RUNNING by a killed process of this host
-        return self.experiment_id
-
-    def known_experiment(self) -> str | None:
-        """The experiment if the tracking store has it already (nothing is created)."""
-        if self.experiment_id is None and tracking.connect(self.cfg, create=False) is None:
-            return None
-        return self.experiment()
-
-    def close(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def examples(self, task: str, language: str, split: str, max_examples: int | None) -> ExampleSet:
-        key = (task, language, split, max_examples)
-        if key not in self._data:
-            cfg = self.cfg
-            self._data[key] = load_examples(
-                cfg.catalog().spec(task),
-                language,
-                split,
-                root=cfg.data_root(),
-                fractions=cfg.data.split_fractions.as_dict(),
-                seed=cfg.split_seed,
-                max_examples=max_examples,
-                origin=cfg.origin(task),
-            )
-        return self._data[key]
-
-    def encode(self, task: TaskType, data: ExampleSet, tokenizer, max_length: int | None = None, **options):
-        cache = models.cache_root() / "tokens" if self.cfg.data.cache_tokenization else None
-        return encoding.encode(
-            task, data, tokenizer, max_length or self.cfg.model.max_length, cache, **options
-        )
+modeling.quiet_transformers()  # every process that runs a stage loads models through here
 
 
 @dataclass(frozen=True)
@@ -154,17 +98,6 @@ def _missing_head(task: TaskType, source: str, field_name: str) -> ModelError:
             )
         ]
     )
-
-
-def stage_data(ws: Workspace, stage: StageConfig, task: str) -> tuple[ExampleSet, ExampleSet]:
-    train_set = ws.examples(task, stage.language, "train", stage.max_examples.train)
-    dev_set = ws.examples(task, stage.language, "dev", stage.max_examples.dev)
-    for data in (train_set, dev_set):
-        if len(data) == 0:
-            raise DataError.at(
-                ", ".join(data.files), "", f"no {data.split} examples", 0, "at least one example"
-            )
-    return train_set, dev_set
 
 
 def _fingerprint_rows(sets: list[ExampleSet]) -> list[dict]:

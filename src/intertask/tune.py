@@ -37,6 +37,7 @@ from optuna.trial import TrialState
 from intertask import plots, stages, tracking
 from intertask.config import ExperimentConfig, TuningConfig
 from intertask.errors import ConfigError, Problem
+from intertask.workspace import Workspace
 
 TAG = "intertask."
 PARENT_ATTR = "intertask.parent_run_id"
@@ -118,7 +119,7 @@ def _storage(url: str, t: TuningConfig) -> optuna.storages.RDBStorage:
         ) from None
 
 
-def open_study(cfg: ExperimentConfig, ws: stages.Workspace, name: str, url: str) -> tuple[optuna.Study, str]:
+def open_study(cfg: ExperimentConfig, ws: Workspace, name: str, url: str) -> tuple[optuna.Study, str]:
     """Create the study (with its parent run and its queue of trials), or join it."""
     t = cfg.tuning
     storage = _storage(url, t)
@@ -281,7 +282,7 @@ class _Kept:
 
 
 def tune(
-    ws: stages.Workspace,
+    ws: Workspace,
     *,
     name: str | None = None,
     storage: str | None = None,
@@ -340,7 +341,7 @@ def _run_trial(ws, study, trial, name, parent, init, kept: _Kept | None) -> _Kep
         trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
         study.tell(trial, state=TrialState.FAIL)
         return kept
-    trial_ws = stages.Workspace(
+    trial_ws = Workspace(
         cfg=trial_cfg,
         config_file=ws.config_file,
         tags={
@@ -481,7 +482,7 @@ def _summarise(ws, study, name, url, parent, kept: _Kept | None, ran: int) -> Tu
         best_file.write_text(yaml.safe_dump(overrides, sort_keys=True), encoding="utf-8")
         if kept is not None and kept.number == best.number:  # this worker holds the best model's files
             logged = stages.publish(
-                stages.Workspace(cfg=kept.cfg, experiment_id=ws.experiment(), workdir=ws.workdir),
+                Workspace(cfg=kept.cfg, experiment_id=ws.experiment(), workdir=ws.workdir),
                 cfg.tuning.stage,
                 kept.trained,
                 cfg.tuning.alias,

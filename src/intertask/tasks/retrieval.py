@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-import torch
 
 from intertask import metrics
-from intertask.batching import collate, token_budget_batches
 from intertask.data.readers import Record
 from intertask.data.splits import subsample
 from intertask.errors import DataError
@@ -84,21 +82,27 @@ class RetrievalTask(TaskType):
         }
         return EncodedSet(inputs, {}, data.uids)
 
-    @torch.inference_mode()
     def embed(
         self, encoder, encoded: EncodedSet, *, layer: int, pad_id: int, batch_tokens: int, bf16: bool
     ) -> np.ndarray:
         """Unit-length mean-pooled hidden states of `layer` (-1 = last, 0 = embeddings) per row."""
+        import torch  # here, not at the top: the task catalog is read by processes that train nothing
+
+        from intertask.batching import collate, token_budget_batches
+
         encoder.eval()
         device = next(encoder.parameters()).device
         out = np.zeros((len(encoded), encoder.config.hidden_size), np.float32)
-        for rows in token_budget_batches(encoded.lengths, batch_tokens):
-            batch = {k: v.to(device) for k, v in collate(encoded, rows, pad_id, with_targets=False).items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                hidden = encoder(**batch, output_hidden_states=True).hidden_states[layer].float()
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1)
-            out[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+        with torch.inference_mode():
+            for rows in token_budget_batches(encoded.lengths, batch_tokens):
+                batch = {
+                    k: v.to(device) for k, v in collate(encoded, rows, pad_id, with_targets=False).items()
+                }
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    hidden = encoder(**batch, output_hidden_states=True).hidden_states[layer].float()
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(1) / mask.sum(1)
+                out[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return out
 
     def score_embeddings(self, embeddings: np.ndarray, data: ExampleSet, names: tuple[str, ...]):
