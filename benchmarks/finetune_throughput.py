@@ -137,6 +137,7 @@ def _intertask(
     sparse: bool,
     lora: bool,
     group_by_length: bool,
+    group_window: int,
     epochs: int,
     lr: float,
     seed: int,
@@ -168,6 +169,7 @@ def _intertask(
         weight_decay=0.0,
         bf16=bf16,
         group_by_length=group_by_length,
+        length_group_window=group_window,
         log_every_steps=1000,
         checkpoints=False,
     )
@@ -190,7 +192,9 @@ def _intertask(
     }
 
 
-def run_variant(name: str, task: str, examples: int, dev: int, epochs: int, lr: float, seed: int) -> dict:
+def run_variant(
+    name: str, task: str, examples: int, dev: int, epochs: int, lr: float, seed: int, group_window: int = 50
+) -> dict:
     from transformers.utils import logging as hf_logging
 
     from intertask import models
@@ -221,6 +225,7 @@ def run_variant(name: str, task: str, examples: int, dev: int, epochs: int, lr: 
             sparse=name == "intertask_sparse",
             lora=name == "intertask_lora",
             group_by_length=name != "intertask_fp32_shuffled",
+            group_window=group_window,
             epochs=epochs,
             lr=lr,
             seed=seed,
@@ -243,13 +248,26 @@ def main() -> None:
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=[13], help="one run per seed and configuration"
     )
+    parser.add_argument(
+        "--group-window",
+        type=int,
+        default=50,
+        help="intertask's training.length_group_window: batches per length-sorting window",
+    )
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="a subset of the configurations")
     parser.add_argument("--variant", choices=list(VARIANTS), help="run one configuration (used internally)")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.variant:
         out = run_variant(
-            args.variant, args.task, args.examples, args.dev, args.epochs, args.lr, args.seeds[0]
+            args.variant,
+            args.task,
+            args.examples,
+            args.dev,
+            args.epochs,
+            args.lr,
+            args.seeds[0],
+            args.group_window,
         )
         print(json.dumps(out))
         return
@@ -282,6 +300,8 @@ def _run_process(name: str, args: argparse.Namespace, seed: int) -> dict:
         str(args.lr),
         "--seeds",
         str(seed),
+        "--group-window",
+        str(args.group_window),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

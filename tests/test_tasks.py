@@ -345,3 +345,24 @@ def test_encoded_cache_round_trip(tmp_path, shared_data, tiny_model):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(first.targets["labels"], second.targets["labels"])
     assert "token_type_ids" in second.inputs
+
+
+def test_length_group_window_trades_padding_for_mixing():
+    from intertask.batching import length_grouped_batches, shuffled_batches
+
+    lengths = np.random.default_rng(0).integers(3, 120, size=1600)
+
+    def padded(batches):
+        return sum(int(lengths[b].max()) * len(b) for b in batches)
+
+    made = {w: length_grouped_batches(lengths, 16, np.random.default_rng(7), window=w) for w in (1, 8, 50)}
+    for batches in made.values():
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1600))  # every row once per pass
+    assert padded(made[1]) > padded(made[8]) > padded(made[50])
+    # a window of one batch sorts nothing across batches: the same batches as plain shuffling
+    plain = shuffled_batches(lengths, 16, np.random.default_rng(7))
+    assert {frozenset(b.tolist()) for b in made[1]} == {frozenset(b.tolist()) for b in plain}
+    with pytest.raises(ConfigError, match=r"<python>: length_group_window: must be positive"):
+        from intertask.config import TrainingConfig
+
+        TrainingConfig(length_group_window=0)

@@ -72,6 +72,9 @@ class TrainingConfig:
     max_grad_norm: float = 1.0  # gradient clipping (0 turns it off)
     bf16: bool = False  # bf16 autocast for forward and backward (about 2x on CPUs with avx512_bf16)
     group_by_length: bool = True  # batches of similar length (less padding); batch order still shuffled
+    length_group_window: int = (
+        50  # group_by_length sorts within windows of this many batches (smaller: more mixed)
+    )
     eval_batch_tokens: int = 2048  # evaluation batches: length-sorted, padded size up to this many tokens
     log_every_steps: int = 10  # training loss is logged every N optimizer steps
     threads: int | None = None  # torch CPU threads (None: torch's default)
@@ -91,6 +94,13 @@ class TrainingConfig:
         c.require(0 <= self.warmup_ratio < 1, "warmup_ratio", "out of range", self.warmup_ratio, "0 <= r < 1")
         c.require(
             self.max_grad_norm >= 0, "max_grad_norm", "must not be negative", self.max_grad_norm, ">= 0"
+        )
+        c.require(
+            self.length_group_window >= 1,
+            "length_group_window",
+            "must be positive",
+            self.length_group_window,
+            ">= 1 (batches per sorting window)",
         )
         c.require(
             self.eval_batch_tokens >= 64, "eval_batch_tokens", "too small", self.eval_batch_tokens, ">= 64"

@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -134,7 +135,11 @@ class _Stream:
     (the generator state a pass started from, and the batches taken of it) goes into checkpoints."""
 
     def __init__(self, part: TrainPart, cfg: TrainingConfig, rng: np.random.Generator) -> None:
-        self.make = length_grouped_batches if cfg.group_by_length else shuffled_batches
+        self.make = (
+            partial(length_grouped_batches, window=cfg.length_group_window)
+            if cfg.group_by_length
+            else shuffled_batches
+        )
         self.lengths, self.batch_size, self.rng = part.train.lengths, cfg.batch_size, rng
         self.pass_start: dict | None = None
         self.batches: list[np.ndarray] = []
