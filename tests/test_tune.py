@@ -149,6 +149,17 @@ def test_a_diverging_trial_is_pruned_and_the_best_params_feed_finetune(
     assert cli.main(["finetune", str(config), f"@{best_file}"]) == 0
 
 
+def _has_run(uri: str, number: int) -> bool:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tune-kill")
+    if experiment is None:
+        return False
+    found = client.search_runs(
+        [experiment.experiment_id], f"tags.`intertask.trial_key` = 'tune-kill-target#{number}'"
+    )
+    return bool(found)
+
+
 def test_a_killed_study_resumes_where_it_stopped(tiny_model, tmp_path, shared_data, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -162,9 +173,10 @@ def test_a_killed_study_resumes_where_it_stopped(tiny_model, tmp_path, shared_da
             study = optuna.load_study(study_name="tune-kill-target", storage=storage)
         except KeyError:
             continue
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
-            break
+        trials = study.get_trials(deepcopy=False)
+        running = [t.number for t in trials if t.state == TrialState.RUNNING]
+        if sum(t.state == TrialState.COMPLETE for t in trials) >= 1 and running and _has_run(uri, running[0]):
+            break  # killed while it trains: its nested run exists (before that, it is still loading)
         assert worker.poll() is None, worker.communicate()[0][-2000:]
     worker.send_signal(signal.SIGKILL)
     worker.wait()
