@@ -349,6 +349,7 @@ def test_encoded_cache_round_trip(tmp_path, shared_data, tiny_model):
 
 def test_length_group_window_trades_padding_for_mixing():
     from intertask.batching import length_grouped_batches, shuffled_batches
+    from intertask.config import TrainingConfig
 
     lengths = np.random.default_rng(0).integers(3, 120, size=1600)
 
@@ -363,6 +364,4 @@ def test_length_group_window_trades_padding_for_mixing():
     plain = shuffled_batches(lengths, 16, np.random.default_rng(7))
     assert {frozenset(b.tolist()) for b in made[1]} == {frozenset(b.tolist()) for b in plain}
     with pytest.raises(ConfigError, match=r"<python>: length_group_window: must be positive"):
-        from intertask.config import TrainingConfig
-
         TrainingConfig(length_group_window=0)
