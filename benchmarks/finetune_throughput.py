@@ -29,6 +29,8 @@ import time
 import numpy as np
 import torch
 
+from intertask.config import TrainingConfig
+
 FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
 VARIANTS = {
     "trainer_run_glue": "HF Trainer, run_glue defaults (pad to 128, fp32)",
@@ -193,7 +195,7 @@ def _intertask(
 
 
 def run_variant(
-    name: str, task: str, examples: int, dev: int, epochs: int, lr: float, seed: int, group_window: int = 50
+    name: str, task: str, examples: int, dev: int, epochs: int, lr: float, seed: int, group_window: int
 ) -> dict:
     from transformers.utils import logging as hf_logging
 
@@ -251,7 +253,7 @@ def main() -> None:
     parser.add_argument(
         "--group-window",
         type=int,
-        default=50,
+        default=TrainingConfig().length_group_window,
         help="intertask's training.length_group_window: batches per length-sorting window",
     )
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="a subset of the configurations")

@@ -72,7 +72,7 @@ class TrainingConfig:
     max_grad_norm: float = 1.0  # gradient clipping (0 turns it off)
     bf16: bool = False  # bf16 autocast for forward and backward (about 2x on CPUs with avx512_bf16)
     group_by_length: bool = True  # batches of similar length (less padding); batch order still shuffled
-    length_group_window: int = 50  # group_by_length sorts within windows of this many batches
+    length_group_window: int = 8  # group_by_length sorts within windows of this many batches
     eval_batch_tokens: int = 2048  # evaluation batches: length-sorted, padded size up to this many tokens
     log_every_steps: int = 10  # training loss is logged every N optimizer steps
     threads: int | None = None  # torch CPU threads (None: torch's default)
