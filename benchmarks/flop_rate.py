@@ -79,9 +79,11 @@ def _setup(examples: int):
 
 def train_rate(model, task, enc, pad_id: int, batch_size: int, steps: int, profile: bool = False):
     from intertask.batching import collate, length_grouped_batches
+    from intertask.config import TrainingConfig
 
     rng = np.random.default_rng(13)
-    batches = length_grouped_batches(enc.lengths, batch_size, rng)
+    window = TrainingConfig().length_group_window  # the training default, as the demo runs
+    batches = length_grouped_batches(enc.lengths, batch_size, rng, window=window)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-5, fused=True)
     embedding = sum(p.numel() for p in model.base_model.embeddings.parameters())

@@ -10,7 +10,7 @@ IGNORE_INDEX = -100  # padded positions of per-token targets (the loss ignores t
 
 
 def length_grouped_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, window: int = 8
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, *, window: int
 ) -> list[np.ndarray]:
     """Shuffled batches of similar length: shuffle, sort within windows of `window` batches, shuffle
     batches.
