@@ -11,8 +11,11 @@ import time
 import optuna
 import pytest
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
 from intertask import cli
 from intertask.config import load_experiment
@@ -169,14 +172,18 @@ def test_a_killed_study_resumes_where_it_stopped(tiny_model, tmp_path, shared_da
     study = None
     while time.time() < deadline:
         time.sleep(0.5)
+        # look while the worker is stopped: a trial seen running cannot finish before the kill
+        worker.send_signal(signal.SIGSTOP)
         try:
             study = optuna.load_study(study_name="tune-kill-target", storage=storage)
-        except KeyError:
-            continue
-        trials = study.get_trials(deepcopy=False)
-        running = [t.number for t in trials if t.state == TrialState.RUNNING]
-        if sum(t.state == TrialState.COMPLETE for t in trials) >= 1 and running and _has_run(uri, running[0]):
-            break  # killed while it trains: its nested run exists (before that, it is still loading)
+            trials = study.get_trials(deepcopy=False)
+            running = [t.number for t in trials if t.state == TrialState.RUNNING]
+            done = sum(t.state == TrialState.COMPLETE for t in trials)
+            if done >= 1 and running and _has_run(uri, running[0]):
+                break  # killed while it trains: its nested run exists (before that, it is still loading)
+        except (KeyError, OperationalError, StorageInternalError, MlflowException):
+            pass  # no study yet, or the stopped worker holds a store's lock: look again
+        worker.send_signal(signal.SIGCONT)
         assert worker.poll() is None, worker.communicate()[0][-2000:]
     worker.send_signal(signal.SIGKILL)
     worker.wait()
