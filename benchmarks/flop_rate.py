@@ -11,8 +11,14 @@
    samples a Bernoulli mask per attention score; without, its fused kernel's backward is slow here.
 4. A torch.profiler breakdown of one batch size: time in matrix products vs everything else (attention
    kernels, layer norm, GELU, dropout, casts, optimizer).
+5. Width: the same loop on randomly initialised encoders of e5-small's architecture and vocabulary but
+   wider (FFN 4x, heads of 64, a few layers: the rate is per layer), to see whether a wider model than
+   e5-small could reach the target. For each width: the training rate, the matrix products' share of the
+   step and their own rate inside it (the profiler's FLOP count of mm/addmm/bmm over their time), and
+   the rate with the weights themselves in bf16 (no autocast casts; an upper bound, not a training
+   recipe: bf16 weights lose small updates).
 
-    python benchmarks/flop_rate.py [--batches 16 32 64] [--steps 12]
+    python benchmarks/flop_rate.py [--batches 16 32 64] [--steps 12] [--widths 384 768 1024 2048]
 """
 
 from __future__ import annotations
@@ -77,7 +83,9 @@ def _setup(examples: int):
     return model, task, enc, tok.pad_token_id
 
 
-def train_rate(model, task, enc, pad_id: int, batch_size: int, steps: int, profile: bool = False):
+def train_rate(
+    model, task, enc, pad_id: int, batch_size: int, steps: int, profile: bool = False, autocast: bool = True
+):
     from intertask.batching import collate, length_grouped_batches
     from intertask.config import TrainingConfig
 
@@ -92,7 +100,7 @@ def train_rate(model, task, enc, pad_id: int, batch_size: int, steps: int, profi
 
     def step(index: np.ndarray) -> int:
         batch = collate(enc, index, pad_id)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = model(**batch).loss
         loss.backward()
         optimizer.step()
@@ -104,7 +112,7 @@ def train_rate(model, task, enc, pad_id: int, batch_size: int, steps: int, profi
     chosen = batches[2 : 2 + steps]
     profiler = None
     if profile:
-        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True)
         profiler.__enter__()
     tokens, started = 0, time.perf_counter()
     for index in chosen:
@@ -152,11 +160,69 @@ def breakdown(profiler) -> dict[str, float]:
     return {k: 100 * v / total for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
 
 
+def product_rate(profiler) -> tuple[float, float]:
+    """Matrix products inside the profiled steps: their FLOPs per second of their own time, and their share
+    of all self CPU time."""
+    flops, seconds, total = 0.0, 0.0, 0.0
+    for event in profiler.key_averages():
+        total += event.self_cpu_time_total
+        if event.key in MATMUL_OPS:
+            flops += event.flops
+            seconds += event.self_cpu_time_total / 1e6
+    return flops / seconds, 1e6 * seconds / total
+
+
+def widened(model, width: int, layers: int):
+    """A randomly initialised model of `model`'s architecture, vocabulary and head at another width
+    (FFN 4 x width, heads of 64), word embeddings frozen as in the demo."""
+    from transformers import AutoModelForSequenceClassification
+
+    settings = model.config.to_dict()
+    settings.update(
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_attention_heads=width // 64,
+        num_hidden_layers=layers,
+    )
+    torch.manual_seed(13)
+    wide = AutoModelForSequenceClassification.from_config(type(model.config).from_dict(settings))
+    wide.get_input_embeddings().weight.requires_grad_(False)
+    return wide
+
+
+def width_study(model, task, enc, pad_id: int, args, peak: float) -> None:
+    print(
+        f"\nwider encoders, random init, {args.width_layers} layers, batch {args.width_batch}:\n\n"
+        "| width | non-embedding parameters | training GFLOP/s | share of peak | products' share of the step "
+        "| products' GFLOP/s in the step | share of peak | bf16 weights: GFLOP/s | share of peak |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    for width in args.widths:
+        wide = widened(model, width, args.width_layers)
+        embedding = sum(p.numel() for p in wide.base_model.embeddings.parameters())
+        non_embedding = sum(p.numel() for p in wide.parameters()) - embedding
+        value = train_rate(wide, task, enc, pad_id, args.width_batch, args.steps)[0]
+        _, _, profiler = train_rate(wide, task, enc, pad_id, args.width_batch, max(4, args.steps // 2), True)
+        products, share = product_rate(profiler)
+        wide.to(torch.bfloat16)
+        pure = train_rate(wide, task, enc, pad_id, args.width_batch, args.steps, autocast=False)[0]
+        print(
+            f"| {width} | {non_embedding / 1e6:.1f}M | {value / 1e9:.0f} | {100 * value / peak:.0f} % "
+            f"| {100 * share:.1f} % | {products / 1e9:.0f} | {100 * products / peak:.0f} % "
+            f"| {pure / 1e9:.0f} | {100 * pure / peak:.0f} % |",
+            flush=True,
+        )
+        del wide, profiler
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--examples", type=int, default=1600)
+    parser.add_argument("--widths", type=int, nargs="*", default=[384, 768, 1024, 2048])
+    parser.add_argument("--width-layers", type=int, default=4)
+    parser.add_argument("--width-batch", type=int, default=32)
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     peak = rate(2048, 2048, 2048)
@@ -200,6 +266,8 @@ def main() -> None:
     print("| group | share |\n|---|---:|")
     for group, share in breakdown(profiler).items():
         print(f"| {group} | {share:.1f} % |")
+    if args.widths:
+        width_study(model, task, enc, pad_id, args, peak)
 
 
 if __name__ == "__main__":
