@@ -618,9 +618,9 @@ class PeftConfig:
     feedforward_modules: tuple[str, ...] | None = (
         None  # ia3: which targets scale inputs (default: per architecture)
     )
-    between_stages: Literal["merge"] = (
-        "merge"  # the intermediate adapter is merged; the target trains a new one
-    )
+    # merge: a stage starting from an adapter-trained model trains a new adapter on its merged weights;
+    # stack: the start model's adapter goes back in, frozen, under the new one (adapters.py)
+    between_stages: Literal["merge", "stack"] = "merge"
 
     def __post_init__(self) -> None:
         c = FieldChecks()

@@ -86,6 +86,14 @@ def _start_point(ws: Workspace, init: TrainedModel | str | None) -> StartPoint:
     return StartPoint(tracking.download_model(reference), init, reference.run_id, chain, seen)
 
 
+def _start_adapter(start: StartPoint) -> Path | None:
+    """The adapter the start model was trained with, to stack on (None: it was trained without one)."""
+    folder = adapters.start_adapter(start.files.model_dir)
+    if folder is None and start.run_id:  # a registered model: its run logged the adapter on its own
+        folder = tracking.download_folder(start.run_id, adapters.ADAPTER_DIR)
+    return folder
+
+
 def _missing_head(task: TaskType, source: str, field_name: str) -> ModelError:
     return ModelError(
         [
@@ -175,10 +183,12 @@ def train_stage(
     )
     encoder = next(iter(nets.values())).base_model
     model_type = encoder.config.model_type
-    peft_params = {}
+    peft_params, stacked = {}, None
     if cfg.peft is not None:
+        if cfg.peft.between_stages == "stack":
+            stacked = _start_adapter(start)
         torch.manual_seed(cfg.seed)  # the adapters' initialisation
-        peft_params = adapters.attach(encoder, cfg.peft, model_type)
+        peft_params = adapters.attach(encoder, cfg.peft, model_type, stacked, start.label)
     for net in nets.values():
         net.to(modeling.device())
     chain = (*start.task_chain, "+".join(types))
@@ -219,7 +229,7 @@ def train_stage(
         tracking.log_json(seen, SEEN_ARTIFACT)
         folder = ws.workdir / run_id
         if cfg.peft is not None:  # adapter weights on their own, then merged: a plain model is saved
-            merged = adapters.save_and_merge(encoder, cfg.peft, model_type, cfg.model.name_or_path, folder)
+            merged = adapters.save_and_merge(encoder, cfg.peft, model_type, start.label, folder, stacked)
             tracking.log_artifacts(folder / adapters.ADAPTER_DIR, "adapter")
             tracking.log_metrics({"peft/merged_layers": merged})
         modeling.save(nets, heads, tokenizer, folder)

@@ -612,6 +612,22 @@ def _model_folder(root: Path, reference: ModelReference) -> tuple[Path, Path]:
     return folder, folder
 
 
+def download_folder(run_id: str, path: str) -> Path | None:
+    """A run's artifact folder, downloaded once into the cache (artifacts never change); None if the run
+    has no such folder."""
+    if not _has_artifact(run_id, path):
+        return None
+    digest = hashlib.sha256(f"{mlflow.get_tracking_uri()}|{run_id}|{path}".encode()).hexdigest()[:16]
+    target = models.cache_root() / "mlflow-folders" / digest
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(staging))
+        Path(local).rename(target)
+        shutil.rmtree(staging)
+    return target
+
+
 def _has_artifact(run_id: str, path: str) -> bool:
     return any(a.path == path for a in MlflowClient().list_artifacts(run_id))
 
