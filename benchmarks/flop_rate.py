@@ -1,8 +1,9 @@
 """Where the training FLOPs go: e5-small training steps against the CPU's bf16 matmul rate.
 
-1. bf16 matmul rate: a large square product (the CPU's attainable peak) and the products e5-small's
-   encoder actually runs (rows = tokens of a batch, 384 -> 384, 384 -> 1536, 1536 -> 384), forward
-   shapes and the two backward shapes of each.
+1. bf16 matmul rate: a large square product (the CPU's attainable peak) and the products an encoder
+   layer actually runs (rows = tokens of a batch; 384 -> 384, 384 -> 1536, 1536 -> 384 for e5-small,
+   and the same at the widest width of the width study), the forward and the two backward products of
+   each in the memory layout autograd gives them, and the rate of one layer's mix of them.
 2. Training steps (forward, backward, fused AdamW, bf16 autocast, frozen word embeddings: the demo
    settings) on real PAWS-X English batches, for several batch sizes: non-embedding FLOPs
    (6 x parameters x real tokens) per second, and its share of the peak.
@@ -34,26 +35,67 @@ import torch
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")
 
 
-def rate(m: int, k: int, n: int, dtype=torch.bfloat16, seconds: float = 1.5) -> float:
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+def rate(m: int, k: int, n: int, layout: str = "plain", seconds: float = 1.5) -> float:
+    """FLOP/s of a bf16 (m x k) @ (k x n) product with its operands laid out as a training step has them:
+    "plain" both contiguous (the peak, and grad input = g @ W); "linear" the forward x @ W^T, W stored
+    n x k as nn.Linear holds it; "grad_weight" the weight gradient g^T @ x, g stored k x m and read
+    transposed."""
+    bf16 = torch.bfloat16
+    if layout == "linear":
+        x, w = torch.randn(m, k, dtype=bf16), torch.randn(n, k, dtype=bf16)
+
+        def product():
+            return torch.nn.functional.linear(x, w)
+    elif layout == "grad_weight":
+        g, x = torch.randn(k, m, dtype=bf16), torch.randn(k, n, dtype=bf16)
+
+        def product():
+            return g.t() @ x
+    else:
+        a, b = torch.randn(m, k, dtype=bf16), torch.randn(k, n, dtype=bf16)
+
+        def product():
+            return a @ b
+
     for _ in range(5):
-        a @ b
+        product()
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        a @ b
+        product()
         count += 1
     return 2.0 * m * k * n * count / (time.perf_counter() - started)
 
 
-def model_shapes(rows: int) -> dict[str, tuple[int, int, int]]:
-    """Forward (x @ W) and backward (grad input, grad weight) products of one encoder layer's linears."""
+def layer_products(rows: int, width: int) -> dict[str, tuple[int, int, int, str]]:
+    """The forward and the two backward products (grad input, grad weight) of each linear of one encoder
+    layer (attention projections width -> width, FFN width -> 4 width -> width) over `rows` tokens."""
     shapes = {}
-    for name, (k, n) in {"attention 384x384": (384, 384), "ffn in 384x1536": (384, 1536)}.items():
-        shapes[f"{name} fwd"] = (rows, k, n)
-        shapes[f"{name} grad-in"] = (rows, n, k)
-        shapes[f"{name} grad-W"] = (k, rows, n)
-    shapes["ffn out 1536x384 fwd"] = (rows, 1536, 384)
+    linears = {
+        f"attention {width}x{width}": (width, width),
+        f"ffn in {width}x{4 * width}": (width, 4 * width),
+        f"ffn out {4 * width}x{width}": (4 * width, width),
+    }
+    for name, (fan_in, fan_out) in linears.items():
+        shapes[f"{name} fwd"] = (rows, fan_in, fan_out, "linear")
+        shapes[f"{name} grad-in"] = (rows, fan_out, fan_in, "plain")
+        shapes[f"{name} grad-W"] = (fan_out, rows, fan_in, "grad_weight")
     return shapes
+
+
+def product_table(rows: int, width: int, peak: float) -> None:
+    """Each product's rate, and the rate of one layer's mix of them (attention counted 4 times: q, k, v,
+    output), which bounds a training step that spends no time outside its products."""
+    flops = seconds = 0.0
+    for name, (m, k, n, layout) in layer_products(rows, width).items():
+        value = rate(m, k, n, layout)
+        print(f"| {name}: {m} x {k} x {n} | {value / 1e9:.0f} | {100 * value / peak:.0f} % |")
+        weight = 4 if name.startswith("attention") else 1
+        flops += weight * 2.0 * m * k * n
+        seconds += weight * 2.0 * m * k * n / value
+    print(
+        f"| **one layer's mix** (width {width}, {rows} tokens) | {flops / seconds / 1e9:.0f} "
+        f"| {100 * flops / seconds / peak:.0f} % |"
+    )
 
 
 def _setup(examples: int):
@@ -229,12 +271,11 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}\n")
     print("| bf16 product (m x k x n) | GFLOP/s | share of peak |\n|---|---:|---:|")
     print(f"| 2048 x 2048 x 2048 (peak) | {peak / 1e9:.0f} | 100 % |")
-    print(
-        f"| 1024 x 1024 x 1024 | {rate(1024, 1024, 1024) / 1e9:.0f} | {100 * rate(1024, 1024, 1024) / peak:.0f} % |"
-    )
-    for name, (m, k, n) in model_shapes(1024).items():
-        value = rate(m, k, n)
-        print(f"| {name}: {m} x {k} x {n} | {value / 1e9:.0f} | {100 * value / peak:.0f} % |")
+    square = rate(1024, 1024, 1024)
+    print(f"| 1024 x 1024 x 1024 | {square / 1e9:.0f} | {100 * square / peak:.0f} % |")
+    product_table(1024, 384, peak)  # e5-small, about a batch of 16 PAWS-X pairs
+    if args.widths and max(args.widths) != 384:
+        product_table(2048, max(args.widths), peak)  # the widest of the width study, a batch of 32
     model, task, enc, pad_id = _setup(args.examples)
     print(
         "\n| batch size | mean tokens per batch | training GFLOP/s | share of peak |\n|---:|---:|---:|---:|"
