@@ -125,6 +125,12 @@ def _setup(examples: int):
     return model, task, enc, tok.pad_token_id
 
 
+def non_embedding_parameters(model) -> int:
+    """Parameters outside the embeddings: the 6 x parameters x tokens FLOP count uses these."""
+    embedding = sum(p.numel() for p in model.base_model.embeddings.parameters())
+    return sum(p.numel() for p in model.parameters()) - embedding
+
+
 def train_rate(
     model, task, enc, pad_id: int, batch_size: int, steps: int, profile: bool = False, autocast: bool = True
 ):
@@ -136,8 +142,7 @@ def train_rate(
     batches = length_grouped_batches(enc.lengths, batch_size, rng, window=window)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-5, fused=True)
-    embedding = sum(p.numel() for p in model.base_model.embeddings.parameters())
-    non_embedding = sum(p.numel() for p in model.parameters()) - embedding
+    non_embedding = non_embedding_parameters(model)
     model.train()
 
     def step(index: np.ndarray) -> int:
@@ -241,8 +246,7 @@ def width_study(model, task, enc, pad_id: int, args, peak: float) -> None:
     )
     for width in args.widths:
         wide = widened(model, width, args.width_layers)
-        embedding = sum(p.numel() for p in wide.base_model.embeddings.parameters())
-        non_embedding = sum(p.numel() for p in wide.parameters()) - embedding
+        non_embedding = non_embedding_parameters(wide)
         value = train_rate(wide, task, enc, pad_id, args.width_batch, args.steps)[0]
         _, _, profiler = train_rate(wide, task, enc, pad_id, args.width_batch, max(4, args.steps // 2), True)
         products, share = product_rate(profiler)

@@ -264,9 +264,10 @@ def save_and_merge(
     state = get_peft_model_state_dict(encoder, adapter_name=TRAINED)
     save_file({k: v.detach().contiguous() for k, v in state.items()}, target / WEIGHTS_FILE)
     config = peft_config(settings, model_type).to_dict()
-    config["base_model_name_or_path"] = base
+    config["base_model_name_or_path"] = (
+        base if stacked is None else _saved_config(stacked).base_model_name_or_path
+    )
     if stacked is not None:
-        config["base_model_name_or_path"] = _saved_config(stacked).base_model_name_or_path
         (target / STACKED_DIR).mkdir(exist_ok=True)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             (target / STACKED_DIR / name).write_bytes((stacked / name).read_bytes())

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -570,11 +570,8 @@ class ModelFiles:
 
 def download_model(reference: ModelReference) -> ModelFiles:
     """Download a logged model (and its extra heads) once into the cache: artifacts never change."""
-    digest = hashlib.sha256(f"{mlflow.get_tracking_uri()}|{reference.run_id}".encode()).hexdigest()[:16]
-    target = models.cache_root() / "mlflow-models" / digest
-    if not (target / "MLmodel").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+
+    def fetch(staging: Path) -> Path:
         try:
             path = Path(mlflow.artifacts.download_artifacts(reference.download_uri, dst_path=str(staging)))
             folder = _model_folder(path, reference)
@@ -587,11 +584,43 @@ def download_model(reference: ModelReference) -> ModelFiles:
             raise _reference_error(
                 reference.given, f"cannot download the model: {err.message[:200]}", "model"
             ) from None
+        return path
+
+    target = _download_once("mlflow-models", reference.run_id, fetch, lambda t: (t / "MLmodel").is_file())
+    model_dir, tokenizer_dir = _model_folder(target, reference)
+    return ModelFiles(model_dir, tokenizer_dir)
+
+
+def download_folder(run_id: str, path: str) -> Path | None:
+    """A run's artifact folder, downloaded once into the cache; None if the run has no such folder."""
+    if not _has_artifact(run_id, path):
+        return None
+
+    def fetch(staging: Path) -> Path:
+        return Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(staging))
+        )
+
+    return _download_once("mlflow-folders", f"{run_id}|{path}", fetch, Path.is_dir)
+
+
+def _download_once(
+    cache: str, key: str, fetch: Callable[[Path], Path], complete: Callable[[Path], bool]
+) -> Path:
+    """<cache root>/<cache>/<digest of the tracking URI and key>, downloaded unless `complete` says an
+    earlier download is (artifacts never change): `fetch` downloads into a fresh staging folder and
+    returns the path to move into place."""
+    digest = hashlib.sha256(f"{mlflow.get_tracking_uri()}|{key}".encode()).hexdigest()[:16]
+    target = models.cache_root() / cache / digest
+    if not complete(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+        path = fetch(staging)
         if target.exists():
             shutil.rmtree(target)
         path.rename(target)
-    model_dir, tokenizer_dir = _model_folder(target, reference)
-    return ModelFiles(model_dir, tokenizer_dir)
+        shutil.rmtree(staging)
+    return target
 
 
 def _model_folder(root: Path, reference: ModelReference) -> tuple[Path, Path]:
@@ -610,22 +639,6 @@ def _model_folder(root: Path, reference: ModelReference) -> tuple[Path, Path]:
         )
     folder = root / artifacts[ARTIFACT]["path"]
     return folder, folder
-
-
-def download_folder(run_id: str, path: str) -> Path | None:
-    """A run's artifact folder, downloaded once into the cache (artifacts never change); None if the run
-    has no such folder."""
-    if not _has_artifact(run_id, path):
-        return None
-    digest = hashlib.sha256(f"{mlflow.get_tracking_uri()}|{run_id}|{path}".encode()).hexdigest()[:16]
-    target = models.cache_root() / "mlflow-folders" / digest
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(staging))
-        Path(local).rename(target)
-        shutil.rmtree(staging)
-    return target
 
 
 def _has_artifact(run_id: str, path: str) -> bool:
