@@ -137,11 +137,11 @@ def test_lora_intermediate_target_and_evaluation_from_the_registry(
     assert cli.main(["finetune", str(config), "--init", start]) == 0
     client = MlflowClient(mlflow_server)
     mlflow.set_tracking_uri(mlflow_server)
-    adapter_of = {}
+    adapter_of, params_of = {}, {}
     for chain, alias in (("xnli", "intermediate"), ("xnli-pawsx", "target")):
         version = client.get_model_version_by_alias(names[chain], alias)
         run = client.get_run(version.run_id)
-        params = run.data.params
+        params = params_of[chain] = run.data.params
         assert params["peft.method"] == "lora" and params["peft.rank"] == "4"
         assert params["peft.between_stages"] == between
         assert int(params["trainable_parameters"]) < int(params["parameters"]) / 2  # adapters and heads only
@@ -151,9 +151,7 @@ def test_lora_intermediate_target_and_evaluation_from_the_registry(
         adapter_of[chain] = Path(
             mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="adapter")
         )
-    target_params = client.get_run(
-        client.get_model_version_by_alias(names["xnli-pawsx"], "target").run_id
-    ).data.params
+    target_params = params_of["xnli-pawsx"]
     trained_on = json.loads((adapter_of["xnli-pawsx"] / "adapter_config.json").read_text())
     if between == "stack":
         assert target_params["peft.stacked_on"] == start
