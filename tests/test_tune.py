@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -65,7 +66,10 @@ def _worker(config, storage, tracking_uri, *extra):
 
 def _check_study_and_runs(client, study, experiment_name, trials, killed=()):
     """Exactly `trials` trials finished, each once, each a nested run of the tuning parent whose
-    status and state tag say what Optuna says (a trial whose worker was killed: FAIL, run KILLED)."""
+    status and state tag say what Optuna says (a trial failed as stale -- its worker killed, or too
+    slow -- and retried: FAIL, run KILLED)."""
+    retried = {t.system_attrs["failed_trial"] for t in study.trials if "failed_trial" in t.system_attrs}
+    killed = set(killed) | retried
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == trials, [(t.number, t.state) for t in study.trials]
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -87,8 +91,12 @@ def _check_study_and_runs(client, study, experiment_name, trials, killed=()):
     return parent, trial_runs
 
 
+SHARED = {"pruner": {"kind": "none"}, "heartbeat_seconds": 2, "grace_seconds": 20}  # slow is not dead
+
+
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tiny_model, tmp_path, mlflow_server, shared_data):
-    config = _config(tmp_path, tiny_model, "tune-two", {"trials": 6, "pruner": {"kind": "none"}})
+    config = _config(tmp_path, tiny_model, "tune-two", {"trials": 6, **SHARED})
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     _run_two_workers(config, storage, mlflow_server, "tune-two", 6, tiny_model.name)
 
@@ -98,7 +106,10 @@ def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):
     time.sleep(1.0)  # the second joins a study the first is creating, or has created
     workers.append(_worker(config, storage, tracking_uri))
     outputs = [w.communicate(timeout=600)[0] for w in workers]
-    assert all(w.returncode == 0 for w in workers), outputs[-1][-3000:]
+    failed = [(i, w.returncode, out[-3000:]) for i, (w, out) in enumerate(zip(workers, outputs, strict=True))]
+    assert all(w.returncode == 0 for w in workers), "\n\n".join(
+        f"--- worker {i} exited {code} ---\n{tail}" for i, code, tail in failed
+    )
     study = optuna.load_study(study_name=f"{name}-target", storage=storage)
     client = MlflowClient(tracking_uri)
     _check_study_and_runs(client, study, name, trials)
@@ -163,6 +174,7 @@ def _has_run(uri: str, number: int) -> bool:
     return bool(found)
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_where_it_stopped(tiny_model, tmp_path, shared_data, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -201,6 +213,55 @@ def test_a_killed_study_resumes_where_it_stopped(tiny_model, tmp_path, shared_da
     assert retry[0].params == failed[0].params
     client = MlflowClient(uri)
     _check_study_and_runs(client, study, "tune-kill", 4, killed=killed)
+
+
+def test_a_worker_whose_trial_was_failed_as_stale_stops_it_and_goes_on(
+    tiny_model, tmp_path, monkeypatch, shared_data, capsys
+):
+    """A slow worker (no heartbeat for grace_seconds on a loaded machine) finds its trial failed and
+    re-queued by another worker: it stops training it (run KILLED, state FAIL), says so, and the study
+    still ends with every trial done once (the retry). Before, the worker crashed at its next report."""
+    from intertask import tune
+    from intertask.workspace import Workspace
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    config = _config(
+        tmp_path,
+        tiny_model,
+        "tune-lost",
+        {"trials": 2, "pruner": {"kind": "none"}},
+        training={"epochs": 4, "batch_size": 8, "learning_rate": 3.0e-3},
+    )
+    cfg = load_experiment(config)
+    ws = Workspace(cfg, str(config))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study, parent = tune.open_study(cfg, ws, "tune-lost-target", url)
+    trial_id = study._pop_waiting_trial_id()
+
+    def another_worker():  # what a worker does on finding this trial silent for grace_seconds
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name("tune-lost").experiment_id
+        while not client.search_runs([experiment], "tags.`intertask.trial_key` = 'tune-lost-target#0'"):
+            time.sleep(0.2)
+        study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(
+            study, study._storage.get_trial(trial_id)
+        )
+
+    other = threading.Thread(target=another_worker)
+    other.start()
+    kept = tune._run_trial(ws, study, optuna.Trial(study, trial_id), "tune-lost-target", parent, None, None)
+    other.join()
+    assert kept is None  # nothing of the lost trial is kept
+    assert "warning: trial 0 was failed as stale by another worker" in capsys.readouterr().err
+    result = tune.tune(ws, name="tune-lost-target", storage=url)  # the same worker finishes the study
+    assert result.best_params
+    study = optuna.load_study(study_name="tune-lost-target", storage=url)
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 2
+    client = MlflowClient()
+    _check_study_and_runs(client, study, "tune-lost", 2, killed=[0])
+    ws.close()
 
 
 BAD_SPACES = [
@@ -276,11 +337,12 @@ def postgres_url():
     return url
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_postgresql_study(
     tiny_model, tmp_path, mlflow_server, shared_data, postgres_url
 ):
     name = f"tune-pg-{os.getpid()}-{int(time.time())}"  # a fresh study in a database that outlives tests
-    config = _config(tmp_path, tiny_model, name, {"trials": 4, "pruner": {"kind": "none"}})
+    config = _config(tmp_path, tiny_model, name, {"trials": 4, **SHARED})
     _run_two_workers(config, postgres_url, mlflow_server, name, 4, tiny_model.name)
 
 

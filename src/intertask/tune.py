@@ -12,7 +12,14 @@ score after every epoch so the pruner can stop it. Its state -- COMPLETE, PRUNED
 `intertask.trial_state`; a pruned trial's run ends KILLED and a failed one's FAILED, so neither looks
 like a success. A worker killed mid-trial stops sending heartbeats; after `grace_seconds` its trial is
 failed and enqueued again once with the same parameters (Optuna's retry callback), and its MLflow run
-is marked KILLED. Only the best trial's model is logged and registered (alias `tuning.alias`).
+is marked KILLED. A worker that was merely slow (no heartbeat for `grace_seconds`, e.g. on a loaded
+machine) finds its trial failed and re-queued by another worker: it stops that trial (run KILLED,
+state FAIL), says so, and goes on with the next. Only the best trial's model is logged and registered
+(alias `tuning.alias`).
+
+A SQLite study storage is opened with a 60-second busy timeout (writers wait for each other instead of
+failing after SQLite's default 5 s), and its tables are created under a file lock beside the database,
+so workers that start at the same moment do not race to create them.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import gc
 import itertools
 import random
 import shutil
+import sys
 import threading
 import time
 import warnings
@@ -39,6 +47,11 @@ from intertask.config import ExperimentConfig, TuningConfig
 from intertask.errors import ConfigError, Problem
 from intertask.workspace import Workspace
 
+try:
+    import fcntl  # POSIX: the SQLite creation lock (elsewhere workers should not start at the same moment)
+except ImportError:  # pragma: no cover
+    fcntl = None
+
 TAG = "intertask."
 PARENT_ATTR = "intertask.parent_run_id"
 READY_ATTR = "intertask.ready"
@@ -52,6 +65,12 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 class Pruned(optuna.TrialPruned):
     """Raised from the stage's epoch hook; its MLflow run ends KILLED, not FAILED."""
+
+    run_status = "KILLED"
+
+
+class TakenOver(Exception):
+    """This worker's trial was failed as stale by another worker (and re-queued): stop it."""
 
     run_status = "KILLED"
 
@@ -101,14 +120,36 @@ def _spec(cfg: ExperimentConfig) -> str:
     )
 
 
+SQLITE_BUSY_SECONDS = 60
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str):
+    """An exclusive lock on `<database>.lock` while a SQLite storage creates its tables (Optuna's
+    create-if-missing is not atomic across processes); other storages need none."""
+    path = url.removeprefix("sqlite:///")
+    if fcntl is None or not url.startswith("sqlite:///") or path in ("", ":memory:"):
+        yield
+        return
+    with open(f"{path}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _storage(url: str, t: TuningConfig) -> optuna.storages.RDBStorage:
+    engine = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else None
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=t.heartbeat_seconds,
-            grace_period=t.grace_seconds,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+        with _creation_lock(url):
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=t.heartbeat_seconds,
+                grace_period=t.grace_seconds,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
     except Exception as err:  # bad URL, unreachable database, missing driver
         raise ConfigError(
             [
@@ -332,14 +373,14 @@ def _run_trial(ws, study, trial, name, parent, init, kept: _Kept | None) -> _Kep
         target=_heartbeat, args=(storage, trial._trial_id, t.heartbeat_seconds, stop), daemon=True
     )
     beat.start()
-    trial.set_user_attr("host_pid", tracking.process_tags())
+    _set_attr(trial, "host_pid", tracking.process_tags())
     key = f"{name}#{trial.number}"
     try:
         trial_cfg = trial_config(cfg, suggest(trial, t))
     except Exception as err:  # values the checks could not foresee (a retry enqueued by another space)
         stop.set()
-        trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
-        study.tell(trial, state=TrialState.FAIL)
+        if _set_attr(trial, "error", f"{type(err).__name__}: {err}"[:500]):
+            _tell(study, trial, state=TrialState.FAIL)
         return kept
     trial_ws = Workspace(
         cfg=trial_cfg,
@@ -356,7 +397,10 @@ def _run_trial(ws, study, trial, name, parent, init, kept: _Kept | None) -> _Kep
     )
 
     def on_epoch(epoch: int, score: float) -> None:
-        trial.report(score, epoch)
+        try:
+            trial.report(score, epoch)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise TakenOver(f"trial {trial.number} was failed as stale by another worker") from None
         tracking.log_metrics({"trial/intermediate_value": score}, epoch)
         last = getattr(trial_cfg, t.stage).training.epochs
         if epoch < last and trial.should_prune():  # after the last epoch there is nothing left to save
@@ -379,27 +423,63 @@ def _run_trial(ws, study, trial, name, parent, init, kept: _Kept | None) -> _Kep
         state = "COMPLETE"
     except optuna.TrialPruned:
         state = "PRUNED"
+    except TakenOver:
+        state = "LOST"
     except Exception as err:  # a failed trial is recorded and the study goes on
-        trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+        _set_attr(trial, "error", f"{type(err).__name__}: {err}"[:500])
     finally:
         stop.set()
         beat.join()
     run_ids = [r.info.run_id for r in tracking.find_runs(ws.experiment(), f"{TAG}trial_key", key)]
+    if state != "LOST":
+        if run_ids:
+            _set_attr(trial, "mlflow_run_id", run_ids[0])
+        _set_attr(trial, "seconds", time.perf_counter() - started)
+        if state == "COMPLETE":
+            state = state if _tell(study, trial, value) else "LOST"
+        else:
+            told = _tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+            state = state if told else "LOST"
+    if state == "LOST":  # failed as stale by another worker, which re-queued it: this run is not the trial's
+        print(
+            f"warning: trial {trial.number} was failed as stale by another worker (no heartbeat for "
+            f"{cfg.tuning.grace_seconds} s; it is retried once): this worker stopped it and goes on. On a busy "
+            "machine raise tuning.grace_seconds.",
+            file=sys.stderr,
+        )
+        value = None
+        for run_id in run_ids:
+            tracking.close_run(run_id, "KILLED")
     for run_id in run_ids:
-        tracking.set_run_tags(run_id, {f"{TAG}trial_state": state})
-    if run_ids:
-        trial.set_user_attr("mlflow_run_id", run_ids[0])
-    trial.set_user_attr("seconds", time.perf_counter() - started)
-    if state == "COMPLETE":
-        study.tell(trial, value)
-    else:
-        study.tell(trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+        tracking.set_run_tags(run_id, {f"{TAG}trial_state": "FAIL" if state == "LOST" else state})
     kept = _keep_best(kept, trial.number, value, trained, trial_cfg, t.direction)
     del trained
     gc.collect()
     with tracking.logging_to(parent):
         tracking.log_metrics({"trials/rss_mb": psutil.Process().memory_info().rss / 2**20}, trial.number)
     return kept
+
+
+def _set_attr(trial: optuna.Trial, key: str, value) -> bool:
+    """Set a user attribute of a running trial; False when another worker has failed it as stale."""
+    try:
+        trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, value=None, state=None) -> bool:
+    """Finish a trial; False when another worker has failed it as stale first (and re-queued it)."""
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        return False
+    try:
+        study.tell(trial, value, state=state)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # failed by another in between
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            return False
+        raise
+    return True
 
 
 def objective(cfg: ExperimentConfig, trained: stages.TrainedModel) -> float:
