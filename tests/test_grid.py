@@ -69,6 +69,7 @@ def test_grid_expands_into_shared_intermediate_stages(tiny_model, tmp_path, shar
     assert rte.split_seed == 3  # splits follow the experiment seed, not the cell's
 
 
+@pytest.mark.slow
 def test_killed_grid_restarts_and_reuses_what_finished(tiny_model, tmp_path, mlflow_server, monkeypatch):
     config = _config(tmp_path, tiny_model)
     client = MlflowClient(mlflow_server)
@@ -216,6 +217,7 @@ def test_report_entry_point_rebuilds_the_report(tiny_model, tmp_path, mlflow_ser
     assert (tmp_path / "reports" / "grid-report" / "gains.csv").is_file()
 
 
+@pytest.mark.slow
 def test_ray_executor_runs_independent_stages_side_by_side(tiny_model, tmp_path, mlflow_server, monkeypatch):
     """A local Ray instance with 2 CPUs: the intermediate stage and the baseline's finetune do not wait
     for each other; every stage runs in a Ray worker process and logs to the same server."""
@@ -245,6 +247,7 @@ def test_ray_executor_runs_independent_stages_side_by_side(tiny_model, tmp_path,
     ]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all(r.data.tags["intertask.pid"] != str(os.getpid()) for r in runs)  # ran in Ray workers
+    assert {r.data.params["runtime.threads"] for r in runs} == {"1"}  # each stage's share of the 2 CPUs
     intermediate = next(r for r in runs if r.data.tags["intertask.stage"] == "intermediate")
     baseline = next(
         r
@@ -303,6 +306,7 @@ def test_offline_reproductions_run_here(name, shared_data):
     assert all(cfg.origin(t) == "local" and cfg.catalog().spec(t).files for t in tasks)
 
 
+@pytest.mark.slow
 def test_offline_mohapatra_grid_runs_end_to_end_at_toy_size(tiny_model, tmp_path, monkeypatch, shared_data):
     """The offline reproduction itself, shrunk by overrides only (tiny model, one seed, a few dozen
     examples): every cell trains and is scored, and the report compares the arms."""
@@ -323,7 +327,7 @@ def test_offline_mohapatra_grid_runs_end_to_end_at_toy_size(tiny_model, tmp_path
         "evaluation.max_examples=32",
         "report.bootstrap=200",
         "report.divergence_examples=20",
-        "training.bf16=false",
+        "training.precision=fp32",
     ]
     assert cli.main(["main", str(REPO / "pipelines" / "offline_mohapatra2022.yaml"), *overrides]) == 0
     folder = tmp_path / "reports" / "offline-mohapatra2022"

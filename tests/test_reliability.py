@@ -73,6 +73,7 @@ def _dev_history(client: MlflowClient, run_id: str) -> dict[str, list[float]]:
     }
 
 
+@pytest.mark.slow
 def test_a_stage_killed_mid_epoch_resumes_to_the_same_metrics(tiny_model, tmp_path, shared_data, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = _config(tmp_path, tiny_model, "crash")
@@ -141,18 +142,28 @@ class _Udpos:
         return TrainPart("udpos", task, model, self.encoded("train"), self.encoded("dev"), self.dev_set, "f1")
 
 
-@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse-embeddings"])
-def test_training_resumes_from_a_checkpoint_in_process(sparse, tiny_model, tmp_path, shared_data):
+@pytest.mark.parametrize(
+    ("sparse", "precision"),
+    [(False, "fp32"), (True, "fp32"), (False, "fp16")],
+    ids=["dense", "sparse-embeddings", "fp16-loss-scaling"],
+)
+def test_training_resumes_from_a_checkpoint_in_process(sparse, precision, tiny_model, tmp_path, shared_data):
     """The loop itself: stopped by an error in its second epoch (checkpoints every 3 steps and at epoch
     ends), resumed from the last mid-epoch checkpoint: the same history as a run that never stopped.
-    Also with sparse-gradient word embeddings (a second optimizer, SparseAdam, in the checkpoint)."""
+    Also with sparse-gradient word embeddings (a second optimizer, SparseAdam, in the checkpoint), and in
+    fp16, whose gradient scaler's state (scale, growth tracker) must come back too."""
     from intertask.config import SamplingConfig, TrainingConfig
     from intertask.training import train
 
     udpos = _Udpos(tmp_path, tiny_model, "loop")
     try:
         training = TrainingConfig(
-            epochs=2, batch_size=80, learning_rate=3e-3, warmup_ratio=0.2, log_every_steps=1
+            epochs=2,
+            batch_size=80,
+            learning_rate=3e-3,
+            warmup_ratio=0.2,
+            log_every_steps=1,
+            precision=precision,
         )
 
         def run(checkpointer=None, stop_at=None):
@@ -184,6 +195,7 @@ def test_training_resumes_from_a_checkpoint_in_process(sparse, tiny_model, tmp_p
         udpos.ws.close()
 
 
+@pytest.mark.slow
 def test_sigterm_ends_the_run_killed(tiny_model, tmp_path, shared_data):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = _config(tmp_path, tiny_model, "term")
@@ -205,6 +217,7 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_a_tracking_server_that_dies_mid_run_gives_a_clear_error_and_no_registry_entry(
     tiny_model, tmp_path, shared_data
 ):
@@ -243,6 +256,7 @@ def test_a_tracking_server_that_dies_mid_run_gives_a_clear_error_and_no_registry
         _stop(server)
 
 
+@pytest.mark.slow
 def test_two_pipelines_share_one_experiment_on_a_server(tiny_model, tmp_path, shared_data, mlflow_server):
     """Two `main` processes at once on one experiment (one reusable intermediate stage in common) both
     finish, leave no run RUNNING, and a third run of either config reuses everything."""

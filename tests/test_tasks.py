@@ -87,9 +87,7 @@ def test_builtin_task_loads_encodes_predicts_and_scores(name, shared_data, fixtu
             assert max(encoded.lengths) <= 64 * (
                 len(data.examples[0].texts) - 1 if task.head == "multiple_choice" else 1
             )
-            scored = evaluate_set(
-                model, task, data, encoded, pad_id=tokenizer.pad_token_id, batch_tokens=512, bf16=False
-            )
+            scored = evaluate_set(model, task, data, encoded, pad_id=tokenizer.pad_token_id, batch_tokens=512)
             scores = scored.scores
             assert len(scored.predictions) == len(data)
             if split == "train":  # the training path: targets collate and give a finite loss
@@ -98,9 +96,7 @@ def test_builtin_task_loads_encodes_predicts_and_scores(name, shared_data, fixtu
         else:
             encoder = AutoModel.from_pretrained(tiny_model)
             encoded = task.encode(data, tokenizer, 64)
-            vectors = task.embed(
-                encoder, encoded, layer=-1, pad_id=tokenizer.pad_token_id, batch_tokens=512, bf16=False
-            )
+            vectors = task.embed(encoder, encoded, layer=-1, pad_id=tokenizer.pad_token_id, batch_tokens=512)
             assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
             scores, _ = task.score_embeddings(vectors, data, spec.metrics)
         assert set(scores) == set(spec.metrics), (language, split)

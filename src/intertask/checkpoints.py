@@ -4,7 +4,7 @@ A checkpoint is a folder `step-<N>/` with
   trainable.safetensors  the weights training changes (frozen embeddings are not saved)
   best.safetensors       the best epoch's weights so far, when that is not the current epoch
   optimizer.pt           AdamW and scheduler state dicts (tensors and numbers only; read weights_only)
-  rng.safetensors        torch's CPU generator state (dropout)
+  rng.safetensors        torch's CPU generator state (dropout), and the GPU's on a GPU
   state.json             counters, per-epoch history, numpy generator and data stream positions
 and `latest` names the newest complete one: a folder is written under a temporary name, renamed, and
 only then does `latest` (replaced atomically) point at it. A killed writer leaves the previous
@@ -34,6 +34,7 @@ class Saved:
     scheduler: dict
     torch_rng: torch.Tensor
     state: dict  # JSON-able
+    cuda_rng: torch.Tensor | None = None  # the current GPU's generator (dropout on a GPU)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,10 @@ class Checkpointer:
         if saved.best is not None:
             save_file({k: v.contiguous() for k, v in saved.best.items()}, temp / "best.safetensors")
         torch.save({"optimizer": saved.optimizer, "scheduler": saved.scheduler}, temp / "optimizer.pt")
-        save_file({"torch_rng": saved.torch_rng}, temp / "rng.safetensors")
+        generators = {"torch_rng": saved.torch_rng}
+        if saved.cuda_rng is not None:
+            generators["cuda_rng"] = saved.cuda_rng.cpu()
+        save_file(generators, temp / "rng.safetensors")
         (temp / "state.json").write_text(json.dumps(saved.state))
         shutil.rmtree(final, ignore_errors=True)
         temp.rename(final)
@@ -76,14 +80,16 @@ class Checkpointer:
         state = json.loads((path / "state.json").read_text())
         optim = torch.load(path / "optimizer.pt", weights_only=True)  # never unpickles code
         best_file = path / "best.safetensors"
+        generators = load_file(path / "rng.safetensors")
         return Saved(
             step=state["step"],
             trainable=load_file(path / "trainable.safetensors"),
             best=load_file(best_file) if best_file.is_file() else None,
             optimizer=optim["optimizer"],
             scheduler=optim["scheduler"],
-            torch_rng=load_file(path / "rng.safetensors")["torch_rng"],
+            torch_rng=generators["torch_rng"],
             state=state,
+            cuda_rng=generators.get("cuda_rng"),
         )
 
     def clear(self) -> None:

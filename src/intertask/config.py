@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,14 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 BASE_MODEL = "base"  # evaluation.model: the configured pretrained model itself (retrieval needs no head)
 REFERENCE_FORMS = "models:/name@alias, models:/name/version, runs:/<run id>/model or a 32-hex run id"
 Split = Literal["train", "dev", "test"]
+
+
+TRAINING_BLOCKS = ("training", "intermediate.training", "target.training")
+DEPRECATED_KEYS = frozenset(f"{block}.bf16" for block in TRAINING_BLOCKS)  # read as <block>.precision
+
+
+class ConfigDeprecationWarning(FutureWarning):
+    """A config key that is still read under its old name (shown to users: a FutureWarning)."""
 
 
 def is_model_reference(value: str) -> bool:
@@ -70,12 +79,16 @@ class TrainingConfig:
     weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases and layer norms)
     warmup_ratio: float = 0.1  # share of steps with linear warm-up, then linear decay to 0
     max_grad_norm: float = 1.0  # gradient clipping (0 turns it off)
-    bf16: bool = False  # bf16 autocast for forward and backward (about 2x on CPUs with avx512_bf16)
+    # autocast precision of training and evaluation; auto: bf16 on GPUs and CPUs that have it natively,
+    # fp16 + loss scaling on older GPUs, else fp32 (hardware.resolve_precision). `bf16: true/false` is a
+    # deprecated spelling of precision: bf16 / fp32.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    fast_cpu_dropout: bool = True  # CPU training: dropout masks from 16 random bits (dropout.py; ~4x faster)
     group_by_length: bool = True  # batches of similar length (less padding); batch order still shuffled
     length_group_window: int = 8  # group_by_length sorts within windows of this many batches
     eval_batch_tokens: int = 2048  # evaluation batches: length-sorted, padded size up to this many tokens
     log_every_steps: int = 10  # training loss is logged every N optimizer steps
-    threads: int | None = None  # torch CPU threads (None: torch's default)
+    threads: int | None = None  # torch CPU threads of training and evaluation (None: the usable cores)
     checkpoints: bool = True  # resumable checkpoints; a stage restarted after a crash continues from the last
     checkpoint_every_steps: int = (
         200  # ... every N optimizer steps and after every epoch (0: epoch ends only)
@@ -740,7 +753,8 @@ def parse_overrides(items: list[str]) -> tuple[list[tuple[str, Any]], Problems]:
         except yaml.YAMLError:
             value = text
         try:
-            field_type(ExperimentConfig, key)
+            if key not in DEPRECATED_KEYS:
+                field_type(ExperimentConfig, key)
         except KeyError:
             problems.add(OVERRIDES, key, "unknown key", item, _key_hint(key))
             continue
@@ -850,12 +864,50 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     if raw is None:
         problems.raise_if_any()
     raw = _resolve_paths(apply_overrides(raw, pairs), path.resolve().parent)
+    raw = read_deprecated_keys(raw, str(path), {key for key, _ in pairs}, problems)
     cfg = build_experiment(raw, str(path), problems)
     if cfg is not None:
         check_experiment(cfg, str(path), problems)
     _blame_overrides(problems, [key for key, _ in pairs])
     problems.raise_if_any()
     return cfg
+
+
+def read_deprecated_keys(raw: dict, file: str, override_keys: set[str], problems: Problems) -> dict:
+    """`bf16: true/false` in a training block is read as `precision: bf16/fp32`, with a warning that
+    names where it was found; given beside a different `precision`, it is a problem."""
+    for block in TRAINING_BLOCKS:
+        parent, node = None, raw
+        for part in block.split("."):
+            parent, node = node, node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or "bf16" not in node:
+            continue
+        where = f"{block}.bf16"
+        source = OVERRIDES if where in override_keys else file
+        node = dict(node)
+        value = node.pop("bf16")
+        parent[block.rpartition(".")[2]] = node
+        if not isinstance(value, bool):
+            problems.add(source, where, "wrong type", value, "true or false (deprecated: use precision)")
+            continue
+        new = "bf16" if value else "fp32"
+        if node.get("precision", new) != new:
+            problems.add(
+                source,
+                where,
+                f"conflicts with precision: {node['precision']}",
+                value,
+                "only precision: auto | fp32 | bf16 | fp16 (bf16 is its deprecated spelling)",
+            )
+            continue
+        node["precision"] = new
+        warnings.warn(
+            f"{source}: {where}: deprecated, read as {block}.precision: {new} (precision: auto, the "
+            "default, picks bf16 only where the hardware runs it natively)",
+            ConfigDeprecationWarning,
+            stacklevel=3,
+        )
+    return raw
 
 
 def _blame_overrides(problems: Problems, keys: list[str]) -> None:

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from intertask import metrics
 from intertask.batching import collate, token_budget_batches
+from intertask.hardware import FP32, Precision
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 
 TABLE_COLUMNS = ["task", "split", "language", "metric", "value", "examples"]
@@ -24,7 +25,7 @@ def predict_outputs(
     *,
     pad_id: int,
     batch_tokens: int,
-    bf16: bool,
+    precision: Precision = FP32,
     desc: str | None = None,
 ) -> list[np.ndarray]:
     """The task's per-row outputs for every row of `encoded`, in its order (length-sorted batches)."""
@@ -34,7 +35,7 @@ def predict_outputs(
     batches = token_budget_batches(encoded.lengths, batch_tokens)
     for rows in tqdm(batches, desc=desc, disable=desc is None, leave=False, mininterval=2):
         batch = {k: v.to(device) for k, v in collate(encoded, rows, pad_id, with_targets=False).items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with precision.autocast(device.type):
             output = model(**batch)
         for row, value in zip(rows, task.outputs(output, rows, encoded), strict=True):
             outputs[row] = value
@@ -55,10 +56,12 @@ def evaluate_set(
     *,
     pad_id: int,
     batch_tokens: int,
-    bf16: bool,
+    precision: Precision = FP32,
     names: tuple[str, ...] | None = None,
 ) -> Scored:
-    outputs = predict_outputs(model, task, encoded, pad_id=pad_id, batch_tokens=batch_tokens, bf16=bf16)
+    outputs = predict_outputs(
+        model, task, encoded, pad_id=pad_id, batch_tokens=batch_tokens, precision=precision
+    )
     predictions = task.decode(outputs, encoded, data)
     return Scored(task.score(predictions, data, names or task.spec.metrics), predictions)
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +32,7 @@ class JobSpec:
     parent_run_id: str
     key: str
     tags: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None  # the stage's share of the cores where stages run side by side (Ray)
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,12 @@ class Outcome:
 
 def run_job(spec: JobSpec, *upstream: Outcome, workdir: Path | None = None) -> Outcome:
     """Run one job here: a Workspace for its cell config (models saved under `workdir`), then its stage."""
-    from intertask import stages
+    from intertask import hardware, stages
     from intertask.workspace import Workspace
 
     os.environ["MLFLOW_TRACKING_URI"] = spec.tracking_uri
+    if spec.threads:
+        os.environ[hardware.THREADS_ENV] = str(spec.threads)
     ws = Workspace(spec.config, spec.config_file, tags=spec.tags, experiment_id=spec.experiment_id)
     if workdir is not None:
         ws.workdir = workdir
@@ -115,6 +118,7 @@ class RayExecutor:
     def __init__(self, address: str | None, cpus: int | None, cpus_per_stage: float, gpus_per_stage: float):
         self.address, self.cpus = address, cpus
         self.resources = {"num_cpus": cpus_per_stage, "num_gpus": gpus_per_stage}
+        self.threads = max(1, int(cpus_per_stage))  # torch threads per stage: its CPUs, not the host's
 
     def run(
         self,
@@ -136,7 +140,8 @@ class RayExecutor:
             if spec.job.id in refs:
                 continue
             deps = [refs[d] for d in spec.job.deps]
-            refs[spec.job.id] = pending[spec.job.id] = remote.options(**self.resources).remote(spec, *deps)
+            share = replace(spec, threads=self.threads)
+            refs[spec.job.id] = pending[spec.job.id] = remote.options(**self.resources).remote(share, *deps)
         outcomes = dict(ready)
         waiting = list(pending.values())
         while waiting:

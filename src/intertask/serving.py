@@ -64,6 +64,6 @@ class TaskModel(mlflow.pyfunc.PythonModel):
         data = ExampleSet(self.task.name, "", "predict", "predict", tuple(examples), (), "", len(examples))
         encoded = self.task.encode(data, self.tokenizer, self.max_length)
         outputs = predict_outputs(
-            self.model, self.task, encoded, pad_id=self.tokenizer.pad_token_id, batch_tokens=4096, bf16=False
+            self.model, self.task, encoded, pad_id=self.tokenizer.pad_token_id, batch_tokens=4096
         )
         return self.task.decode(outputs, encoded, data)

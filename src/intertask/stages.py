@@ -19,9 +19,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from intertask import adapters, leakage, modeling, models, plots, serving, tracking
+from intertask import adapters, hardware, leakage, modeling, models, plots, serving, tracking
 from intertask.checkpoints import Checkpointer
-from intertask.config import BASE_MODEL, EvalTaskConfig, StageConfig, TrackingConfig
+from intertask.config import (
+    BASE_MODEL,
+    EvalTaskConfig,
+    ExperimentConfig,
+    StageConfig,
+    TrackingConfig,
+    TrainingConfig,
+)
 from intertask.errors import DataError, ModelError, Problem
 from intertask.evaluation import evaluate_set, language_table, prediction_rows, table_metrics
 from intertask.schema import to_dict
@@ -123,6 +130,17 @@ def _fingerprint_rows(sets: list[ExampleSet]) -> list[dict]:
     ]
 
 
+def eval_training(cfg: ExperimentConfig) -> TrainingConfig:
+    """The training settings evaluation and probes follow (precision, threads, batch tokens): the
+    target stage's, else the top-level ones."""
+    return cfg.target.training if cfg.target else cfg.training
+
+
+def stage_runtime(training: TrainingConfig) -> hardware.Runtime:
+    """Precision and threads of a stage on this machine (torch's thread count is set here)."""
+    return hardware.runtime(training.precision, training.threads)
+
+
 @contextmanager
 def recorded_run(
     ws: Workspace,
@@ -130,12 +148,16 @@ def recorded_run(
     tags: dict[str, str],
     parent_run_id: str | None = None,
     sets: list[ExampleSet] | None = None,
+    runtime: hardware.Runtime | None = None,
 ) -> Iterator[str]:
-    """A run that records the resolved config, provenance and the fingerprints of the data it reads."""
+    """A run that records the resolved config, provenance, the machine and precision it ran with, and
+    the fingerprints of the data it reads."""
     tags = {**ws.tags, **tracking.process_tags(), **tags}
     with tracking.run(name, experiment_id=ws.experiment(), parent_run_id=parent_run_id, tags=tags) as run_id:
         tracking.log_config(ws.cfg, ws.config_file)
         tracking.log_provenance()
+        if runtime is not None:
+            tracking.log_params(runtime.params())
         if sets:
             tracking.log_data_fingerprints(_fingerprint_rows(sets))
         yield run_id
@@ -189,6 +211,7 @@ def train_stage(
             stacked = _start_adapter(start)
         torch.manual_seed(cfg.seed)  # the adapters' initialisation
         peft_params = adapters.attach(encoder, cfg.peft, model_type, stacked, start.label)
+    runtime = stage_runtime(stage.training)
     for net in nets.values():
         net.to(modeling.device())
     chain = (*start.task_chain, "+".join(types))
@@ -211,7 +234,7 @@ def train_stage(
         if (checkpointer.folder / "latest").is_file() and owner.is_file():
             tags[f"{TAG}resumed_from_run"] = json.loads(owner.read_text())["run_id"]
     with recorded_run(
-        ws, f"{name} {'+'.join(types)} ({stage.language})", tags, parent_run_id, sets
+        ws, f"{name} {'+'.join(types)} ({stage.language})", tags, parent_run_id, sets, runtime
     ) as run_id:
         if checkpointer is not None:
             checkpointer.folder.mkdir(parents=True, exist_ok=True)
@@ -221,7 +244,7 @@ def train_stage(
             | peft_params
             | {f"stage.selection_metric.{n}": cfg.selection_metric(stage, n) for n in types}
         )
-        result, steps = _train(ws, stage, types, data, nets, tokenizer, name, on_epoch, checkpointer)
+        result, steps = _train(ws, stage, types, data, nets, tokenizer, name, runtime, on_epoch, checkpointer)
         if result.resumed_at_step is not None:
             tracking.set_tags({f"{TAG}resumed_at_step": result.resumed_at_step})
         _log_training(result, steps, f"{name} {'+'.join(types)}")
@@ -234,7 +257,7 @@ def train_stage(
             tracking.log_metrics({"peft/merged_layers": merged})
         modeling.save(nets, heads, tokenizer, folder)
         serving.write_task(folder, types[heads[0].task].spec, cfg.model.max_length)
-        probes = run_probes(ws, nets[heads[0].task].base_model, tokenizer, which)
+        probes = run_probes(ws, nets[heads[0].task].base_model, tokenizer, which, runtime.precision)
         logged = (
             _log_model(ws, folder, heads[0].head, which, stage.language, chain, start, run_id)
             if log_model
@@ -266,7 +289,7 @@ def resume_key(ws: Workspace, which: str, start: StartPoint, sets: list[ExampleS
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _train(ws, stage, types, data, nets, tokenizer, name, on_epoch=None, checkpointer=None):
+def _train(ws, stage, types, data, nets, tokenizer, name, runtime, on_epoch=None, checkpointer=None):
     cfg = ws.cfg
     parts = [
         TrainPart(
@@ -298,6 +321,7 @@ def _train(ws, stage, types, data, nets, tokenizer, name, on_epoch=None, checkpo
         desc=f"{name} {'+'.join(types)}",
         on_epoch=on_epoch,
         checkpointer=checkpointer,
+        runtime=runtime,
     )
     return result, steps
 
@@ -391,7 +415,9 @@ def finetune(
 # --- retrieval probes -------------------------------------------------------------------------------
 
 
-def run_probes(ws: Workspace, encoder, tokenizer, point: str) -> pd.DataFrame | None:
+def run_probes(
+    ws: Workspace, encoder, tokenizer, point: str, precision: hardware.Precision
+) -> pd.DataFrame | None:
     """Every probe configured for `point` (base / intermediate / target) on `encoder`, logged in the
     active run as probe/<task>/<split>/<language>/<metric>; the table gets a `point` column."""
     probes = [p for p in ws.cfg.probes if point in p.after]
@@ -407,7 +433,7 @@ def run_probes(ws: Workspace, encoder, tokenizer, point: str) -> pd.DataFrame | 
             lang: _limit(ws, ws.examples(probe.task, lang, probe.split, None), probe.max_examples)
             for lang in entry.languages or task.spec.evaluated_languages
         }
-        table, _ = _retrieval_table(ws, task, sets, encoder, tokenizer, probe.split)
+        table, _ = _retrieval_table(ws, task, sets, encoder, tokenizer, probe.split, precision)
         tables.append(table)
     table = pd.concat(tables, ignore_index=True).assign(point=point)
     tracking.log_metrics(table_metrics(table, prefix="probe/"))
@@ -425,9 +451,11 @@ def probe_base(
         f"{TAG}model": ws.cfg.model.name_or_path,
     }
     source = modeling.resolve_source(ws.cfg.model.name_or_path)
-    with recorded_run(ws, f"probe base model ({ws.cfg.model.name_or_path})", tags, parent_run_id) as run_id:
+    runtime = stage_runtime(eval_training(ws.cfg))
+    title = f"probe base model ({ws.cfg.model.name_or_path})"
+    with recorded_run(ws, title, tags, parent_run_id, runtime=runtime) as run_id:
         encoder = modeling.load_encoder(Path(source)).to(modeling.device())
-        table = run_probes(ws, encoder, modeling.load_tokenizer(source), "base")
+        table = run_probes(ws, encoder, modeling.load_tokenizer(source), "base", runtime.precision)
     return run_id, table
 
 
@@ -452,7 +480,7 @@ def embed_texts(ws: Workspace, texts: list[str]) -> np.ndarray:
         layer=options.layer,
         pad_id=tokenizer.pad_token_id,
         batch_tokens=ws.cfg.training.eval_batch_tokens,
-        bf16=ws.cfg.training.bf16,
+        precision=stage_runtime(ws.cfg.training).precision,
     )
 
 
@@ -463,9 +491,9 @@ def _limit(ws: Workspace, data: ExampleSet, k: int | None) -> ExampleSet:
     return select(data, data.uids[positions], f"max_examples={k}")
 
 
-def _retrieval_table(ws, task, sets: dict[str, ExampleSet], encoder, tokenizer, split: str):
+def _retrieval_table(ws, task, sets: dict[str, ExampleSet], encoder, tokenizer, split: str, precision):
     options = ws.cfg.evaluation.retrieval
-    training = ws.cfg.target.training if ws.cfg.target else ws.cfg.training
+    training = eval_training(ws.cfg)
     per_language, predictions = {}, []
     for language, data in sets.items():
         encoded = ws.encode(task, data, tokenizer, options.max_length, prefix=options.prefix)
@@ -475,7 +503,7 @@ def _retrieval_table(ws, task, sets: dict[str, ExampleSet], encoder, tokenizer, 
             layer=options.layer,
             pad_id=tokenizer.pad_token_id,
             batch_tokens=training.eval_batch_tokens,
-            bf16=training.bf16,
+            precision=precision,
         )
         per_language[language], found = task.score_embeddings(vectors, data, task.spec.metrics)
         predictions.append(pd.DataFrame({"task": task.name, "language": language, "retrieved": found}))
@@ -536,8 +564,9 @@ def evaluate(
     """Zero-shot evaluation of `model` on every configured task and language in ONE run.
 
     Each task is scored with the model's head trained on it, else a head of the same type and labels
-    (XQuAD with a TyDiQA head); retrieval tasks use the encoder alone. Precision and batching follow the
-    target stage's training settings; `mean_non_<lang>` leaves out the model's training language.
+    (XQuAD with a TyDiQA head); retrieval tasks use the encoder alone. Precision, threads and batching
+    follow the target stage's training settings; `mean_non_<lang>` leaves out the model's training
+    language.
     """
     cfg = ws.cfg
     source = _eval_model(ws, model)
@@ -559,13 +588,15 @@ def evaluate(
         f"{TAG}stage_key": stage_key or "",
     }
     all_sets = [s for _, sets, _ in plan for s in sets.values()]
-    with recorded_run(ws, f"evaluate {'+'.join(types)}", tags, parent_run_id, all_sets) as run_id:
+    runtime = stage_runtime(eval_training(cfg))
+    title = f"evaluate {'+'.join(types)}"
+    with recorded_run(ws, title, tags, parent_run_id, all_sets, runtime) as run_id:
         excluded = {k: v for _, _, ex in plan for k, v in ex.items()}
         tracking.log_metrics({f"leakage_guard/{k}/excluded": n for k, n in excluded.items()})
         tables, predictions = [], []
         for entry, sets, _ in plan:
             table, rows = _evaluate_task(
-                ws, types[entry.task], entry, sets, source, tokenizer, train_language
+                ws, types[entry.task], entry, sets, source, tokenizer, train_language, runtime.precision
             )
             tables.append(table)
             predictions.extend(rows)
@@ -583,13 +614,12 @@ def evaluate(
 
 
 def _evaluate_task(
-    ws, task: TaskType, entry: EvalTaskConfig, sets, source: _EvalModel, tokenizer, train_language
+    ws, task: TaskType, entry: EvalTaskConfig, sets, source: _EvalModel, tokenizer, train_language, precision
 ):
-    cfg = ws.cfg
-    training = cfg.target.training if cfg.target else cfg.training
+    training = eval_training(ws.cfg)
     if not task.trainable:
         encoder = modeling.load_encoder(source.files.model_dir).to(modeling.device())
-        table, frames = _retrieval_table(ws, task, sets, encoder, tokenizer, entry.split)
+        table, frames = _retrieval_table(ws, task, sets, encoder, tokenizer, entry.split, precision)
         return table, frames
     net = modeling.load_for_task(source.files.model_dir, task.name, task.head_signature()).to(
         modeling.device()
@@ -604,7 +634,7 @@ def _evaluate_task(
             encoded,
             pad_id=tokenizer.pad_token_id,
             batch_tokens=training.eval_batch_tokens,
-            bf16=training.bf16,
+            precision=precision,
         )
         per_language[language] = scored.scores
         rows.append(prediction_rows(task, data, scored.predictions))

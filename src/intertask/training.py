@@ -1,6 +1,7 @@
 """The training loop: one or several tasks sharing an encoder (jiant-style multi-task), AdamW with
-linear warm-up and decay, length-grouped batches, optional bf16 autocast, dev evaluation after every
-epoch and best-epoch selection. It knows nothing about MLflow: metrics go to a callback.
+linear warm-up and decay, length-grouped batches, autocast in the resolved precision (bf16, or fp16
+with loss scaling), dev evaluation after every epoch and best-epoch selection. It knows nothing about
+MLflow: metrics go to a callback.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from intertask import hardware
 from intertask.batching import collate, length_grouped_batches, shuffled_batches
 from intertask.checkpoints import Checkpointer, Saved
 from intertask.config import SamplingConfig, TrainingConfig
+from intertask.dropout import fast_dropout
 from intertask.evaluation import evaluate_set
 from intertask.metrics import METRICS
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
@@ -170,7 +173,9 @@ def _is_better(metric: str, value: float, best: float | None) -> bool:
     return value > best if METRICS.get(metric).higher_is_better else value < best
 
 
-def _evaluate_dev(parts: list[TrainPart], cfg: TrainingConfig, pad_id: int) -> dict[str, dict[str, float]]:
+def _evaluate_dev(
+    parts: list[TrainPart], cfg: TrainingConfig, pad_id: int, precision: hardware.Precision
+) -> dict[str, dict[str, float]]:
     return {
         p.name: evaluate_set(
             p.model,
@@ -179,7 +184,7 @@ def _evaluate_dev(parts: list[TrainPart], cfg: TrainingConfig, pad_id: int) -> d
             p.dev,
             pad_id=pad_id,
             batch_tokens=cfg.eval_batch_tokens,
-            bf16=cfg.bf16,
+            precision=precision,
         ).scores
         for p in parts
     }
@@ -205,6 +210,7 @@ def train(
     desc: str = "train",
     on_epoch: Callable[[int, float], None] | None = None,
     checkpointer: Checkpointer | None = None,
+    runtime: hardware.Runtime | None = None,
 ) -> TrainResult:
     """Train for cfg.epochs; evaluate every task on dev after each epoch; keep the best epoch's weights.
 
@@ -213,10 +219,10 @@ def train(
     `on_epoch(epoch, dev selection score)` runs after each epoch's evaluation; what it raises (a
     tuning trial's pruning) ends training. With a `checkpointer`, the whole training state is saved every
     N steps and after every epoch, and a checkpoint found there is resumed: the result is the same as
-    an uninterrupted run's (same seed, CPU).
+    an uninterrupted run's (same seed, CPU). Precision and threads: `runtime`, else resolved here from
+    cfg.precision and cfg.threads.
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    precision = (runtime or hardware.runtime(cfg.precision, cfg.threads)).precision
     seed_everything(seed)
     modules = torch.nn.ModuleList(p.model for p in parts)
     trainable = [p for p in modules.parameters() if p.requires_grad]  # shared encoder counted once
@@ -225,6 +231,7 @@ def train(
     total_steps = steps_per_epoch * cfg.epochs
     optimizers = _optimizers(trainable, _sparse_parameters(modules), cfg)
     schedulers = [_schedule(o, total_steps, cfg.warmup_ratio) for o in optimizers]
+    scaler = torch.amp.GradScaler(device.type) if precision.scaled else None
     rng = np.random.Generator(np.random.PCG64(seed))
     weights = sampling_weights({p.name: len(p.train) for p in parts}, sampling)
     streams = {
@@ -235,60 +242,61 @@ def train(
     best_state = None
     saved = checkpointer.load() if checkpointer is not None else None
     if saved is not None:
-        best_state = _restore(saved, modules, optimizers, schedulers, rng, streams, run)
+        best_state = _restore(saved, modules, optimizers, schedulers, scaler, rng, streams, run)
         for row in run.history:  # the resumed run shows every epoch, not only those after the restart
             log({k: v for k, v in row.items() if k not in ("epoch", "step")}, row["epoch"])
 
     def checkpoint() -> None:
         best = best_state if best_state is not None and run.best_epoch != run.epoch else None
-        checkpointer.save(_capture(run, modules, best, optimizers, schedulers, rng, streams))
+        checkpointer.save(_capture(run, modules, best, optimizers, schedulers, scaler, rng, streams))
 
     progress = tqdm(total=total_steps, initial=run.step, desc=desc, mininterval=2, leave=False)
+    losses: list[torch.Tensor] = []  # steps' losses on the device, not yet added to the sums
     while run.epoch < cfg.epochs or run.in_epoch:
         if not run.in_epoch:
             run.epoch, run.in_epoch, run.epoch_loss, run.epoch_step = run.epoch + 1, True, 0.0, 0
         modules.train()
         started = time.perf_counter()
-        while run.epoch_step < steps_per_epoch:
-            name = rng.choice(list(weights), p=list(weights.values())) if len(parts) > 1 else parts[0].name
-            part, rows = by_name[name], next(streams[name])
-            batch = {k: v.to(device) for k, v in collate(part.train, rows, pad_id).items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = part.model(**batch).loss
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                clip_gradients(trainable, cfg.max_grad_norm)
-            for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            run.step, run.seen, run.epoch_step = run.step + 1, run.seen + len(rows), run.epoch_step + 1
-            run.batches_per_task[name] += 1
-            value = float(loss.detach())
-            run.loss_sum, run.loss_count, run.epoch_loss = (
-                run.loss_sum + value,
-                run.loss_count + 1,
-                run.epoch_loss + value,
-            )
-            progress.update(1)
-            if run.step % cfg.log_every_steps == 0 or run.step == total_steps:
-                elapsed = run.train_seconds + time.perf_counter() - started
-                log(
-                    {
-                        "train/loss": run.loss_sum / run.loss_count,
-                        "train/learning_rate": schedulers[0].get_last_lr()[0],
-                        "train/examples_per_second": run.seen / elapsed,
-                    },
-                    run.step,
+        cheap_dropout = fast_dropout(modules, enabled=cfg.fast_cpu_dropout and device.type == "cpu")
+        with cheap_dropout:
+            while run.epoch_step < steps_per_epoch:
+                name = (
+                    rng.choice(list(weights), p=list(weights.values())) if len(parts) > 1 else parts[0].name
                 )
-                progress.set_postfix(loss=f"{run.loss_sum / run.loss_count:.4f}")
-                run.loss_sum, run.loss_count = 0.0, 0
-            if checkpointer is not None and checkpointer.due(run.step) and run.epoch_step < steps_per_epoch:
-                run.train_seconds += time.perf_counter() - started
-                started = time.perf_counter()
-                checkpoint()
+                part, rows = by_name[name], next(streams[name])
+                batch = {k: v.to(device) for k, v in collate(part.train, rows, pad_id).items()}
+                with precision.autocast(device.type):
+                    loss = part.model(**batch).loss
+                _step(loss, trainable, optimizers, schedulers, scaler, cfg.max_grad_norm)
+                run.step, run.seen, run.epoch_step = run.step + 1, run.seen + len(rows), run.epoch_step + 1
+                run.batches_per_task[name] += 1
+                losses.append(loss.detach())  # read at log points only: no device sync per step
+                progress.update(1)
+                if run.step % cfg.log_every_steps == 0 or run.step == total_steps:
+                    _add_losses(run, losses)
+                    elapsed = run.train_seconds + time.perf_counter() - started
+                    log(
+                        {
+                            "train/loss": run.loss_sum / run.loss_count,
+                            "train/learning_rate": schedulers[0].get_last_lr()[0],
+                            "train/examples_per_second": run.seen / elapsed,
+                        },
+                        run.step,
+                    )
+                    progress.set_postfix(loss=f"{run.loss_sum / run.loss_count:.4f}")
+                    run.loss_sum, run.loss_count = 0.0, 0
+                if (
+                    checkpointer is not None
+                    and checkpointer.due(run.step)
+                    and run.epoch_step < steps_per_epoch
+                ):
+                    _add_losses(run, losses)
+                    run.train_seconds += time.perf_counter() - started
+                    started = time.perf_counter()
+                    checkpoint()
+        _add_losses(run, losses)
         run.train_seconds += time.perf_counter() - started
-        dev = _evaluate_dev(parts, cfg, pad_id)
+        dev = _evaluate_dev(parts, cfg, pad_id, precision)
         score = selection_score(dev, parts, selection_task)
         row = {
             "epoch": run.epoch,
@@ -324,6 +332,41 @@ def train(
     )
 
 
+def _step(loss, trainable, optimizers, schedulers, scaler, max_grad_norm: float) -> None:
+    """Backward, clipping and one optimizer step. With fp16 the loss is scaled (GradScaler): gradients
+    are unscaled before clipping, and a step whose gradients overflowed is skipped (the scale halves)."""
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        for optimizer in optimizers:
+            scaler.unscale_(optimizer)
+    if max_grad_norm > 0:
+        clip_gradients(trainable, max_grad_norm)
+    for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.update()
+
+
+def _add_losses(run: _RunState, losses: list[torch.Tensor]) -> None:
+    """Add the steps' losses (still on the device) to the running sums, in step order."""
+    if not losses:
+        return
+    for value in torch.stack(losses).float().tolist():
+        run.loss_sum, run.loss_count, run.epoch_loss = (
+            run.loss_sum + value,
+            run.loss_count + 1,
+            run.epoch_loss + value,
+        )
+    losses.clear()
+
+
 @dataclass
 class _RunState:
     """Everything of a training run that is not a tensor: what a checkpoint's state.json holds."""
@@ -344,13 +387,15 @@ class _RunState:
     history: list[dict] = field(default_factory=list)
 
 
-def _capture(run: _RunState, modules, best_state, optimizers, schedulers, rng, streams) -> Saved:
+def _capture(run: _RunState, modules, best_state, optimizers, schedulers, scaler, rng, streams) -> Saved:
     state = {
         **asdict(run),
         "rng": rng.bit_generator.state,
         "streams": {n: s.state() for n, s in streams.items()},
     }
     state["python_random"] = list(random.getstate()[1])
+    if scaler is not None:
+        state["grad_scaler"] = scaler.state_dict()
     return Saved(
         step=run.step,
         trainable=_named_trainable(modules),
@@ -358,11 +403,12 @@ def _capture(run: _RunState, modules, best_state, optimizers, schedulers, rng, s
         optimizer={"optimizers": [o.state_dict() for o in optimizers]},
         scheduler={"schedulers": [s.state_dict() for s in schedulers]},
         torch_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
         state=state,
     )
 
 
-def _restore(saved: Saved, modules, optimizers, schedulers, rng, streams, run: _RunState):
+def _restore(saved: Saved, modules, optimizers, schedulers, scaler, rng, streams, run: _RunState):
     """Put the checkpoint back in place; returns the best epoch's weights when they were saved."""
     missing = set(_named_trainable(modules)) - set(saved.trainable)
     if missing:
@@ -375,7 +421,12 @@ def _restore(saved: Saved, modules, optimizers, schedulers, rng, streams, run: _
     for scheduler, state in zip(schedulers, saved.scheduler["schedulers"], strict=True):
         scheduler.load_state_dict(state)
     torch.set_rng_state(saved.torch_rng)
+    if saved.cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(saved.cuda_rng)
     state = dict(saved.state)
+    scaler_state = state.pop("grad_scaler", None)
+    if scaler is not None and scaler_state is not None:
+        scaler.load_state_dict(scaler_state)
     rng.bit_generator.state = state.pop("rng")
     for name, stream_state in state.pop("streams").items():
         streams[name].restore(stream_state)

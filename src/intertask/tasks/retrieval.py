@@ -83,12 +83,16 @@ class RetrievalTask(TaskType):
         return EncodedSet(inputs, {}, data.uids)
 
     def embed(
-        self, encoder, encoded: EncodedSet, *, layer: int, pad_id: int, batch_tokens: int, bf16: bool
+        self, encoder, encoded: EncodedSet, *, layer: int, pad_id: int, batch_tokens: int, precision=None
     ) -> np.ndarray:
-        """Unit-length mean-pooled hidden states of `layer` (-1 = last, 0 = embeddings) per row."""
+        """Unit-length mean-pooled hidden states of `layer` (-1 = last, 0 = embeddings) per row, the
+        encoder run in `precision` (a hardware.Precision; None: fp32)."""
         import torch  # here, not at the top: the task catalog is read by processes that train nothing
 
         from intertask.batching import collate, token_budget_batches
+        from intertask.hardware import FP32
+
+        precision = precision or FP32
 
         encoder.eval()
         device = next(encoder.parameters()).device
@@ -98,7 +102,7 @@ class RetrievalTask(TaskType):
                 batch = {
                     k: v.to(device) for k, v in collate(encoded, rows, pad_id, with_targets=False).items()
                 }
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                with precision.autocast(device.type):
                     hidden = encoder(**batch, output_hidden_states=True).hidden_states[layer].float()
                 mask = batch["attention_mask"].unsqueeze(-1).float()
                 pooled = (hidden * mask).sum(1) / mask.sum(1)
