@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint benchmark clean
+.PHONY: setup demo test test-fast lint benchmark clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,12 @@ demo: setup
 	PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 mlflow run . -e main --env-manager local \
 		--experiment-name demo -P config=pipelines/demo.yaml
 
+# Every test (CI runs this). `make test-fast` leaves out the heavy end-to-end ones (marker `slow`).
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks && $(BIN)/ruff format --check src tests benchmarks

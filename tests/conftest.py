@@ -32,12 +32,36 @@ def isolated_cache(tmp_path_factory):
     return cache
 
 
+def _missing_data() -> str | None:
+    """Why the real data slices the tests read cannot be found (None when they can)."""
+    root = data_root()
+    needed = [
+        root / "xtreme" / "pawsx",
+        root / "xtreme" / "xnli",
+        root / "xtreme" / "udpos",
+        root / "corpora",
+    ]
+    missing = [str(p) for p in needed if not p.is_dir()]
+    if missing:
+        return (
+            f"the real data the tests read is missing: {', '.join(missing)} (data root {root}: "
+            "../shared/data beside the checkout, or set INTERTASK_DATA to a folder in that layout)"
+        )
+    return None
+
+
+def pytest_collection_finish(session) -> None:
+    """Fail the run at once, with the reason, when tests that need ../shared/data were selected and it
+    is not there (instead of skipping most of the suite)."""
+    needing = [item for item in session.items if "shared_data" in getattr(item, "fixturenames", ())]
+    reason = _missing_data() if needing else None
+    if reason:
+        pytest.exit(f"{reason}; {len(needing)} selected tests need it", returncode=3)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    root = data_root()
-    if not (root / "xtreme" / "pawsx").is_dir():
-        pytest.skip(f"real data not found at {root} (set INTERTASK_DATA)")
-    return root
+    return data_root()
 
 
 def _corpus(root: Path) -> list[str]:

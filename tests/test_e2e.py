@@ -241,6 +241,7 @@ def test_bad_data_fails_before_any_run_is_created(tmp_path, tiny_config, mlflow_
     assert MlflowClient(mlflow_server).get_experiment_by_name("nothing") is None
 
 
+@pytest.mark.slow
 def test_mlflow_run_uses_the_mlproject(tiny_config, mlflow_server, tmp_path):
     """`mlflow run . -e main --env-manager local`: the launcher's run becomes the study's parent run."""
     config = tiny_config(

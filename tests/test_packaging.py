@@ -5,6 +5,7 @@ import re
 import subprocess
 import tomllib
 
+import pytest
 import yaml
 
 from intertask.cli import ENTRY_POINTS
@@ -61,6 +62,7 @@ def test_run_outputs_are_ignored_by_git(tmp_path):
         ".venv/bin/python",
         "outputs/a.csv",
         "optuna.db",
+        "optuna.db.lock",
         "tuning/s/best_params.yaml",
         "reports/x/report.html",
     ):
@@ -68,6 +70,7 @@ def test_run_outputs_are_ignored_by_git(tmp_path):
         assert result.returncode == 0, f"{path} is not ignored"
 
 
+@pytest.mark.slow
 def test_benchmark_scripts_still_import_and_parse_arguments():
     import sys
 
