@@ -4,15 +4,16 @@ Same model (e5-small), same data (PAWS-X English: the seeded train split's first
 batch 16, lr 2e-5, no warm-up or weight decay, as run_glue), each configuration in its own process so
 its peak RSS is its own. Reported per configuration: training examples/s (wall time of the training
 call), accuracy of the final model (the same evaluation code for every model, fp32, on M pairs of the
-seeded test split; intertask selects its best epoch on 100 other dev pairs),
-peak RSS, and for intertask the training FLOP rate (6 x non-embedding parameters x real tokens) next to
-the bf16 matmul rate this script measures on the same CPU. With several `--seeds` every configuration
-runs once per seed (model initialisation and batch order; the data stay fixed): examples/s is the mean,
-accuracy the mean with its standard deviation across seeds, peak RSS the largest. Printed as a table;
-results go to BENCHMARKS.md.
+seeded test split; intertask selects its best epoch on 100 other dev pairs), peak RSS, and for intertask
+the training FLOP rate (6 x non-embedding parameters x real tokens). The CPU, its bf16 support and the
+fp32 / bf16 product rates measured here are printed with the table. intertask's variants run in
+`--precision` (default auto: bf16 where the CPU has it natively, else fp32; the `_fp32` variants always
+fp32). With several `--seeds` every configuration runs once per seed (model initialisation and batch
+order; the data stay fixed): examples/s is the mean, accuracy the mean with its standard deviation
+across seeds, peak RSS the largest. Printed as a table; results go to BENCHMARKS.md.
 
     python benchmarks/finetune_throughput.py [--examples 480] [--dev 400] [--epochs 1] [--lr 2e-5]
-                                             [--seeds 13 ...] [--only NAME...]
+                                             [--seeds 13 ...] [--only NAME...] [--precision auto]
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ from intertask.config import TrainingConfig
 FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
 VARIANTS = {
     "trainer_run_glue": "HF Trainer, run_glue defaults (pad to 128, fp32)",
+    "trainer_fp32_tuned": "HF Trainer, best fp32 (dynamic padding, group_by_length)",
     "trainer_tuned": "HF Trainer, tuned (bf16, dynamic padding, group_by_length)",
+    "intertask_default": "intertask, defaults (precision auto, all weights trained)",
     "intertask_fp32": "intertask, fp32 (dynamic padding + length groups, fused AdamW)",
     "intertask_fp32_shuffled": "intertask, fp32, dynamic padding, shuffled batches (no length groups)",
-    "intertask_bf16": "intertask, bf16 autocast (the tuned Trainer's settings)",
-    "intertask_demo": "intertask, demo settings (+ bf16 autocast, frozen word embeddings)",
-    "intertask_sparse": "intertask, bf16 autocast + sparse-updated word embeddings (SparseAdam)",
-    "intertask_lora": "intertask, LoRA r=8 on query/value (+ bf16)",
+    "intertask_demo": "intertask, demo settings (frozen word embeddings, precision auto)",
+    "intertask_demo_torch_dropout": "intertask, demo settings with torch's dropout (fast_cpu_dropout off)",
+    "intertask_sparse": "intertask, sparse-updated word embeddings (SparseAdam), precision auto",
+    "intertask_sparse_fp32": "intertask, sparse-updated word embeddings (SparseAdam), fp32",
+    "intertask_lora": "intertask, LoRA r=8 on query/value (precision auto)",
 }
 
 
@@ -73,13 +77,12 @@ def _accuracy(model, spec, scored, tokenizer) -> float:
         encode(task, scored, tokenizer, 128, None),
         pad_id=tokenizer.pad_token_id,
         batch_tokens=2048,
-        bf16=False,
     )
     return float(result.scores["accuracy"])
 
 
 def _trainer(
-    model_dir: str, spec, train_set, scored, *, tuned: bool, epochs: int, lr: float, seed: int
+    model_dir: str, spec, train_set, scored, *, tuned: bool, bf16: bool, epochs: int, lr: float, seed: int
 ) -> dict:
     from datasets import Dataset
     from transformers import (
@@ -105,7 +108,7 @@ def _trainer(
     }
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, **head)
     with tempfile.TemporaryDirectory() as out:
-        extra = {"bf16": True, "train_sampling_strategy": "group_by_length"} if tuned else {}
+        extra = {"bf16": bf16, "train_sampling_strategy": "group_by_length"} if tuned else {}
         args = TrainingArguments(
             output_dir=out,
             per_device_train_batch_size=16,
@@ -134,10 +137,11 @@ def _intertask(
     dev_set,
     test_set,
     *,
-    bf16: bool,
+    precision: str,
     freeze: bool,
     sparse: bool,
     lora: bool,
+    fast_dropout: bool,
     group_by_length: bool,
     group_window: int,
     epochs: int,
@@ -169,7 +173,8 @@ def _intertask(
         learning_rate=lr if not lora else 10 * lr,
         warmup_ratio=0.0,
         weight_decay=0.0,
-        bf16=bf16,
+        precision=precision,
+        fast_cpu_dropout=fast_dropout,
         group_by_length=group_by_length,
         length_group_window=group_window,
         log_every_steps=1000,
@@ -195,7 +200,15 @@ def _intertask(
 
 
 def run_variant(
-    name: str, task: str, examples: int, dev: int, epochs: int, lr: float, seed: int, group_window: int
+    name: str,
+    task: str,
+    examples: int,
+    dev: int,
+    epochs: int,
+    lr: float,
+    seed: int,
+    group_window: int,
+    precision: str,
 ) -> dict:
     from transformers.utils import logging as hf_logging
 
@@ -210,7 +223,8 @@ def run_variant(
             spec,
             train_set,
             test_set,
-            tuned=name == "trainer_tuned",
+            tuned=name in ("trainer_tuned", "trainer_fp32_tuned"),
+            bf16=name == "trainer_tuned",
             epochs=epochs,
             lr=lr,
             seed=seed,
@@ -222,10 +236,11 @@ def run_variant(
             train_set,
             dev_set,
             test_set,
-            bf16=not name.startswith("intertask_fp32"),
-            freeze=name == "intertask_demo",
-            sparse=name == "intertask_sparse",
+            precision="fp32" if "fp32" in name else precision,
+            freeze=name.startswith("intertask_demo"),
+            sparse=name.startswith("intertask_sparse"),
             lora=name == "intertask_lora",
+            fast_dropout=name != "intertask_demo_torch_dropout",
             group_by_length=name != "intertask_fp32_shuffled",
             group_window=group_window,
             epochs=epochs,
@@ -257,6 +272,12 @@ def main() -> None:
         help="intertask's training.length_group_window: batches per length-sorting window",
     )
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="a subset of the configurations")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="training.precision of intertask's variants (those named _fp32 always run fp32)",
+    )
     parser.add_argument("--variant", choices=list(VARIANTS), help="run one configuration (used internally)")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -270,6 +291,7 @@ def main() -> None:
             args.lr,
             args.seeds[0],
             args.group_window,
+            args.precision,
         )
         print(json.dumps(out))
         return
@@ -304,6 +326,8 @@ def _run_process(name: str, args: argparse.Namespace, seed: int) -> dict:
         str(seed),
         "--group-window",
         str(args.group_window),
+        "--precision",
+        args.precision,
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -321,25 +345,29 @@ def _aggregate(runs: list[dict]) -> dict:
 
 
 def _print_table(chosen: list[str], results: dict, args: argparse.Namespace) -> None:
-    from flop_rate import rate  # this folder is on sys.path when the script runs
+    from step_breakdown import matmul_rate  # this folder is on sys.path when the script runs
 
-    bf16_rate, fp32_rate = (
-        rate(1024, 1024, 1024, torch.bfloat16, 3.0),
-        rate(1024, 1024, 1024, torch.float32, 3.0),
-    )
+    from intertask import hardware
+
+    bf16_rate = matmul_rate(1024, 1024, 1024, torch.bfloat16)
+    fp32_rate = matmul_rate(1024, 1024, 1024, torch.float32)
     first = results[chosen[0]]
+    rt = hardware.runtime(args.precision, None, announce=False)
     print(
-        f"\ne5-small, {args.task} en, {first['examples']} training pairs, {args.epochs} epoch(s), batch 16, lr {args.lr:g}; "
-        f"accuracy on {args.dev} held-out (test split) pairs; seeds {' '.join(map(str, args.seeds))}; "
-        f"torch threads {torch.get_num_threads()}\n"
+        f"\n{rt.hardware.describe()}; intertask precision {args.precision} -> {rt.precision.name}; "
+        f"torch threads {rt.threads}\n"
+        f"e5-small, {args.task} en, {first['examples']} training pairs, {args.epochs} epoch(s), batch 16, lr {args.lr:g}; "
+        f"accuracy on {args.dev} held-out (test split) pairs; seeds {' '.join(map(str, args.seeds))}\n"
     )
-    glue, tuned = results.get("trainer_run_glue"), results.get("trainer_tuned")
+    glue = results.get("trainer_run_glue")
+    tuned = results.get("trainer_fp32_tuned") or results.get("trainer_tuned")
 
     def ratio(r: dict, base: dict | None) -> str:
         return f"{r['examples_per_second'] / base['examples_per_second']:.2f}x" if base else ""
 
+    tuned_name = "best fp32 Trainer" if "trainer_fp32_tuned" in results else "tuned Trainer"
     print(
-        "| configuration | examples/s | vs run_glue | vs tuned Trainer | held-out acc. | peak RSS (MiB) | training GFLOP/s |"
+        f"| configuration | examples/s | vs run_glue | vs {tuned_name} | held-out acc. | peak RSS (MiB) | training GFLOP/s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in chosen:
@@ -358,8 +386,8 @@ def _print_table(chosen: list[str], results: dict, args: argparse.Namespace) -> 
         demo = results["intertask_demo"]
         demo_rate = demo["flops"] / demo["seconds"]
         print(
-            f"intertask demo training {demo_rate / 1e9:.1f} GFLOP/s = {100 * demo_rate / bf16_rate:.0f} % of the "
-            "bf16 matmul rate"
+            f"intertask demo training {demo_rate / 1e9:.1f} GFLOP/s = "
+            f"{100 * demo_rate / max(bf16_rate, fp32_rate):.0f} % of the faster matmul rate"
         )
     if "intertask_lora" in results and "intertask_demo" in results:
         lora, full = results["intertask_lora"], results["intertask_demo"]
