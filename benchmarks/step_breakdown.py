@@ -41,10 +41,10 @@ PRODUCT_OPS = {
 }
 GROUPS = (  # (group, operator name fragments), first match wins; names are the profiler's
     ("products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
+    ("GELU", ("gelu",)),  # before dropout: "aten::ge" (the cheaper mask's comparison) is in "aten::gelu"
     ("dropout", ("dropout", "bernoulli", "random_", "randint", "aten::ge")),
     ("attention softmax", ("softmax_backward", "aten::_softmax", "aten::softmax", "masked_fill")),
     ("layer norm", ("layer_norm",)),
-    ("GELU", ("gelu",)),
     ("optimizer and clipping", ("adam", "_foreach", "vector_norm", "clip", "aten::stack")),
     ("embeddings", ("embedding",)),
     ("loss", ("nll_loss", "log_softmax", "cross_entropy")),

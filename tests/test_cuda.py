@@ -41,7 +41,7 @@ def test_a_study_trains_evaluates_embeds_and_registers_on_the_gpu(
         training={"epochs": 2, "batch_size": 16, "learning_rate": 1.0e-3, "checkpoint_every_steps": 4},
         evaluation={"languages": ["en", "de"], "max_examples": 48},
         probes=[
-            {"task": "tatoeba", "languages": ["deu"], "max_examples": 50, "after": ["intermediate", "target"]}
+            {"task": "tatoeba", "languages": ["de"], "max_examples": 50, "after": ["intermediate", "target"]}
         ],
     )
     assert cli.main(["main", str(config)]) == 0
@@ -59,7 +59,7 @@ def test_a_study_trains_evaluates_embeds_and_registers_on_the_gpu(
     for run in evaluated:
         accuracy = run.data.metrics["pawsx/test/de/accuracy"]
         assert 0.0 <= accuracy <= 1.0
-    probed = [r for r in stages if "probe/tatoeba/test/deu/accuracy" in r.data.metrics]
+    probed = [r for r in stages if "probe/tatoeba/test/de/accuracy" in r.data.metrics]
     assert len(probed) == 3  # after the intermediate stage and after both targets
     name = tracking.registered_name("gpu", str(tiny_model), ["xnli", "pawsx"])
     model = mlflow.pyfunc.load_model(f"models:/{name}@target")

@@ -79,3 +79,22 @@ def test_benchmark_scripts_still_import_and_parse_arguments():
             [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120
         )
         assert result.returncode == 0, (script.name, result.stderr[-2000:])
+
+
+def test_the_suite_stops_with_a_reason_when_the_real_data_is_missing(tmp_path):
+    """Without ../shared/data (or $INTERTASK_DATA) the run fails at once and says where it looked,
+    instead of skipping the tests that need the data."""
+    import os
+    import sys
+
+    env = {**os.environ, "INTERTASK_DATA": str(tmp_path / "nowhere")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_config.py"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stdout[-2000:]
+    assert f"the real data the tests read is missing: {tmp_path / 'nowhere'}/xtreme/pawsx" in done.stdout
