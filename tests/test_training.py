@@ -67,3 +67,35 @@ def test_clipping_sparse_gradients_matches_torch_on_their_dense_form():
         float(dense_grad.norm().hypot(bias_grad.norm()))
     )
     assert torch.allclose(small[0].grad.to_dense(), dense_grad)  # under the limit: untouched
+
+
+@pytest.mark.parametrize("total, ratio", [(100, 0.1), (37, 0.06), (64, 0.0), (88, 0.1)])
+def test_the_schedule_is_the_hugging_face_trainers(tmp_path, total, ratio):
+    """Learning rate of every step equals the HF Trainer's for the same warm-up ratio (its
+    `warmup_steps` < 1 is a ratio, rounded up); the peak comes after the warm-up, not one step early."""
+    from transformers import Trainer, TrainingArguments
+
+    from intertask.training import _schedule, warmup_steps
+
+    def rates(scheduler, optimizer):
+        out = []
+        for _ in range(total):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    model = torch.nn.Linear(2, 2)
+    ours = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    mine = rates(_schedule(ours, total, ratio), ours)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), learning_rate=5e-5, warmup_steps=ratio, report_to=[], use_cpu=True
+    )
+    trainer = Trainer(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=total)
+    theirs = rates(trainer.lr_scheduler, trainer.optimizer)
+    assert mine == pytest.approx(theirs, rel=1e-12, abs=0)
+    warm = warmup_steps(total, ratio)
+    assert warm == args.get_warmup_steps(total)
+    assert mine[0] == (0.0 if warm else 5e-5)
+    assert max(mine) == pytest.approx(5e-5) and mine.index(max(mine)) == warm

@@ -122,15 +122,16 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> tor
     return total
 
 
+def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
+    """Warm-up steps as the Hugging Face Trainer counts them for a warm-up ratio (rounded up)."""
+    return math.ceil(total_steps * warmup_ratio)
+
+
 def _schedule(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = int(total_steps * warmup_ratio)
+    """transformers' linear warm-up and decay: 0 at step 0, the peak after the warm-up, 0 at the end."""
+    from transformers import get_linear_schedule_with_warmup
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps(total_steps, warmup_ratio), total_steps)
 
 
 class _Stream:
