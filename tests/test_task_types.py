@@ -151,7 +151,7 @@ def test_tatoeba_retrieval_scores_nearest_english_sentence(shared_data):
     assert len(sources) == 30 and all(len(e.label[1]) == 1 for e in sources)
     keys = sorted({e.key for e in data.examples})
     vectors = np.stack([np.eye(len(keys))[keys.index(e.key)] for e in data.examples]).astype(np.float32)
-    scores, retrieved = task.score_embeddings(vectors, data, ("accuracy",))
+    scores, retrieved, _ = task.score_embeddings(vectors, data, ("accuracy",))
     assert scores == {"accuracy": 1.0} and retrieved == [e.key for e in sources]
 
 
@@ -168,7 +168,7 @@ def test_bucc_mining_finds_the_gold_pairs_and_drops_repeated_sentences(fixture_d
         [meaning.get(e.key, rng.normal(size=16)) + rng.normal(scale=0.05, size=16) for e in data.examples]
     )
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    scores, mined = task.score_embeddings(vectors.astype(np.float32), data, ("f1", "precision", "recall"))
+    scores, mined, _ = task.score_embeddings(vectors.astype(np.float32), data, ("f1", "precision", "recall"))
     assert scores == {"f1": 1.0, "precision": 1.0, "recall": 1.0}
     assert all(
         "de-000000006" not in pair and "de-000000007" not in pair for pair in mined

@@ -98,7 +98,7 @@ def test_builtin_task_loads_encodes_predicts_and_scores(name, shared_data, fixtu
             encoded = task.encode(data, tokenizer, 64)
             vectors = task.embed(encoder, encoded, layer=-1, pad_id=tokenizer.pad_token_id, batch_tokens=512)
             assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-            scores, _ = task.score_embeddings(vectors, data, spec.metrics)
+            scores, _, _ = task.score_embeddings(vectors, data, spec.metrics)
         assert set(scores) == set(spec.metrics), (language, split)
         assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
 

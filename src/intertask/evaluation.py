@@ -101,11 +101,24 @@ def prediction_rows(task: TaskType, data: ExampleSet, predictions: list) -> pd.D
             "split": data.split,
             "uid": data.uids,
             "key": [e.key for e in data.examples],
-            "text": [" ||| ".join(e.texts)[:300] for e in data.examples],
-            "gold": [task.show_gold(e)[:300] for e in data.examples],
-            "prediction": [task.show(p)[:300] for p in predictions],
+            "text": [" ||| ".join(e.texts) for e in data.examples],
+            "gold": [task.show_gold(e) for e in data.examples],
+            "prediction": [task.show(p) for p in predictions],
         }
     )
+
+
+EXAMPLE_KEYS = ["task", "split", "language", "uid"]
+EXAMPLES_ARTIFACT = "evaluation/examples.parquet"
+
+
+def example_rows(data: ExampleSet, stats: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per evaluated example: its uid (its position in the split's file, the same in every arm,
+    so two models pair on it) and the statistics its metrics are recomputed from on a resample."""
+    columns = {k: v for k, v in stats.items() if k != "uid"}
+    uids = stats.get("uid", data.uids)
+    frame = pd.DataFrame({"uid": np.asarray(uids, np.int64), **columns})
+    return frame.assign(task=data.task, split=data.split, language=data.language)[[*EXAMPLE_KEYS, *columns]]
 
 
 def metric_key(task: str, split: str, language: str, metric: str) -> str:

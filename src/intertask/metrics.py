@@ -269,6 +269,113 @@ def _pair_counts(pred: set, gold: set) -> tuple[int, int, int]:
 _register_counted(BITEXT, _pair_counts, "mined pairs against the gold pairs")
 
 
+# --- per-example statistics: a metric from sums over examples, for resampling -----------------------
+#
+# example_stats gives per-example columns whose sums over any multiset of the examples (a bootstrap
+# resample) give back each metric of that multiset through from_sums, exactly: accuracy from correct
+# counts, macro-F1 from per-label tp/fp/fn, seqeval F1 from chunk counts per sentence (sentences never
+# share a chunk), SQuAD/MLQA EM and F1 from each question's best score, BUCC from pair counts per
+# source sentence. tests/test_metrics.py checks from_sums against the metric computed directly.
+
+
+def example_stats(kind: str, pred, gold, **options) -> dict[str, np.ndarray]:
+    """Per-example statistic columns (name -> array over examples) for every metric of `kind`."""
+    if kind == SINGLE:
+        pred, gold = np.asarray(pred), np.asarray(gold)
+        columns = {"correct": (pred == gold).astype(np.int64)}
+        for label in np.union1d(pred, gold):
+            p, g = pred == label, gold == label
+            columns |= {f"tp:{label}": p & g, f"fp:{label}": p & ~g, f"fn:{label}": ~p & g}
+        return {k: np.asarray(v, np.int64) for k, v in columns.items()}
+    if kind == MULTI:
+        p, g = np.asarray(pred).astype(bool), np.asarray(gold).astype(bool)
+        columns = {"correct": (p == g).all(axis=1)}
+        for j in range(p.shape[1]):
+            columns |= {
+                f"tp:{j}": p[:, j] & g[:, j],
+                f"fp:{j}": p[:, j] & ~g[:, j],
+                f"fn:{j}": ~p[:, j] & g[:, j],
+            }
+        return {k: np.asarray(v, np.int64) for k, v in columns.items()}
+    if kind == TAGS:
+        counts = np.array([_chunk_counts([p], [g]) for p, g in zip(pred, gold, strict=True)], np.int64)
+        counts = counts.reshape(-1, 3)
+        return {
+            "correct": counts[:, 0],
+            "predicted": counts[:, 1],
+            "gold": counts[:, 2],
+            "tokens_correct": np.array(
+                [sum(a == b for a, b in zip(p, g, strict=True)) for p, g in zip(pred, gold, strict=True)],
+                np.int64,
+            ),
+            "tokens": np.array([len(g) for g in gold], np.int64),
+        }
+    if kind == SPANS:
+
+        def best(fn) -> np.ndarray:
+            return np.array(
+                [
+                    max((fn(p, a, **options) for a in answers), default=0.0)
+                    for p, answers in zip(pred, gold, strict=True)
+                ],
+                float,
+            )
+
+        def same(p: str, a: str, **opts) -> float:
+            return float(normalize_answer(p, **opts) == normalize_answer(a, **opts))
+
+        return {"exact_match": best(same), "f1": best(_span_f1)}
+    if kind == BITEXT:  # pred, gold: sets of (source, target) pairs; options["sources"]: one key per example
+        sources = options["sources"]
+        count = lambda pairs: Counter(s for s, _ in pairs)  # noqa: E731
+        correct, predicted, wanted = count(pred & gold), count(pred), count(gold)
+        return {
+            "correct": np.array([correct[s] for s in sources], np.int64),
+            "predicted": np.array([predicted[s] for s in sources], np.int64),
+            "gold": np.array([wanted[s] for s in sources], np.int64),
+        }
+    raise ValueError(f"no per-example statistics for label kind {kind!r}")
+
+
+def from_sums(kind: str, name: str, sums: Mapping[str, np.ndarray], n) -> np.ndarray:
+    """Metric `name` of every resample from its summed statistics (arrays over resamples) and its size n."""
+    n = np.asarray(n, float)
+    if name == "accuracy":
+        if kind == TAGS:
+            return _ratio(sums["tokens_correct"], sums["tokens"])
+        if kind in (SPANS, BITEXT):
+            raise ValueError(f"metric accuracy has no {kind} form")
+        return _ratio(sums["correct"], n)
+    if name in ("exact_match", "f1") and kind == SPANS:
+        return _ratio(sums[name], n)
+    if name in ("macro_f1", "micro_f1"):
+        labels = sorted({k.split(":", 1)[1] for k in sums if k.startswith("tp:")}, key=str)
+        tp, fp, fn = (
+            np.stack([np.asarray(sums[f"{c}:{lab}"], float) for lab in labels], -1)
+            for c in ("tp", "fp", "fn")
+        )
+        if name == "micro_f1":
+            return _f1(tp.sum(-1), fp.sum(-1), fn.sum(-1))
+        f1 = _f1(tp, fp, fn)
+        if kind == MULTI:  # every label column counts, as for the full set
+            return f1.mean(-1)
+        present = (tp + fp + fn) > 0  # single label: labels present in the resample (sklearn's union)
+        return _ratio((f1 * present).sum(-1), present.sum(-1))
+    if name in ("precision", "recall", "f1") and kind in (TAGS, BITEXT):
+        correct, predicted, gold = (np.asarray(sums[k], float) for k in ("correct", "predicted", "gold"))
+        if name == "precision":
+            return _ratio(correct, predicted)
+        if name == "recall":
+            return _ratio(correct, gold)
+        return _ratio(2 * correct, predicted + gold)
+    raise ValueError(f"metric {name!r} has no form from per-example sums for label kind {kind!r}")
+
+
+def _ratio(a, b) -> np.ndarray:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
+
+
 # --- aggregates across languages ------------------------------------------------------------------
 
 MEAN_ALL = "mean_all"  # mean over every evaluated language

@@ -30,7 +30,14 @@ from intertask.config import (
     TrainingConfig,
 )
 from intertask.errors import DataError, ModelError, Problem
-from intertask.evaluation import evaluate_set, language_table, prediction_rows, table_metrics
+from intertask.evaluation import (
+    EXAMPLES_ARTIFACT,
+    evaluate_set,
+    example_rows,
+    language_table,
+    prediction_rows,
+    table_metrics,
+)
 from intertask.schema import to_dict
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 from intertask.tasks.examples import select
@@ -433,7 +440,7 @@ def run_probes(
             lang: _limit(ws, ws.examples(probe.task, lang, probe.split, None), probe.max_examples)
             for lang in entry.languages or task.spec.evaluated_languages
         }
-        table, _ = _retrieval_table(ws, task, sets, encoder, tokenizer, probe.split, precision)
+        table, _, _ = _retrieval_table(ws, task, sets, encoder, tokenizer, probe.split, precision)
         tables.append(table)
     table = pd.concat(tables, ignore_index=True).assign(point=point)
     tracking.log_metrics(table_metrics(table, prefix="probe/"))
@@ -494,7 +501,7 @@ def _limit(ws: Workspace, data: ExampleSet, k: int | None) -> ExampleSet:
 def _retrieval_table(ws, task, sets: dict[str, ExampleSet], encoder, tokenizer, split: str, precision):
     options = ws.cfg.evaluation.retrieval
     training = eval_training(ws.cfg)
-    per_language, predictions = {}, []
+    per_language, predictions, examples = {}, [], []
     for language, data in sets.items():
         encoded = ws.encode(task, data, tokenizer, options.max_length, prefix=options.prefix)
         vectors = task.embed(
@@ -505,10 +512,11 @@ def _retrieval_table(ws, task, sets: dict[str, ExampleSet], encoder, tokenizer, 
             batch_tokens=training.eval_batch_tokens,
             precision=precision,
         )
-        per_language[language], found = task.score_embeddings(vectors, data, task.spec.metrics)
+        per_language[language], found, stats = task.score_embeddings(vectors, data, task.spec.metrics)
         predictions.append(pd.DataFrame({"task": task.name, "language": language, "retrieved": found}))
+        examples.append(example_rows(data, stats))
     sizes = {k: sum(e.label[0] == "source" for e in v.examples) for k, v in sets.items()}
-    return language_table(task.name, split, per_language, sizes, "en"), predictions
+    return language_table(task.name, split, per_language, sizes, "en"), predictions, examples
 
 
 # --- evaluation ---------------------------------------------------------------------------------------
@@ -593,13 +601,14 @@ def evaluate(
     with recorded_run(ws, title, tags, parent_run_id, all_sets, runtime) as run_id:
         excluded = {k: v for _, _, ex in plan for k, v in ex.items()}
         tracking.log_metrics({f"leakage_guard/{k}/excluded": n for k, n in excluded.items()})
-        tables, predictions = [], []
+        tables, predictions, examples = [], [], []
         for entry, sets, _ in plan:
-            table, rows = _evaluate_task(
+            table, rows, outcomes = _evaluate_task(
                 ws, types[entry.task], entry, sets, source, tokenizer, train_language, runtime.precision
             )
             tables.append(table)
             predictions.extend(rows)
+            examples.extend(outcomes)
             figure = plots.language_scores(
                 table, types[entry.task].spec.metrics[0], f"{entry.task}/{entry.split}"
             )
@@ -608,6 +617,7 @@ def evaluate(
         table = pd.concat(tables, ignore_index=True)
         tracking.log_metrics(table_metrics(table))
         tracking.log_table(table, "evaluation/languages")
+        tracking.log_parquet(pd.concat(examples, ignore_index=True), EXAMPLES_ARTIFACT)
         if cfg.evaluation.save_predictions:
             tracking.log_table(pd.concat(predictions, ignore_index=True), "evaluation/predictions")
     return Evaluated(run_id, table, excluded)
@@ -619,12 +629,11 @@ def _evaluate_task(
     training = eval_training(ws.cfg)
     if not task.trainable:
         encoder = modeling.load_encoder(source.files.model_dir).to(modeling.device())
-        table, frames = _retrieval_table(ws, task, sets, encoder, tokenizer, entry.split, precision)
-        return table, frames
+        return _retrieval_table(ws, task, sets, encoder, tokenizer, entry.split, precision)
     net = modeling.load_for_task(source.files.model_dir, task.name, task.head_signature()).to(
         modeling.device()
     )
-    per_language, rows = {}, []
+    per_language, rows, examples = {}, [], []
     for language, data in tqdm(sets.items(), desc=f"evaluate {task.name}", leave=False):
         encoded = ws.encode(task, data, tokenizer)
         scored = evaluate_set(
@@ -638,5 +647,6 @@ def _evaluate_task(
         )
         per_language[language] = scored.scores
         rows.append(prediction_rows(task, data, scored.predictions))
+        examples.append(example_rows(data, task.example_stats(scored.predictions, data)))
     sizes = {k: len(v) for k, v in sets.items()}
-    return language_table(task.name, entry.split, per_language, sizes, train_language), rows
+    return language_table(task.name, entry.split, per_language, sizes, train_language), rows, examples

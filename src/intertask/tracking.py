@@ -403,6 +403,24 @@ def log_table(df: pd.DataFrame, path: str) -> None:
     mlflow.log_text(df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep=""), f"{path}.html")
 
 
+def log_parquet(df: pd.DataFrame, path: str) -> None:
+    """A pandas table as one Parquet artifact (`path` with its extension)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(path).name
+        df.to_parquet(local, index=False)
+        parent = str(Path(path).parent)
+        mlflow.log_artifact(str(local), None if parent == "." else parent)
+
+
+def read_run_parquet(run_id: str, path: str) -> pd.DataFrame | None:
+    """A Parquet artifact of a run, or None if the run has none."""
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+    except (MlflowException, OSError):
+        return None
+    return pd.read_parquet(local)
+
+
 def log_figure(figure, path: str) -> None:
     mlflow.log_figure(figure, path)
 

@@ -121,8 +121,18 @@ class TaskType:
         """One prediction per example of `data`, in its order."""
         raise NotImplementedError
 
-    def score(self, predictions: list, data: ExampleSet, names: tuple[str, ...]) -> dict[str, float]:
+    def metric_inputs(self, predictions: list, data: ExampleSet) -> tuple:
+        """(predicted, gold, options) as the metrics of this type's label kind read them."""
         raise NotImplementedError
+
+    def score(self, predictions: list, data: ExampleSet, names: tuple[str, ...]) -> dict[str, float]:
+        pred, gold, options = self.metric_inputs(predictions, data)
+        return metrics.score(self.kind, names, pred, gold, **options)
+
+    def example_stats(self, predictions: list, data: ExampleSet) -> dict[str, np.ndarray]:
+        """Per-example statistics from which every metric of a resample is recomputed (metrics.from_sums)."""
+        pred, gold, options = self.metric_inputs(predictions, data)
+        return metrics.example_stats(self.kind, pred, gold, **options)
 
     def show(self, prediction) -> str:
         """A prediction as text, for the predictions table."""

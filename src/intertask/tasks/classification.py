@@ -52,8 +52,8 @@ class ClassificationTask(TaskType):
     def decode(self, outputs, encoded, data) -> list:
         return [int(np.argmax(o)) for o in outputs]
 
-    def score(self, predictions, data, names) -> dict[str, float]:
-        return metrics.score(self.kind, names, np.asarray(predictions), self.gold(data))
+    def metric_inputs(self, predictions, data) -> tuple:
+        return np.asarray(predictions), self.gold(data), {}
 
     def show(self, prediction) -> str:
         return self.spec.labels[int(prediction)]
@@ -88,9 +88,9 @@ class MultiLabelTask(ClassificationTask):
     def decode(self, outputs, encoded, data) -> list:
         return [(o > 0).astype(np.int64) for o in outputs]  # sigmoid(x) > 0.5  <=>  x > 0
 
-    def score(self, predictions, data, names) -> dict[str, float]:
+    def metric_inputs(self, predictions, data) -> tuple:
         pred = np.stack(predictions) if predictions else np.zeros((0, len(self.spec.labels)), np.int64)
-        return metrics.score(self.kind, names, pred, self.gold(data).astype(np.int64))
+        return pred, self.gold(data).astype(np.int64), {}
 
     def show(self, prediction) -> str:
         return ",".join(self.spec.labels[i] for i in np.flatnonzero(prediction))

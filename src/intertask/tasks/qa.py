@@ -151,16 +151,9 @@ class QATask(TaskType):
                 best[int(uid)] = candidate
         return [e.texts[1][best[e.uid][1] : best[e.uid][2]] if e.uid in best else "" for e in data.examples]
 
-    def score(self, predictions, data, names) -> dict[str, float]:
+    def metric_inputs(self, predictions, data) -> tuple:
         gold = [[text for text, _ in e.label] for e in data.examples]
-        return metrics.score(
-            self.kind,
-            names,
-            list(predictions),
-            gold,
-            normalization=self.spec.normalization,
-            language=data.language,
-        )
+        return list(predictions), gold, {"normalization": self.spec.normalization, "language": data.language}
 
     def show_gold(self, example: Example) -> str:
         return " | ".join(text for text, _ in example.label)

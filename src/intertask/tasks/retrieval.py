@@ -110,7 +110,8 @@ class RetrievalTask(TaskType):
         return out
 
     def score_embeddings(self, embeddings: np.ndarray, data: ExampleSet, names: tuple[str, ...]):
-        """(metrics, one prediction per source sentence: the retrieved target id(s))."""
+        """(metrics, the retrieved target id of each source sentence or the mined pairs, per-example
+        statistics over the source sentences (metrics.example_stats, with their "uid"))."""
         sources = [i for i, e in enumerate(data.examples) if e.label[0] == "source"]
         targets = [i for i, e in enumerate(data.examples) if e.label[0] == "target"]
         if self.mining:
@@ -118,8 +119,10 @@ class RetrievalTask(TaskType):
         similarity = embeddings[sources] @ embeddings[targets].T
         retrieved = [data.examples[targets[j]].key for j in similarity.argmax(axis=1)]
         hits = np.array([key in data.examples[i].label[1] for key, i in zip(retrieved, sources, strict=True)])
-        values = metrics.score(self.kind, names, hits.astype(np.int64), np.ones(len(hits), np.int64))
-        return values, retrieved
+        pred, gold = hits.astype(np.int64), np.ones(len(hits), np.int64)
+        values = metrics.score(self.kind, names, pred, gold)
+        stats = metrics.example_stats(self.kind, pred, gold)
+        return values, retrieved, {"uid": data.uids[sources], **stats}
 
     def _mine(self, embeddings, data, sources, targets, names):
         src = _Side([data.examples[i] for i in sources], embeddings[sources])
@@ -134,7 +137,9 @@ class RetrievalTask(TaskType):
         threshold = best_threshold(scored, gold)
         mined = {pair for pair, score in scored.items() if score >= threshold}
         values = metrics.score(self.kind, names, mined, gold)
-        return values, sorted(f"{s}\t{t}" for s, t in mined)
+        stats = metrics.example_stats(self.kind, mined, gold, sources=[e.key for e in src.examples])
+        uids = np.array([e.uid for e in src.examples], np.int64)
+        return values, sorted(f"{s}\t{t}" for s, t in mined), {"uid": uids, **stats}
 
     def decode(self, outputs, encoded, data) -> list:
         raise NotImplementedError("retrieval is scored from embeddings (score_embeddings)")

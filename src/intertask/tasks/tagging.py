@@ -109,11 +109,11 @@ class TaggingTask(TaskType):
             by_uid[int(uid)][positions[mask]] = out[mask]
         return [by_uid[e.uid] for e in data.examples]
 
-    def score(self, predictions, data, names) -> dict[str, float]:
+    def metric_inputs(self, predictions, data) -> tuple:
         tags = self.spec.labels
         pred = [[tags[i] for i in p] for p in predictions]
         gold = [[tags[i] for i in e.label] for e in data.examples]
-        return metrics.score(self.kind, names, pred, gold)
+        return pred, gold, {}
 
     def show(self, prediction) -> str:
         return " ".join(self.spec.labels[i] for i in prediction)
