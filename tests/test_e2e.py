@@ -442,3 +442,71 @@ def test_standalone_evaluation_finds_the_heads_of_a_registered_multitask_model(
     assert code == 0
     out = capsys.readouterr().out
     assert "xquad/test" in out and "tatoeba/test" in out
+
+
+def test_the_experiment_report_counts_only_study_cells(study, mlflow_server, monkeypatch, tmp_path, capsys):
+    """A standalone evaluation and a tuning study in the same experiment change nothing in scores.csv
+    (a standalone evaluation used to become a baseline row), and the report says what it skipped."""
+    import pandas as pd
+    import yaml
+
+    from .conftest import write_yaml
+
+    client, runs, config, names = study
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
+    alone = tmp_path / "alone"
+    assert cli.main(["report", str(config), "--parent", parent.info.run_id, "--output", str(alone)]) == 0
+    uri = f"models:/{names['xnli-pawsx']}@target"
+    assert cli.main(["evaluate", str(config), "--model", uri, "evaluation.languages=[de]"]) == 0
+    tuned = yaml.safe_load(config.read_text()) | {
+        "tuning": {
+            "stage": "target",
+            "metric": "accuracy",
+            "trials": 1,
+            "pruner": {"kind": "none"},
+            "space": {"learning_rate": {"type": "float", "low": 1.0e-3, "high": 2.0e-3}},
+        }
+    }
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["tune", str(write_yaml(tmp_path / "tune.yaml", tuned))]) == 0
+    capsys.readouterr()
+    everything = tmp_path / "everything"
+    assert cli.main(["report", str(config), "--output", str(everything)]) == 0
+    out = capsys.readouterr().out
+    key = ["model", "intermediate", "target", "seed", "task", "split", "language", "metric"]
+    a = pd.read_csv(alone / "scores.csv").sort_values(key, ignore_index=True)
+    b = pd.read_csv(everything / "scores.csv").sort_values(key, ignore_index=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert "not in a study cell" in out and "skipped" in out
+    gains = pd.read_csv(everything / "gains.csv")
+    assert {"ci_low", "ci_high", "p", "q", "mde", "n_seeds", "seed_component", "flag"} <= set(gains.columns)
+    assert gains.seed_component.str.startswith("unestimated").all()  # one seed: said, not hidden
+
+
+def test_evaluation_logs_per_example_outcomes_that_give_back_its_metrics(study):
+    """examples.parquet: one row per test example with the statistics its metrics are recomputed from;
+    summed over a language, they give the logged metric; predictions.csv keeps the texts whole."""
+    import pandas as pd
+
+    from intertask import metrics
+
+    client, runs, _, _ = study
+    evaluation = next(
+        r
+        for r in runs
+        if r.data.tags.get("intertask.stage") == "evaluate" and "intertask.cell.model" in r.data.tags
+    )
+    examples = tracking.read_run_parquet(evaluation.info.run_id, "evaluation/examples.parquet")
+    table = tracking.read_run_table(evaluation.info.run_id, "evaluation/languages.csv")
+    for language, group in examples.groupby("language"):
+        assert len(group) == 64 and group.uid.is_unique
+        sums = (
+            group.drop(columns=["task", "split", "language", "uid"]).dropna(axis=1, how="all").sum().to_dict()
+        )
+        for metric in ("accuracy", "macro_f1"):
+            logged = table[(table.language == language) & (table.metric == metric)].value.item()
+            assert float(metrics.from_sums(metrics.SINGLE, metric, sums, len(group))) == pytest.approx(logged)
+    predictions = tracking.read_run_table(evaluation.info.run_id, "evaluation/predictions.csv")
+    assert predictions.text.str.len().max() > 300  # PAWS-X pairs longer than the old 300-character cut
+    assert len(pd.unique(predictions.uid)) == len(predictions) / len(pd.unique(predictions.language))

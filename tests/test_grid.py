@@ -187,7 +187,9 @@ def _check_report(client, parent):
     assert (accuracy.ci_low <= accuracy.gain + 1e-12).all() and (
         accuracy.gain <= accuracy.ci_high + 1e-12
     ).all()
-    assert set(accuracy.flag) <= {"positive", "negative", "inconclusive"}
+    assert set(accuracy.flag) <= {"positive", "negative", "null", "inconclusive"}
+    assert (accuracy.q >= accuracy.p - 1e-12).all() and accuracy.mde.notna().all()
+    assert set(accuracy.seed_component) == {"unestimated (2 seed(s))"}
     row = accuracy[(accuracy.target == "pawsx") & (accuracy.language == "en")].iloc[0]
     assert row.gain == pytest.approx(row.transfer - row.baseline)
     groups = pd.read_csv(client.download_artifacts(parent.info.run_id, "report/groups.csv"))
@@ -212,7 +214,7 @@ def test_report_entry_point_rebuilds_the_report(tiny_model, tmp_path, mlflow_ser
     capsys.readouterr()
     assert cli.main(["report", str(config), "report.divergence=false"]) == 0
     out = capsys.readouterr().out
-    assert "headline gains" in out and "inconclusive" in out  # one seed: no interval
+    assert "headline gains" in out and "fewer than 3 seeds" in out  # one seed: said
     assert (tmp_path / "reports" / "grid-report" / "report.html").is_file()
     assert (tmp_path / "reports" / "grid-report" / "gains.csv").is_file()
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from intertask import divergence, report
-from intertask.config import ExperimentConfig, GridConfig, StageConfig
+from intertask.config import ExperimentConfig, GridConfig, ReportConfig, StageConfig
 
 CORPUS = ["the cat sat on the mat", "a dog barked at the cat", "the mat was red"]
 OTHER = ["stock prices fell sharply", "markets rallied monday", "bond yields rose"]
@@ -56,75 +56,129 @@ def test_spearman_matches_its_definition():
 
 # --- gains, intervals, flags ---------------------------------------------------------------------------
 
-
-def _scores(values: dict) -> pd.DataFrame:
-    """values: (intermediate, seed) -> accuracy on one test set."""
-    rows = [
-        {
-            "model": "m",
-            "model_group": "text",
-            "intermediate": inter,
-            "family": "nli" if inter != "none" else "none",
-            "target": "pawsx",
-            "seed": seed,
-            "task": "pawsx",
-            "split": "test",
-            "language": lang,
-            "metric": "accuracy",
-            "value": value + (0.01 if lang == "de" else 0.0),
-        }
-        for (inter, seed), value in values.items()
-        for lang in ("en", "de", "mean_all")
-    ]
-    return pd.DataFrame(rows)
+OPTIONS = ReportConfig(bootstrap=400)
 
 
-def test_gains_pair_each_seed_with_its_baseline_and_summarise():
-    scores = _scores(
+def _study(accuracy: dict, n: int = 400, seed: int = 0):
+    """accuracy: (intermediate, seed) -> the probability each example is right, on a test set of n
+    examples in en and de; both arms of a seed share the draws (the pairing). -> scores, examples."""
+    rng = np.random.default_rng(seed)
+    draws = {(s, lang): rng.random(n) for s in {s for _, s in accuracy} for lang in ("en", "de")}
+    scores, examples = [], []
+    for (inter, s), p in accuracy.items():
+        cell = {"model": "m", "intermediate": inter, "target": "pawsx", "seed": s}
+        per_lang = {}
+        for lang in ("en", "de"):
+            correct = (draws[s, lang] < p).astype(np.int64)
+            per_lang[lang] = correct.mean()
+            examples.append(
+                pd.DataFrame({"uid": np.arange(n), "correct": correct}).assign(
+                    task="pawsx", split="test", language=lang, **cell
+                )
+            )
+        per_lang["mean_all"] = np.mean(list(per_lang.values()))
+        scores += [
+            {
+                **cell,
+                "model_group": "text",
+                "family": "nli" if inter != "none" else "none",
+                "task": "pawsx",
+                "split": "test",
+                "language": lang,
+                "metric": "accuracy",
+                "value": v,
+            }
+            for lang, v in per_lang.items()
+        ]
+    return pd.DataFrame(scores), pd.concat(examples, ignore_index=True)
+
+
+def _gains(accuracy, **kw):
+    scores, examples = _study(accuracy, **kw)
+    return report.gains_table(scores, examples, {"pawsx": "single_label"}, OPTIONS)
+
+
+def test_gains_pair_each_seed_with_its_baseline_on_the_same_examples():
+    gains = _gains(
         {
             ("xnli", 1): 0.70,
-            ("none", 1): 0.60,
+            ("none", 1): 0.55,
             ("xnli", 2): 0.72,
-            ("none", 2): 0.61,
+            ("none", 2): 0.56,
             ("xnli", 3): 0.69,
-            ("none", 3): 0.60,
-            ("rte", 1): 0.58,
-            ("rte", 2): 0.59,
-            ("rte", 3): 0.57,
+            ("none", 3): 0.55,
+            ("rte", 1): 0.42,
+            ("rte", 2): 0.42,
+            ("rte", 3): 0.41,
         }
     )
-    gains = report.gains_table(scores, resamples=2000, confidence=0.95)
+    scores, _ = _study(
+        {
+            ("xnli", 1): 0.70,
+            ("none", 1): 0.55,
+            ("xnli", 2): 0.72,
+            ("none", 2): 0.56,
+            ("xnli", 3): 0.69,
+            ("none", 3): 0.55,
+        }
+    )
+    en = scores[scores.language == "en"].pivot(index="seed", columns="intermediate", values="value")
     xnli = gains[(gains.intermediate == "xnli") & (gains.language == "en")].iloc[0]
-    assert xnli.n_seeds == 3 and xnli.gain == pytest.approx(np.mean([0.10, 0.11, 0.09]))
-    assert xnli.gain_std == pytest.approx(np.std([0.10, 0.11, 0.09], ddof=1))
-    assert 0.09 - 1e-9 <= xnli.ci_low <= xnli.gain <= xnli.ci_high <= 0.11 + 1e-9 and xnli.flag == "positive"
-    rte = gains[(gains.intermediate == "rte") & (gains.language == "en")].iloc[0]
-    assert rte.flag == "negative" and rte.gain == pytest.approx(np.mean([-0.02, -0.02, -0.03]))
+    assert xnli.n_seeds == 3 and xnli.seed_component == "estimated" and xnli.examples == 400
+    assert xnli.gain == pytest.approx((en.xnli - en.none).mean())  # the metric on the full test set
+    assert xnli.ci_low < xnli.gain < xnli.ci_high and xnli.flag == "positive" and xnli.q <= 0.05
+    rte = gains[(gains.intermediate == "rte") & (gains.language == "mean_all")].iloc[0]
+    assert rte.flag == "negative" and rte.examples == 800
+    assert (gains.q >= gains.p - 1e-12).all()  # Benjamini-Hochberg never lowers a p-value
+    assert set(gains.metric) == {"accuracy"} and set(gains.language) == {"en", "de", "mean_all"}
 
 
-def test_one_seed_gives_no_interval_and_an_inconclusive_flag():
-    gains = report.gains_table(_scores({("xnli", 1): 0.7, ("none", 1): 0.6}), resamples=500, confidence=0.95)
-    assert gains.ci_low.isna().all() and set(gains.flag) == {"inconclusive"}
-    assert gains.gain.iloc[0] == pytest.approx(0.1)
+def test_one_seed_has_an_interval_from_the_test_examples_and_says_the_seeds_are_not_in_it():
+    gains = _gains({("xnli", 1): 0.7, ("none", 1): 0.6})
+    row = gains[gains.language == "en"].iloc[0]
+    assert row.seed_component == "unestimated (1 seed(s))" and row.ci_low < row.gain < row.ci_high
+    assert row.se == pytest.approx(np.sqrt(0.1 * 0.9 / 400), rel=0.25)  # only disagreements vary
 
 
-def test_mixed_signs_are_inconclusive():
-    scores = _scores({("xnli", 1): 0.70, ("none", 1): 0.60, ("xnli", 2): 0.55, ("none", 2): 0.60})
-    gains = report.gains_table(scores, resamples=2000, confidence=0.95)
-    assert set(gains.flag) == {"inconclusive"}
+def test_no_gain_reads_null_when_the_study_could_see_one_and_too_small_to_tell_when_not():
+    same = {("xnli", s): 0.6 for s in (1, 2, 3)} | {("none", s): 0.6 for s in (1, 2, 3)}
+    big = _gains(same, n=400)
+    assert set(big.flag) == {"null"} and (big.gain == 0).all()  # identical arms: nothing varies
+    noisy = _gains(
+        {
+            ("xnli", 1): 0.62,
+            ("none", 1): 0.6,
+            ("xnli", 2): 0.58,
+            ("none", 2): 0.6,
+            ("xnli", 3): 0.63,
+            ("none", 3): 0.6,
+        },
+        n=60,
+    )
+    row = noisy[noisy.language == "en"].iloc[0]
+    assert row.flag == "inconclusive" and row.reading.startswith("too small to tell") and row.mde > 0.02
+
+
+def test_runs_without_per_example_outcomes_get_gains_but_no_test():
+    scores, _ = _study({("xnli", 1): 0.7, ("none", 1): 0.6})
+    gains = report.gains_table(scores, pd.DataFrame(), {"pawsx": "single_label"}, OPTIONS)
+    assert gains.p.isna().all() and set(gains.flag) == {"inconclusive"}
+    assert set(gains.reading) == {"no per-example outcomes to test"}
 
 
 def test_groups_by_model_group_and_intermediate_family(shared_data):
     cfg = ExperimentConfig(
         name="g", target=StageConfig(task="pawsx"), grid=GridConfig(model_groups={"text": ("m",)})
     )
-    scores = _scores({("xnli", 1): 0.70, ("none", 1): 0.60, ("rte", 1): 0.65}).assign(
-        family=lambda d: d.intermediate.map({"xnli": "nli", "rte": "nli", "none": "none"})
-    )
-    gains = report.gains_table(scores, resamples=500, confidence=0.95)
+    scores, examples = _study({("xnli", 1): 0.70, ("none", 1): 0.60, ("rte", 1): 0.65})
+    scores = scores.assign(family=lambda d: d.intermediate.map({"xnli": "nli", "rte": "nli", "none": "none"}))
+    gains = report.gains_table(scores, examples, {"pawsx": "single_label"}, OPTIONS)
     groups = report.groups_table(cfg, scores, gains)
     (row,) = groups.itertuples()
-    assert (row.model_group, row.family, row.cells) == ("text", "nli", 2) and row.gain == pytest.approx(0.075)
+    expected = gains[gains.language == "mean_all"].gain.mean()
+    assert (row.model_group, row.family, row.cells) == ("text", "nli", 2) and row.gain == pytest.approx(
+        expected
+    )
 
 
 def test_robustness_drop_from_in_domain_to_out_of_domain():

@@ -238,6 +238,8 @@ def _report_command(ws, args) -> int:
             report.log(built, ws.cfg, runs)
     _print_headline(ws.cfg, built)
     print(f"\nreport: {folder / 'report.html'} ({len(built.scores)} scores from {len(runs)} runs)")
+    for why, count in sorted(built.skipped.items()):
+        print(f"  skipped {count} run(s): {why}")
     return 0
 
 
@@ -253,7 +255,10 @@ def _print_headline(cfg, built) -> None:
 
     headline = report.summary_rows(cfg, built.gains)
     if not headline.empty:
-        print("\nheadline gains (first metric, mean over languages; interval over seeds):")
+        print(
+            "\nheadline gains (first metric, mean over languages; interval over seeds and test examples, "
+            f"q: Benjamini-Hochberg over all {len(built.gains)} gains):"
+        )
         columns = [
             "model",
             "intermediate",
@@ -266,9 +271,15 @@ def _print_headline(cfg, built) -> None:
             "gain",
             "ci_low",
             "ci_high",
+            "q",
+            "mde",
             "flag",
         ]
         print(headline[columns].to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
+        for r in headline.itertuples():
+            print(f"  {r.intermediate} -> {r.target} ({r.task} {r.metric}): {r.reading}")
+        if (headline.n_seeds < 3).any():
+            print("  (fewer than 3 seeds: the interval covers the test sample, not the training randomness)")
     elif not built.scores.empty:
         print("\nscores (first metric, mean over languages):")
         print(

@@ -392,8 +392,12 @@ class ExecutorConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ReportConfig:
-    bootstrap: int = 2000  # resamples of the seeds for the confidence interval of the mean gain
-    confidence: float = 0.95  # two-sided level of that interval
+    bootstrap: int = 1000  # resamples of the test examples per cell (paired: the same draw for both arms)
+    confidence: float = 0.95  # two-sided level of each gain's interval
+    fdr: float = 0.05  # Benjamini-Hochberg level: a gain is flagged when its q-value is at most this
+    power: float = 0.8  # for the minimum detectable effect of each cell
+    smallest_effect: float = 0.02  # a non-significant cell whose detectable effect is at most this reads as
+    #   "no effect >= X"; above it, "too small to tell" (metric units: 0.02 = 2 points)
     divergence: bool = True  # domain divergence between every intermediate and target training set
     top_k_words: int = 1000  # vocabulary overlap: Jaccard of the top-k word types of each set
     divergence_examples: int = 500  # sentences per set for the embedding distance (base model)
@@ -402,6 +406,9 @@ class ReportConfig:
         c = FieldChecks()
         c.require(self.bootstrap >= 100, "bootstrap", "too few resamples", self.bootstrap, ">= 100")
         c.require(0.5 < self.confidence < 1, "confidence", "out of range", self.confidence, "0.5 < level < 1")
+        c.require(0 < self.fdr < 1, "fdr", "out of range", self.fdr, "0 < q < 1")
+        c.require(0.5 <= self.power < 1, "power", "out of range", self.power, "0.5 <= power < 1")
+        c.require(self.smallest_effect > 0, "smallest_effect", "out of range", self.smallest_effect, "> 0")
         c.require(self.top_k_words >= 10, "top_k_words", "too small", self.top_k_words, ">= 10")
         c.require(
             self.divergence_examples >= 10,

@@ -83,27 +83,45 @@ def probe_changes(table: pd.DataFrame):
     return fig
 
 
-def gain_heatmap(gains: pd.DataFrame):
-    """Mean gain per intermediate choice (rows) x target / evaluation task / language (columns)."""
+def gain_heatmap(gains: pd.DataFrame, fdr: float = 0.05):
+    """Mean gain per intermediate choice (rows) x target / evaluation task / language (columns); a gain
+    significant at q <= fdr is marked * and drawn in full colour, the others pale."""
     frame = gains.assign(
         column=[
             f"{t}:{k}/{lang}" if t != k else f"{t}/{lang}"
             for t, k, lang in zip(gains.target, gains.task, gains.language, strict=True)
-        ]
+        ],
+        significant=(gains.q <= fdr) if "q" in gains else False,
     )
     table = frame.pivot_table(
         index="intermediate", columns="column", values="gain", aggfunc="mean", sort=False
     )
-    limit = float(np.nanmax(np.abs(table.to_numpy()))) if table.size else 1.0
+    marks = frame.pivot_table(
+        index="intermediate", columns="column", values="significant", aggfunc="all", sort=False
+    ).reindex_like(table)
+    values = table.to_numpy(float)
+    limit = float(np.nanmax(np.abs(values))) if table.size and not np.isnan(values).all() else 1.0
+    norm = plt.Normalize(-limit or -1, limit or 1)
+    colours = plt.get_cmap("RdYlGn")(norm(np.nan_to_num(values)))
+    strong = marks.fillna(False).to_numpy(bool)
+    colours[..., 3] = np.where(strong, 1.0, 0.3)
+    colours[np.isnan(values)] = (1, 1, 1, 0)
     fig, ax = plt.subplots(figsize=(max(5, 0.55 * table.shape[1] + 2), max(2.5, 0.5 * table.shape[0] + 1.5)))
-    image = ax.imshow(table.to_numpy(), cmap="RdYlGn", vmin=-limit or -1, vmax=limit or 1, aspect="auto")
+    ax.imshow(colours, aspect="auto")
     ax.set_xticks(range(table.shape[1]), table.columns, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
-    for (i, j), value in np.ndenumerate(table.to_numpy()):
+    for (i, j), value in np.ndenumerate(values):
         if not np.isnan(value):
-            ax.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=6)
-    fig.colorbar(image, ax=ax, label="gain over the baseline (mean over seeds)")
-    ax.set_title("transfer gain: intermediate x target/language")
+            text = f"{value:+.3f}" + ("*" if strong[i, j] else "")
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=6, color="black" if strong[i, j] else "#777"
+            )
+    fig.colorbar(
+        plt.cm.ScalarMappable(norm=norm, cmap="RdYlGn"),
+        ax=ax,
+        label="gain over the baseline (mean over seeds)",
+    )
+    ax.set_title(f"transfer gain: intermediate x target/language (* q <= {fdr}; pale: not significant)")
     fig.tight_layout()
     return fig
 

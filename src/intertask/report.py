@@ -1,11 +1,13 @@
-"""The transfer report: tidy scores of every cell, gains over the baseline with bootstrap intervals,
+"""The transfer report: tidy scores of every cell, gains over the baseline with their uncertainty,
 flags, aggregates per model group and intermediate-task family, the XTREME aggregate, domain
 divergence against the gains, robustness under domain shift, a heatmap and a self-contained HTML page.
 
 Gain of a cell = score(intermediate -> target) - score(target only), same model, seed, evaluation task,
-language and metric. Over seeds: mean, standard deviation and a percentile bootstrap interval of the
-mean (resampling seeds); `positive` / `negative` when the interval excludes 0, else `inconclusive`
-(always with a single seed: one run says nothing about variance).
+language and metric, averaged over seeds. Its interval, p-value and minimum detectable effect combine
+the seeds and a paired bootstrap of the test examples (significance.py: the metric is recomputed on
+each resample from the per-example statistics every evaluation logs); q-values are Benjamini-Hochberg
+over every gain of the report, and the flag reads q: `positive` / `negative` at q <= report.fdr, else
+`null` when the study could have detected report.smallest_effect, else `inconclusive`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from intertask import divergence, grid, metrics, tracking
+from intertask import divergence, grid, metrics, significance, tracking
 from intertask.config import NONE, ExperimentConfig
+from intertask.evaluation import EXAMPLE_KEYS, EXAMPLES_ARTIFACT
 
 KEYS = ["model", "intermediate", "target", "task", "split", "language", "metric"]
 SCORE_COLUMNS = [
@@ -51,6 +54,7 @@ class Report:
     figures: dict = field(default_factory=dict)  # name -> matplotlib figure
     html: str = ""
     images: dict = field(default_factory=dict)  # name -> PNG bytes (a report read back from its run)
+    skipped: dict = field(default_factory=dict)  # why -> how many runs the report left out
 
 
 # --- building ----------------------------------------------------------------------------------------
@@ -69,17 +73,19 @@ def group_of(cfg: ExperimentConfig, model: str) -> str:
     return next((g for g, members in groups.items() if model in members), model)
 
 
-def scores_table(cfg: ExperimentConfig, evaluations: list[tuple[dict, pd.DataFrame]]) -> pd.DataFrame:
-    """One row per (cell, seed, evaluation task, split, language, metric)."""
-    frames = []
-    for tags, table in evaluations:
-        cell = {
-            "model": tags.get("intertask.cell.model", ""),
-            "intermediate": tags.get("intertask.cell.intermediate", NONE),
-            "target": tags.get("intertask.cell.target", ""),
-            "seed": int(tags.get("intertask.cell.seed", 0) or 0),
-        }
-        frames.append(table.assign(**cell))
+def _cell_of(tags: dict) -> dict:
+    return {
+        "model": tags.get("intertask.cell.model", ""),
+        "intermediate": tags.get("intertask.cell.intermediate", NONE),
+        "target": tags.get("intertask.cell.target", ""),
+        "seed": int(tags.get("intertask.cell.seed", 0) or 0),
+    }
+
+
+def scores_table(cfg: ExperimentConfig, evaluations: list[tuple]) -> pd.DataFrame:
+    """One row per (cell, seed, evaluation task, split, language, metric). `evaluations`: (run tags,
+    languages table[, per-example statistics]) per evaluation run."""
+    frames = [item[1].assign(**_cell_of(item[0])) for item in evaluations]
     if not frames:
         return pd.DataFrame(columns=SCORE_COLUMNS)
     scores = pd.concat(frames, ignore_index=True)
@@ -88,51 +94,185 @@ def scores_table(cfg: ExperimentConfig, evaluations: list[tuple[dict, pd.DataFra
     return scores[SCORE_COLUMNS]
 
 
-def bootstrap_interval(
-    values: np.ndarray, resamples: int, confidence: float, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile interval of the mean when `values` (one per seed) are resampled with replacement."""
-    if len(values) < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = rng.choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+def examples_table(evaluations: list[tuple]) -> pd.DataFrame:
+    """Every evaluation's per-example statistics, with the cell of its run."""
+    frames = [
+        item[2].assign(**_cell_of(item[0])) for item in evaluations if len(item) > 2 and item[2] is not None
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def flag(low: float, high: float) -> str:
-    if np.isnan(low):
-        return "inconclusive"
-    return "positive" if low > 0 else "negative" if high < 0 else "inconclusive"
+def task_kinds(cfg: ExperimentConfig, scores: pd.DataFrame) -> dict[str, str]:
+    catalog = cfg.catalog()
+    return {t: catalog.task(t).kind for t in scores.task.unique() if t in catalog}
 
 
-def gains_table(scores: pd.DataFrame, resamples: int, confidence: float) -> pd.DataFrame:
-    """Every transfer cell against its baseline, per seed, then summarised over seeds."""
-    columns = [*KEYS, "n_seeds", "transfer", "baseline", "gain", "gain_std", "ci_low", "ci_high", "flag"]
+GAIN_COLUMNS = [
+    *KEYS,
+    "n_seeds",
+    "seed_component",
+    "examples",
+    "transfer",
+    "baseline",
+    "gain",
+    "se",
+    "ci_low",
+    "ci_high",
+    "p",
+    "q",
+    "mde",
+    "flag",
+    "reading",
+]
+CELL = ["model", "intermediate", "target", "task", "split"]
+CELL_KEYS = ["model", "intermediate", "target", "seed"]  # the tags that place a run in a study
+QA_SCORE = "xtreme"  # XTREME's score of a QA task: (exact match + F1) / 2
+
+
+def gains_table(scores: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, str], options) -> pd.DataFrame:
+    """Every transfer cell against its baseline: per language and metric, the cross-language means and,
+    for QA tasks, XTREME's (EM + F1) / 2; paired over seeds and test examples (module docstring)."""
     base = scores[scores.intermediate == NONE]
     transfer = scores[scores.intermediate != NONE]
     if base.empty or transfer.empty:
-        return pd.DataFrame(columns=columns)
-    on = ["model", "target", "task", "split", "language", "metric", "seed"]
-    paired = transfer.merge(base[on + ["value"]].rename(columns={"value": "baseline"}), on=on)
-    paired = paired.rename(columns={"value": "transfer"}).assign(gain=lambda d: d.transfer - d.baseline)
+        return pd.DataFrame(columns=GAIN_COLUMNS)
     rows = []
-    for key, group in paired.groupby(KEYS, sort=False, dropna=False):
-        low, high = bootstrap_interval(group.gain.to_numpy(), resamples, confidence)
-        rows.append(
-            {
-                **dict(zip(KEYS, key, strict=True)),
-                "n_seeds": len(group),
-                "transfer": group.transfer.mean(),
-                "baseline": group.baseline.mean(),
-                "gain": group.gain.mean(),
-                "gain_std": group.gain.std(ddof=1) if len(group) > 1 else float("nan"),
-                "ci_low": low,
-                "ci_high": high,
-                "flag": flag(low, high),
-            }
+    for key, cell in transfer.groupby(CELL, sort=False, dropna=False):
+        model, _, target, task, split = key
+        baseline = base[
+            (base.model == model) & (base.target == target) & (base.task == task) & (base.split == split)
+        ]
+        seeds = sorted(set(cell.seed) & set(baseline.seed))
+        if seeds:
+            rows.extend(_cell_gains(key, seeds, cell, baseline, examples, kinds.get(task), options))
+    frame = pd.DataFrame(rows, columns=GAIN_COLUMNS)
+    frame["q"] = significance.q_values(frame.p.to_numpy(float))
+    readings = [
+        significance.reading(g, q, m, options.fdr, options.smallest_effect)
+        for g, q, m in zip(frame.gain, frame.q, frame.mde, strict=True)
+    ]
+    frame["flag"] = [f for f, _ in readings]
+    frame["reading"] = [r for _, r in readings]
+    return frame
+
+
+def _arm_examples(examples: pd.DataFrame, model, intermediate, target, task, split) -> dict:
+    """(seed, language) -> that run's per-example statistics, indexed by uid."""
+    if examples.empty:
+        return {}
+    mine = examples[
+        (examples.model == model)
+        & (examples.intermediate == intermediate)
+        & (examples.target == target)
+        & (examples.task == task)
+        & (examples.split == split)
+    ]
+    return {
+        (seed, language): group.set_index("uid")
+        .drop(columns=CELL_KEYS, errors="ignore")
+        .dropna(axis=1, how="all")
+        for (seed, language), group in mine.groupby(["seed", "language"], sort=False)
+    }
+
+
+def _cell_gains(key, seeds, cell, baseline, examples, kind, options) -> list[dict]:
+    model, intermediate, target, task, split = key
+    languages = [lang for lang in dict.fromkeys(cell.language) if not lang.startswith("mean_")]
+    names = list(dict.fromkeys(cell.metric))
+    arms = {
+        "t": _arm_examples(examples, model, intermediate, target, task, split),
+        "b": _arm_examples(examples, model, NONE, target, task, split),
+    }
+    found = kind is not None and all(
+        (seed, lang) in arms[a] for a in arms for seed in seeds for lang in languages
+    )
+    if not found:
+        return _gains_without_examples(key, seeds, cell, baseline)
+    # per language and metric: (full_t (S,), full_b (S,), boot_t (S, B), boot_b (S, B)), and its size
+    values: dict[str, dict[str, tuple]] = {name: {} for name in names}
+    sizes = {}
+    for lang in languages:
+        frames = [arms[a][(seed, lang)] for a in ("t", "b") for seed in seeds]
+        uids = sorted(set.intersection(*(set(f.index) for f in frames)))
+        # a label column one run lacks (nobody predicted or had that label there) counts 0 for it
+        columns = list(dict.fromkeys(c for f in frames for c in f.columns if c not in EXAMPLE_KEYS))
+        stats = [f.reindex(columns=columns).loc[uids].fillna(0).to_numpy(float) for f in frames]
+        weights = significance.example_weights(len(uids), options.bootstrap, significance.rng_for(*key, lang))
+        sizes[lang] = len(uids)
+        for name in names:
+
+            def metric(sums, n, _name=name, _columns=tuple(columns)):
+                return metrics.from_sums(kind, _name, {c: sums[..., j] for j, c in enumerate(_columns)}, n)
+
+            values[name][lang] = significance.paired_replicates(
+                stats[: len(seeds)], stats[len(seeds) :], metric, weights
+            )
+    if {"exact_match", "f1"} <= set(names):
+        values[QA_SCORE] = {
+            lang: tuple(
+                (a + b) / 2 for a, b in zip(values["exact_match"][lang], values["f1"][lang], strict=True)
+            )
+            for lang in languages
+        }
+    levels = [(lang, [lang]) for lang in languages]
+    for label in dict.fromkeys(cell.language):
+        if label == metrics.MEAN_ALL:
+            levels.append((label, languages))
+        elif label.startswith("mean_non_"):
+            levels.append((label, [lang for lang in languages if lang != label.removeprefix("mean_non_")]))
+    rows = []
+    for label, members in levels:
+        for name, per_language in values.items():
+            full_t, full_b, boot_t, boot_b = (
+                np.mean([per_language[lang][i] for lang in members], axis=0) for i in range(4)
+            )
+            est = significance.estimate(full_t - full_b, boot_t - boot_b, options.confidence, options.power)
+            rows.append(
+                _gain_row(
+                    key, label, name, est, full_t.mean(), full_b.mean(), sum(sizes[lang] for lang in members)
+                )
+            )
+    return rows
+
+
+def _gain_row(key, language, metric, est, transfer, baseline, examples) -> dict:
+    model, intermediate, target, task, split = key
+    return {
+        "model": model,
+        "intermediate": intermediate,
+        "target": target,
+        "task": task,
+        "split": split,
+        "language": language,
+        "metric": metric,
+        "n_seeds": est.n_seeds,
+        "seed_component": "estimated" if est.n_seeds >= 3 else f"unestimated ({est.n_seeds} seed(s))",
+        "examples": examples,
+        "transfer": transfer,
+        "baseline": baseline,
+        "gain": est.gain,
+        "se": est.se,
+        "ci_low": est.ci_low,
+        "ci_high": est.ci_high,
+        "p": est.p,
+        "mde": est.mde,
+    }
+
+
+def _gains_without_examples(key, seeds, cell, baseline) -> list[dict]:
+    """Runs logged before per-example outcomes existed: the gains, nothing to test them with."""
+    on = ["language", "metric", "seed"]
+    paired = cell[cell.seed.isin(seeds)].merge(
+        baseline[on + ["value"]].rename(columns={"value": "baseline"}), on=on
+    )
+    rows = []
+    for (language, metric), group in paired.groupby(["language", "metric"], sort=False):
+        nan = float("nan")
+        est = significance.Estimate(
+            float((group.value - group.baseline).mean()), nan, nan, nan, nan, nan, nan, nan, nan, len(group)
         )
-    return pd.DataFrame(rows, columns=columns)
+        rows.append(_gain_row(key, language, metric, est, group.value.mean(), group.baseline.mean(), nan))
+    return rows
 
 
 def summary_rows(cfg: ExperimentConfig, table: pd.DataFrame) -> pd.DataFrame:
@@ -315,7 +455,11 @@ def build(cfg: ExperimentConfig, outcomes: list, ws=None) -> Report:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    evaluations = [(client.get_run(o.run_id).data.tags, o.table) for o in outcomes if o.kind == "evaluate"]
+    evaluations = [
+        (client.get_run(o.run_id).data.tags, o.table, tracking.read_run_parquet(o.run_id, EXAMPLES_ARTIFACT))
+        for o in outcomes
+        if o.kind == "evaluate"
+    ]
     probe_frames = []
     for o in outcomes:
         if o.kind in ("probe", "intermediate", "finetune"):
@@ -353,7 +497,7 @@ def _probe_rows(client, outcome) -> list[pd.DataFrame]:
 
 def assemble(cfg: ExperimentConfig, evaluations, probe_frames, ws=None) -> Report:
     scores = scores_table(cfg, evaluations)
-    gains = gains_table(scores, cfg.report.bootstrap, cfg.report.confidence)
+    gains = gains_table(scores, examples_table(evaluations), task_kinds(cfg, scores), cfg.report)
     diverge = divergence_table(cfg, gains, ws) if cfg.report.divergence else pd.DataFrame()
     probes = pd.concat(probe_frames, ignore_index=True) if probe_frames else pd.DataFrame()
     built = Report(
@@ -379,7 +523,7 @@ def _figures(cfg: ExperimentConfig, built: Report) -> dict:
     primary = built.gains.task.map(lambda t: catalog.spec(t).metrics[0] if t in catalog else "")
     rows = built.gains[built.gains.metric == primary]
     if not rows.empty:
-        figures["heatmap"] = plots.gain_heatmap(rows)
+        figures["heatmap"] = plots.gain_heatmap(rows, cfg.report.fdr)
     if not built.divergence.empty and len(built.divergence) >= 2:
         figures["divergence"] = plots.divergence_scatter(built.divergence, built.correlations)
     if not built.probes.empty and "point" in built.probes:
@@ -409,30 +553,74 @@ def render_html(cfg: ExperimentConfig, built: Report) -> str:
         for name, fig in built.figures.items()
     )
     headline = summary_rows(cfg, built.gains)
+    options = cfg.report
+    seeds = sorted(set(built.gains.n_seeds)) if not built.gains.empty else []
+    few = [n for n in seeds if n < 3]
+    notes = [
+        "<p>gain = score(intermediate &rarr; target) &minus; score(target only), same model, seeds and test "
+        f"examples, averaged over seeds. Interval: {options.confidence:.0%}, from the spread over seeds and a "
+        f"paired bootstrap of the test examples ({options.bootstrap} resamples; the metric recomputed on each). "
+        f"q: Benjamini&ndash;Hochberg over all {len(built.gains)} gains of this report; a gain is flagged "
+        f"<b>positive</b> or <b>negative</b> at q &le; {options.fdr}. Not significant: <i>null</i> when the study "
+        f"could detect {100 * options.smallest_effect:.1f} points at power {options.power:.0%} (mde), else "
+        "<i>inconclusive</i>. Grey rows and pale heatmap cells are not significant.</p>"
+    ]
+    if few:
+        notes.append(
+            f"<p><b>Seed component unestimated</b> for cells with {', '.join(map(str, few))} seed(s): their "
+            "intervals cover the test sample only, not the training randomness; run 3 or more seeds.</p>"
+        )
+    if built.skipped:
+        notes.append(
+            "<p>Runs left out: "
+            + "; ".join(f"{n} {why}" for why, n in sorted(built.skipped.items()))
+            + ".</p>"
+        )
     body = "".join(
         [
             f"<h1>Transfer report: {cfg.name}</h1>",
-            "<p>gain = score(intermediate &rarr; target) &minus; score(target only), same model, seed and test set; "
-            f"interval: {cfg.report.confidence:.0%} bootstrap over seeds; flag from the interval.</p>",
-            table(headline, "Headline gains (first metric, mean over languages)"),
+            *notes,
+            _gains_html(headline, options.fdr, "Headline gains (first metric, mean over languages)"),
             images,
             table(built.groups, "Gains by model group and intermediate-task family"),
             table(built.xtreme, "XTREME aggregate"),
             table(built.divergence, "Domain divergence (training sets)"),
             table(built.correlations, "Divergence vs gain (Spearman)"),
             table(built.robustness, "Robustness under domain shift"),
-            table(built.gains, "Every gain"),
+            _gains_html(built.gains, options.fdr, "Every gain"),
             table(built.scores, "Every score"),
         ]
     )
     style = (
         "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:12px} "
-        "td,th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%}"
+        "td,th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%} tr.muted td{color:#999} "
+        "tr.significant td{font-weight:bold}"
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{cfg.name}</title><style>{style}</style>"
         f"</head><body>{body}</body></html>"
     )
+
+
+def _gains_html(frame: pd.DataFrame, fdr: float, title: str) -> str:
+    """Gains as a table whose significant rows are bold and the others grey."""
+    if frame is None or frame.empty:
+        return ""
+    import html
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.4f}"
+        return html.escape(str(value))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    rows = "".join(
+        f'<tr class="{"significant" if q <= fdr else "muted"}">'
+        + "".join(f"<td>{cell(v)}</td>" for v in row)
+        + "</tr>"
+        for row, q in zip(frame.itertuples(index=False), frame.q.fillna(1.0), strict=True)
+    )
+    return f"<h2>{title}</h2><table><tr>{head}</tr>{rows}</table>"
 
 
 TABLES = ("scores", "gains", "groups", "xtreme", "divergence", "correlations", "robustness", "probes")
@@ -525,9 +713,25 @@ def _part(label: str) -> str:
     return "".join(c if c.isalnum() or c in "_-." else "." for c in short) or "zero-shot"
 
 
+def search_all(client, experiment: str, query: str) -> list:
+    """Every run matching `query`, page after page (MLflow returns at most 1,000 at a time)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment], query, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+STAGES = ("evaluate", "probe", "intermediate", "finetune")
+
+
 def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
     """The report rebuilt from the tracking store: one study (its parent run) or every study of the
-    experiment (newest finished run per stage key)."""
+    experiment (newest finished run per stage key). Only runs of a study cell count (their
+    `intertask.cell.*` tags place them): standalone evaluations, tuning studies and trials, runs that
+    did not finish are skipped, and `Report.skipped` says how many, and why."""
     from mlflow.tracking import MlflowClient
 
     from intertask.executors import Outcome
@@ -535,21 +739,36 @@ def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
     client = MlflowClient()
     experiment = ws.experiment()
     if parent_run_id:
-        arms = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+        arms = search_all(client, experiment, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
         runs = [
             r
             for arm in arms
-            for r in client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{arm.info.run_id}'")
+            for r in search_all(client, experiment, f"tags.`mlflow.parentRunId` = '{arm.info.run_id}'")
         ]
         runs += [a for a in arms if a.data.tags.get("intertask.stage") == "probe"]
-        runs = [r for r in runs if r.info.status == "FINISHED"]
     else:
-        runs = client.search_runs([experiment], "attributes.status = 'FINISHED'")
+        runs = search_all(client, experiment, "")
+    skipped: dict[str, int] = {}
     newest: dict[str, object] = {}
     for found in sorted(runs, key=lambda r: r.info.start_time):
-        stage = found.data.tags.get("intertask.stage")
-        if stage in ("evaluate", "probe", "intermediate", "finetune"):
-            newest[found.data.tags.get("intertask.stage_key") or found.info.run_id] = found
+        tags = found.data.tags
+        stage = tags.get("intertask.stage")
+        reason = (
+            "not a stage run (a study's parent or arm, a tuning study, another tool)"
+            if stage not in STAGES
+            else f"not finished ({found.info.status})"
+            if found.info.status != "FINISHED"
+            else "not in a study cell (no intertask.cell.* tags: a standalone run or a tuning trial)"
+            if not any(k.startswith("intertask.cell.") for k in tags) and stage != "probe"
+            else None
+        )
+        if reason:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        key = tags.get("intertask.stage_key") or found.info.run_id
+        if key in newest:
+            skipped["an older run of the same stage"] = skipped.get("an older run of the same stage", 0) + 1
+        newest[key] = found
     outcomes = {}
     for key, found in newest.items():
         stage = found.data.tags["intertask.stage"]
@@ -559,4 +778,6 @@ def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
         elif stage == "probe":
             table = tracking.read_run_table(found.info.run_id, "probes/base.csv")
         outcomes[key] = Outcome(key, stage, found.info.run_id, key, table=table, reused=True)
-    return build(ws.cfg, list(outcomes.values()), ws=ws), outcomes
+    built = build(ws.cfg, list(outcomes.values()), ws=ws)
+    built.skipped = skipped
+    return built, outcomes
