@@ -328,3 +328,12 @@ def test_bad_input_is_named_and_leaves_no_run(case, tiny_model, tmp_path, shared
         assert runs == [], runs
     assert not list(tmp_path.glob("mlruns/*/*/artifacts")), "artifacts were written"
     json.dumps(err)  # the message is plain text
+
+
+def test_the_missing_head_message_names_the_task_type_in_good_english():
+    from intertask.config import ExperimentConfig, StageConfig
+    from intertask.stages import _missing_head
+
+    catalog = ExperimentConfig(name="x", target=StageConfig(task="tydiqa")).catalog()
+    assert "trained on an extractive_qa task" in str(_missing_head(catalog.task("tydiqa"), "m", "head"))
+    assert "trained on a classification task" in str(_missing_head(catalog.task("xnli"), "m", "head"))

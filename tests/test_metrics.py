@@ -197,3 +197,14 @@ def test_xtreme_groups_need_all_their_tasks_and_overall_all_nine():
     full = metrics.xtreme_aggregate(every)
     assert full["retrieval"] == pytest.approx(0.725)
     assert full["overall"] == pytest.approx((8 * 0.5 + 0.95) / 9)  # mean over the 9 tasks, not the groups
+
+
+def test_importing_metrics_does_not_scan_unicode():
+    """The MLQA punctuation set is built on first use, not at import (it cost every command 0.4 s)."""
+    import subprocess
+    import sys
+
+    code = "import intertask.metrics as m; print(m.mlqa_punctuation.cache_info().currsize)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0"
+    assert "。" in metrics.mlqa_punctuation() and "!" in metrics.mlqa_punctuation()

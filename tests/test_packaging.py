@@ -98,3 +98,22 @@ def test_the_suite_stops_with_a_reason_when_the_real_data_is_missing(tmp_path):
     )
     assert done.returncode == 3, done.stdout[-2000:]
     assert f"the real data the tests read is missing: {tmp_path / 'nowhere'}/xtreme/pawsx" in done.stdout
+
+
+def test_mlproject_parameters_with_spaces_stay_one_argument():
+    """MLflow shell-quotes every parameter itself: the commands must not quote them again (the tune
+    entry point's '{study_name}' split a value with a space into two arguments)."""
+    import shlex
+
+    from mlflow.projects import _project_spec
+
+    project = _project_spec.load_project(str(REPO))
+    for name in project._entry_points:
+        entry = project.get_entry_point(name)
+        values = {
+            p: "a b" for p, spec in entry.parameters.items() if spec.type == "string" and p != "overrides"
+        }
+        argv = shlex.split(entry.compute_command(values, "/tmp"))
+        for flag, value in zip(argv, argv[1:], strict=False):
+            if flag.startswith("--"):
+                assert value == "a b", (name, argv)

@@ -12,6 +12,7 @@ Values are fractions in [0, 1]; XTREME reports the same numbers x 100.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import sys
@@ -177,9 +178,15 @@ def token_accuracy(pred, gold, **_) -> float:
 
 # --- extractive QA: the SQuAD v1.1 and MLQA evaluation scripts' definitions -------------------------
 
-MLQA_PUNCTUATION = {
-    chr(i) for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P")
-} | set(string.punctuation)
+
+@functools.cache
+def mlqa_punctuation() -> frozenset[str]:
+    """Every Unicode punctuation mark and ASCII's, as MLQA's script removes them (built on first use:
+    scanning the code points takes about 0.4 s, which every command paid at import before)."""
+    marks = {chr(i) for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P")}
+    return frozenset(marks | set(string.punctuation))
+
+
 MLQA_ARTICLES = {  # per answer language, as MLQA's evaluate script removes them
     "en": r"\b(a|an|the)\b",
     "es": r"\b(un|una|unos|unas|el|la|los|las)\b",
@@ -194,9 +201,10 @@ _CJK = re.compile(r"[\u4e00-\u9fa5]")
 
 def _mixed_segmentation(text: str) -> list[str]:
     """zh: every CJK character (and punctuation mark) is a token; other runs split on whitespace."""
+    punctuation = mlqa_punctuation()
     tokens, run = [], ""
     for char in text:
-        if _CJK.search(char) or char in MLQA_PUNCTUATION:
+        if _CJK.search(char) or char in punctuation:
             tokens.extend(run.split())
             tokens.append(char)
             run = ""
@@ -220,7 +228,8 @@ def normalize_answer(text: str, normalization: str = "squad", language: str = "e
         raise ValueError(
             f"MLQA normalization has no rules for language {language!r} (has {sorted(MLQA_ARTICLES)})"
         )
-    text = "".join(c for c in text if c not in MLQA_PUNCTUATION)
+    punctuation = mlqa_punctuation()
+    text = "".join(c for c in text if c not in punctuation)
     if MLQA_ARTICLES[language]:
         text = re.sub(MLQA_ARTICLES[language], " ", text)
     tokens = _mixed_segmentation(text) if language == "zh" else text.split()

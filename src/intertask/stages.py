@@ -116,10 +116,15 @@ def _missing_head(task: TaskType, source: str, field_name: str) -> ModelError:
                 field_name,
                 f"the model has no head that fits task {task.name!r}",
                 source,
-                f"a head trained on a {task.spec.type} task with labels {list(task.spec.labels)}",
+                f"a head trained on {_article(task.spec.type)} {task.spec.type} task with labels "
+                f"{list(task.spec.labels)}",
             )
         ]
     )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _fingerprint_rows(sets: list[ExampleSet]) -> list[dict]:
