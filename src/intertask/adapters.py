@@ -243,10 +243,6 @@ def _is_adapter(name: str) -> bool:
     return any(part.startswith(("lora_", "ia3_")) for part in name.split("."))
 
 
-def has_adapter(encoder: torch.nn.Module) -> bool:
-    return any(isinstance(m, BaseTunerLayer) for m in encoder.modules())
-
-
 def save_and_merge(
     encoder: torch.nn.Module,
     settings: PeftConfig,

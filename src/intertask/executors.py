@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -81,7 +80,6 @@ class InProcessExecutor:
         self,
         specs: list[JobSpec],
         ready: dict[str, Outcome],
-        on_done: Callable[[Outcome], None] = lambda o: None,
     ) -> dict[str, Outcome]:
         outcomes = dict(ready)
         for spec in specs:
@@ -89,7 +87,6 @@ class InProcessExecutor:
                 continue
             outcome = run_job(spec, *(outcomes[d] for d in spec.job.deps), workdir=self.workdir)
             outcomes[spec.job.id] = outcome
-            on_done(outcome)
         return outcomes
 
 
@@ -124,7 +121,6 @@ class RayExecutor:
         self,
         specs: list[JobSpec],
         ready: dict[str, Outcome],
-        on_done: Callable[[Outcome], None] = lambda o: None,
     ) -> dict[str, Outcome]:
         import ray
 
@@ -148,7 +144,6 @@ class RayExecutor:
             done, waiting = ray.wait(waiting, num_returns=1)
             outcome = ray.get(done[0])
             outcomes[outcome.job_id] = outcome
-            on_done(outcome)
         return outcomes
 
 

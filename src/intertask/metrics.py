@@ -32,7 +32,6 @@ SINGLE, MULTI, TAGS, SPANS, BITEXT = "single_label", "multi_label", "tags", "spa
 class Metric:
     name: str
     description: str
-    higher_is_better: bool = True
     fns: dict[str, Callable] = field(default_factory=dict)  # label kind -> fn(pred, gold, **options)
 
     @property

@@ -42,28 +42,6 @@ def language_scores(table: pd.DataFrame, metric: str, title: str):
     return fig
 
 
-def transfer_comparison(table: pd.DataFrame, metric: str, title: str, chance: float | None):
-    """Left: baseline vs transfer per language; right: the gain (green up, red down)."""
-    rows = table[table.metric == metric].reset_index(drop=True)
-    x = np.arange(len(rows))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(rows)), 3.8))
-    for offset, arm, color in ((-0.2, "baseline", "#999"), (0.2, "transfer", "#36c")):
-        if arm in rows:
-            ax1.bar(x + offset, rows[arm], width=0.4, label=arm, color=color)
-    if chance is not None:
-        ax1.axhline(chance, color="black", linestyle="--", linewidth=0.8, label="chance")
-    ax1.set(xticks=x, xticklabels=rows.language, ylabel=metric, title=f"{title}: {metric}", ylim=(0, 1))
-    ax1.legend()
-    if "gain" in rows:
-        ax2.bar(x, rows["gain"], color=["#3a3" if g >= 0 else "#c33" for g in rows["gain"]])
-        ax2.axhline(0, color="black", linewidth=0.8)
-    ax2.set(xticks=x, xticklabels=rows.language, ylabel=f"gain in {metric}", title="transfer - baseline")
-    for ax in (ax1, ax2):
-        ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    return fig
-
-
 def probe_changes(table: pd.DataFrame):
     """Retrieval probe scores per language at each point of the pipeline (base -> stages), per arm."""
     rows = table[~table.language.str.startswith("mean_")]
@@ -121,7 +99,9 @@ def gain_heatmap(gains: pd.DataFrame, fdr: float = 0.05):
         ax=ax,
         label="gain over the baseline (mean over seeds)",
     )
-    ax.set_title(f"transfer gain: intermediate x target/language (* q <= {fdr}; pale: not significant)")
+    ax.set_title(
+        f"transfer gain: intermediate x target/language\n(* q <= {fdr}; pale: not significant)", fontsize=10
+    )
     fig.tight_layout()
     return fig
 

@@ -754,7 +754,11 @@ def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
         tags = found.data.tags
         stage = tags.get("intertask.stage")
         reason = (
-            "not a stage run (a study's parent or arm, a tuning study, another tool)"
+            "a study's parent or arm run (no scores of its own)"
+            if stage in ("main", "arm")
+            else "a tuning study's parent run"
+            if stage == "tune"
+            else "not an intertask stage run"
             if stage not in STAGES
             else f"not finished ({found.info.status})"
             if found.info.status != "FINISHED"

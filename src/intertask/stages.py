@@ -46,7 +46,6 @@ from intertask.training import TrainPart, train
 from intertask.workspace import Workspace, stage_data
 
 SEEN_ARTIFACT = "data/seen_examples.json"
-ALIASES = {"intermediate": "intermediate", "target": "target"}
 TAG = tracking.TAG
 
 modeling.quiet_transformers()  # every process that runs a stage loads models through here
@@ -376,7 +375,7 @@ def _log_model(
         folder,
         head,
         register_as=register_as if cfg.tracking.register_models else None,
-        alias=alias or ALIASES[which],
+        alias=alias or which,
         tags=tags | {f"{TAG}seed": str(cfg.seed)},
     )
     tracking.set_tags({f"{TAG}model_uri": logged.uri})  # how a later run reuses this one

@@ -24,7 +24,6 @@ from intertask.checkpoints import Checkpointer, Saved
 from intertask.config import SamplingConfig, TrainingConfig
 from intertask.dropout import fast_dropout
 from intertask.evaluation import evaluate_set
-from intertask.metrics import METRICS
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 
 LogFn = Callable[[dict[str, float], int], None]  # (metrics, step)
@@ -168,10 +167,10 @@ class _Stream:
         self.rng.bit_generator.state = state["now"]
 
 
-def _is_better(metric: str, value: float, best: float | None) -> bool:
+def _is_better(value: float, best: float | None) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(value)
-    return value > best if METRICS.get(metric).higher_is_better else value < best
+    return value > best  # every registered metric is higher-is-better
 
 
 def _evaluate_dev(
@@ -308,8 +307,7 @@ def train(
         row.update({f"dev/{task}/{m}": v for task, scores in dev.items() for m, v in scores.items()})
         run.history.append(row)
         log({k: v for k, v in row.items() if k not in ("epoch", "step")}, run.epoch)
-        metric = by_name[selection_task].selection_metric if selection_task else parts[0].selection_metric
-        if _is_better(metric, score, run.best):
+        if _is_better(score, run.best):
             run.best, run.best_epoch, run.best_dev = score, run.epoch, dev
             best_state = {k: v.detach().clone() for k, v in _named_trainable(modules).items()}
         run.in_epoch = False
