@@ -198,3 +198,22 @@ def test_a_trained_head_is_required_for_non_retrieval_tasks_on_the_base_model(
     )
     assert cli.main(["evaluate", str(config)]) == 2
     assert "head: the model has no head that fits task 'pawsx'" in capsys.readouterr().err
+
+
+def test_a_study_leaves_no_scratch_folders(tiny_config, local_store, monkeypatch):
+    """Planning and running a study create no temporary folder per job and remove their own: each job
+    used to make one (an unused Workspace default) and leave it behind."""
+    import tempfile
+
+    scratch = local_store / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    config = tiny_config(
+        "scratch",
+        intermediate={"max_examples": {"train": 32, "dev": 16}},
+        target={"max_examples": {"train": 32, "dev": 16}},
+        training={"epochs": 1},
+        evaluation={"languages": ["en"], "max_examples": 16},
+    )
+    assert cli.main(["main", str(config), "report.divergence=false"]) == 0
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("intertask-")] == []

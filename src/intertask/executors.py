@@ -47,15 +47,24 @@ class Outcome:
 
 def run_job(spec: JobSpec, *upstream: Outcome, workdir: Path | None = None) -> Outcome:
     """Run one job here: a Workspace for its cell config (models saved under `workdir`), then its stage."""
-    from intertask import hardware, stages
+    from intertask import hardware
     from intertask.workspace import Workspace
 
     os.environ["MLFLOW_TRACKING_URI"] = spec.tracking_uri
     if spec.threads:
         os.environ[hardware.THREADS_ENV] = str(spec.threads)
-    ws = Workspace(spec.config, spec.config_file, tags=spec.tags, experiment_id=spec.experiment_id)
-    if workdir is not None:
-        ws.workdir = workdir
+    scratch = {"workdir": workdir} if workdir is not None else {}  # else a folder of its own, removed after
+    ws = Workspace(spec.config, spec.config_file, tags=spec.tags, experiment_id=spec.experiment_id, **scratch)
+    try:
+        return _run_stage(ws, spec, upstream)
+    finally:
+        if workdir is None:
+            ws.close()
+
+
+def _run_stage(ws, spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome:
+    from intertask import stages
+
     start = upstream[0].model if upstream else None
     if spec.job.kind == "probe":
         run_id, table = stages.probe_base(ws, spec.parent_run_id, spec.key)

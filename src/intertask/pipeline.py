@@ -142,12 +142,13 @@ def plan(ws: Workspace) -> Plan:
     configs, keys, loaded = {}, {}, []
     for job in jobs:
         configs[job.id] = grid.cell_config(cfg, job.cell)
-        cell_ws = Workspace(configs[job.id], ws.config_file, experiment_id="", _data=ws._data)
+        cell_ws = Workspace(
+            configs[job.id], ws.config_file, experiment_id="", workdir=ws.workdir, _data=ws._data
+        )
         sets = _job_sets(cell_ws, job)
         loaded.extend(sets)
         upstream = [keys[d] for d in job.deps]
         keys[job.id] = grid.job_key(job, configs[job.id], [s.fingerprint for s in sets], upstream)
-        cell_ws.workdir.rmdir()
     _check_parallel(ws, loaded)
     return Plan(jobs, configs, keys)
 
