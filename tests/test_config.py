@@ -324,3 +324,16 @@ def test_frozen_and_sparse_word_embeddings_together_are_refused(shared_data):
         ["model.freeze_word_embeddings=false", "model.sparse_word_embeddings=true"],
     )
     assert cfg.model.sparse_word_embeddings and not cfg.model.freeze_word_embeddings
+
+
+def test_a_mapping_override_merges_field_by_field():
+    from intertask.config import apply_overrides
+
+    raw = {"target": {"task": "xnli", "max_examples": {"train": 600, "dev": 100}}, "report": {"fdr": 0.1}}
+    out = apply_overrides(
+        raw, [("target.max_examples", {"train": 50}), ("report", {"power": 0.9}), ("target.task", "pawsx")]
+    )
+    assert out["target"] == {"task": "pawsx", "max_examples": {"train": 50, "dev": 100}}
+    assert out["report"] == {"fdr": 0.1, "power": 0.9}
+    assert raw["target"]["max_examples"] == {"train": 600, "dev": 100}  # the input is left alone
+    assert apply_overrides(raw, [("target.max_examples", None)])["target"]["max_examples"] is None

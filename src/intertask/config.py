@@ -799,7 +799,9 @@ def _key_hint(key: str) -> str:
 
 
 def apply_overrides(raw: dict, pairs: list[tuple[str, Any]]) -> dict:
-    """Set each dotted key in a copy of the raw YAML mapping, creating nested mappings as needed."""
+    """Set each dotted key in a copy of the raw YAML mapping, creating nested mappings as needed; a
+    mapping given for a mapping is merged into it field by field (`x.max_examples={train: 9}` keeps
+    `dev`), anything else replaces what was there."""
     out = _deep_copy(raw)
     for key, value in pairs:
         node = out
@@ -808,8 +810,14 @@ def apply_overrides(raw: dict, pairs: list[tuple[str, Any]]) -> dict:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
-        node[parts[-1]] = value
+        node[parts[-1]] = _merged(node.get(parts[-1]), _deep_copy(value))
     return out
+
+
+def _merged(old: Any, new: Any) -> Any:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**old, **{k: _merged(old.get(k), v) for k, v in new.items()}}
+    return new
 
 
 def _deep_copy(value: Any) -> Any:
