@@ -361,3 +361,21 @@ def test_length_group_window_trades_padding_for_mixing():
     assert {frozenset(b.tolist()) for b in made[1]} == {frozenset(b.tolist()) for b in plain}
     with pytest.raises(ConfigError, match=r"<python>: length_group_window: must be positive"):
         TrainingConfig(length_group_window=0)
+
+
+def test_a_csv_error_names_the_file_line_after_a_multi_line_field(tmp_path):
+    """A quoted field over two lines: the next record's error names the line it is on in the file (it
+    named the parsed row's number, one too few)."""
+    from intertask.data.readers import ReadOptions, read_csv
+    from intertask.errors import DataError
+
+    path = tmp_path / "spam.csv"
+    path.write_text('label,text\nham,"two\nlines"\nspam,ok\nham,too,many\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 5"):
+        read_csv(path, ReadOptions(header=True))
+    path.write_text('label,text\nham,"two\nlines"\nspam,ok\n', encoding="utf-8")
+    records = read_csv(path, ReadOptions(header=True))
+    assert [r.where for r in records] == ["line 2", "line 4"] and records[0].fields["text"] == "two\nlines"
+    path.write_text('label,text\nham,ok\nspam,"open\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 3.*malformed CSV"):
+        read_csv(path, ReadOptions(header=True))

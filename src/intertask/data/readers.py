@@ -57,19 +57,24 @@ def decoded_lines(path: Path, encoding: str) -> list[str]:
     return lines
 
 
-def _column_names(path: Path, rows: list[list[str]], options: ReadOptions) -> tuple[list[str], int]:
+def _column_names(
+    path: Path, rows: list[tuple[int, list[str]]], options: ReadOptions
+) -> tuple[list[str], int]:
     """Column names and the number of rows they consumed (1 for a header line)."""
     if options.header:
-        return [c.strip() for c in rows[0]], 1
+        return [c.strip() for c in rows[0][1]], 1
     if not options.columns:
         raise DataError.at(path, "", "no column names", expected="`header: true` or a `columns:` list")
     return list(options.columns), 0
 
 
-def _records_from_rows(path: Path, rows: list[list[str]], options: ReadOptions, sep: str) -> list[Record]:
+def _records_from_rows(
+    path: Path, rows: list[tuple[int, list[str]]], options: ReadOptions, sep: str
+) -> list[Record]:
+    """rows: (the line the row starts on, its fields)."""
     names, skip = _column_names(path, rows, options)
     records = []
-    for number, row in enumerate(rows[skip:], start=skip + 1):
+    for number, row in rows[skip:]:
         if row == [] or row == [""]:
             continue  # blank line
         if len(row) != len(names):
@@ -88,16 +93,24 @@ def _records_from_rows(path: Path, rows: list[list[str]], options: ReadOptions, 
 
 def read_tsv(path: Path, options: ReadOptions) -> list[Record]:
     """Tab-separated, no quoting (the XTREME files contain bare quotes)."""
-    rows = [line.split("\t") for line in decoded_lines(path, options.encoding)]
-    return _records_from_rows(path, rows, options, "tab")
+    lines = decoded_lines(path, options.encoding)
+    return _records_from_rows(
+        path, [(n, line.split("\t")) for n, line in enumerate(lines, 1)], options, "tab"
+    )
 
 
 def read_csv(path: Path, options: ReadOptions) -> list[Record]:
-    text = "\n".join(decoded_lines(path, options.encoding))
+    """RFC 4180 CSV; a record's line is the file line it starts on (a quoted field may span lines)."""
+    reader = csv.reader(io.StringIO("\n".join(decoded_lines(path, options.encoding))), strict=True)
+    rows, consumed = [], 0
     try:
-        rows = list(csv.reader(io.StringIO(text), strict=True))
+        for row in reader:
+            rows.append((consumed + 1, row))
+            consumed = reader.line_num
     except csv.Error as err:
-        raise DataError.at(path, "", f"malformed CSV: {err}", expected="RFC 4180 CSV") from None
+        raise DataError.at(
+            path, f"line {consumed + 1}", f"malformed CSV: {err}", expected="RFC 4180 CSV"
+        ) from None
     return _records_from_rows(path, rows, options, "comma")
 
 
