@@ -339,3 +339,25 @@ def test_offline_mohapatra_grid_runs_end_to_end_at_toy_size(tiny_model, tmp_path
     divergence = pd.read_csv(folder / "divergence.csv")
     assert len(divergence) == 6 and divergence.js_divergence.between(0, 1).all()
     assert (folder / "heatmap.png").stat().st_size > 1000
+
+
+def test_keys_hold_what_shapes_a_stage_and_nothing_else(tiny_model, tmp_path, shared_data):
+    """A training job's key changes with `tracking.log_models` (a run without its model cannot hand one
+    on) and not with evaluation or report settings; a checkpoint's resume key neither (changing the
+    evaluation languages after a crash used to throw the training checkpoint away)."""
+    from dataclasses import replace
+
+    from intertask.config import EvaluationConfig, ReportConfig, TrackingConfig
+
+    cfg = grid.cell_config(
+        load_experiment(_config(tmp_path, tiny_model)), grid.Cell(str(tiny_model), (), "pawsx", 1)
+    )
+    (job,) = [j for j in grid.jobs(cfg) if j.kind == "finetune" and not j.cell.intermediate][:1]
+    key = grid.job_key(job, cfg, ["d"], [])
+    quiet = replace(cfg, tracking=TrackingConfig(log_models=False, register_models=False))
+    other_eval = replace(cfg, evaluation=EvaluationConfig(languages=("fr",)), report=ReportConfig(fdr=0.1))
+    assert grid.job_key(job, quiet, ["d"], []) != key
+    assert grid.job_key(job, other_eval, ["d"], []) == key
+    inputs = grid.training_inputs(cfg, "finetune")
+    assert inputs == grid.training_inputs(other_eval, "finetune") == grid.training_inputs(quiet, "finetune")
+    assert grid.training_inputs(replace(cfg, seed=cfg.seed + 1), "finetune") != inputs

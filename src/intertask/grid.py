@@ -217,22 +217,39 @@ def model_identity(name_or_path: str) -> str:
     return name_or_path
 
 
-def job_key(job: Job, config: ExperimentConfig, fingerprints: list[str], upstream: list[str]) -> str:
-    """The content key of a job: what shapes its output, nothing else (not names or tracking)."""
-    stage = {"intermediate": config.intermediate, "finetune": config.target}.get(job.kind)
-    parts = {
-        "kind": job.kind,
+def training_inputs(config: ExperimentConfig, kind: str) -> dict:
+    """What shapes a training stage's model (kind: intermediate | finetune), shared by the job key of a
+    study and the resume key of a checkpoint: not evaluation, report or tracking settings."""
+    stage = {"intermediate": config.intermediate, "finetune": config.target}[kind]
+    return {
+        "kind": kind,
         "model": model_identity(config.model.name_or_path),
         "model_config": to_dict(config.model),
         "peft": to_dict(config.peft) if config.peft else None,
-        "seed": config.seed if job.kind != "probe" else None,
+        "seed": config.seed,
         "stage": to_dict(replace(stage, init=None)) if stage else None,
-        "evaluation": to_dict(config.evaluation) if job.kind == "evaluate" else None,
-        "probes": to_dict(config.probes),
         "fractions": to_dict(config.data.split_fractions),
         "split_seed": config.split_seed,
-        "data": sorted(fingerprints),
-        "upstream": upstream,
         "code": code_version(),
     }
+
+
+def job_key(job: Job, config: ExperimentConfig, fingerprints: list[str], upstream: list[str]) -> str:
+    """The content key of a job: what shapes its output, and for a training job whether its run holds
+    the model (a run finished with `tracking.log_models: false` cannot hand one on)."""
+    if job.kind in ("intermediate", "finetune"):
+        parts = training_inputs(config, job.kind) | {"log_models": config.tracking.log_models}
+    else:
+        parts = {
+            "kind": job.kind,
+            "model": model_identity(config.model.name_or_path),
+            "model_config": to_dict(config.model),
+            "peft": to_dict(config.peft) if config.peft else None,
+            "seed": config.seed if job.kind != "probe" else None,
+            "evaluation": to_dict(config.evaluation) if job.kind == "evaluate" else None,
+            "fractions": to_dict(config.data.split_fractions),
+            "split_seed": config.split_seed,
+            "code": code_version(),
+        }
+    parts |= {"probes": to_dict(config.probes), "data": sorted(fingerprints), "upstream": upstream}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,6 @@ from intertask.config import (
     EvalTaskConfig,
     ExperimentConfig,
     StageConfig,
-    TrackingConfig,
     TrainingConfig,
 )
 from intertask.errors import DataError, ModelError, Problem
@@ -38,7 +37,6 @@ from intertask.evaluation import (
     prediction_rows,
     table_metrics,
 )
-from intertask.schema import to_dict
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 from intertask.tasks.examples import select
 from intertask.tasks.retrieval import RetrievalTask
@@ -288,14 +286,11 @@ def checkpoint_folder(key: str) -> Path:
 
 def resume_key(ws: Workspace, which: str, start: StartPoint, sets: list[ExampleSet]) -> str:
     """A stage run outside a pipeline: what it trains, from what, on which data, with which code."""
-    from intertask.grid import code_version
+    from intertask.grid import training_inputs
 
-    parts = {
-        "stage": which,
-        "config": to_dict(replace(ws.cfg, tracking=TrackingConfig())),
+    parts = training_inputs(ws.cfg, "intermediate" if which == "intermediate" else "finetune") | {
         "start": [start.label, start.run_id],
         "data": sorted(s.fingerprint for s in sets),
-        "code": code_version(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
