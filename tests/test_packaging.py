@@ -117,3 +117,12 @@ def test_mlproject_parameters_with_spaces_stay_one_argument():
         for flag, value in zip(argv, argv[1:], strict=False):
             if flag.startswith("--"):
                 assert value == "a b", (name, argv)
+
+
+def test_git_state_is_read_once_per_process():
+    from intertask import tracking
+
+    tracking.git_state.cache_clear()
+    first = tracking.git_state()
+    assert tracking.git_state() is first and tracking.git_state.cache_info().misses == 1
+    assert first["commit"] == "unknown" or len(first["commit"]) == 40

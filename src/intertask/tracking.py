@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -342,7 +343,11 @@ def log_config(cfg: ExperimentConfig, source: str | None = None) -> None:
     set_tags({f"{TAG}config_hash": config_hash(cfg), f"{TAG}config_file": source or "<python>"})
 
 
+@functools.cache
 def git_state() -> dict[str, str]:
+    """The checkout's commit and whether it had changes, read once per process (the code a process runs
+    is what it loaded at start; two git calls per run added up in a grid)."""
+
     def git(*args: str) -> str:
         out = subprocess.run(["git", "-C", str(_CHECKOUT), *args], capture_output=True, text=True, timeout=10)
         return out.stdout.strip() if out.returncode == 0 else ""
