@@ -1,6 +1,7 @@
 """The repository's promises: dependency lists agree, the MLproject entry points exist, the README's
 two commands are what CI runs, run outputs stay out of git."""
 
+import os
 import re
 import subprocess
 import tomllib
@@ -126,3 +127,26 @@ def test_git_state_is_read_once_per_process():
     first = tracking.git_state()
     assert tracking.git_state() is first and tracking.git_state.cache_info().misses == 1
     assert first["commit"] == "unknown" or len(first["commit"]) == 40
+
+
+def test_importing_intertask_changes_no_logging_warnings_or_environment():
+    """Nothing of ours runs at import: Optuna's and transformers' verbosity, Optuna's warning filter and
+    the environment are set by the entry points and the model loaders only (other libraries' own
+    import-time filters are theirs)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, warnings, optuna\n"
+        "from transformers.utils import logging as hf\n"
+        "def state():\n"
+        "    ours = [f for f in warnings.filters if f[2] is optuna.exceptions.ExperimentalWarning]\n"
+        "    env = {k: v for k, v in os.environ.items() if k.startswith(('TOKENIZERS', 'MLFLOW_TRACKING', 'INTERTASK'))}\n"
+        "    return optuna.logging.get_verbosity(), hf.get_verbosity(), ours, env\n"
+        "before = state()\n"
+        "import intertask.cli, intertask.tune, intertask.stages, intertask.report, intertask.pipeline\n"
+        "print(before == state(), before, state())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENIZERS", "INTERTASK"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.startswith("True"), out.stdout + out.stderr

@@ -353,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     previous = _terminate_on_sigterm()
     try:
+        if args.command == "tune":
+            from intertask.tune import quiet_optuna
+
+            quiet_optuna()
         if args.command == "model":
             return _model_command(args)
         if args.command == "tasks":

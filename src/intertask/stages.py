@@ -46,8 +46,6 @@ from intertask.workspace import Workspace, stage_data
 SEEN_ARTIFACT = "data/seen_examples.json"
 TAG = tracking.TAG
 
-modeling.quiet_transformers()  # every process that runs a stage loads models through here
-
 
 @dataclass(frozen=True)
 class TrainedModel:
