@@ -70,12 +70,14 @@ def test_benjamini_hochberg_keeps_the_false_discovery_rate_at_q():
     assert found / (120 * real) > 0.5  # and it finds real gains: the test would fail if nothing passed
 
 
-def test_null_and_too_small_to_tell():
-    flag, text = significance.reading(0.004, 0.6, 0.015, 0.05, 0.02)
+def test_null_too_small_to_tell_and_not_significant_after_correction():
+    flag, text = significance.reading(0.004, 0.6, 0.6, 0.015, 0.05, 0.02)
     assert flag == "null" and "1.5 points or more" in text
-    flag, text = significance.reading(0.004, 0.6, 0.09, 0.05, 0.02)
+    flag, text = significance.reading(0.004, 0.6, 0.6, 0.09, 0.05, 0.02)
     assert flag == "inconclusive" and text.startswith("too small to tell")
-    assert significance.reading(-0.05, 0.01, 0.02, 0.05, 0.02)[0] == "negative"
+    flag, text = significance.reading(-0.039, 0.01, 0.12, 0.021, 0.05, 0.02, cells=56)
+    assert flag == "inconclusive" and "not significant once corrected for the 56 gains" in text
+    assert significance.reading(-0.05, 0.001, 0.01, 0.02, 0.05, 0.02)[0] == "negative"
 
 
 def test_fewer_than_three_seeds_leave_the_seed_part_unestimated():

@@ -148,8 +148,17 @@ def gains_table(scores: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, s
     frame = pd.DataFrame(rows, columns=GAIN_COLUMNS)
     frame["q"] = significance.q_values(frame.p.to_numpy(float))
     readings = [
-        significance.reading(g, q, m, options.fdr, options.smallest_effect)
-        for g, q, m in zip(frame.gain, frame.q, frame.mde, strict=True)
+        significance.reading(
+            g,
+            p,
+            q,
+            m,
+            options.fdr,
+            options.smallest_effect,
+            1 - options.confidence,
+            int(frame.p.notna().sum()),
+        )
+        for g, p, q, m in zip(frame.gain, frame.p, frame.q, frame.mde, strict=True)
     ]
     frame["flag"] = [f for f, _ in readings]
     frame["reading"] = [r for _, r in readings]

@@ -128,13 +128,28 @@ def q_values(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def reading(gain: float, q: float, mde: float, fdr: float, smallest: float) -> tuple[str, str]:
-    """(flag, a sentence) of one cell, in points (metric x 100)."""
+def reading(
+    gain: float,
+    p: float,
+    q: float,
+    mde: float,
+    fdr: float,
+    smallest: float,
+    alpha: float = 0.05,
+    cells: int = 1,
+) -> tuple[str, str]:
+    """(flag, a sentence) of one cell, in points (metric x 100). `cells`: how many gains the q-values
+    were corrected over."""
     if np.isnan(q):
         return "inconclusive", "no per-example outcomes to test"
     if q <= fdr:
         kind = "positive" if gain > 0 else "negative"
         return kind, f"{kind}: {100 * gain:+.1f} points (q = {q:.3g})"
+    if p <= alpha:
+        return "inconclusive", (
+            f"{100 * gain:+.1f} points (p = {p:.3g}), not significant once corrected for the {cells} gains "
+            f"of the report (q = {q:.3g})"
+        )
     if mde <= smallest:
         return "null", f"no effect of {100 * mde:.1f} points or more"
     return "inconclusive", f"too small to tell (would detect only {100 * mde:.1f} points or more)"
