@@ -187,7 +187,7 @@ def _check_report(client, parent):
     assert (accuracy.ci_low <= accuracy.gain + 1e-12).all() and (
         accuracy.gain <= accuracy.ci_high + 1e-12
     ).all()
-    assert set(accuracy.flag) <= {"positive", "negative", "null", "inconclusive"}
+    assert set(accuracy.flag) <= {"positive", "negative", "no effect", "inconclusive"}
     assert (accuracy.q >= accuracy.p - 1e-12).all() and accuracy.mde.notna().all()
     assert set(accuracy.seed_component) == {"unestimated (2 seed(s))"}
     row = accuracy[(accuracy.target == "pawsx") & (accuracy.language == "en")].iloc[0]

@@ -72,7 +72,7 @@ def test_benjamini_hochberg_keeps_the_false_discovery_rate_at_q():
 
 def test_null_too_small_to_tell_and_not_significant_after_correction():
     flag, text = significance.reading(0.004, 0.6, 0.6, 0.015, 0.05, 0.02)
-    assert flag == "null" and "1.5 points or more" in text
+    assert flag == "no effect" and "1.5 points or more" in text
     flag, text = significance.reading(0.004, 0.6, 0.6, 0.09, 0.05, 0.02)
     assert flag == "inconclusive" and text.startswith("too small to tell")
     flag, text = significance.reading(-0.039, 0.01, 0.12, 0.021, 0.05, 0.02, cells=56)

@@ -7,7 +7,7 @@ language and metric, averaged over seeds. Its interval, p-value and minimum dete
 the seeds and a paired bootstrap of the test examples (significance.py: the metric is recomputed on
 each resample from the per-example statistics every evaluation logs); q-values are Benjamini-Hochberg
 over every gain of the report, and the flag reads q: `positive` / `negative` at q <= report.fdr, else
-`null` when the study could have detected report.smallest_effect, else `inconclusive`.
+`no effect` when the study could have detected report.smallest_effect, else `inconclusive`.
 """
 
 from __future__ import annotations
@@ -570,7 +570,7 @@ def render_html(cfg: ExperimentConfig, built: Report) -> str:
         f"examples, averaged over seeds. Interval: {options.confidence:.0%}, from the spread over seeds and a "
         f"paired bootstrap of the test examples ({options.bootstrap} resamples; the metric recomputed on each). "
         f"q: Benjamini&ndash;Hochberg over all {len(built.gains)} gains of this report; a gain is flagged "
-        f"<b>positive</b> or <b>negative</b> at q &le; {options.fdr}. Not significant: <i>null</i> when the study "
+        f"<b>positive</b> or <b>negative</b> at q &le; {options.fdr}. Not significant: <i>no effect</i> when the study "
         f"could detect {100 * options.smallest_effect:.1f} points at power {options.power:.0%} (mde), else "
         "<i>inconclusive</i>. Grey rows and pale heatmap cells are not significant.</p>"
     ]

@@ -151,5 +151,5 @@ def reading(
             f"of the report (q = {q:.3g})"
         )
     if mde <= smallest:
-        return "null", f"no effect of {100 * mde:.1f} points or more"
+        return "no effect", f"no effect of {100 * mde:.1f} points or more"
     return "inconclusive", f"too small to tell (would detect only {100 * mde:.1f} points or more)"
