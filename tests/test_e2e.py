@@ -475,6 +475,9 @@ def test_the_experiment_report_counts_only_study_cells(study, mlflow_server, mon
     assert cli.main(["report", str(config), "--output", str(everything)]) == 0
     out = capsys.readouterr().out
     key = ["model", "intermediate", "target", "seed", "task", "split", "language", "metric"]
+    for name in ("scores", "gains"):  # the pipeline's report (from memory) = the collector's (from runs)
+        logged = pd.read_csv(client.download_artifacts(parent.info.run_id, f"report/{name}.csv"))
+        pd.testing.assert_frame_equal(logged, pd.read_csv(alone / f"{name}.csv"))
     a = pd.read_csv(alone / "scores.csv").sort_values(key, ignore_index=True)
     b = pd.read_csv(everything / "scores.csv").sort_values(key, ignore_index=True)
     pd.testing.assert_frame_equal(a, b)

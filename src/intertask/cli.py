@@ -228,14 +228,14 @@ def _print_tuning(result, cfg) -> None:
 
 
 def _report_command(ws, args) -> int:
-    from intertask import report, tracking
+    from intertask import collect, report, tracking
 
-    built, runs = report.from_tracking(ws, args.parent or None)
+    built, runs = collect.from_tracking(ws, args.parent or None)
     folder = Path(args.output) if args.output else Path("reports") / ws.cfg.name
     report.write(built, folder)
     if args.parent:
         with tracking.run(f"main {ws.cfg.name}", experiment_id=ws.experiment(), run_id=args.parent):
-            report.log(built, ws.cfg, runs)
+            collect.log(built, ws.cfg, runs)
     _print_headline(ws.cfg, built)
     print(f"\nreport: {folder / 'report.html'} ({len(built.scores)} scores from {len(runs)} runs)")
     for why, count in sorted(built.skipped.items()):

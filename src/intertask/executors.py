@@ -43,6 +43,8 @@ class Outcome:
     model: object = None  # TrainedModel (in-process) or a model reference (reused, or from a Ray worker)
     table: pd.DataFrame | None = None  # evaluate / probe: the per-language scores
     reused: bool = False
+    cell: dict | None = None  # the intertask.cell.* tags of its run (None: read them from the run)
+    examples: pd.DataFrame | None = None  # evaluate: per-example statistics (None: read the artifact)
 
 
 def run_job(spec: JobSpec, *upstream: Outcome, workdir: Path | None = None) -> Outcome:
@@ -68,15 +70,27 @@ def _run_stage(ws, spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome:
     start = upstream[0].model if upstream else None
     if spec.job.kind == "probe":
         run_id, table = stages.probe_base(ws, spec.parent_run_id, spec.key)
-        return Outcome(spec.job.id, "probe", run_id, spec.key, table=table)
+        return Outcome(spec.job.id, "probe", run_id, spec.key, table=table, cell=_cell(spec.tags))
     if spec.job.kind == "evaluate":
         evaluated = stages.evaluate(
             ws, start if start is not None else stages.BASE_MODEL, spec.parent_run_id, stage_key=spec.key
         )
-        return Outcome(spec.job.id, "evaluate", evaluated.run_id, spec.key, table=evaluated.table)
+        return Outcome(
+            spec.job.id,
+            "evaluate",
+            evaluated.run_id,
+            spec.key,
+            table=evaluated.table,
+            cell=_cell(spec.tags),
+            examples=evaluated.examples,
+        )
     which = "intermediate" if spec.job.kind == "intermediate" else "target"
     trained = stages.train_stage(ws, which, start, spec.parent_run_id, stage_key=spec.key)
-    return Outcome(spec.job.id, spec.job.kind, trained.run_id, spec.key, model=trained)
+    return Outcome(spec.job.id, spec.job.kind, trained.run_id, spec.key, model=trained, cell=_cell(spec.tags))
+
+
+def _cell(tags: dict) -> dict:
+    return {k: v for k, v in tags.items() if k.startswith("intertask.cell.")}
 
 
 class InProcessExecutor:
@@ -102,11 +116,7 @@ class InProcessExecutor:
 def _portable(outcome: Outcome) -> Outcome:
     """An outcome another process can use: a trained model becomes its MLflow reference."""
     uri = getattr(outcome.model, "uri", None)
-    if uri is not None:
-        return Outcome(
-            outcome.job_id, outcome.kind, outcome.run_id, outcome.key, uri, outcome.table, outcome.reused
-        )
-    return outcome
+    return replace(outcome, model=uri) if uri is not None else outcome
 
 
 def _ray_job(spec: JobSpec, *upstream: Outcome) -> Outcome:

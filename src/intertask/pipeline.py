@@ -24,6 +24,7 @@ import platform
 from dataclasses import dataclass, replace
 
 from intertask import grid, tracking
+from intertask.collect import cell_tags
 from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
 from intertask.errors import DataError, Problem
 from intertask.executors import JobSpec, Outcome, executor_for
@@ -176,17 +177,20 @@ def _reused(ws: Workspace, job: Job, key: str) -> Outcome | None:
     if found is None:
         return None
     run_id = found.info.run_id
+    cell = cell_tags(found.data.tags)
     if job.kind in ("intermediate", "finetune"):
-        return Outcome(job.id, job.kind, run_id, key, model=tracking.reference_of(found), reused=True)
+        return Outcome(
+            job.id, job.kind, run_id, key, model=tracking.reference_of(found), reused=True, cell=cell
+        )
     table = tracking.read_run_table(
         run_id, "probes/base.csv" if job.kind == "probe" else "evaluation/languages.csv"
     )
-    return Outcome(job.id, job.kind, run_id, key, table=table, reused=True)
+    return Outcome(job.id, job.kind, run_id, key, table=table, reused=True, cell=cell)
 
 
 def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     """Every job of the study (reusing finished ones), then the report on the parent run."""
-    from intertask import report
+    from intertask import collect
 
     cfg = ws.cfg
     study = plan(ws)
@@ -214,12 +218,14 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
         outcomes = _run_jobs(ws, study, parent, ready)
         inputs = report_inputs(cfg, outcomes)
         earlier = _earlier_report(experiment, inputs, outcomes)
-        built = report.load(earlier) if earlier else report.build(cfg, list(outcomes.values()), ws=ws)
+        built = (
+            collect.load(earlier) if earlier else collect.from_outcomes(cfg, list(outcomes.values()), ws=ws)
+        )
         if earlier == parent:  # a re-run of a finished study: its report is there already
             tracking.close_run(parent, "FINISHED")
         else:
             with tracking.run(f"main {cfg.name}", experiment_id=experiment, run_id=parent):
-                report.log(built, cfg, outcomes)
+                collect.log(built, cfg, outcomes)
                 tracking.set_tags({f"{TAG}report_inputs": inputs})
         status = "FINISHED"
         return StudyResult(parent, outcomes, built)

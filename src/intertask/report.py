@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from intertask import divergence, grid, metrics, significance, tracking
+from intertask import divergence, grid, metrics, significance
 from intertask.config import NONE, ExperimentConfig
-from intertask.evaluation import EXAMPLE_KEYS, EXAMPLES_ARTIFACT
+from intertask.evaluation import EXAMPLE_KEYS
 
 KEYS = ["model", "intermediate", "target", "task", "split", "language", "metric"]
 SCORE_COLUMNS = [
@@ -73,7 +73,7 @@ def group_of(cfg: ExperimentConfig, model: str) -> str:
     return next((g for g, members in groups.items() if model in members), model)
 
 
-def _cell_of(tags: dict) -> dict:
+def _cell_of(tags: dict) -> dict:  # a run's cell tags -> the cell's columns
     return {
         "model": tags.get("intertask.cell.model", ""),
         "intermediate": tags.get("intertask.cell.intermediate", NONE),
@@ -402,9 +402,9 @@ def robustness_table(cfg: ExperimentConfig, scores: pd.DataFrame) -> pd.DataFram
     )
 
 
-def divergence_table(cfg: ExperimentConfig, gains: pd.DataFrame, ws) -> pd.DataFrame:
-    """Every (intermediate task, target task) pair of the study: divergence of their training sets."""
-    from intertask.stages import embed_texts
+def divergence_table(cfg: ExperimentConfig, gains: pd.DataFrame, ws, embed_texts) -> pd.DataFrame:
+    """Every (intermediate task, target task) pair of the study: divergence of their training sets
+    (`embed_texts(ws, texts)`: unit-length sentence embeddings with the base model)."""
 
     columns = [
         "intermediate",
@@ -417,7 +417,7 @@ def divergence_table(cfg: ExperimentConfig, gains: pd.DataFrame, ws) -> pd.DataF
     ]
     headline = summary_rows(cfg, gains)
     pairs = headline[["intermediate", "target"]].drop_duplicates()
-    if pairs.empty or ws is None:
+    if pairs.empty or ws is None or embed_texts is None:
         return pd.DataFrame(columns=columns)
     options = cfg.report
     language = (cfg.target or cfg.intermediate).language if (cfg.target or cfg.intermediate) else "en"
@@ -459,55 +459,13 @@ def correlation_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["measure", "spearman_with_gain", "pairs"])
 
 
-def build(cfg: ExperimentConfig, outcomes: list, ws=None) -> Report:
-    """The report of a study from its job outcomes (evaluation tables, tags read from the runs)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    evaluations = [
-        (client.get_run(o.run_id).data.tags, o.table, tracking.read_run_parquet(o.run_id, EXAMPLES_ARTIFACT))
-        for o in outcomes
-        if o.kind == "evaluate"
-    ]
-    probe_frames = []
-    for o in outcomes:
-        if o.kind in ("probe", "intermediate", "finetune"):
-            probe_frames.extend(_probe_rows(client, o))
-    return assemble(cfg, evaluations, probe_frames, ws)
-
-
-def _probe_rows(client, outcome) -> list[pd.DataFrame]:
-    run = client.get_run(outcome.run_id)
-    if outcome.kind == "probe":
-        return (
-            [
-                outcome.table.assign(
-                    point="base", arm="base", model=run.data.tags.get("intertask.cell.model", "")
-                )
-            ]
-            if outcome.table is not None
-            else []
-        )
-    names = [a.path for a in client.list_artifacts(outcome.run_id, "probes")]
-    frames = []
-    for name in names:
-        if name.endswith(".csv"):
-            frame = tracking.read_run_table(outcome.run_id, name)
-            tags = run.data.tags
-            arm = "baseline" if tags.get("intertask.cell.intermediate", NONE) == NONE else "transfer"
-            frames.append(
-                frame.assign(
-                    arm=f"{arm}:{tags.get('intertask.cell.target') or tags.get('intertask.cell.intermediate')}",
-                    model=tags.get("intertask.cell.model", ""),
-                )
-            )
-    return frames
-
-
-def assemble(cfg: ExperimentConfig, evaluations, probe_frames, ws=None) -> Report:
+def assemble(cfg: ExperimentConfig, evaluations, probe_frames, ws=None, embed_texts=None) -> Report:
+    """The report from data frames: `evaluations` as (cell tags, languages table, per-example statistics
+    or None) per evaluation run, `probe_frames` the retrieval probes' tables. Nothing here reads the
+    tracking store (collect.py does)."""
     scores = scores_table(cfg, evaluations)
     gains = gains_table(scores, examples_table(evaluations), task_kinds(cfg, scores), cfg.report)
-    diverge = divergence_table(cfg, gains, ws) if cfg.report.divergence else pd.DataFrame()
+    diverge = divergence_table(cfg, gains, ws, embed_texts) if cfg.report.divergence else pd.DataFrame()
     probes = pd.concat(probe_frames, ignore_index=True) if probe_frames else pd.DataFrame()
     built = Report(
         scores,
@@ -647,150 +605,3 @@ def write(built: Report, folder) -> None:
     for name, png in built.images.items():
         (folder / f"{name}.png").write_bytes(png)
     (folder / "report.html").write_text(built.html, encoding="utf-8")
-
-
-def load(run_id: str) -> Report:
-    """The report a run logged (`log`), read back from its artifacts: tables, PNG figures, the page."""
-    import tempfile
-    from pathlib import Path
-
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(
-            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="report", dst_path=tmp)
-        )
-        tables = {
-            name: pd.read_csv(folder / f"{name}.csv") if (folder / f"{name}.csv").exists() else pd.DataFrame()
-            for name in TABLES
-        }
-        images = {png.stem: png.read_bytes() for png in sorted(folder.glob("*.png"))}
-        html = (folder / "report.html").read_text(encoding="utf-8")
-    return Report(**tables, html=html, images=images)
-
-
-def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
-    """The report as artifacts and headline metrics of the active (parent) run."""
-    for name in TABLES:
-        frame = getattr(built, name)
-        if frame is not None and not frame.empty:
-            tracking.log_table(frame, f"report/{name}")
-    for name, figure in built.figures.items():
-        from intertask import plots
-
-        tracking.log_figure(figure, f"report/{name}.png")
-        plots.close(figure)
-    for name, png in built.images.items():
-        tracking.log_bytes(png, f"report/{name}.png")
-    tracking.log_text(built.html, "report/report.html")
-    tracking.log_json(
-        {o.job_id: {"run_id": o.run_id, "key": o.key, "reused": o.reused} for o in outcomes.values()},
-        "report/stages.json",
-    )
-    values = {}
-    for r in built.gains.itertuples():
-        values[
-            f"gain/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
-        ] = r.gain
-    for r in (
-        built.scores.groupby(
-            ["model", "intermediate", "target", "task", "split", "language", "metric"], sort=False
-        )
-        .value.mean()
-        .reset_index()
-        .itertuples()
-    ):
-        values[
-            f"score/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
-        ] = r.value
-    for r in (
-        built.xtreme.groupby(["model", "intermediate", "target", "score"], sort=False)
-        .value.mean()
-        .reset_index()
-        .itertuples()
-    ):
-        values[f"xtreme/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.score}"] = r.value
-    tracking.log_metrics(values)
-
-
-def _part(label: str) -> str:
-    """A label as a metric-key part: MLflow keys allow letters, digits, _ - . / and space; a zero-shot
-    cell (no target) reads "zero-shot"."""
-    from pathlib import Path
-
-    short = Path(label).name if "/" in label else label
-    return "".join(c if c.isalnum() or c in "_-." else "." for c in short) or "zero-shot"
-
-
-def search_all(client, experiment: str, query: str) -> list:
-    """Every run matching `query`, page after page (MLflow returns at most 1,000 at a time)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment], query, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-STAGES = ("evaluate", "probe", "intermediate", "finetune")
-
-
-def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
-    """The report rebuilt from the tracking store: one study (its parent run) or every study of the
-    experiment (newest finished run per stage key). Only runs of a study cell count (their
-    `intertask.cell.*` tags place them): standalone evaluations, tuning studies and trials, runs that
-    did not finish are skipped, and `Report.skipped` says how many, and why."""
-    from mlflow.tracking import MlflowClient
-
-    from intertask.executors import Outcome
-
-    client = MlflowClient()
-    experiment = ws.experiment()
-    if parent_run_id:
-        arms = search_all(client, experiment, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
-        runs = [
-            r
-            for arm in arms
-            for r in search_all(client, experiment, f"tags.`mlflow.parentRunId` = '{arm.info.run_id}'")
-        ]
-        runs += [a for a in arms if a.data.tags.get("intertask.stage") == "probe"]
-    else:
-        runs = search_all(client, experiment, "")
-    skipped: dict[str, int] = {}
-    newest: dict[str, object] = {}
-    for found in sorted(runs, key=lambda r: r.info.start_time):
-        tags = found.data.tags
-        stage = tags.get("intertask.stage")
-        reason = (
-            "a study's parent or arm run (no scores of its own)"
-            if stage in ("main", "arm")
-            else "a tuning study's parent run"
-            if stage == "tune"
-            else "not an intertask stage run"
-            if stage not in STAGES
-            else f"not finished ({found.info.status})"
-            if found.info.status != "FINISHED"
-            else "not in a study cell (no intertask.cell.* tags: a standalone run or a tuning trial)"
-            if not any(k.startswith("intertask.cell.") for k in tags) and stage != "probe"
-            else None
-        )
-        if reason:
-            skipped[reason] = skipped.get(reason, 0) + 1
-            continue
-        key = tags.get("intertask.stage_key") or found.info.run_id
-        if key in newest:
-            skipped["an older run of the same stage"] = skipped.get("an older run of the same stage", 0) + 1
-        newest[key] = found
-    outcomes = {}
-    for key, found in newest.items():
-        stage = found.data.tags["intertask.stage"]
-        table = None
-        if stage == "evaluate":
-            table = tracking.read_run_table(found.info.run_id, "evaluation/languages.csv")
-        elif stage == "probe":
-            table = tracking.read_run_table(found.info.run_id, "probes/base.csv")
-        outcomes[key] = Outcome(key, stage, found.info.run_id, key, table=table, reused=True)
-    built = build(ws.cfg, list(outcomes.values()), ws=ws)
-    built.skipped = skipped
-    return built, outcomes

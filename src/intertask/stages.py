@@ -70,6 +70,7 @@ class Evaluated:
     run_id: str
     table: pd.DataFrame  # task, split, language, metric, value, examples
     excluded: dict[str, int]  # leakage guard: examples dropped, key "<task>/<language>"
+    examples: pd.DataFrame | None = None  # per-example statistics (evaluation/examples.parquet)
 
 
 @dataclass(frozen=True)
@@ -614,10 +615,11 @@ def evaluate(
         table = pd.concat(tables, ignore_index=True)
         tracking.log_metrics(table_metrics(table))
         tracking.log_table(table, "evaluation/languages")
-        tracking.log_parquet(pd.concat(examples, ignore_index=True), EXAMPLES_ARTIFACT)
+        outcomes = pd.concat(examples, ignore_index=True)
+        tracking.log_parquet(outcomes, EXAMPLES_ARTIFACT)
         if cfg.evaluation.save_predictions:
             tracking.log_table(pd.concat(predictions, ignore_index=True), "evaluation/predictions")
-    return Evaluated(run_id, table, excluded)
+    return Evaluated(run_id, table, excluded, outcomes)
 
 
 def _evaluate_task(

@@ -1,0 +1,224 @@
+"""Reading a study's results from the tracking store into the report's data frames, and writing the
+report back: the report itself (report.py) is pure tables from data frames.
+
+`from_outcomes` takes what a pipeline holds in memory (outcomes with their cells, tables and per-example
+statistics) and reads only what is not there (outcomes reused from earlier runs); `from_tracking`
+rebuilds the same inputs from stored runs alone (`intertask report`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from intertask import tracking
+from intertask.config import NONE, ExperimentConfig
+from intertask.evaluation import EXAMPLES_ARTIFACT
+from intertask.report import TABLES, Report, assemble
+
+CELL_TAG = "intertask.cell."
+
+
+def cell_tags(tags: dict) -> dict:
+    """The tags that place a run in a study cell (model, intermediate, target, seed)."""
+    return {k: v for k, v in tags.items() if k.startswith(CELL_TAG)}
+
+
+def from_outcomes(cfg: ExperimentConfig, outcomes: list, ws=None) -> Report:
+    """The report of a study from its job outcomes: cells, tables and per-example statistics as the
+    pipeline holds them; only outcomes reused from earlier runs are read from the store."""
+    from mlflow.tracking import MlflowClient
+
+    from intertask.stages import embed_texts
+
+    client = MlflowClient()
+    tags = {}
+
+    def cell_of(outcome) -> dict:
+        if outcome.cell is not None:
+            return outcome.cell
+        if outcome.run_id not in tags:
+            tags[outcome.run_id] = cell_tags(client.get_run(outcome.run_id).data.tags)
+        return tags[outcome.run_id]
+
+    evaluations = [
+        (
+            cell_of(o),
+            o.table,
+            o.examples if o.examples is not None else tracking.read_run_parquet(o.run_id, EXAMPLES_ARTIFACT),
+        )
+        for o in outcomes
+        if o.kind == "evaluate"
+    ]
+    probe_frames = [
+        frame
+        for o in outcomes
+        if o.kind in ("probe", "intermediate", "finetune")
+        for frame in _probe_rows(client, o, cell_of(o))
+    ]
+    return assemble(cfg, evaluations, probe_frames, ws, embed_texts)
+
+
+def _probe_rows(client, outcome, cell: dict) -> list[pd.DataFrame]:
+    model = cell.get(f"{CELL_TAG}model", "")
+    if outcome.kind == "probe":
+        return (
+            [outcome.table.assign(point="base", arm="base", model=model)] if outcome.table is not None else []
+        )
+    held = getattr(outcome.model, "probes", None)  # a stage trained in this process holds its probes
+    if isinstance(held, pd.DataFrame):
+        frames = [held]
+    else:
+        names = [a.path for a in client.list_artifacts(outcome.run_id, "probes")]
+        frames = [tracking.read_run_table(outcome.run_id, name) for name in names if name.endswith(".csv")]
+    arm = "baseline" if cell.get(f"{CELL_TAG}intermediate", NONE) == NONE else "transfer"
+    label = cell.get(f"{CELL_TAG}target") or cell.get(f"{CELL_TAG}intermediate")
+    return [frame.assign(arm=f"{arm}:{label}", model=model) for frame in frames]
+
+
+def load(run_id: str) -> Report:
+    """The report a run logged (`log`), read back from its artifacts: tables, PNG figures, the page."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="report", dst_path=tmp)
+        )
+        tables = {
+            name: pd.read_csv(folder / f"{name}.csv") if (folder / f"{name}.csv").exists() else pd.DataFrame()
+            for name in TABLES
+        }
+        images = {png.stem: png.read_bytes() for png in sorted(folder.glob("*.png"))}
+        html = (folder / "report.html").read_text(encoding="utf-8")
+    return Report(**tables, html=html, images=images)
+
+
+def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
+    """The report as artifacts and headline metrics of the active (parent) run."""
+    for name in TABLES:
+        frame = getattr(built, name)
+        if frame is not None and not frame.empty:
+            tracking.log_table(frame, f"report/{name}")
+    for name, figure in built.figures.items():
+        from intertask import plots
+
+        tracking.log_figure(figure, f"report/{name}.png")
+        plots.close(figure)
+    for name, png in built.images.items():
+        tracking.log_bytes(png, f"report/{name}.png")
+    tracking.log_text(built.html, "report/report.html")
+    tracking.log_json(
+        {o.job_id: {"run_id": o.run_id, "key": o.key, "reused": o.reused} for o in outcomes.values()},
+        "report/stages.json",
+    )
+    values = {}
+    for r in built.gains.itertuples():
+        values[
+            f"gain/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
+        ] = r.gain
+    for r in (
+        built.scores.groupby(
+            ["model", "intermediate", "target", "task", "split", "language", "metric"], sort=False
+        )
+        .value.mean()
+        .reset_index()
+        .itertuples()
+    ):
+        values[
+            f"score/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
+        ] = r.value
+    for r in (
+        built.xtreme.groupby(["model", "intermediate", "target", "score"], sort=False)
+        .value.mean()
+        .reset_index()
+        .itertuples()
+    ):
+        values[f"xtreme/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.score}"] = r.value
+    tracking.log_metrics(values)
+
+
+def _part(label: str) -> str:
+    """A label as a metric-key part: MLflow keys allow letters, digits, _ - . / and space; a zero-shot
+    cell (no target) reads "zero-shot"."""
+    from pathlib import Path
+
+    short = Path(label).name if "/" in label else label
+    return "".join(c if c.isalnum() or c in "_-." else "." for c in short) or "zero-shot"
+
+
+def search_all(client, experiment: str, query: str) -> list:
+    """Every run matching `query`, page after page (MLflow returns at most 1,000 at a time)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment], query, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+STAGES = ("evaluate", "probe", "intermediate", "finetune")
+
+
+def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
+    """The report rebuilt from the tracking store: one study (its parent run) or every study of the
+    experiment (newest finished run per stage key). Only runs of a study cell count (their
+    `intertask.cell.*` tags place them): standalone evaluations, tuning studies and trials, runs that
+    did not finish are skipped, and `Report.skipped` says how many, and why."""
+    from mlflow.tracking import MlflowClient
+
+    from intertask.executors import Outcome
+
+    client = MlflowClient()
+    experiment = ws.experiment()
+    if parent_run_id:
+        arms = search_all(client, experiment, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+        runs = [
+            r
+            for arm in arms
+            for r in search_all(client, experiment, f"tags.`mlflow.parentRunId` = '{arm.info.run_id}'")
+        ]
+        runs += [a for a in arms if a.data.tags.get("intertask.stage") == "probe"]
+    else:
+        runs = search_all(client, experiment, "")
+    skipped: dict[str, int] = {}
+    newest: dict[str, object] = {}
+    for found in sorted(runs, key=lambda r: r.info.start_time):
+        tags = found.data.tags
+        stage = tags.get("intertask.stage")
+        reason = (
+            "a study's parent or arm run (no scores of its own)"
+            if stage in ("main", "arm")
+            else "a tuning study's parent run"
+            if stage == "tune"
+            else "not an intertask stage run"
+            if stage not in STAGES
+            else f"not finished ({found.info.status})"
+            if found.info.status != "FINISHED"
+            else "not in a study cell (no intertask.cell.* tags: a standalone run or a tuning trial)"
+            if not any(k.startswith("intertask.cell.") for k in tags) and stage != "probe"
+            else None
+        )
+        if reason:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        key = tags.get("intertask.stage_key") or found.info.run_id
+        if key in newest:
+            skipped["an older run of the same stage"] = skipped.get("an older run of the same stage", 0) + 1
+        newest[key] = found
+    outcomes = {}
+    for key, found in newest.items():
+        stage = found.data.tags["intertask.stage"]
+        table = None
+        if stage == "evaluate":
+            table = tracking.read_run_table(found.info.run_id, "evaluation/languages.csv")
+        elif stage == "probe":
+            table = tracking.read_run_table(found.info.run_id, "probes/base.csv")
+        outcomes[key] = Outcome(
+            key, stage, found.info.run_id, key, table=table, reused=True, cell=cell_tags(found.data.tags)
+        )
+    built = from_outcomes(ws.cfg, list(outcomes.values()), ws=ws)
+    built.skipped = skipped
+    return built, outcomes
