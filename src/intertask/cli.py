@@ -299,7 +299,7 @@ def _print_main(cfg, result, experiment: str) -> None:
     catalog = cfg.catalog()
     per_language = built.gains if not built.gains.empty else built.scores
     for task, table in per_language.groupby("task", sort=False):
-        metric = catalog.spec(task).metrics[0]
+        metric = catalog.spec(task).headline_metric
         rows = table[table.metric == metric]
         columns = [
             c

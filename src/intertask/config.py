@@ -723,7 +723,7 @@ class ExperimentConfig:
     def selection_metric(self, stage: StageConfig, task: str) -> str:
         spec = self.catalog().spec(task)
         chosen = stage.selection_task or stage.task_names[0]
-        return stage.selection_metric if stage.selection_metric and task == chosen else spec.metrics[0]
+        return stage.selection_metric if stage.selection_metric and task == chosen else spec.headline_metric
 
     def origin(self, task: str) -> str:
         """Where a task's data comes from: "hub" or "local"."""

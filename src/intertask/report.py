@@ -287,7 +287,7 @@ def _gains_without_examples(key, seeds, cell, baseline) -> list[dict]:
 def summary_rows(cfg: ExperimentConfig, table: pd.DataFrame) -> pd.DataFrame:
     """The headline row of each cell: the task's first metric, averaged over all evaluated languages."""
     catalog = cfg.catalog()
-    primary = table.task.map(lambda t: catalog.spec(t).metrics[0] if t in catalog else "")
+    primary = table.task.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
     return table[(table.metric == primary) & (table.language == metrics.MEAN_ALL)]
 
 
@@ -487,7 +487,7 @@ def _figures(cfg: ExperimentConfig, built: Report) -> dict:
 
     figures = {}
     catalog = cfg.catalog()
-    primary = built.gains.task.map(lambda t: catalog.spec(t).metrics[0] if t in catalog else "")
+    primary = built.gains.task.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
     rows = built.gains[built.gains.metric == primary]
     if not rows.empty:
         figures["heatmap"] = plots.gain_heatmap(rows, cfg.report.fdr)

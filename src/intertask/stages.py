@@ -608,7 +608,7 @@ def evaluate(
             predictions.extend(rows)
             examples.extend(outcomes)
             figure = plots.language_scores(
-                table, types[entry.task].spec.metrics[0], f"{entry.task}/{entry.split}"
+                table, types[entry.task].spec.headline_metric, f"{entry.task}/{entry.split}"
             )
             tracking.log_figure(figure, f"evaluation/{entry.task}.png")
             plots.close(figure)

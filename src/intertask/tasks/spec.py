@@ -253,6 +253,11 @@ class TaskSpec:
         return self.family or self.type
 
     @property
+    def headline_metric(self) -> str:
+        """The task's first metric: what selects checkpoints by default, heads the report and the plots."""
+        return self.metrics[0]
+
+    @property
     def evaluated_languages(self) -> tuple[str, ...]:
         """The languages an evaluation or probe covers when it names none."""
         return self.default_languages or self.languages
