@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, grid, report
+from intertask import cli, grid, identity, report
 from intertask.config import load_experiment
 
 from .conftest import REPO, write_yaml
@@ -358,6 +358,10 @@ def test_keys_hold_what_shapes_a_stage_and_nothing_else(tiny_model, tmp_path, sh
     other_eval = replace(cfg, evaluation=EvaluationConfig(languages=("fr",)), report=ReportConfig(fdr=0.1))
     assert grid.job_key(job, quiet, ["d"], []) != key
     assert grid.job_key(job, other_eval, ["d"], []) == key
-    inputs = grid.training_inputs(cfg, "finetune")
-    assert inputs == grid.training_inputs(other_eval, "finetune") == grid.training_inputs(quiet, "finetune")
-    assert grid.training_inputs(replace(cfg, seed=cfg.seed + 1), "finetune") != inputs
+    inputs = identity.training_inputs(cfg, "finetune")
+    assert (
+        inputs
+        == identity.training_inputs(other_eval, "finetune")
+        == identity.training_inputs(quiet, "finetune")
+    )
+    assert identity.training_inputs(replace(cfg, seed=cfg.seed + 1), "finetune") != inputs

@@ -13,9 +13,8 @@ import pandas as pd
 from intertask import tracking
 from intertask.config import NONE, ExperimentConfig
 from intertask.evaluation import EXAMPLES_ARTIFACT
+from intertask.identity import CELL_TAG
 from intertask.report import TABLES, Report, assemble
-
-CELL_TAG = "intertask.cell."
 
 
 def cell_tags(tags: dict) -> dict:
@@ -198,7 +197,7 @@ def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
             else f"not finished ({found.info.status})"
             if found.info.status != "FINISHED"
             else "not in a study cell (no intertask.cell.* tags: a standalone run or a tuning trial)"
-            if not any(k.startswith("intertask.cell.") for k in tags) and stage != "probe"
+            if not any(k.startswith(CELL_TAG) for k in tags) and stage != "probe"
             else None
         )
         if reason:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from intertask.config import ExperimentConfig
 from intertask.grid import Job
+from intertask.identity import CELL_TAG, STAGE_KINDS
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,13 @@ def _run_stage(ws, spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome:
             cell=_cell(spec.tags),
             examples=evaluated.examples,
         )
-    which = "intermediate" if spec.job.kind == "intermediate" else "target"
+    which = STAGE_KINDS[spec.job.kind].stage
     trained = stages.train_stage(ws, which, start, spec.parent_run_id, stage_key=spec.key)
     return Outcome(spec.job.id, spec.job.kind, trained.run_id, spec.key, model=trained, cell=_cell(spec.tags))
 
 
 def _cell(tags: dict) -> dict:
-    return {k: v for k, v in tags.items() if k.startswith("intertask.cell.")}
+    return {k: v for k, v in tags.items() if k.startswith(CELL_TAG)}
 
 
 class InProcessExecutor:

@@ -9,14 +9,10 @@ starts from, and the code version -- so a stage whose key matches a FINISHED run
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, replace
-from functools import lru_cache
-from pathlib import Path
 
-from intertask import models
 from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig
+from intertask.identity import code_version, content_hash, model_identity, tags_of_cell, training_inputs
 from intertask.schema import to_dict
 from intertask.tasks.types import task_type
 
@@ -39,12 +35,7 @@ class Cell:
         return (self.model, self.intermediate, self.seed)
 
     def tags(self) -> dict[str, str]:
-        return {
-            "intertask.cell.model": self.model,
-            "intertask.cell.intermediate": self.intermediate_label,
-            "intertask.cell.target": self.target or "",
-            "intertask.cell.seed": str(self.seed),
-        }
+        return tags_of_cell(self.model, self.intermediate_label, self.target or "", self.seed)
 
 
 @dataclass(frozen=True)
@@ -190,50 +181,6 @@ def jobs(cfg: ExperimentConfig) -> list[Job]:
     return list(out.values())
 
 
-# --- content keys ---------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """sha256 of intertask's own source files and task declarations: a changed line changes every key."""
-    root = Path(__file__).parent
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml")):
-        h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def model_identity(name_or_path: str) -> str:
-    """What a base model is: the offline model's source digest, a local folder's config and weight
-    sizes, or the hub id."""
-    if name_or_path in models.OFFLINE_MODELS:
-        return f"{name_or_path}:{models.OFFLINE_MODELS.get(name_or_path).digest()}"
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        files = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
-        config = (path / "config.json").read_text() if (path / "config.json").is_file() else ""
-        return hashlib.sha256(json.dumps([config, files]).encode()).hexdigest()
-    return name_or_path
-
-
-def training_inputs(config: ExperimentConfig, kind: str) -> dict:
-    """What shapes a training stage's model (kind: intermediate | finetune), shared by the job key of a
-    study and the resume key of a checkpoint: not evaluation, report or tracking settings."""
-    stage = {"intermediate": config.intermediate, "finetune": config.target}[kind]
-    return {
-        "kind": kind,
-        "model": model_identity(config.model.name_or_path),
-        "model_config": to_dict(config.model),
-        "peft": to_dict(config.peft) if config.peft else None,
-        "seed": config.seed,
-        "stage": to_dict(replace(stage, init=None)) if stage else None,
-        "fractions": to_dict(config.data.split_fractions),
-        "split_seed": config.split_seed,
-        "code": code_version(),
-    }
-
-
 def job_key(job: Job, config: ExperimentConfig, fingerprints: list[str], upstream: list[str]) -> str:
     """The content key of a job: what shapes its output, and for a training job whether its run holds
     the model (a run finished with `tracking.log_models: false` cannot hand one on)."""
@@ -252,4 +199,4 @@ def job_key(job: Job, config: ExperimentConfig, fingerprints: list[str], upstrea
             "code": code_version(),
         }
     parts |= {"probes": to_dict(config.probes), "data": sorted(fingerprints), "upstream": upstream}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return content_hash(parts)

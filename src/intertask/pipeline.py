@@ -18,7 +18,6 @@ stopped. `force` re-runs every job of the given kinds ("all" for every job).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
 from intertask.errors import DataError, Problem
 from intertask.executors import JobSpec, Outcome, executor_for
 from intertask.grid import Job
+from intertask.identity import code_version, content_hash
 from intertask.schema import to_dict
 from intertask.workspace import Workspace, stage_data
 
@@ -160,9 +160,7 @@ def plan(ws: Workspace) -> Plan:
 def main_key(cfg: ExperimentConfig) -> str:
     """The identity of a study: its config (without tracking and executor) and the code version."""
     study = {k: v for k, v in to_dict(cfg).items() if k not in ("tracking", "executor", "report")}
-    return hashlib.sha256(
-        json.dumps([study, grid.code_version()], sort_keys=True, default=str).encode()
-    ).hexdigest()
+    return content_hash([study, code_version()])
 
 
 def _arm_name(cell: grid.Cell, several_models: bool, several_seeds: bool) -> str:
@@ -208,7 +206,7 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
             tracking.set_tags(
                 {
                     f"{TAG}stage": "main",
-                    f"{TAG}code_version": grid.code_version(),
+                    f"{TAG}code_version": code_version(),
                     f"{TAG}host": platform.node(),
                     f"{TAG}pid": str(os.getpid()),
                 }
@@ -241,9 +239,7 @@ def report_inputs(cfg: ExperimentConfig, outcomes: dict[str, Outcome]) -> str:
     """What a study's report is computed from: the study (config and code), the report settings and
     the run behind every job."""
     runs = sorted((job_id, o.run_id) for job_id, o in outcomes.items())
-    return hashlib.sha256(
-        json.dumps([main_key(cfg), to_dict(cfg.report), runs], sort_keys=True, default=str).encode()
-    ).hexdigest()
+    return content_hash([main_key(cfg), to_dict(cfg.report), runs])
 
 
 def _earlier_report(experiment: str, inputs: str, outcomes: dict[str, Outcome]) -> str | None:

@@ -22,6 +22,7 @@ import pandas as pd
 from intertask import divergence, grid, metrics, significance
 from intertask.config import NONE, ExperimentConfig
 from intertask.evaluation import EXAMPLE_KEYS
+from intertask.identity import CELL_TAG
 
 KEYS = ["model", "intermediate", "target", "task", "split", "language", "metric"]
 SCORE_COLUMNS = [
@@ -75,10 +76,10 @@ def group_of(cfg: ExperimentConfig, model: str) -> str:
 
 def _cell_of(tags: dict) -> dict:  # a run's cell tags -> the cell's columns
     return {
-        "model": tags.get("intertask.cell.model", ""),
-        "intermediate": tags.get("intertask.cell.intermediate", NONE),
-        "target": tags.get("intertask.cell.target", ""),
-        "seed": int(tags.get("intertask.cell.seed", 0) or 0),
+        "model": tags.get(f"{CELL_TAG}model", ""),
+        "intermediate": tags.get(f"{CELL_TAG}intermediate", NONE),
+        "target": tags.get(f"{CELL_TAG}target", ""),
+        "seed": int(tags.get(f"{CELL_TAG}seed", 0) or 0),
     }
 
 

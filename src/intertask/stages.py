@@ -6,7 +6,6 @@ heads) and only then opens its run, so bad input never leaves a half-written run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from intertask import adapters, hardware, leakage, modeling, models, plots, serving, tracking
+from intertask import adapters, hardware, identity, leakage, modeling, models, plots, serving, tracking
 from intertask.checkpoints import Checkpointer
 from intertask.config import (
     BASE_MODEL,
@@ -223,7 +222,7 @@ def train_stage(
     for net in nets.values():
         net.to(modeling.device())
     chain = (*start.task_chain, "+".join(types))
-    name = "intermediate" if which == "intermediate" else "finetune"
+    name = identity.BY_STAGE[which].job
     tags = {
         f"{TAG}stage": name,
         f"{TAG}task": "+".join(types),
@@ -285,13 +284,11 @@ def checkpoint_folder(key: str) -> Path:
 
 def resume_key(ws: Workspace, which: str, start: StartPoint, sets: list[ExampleSet]) -> str:
     """A stage run outside a pipeline: what it trains, from what, on which data, with which code."""
-    from intertask.grid import training_inputs
-
-    parts = training_inputs(ws.cfg, "intermediate" if which == "intermediate" else "finetune") | {
+    parts = identity.training_inputs(ws.cfg, identity.BY_STAGE[which].job) | {
         "start": [start.label, start.run_id],
         "data": sorted(s.fingerprint for s in sets),
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return identity.content_hash(parts)
 
 
 def _train(ws, stage, types, data, nets, tokenizer, name, runtime, on_epoch=None, checkpointer=None):

@@ -332,8 +332,9 @@ def flatten(data: object, prefix: str = "") -> dict[str, object]:
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    canonical = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    from intertask.identity import content_hash
+
+    return content_hash(cfg.to_dict())
 
 
 def log_config(cfg: ExperimentConfig, source: str | None = None) -> None:
