@@ -369,11 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         print("terminated (SIGTERM): open runs ended KILLED", file=sys.stderr)
         return 128 + signal.SIGTERM
     except Exception as err:  # the tracking store failing mid-run: a message naming it, no stack trace
-        import mlflow
-
         from intertask import tracking
 
-        failure = tracking.store_failure(err, mlflow.get_tracking_uri())
+        failure = tracking.store_failure(err, tracking.current_uri())
         if failure is None:
             raise
         print(f"error: {failure}", file=sys.stderr)

@@ -25,11 +25,9 @@ def cell_tags(tags: dict) -> dict:
 def from_outcomes(cfg: ExperimentConfig, outcomes: list, ws=None) -> Report:
     """The report of a study from its job outcomes: cells, tables and per-example statistics as the
     pipeline holds them; only outcomes reused from earlier runs are read from the store."""
-    from mlflow.tracking import MlflowClient
-
     from intertask.stages import embed_texts
 
-    client = MlflowClient()
+    client = tracking.client()
     tags = {}
 
     def cell_of(outcome) -> dict:
@@ -77,14 +75,9 @@ def _probe_rows(client, outcome, cell: dict) -> list[pd.DataFrame]:
 def load(run_id: str) -> Report:
     """The report a run logged (`log`), read back from its artifacts: tables, PNG figures, the page."""
     import tempfile
-    from pathlib import Path
-
-    import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(
-            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="report", dst_path=tmp)
-        )
+        folder = tracking.download_run_folder(run_id, "report", tmp)
         tables = {
             name: pd.read_csv(folder / f"{name}.csv") if (folder / f"{name}.csv").exists() else pd.DataFrame()
             for name in TABLES
@@ -166,11 +159,9 @@ def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
     experiment (newest finished run per stage key). Only runs of a study cell count (their
     `intertask.cell.*` tags place them): standalone evaluations, tuning studies and trials, runs that
     did not finish are skipped, and `Report.skipped` says how many, and why."""
-    from mlflow.tracking import MlflowClient
-
     from intertask.executors import Outcome
 
-    client = MlflowClient()
+    client = tracking.client()
     experiment = ws.experiment()
     if parent_run_id:
         arms = search_all(client, experiment, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")

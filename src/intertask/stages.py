@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from intertask import adapters, hardware, identity, leakage, modeling, models, plots, serving, tracking
+from intertask import adapters, hardware, identity, leakage, modeling, models, plots, tracking
 from intertask.checkpoints import Checkpointer
 from intertask.config import (
     BASE_MODEL,
@@ -39,6 +39,7 @@ from intertask.evaluation import (
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 from intertask.tasks.examples import select
 from intertask.tasks.retrieval import RetrievalTask
+from intertask.tracking import serving
 from intertask.training import TrainPart, train
 from intertask.workspace import Workspace, stage_data
 

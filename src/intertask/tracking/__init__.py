@@ -43,7 +43,7 @@ PACKAGES = (
     "optuna",
     "peft",
 )
-_CHECKOUT = Path(__file__).resolve().parents[2]
+_CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 class TrackingError(ModelError):
@@ -513,7 +513,7 @@ def log_model(
             pip_requirements=_pip_requirements(),
         )
     else:
-        from intertask.serving import ARTIFACT, TaskModel
+        from intertask.tracking.serving import ARTIFACT, TaskModel
 
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -652,7 +652,7 @@ def _model_folder(root: Path, reference: ModelReference) -> tuple[Path, Path]:
     flavors = yaml.safe_load((root / "MLmodel").read_text())["flavors"]
     if "transformers" in flavors:
         return root / flavors["transformers"].get("model_binary", "model"), root / "components" / "tokenizer"
-    from intertask.serving import ARTIFACT
+    from intertask.tracking.serving import ARTIFACT
 
     artifacts = flavors.get("python_function", {}).get("artifacts", {})
     if ARTIFACT not in artifacts:
@@ -676,6 +676,20 @@ def read_run_json(run_id: str, path: str) -> dict | None:
     except (MlflowException, OSError):
         return None
     return json.loads(Path(local).read_text())
+
+
+def client() -> MlflowClient:
+    """A client of the current tracking store (for the report's collector)."""
+    return MlflowClient()
+
+
+def current_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def download_run_folder(run_id: str, path: str, dst: str | Path) -> Path:
+    """A folder of a run's artifacts, downloaded into `dst`."""
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
 
 
 def ui_command() -> str:
