@@ -86,3 +86,9 @@ def test_fewer_than_three_seeds_leave_the_seed_part_unestimated():
     assert (
         np.isnan(est.seed_var) and est.df == np.inf and est.se == pytest.approx(0.01 / np.sqrt(2), rel=0.15)
     )
+
+
+def test_fewer_than_three_seeds_are_never_a_finding():
+    flag, text = significance.reading(0.05, 0.001, 0.002, 0.01, 0.05, 0.02, n_seeds=1)
+    assert flag == "inconclusive" and text.startswith("positive: +5.0 points") and "not a finding" in text
+    assert significance.reading(0.0, 0.9, 0.9, 0.01, 0.05, 0.02, n_seeds=2)[0] == "inconclusive"

@@ -7,7 +7,9 @@ language and metric, averaged over seeds. Its interval, p-value and minimum dete
 the seeds and a paired bootstrap of the test examples (significance.py: the metric is recomputed on
 each resample from the per-example statistics every evaluation logs); q-values are Benjamini-Hochberg
 over every gain of the report, and the flag reads q: `positive` / `negative` at q <= report.fdr, else
-`no effect` when the study could have detected report.smallest_effect, else `inconclusive`.
+`no effect` when the study could have detected report.smallest_effect, else `inconclusive`; with fewer
+than 3 seeds always `inconclusive` (one seed is not a finding), the reading saying what the test
+sample alone shows.
 """
 
 from __future__ import annotations
@@ -148,18 +150,12 @@ def gains_table(scores: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, s
             rows.extend(_cell_gains(key, seeds, cell, baseline, examples, kinds.get(task), options))
     frame = pd.DataFrame(rows, columns=GAIN_COLUMNS)
     frame["q"] = significance.q_values(frame.p.to_numpy(float))
+    cells = int(frame.p.notna().sum())
     readings = [
         significance.reading(
-            g,
-            p,
-            q,
-            m,
-            options.fdr,
-            options.smallest_effect,
-            1 - options.confidence,
-            int(frame.p.notna().sum()),
+            g, p, q, m, options.fdr, options.smallest_effect, 1 - options.confidence, cells, int(n)
         )
-        for g, p, q, m in zip(frame.gain, frame.p, frame.q, frame.mde, strict=True)
+        for g, p, q, m, n in zip(frame.gain, frame.p, frame.q, frame.mde, frame.n_seeds, strict=True)
     ]
     frame["flag"] = [f for f, _ in readings]
     frame["reading"] = [r for _, r in readings]

@@ -137,11 +137,19 @@ def reading(
     smallest: float,
     alpha: float = 0.05,
     cells: int = 1,
+    n_seeds: int = 3,
 ) -> tuple[str, str]:
     """(flag, a sentence) of one cell, in points (metric x 100). `cells`: how many gains the q-values
-    were corrected over."""
+    were corrected over. With fewer than 3 seeds nothing is a finding: the flag stays inconclusive and
+    the sentence says what the test sample alone shows."""
     if np.isnan(q):
         return "inconclusive", "no per-example outcomes to test"
+    if n_seeds < 3:
+        _, text = reading(gain, p, q, mde, fdr, smallest, alpha, cells)
+        return "inconclusive", (
+            f"{text} on these test examples; with {n_seeds} seed(s) the training randomness is not in it: "
+            "not a finding"
+        )
     if q <= fdr:
         kind = "positive" if gain > 0 else "negative"
         return kind, f"{kind}: {100 * gain:+.1f} points (q = {q:.3g})"
