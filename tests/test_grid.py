@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, grid, identity, report
+from intertask import cli, collect, grid, identity
 from intertask.config import load_experiment
 
 from .conftest import REPO, write_yaml
@@ -125,7 +125,7 @@ def test_killed_grid_restarts_and_reuses_what_finished(tiny_model, tmp_path, mlf
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the report of unchanged inputs was built again")
 
-    monkeypatch.setattr(report, "build", no_rebuild)
+    monkeypatch.setattr(collect, "from_outcomes", no_rebuild)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["main", str(config)]) == 0  # nothing left to do: every stage is reused
     assert len(client.search_runs([experiment], max_results=500)) == count
@@ -296,13 +296,13 @@ def test_reproduction_configs_expand_into_the_papers_grids(shared_data):
     assert fractions.train + fractions.dev == pytest.approx(0.7) and fractions.test == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("name", ["offline_phang2020", "offline_mohapatra2022"])
-def test_offline_reproductions_run_here(name, shared_data):
-    """The offline variants read only ../shared/data and the offline model, with two seeds for the
+@pytest.mark.parametrize("name, seeds", [("offline_phang2020", 5), ("offline_mohapatra2022", 2)])
+def test_offline_reproductions_run_here(name, seeds, shared_data):
+    """The offline variants read only ../shared/data and the offline model, with seeds for the
     report's intervals and a baseline arm."""
     cfg = load_experiment(REPO / "pipelines" / f"{name}.yaml")
     cells = grid.cells(cfg)
-    assert {c.model for c in cells} == {"e5-small"} and {c.seed for c in cells} == {1, 2}
+    assert {c.model for c in cells} == {"e5-small"} and {c.seed for c in cells} == set(range(1, seeds + 1))
     assert () in {c.intermediate for c in cells}  # the baseline arm
     tasks = {t for c in cells for t in (*c.intermediate, c.target)}
     assert all(cfg.origin(t) == "local" and cfg.catalog().spec(t).files for t in tasks)

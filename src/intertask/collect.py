@@ -12,8 +12,8 @@ import pandas as pd
 
 from intertask import tracking
 from intertask.config import NONE, ExperimentConfig
-from intertask.evaluation import EXAMPLES_ARTIFACT
 from intertask.identity import CELL_TAG
+from intertask.metrics import EXAMPLES_ARTIFACT
 from intertask.report import TABLES, Report, assemble
 
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from intertask import metrics
 from intertask.batching import collate, token_budget_batches
 from intertask.hardware import FP32, Precision
+from intertask.metrics import EXAMPLE_KEYS, EXAMPLES_ARTIFACT  # noqa: F401  (re-exported for the stages)
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 
 TABLE_COLUMNS = ["task", "split", "language", "metric", "value", "examples"]
@@ -106,10 +107,6 @@ def prediction_rows(task: TaskType, data: ExampleSet, predictions: list) -> pd.D
             "prediction": [task.show(p) for p in predictions],
         }
     )
-
-
-EXAMPLE_KEYS = ["task", "split", "language", "uid"]
-EXAMPLES_ARTIFACT = "evaluation/examples.parquet"
 
 
 def example_rows(data: ExampleSet, stats: dict[str, np.ndarray]) -> pd.DataFrame:

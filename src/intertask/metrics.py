@@ -286,6 +286,10 @@ _register_counted(BITEXT, _pair_counts, "mined pairs against the gold pairs")
 # source sentence. tests/test_metrics.py checks from_sums against the metric computed directly.
 
 
+EXAMPLE_KEYS = ["task", "split", "language", "uid"]  # the columns of a per-example row besides its statistics
+EXAMPLES_ARTIFACT = "evaluation/examples.parquet"  # where an evaluation run logs them
+
+
 def example_stats(kind: str, pred, gold, **options) -> dict[str, np.ndarray]:
     """Per-example statistic columns (name -> array over examples) for every metric of `kind`."""
     if kind == SINGLE:

@@ -23,8 +23,8 @@ import pandas as pd
 
 from intertask import divergence, grid, metrics, significance
 from intertask.config import NONE, ExperimentConfig
-from intertask.evaluation import EXAMPLE_KEYS
 from intertask.identity import CELL_TAG
+from intertask.metrics import EXAMPLE_KEYS
 
 KEYS = ["model", "intermediate", "target", "task", "split", "language", "metric"]
 SCORE_COLUMNS = [
