@@ -71,12 +71,10 @@ def test_training_resumes_on_the_device_to_the_same_history(tiny_model, tmp_path
     """Stopped by an error in its second epoch, resumed from the last checkpoint on the GPU (weights,
     AdamW, scheduler, gradient scaler and the GPU's generator come back): the same dev history, to the
     GPU's reduction-order tolerance."""
-    from intertask.checkpoints import Checkpointer
-    from intertask.config import SamplingConfig, TrainingConfig
+    from intertask.config import TrainingConfig
     from intertask.modeling import device
-    from intertask.training import train
 
-    from .test_reliability import _Udpos
+    from .test_reliability import _Udpos, interrupted_and_resumed
 
     udpos = _Udpos(tmp_path, tiny_model, "gpu-loop")
     try:
@@ -84,29 +82,9 @@ def test_training_resumes_on_the_device_to_the_same_history(tiny_model, tmp_path
             epochs=2, batch_size=80, learning_rate=3e-3, warmup_ratio=0.2, log_every_steps=1
         )
 
-        def run(checkpointer=None, stop_at=None):
-            def log(values, step):
-                if stop_at is not None and "train/loss" in values and step >= stop_at:
-                    raise RuntimeError("simulated crash")
-
-            part = udpos.part()
-            part.model.to(device())
-            return train(
-                [part],
-                training,
-                seed=3,
-                pad_id=udpos.tokenizer.pad_token_id,
-                sampling=SamplingConfig(),
-                log=log,
-                checkpointer=checkpointer,
-            )
-
-        reference = run()
-        per_epoch = reference.steps // 2
-        checkpointer = Checkpointer(tmp_path / "gpu-ckpt", every_steps=3)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run(checkpointer, stop_at=per_epoch + 4)
-        resumed = run(checkpointer)
+        reference, resumed, per_epoch, _ = interrupted_and_resumed(
+            udpos, training, tmp_path / "gpu-ckpt", device=device()
+        )
         assert resumed.resumed_at_step is not None and resumed.resumed_at_step > per_epoch
         assert list(resumed.history.epoch) == list(reference.history.epoch)
         for column in reference.history.columns:

@@ -142,6 +142,40 @@ class _Udpos:
         return TrainPart("udpos", task, model, self.encoded("train"), self.encoded("dev"), self.dev_set, "f1")
 
 
+def interrupted_and_resumed(udpos, training, folder: Path, *, sparse: bool = False, device=None):
+    """Train once through; then again with checkpoints every 3 steps into `folder`, stopped by an error
+    at step per_epoch + 4 (in epoch 2, after a checkpoint at a multiple of 3 past the epoch end), and
+    resumed from the last checkpoint. -> (reference, resumed, per_epoch, stop_at)"""
+    from intertask.config import SamplingConfig
+    from intertask.training import train
+
+    def run(checkpointer=None, stop_at=None):
+        def log(values, step):
+            if stop_at is not None and "train/loss" in values and step >= stop_at:
+                raise RuntimeError("simulated crash")
+
+        part = udpos.part(sparse=sparse)
+        if device is not None:
+            part.model.to(device)
+        return train(
+            [part],
+            training,
+            seed=3,
+            pad_id=udpos.tokenizer.pad_token_id,
+            sampling=SamplingConfig(),
+            log=log,
+            checkpointer=checkpointer,
+        )
+
+    reference = run()
+    per_epoch = reference.steps // 2
+    stop_at = per_epoch + 4
+    checkpointer = Checkpointer(folder, every_steps=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(checkpointer, stop_at=stop_at)
+    return reference, run(checkpointer), per_epoch, stop_at
+
+
 @pytest.mark.parametrize(
     ("sparse", "precision"),
     [(False, "fp32"), (True, "fp32"), (False, "fp16")],
@@ -152,8 +186,7 @@ def test_training_resumes_from_a_checkpoint_in_process(sparse, precision, tiny_m
     ends), resumed from the last mid-epoch checkpoint: the same history as a run that never stopped.
     Also with sparse-gradient word embeddings (a second optimizer, SparseAdam, in the checkpoint), and in
     fp16, whose gradient scaler's state (scale, growth tracker) must come back too."""
-    from intertask.config import SamplingConfig, TrainingConfig
-    from intertask.training import train
+    from intertask.config import TrainingConfig
 
     udpos = _Udpos(tmp_path, tiny_model, "loop")
     try:
@@ -166,28 +199,9 @@ def test_training_resumes_from_a_checkpoint_in_process(sparse, precision, tiny_m
             precision=precision,
         )
 
-        def run(checkpointer=None, stop_at=None):
-            def log(values, step):
-                if stop_at is not None and "train/loss" in values and step >= stop_at:
-                    raise RuntimeError("simulated crash")
-
-            return train(
-                [udpos.part(sparse=sparse)],
-                training,
-                seed=3,
-                pad_id=udpos.tokenizer.pad_token_id,
-                sampling=SamplingConfig(),
-                log=log,
-                checkpointer=checkpointer,
-            )
-
-        reference = run()
-        per_epoch = reference.steps // 2
-        stop_at = per_epoch + 4  # in epoch 2, after a checkpoint at a multiple of 3 past the epoch end
-        checkpointer = Checkpointer(tmp_path / "loop-ckpt", every_steps=3)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run(checkpointer, stop_at=stop_at)
-        resumed = run(checkpointer)
+        reference, resumed, per_epoch, stop_at = interrupted_and_resumed(
+            udpos, training, tmp_path / "loop-ckpt", sparse=sparse
+        )
         assert per_epoch < resumed.resumed_at_step < stop_at and resumed.resumed_at_step % 3 == 0
         assert resumed.history.to_dict() == reference.history.to_dict()
         assert resumed.best_epoch == reference.best_epoch and resumed.best_dev == reference.best_dev
