@@ -99,29 +99,19 @@ def _gains(accuracy, **kw):
 
 
 def test_gains_pair_each_seed_with_its_baseline_on_the_same_examples():
-    gains = _gains(
-        {
-            ("xnli", 1): 0.70,
-            ("none", 1): 0.55,
-            ("xnli", 2): 0.72,
-            ("none", 2): 0.56,
-            ("xnli", 3): 0.69,
-            ("none", 3): 0.55,
-            ("rte", 1): 0.42,
-            ("rte", 2): 0.42,
-            ("rte", 3): 0.41,
-        }
-    )
-    scores, _ = _study(
-        {
-            ("xnli", 1): 0.70,
-            ("none", 1): 0.55,
-            ("xnli", 2): 0.72,
-            ("none", 2): 0.56,
-            ("xnli", 3): 0.69,
-            ("none", 3): 0.55,
-        }
-    )
+    accuracy = {
+        ("xnli", 1): 0.70,
+        ("none", 1): 0.55,
+        ("xnli", 2): 0.72,
+        ("none", 2): 0.56,
+        ("xnli", 3): 0.69,
+        ("none", 3): 0.55,
+        ("rte", 1): 0.42,
+        ("rte", 2): 0.42,
+        ("rte", 3): 0.41,
+    }
+    scores, examples = _study(accuracy)
+    gains = report.gains_table(scores, examples, {"pawsx": "single_label"}, OPTIONS)
     en = scores[scores.language == "en"].pivot(index="seed", columns="intermediate", values="value")
     xnli = gains[(gains.intermediate == "xnli") & (gains.language == "en")].iloc[0]
     assert xnli.n_seeds == 3 and xnli.seed_component == "estimated" and xnli.examples == 400
