@@ -12,14 +12,9 @@ import pandas as pd
 
 from intertask import tracking
 from intertask.config import NONE, ExperimentConfig
-from intertask.identity import CELL_TAG
+from intertask.identity import CELL_TAG, cell_tags
 from intertask.metrics import EXAMPLES_ARTIFACT
 from intertask.report import TABLES, Report, assemble
-
-
-def cell_tags(tags: dict) -> dict:
-    """The tags that place a run in a study cell (model, intermediate, target, seed)."""
-    return {k: v for k, v in tags.items() if k.startswith(CELL_TAG)}
 
 
 def from_outcomes(cfg: ExperimentConfig, outcomes: list, ws=None) -> Report:
@@ -154,6 +149,21 @@ def search_all(client, experiment: str, query: str) -> list:
 STAGES = ("evaluate", "probe", "intermediate", "finetune")
 
 
+def _skip_reason(stage: str | None, status: str, tags: dict) -> str | None:
+    """Why a stored run is not one of a study's stage results, or None when it is."""
+    if stage in ("main", "arm"):
+        return "a study's parent or arm run (no scores of its own)"
+    if stage == "tune":
+        return "a tuning study's parent run"
+    if stage not in STAGES:
+        return "not an intertask stage run"
+    if status != "FINISHED":
+        return f"not finished ({status})"
+    if stage != "probe" and not cell_tags(tags):
+        return "not in a study cell (no intertask.cell.* tags: a standalone run or a tuning trial)"
+    return None
+
+
 def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
     """The report rebuilt from the tracking store: one study (its parent run) or every study of the
     experiment (newest finished run per stage key). Only runs of a study cell count (their
@@ -178,19 +188,7 @@ def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
     for found in sorted(runs, key=lambda r: r.info.start_time):
         tags = found.data.tags
         stage = tags.get("intertask.stage")
-        reason = (
-            "a study's parent or arm run (no scores of its own)"
-            if stage in ("main", "arm")
-            else "a tuning study's parent run"
-            if stage == "tune"
-            else "not an intertask stage run"
-            if stage not in STAGES
-            else f"not finished ({found.info.status})"
-            if found.info.status != "FINISHED"
-            else "not in a study cell (no intertask.cell.* tags: a standalone run or a tuning trial)"
-            if not any(k.startswith(CELL_TAG) for k in tags) and stage != "probe"
-            else None
-        )
+        reason = _skip_reason(stage, found.info.status, tags)
         if reason:
             skipped[reason] = skipped.get(reason, 0) + 1
             continue

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from intertask import metrics
 from intertask.batching import collate, token_budget_batches
 from intertask.hardware import FP32, Precision
-from intertask.metrics import EXAMPLE_KEYS, EXAMPLES_ARTIFACT  # noqa: F401  (re-exported for the stages)
+from intertask.metrics import EXAMPLE_KEYS
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 
 TABLE_COLUMNS = ["task", "split", "language", "metric", "value", "examples"]

@@ -17,7 +17,7 @@ import pandas as pd
 
 from intertask.config import ExperimentConfig
 from intertask.grid import Job
-from intertask.identity import CELL_TAG, STAGE_KINDS
+from intertask.identity import STAGE_KINDS, cell_tags
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _run_stage(ws, spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome:
     start = upstream[0].model if upstream else None
     if spec.job.kind == "probe":
         run_id, table = stages.probe_base(ws, spec.parent_run_id, spec.key)
-        return Outcome(spec.job.id, "probe", run_id, spec.key, table=table, cell=_cell(spec.tags))
+        return Outcome(spec.job.id, "probe", run_id, spec.key, table=table, cell=cell_tags(spec.tags))
     if spec.job.kind == "evaluate":
         evaluated = stages.evaluate(
             ws, start if start is not None else stages.BASE_MODEL, spec.parent_run_id, stage_key=spec.key
@@ -82,16 +82,14 @@ def _run_stage(ws, spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome:
             evaluated.run_id,
             spec.key,
             table=evaluated.table,
-            cell=_cell(spec.tags),
+            cell=cell_tags(spec.tags),
             examples=evaluated.examples,
         )
     which = STAGE_KINDS[spec.job.kind].stage
     trained = stages.train_stage(ws, which, start, spec.parent_run_id, stage_key=spec.key)
-    return Outcome(spec.job.id, spec.job.kind, trained.run_id, spec.key, model=trained, cell=_cell(spec.tags))
-
-
-def _cell(tags: dict) -> dict:
-    return {k: v for k, v in tags.items() if k.startswith(CELL_TAG)}
+    return Outcome(
+        spec.job.id, spec.job.kind, trained.run_id, spec.key, model=trained, cell=cell_tags(spec.tags)
+    )
 
 
 class InProcessExecutor:

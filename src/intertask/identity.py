@@ -26,6 +26,11 @@ def tags_of_cell(model: str, intermediate: str, target: str, seed: int) -> dict[
     }
 
 
+def cell_tags(tags: dict) -> dict[str, str]:
+    """The tags of a run that place it in a study cell."""
+    return {k: v for k, v in tags.items() if k.startswith(CELL_TAG)}
+
+
 def content_hash(value: object) -> str:
     """sha256 of a value's canonical JSON (keys sorted, anything else as its str)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()

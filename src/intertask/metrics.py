@@ -245,21 +245,30 @@ def _span_f1(prediction: str, truth: str, **options) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _best_per_question(fn, predictions: list[str], answers: list[list[str]], **options) -> np.ndarray:
+    """Each question's best score against any of its gold answers (a question with none scores 0)."""
+    return np.array(
+        [
+            max((fn(p, a, **options) for a in gold), default=0.0)
+            for p, gold in zip(predictions, answers, strict=True)
+        ],
+        dtype=float,
+    )
+
+
 def _best_over_answers(fn, predictions: list[str], answers: list[list[str]], **options) -> float:
-    """Mean over questions of the best score against any gold answer (a question with none scores 0)."""
-    scores = [
-        max((fn(p, a, **options) for a in gold), default=0.0)
-        for p, gold in zip(predictions, answers, strict=True)
-    ]
-    return float(np.mean(scores)) if scores else 0.0
+    """Mean over questions of the best score against any gold answer."""
+    scores = _best_per_question(fn, predictions, answers, **options)
+    return float(scores.mean()) if len(scores) else 0.0
+
+
+def _span_exact(prediction: str, truth: str, **options) -> float:
+    return float(normalize_answer(prediction, **options) == normalize_answer(truth, **options))
 
 
 @register("exact_match", SPANS, "normalised answer equals a gold answer (SQuAD v1.1 / MLQA)")
 def exact_match(pred, gold, normalization="squad", language="en") -> float:
-    def same(p: str, a: str, **options) -> float:
-        return float(normalize_answer(p, **options) == normalize_answer(a, **options))
-
-    return _best_over_answers(same, pred, gold, normalization=normalization, language=language)
+    return _best_over_answers(_span_exact, pred, gold, normalization=normalization, language=language)
 
 
 @register("f1", SPANS, "token-overlap F1 with the best gold answer (SQuAD v1.1 / MLQA)")
@@ -323,20 +332,10 @@ def example_stats(kind: str, pred, gold, **options) -> dict[str, np.ndarray]:
             "tokens": np.array([len(g) for g in gold], np.int64),
         }
     if kind == SPANS:
-
-        def best(fn) -> np.ndarray:
-            return np.array(
-                [
-                    max((fn(p, a, **options) for a in answers), default=0.0)
-                    for p, answers in zip(pred, gold, strict=True)
-                ],
-                float,
-            )
-
-        def same(p: str, a: str, **opts) -> float:
-            return float(normalize_answer(p, **opts) == normalize_answer(a, **opts))
-
-        return {"exact_match": best(same), "f1": best(_span_f1)}
+        return {
+            "exact_match": _best_per_question(_span_exact, pred, gold, **options),
+            "f1": _best_per_question(_span_f1, pred, gold, **options),
+        }
     if kind == BITEXT:  # pred, gold: sets of (source, target) pairs; options["sources"]: one key per example
         sources = options["sources"]
         count = lambda pairs: Counter(s for s, _ in pairs)  # noqa: E731

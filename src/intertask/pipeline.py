@@ -23,12 +23,11 @@ import platform
 from dataclasses import dataclass, replace
 
 from intertask import grid, tracking
-from intertask.collect import cell_tags
 from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
 from intertask.errors import DataError, Problem
 from intertask.executors import JobSpec, Outcome, executor_for
 from intertask.grid import Job
-from intertask.identity import code_version, content_hash
+from intertask.identity import cell_tags, code_version, content_hash
 from intertask.schema import to_dict
 from intertask.workspace import Workspace, stage_data
 

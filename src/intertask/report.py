@@ -47,7 +47,7 @@ class Report:
     scores: (
         pd.DataFrame
     )  # model, model_group, intermediate, family, target, seed, task, split, language, metric, value
-    gains: pd.DataFrame  # KEYS + n_seeds, transfer, baseline, gain, gain_std, ci_low, ci_high, flag
+    gains: pd.DataFrame  # GAIN_COLUMNS: KEYS + seeds, examples, transfer, baseline, gain, se, interval, p, q, mde, flag, reading
     groups: pd.DataFrame  # mean gain per model group x intermediate family (summary rows)
     xtreme: pd.DataFrame  # XTREME task / group / overall scores per model, intermediate, target, seed
     divergence: pd.DataFrame  # intermediate x target: overlap, JS, embedding distances, mean gain
@@ -139,6 +139,7 @@ def gains_table(scores: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, s
     transfer = scores[scores.intermediate != NONE]
     if base.empty or transfer.empty:
         return pd.DataFrame(columns=GAIN_COLUMNS)
+    runs = _runs_by_arm(examples)
     rows = []
     for key, cell in transfer.groupby(CELL, sort=False, dropna=False):
         model, _, target, task, split = key
@@ -147,7 +148,7 @@ def gains_table(scores: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, s
         ]
         seeds = sorted(set(cell.seed) & set(baseline.seed))
         if seeds:
-            rows.extend(_cell_gains(key, seeds, cell, baseline, examples, kinds.get(task), options))
+            rows.extend(_cell_gains(key, seeds, cell, baseline, runs, kinds.get(task), options))
     frame = pd.DataFrame(rows, columns=GAIN_COLUMNS)
     frame["q"] = significance.q_values(frame.p.to_numpy(float))
     cells = int(frame.p.notna().sum())
@@ -162,33 +163,24 @@ def gains_table(scores: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, s
     return frame
 
 
-def _arm_examples(examples: pd.DataFrame, model, intermediate, target, task, split) -> dict:
-    """(seed, language) -> that run's per-example statistics, indexed by uid."""
+def _runs_by_arm(examples: pd.DataFrame) -> dict:
+    """(model, intermediate, target, task, split) -> (seed, language) -> that run's per-example
+    statistics indexed by uid, grouped once for every cell of the report."""
     if examples.empty:
         return {}
-    mine = examples[
-        (examples.model == model)
-        & (examples.intermediate == intermediate)
-        & (examples.target == target)
-        & (examples.task == task)
-        & (examples.split == split)
-    ]
-    return {
-        (seed, language): group.set_index("uid")
-        .drop(columns=CELL_KEYS, errors="ignore")
-        .dropna(axis=1, how="all")
-        for (seed, language), group in mine.groupby(["seed", "language"], sort=False)
-    }
+    out: dict = {}
+    for (*arm, seed, language), group in examples.groupby([*CELL, "seed", "language"], sort=False):
+        out.setdefault(tuple(arm), {})[(seed, language)] = (
+            group.set_index("uid").drop(columns=CELL_KEYS, errors="ignore").dropna(axis=1, how="all")
+        )
+    return out
 
 
-def _cell_gains(key, seeds, cell, baseline, examples, kind, options) -> list[dict]:
+def _cell_gains(key, seeds, cell, baseline, runs, kind, options) -> list[dict]:
     model, intermediate, target, task, split = key
     languages = [lang for lang in dict.fromkeys(cell.language) if not lang.startswith("mean_")]
     names = list(dict.fromkeys(cell.metric))
-    arms = {
-        "t": _arm_examples(examples, model, intermediate, target, task, split),
-        "b": _arm_examples(examples, model, NONE, target, task, split),
-    }
+    arms = {"t": runs.get(key, {}), "b": runs.get((model, NONE, target, task, split), {})}
     found = kind is not None and all(
         (seed, lang) in arms[a] for a in arms for seed in seeds for lang in languages
     )

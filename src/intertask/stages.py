@@ -29,13 +29,13 @@ from intertask.config import (
 )
 from intertask.errors import DataError, ModelError, Problem
 from intertask.evaluation import (
-    EXAMPLES_ARTIFACT,
     evaluate_set,
     example_rows,
     language_table,
     prediction_rows,
     table_metrics,
 )
+from intertask.metrics import EXAMPLES_ARTIFACT
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 from intertask.tasks.examples import select
 from intertask.tasks.retrieval import RetrievalTask
