@@ -331,9 +331,9 @@ def test_bad_input_is_named_and_leaves_no_run(case, tiny_model, tmp_path, shared
 
 
 def test_the_missing_head_message_names_the_task_type_in_good_english():
-    from intertask.config import ExperimentConfig, StageConfig
     from intertask.stages import _missing_head
+    from intertask.tasks import builtin_catalog
 
-    catalog = ExperimentConfig(name="x", target=StageConfig(task="tydiqa")).catalog()
+    catalog = builtin_catalog()
     assert "trained on an extractive_qa task" in str(_missing_head(catalog.task("tydiqa"), "m", "head"))
     assert "trained on a classification task" in str(_missing_head(catalog.task("xnli"), "m", "head"))

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from intertask.config import ExperimentConfig, StageConfig, TrainingConfig, load_experiment
+from intertask import resolve
+from intertask.config import ExperimentConfig, StageConfig, TrainingConfig
 from intertask.errors import ConfigError
+from intertask.validate import load_experiment
 
 from .conftest import REPO, write_yaml
 
@@ -299,16 +301,16 @@ def test_task_files_are_resolved_relative_to_the_config(tmp_path, shared_data):
         {"name": "x", "data": {"task_files": ["tasks/mine.yaml"]}, "target": {"task": "mine"}},
     )
     cfg = load_experiment(path)
-    assert "mine" in cfg.catalog()
+    assert "mine" in resolve.catalog(cfg)
     assert Path(cfg.data.task_files[0]).is_absolute()
 
 
 def test_tatoeba_defaults_to_xtremes_36_languages_and_takes_any_laser_pair(shared_data):
     cfg = load_experiment(REPO / "pipelines" / "tatoeba_e5.yaml")
-    (entry,) = cfg.evaluation_tasks()
+    (entry,) = resolve.evaluation_tasks(cfg)
     assert len(entry.languages) == 36 and "fr" in entry.languages and "ang" not in entry.languages
     cfg = load_experiment(REPO / "pipelines" / "tatoeba_e5.yaml", ["evaluation.languages=[ang, yue, fr]"])
-    assert cfg.evaluation_tasks()[0].languages == ("ang", "yue", "fr")
+    assert resolve.evaluation_tasks(cfg)[0].languages == ("ang", "yue", "fr")
 
 
 def test_frozen_and_sparse_word_embeddings_together_are_refused(shared_data):

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, collect, grid, identity
-from intertask.config import load_experiment
+from intertask import cli, collect, grid, identity, resolve
+from intertask.validate import load_experiment
 
 from .conftest import REPO, write_yaml
 
@@ -305,7 +305,7 @@ def test_offline_reproductions_run_here(name, seeds, shared_data):
     assert {c.model for c in cells} == {"e5-small"} and {c.seed for c in cells} == set(range(1, seeds + 1))
     assert () in {c.intermediate for c in cells}  # the baseline arm
     tasks = {t for c in cells for t in (*c.intermediate, c.target)}
-    assert all(cfg.origin(t) == "local" and cfg.catalog().spec(t).files for t in tasks)
+    assert all(cfg.origin(t) == "local" and resolve.catalog(cfg).spec(t).files for t in tasks)
 
 
 @pytest.mark.slow

@@ -15,9 +15,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from intertask import cli, hardware
-from intertask.config import ConfigDeprecationWarning, load_experiment
+from intertask.config import ConfigDeprecationWarning
 from intertask.errors import ConfigError
 from intertask.hardware import Hardware, resolve_precision
+from intertask.validate import load_experiment
 
 from .conftest import write_yaml
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from intertask import leakage
-from intertask.config import load_experiment
 from intertask.data.splits import split_indices, subsample
 from intertask.stages import SEEN_ARTIFACT, evaluate, finetune
 from intertask.tasks import builtin_catalog
 from intertask.tasks.examples import load_examples
+from intertask.validate import load_experiment
 from intertask.workspace import Workspace
 
 FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}

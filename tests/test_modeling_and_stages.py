@@ -6,9 +6,9 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from intertask import cli, modeling
-from intertask.config import load_experiment
 from intertask.modeling import HeadSpec, build_models, parameter_counts
 from intertask.stages import evaluate, finetune
+from intertask.validate import load_experiment
 from intertask.workspace import Workspace
 
 HEAD_2 = {"num_labels": 2, "id2label": {0: "a", 1: "b"}, "label2id": {"a": 0, "b": 1}}

@@ -15,8 +15,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, XLNetConfig, XLNetModel
 
 from intertask import adapters, cli, tracking
-from intertask.config import PeftConfig, load_experiment
+from intertask.config import PeftConfig
 from intertask.errors import ConfigError, ModelError
+from intertask.validate import load_experiment
 
 from .conftest import write_yaml
 

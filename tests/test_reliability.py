@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, tracking
+from intertask import cli, resolve, tracking
 from intertask.checkpoints import Checkpointer
 
 from .conftest import _free_port, start_mlflow_server, write_yaml
@@ -118,14 +118,14 @@ class _Udpos:
     directly: `part(sparse)` builds a fresh model (seed 3) and its TrainPart on that data."""
 
     def __init__(self, tmp_path: Path, tiny_model, name: str) -> None:
-        from intertask.config import load_experiment
         from intertask.modeling import load_tokenizer
+        from intertask.validate import load_experiment
         from intertask.workspace import Workspace, stage_data
 
         cfg = load_experiment(_config(tmp_path, tiny_model, name))
         self.model_dir = str(tiny_model)
         self.ws = Workspace(cfg=cfg)
-        self.task = cfg.catalog().task("udpos")
+        self.task = resolve.catalog(cfg).task("udpos")
         self.train_set, self.dev_set = stage_data(self.ws, cfg.target, "udpos")
         self.tokenizer = load_tokenizer(self.model_dir)
 

@@ -19,8 +19,9 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import OperationalError
 
 from intertask import cli
-from intertask.config import TuningConfig, load_experiment
+from intertask.config import TuningConfig
 from intertask.errors import ConfigError
+from intertask.validate import load_experiment
 
 from .conftest import write_yaml
 

@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from intertask.config import load_experiment
+    from intertask.validate import load_experiment
 
     overrides = split_overrides(args.overrides)
     if getattr(args, "init", ""):
@@ -296,7 +296,9 @@ def _print_headline(cfg, built) -> None:
 
 def _print_main(cfg, result, experiment: str) -> None:
     built = result.report
-    catalog = cfg.catalog()
+    from intertask import resolve
+
+    catalog = resolve.catalog(cfg)
     per_language = built.gains if not built.gains.empty else built.scores
     for task, table in per_language.groupby("task", sort=False):
         metric = catalog.spec(task).headline_metric

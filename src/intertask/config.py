@@ -1,7 +1,9 @@
-"""Experiment configuration: frozen dataclasses, YAML loading, `key=value` overrides, validation.
+"""Experiment configuration: frozen dataclasses, YAML reading and `key=value` overrides.
 
 An experiment is one YAML file in pipelines/. Its keys equal the field names below; defaults live here
-and nowhere else. `load_experiment` reports every problem at once, before anything is trained, as
+and nowhere else. Each dataclass checks its own fields; the checks that need the task catalog, the
+data files, the model registry or the grid live above those layers, in `intertask.validate`, whose
+`load_experiment` reports every problem at once, before anything is trained, as
 `<file>: <dotted.field>: <problem> (got ...; expected ...)`.
 
 The top-level `training:` block holds the defaults of every stage; a stage's own `training:` block
@@ -20,14 +22,9 @@ from typing import Any, Literal
 
 import yaml
 
-from intertask import models
-from intertask.data import data_root
-from intertask.errors import ConfigError, DataError, Problems
-from intertask.registry import close_matches, suggest
+from intertask.errors import Problems
+from intertask.registry import close_matches
 from intertask.schema import FieldChecks, build, coerce_fields, construct, field_type, read_yaml, to_dict
-from intertask.tasks import TaskCatalog, catalog_for
-from intertask.tasks.examples import plan_split
-from intertask.tasks.types import task_type
 
 STAGES = ("intermediate", "target")
 PROBE_POINTS = ("base", "intermediate", "target")
@@ -690,41 +687,6 @@ class ExperimentConfig:
     def split_seed(self) -> int:
         return self.seed if self.data.split_seed is None else self.data.split_seed
 
-    def catalog(self) -> TaskCatalog:
-        return catalog_for(self.data.task_files)
-
-    def data_root(self) -> Path:
-        return data_root(self.data.root)
-
-    def evaluation_tasks(self) -> list[EvalTaskConfig]:
-        """Every evaluation task with its languages, split and size filled in."""
-        ev = self.evaluation
-        if ev.tasks:
-            entries = ev.tasks
-        elif ev.task:
-            entries = (EvalTaskConfig(task=ev.task, languages=ev.languages),)
-        else:
-            stage = self.target or self.intermediate
-            entries = tuple(
-                EvalTaskConfig(task=t, languages=ev.languages) for t in (stage.task_names if stage else ())
-            )
-        catalog = self.catalog()
-        return [
-            replace(
-                e,
-                languages=e.languages
-                or (catalog.spec(e.task).evaluated_languages if e.task in catalog else ()),
-                split=e.split or ev.split,
-                max_examples=e.max_examples if e.max_examples is not None else ev.max_examples,
-            )
-            for e in entries
-        ]
-
-    def selection_metric(self, stage: StageConfig, task: str) -> str:
-        spec = self.catalog().spec(task)
-        chosen = stage.selection_task or stage.task_names[0]
-        return stage.selection_metric if stage.selection_metric and task == chosen else spec.headline_metric
-
     def origin(self, task: str) -> str:
         """Where a task's data comes from: "hub" or "local"."""
         return "hub" if self.data.source == "hub" or task in self.data.hub_tasks else "local"
@@ -869,23 +831,21 @@ def build_experiment(raw: dict, file: str, problems: Problems) -> ExperimentConf
     return cfg
 
 
-def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read, override, type-check and resolve an experiment; raise ConfigError listing every problem."""
+def read_experiment(
+    path: str | Path, overrides: list[str] | tuple[str, ...], problems: Problems
+) -> tuple[ExperimentConfig | None, list[str]]:
+    """Read, override and type-check an experiment (no catalog, file or grid checks: see validate);
+    adds to `problems`, returns the config (None where it could not be built) and the override keys."""
     path = Path(path)
-    problems = Problems()
     pairs, override_problems = parse_overrides(list(overrides))
     problems.items.extend(override_problems.items)
+    keys = [key for key, _ in pairs]
     raw = read_yaml(path, problems, "config file")
     if raw is None:
-        problems.raise_if_any()
+        return None, keys
     raw = _resolve_paths(apply_overrides(raw, pairs), path.resolve().parent)
-    raw = read_deprecated_keys(raw, str(path), {key for key, _ in pairs}, problems)
-    cfg = build_experiment(raw, str(path), problems)
-    if cfg is not None:
-        check_experiment(cfg, str(path), problems)
-    _blame_overrides(problems, [key for key, _ in pairs])
-    problems.raise_if_any()
-    return cfg
+    raw = read_deprecated_keys(raw, str(path), set(keys), problems)
+    return build_experiment(raw, str(path), problems), keys
 
 
 def read_deprecated_keys(raw: dict, file: str, override_keys: set[str], problems: Problems) -> dict:
@@ -925,7 +885,7 @@ def read_deprecated_keys(raw: dict, file: str, override_keys: set[str], problems
     return raw
 
 
-def _blame_overrides(problems: Problems, keys: list[str]) -> None:
+def blame_overrides(problems: Problems, keys: list[str]) -> None:
     """Problems in a value that came from the command line name <overrides>, not the YAML file."""
     for i, p in enumerate(problems.items):
         if any(p.where == k or p.where.startswith((f"{k}.", f"{k}[")) for k in keys):
@@ -934,301 +894,3 @@ def _blame_overrides(problems: Problems, keys: list[str]) -> None:
 
 def dump_yaml(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
-
-# --- checks that need the registries --------------------------------------------------------------
-
-
-def check_experiment(cfg: ExperimentConfig, file: str, problems: Problems) -> None:
-    """Names (tasks, languages, metrics, models), splits and data files; adds to `problems`."""
-    try:
-        catalog = cfg.catalog()
-    except ConfigError as err:
-        problems.extend(err)
-        return
-    if cfg.intermediate is None and cfg.target is None and cfg.evaluation.model is None:
-        problems.add(file, "target", "nothing to run", None, "a target and/or intermediate stage")
-    checker = _Checker(cfg, catalog, file, problems)
-    for stage_name in STAGES:
-        stage = getattr(cfg, stage_name)
-        if stage is not None:
-            checker.stage(stage_name, stage)
-    checker.evaluation()
-    for i, probe in enumerate(cfg.probes):
-        checker.probe(i, probe)
-    checker.model()
-    for i, name in enumerate(cfg.data.hub_tasks):
-        checker.task(name, f"data.hub_tasks[{i}]")
-    if cfg.grid is not None:
-        _check_grid(cfg, catalog, file, problems)
-    if cfg.tuning is not None:
-        checker.tuning(cfg.tuning)
-
-
-def _check_grid(cfg: ExperimentConfig, catalog: TaskCatalog, file: str, problems: Problems) -> None:
-    """Every name in the grid lists, then every distinct cell's own config (as if it were a config)."""
-    from intertask import grid  # grid builds on this module
-
-    before = len(problems.items)
-    checker = _Checker(cfg, catalog, file, problems)
-    names = [
-        (f"grid.intermediate[{i}]", t)
-        for i, c in enumerate(cfg.grid.intermediate)
-        if c != NONE
-        for t in ((c,) if isinstance(c, str) else c)
-    ]
-    names += [(f"grid.target[{i}]", t) for i, t in enumerate(cfg.grid.target)]
-    for where, name in names:
-        spec = checker.task(name, where)
-        if spec is not None and spec.type == "retrieval":
-            checker.add(
-                where, "retrieval tasks are not trained", name, "a classification, tagging, QA or choice task"
-            )
-    for i, model in enumerate(cfg.grid.models):
-        _Checker(replace(cfg, model=replace(cfg.model, name_or_path=model)), catalog, file, problems).model()
-        if len(problems.items) > before and problems.items[-1].where == "model.name_or_path":
-            problems.items[-1] = dataclasses.replace(problems.items[-1], where=f"grid.models[{i}]")
-    if len(problems.items) > before:
-        return
-    seen = set()
-    for cell in grid.cells(cfg):
-        if (cell.model, cell.intermediate, cell.target) in seen:
-            continue
-        seen.add((cell.model, cell.intermediate, cell.target))
-        derived = grid.cell_config(cfg, cell)
-        label = f"grid[{cell.intermediate_label} -> {cell.target or 'zero-shot'}]"
-        cell_problems = Problems()
-        cell_checker = _Checker(derived, catalog, file, cell_problems)
-        for stage_name in STAGES:
-            if getattr(derived, stage_name) is not None:
-                cell_checker.stage(stage_name, getattr(derived, stage_name))
-        cell_checker.evaluation()
-        if not derived.evaluation.tasks:
-            cell_problems.add(
-                file,
-                "evaluation",
-                "no evaluation task fits this cell's model",
-                cell.target,
-                "an evaluation task with the same head type and labels as the target",
-            )
-        problems.items.extend(dataclasses.replace(p, where=f"{label}.{p.where}") for p in cell_problems.items)
-
-
-def _tuning_values(tuning: TuningConfig):
-    """(where, name, value) of every bound, choice and enqueued value of a search space."""
-    for name, space in tuning.space.items():
-        if space.type == "categorical":
-            for i, choice in enumerate(space.choices):
-                yield f"space.{name}.choices[{i}]", name, choice
-        else:
-            cast = int if space.type == "int" else float
-            for bound in ("low", "high"):
-                if getattr(space, bound) is not None:
-                    yield f"space.{name}.{bound}", name, cast(getattr(space, bound))
-    for i, values in enumerate(tuning.enqueue):
-        for name, value in values.items():
-            if name in tuning.space:
-                yield f"enqueue[{i}].{name}", name, value
-
-
-@dataclass
-class _Checker:
-    cfg: ExperimentConfig
-    catalog: TaskCatalog
-    file: str
-    problems: Problems
-
-    def add(self, where: str, problem: str, got: object, expected: str) -> None:
-        self.problems.add(self.file, where, problem, got, expected)
-
-    def task(self, name: str, where: str):
-        if name in self.catalog:
-            return self.catalog.spec(name)
-        self.add(where, "unknown task", name, suggest(name, self.catalog.names()))
-        return None
-
-    def language(self, spec, language: str, where: str) -> bool:
-        if language in spec.languages:
-            return True
-        self.add(
-            where, f"unknown language for task {spec.name!r}", language, suggest(language, spec.languages)
-        )
-        return False
-
-    def split(self, spec, language: str, split: str, where: str) -> None:
-        try:
-            plan_split(
-                spec, split, language, self.cfg.data.split_fractions.as_dict(), self.cfg.origin(spec.name)
-            )
-        except DataError:
-            shipped = list(spec.splits_for(language, self.cfg.origin(spec.name)))
-            self.add(
-                where,
-                f"task {spec.name!r} has no {split} split for language {language!r}",
-                split,
-                f"a task and language with it (shipped: {shipped})",
-            )
-
-    def files(self, spec, language: str, where: str) -> None:
-        if self.cfg.origin(spec.name) == "hub":
-            if spec.hub is None:
-                self.add(
-                    "data.source" if self.cfg.data.source == "hub" else "data.hub_tasks",
-                    f"task {spec.name!r} has no hub source",
-                    "hub",
-                    "local",
-                )
-            return
-        root = self.cfg.data_root()
-        for split in spec.splits_for(language):
-            for path in spec.paths(split, language, root):
-                if not path.exists():
-                    self.add(
-                        where,
-                        f"data file missing for task {spec.name!r}, language {language!r}, split {split!r}",
-                        str(path),
-                        f"an existing file under the data root {root} (set data.root or $INTERTASK_DATA)",
-                    )
-
-    def tuning(self, tuning: TuningConfig) -> None:
-        stage = getattr(self.cfg, tuning.stage)
-        if stage is None:
-            self.add(
-                "tuning.stage", f"the config has no {tuning.stage} stage", tuning.stage, "a configured stage"
-            )
-            return
-        for name in tuning.space:
-            if name in PEFT_TUNABLE and self.cfg.peft is None:
-                self.add(f"tuning.space.{name}", "the config has no peft section", name, "a `peft:` section")
-                return
-        for where, name, value in _tuning_values(tuning):
-            try:
-                if name in PEFT_TUNABLE:
-                    replace(self.cfg.peft, **{name.split(".", 1)[1]: value})
-                else:
-                    replace(stage.training, **{name: value})
-            except (ConfigError, TypeError) as err:
-                detail = err.problems[0].expected if isinstance(err, ConfigError) else str(err)
-                field_name = name if name in PEFT_TUNABLE else f"training.{name}"
-                self.add(f"tuning.{where}", f"not a valid {field_name}", value, detail or "a valid value")
-        if tuning.metric is None:
-            return
-        chosen = stage.selection_task or stage.task_names[0]
-        if chosen in self.catalog:
-            metrics = self.catalog.spec(chosen).metrics
-            if tuning.metric not in metrics:
-                self.add(
-                    "tuning.metric",
-                    f"not a metric of task {chosen!r}",
-                    tuning.metric,
-                    suggest(tuning.metric, metrics),
-                )
-
-    def stage(self, stage_name: str, stage: StageConfig) -> None:
-        if stage_name == "target" and len(stage.task_names) > 1:
-            self.add(
-                "target.tasks", "the target stage trains one task", list(stage.tasks), "target.task: name"
-            )
-        specs = []
-        for i, name in enumerate(stage.task_names):
-            where = f"{stage_name}.task" if stage.task else f"{stage_name}.tasks[{i}]"
-            spec = self.task(name, where)
-            if spec is None:
-                continue
-            if spec.type == "retrieval":
-                self.add(
-                    where,
-                    "retrieval tasks are not trained (use them in evaluation or probes)",
-                    name,
-                    "a classification, tagging, QA or multiple-choice task",
-                )
-                continue
-            specs.append(spec)
-            if self.language(spec, stage.language, f"{stage_name}.language"):
-                self.files(spec, stage.language, where)
-                for split in ("train", "dev"):
-                    self.split(spec, stage.language, split, where)
-        self.selection(stage_name, stage, specs)
-        if stage_name == "intermediate":
-            for key in ("init", "keep_head"):
-                if getattr(stage, key):
-                    self.add(
-                        f"intermediate.{key}",
-                        "only applies to the target stage",
-                        getattr(stage, key),
-                        "unset",
-                    )
-        elif stage.keep_head and specs:
-            self.keep_head(specs[0])
-
-    def selection(self, stage_name: str, stage: StageConfig, specs: list) -> None:
-        metric = stage.selection_metric
-        chosen = [s for s in specs if s.name == (stage.selection_task or stage.task_names[0])]
-        if metric is not None and chosen and metric not in chosen[0].metrics:
-            near = close_matches(metric, list(chosen[0].metrics))
-            expected = (
-                f"did you mean {near[0]!r}?; " if near else ""
-            ) + f"one of the task's metrics {list(chosen[0].metrics)}"
-            self.add(f"{stage_name}.selection_metric", "unknown metric for this task", metric, expected)
-
-    def keep_head(self, spec) -> None:
-        cfg = self.cfg
-        if cfg.intermediate is None and cfg.target.init is None:
-            self.add("target.keep_head", "no intermediate head to keep", True, "an intermediate stage")
-        elif cfg.intermediate is not None:
-            mine = task_type(spec).head_signature()
-            theirs = [
-                task_type(self.catalog.spec(t)).head_signature()
-                for t in cfg.intermediate.task_names
-                if t in self.catalog
-            ]
-            if mine not in theirs:
-                self.add(
-                    "target.keep_head",
-                    "no intermediate task has this type and label space",
-                    f"{spec.name}: {spec.type} {list(spec.labels)}",
-                    "an intermediate task with the same type and labels, or keep_head: false",
-                )
-
-    def evaluation(self) -> None:
-        ev = self.cfg.evaluation
-        for i, entry in enumerate(self.cfg.evaluation_tasks()):
-            base = f"evaluation.tasks[{i}]" if ev.tasks else "evaluation"
-            spec = self.task(entry.task, f"{base}.task" if ev.tasks or ev.task else "target.task")
-            if spec is None:
-                continue
-            explicit = ev.tasks[i].languages if ev.tasks else ev.languages
-            for j, language in enumerate(entry.languages):
-                where = f"{base}.languages[{j}]" if explicit else f"{base}.languages"
-                if self.language(spec, language, where):
-                    self.files(spec, language, where)
-                    self.split(spec, language, entry.split, where)
-
-    def probe(self, i: int, probe: ProbeConfig) -> None:
-        spec = self.task(probe.task, f"probes[{i}].task")
-        if spec is None:
-            return
-        if spec.type != "retrieval":
-            self.add(
-                f"probes[{i}].task", "a probe must be a retrieval task", probe.task, "tatoeba, bucc2018, ..."
-            )
-        for j, language in enumerate(probe.languages or spec.evaluated_languages):
-            where = f"probes[{i}].languages[{j}]" if probe.languages else f"probes[{i}].languages"
-            if self.language(spec, language, where):
-                self.files(spec, language, where)
-                self.split(spec, language, probe.split, where)
-
-    def model(self) -> None:
-        name = self.cfg.model.name_or_path
-        if name in models.OFFLINE_MODELS:
-            return
-        path = Path(name).expanduser()
-        looks_local = name.startswith((".", "/", "~")) or path.exists()
-        if looks_local and not (path / "config.json").is_file():
-            self.add(
-                "model.name_or_path",
-                "model folder not found or has no config.json",
-                name,
-                f"an offline model ({', '.join(models.OFFLINE_MODELS.names())}), a folder saved with "
-                "save_pretrained, or a hub id",
-            )

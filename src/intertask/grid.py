@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from intertask import resolve
 from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig
 from intertask.identity import code_version, content_hash, model_identity, tags_of_cell, training_inputs
 from intertask.schema import to_dict
@@ -114,7 +115,7 @@ def cell_config(cfg: ExperimentConfig, cell: Cell) -> ExperimentConfig:
 def training_language(cfg: ExperimentConfig, language: str, tasks: tuple[str, ...]) -> str:
     """The stage's language, or -- for a grid task that does not ship it (Allociné is French only) --
     the task's first language, when all of the stage's tasks agree on it."""
-    catalog = cfg.catalog()
+    catalog = resolve.catalog(cfg)
     specs = [catalog.spec(t) for t in tasks if t in catalog]
     if all(language in s.languages for s in specs):
         return language
@@ -125,11 +126,11 @@ def training_language(cfg: ExperimentConfig, language: str, tasks: tuple[str, ..
 def cell_evaluation(cfg: ExperimentConfig, cell: Cell) -> list[EvalTaskConfig]:
     """The evaluation tasks a cell's model can be scored on: those whose head fits its target (or, for
     a zero-shot cell, one of its intermediate tasks), and retrieval tasks; by default the target task."""
-    catalog = cfg.catalog()
+    catalog = resolve.catalog(cfg)
     trained = [cell.target] if cell.target else list(cell.intermediate)
     signatures = {task_type(catalog.spec(t)).head_signature() for t in trained if t in catalog}
     entries = (
-        cfg.evaluation_tasks()
+        resolve.evaluation_tasks(cfg)
         if (cfg.evaluation.tasks or cfg.evaluation.task)
         else [EvalTaskConfig(task=t, languages=_languages_for(cfg, t)) for t in trained]
     )
@@ -150,7 +151,7 @@ def cell_evaluation(cfg: ExperimentConfig, cell: Cell) -> list[EvalTaskConfig]:
 
 
 def _languages_for(cfg: ExperimentConfig, task: str) -> tuple[str, ...]:
-    spec = cfg.catalog().spec(task)
+    spec = resolve.catalog(cfg).spec(task)
     wanted = cfg.evaluation.languages
     if wanted and all(lang in spec.languages for lang in wanted):
         return wanted

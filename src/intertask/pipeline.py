@@ -22,7 +22,7 @@ import os
 import platform
 from dataclasses import dataclass, replace
 
-from intertask import grid, tracking
+from intertask import grid, resolve, tracking
 from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
 from intertask.errors import DataError, Problem
 from intertask.executors import JobSpec, Outcome, executor_for
@@ -51,12 +51,16 @@ def _job_sets(ws: Workspace, job: Job) -> list:
         return [
             ws.examples(p.task, lang, p.split, None)
             for p in cfg.probes
-            for lang in p.languages or cfg.catalog().spec(p.task).evaluated_languages
+            for lang in p.languages or resolve.catalog(cfg).spec(p.task).evaluated_languages
         ]
     if job.kind in ("intermediate", "finetune"):
         stage = cfg.intermediate if job.kind == "intermediate" else cfg.target
         return [s for task in stage.task_names for s in stage_data(ws, stage, task)]
-    return [ws.examples(e.task, lang, e.split, None) for e in cfg.evaluation_tasks() for lang in e.languages]
+    return [
+        ws.examples(e.task, lang, e.split, None)
+        for e in resolve.evaluation_tasks(cfg)
+        for lang in e.languages
+    ]
 
 
 def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool = True) -> None:
@@ -70,10 +74,12 @@ def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool 
                 loaded.extend(stage_data(ws, stage, task))
     if evaluation:
         loaded.extend(
-            ws.examples(e.task, lang, e.split, None) for e in cfg.evaluation_tasks() for lang in e.languages
+            ws.examples(e.task, lang, e.split, None)
+            for e in resolve.evaluation_tasks(cfg)
+            for lang in e.languages
         )
     for probe in cfg.probes:
-        spec = cfg.catalog().spec(probe.task)
+        spec = resolve.catalog(cfg).spec(probe.task)
         loaded.extend(
             ws.examples(probe.task, lang, probe.split, None)
             for lang in probe.languages or spec.evaluated_languages
@@ -104,7 +110,7 @@ def _check_parallel(ws: Workspace, loaded: list) -> None:
     """Line-parallel tasks must have the same number of lines in every language (the guard relies on it)."""
     problems = []
     for task in {d.task for d in loaded}:
-        if not ws.cfg.catalog().spec(task).parallel:
+        if not resolve.catalog(ws.cfg).spec(task).parallel:
             continue
         sizes = {(d.language, d.source): d for d in loaded if d.task == task}
         by_source: dict[str, set[int]] = {}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from intertask import divergence, grid, metrics, significance
+from intertask import divergence, grid, metrics, resolve, significance
 from intertask.config import NONE, ExperimentConfig
 from intertask.identity import CELL_TAG
 from intertask.metrics import EXAMPLE_KEYS
@@ -66,7 +66,7 @@ class Report:
 def family_of(cfg: ExperimentConfig, intermediate: str) -> str:
     if intermediate == NONE:
         return NONE
-    catalog = cfg.catalog()
+    catalog = resolve.catalog(cfg)
     families = [catalog.spec(t).task_family if t in catalog else t for t in intermediate.split("+")]
     return families[0] if len(families) == 1 else "mix(" + "+".join(families) + ")"
 
@@ -106,7 +106,7 @@ def examples_table(evaluations: list[tuple]) -> pd.DataFrame:
 
 
 def task_kinds(cfg: ExperimentConfig, scores: pd.DataFrame) -> dict[str, str]:
-    catalog = cfg.catalog()
+    catalog = resolve.catalog(cfg)
     return {t: catalog.task(t).kind for t in scores.task.unique() if t in catalog}
 
 
@@ -275,7 +275,7 @@ def _gains_without_examples(key, seeds, cell, baseline) -> list[dict]:
 
 def summary_rows(cfg: ExperimentConfig, table: pd.DataFrame) -> pd.DataFrame:
     """The headline row of each cell: the task's first metric, averaged over all evaluated languages."""
-    catalog = cfg.catalog()
+    catalog = resolve.catalog(cfg)
     primary = table.task.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
     return table[(table.metric == primary) & (table.language == metrics.MEAN_ALL)]
 
@@ -475,7 +475,7 @@ def _figures(cfg: ExperimentConfig, built: Report) -> dict:
     from intertask import plots  # matplotlib: only when figures are drawn (not for a report read back)
 
     figures = {}
-    catalog = cfg.catalog()
+    catalog = resolve.catalog(cfg)
     primary = built.gains.task.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
     rows = built.gains[built.gains.metric == primary]
     if not rows.empty:

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from intertask import adapters, hardware, identity, leakage, modeling, models, plots, tracking
+from intertask import adapters, hardware, identity, leakage, modeling, models, plots, resolve, tracking
 from intertask.checkpoints import Checkpointer
 from intertask.config import (
     BASE_MODEL,
@@ -193,7 +193,7 @@ def train_stage(
     tagged `intertask.resumed_from_run` (and `resumed_at_step`)."""
     cfg = ws.cfg
     stage: StageConfig = getattr(cfg, which)
-    types = {name: cfg.catalog().task(name) for name in stage.task_names}
+    types = {name: resolve.catalog(cfg).task(name) for name in stage.task_names}
     data = {name: stage_data(ws, stage, name) for name in types}
     start = _start_point(ws, init)
     heads = [
@@ -250,7 +250,7 @@ def train_stage(
         tracking.log_params(
             modeling.parameter_counts(nets)
             | peft_params
-            | {f"stage.selection_metric.{n}": cfg.selection_metric(stage, n) for n in types}
+            | {f"stage.selection_metric.{n}": resolve.selection_metric(cfg, stage, n) for n in types}
         )
         result, steps = _train(ws, stage, types, data, nets, tokenizer, name, runtime, on_epoch, checkpointer)
         if result.resumed_at_step is not None:
@@ -302,7 +302,7 @@ def _train(ws, stage, types, data, nets, tokenizer, name, runtime, on_epoch=None
             ws.encode(t, data[n][0], tokenizer),
             ws.encode(t, data[n][1], tokenizer),
             data[n][1],
-            cfg.selection_metric(stage, n),
+            resolve.selection_metric(cfg, stage, n),
         )
         for n, t in types.items()
     ]
@@ -378,7 +378,7 @@ def publish(ws: Workspace, which: str, trained: TrainedModel, alias: str) -> tra
     """Log and register a model that `train_stage(..., log_model=False)` left in the workdir, into its
     own (finished) run: the best trial of a tuning study."""
     stage: StageConfig = getattr(ws.cfg, which)
-    head = ws.cfg.catalog().task(stage.task_names[0]).head
+    head = resolve.catalog(ws.cfg).task(stage.task_names[0]).head
     run = tracking.get_run(trained.run_id)
     start = StartPoint(
         files=trained.files,
@@ -431,7 +431,7 @@ def run_probes(
         entry = EvalTaskConfig(
             task=probe.task, languages=probe.languages, split=probe.split, max_examples=probe.max_examples
         )
-        task = ws.cfg.catalog().task(probe.task)
+        task = resolve.catalog(ws.cfg).task(probe.task)
         sets = {
             lang: _limit(ws, ws.examples(probe.task, lang, probe.split, None), probe.max_examples)
             for lang in entry.languages or task.spec.evaluated_languages
@@ -476,7 +476,7 @@ def embed_texts(ws: Workspace, texts: list[str]) -> np.ndarray:
     encoded = EncodedSet(
         {"input_ids": [np.asarray(ids, np.int32) for ids in enc["input_ids"]]}, {}, np.arange(len(texts))
     )
-    retrieval = RetrievalTask(ws.cfg.catalog().spec("tatoeba"))
+    retrieval = RetrievalTask(resolve.catalog(ws.cfg).spec("tatoeba"))
     return retrieval.embed(
         encoder,
         encoded,
@@ -490,7 +490,7 @@ def embed_texts(ws: Workspace, texts: list[str]) -> np.ndarray:
 def _limit(ws: Workspace, data: ExampleSet, k: int | None) -> ExampleSet:
     if k is None:
         return data
-    positions = ws.cfg.catalog().task(data.task).choose(data.examples, k, ws.cfg.split_seed)
+    positions = resolve.catalog(ws.cfg).task(data.task).choose(data.examples, k, ws.cfg.split_seed)
     return select(data, data.uids[positions], f"max_examples={k}")
 
 
@@ -574,8 +574,8 @@ def evaluate(
     """
     cfg = ws.cfg
     source = _eval_model(ws, model)
-    entries = cfg.evaluation_tasks()
-    types = {e.task: cfg.catalog().task(e.task) for e in entries}
+    entries = resolve.evaluation_tasks(cfg)
+    types = {e.task: resolve.catalog(cfg).task(e.task) for e in entries}
     for task in types.values():
         if (
             task.trainable

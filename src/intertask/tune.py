@@ -43,7 +43,7 @@ import psutil
 import yaml
 from optuna.trial import TrialState
 
-from intertask import plots, stages, tracking
+from intertask import plots, resolve, stages, tracking
 from intertask.config import ExperimentConfig, TuningConfig
 from intertask.errors import ConfigError, Problem
 from intertask.workspace import Workspace
@@ -498,7 +498,7 @@ def objective(cfg: ExperimentConfig, trained: stages.TrainedModel) -> float:
     """The tuned stage's dev selection score at its best epoch (the tuning metric when given)."""
     stage = getattr(cfg, cfg.tuning.stage)
     chosen = [stage.selection_task] if stage.selection_task else list(stage.task_names)
-    values = [trained.best_dev[task][cfg.selection_metric(stage, task)] for task in chosen]
+    values = [trained.best_dev[task][resolve.selection_metric(cfg, stage, task)] for task in chosen]
     return float(sum(values) / len(values))
 
 

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from intertask import encoding, models, tracking
+from intertask import encoding, models, resolve, tracking
 from intertask.config import ExperimentConfig, StageConfig
 from intertask.errors import DataError
 from intertask.tasks.base import ExampleSet, TaskType
@@ -56,10 +56,10 @@ class Workspace:
         if key not in self._data:
             cfg = self.cfg
             self._data[key] = load_examples(
-                cfg.catalog().spec(task),
+                resolve.catalog(cfg).spec(task),
                 language,
                 split,
-                root=cfg.data_root(),
+                root=resolve.data_root(cfg),
                 fractions=cfg.data.split_fractions.as_dict(),
                 seed=cfg.split_seed,
                 max_examples=max_examples,

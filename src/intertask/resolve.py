@@ -1,0 +1,51 @@
+"""What a config means once its task catalog is read: the catalog, the data root, the evaluation
+entries with their defaults filled in, and the metric that selects a stage's checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from intertask.config import EvalTaskConfig, ExperimentConfig, StageConfig
+from intertask.data import data_root as _data_root
+from intertask.tasks import TaskCatalog, catalog_for
+
+
+def catalog(cfg: ExperimentConfig) -> TaskCatalog:
+    return catalog_for(cfg.data.task_files)
+
+
+def data_root(cfg: ExperimentConfig) -> Path:
+    return _data_root(cfg.data.root)
+
+
+def evaluation_tasks(cfg: ExperimentConfig) -> list[EvalTaskConfig]:
+    """Every evaluation task with its languages, split and size filled in."""
+    ev = cfg.evaluation
+    if ev.tasks:
+        entries = ev.tasks
+    elif ev.task:
+        entries = (EvalTaskConfig(task=ev.task, languages=ev.languages),)
+    else:
+        stage = cfg.target or cfg.intermediate
+        entries = tuple(
+            EvalTaskConfig(task=t, languages=ev.languages) for t in (stage.task_names if stage else ())
+        )
+    tasks = catalog(cfg)
+    return [
+        replace(
+            e,
+            languages=e.languages or (tasks.spec(e.task).evaluated_languages if e.task in tasks else ()),
+            split=e.split or ev.split,
+            max_examples=e.max_examples if e.max_examples is not None else ev.max_examples,
+        )
+        for e in entries
+    ]
+
+
+def selection_metric(cfg: ExperimentConfig, stage: StageConfig, task: str) -> str:
+    """The stage's selection_metric for its selection task, every other task's headline metric."""
+    chosen = stage.selection_task or stage.task_names[0]
+    if stage.selection_metric and task == chosen:
+        return stage.selection_metric
+    return catalog(cfg).spec(task).headline_metric
