@@ -330,10 +330,10 @@ def test_bad_input_is_named_and_leaves_no_run(case, tiny_model, tmp_path, shared
     json.dumps(err)  # the message is plain text
 
 
-def test_the_missing_head_message_names_the_task_type_in_good_english():
-    from intertask.stages import _missing_head
+def test_themissing_head_message_names_the_task_type_in_good_english():
+    from intertask.stages import missing_head
     from intertask.tasks import builtin_catalog
 
     catalog = builtin_catalog()
-    assert "trained on an extractive_qa task" in str(_missing_head(catalog.task("tydiqa"), "m", "head"))
-    assert "trained on a classification task" in str(_missing_head(catalog.task("xnli"), "m", "head"))
+    assert "trained on an extractive_qa task" in str(missing_head(catalog.task("tydiqa"), "m", "head"))
+    assert "trained on a classification task" in str(missing_head(catalog.task("xnli"), "m", "head"))

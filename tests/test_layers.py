@@ -59,7 +59,9 @@ def test_imports_go_down_the_layers():
                 if root != "intertask" or not rest or rest[0] == me:
                     continue
                 if LEVEL[rest[0]] > LEVEL[me]:
-                    upward.append(f"{path.relative_to(PACKAGE)}:{line}: {me} imports {rest[0]} (a layer above)")
+                    upward.append(
+                        f"{path.relative_to(PACKAGE)}:{line}: {me} imports {rest[0]} (a layer above)"
+                    )
     assert not upward, "\n".join(upward)
 
 

@@ -223,6 +223,7 @@ def test_a_worker_whose_trial_was_failed_as_stale_stops_it_and_goes_on(
     re-queued by another worker: it stops training it (run KILLED, state FAIL), says so, and the study
     still ends with every trial done once (the retry). Before, the worker crashed at its next report."""
     from intertask import tune
+    from intertask.tune.worker import run_trial
     from intertask.workspace import Workspace
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -252,7 +253,7 @@ def test_a_worker_whose_trial_was_failed_as_stale_stops_it_and_goes_on(
 
     other = threading.Thread(target=another_worker)
     other.start()
-    kept = tune._run_trial(ws, study, optuna.Trial(study, trial_id), "tune-lost-target", parent, None, None)
+    kept = run_trial(ws, study, optuna.Trial(study, trial_id), "tune-lost-target", parent, None, None)
     other.join()
     assert kept is None  # nothing of the lost trial is kept
     assert "warning: trial 0 was failed as stale by another worker" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from intertask.config import ExperimentConfig
+from intertask.config import BASE_MODEL, ExperimentConfig
 from intertask.grid import Job
 from intertask.identity import STAGE_KINDS, cell_tags
 
@@ -74,7 +74,7 @@ def _run_stage(ws, spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome:
         return Outcome(spec.job.id, "probe", run_id, spec.key, table=table, cell=cell_tags(spec.tags))
     if spec.job.kind == "evaluate":
         evaluated = stages.evaluate(
-            ws, start if start is not None else stages.BASE_MODEL, spec.parent_run_id, stage_key=spec.key
+            ws, start if start is not None else BASE_MODEL, spec.parent_run_id, stage_key=spec.key
         )
         return Outcome(
             spec.job.id,

@@ -1,0 +1,159 @@
+"""The evaluation stage: one run scores a model on every configured task and language."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from intertask import leakage, modeling, plots, resolve, tracking
+from intertask.config import BASE_MODEL, EvalTaskConfig
+from intertask.errors import DataError
+from intertask.evaluation import evaluate_set, example_rows, language_table, prediction_rows, table_metrics
+from intertask.metrics import EXAMPLES_ARTIFACT
+from intertask.stages.probes import limit, retrieval_table
+from intertask.stages.runs import (
+    SEEN_ARTIFACT,
+    TAG,
+    Evaluated,
+    TrainedModel,
+    eval_training,
+    missing_head,
+    recorded_run,
+    stage_runtime,
+)
+from intertask.tasks.base import TaskType
+from intertask.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class _EvalModel:
+    files: tracking.ModelFiles
+    label: str  # how the model was given
+    seen: leakage.Seen
+    tags: dict[str, str]
+    language: str | None  # its training language, when recorded
+
+
+def _eval_model(ws: Workspace, model: TrainedModel | str) -> _EvalModel:
+    if model == BASE_MODEL:
+        source = Path(modeling.resolve_source(ws.cfg.model.name_or_path))
+        return _EvalModel(tracking.ModelFiles(source, source), ws.cfg.model.name_or_path, {}, {}, None)
+    if isinstance(model, TrainedModel):
+        return _EvalModel(
+            model.files, model.uri, model.seen, {f"{TAG}model_run_id": model.run_id}, model.language
+        )
+    reference = tracking.resolve_reference(model, "evaluation.model")
+    seen = tracking.read_run_json(reference.run_id, SEEN_ARTIFACT) or {}
+    tags = {f"{TAG}model_run_id": reference.run_id}
+    if reference.name:
+        tags[f"{TAG}model_version"] = f"{reference.name}/{reference.version}"
+    language = (reference.tags or {}).get(f"{TAG}language")
+    return _EvalModel(tracking.download_model(reference), model, seen, tags, language)
+
+
+def _eval_sets(ws: Workspace, entry: EvalTaskConfig, seen: leakage.Seen):
+    sets, excluded = {}, {}
+    for language in entry.languages:
+        data = ws.examples(entry.task, language, entry.split, None)
+        kept, dropped = leakage.exclude_seen(data, seen)
+        kept = limit(ws, kept, entry.max_examples)
+        if len(kept) == 0:
+            raise DataError.at(
+                ", ".join(data.files),
+                "",
+                f"no {data.split} examples left for {language!r} after removing {dropped} seen in training",
+                0,
+                "held-out examples",
+            )
+        sets[language], excluded[f"{entry.task}/{language}"] = kept, dropped
+    return sets, excluded
+
+
+def evaluate(
+    ws: Workspace, model: TrainedModel | str, parent_run_id: str | None = None, stage_key: str | None = None
+) -> Evaluated:
+    """Zero-shot evaluation of `model` on every configured task and language in ONE run.
+
+    Each task is scored with the model's head trained on it, else a head of the same type and labels
+    (XQuAD with a TyDiQA head); retrieval tasks use the encoder alone. Precision, threads and batching
+    follow the target stage's training settings; `mean_non_<lang>` leaves out the model's training
+    language.
+    """
+    cfg = ws.cfg
+    source = _eval_model(ws, model)
+    entries = resolve.evaluation_tasks(cfg)
+    types = {e.task: resolve.catalog(cfg).task(e.task) for e in entries}
+    for task in types.values():
+        if (
+            task.trainable
+            and modeling.find_head(source.files.model_dir, task.name, task.head_signature()) is None
+        ):
+            raise missing_head(task, source.label, "head")
+    plan = [(e, *_eval_sets(ws, e, source.seen)) for e in entries]
+    tokenizer = modeling.load_tokenizer(str(source.files.tokenizer_dir))
+    train_language = source.language or (cfg.target.language if cfg.target else "en")
+    tags = source.tags | {
+        f"{TAG}stage": "evaluate",
+        f"{TAG}task": "+".join(types),
+        f"{TAG}model": source.label,
+        f"{TAG}stage_key": stage_key or "",
+    }
+    all_sets = [s for _, sets, _ in plan for s in sets.values()]
+    runtime = stage_runtime(eval_training(cfg))
+    title = f"evaluate {'+'.join(types)}"
+    with recorded_run(ws, title, tags, parent_run_id, all_sets, runtime) as run_id:
+        excluded = {k: v for _, _, ex in plan for k, v in ex.items()}
+        tracking.log_metrics({f"leakage_guard/{k}/excluded": n for k, n in excluded.items()})
+        tables, predictions, examples = [], [], []
+        for entry, sets, _ in plan:
+            table, rows, outcomes = _evaluate_task(
+                ws, types[entry.task], entry, sets, source, tokenizer, train_language, runtime.precision
+            )
+            tables.append(table)
+            predictions.extend(rows)
+            examples.extend(outcomes)
+            figure = plots.language_scores(
+                table, types[entry.task].spec.headline_metric, f"{entry.task}/{entry.split}"
+            )
+            tracking.log_figure(figure, f"evaluation/{entry.task}.png")
+            plots.close(figure)
+        table = pd.concat(tables, ignore_index=True)
+        tracking.log_metrics(table_metrics(table))
+        tracking.log_table(table, "evaluation/languages")
+        outcomes = pd.concat(examples, ignore_index=True)
+        tracking.log_parquet(outcomes, EXAMPLES_ARTIFACT)
+        if cfg.evaluation.save_predictions:
+            tracking.log_table(pd.concat(predictions, ignore_index=True), "evaluation/predictions")
+    return Evaluated(run_id, table, excluded, outcomes)
+
+
+def _evaluate_task(
+    ws, task: TaskType, entry: EvalTaskConfig, sets, source: _EvalModel, tokenizer, train_language, precision
+):
+    training = eval_training(ws.cfg)
+    if not task.trainable:
+        encoder = modeling.load_encoder(source.files.model_dir).to(modeling.device())
+        return retrieval_table(ws, task, sets, encoder, tokenizer, entry.split, precision)
+    net = modeling.load_for_task(source.files.model_dir, task.name, task.head_signature()).to(
+        modeling.device()
+    )
+    per_language, rows, examples = {}, [], []
+    for language, data in tqdm(sets.items(), desc=f"evaluate {task.name}", leave=False):
+        encoded = ws.encode(task, data, tokenizer)
+        scored = evaluate_set(
+            net,
+            task,
+            data,
+            encoded,
+            pad_id=tokenizer.pad_token_id,
+            batch_tokens=training.eval_batch_tokens,
+            precision=precision,
+        )
+        per_language[language] = scored.scores
+        rows.append(prediction_rows(task, data, scored.predictions))
+        examples.append(example_rows(data, task.example_stats(scored.predictions, data)))
+    sizes = {k: len(v) for k, v in sets.items()}
+    return language_table(task.name, entry.split, per_language, sizes, train_language), rows, examples

@@ -1,0 +1,63 @@
+"""Logging and registering a trained model: at the end of its stage, or afterwards into the stage's
+finished run (the best trial of a tuning study)."""
+
+from __future__ import annotations
+
+from intertask import resolve, tracking
+from intertask.config import StageConfig
+from intertask.stages.runs import TAG, StartPoint, TrainedModel
+from intertask.workspace import Workspace
+
+
+def log_stage_model(
+    ws, folder, head, which, language, chain, start: StartPoint, run_id, alias: str | None = None
+) -> tracking.LoggedModel | None:
+    cfg = ws.cfg
+    if not cfg.tracking.log_models:
+        return None
+    register_as = tracking.registered_name(cfg.name, cfg.model.name_or_path, list(chain))
+    tags = {
+        f"{TAG}stage": which,
+        f"{TAG}task_chain": "-".join(chain),
+        f"{TAG}language": language,
+        f"{TAG}base_model": cfg.model.name_or_path,
+        f"{TAG}init_model": start.label,
+        f"{TAG}init_run_id": start.run_id or "",
+        f"{TAG}run_id": run_id,
+    }
+    logged = tracking.log_model(
+        folder,
+        head,
+        register_as=register_as if cfg.tracking.register_models else None,
+        alias=alias or which,
+        tags=tags | {f"{TAG}seed": str(cfg.seed)},
+    )
+    tracking.set_tags({f"{TAG}model_uri": logged.uri})  # how a later run reuses this one
+    return logged
+
+
+def publish(ws: Workspace, which: str, trained: TrainedModel, alias: str) -> tracking.LoggedModel | None:
+    """Log and register a model that `train_stage(..., log_model=False)` left in the workdir, into its
+    own (finished) run: the best trial of a tuning study."""
+    stage: StageConfig = getattr(ws.cfg, which)
+    head = resolve.catalog(ws.cfg).task(stage.task_names[0]).head
+    run = tracking.get_run(trained.run_id)
+    start = StartPoint(
+        files=trained.files,
+        label=run.data.tags.get(f"{TAG}init_model", ""),
+        run_id=run.data.tags.get(f"{TAG}init_run_id") or None,
+        task_chain=trained.task_chain[:-1],
+        seen={},
+    )
+    with tracking.run(run.info.run_name, experiment_id=ws.experiment(), run_id=trained.run_id):
+        return log_stage_model(
+            ws,
+            trained.files.model_dir,
+            head,
+            which,
+            trained.language,
+            trained.task_chain,
+            start,
+            trained.run_id,
+            alias,
+        )

@@ -1,0 +1,243 @@
+"""The worker loop: pop a waiting trial (atomic in the storage), run the stage with the trial's
+parameters in a nested run, report each epoch's dev score to the pruner, keep a heartbeat, and keep
+only the best trial's model files."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import shutil
+import sys
+import threading
+import time
+
+import optuna
+import psutil
+from optuna.trial import TrialState
+
+from intertask import resolve, stages, tracking
+from intertask.config import ExperimentConfig
+from intertask.tune.study import (
+    TAG,
+    default_storage,
+    open_study,
+    pruner_for,
+    sampler_for,
+    study_name,
+    suggest,
+    trial_config,
+    trial_seed,
+)
+from intertask.tune.summary import Kept, TuneResult, summarise
+from intertask.workspace import Workspace
+
+
+class Pruned(optuna.TrialPruned):
+    """Raised from the stage's epoch hook; its MLflow run ends KILLED, not FAILED."""
+
+    run_status = "KILLED"
+
+
+class TakenOver(Exception):
+    """This worker's trial was failed as stale by another worker (and re-queued): stop it."""
+
+    run_status = "KILLED"
+
+
+def tune(
+    ws: Workspace,
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    init: str | None = None,
+    poll_seconds: float = 1.0,
+) -> TuneResult:
+    """Work on the study until no trial is waiting or running; then summarise it on the parent run."""
+    cfg = ws.cfg
+    t = cfg.tuning
+    name = name or study_name(cfg)
+    url = storage or t.storage or default_storage(cfg)
+    study, parent = open_study(cfg, ws, name, url)
+    seed = cfg.seed if t.sampler.seed is None else t.sampler.seed
+    study.pruner = pruner_for(t)
+    kept: Kept | None = None
+    ran = 0
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        _close_lost_runs(ws, study, name)
+        trial_id = study._pop_waiting_trial_id()  # atomic: WAITING -> RUNNING for exactly one worker
+        if trial_id is None:
+            if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                time.sleep(poll_seconds)  # another worker's trial, or a stale one coming back
+                continue
+            break
+        number = study._storage.get_trial_number_from_id(trial_id)  # the storage API, via the study
+        study.sampler = sampler_for(t, trial_seed(seed, number))
+        trial = optuna.Trial(study, trial_id)
+        kept = run_trial(ws, study, trial, name, parent, init, kept)
+        ran += 1
+    return summarise(ws, study, name, url, parent, kept, ran)
+
+
+def _heartbeat(storage, trial_id: int, every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        with contextlib.suppress(Exception):  # a storage hiccup: the next beat retries (grace absorbs it)
+            storage.record_heartbeat(trial_id)
+
+
+def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept | None:
+    cfg = ws.cfg
+    t = cfg.tuning
+    storage = study._storage
+    storage.record_heartbeat(trial._trial_id)
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat, args=(storage, trial._trial_id, t.heartbeat_seconds, stop), daemon=True
+    )
+    beat.start()
+    _set_attr(trial, "host_pid", tracking.process_tags())
+    key = f"{name}#{trial.number}"
+    try:
+        trial_cfg = trial_config(cfg, suggest(trial, t))
+    except Exception as err:  # values the checks could not foresee (a retry enqueued by another space)
+        stop.set()
+        if _set_attr(trial, "error", f"{type(err).__name__}: {err}"[:500]):
+            _tell(study, trial, state=TrialState.FAIL)
+        return kept
+    trial_ws = Workspace(
+        cfg=trial_cfg,
+        config_file=ws.config_file,
+        tags={
+            **ws.tags,
+            f"{TAG}trial_key": key,
+            f"{TAG}trial_number": str(trial.number),
+            f"{TAG}trial_state": "RUNNING",
+        },
+        experiment_id=ws.experiment(),
+        workdir=ws.workdir,
+        _data=ws._data,
+    )
+
+    def on_epoch(epoch: int, score: float) -> None:
+        try:
+            trial.report(score, epoch)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise TakenOver(f"trial {trial.number} was failed as stale by another worker") from None
+        tracking.log_metrics({"trial/intermediate_value": score}, epoch)
+        last = getattr(trial_cfg, t.stage).training.epochs
+        if epoch < last and trial.should_prune():  # after the last epoch there is nothing left to save
+            raise Pruned(f"trial {trial.number} pruned after epoch {epoch} (dev {score:.4f})")
+
+    state, value, trained = "FAIL", None, None
+    started = time.perf_counter()
+    try:
+        start = init if init is not None else (trial_cfg.target.init if t.stage == "target" else None)
+        trained = stages.train_stage(
+            trial_ws,
+            t.stage,
+            start,
+            parent_run_id=parent,
+            on_epoch=on_epoch,
+            log_model=False,
+            resumable=False,
+        )
+        value = objective(trial_cfg, trained)
+        state = "COMPLETE"
+    except optuna.TrialPruned:
+        state = "PRUNED"
+    except TakenOver:
+        state = "LOST"
+    except Exception as err:  # a failed trial is recorded and the study goes on
+        _set_attr(trial, "error", f"{type(err).__name__}: {err}"[:500])
+    finally:
+        stop.set()
+        beat.join()
+    run_ids = [r.info.run_id for r in tracking.find_runs(ws.experiment(), f"{TAG}trial_key", key)]
+    if state != "LOST":
+        if run_ids:
+            _set_attr(trial, "mlflow_run_id", run_ids[0])
+        _set_attr(trial, "seconds", time.perf_counter() - started)
+        if state == "COMPLETE":
+            state = state if _tell(study, trial, value) else "LOST"
+        else:
+            told = _tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+            state = state if told else "LOST"
+    if state == "LOST":  # failed as stale by another worker, which re-queued it: this run is not the trial's
+        print(
+            f"warning: trial {trial.number} was failed as stale by another worker (no heartbeat for "
+            f"{cfg.tuning.grace_seconds} s; it is retried once): this worker stopped it and goes on. On a busy "
+            "machine raise tuning.grace_seconds.",
+            file=sys.stderr,
+        )
+        value = None
+        for run_id in run_ids:
+            tracking.close_run(run_id, "KILLED")
+    for run_id in run_ids:
+        tracking.set_run_tags(run_id, {f"{TAG}trial_state": "FAIL" if state == "LOST" else state})
+    kept = _keep_best(kept, trial.number, value, trained, trial_cfg, t.direction)
+    del trained
+    gc.collect()
+    with tracking.logging_to(parent):
+        tracking.log_metrics({"trials/rss_mb": psutil.Process().memory_info().rss / 2**20}, trial.number)
+    return kept
+
+
+def _set_attr(trial: optuna.Trial, key: str, value) -> bool:
+    """Set a user attribute of a running trial; False when another worker has failed it as stale."""
+    try:
+        trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, value=None, state=None) -> bool:
+    """Finish a trial; False when another worker has failed it as stale first (and re-queued it)."""
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        return False
+    try:
+        study.tell(trial, value, state=state)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # failed by another in between
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            return False
+        raise
+    return True
+
+
+def objective(cfg: ExperimentConfig, trained: stages.TrainedModel) -> float:
+    """The tuned stage's dev selection score at its best epoch (the tuning metric when given)."""
+    stage = getattr(cfg, cfg.tuning.stage)
+    chosen = [stage.selection_task] if stage.selection_task else list(stage.task_names)
+    values = [trained.best_dev[task][resolve.selection_metric(cfg, stage, task)] for task in chosen]
+    return float(sum(values) / len(values))
+
+
+def _keep_best(kept, number, value, trained, trial_cfg, direction) -> Kept | None:
+    """This worker's best model stays in the workdir; every other trial's files are removed."""
+    if trained is None:
+        return kept
+    if value is None:
+        _remove(trained)
+        return kept
+    better = kept is None or (value > kept.value if direction == "maximize" else value < kept.value)
+    if better:
+        if kept is not None:
+            _remove(kept.trained)
+        return Kept(number, value, trained, trial_cfg)
+    _remove(trained)
+    return kept
+
+
+def _remove(trained: stages.TrainedModel) -> None:
+    shutil.rmtree(trained.files.model_dir, ignore_errors=True)
+
+
+def _close_lost_runs(ws, study, name: str) -> None:
+    """MLflow runs of trials failed as stale (their worker died) end KILLED with state FAIL."""
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        for found in tracking.find_runs(ws.experiment(), f"{TAG}trial_key", f"{name}#{frozen.number}"):
+            if found.data.tags.get(f"{TAG}trial_state") != "RUNNING":
+                continue  # ended by its own worker
+            if found.info.status == "RUNNING":  # (a start on the same host may have marked it already)
+                tracking.close_run(found.info.run_id, "KILLED")
+            tracking.set_run_tags(found.info.run_id, {f"{TAG}trial_state": "FAIL"})
