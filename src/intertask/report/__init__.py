@@ -1,0 +1,77 @@
+"""The transfer report: tidy scores of every cell, gains over the baseline with their uncertainty,
+flags, aggregates per model group and intermediate-task family, the XTREME aggregate, domain
+divergence against the gains, robustness under domain shift, a heatmap and a self-contained HTML page.
+
+Gain of a cell = score(intermediate -> target) - score(target only), same model, seed, evaluation task,
+language and metric, averaged over seeds. Its interval, p-value and minimum detectable effect combine
+the seeds and a paired bootstrap of the test examples (significance.py: the metric is recomputed on
+each resample from the per-example statistics every evaluation logs); q-values are Benjamini-Hochberg
+over every gain of the report, and the flag reads q: `positive` / `negative` at q <= report.fdr, else
+`no effect` when the study could have detected report.smallest_effect, else `inconclusive`; with fewer
+than 3 seeds always `inconclusive` (one seed is not a finding), the reading saying what the test
+sample alone shows.
+
+    tables  scores, group and family aggregates, XTREME, divergence, robustness (data frames in and out)
+    gains   gains over the baseline with intervals, p, q, minimum detectable effect, flag and reading
+    render  figures, the HTML page, the report as files
+The report reads nothing from the tracking store: collect.py gathers the same frames from runs.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from intertask.config import ExperimentConfig
+from intertask.report.gains import GAIN_COLUMNS, gains_table
+from intertask.report.render import TABLES, figures, render_html, write
+from intertask.report.tables import (
+    SCORE_COLUMNS,
+    Report,
+    correlation_table,
+    divergence_table,
+    examples_table,
+    groups_table,
+    robustness_table,
+    scores_table,
+    summary_rows,
+    task_kinds,
+    xtreme_table,
+)
+
+__all__ = [
+    "GAIN_COLUMNS",
+    "SCORE_COLUMNS",
+    "TABLES",
+    "Report",
+    "assemble",
+    "gains_table",
+    "groups_table",
+    "render_html",
+    "robustness_table",
+    "summary_rows",
+    "write",
+    "xtreme_table",
+]
+
+
+def assemble(cfg: ExperimentConfig, evaluations, probe_frames, ws=None, embed_texts=None) -> Report:
+    """The report from data frames: `evaluations` as (cell tags, languages table, per-example statistics
+    or None) per evaluation run, `probe_frames` the retrieval probes' tables. Nothing here reads the
+    tracking store (collect.py does)."""
+    scores = scores_table(cfg, evaluations)
+    gains = gains_table(scores, examples_table(evaluations), task_kinds(cfg, scores), cfg.report)
+    diverge = divergence_table(cfg, gains, ws, embed_texts) if cfg.report.divergence else pd.DataFrame()
+    probes = pd.concat(probe_frames, ignore_index=True) if probe_frames else pd.DataFrame()
+    built = Report(
+        scores,
+        gains,
+        groups_table(cfg, scores, gains),
+        xtreme_table(scores),
+        diverge,
+        correlation_table(diverge) if not diverge.empty else pd.DataFrame(),
+        robustness_table(cfg, scores),
+        probes,
+    )
+    built.figures = figures(cfg, built)
+    built.html = render_html(cfg, built)
+    return built

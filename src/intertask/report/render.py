@@ -1,0 +1,135 @@
+"""The report as people look at it: figures, one self-contained HTML page, and files on disk."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+
+from intertask import resolve
+from intertask.config import ExperimentConfig
+from intertask.report.tables import Report, summary_rows
+
+
+def figures(cfg: ExperimentConfig, built: Report) -> dict:
+    from intertask import plots  # matplotlib: only when figures are drawn (not for a report read back)
+
+    figures = {}
+    catalog = resolve.catalog(cfg)
+    primary = built.gains.task.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
+    rows = built.gains[built.gains.metric == primary]
+    if not rows.empty:
+        figures["heatmap"] = plots.gain_heatmap(rows, cfg.report.fdr)
+    if not built.divergence.empty and len(built.divergence) >= 2:
+        figures["divergence"] = plots.divergence_scatter(built.divergence, built.correlations)
+    if not built.probes.empty and "point" in built.probes:
+        figures["probes"] = plots.probe_changes(built.probes)
+    return figures
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def render_html(cfg: ExperimentConfig, built: Report) -> str:
+    """A single self-contained page: every table, every figure inline."""
+
+    def table(frame: pd.DataFrame, title: str) -> str:
+        if frame is None or frame.empty:
+            return ""
+        return f"<h2>{title}</h2>" + frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
+
+    images = "".join(
+        f'<h2>{name}</h2><img src="data:image/png;base64,{_png(fig)}"/>'
+        for name, fig in built.figures.items()
+    )
+    headline = summary_rows(cfg, built.gains)
+    options = cfg.report
+    seeds = sorted(set(built.gains.n_seeds)) if not built.gains.empty else []
+    few = [n for n in seeds if n < 3]
+    notes = [
+        "<p>gain = score(intermediate &rarr; target) &minus; score(target only), same model, seeds and test "
+        f"examples, averaged over seeds. Interval: {options.confidence:.0%}, from the spread over seeds and a "
+        f"paired bootstrap of the test examples ({options.bootstrap} resamples; the metric recomputed on each). "
+        f"q: Benjamini&ndash;Hochberg over all {len(built.gains)} gains of this report; a gain is flagged "
+        f"<b>positive</b> or <b>negative</b> at q &le; {options.fdr}. Not significant: <i>no effect</i> when the study "
+        f"could detect {100 * options.smallest_effect:.1f} points at power {options.power:.0%} (mde), else "
+        "<i>inconclusive</i>. Grey rows and pale heatmap cells are not significant.</p>"
+    ]
+    if few:
+        notes.append(
+            f"<p><b>Seed component unestimated</b> for cells with {', '.join(map(str, few))} seed(s): their "
+            "intervals cover the test sample only, not the training randomness; run 3 or more seeds.</p>"
+        )
+    if built.skipped:
+        notes.append(
+            "<p>Runs left out: "
+            + "; ".join(f"{n} {why}" for why, n in sorted(built.skipped.items()))
+            + ".</p>"
+        )
+    body = "".join(
+        [
+            f"<h1>Transfer report: {cfg.name}</h1>",
+            *notes,
+            _gains_html(headline, options.fdr, "Headline gains (first metric, mean over languages)"),
+            images,
+            table(built.groups, "Gains by model group and intermediate-task family"),
+            table(built.xtreme, "XTREME aggregate"),
+            table(built.divergence, "Domain divergence (training sets)"),
+            table(built.correlations, "Divergence vs gain (Spearman)"),
+            table(built.robustness, "Robustness under domain shift"),
+            _gains_html(built.gains, options.fdr, "Every gain"),
+            table(built.scores, "Every score"),
+        ]
+    )
+    style = (
+        "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:12px} "
+        "td,th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%} tr.muted td{color:#999} "
+        "tr.significant td{font-weight:bold}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{cfg.name}</title><style>{style}</style>"
+        f"</head><body>{body}</body></html>"
+    )
+
+
+def _gains_html(frame: pd.DataFrame, fdr: float, title: str) -> str:
+    """Gains as a table whose significant rows are bold and the others grey."""
+    if frame is None or frame.empty:
+        return ""
+    import html
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.4f}"
+        return html.escape(str(value))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    rows = "".join(
+        f'<tr class="{"significant" if q <= fdr else "muted"}">'
+        + "".join(f"<td>{cell(v)}</td>" for v in row)
+        + "</tr>"
+        for row, q in zip(frame.itertuples(index=False), frame.q.fillna(1.0), strict=True)
+    )
+    return f"<h2>{title}</h2><table><tr>{head}</tr>{rows}</table>"
+
+
+TABLES = ("scores", "gains", "groups", "xtreme", "divergence", "correlations", "robustness", "probes")
+
+
+def write(built: Report, folder) -> None:
+    """The report as files: CSV tables, PNG figures and report.html."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        frame = getattr(built, name)
+        if frame is not None and not frame.empty:
+            frame.to_csv(folder / f"{name}.csv", index=False)
+    for name, figure in built.figures.items():
+        figure.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+    for name, png in built.images.items():
+        (folder / f"{name}.png").write_bytes(png)
+    (folder / "report.html").write_text(built.html, encoding="utf-8")

@@ -1,0 +1,267 @@
+"""The report's tables from data frames: scores, aggregates per model group and intermediate family,
+the XTREME aggregate, divergence against the gains, robustness under domain shift; Nothing here reads the tracking store (collect.py does)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from intertask import divergence, grid, metrics, resolve
+from intertask.config import NONE, ExperimentConfig
+from intertask.identity import CELL_TAG
+
+SCORE_COLUMNS = [
+    "model",
+    "model_group",
+    "intermediate",
+    "family",
+    "target",
+    "seed",
+    "task",
+    "split",
+    "language",
+    "metric",
+    "value",
+]
+
+
+@dataclass
+class Report:
+    scores: (
+        pd.DataFrame
+    )  # model, model_group, intermediate, family, target, seed, task, split, language, metric, value
+    gains: pd.DataFrame  # GAIN_COLUMNS: KEYS + seeds, examples, transfer, baseline, gain, se, interval, p, q, mde, flag, reading
+    groups: pd.DataFrame  # mean gain per model group x intermediate family (summary rows)
+    xtreme: pd.DataFrame  # XTREME task / group / overall scores per model, intermediate, target, seed
+    divergence: pd.DataFrame  # intermediate x target: overlap, JS, embedding distances, mean gain
+    correlations: pd.DataFrame  # Spearman of each divergence measure with the gain
+    robustness: pd.DataFrame  # in-domain vs out-of-domain scores of the same model
+    probes: pd.DataFrame  # retrieval probes: point, arm, task, language, metric, value
+    figures: dict = field(default_factory=dict)  # name -> matplotlib figure
+    html: str = ""
+    images: dict = field(default_factory=dict)  # name -> PNG bytes (a report read back from its run)
+    skipped: dict = field(default_factory=dict)  # why -> how many runs the report left out
+
+
+def family_of(cfg: ExperimentConfig, intermediate: str) -> str:
+    if intermediate == NONE:
+        return NONE
+    catalog = resolve.catalog(cfg)
+    families = [catalog.spec(t).task_family if t in catalog else t for t in intermediate.split("+")]
+    return families[0] if len(families) == 1 else "mix(" + "+".join(families) + ")"
+
+
+def group_of(cfg: ExperimentConfig, model: str) -> str:
+    groups = cfg.grid.model_groups if cfg.grid else {}
+    return next((g for g, members in groups.items() if model in members), model)
+
+
+def _cell_of(tags: dict) -> dict:  # a run's cell tags -> the cell's columns
+    return {
+        "model": tags.get(f"{CELL_TAG}model", ""),
+        "intermediate": tags.get(f"{CELL_TAG}intermediate", NONE),
+        "target": tags.get(f"{CELL_TAG}target", ""),
+        "seed": int(tags.get(f"{CELL_TAG}seed", 0) or 0),
+    }
+
+
+def scores_table(cfg: ExperimentConfig, evaluations: list[tuple]) -> pd.DataFrame:
+    """One row per (cell, seed, evaluation task, split, language, metric). `evaluations`: (run tags,
+    languages table[, per-example statistics]) per evaluation run."""
+    frames = [item[1].assign(**_cell_of(item[0])) for item in evaluations]
+    if not frames:
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    scores = pd.concat(frames, ignore_index=True)
+    scores["model_group"] = scores.model.map(lambda m: group_of(cfg, m))
+    scores["family"] = scores.intermediate.map(lambda i: family_of(cfg, i))
+    return scores[SCORE_COLUMNS]
+
+
+def examples_table(evaluations: list[tuple]) -> pd.DataFrame:
+    """Every evaluation's per-example statistics, with the cell of its run."""
+    frames = [
+        item[2].assign(**_cell_of(item[0])) for item in evaluations if len(item) > 2 and item[2] is not None
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def task_kinds(cfg: ExperimentConfig, scores: pd.DataFrame) -> dict[str, str]:
+    catalog = resolve.catalog(cfg)
+    return {t: catalog.task(t).kind for t in scores.task.unique() if t in catalog}
+
+
+def summary_rows(cfg: ExperimentConfig, table: pd.DataFrame) -> pd.DataFrame:
+    """The headline row of each cell: the task's first metric, averaged over all evaluated languages."""
+    catalog = resolve.catalog(cfg)
+    primary = table.task.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
+    return table[(table.metric == primary) & (table.language == metrics.MEAN_ALL)]
+
+
+def groups_table(cfg: ExperimentConfig, scores: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
+    """Mean gain (headline rows) per model group x intermediate family: 'does NLI or QA transfer better?'."""
+    headline = summary_rows(cfg, gains)
+    if headline.empty:
+        return pd.DataFrame(
+            columns=["model_group", "family", "target", "cells", "gain", "positive", "negative"]
+        )
+    labels = scores.drop_duplicates(["model", "intermediate"]).set_index(["model", "intermediate"])
+    headline = headline.assign(
+        model_group=[
+            labels.loc[(m, i), "model_group"]
+            for m, i in zip(headline.model, headline.intermediate, strict=True)
+        ],
+        family=[
+            labels.loc[(m, i), "family"] for m, i in zip(headline.model, headline.intermediate, strict=True)
+        ],
+    )
+    out = headline.groupby(["model_group", "family", "target"], sort=False).agg(
+        cells=("gain", "size"),
+        gain=("gain", "mean"),
+        positive=("flag", lambda f: int((f == "positive").sum())),
+        negative=("flag", lambda f: int((f == "negative").sum())),
+    )
+    return out.reset_index()
+
+
+def xtreme_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """XTREME scores of every (model, intermediate, target, seed) that evaluated XTREME tasks."""
+    rows = []
+    per_language = scores[
+        ~scores.language.str.startswith("mean_") & scores.task.isin(list(metrics.XTREME_LANGUAGES))
+    ]
+    for key, cell in per_language.groupby(["model", "intermediate", "target", "seed"], sort=False):
+        per_task = {}
+        for task, group in cell.groupby("task", sort=False):
+            langs = {lang: dict(zip(g.metric, g.value, strict=True)) for lang, g in group.groupby("language")}
+            per_task[task] = metrics.xtreme_task_score(task, langs)["avg_metric"]
+            rows.append(
+                {
+                    **dict(zip(["model", "intermediate", "target", "seed"], key, strict=True)),
+                    "score": f"task/{task}",
+                    "value": per_task[task],
+                    "languages": len(langs),
+                    "xtreme_languages_missing": " ".join(
+                        sorted(set(metrics.XTREME_LANGUAGES[task]) - set(langs))
+                    ),
+                }
+            )
+        for name, value in metrics.xtreme_aggregate(per_task).items():
+            rows.append(
+                {
+                    **dict(zip(["model", "intermediate", "target", "seed"], key, strict=True)),
+                    "score": name if name == "overall" else f"group/{name}",
+                    "value": value,
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "intermediate",
+            "target",
+            "seed",
+            "score",
+            "value",
+            "languages",
+            "xtreme_languages_missing",
+        ],
+    )
+
+
+def robustness_table(cfg: ExperimentConfig, scores: pd.DataFrame) -> pd.DataFrame:
+    """For a model evaluated on its own target task and on other tasks with the same head: the drop of
+    each metric (absolute and relative) from in-domain to each out-of-domain set, headline rows."""
+    rows = []
+    means = scores[scores.language == metrics.MEAN_ALL]
+    for key, cell in means.groupby(["model", "intermediate", "target", "seed"], sort=False):
+        own = cell[cell.task == key[2]]
+        for (task, metric), ood in cell[cell.task != key[2]].groupby(["task", "metric"], sort=False):
+            same = own[own.metric == metric]
+            if same.empty:
+                continue
+            inside, outside = float(same.value.iloc[0]), float(ood.value.iloc[0])
+            rows.append(
+                {
+                    **dict(zip(["model", "intermediate", "target", "seed"], key, strict=True)),
+                    "out_of_domain": task,
+                    "metric": metric,
+                    "in_domain_value": inside,
+                    "out_of_domain_value": outside,
+                    "drop": inside - outside,
+                    "relative_drop": (inside - outside) / inside if inside else float("nan"),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "intermediate",
+            "target",
+            "seed",
+            "out_of_domain",
+            "metric",
+            "in_domain_value",
+            "out_of_domain_value",
+            "drop",
+            "relative_drop",
+        ],
+    )
+
+
+def divergence_table(cfg: ExperimentConfig, gains: pd.DataFrame, ws, embed_texts) -> pd.DataFrame:
+    """Every (intermediate task, target task) pair of the study: divergence of their training sets
+    (`embed_texts(ws, texts)`: unit-length sentence embeddings with the base model)."""
+
+    columns = [
+        "intermediate",
+        "target",
+        "vocabulary_overlap",
+        "js_divergence",
+        "embedding_cosine_distance",
+        "mmd",
+        "gain",
+    ]
+    headline = summary_rows(cfg, gains)
+    pairs = headline[["intermediate", "target"]].drop_duplicates()
+    if pairs.empty or ws is None or embed_texts is None:
+        return pd.DataFrame(columns=columns)
+    options = cfg.report
+    language = (cfg.target or cfg.intermediate).language if (cfg.target or cfg.intermediate) else "en"
+    texts = {}
+    for task in set(pairs.target) | {t for i in pairs.intermediate for t in i.split("+")}:
+        data = ws.examples(task, grid.training_language(cfg, language, (task,)), "train", None)
+        rng = np.random.default_rng(cfg.split_seed)
+        chosen = rng.permutation(len(data))[: options.divergence_examples]
+        texts[task] = [" ".join(data.examples[i].texts) for i in sorted(chosen)]
+    vectors = {task: embed_texts(ws, values) for task, values in texts.items()}
+    rows = []
+    for inter, target in pairs.itertuples(index=False):
+        parts = inter.split("+")
+        a_texts = [t for p in parts for t in texts[p]]
+        a_vec = np.concatenate([vectors[p] for p in parts])
+        a, b = divergence.word_counts(a_texts), divergence.word_counts(texts[target])
+        gain = headline[(headline.intermediate == inter) & (headline.target == target)].gain.mean()
+        rows.append(
+            {
+                "intermediate": inter,
+                "target": target,
+                "vocabulary_overlap": divergence.vocabulary_overlap(a, b, options.top_k_words),
+                "js_divergence": divergence.js_divergence(a, b),
+                "embedding_cosine_distance": divergence.mean_embedding_distance(a_vec, vectors[target]),
+                "mmd": divergence.mmd_rbf(a_vec, vectors[target]),
+                "gain": gain,
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def correlation_table(table: pd.DataFrame) -> pd.DataFrame:
+    measures = ["vocabulary_overlap", "js_divergence", "embedding_cosine_distance", "mmd"]
+    rows = [
+        {"measure": m, "spearman_with_gain": divergence.spearman(table[m], table.gain), "pairs": len(table)}
+        for m in measures
+        if m in table
+    ]
+    return pd.DataFrame(rows, columns=["measure", "spearman_with_gain", "pairs"])

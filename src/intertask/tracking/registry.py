@@ -1,0 +1,251 @@
+"""Models: logging a trained model (transformers flavor, or intertask's pyfunc model for QA and
+multiple choice), registering it with an alias, resolving models:/ and runs:/ references, and
+downloading a logged model once into the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from intertask import models
+from intertask.errors import ModelError, Problem
+from intertask.tracking.provenance import package_versions
+
+
+def registered_name(experiment: str, model_name: str, task_chain: list[str]) -> str:
+    """<experiment>.<model>.<task chain>, e.g. demo.e5-small.xnli-pawsx."""
+    short = Path(model_name.rstrip("/")).name if model_name not in models.OFFLINE_MODELS else model_name
+    clean = "".join(c if c.isalnum() or c in "-_" else "-" for c in short)
+    return f"{experiment}.{clean}.{'-'.join(task_chain)}"
+
+
+def _pip_requirements() -> list[str]:
+    v = package_versions()
+    return [
+        f"torch=={v['torch'].split('+')[0]}",
+        f"transformers=={v['transformers']}",
+        f"tokenizers=={v['tokenizers']}",
+    ]
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    uri: str  # the URI to use from now on: models:/name/version if registered, else runs:/id/model
+    run_id: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+
+
+PIPELINE_TASKS = {
+    "sequence_classification": "text-classification",
+    "token_classification": "token-classification",
+}
+HEADS_ARTIFACT = "model_heads"  # run artifact: the head index and any further heads of the logged model
+
+
+def log_model(
+    folder: Path, head: str, *, register_as: str | None, alias: str | None, tags: dict[str, str]
+) -> LoggedModel:
+    """Log a saved model folder and register it only after every upload succeeded.
+
+    Heads with a transformers pipeline use the transformers flavor (model + tokenizer, pyfunc
+    text/token classification); extractive QA and multiple choice, which transformers 5 has no
+    pipeline for, use intertask's own pyfunc model (serving.py). The head index and further heads of a
+    multi-task model go to the run's `model_heads/` artifacts.
+    """
+    run_id = mlflow.active_run().info.run_id
+    # the flavor warns that it finds no hub model card or license for a local model: expected here
+    logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
+    if head in PIPELINE_TASKS:
+        from transformers import AutoTokenizer
+
+        from intertask.modeling import HEADS
+
+        model = HEADS[head].from_pretrained(str(folder))
+        info = mlflow.transformers.log_model(
+            transformers_model={"model": model, "tokenizer": AutoTokenizer.from_pretrained(str(folder))},
+            name="model",
+            task=PIPELINE_TASKS[head],
+            pip_requirements=_pip_requirements(),
+        )
+    else:
+        from intertask.tracking.serving import ARTIFACT, TaskModel
+
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TaskModel(),
+            artifacts={ARTIFACT: str(folder)},
+            pip_requirements=_pip_requirements(),
+        )
+    index = [p for p in (folder / "heads.json", folder / "heads") if p.exists()]
+    for path in index:
+        (mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact)(
+            str(path), f"{HEADS_ARTIFACT}/heads" if path.is_dir() else HEADS_ARTIFACT
+        )
+    if register_as is None:
+        return LoggedModel(f"runs:/{run_id}/model", run_id)
+    version = mlflow.register_model(info.model_uri, register_as, tags=tags).version
+    if alias:
+        MlflowClient().set_registered_model_alias(register_as, alias, version)
+    return LoggedModel(f"models:/{register_as}/{version}", run_id, register_as, str(version), alias)
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """What a models:/ URI, runs:/ URI or run id points to."""
+
+    given: str
+    run_id: str
+    download_uri: str
+    name: str | None = None
+    version: str | None = None
+    tags: dict | None = None  # model version tags (lineage), or the run's tags
+
+
+def _reference_error(ref: str, problem: str, field: str) -> ModelError:
+    return ModelError(
+        [
+            Problem(
+                "<model>",
+                field,
+                problem,
+                ref,
+                "models:/name@alias, models:/name/version, runs:/<run id>/model or a run id",
+            )
+        ]
+    )
+
+
+def resolve_reference(ref: str, field: str = "model") -> ModelReference:
+    """Look a model reference up in the tracking store (no download); ModelError if it does not exist."""
+    client = MlflowClient()
+    try:
+        if ref.startswith("models:/"):
+            body = ref[len("models:/") :]
+            if "@" in body:
+                name, alias = body.split("@", 1)
+                mv = client.get_model_version_by_alias(name, alias)
+            elif "/" in body:
+                name, version = body.rsplit("/", 1)
+                mv = client.get_model_version(name, version)
+            else:
+                raise _reference_error(ref, "a models:/ URI needs @alias or /version", field)
+            return ModelReference(
+                ref, mv.run_id, f"runs:/{mv.run_id}/model", mv.name, str(mv.version), dict(mv.tags)
+            )
+        run_id = ref[len("runs:/") :].split("/", 1)[0] if ref.startswith("runs:/") else ref
+        run_ = client.get_run(run_id)
+        return ModelReference(ref, run_id, f"runs:/{run_id}/model", tags=dict(run_.data.tags))
+    except MlflowException as err:
+        raise _reference_error(
+            ref, f"not found in the tracking store: {err.message.splitlines()[0][:200]}", field
+        ) from None
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    model_dir: Path
+    tokenizer_dir: Path
+
+
+def download_model(reference: ModelReference) -> ModelFiles:
+    """Download a logged model (and its extra heads) once into the cache: artifacts never change."""
+
+    def fetch(staging: Path) -> Path:
+        try:
+            path = Path(mlflow.artifacts.download_artifacts(reference.download_uri, dst_path=str(staging)))
+            folder = _model_folder(path, reference)
+            if _has_artifact(reference.run_id, HEADS_ARTIFACT):
+                heads = mlflow.artifacts.download_artifacts(
+                    run_id=reference.run_id, artifact_path=HEADS_ARTIFACT
+                )
+                shutil.copytree(heads, folder[0], dirs_exist_ok=True)
+        except MlflowException as err:
+            raise _reference_error(
+                reference.given, f"cannot download the model: {err.message[:200]}", "model"
+            ) from None
+        return path
+
+    target = _download_once("mlflow-models", reference.run_id, fetch, lambda t: (t / "MLmodel").is_file())
+    model_dir, tokenizer_dir = _model_folder(target, reference)
+    return ModelFiles(model_dir, tokenizer_dir)
+
+
+def download_folder(run_id: str, path: str) -> Path | None:
+    """A run's artifact folder, downloaded once into the cache; None if the run has no such folder."""
+    if not _has_artifact(run_id, path):
+        return None
+
+    def fetch(staging: Path) -> Path:
+        return Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(staging))
+        )
+
+    return _download_once("mlflow-folders", f"{run_id}|{path}", fetch, Path.is_dir)
+
+
+def _download_once(
+    cache: str, key: str, fetch: Callable[[Path], Path], complete: Callable[[Path], bool]
+) -> Path:
+    """<cache root>/<cache>/<digest of the tracking URI and key>, downloaded unless `complete` says an
+    earlier download is (artifacts never change): `fetch` downloads into a fresh staging folder and
+    returns the path to move into place."""
+    digest = hashlib.sha256(f"{mlflow.get_tracking_uri()}|{key}".encode()).hexdigest()[:16]
+    target = models.cache_root() / cache / digest
+    if not complete(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+        path = fetch(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        path.rename(target)
+        shutil.rmtree(staging)
+    return target
+
+
+def _model_folder(root: Path, reference: ModelReference) -> tuple[Path, Path]:
+    """(model folder, tokenizer folder) inside a downloaded transformers- or intertask-pyfunc model."""
+    flavors = yaml.safe_load((root / "MLmodel").read_text())["flavors"]
+    if "transformers" in flavors:
+        return root / flavors["transformers"].get("model_binary", "model"), root / "components" / "tokenizer"
+    from intertask.tracking.serving import ARTIFACT
+
+    artifacts = flavors.get("python_function", {}).get("artifacts", {})
+    if ARTIFACT not in artifacts:
+        raise _reference_error(
+            reference.given,
+            f"not a model logged by intertask (no transformers flavor and no {ARTIFACT!r} artifact)",
+            "model",
+        )
+    folder = root / artifacts[ARTIFACT]["path"]
+    return folder, folder
+
+
+def _has_artifact(run_id: str, path: str) -> bool:
+    return any(a.path == path for a in MlflowClient().list_artifacts(run_id))
+
+
+def read_run_json(run_id: str, path: str) -> dict | None:
+    """A JSON artifact of a run, or None if the run has no such artifact."""
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+    except (MlflowException, OSError):
+        return None
+    return json.loads(Path(local).read_text())
+
+
+def download_run_folder(run_id: str, path: str, dst: str | Path) -> Path:
+    """A folder of a run's artifacts, downloaded into `dst`."""
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))

@@ -1,0 +1,357 @@
+"""The connection to the tracking store, runs (open, nest, close, find, reap), and logging values,
+tables, figures and files into the active run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from intertask.config import ExperimentConfig
+from intertask.errors import ModelError, Problem
+
+TAG = "intertask."  # prefix of our tags
+
+
+class TrackingError(ModelError):
+    """The tracking server cannot be reached or refuses a request."""
+
+
+def tracking_uri(cfg: ExperimentConfig) -> str:
+    """tracking.uri, else $MLFLOW_TRACKING_URI, else the embedded default sqlite:///<cwd>/mlflow.db."""
+    return (
+        cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    )
+
+
+def use(cfg: ExperimentConfig) -> str:
+    """Point MLflow at the configured tracking store (nothing is created)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = tracking_uri(cfg)
+    # MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) leave a dead server unnoticed
+    # for minutes; bounded here unless the environment says otherwise
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.tracking.http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.tracking.http_timeout_seconds))
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:
+    """The experiment id for cfg in the tracking store (the experiment is created if new, or None is
+    returned with `create=False`)."""
+    uri = use(cfg)
+    name = cfg.tracking.experiment or cfg.name
+    try:
+        if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: the launcher chose the experiment
+            return MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            return _create_experiment(name) if create else None
+        return experiment.experiment_id
+    except MlflowException as err:
+        raise TrackingError(
+            [
+                Problem(
+                    "<tracking>",
+                    "tracking.uri",
+                    f"tracking store refused: {err.message[:200]}",
+                    uri,
+                    "a reachable MLflow tracking URI",
+                )
+            ]
+        ) from None
+    except Exception as err:  # connection errors surface as several exception types
+        raise TrackingError(
+            [
+                Problem(
+                    "<tracking>",
+                    "tracking.uri",
+                    f"cannot reach tracking store: {err}"[:300],
+                    uri,
+                    "a reachable MLflow tracking URI",
+                )
+            ]
+        ) from None
+
+
+def _create_experiment(name: str) -> str:
+    """Create the experiment; another process creating it at the same moment is not an error."""
+    try:
+        return mlflow.create_experiment(name)
+    except MlflowException:  # RESOURCE_ALREADY_EXISTS from a server, a unique-key error from SQL stores
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def store_failure(err: BaseException, uri: str) -> TrackingError | None:
+    """A TrackingError naming the URI when `err` is the tracking store failing (unreachable, timing
+    out, answering 5xx after the retries) rather than a bug or bad input; else None."""
+    import requests
+
+    chain, seen = [], err
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    network = any(isinstance(e, requests.exceptions.RequestException | ConnectionError) for e in chain)
+    text = " ".join(str(e) for e in chain)
+    markers = ("Max retries exceeded", "Connection refused", "Read timed out", "too many 5")
+    if not network and not any(m in text for m in markers):
+        return None
+    first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return TrackingError(
+        [
+            Problem(
+                "<tracking>",
+                "tracking.uri",
+                f"the tracking store failed: {first.strip()}"[:400],
+                uri,
+                "a reachable MLflow tracking server (tracking.http_retries / http_timeout_seconds bound the wait)",
+            )
+        ]
+    )
+
+
+def experiment_name(experiment_id: str) -> str:
+    return MlflowClient().get_experiment(experiment_id).name
+
+
+@contextmanager
+def run(
+    name: str,
+    *,
+    experiment_id: str,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
+) -> Iterator[str]:
+    """A run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C); yields its id.
+
+    `run_id` continues an existing run. Without a parent, a run started by `mlflow run` ($MLFLOW_RUN_ID)
+    is resumed instead of a new one.
+    """
+    active = mlflow.active_run()
+    nested = parent_run_id is not None or active is not None
+    if nested and parent_run_id is None and run_id is None:
+        parent_run_id = active.info.run_id
+    if run_id is not None:
+        started = mlflow.start_run(run_id=run_id, nested=active is not None)
+    else:
+        started = mlflow.start_run(
+            run_name=name, experiment_id=experiment_id, nested=nested, parent_run_id=parent_run_id, tags=tags
+        )
+    if tags:
+        mlflow.set_tags(tags)  # a resumed run ignores start_run's tags
+    mlflow.set_tag("mlflow.runName", name)
+    try:
+        yield started.info.run_id
+    except KeyboardInterrupt:
+        _end_quietly("KILLED")
+        raise
+    except BaseException as err:  # an exception may say how its run ends (a pruned trial: KILLED)
+        _end_quietly(getattr(err, "run_status", "FAILED"))
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def _end_quietly(status: str) -> None:
+    """End the active run after an error; when the store is what failed, the first error is the one
+    shown (the run is marked KILLED by the next start on this host, as its process is gone)."""
+    try:
+        mlflow.end_run(status)  # pops the run first, so a failing store leaves no active run behind
+    except Exception:
+        logging.getLogger(__name__).warning("could not end the run as %s: the tracking store failed", status)
+
+
+def get_run(run_id: str):
+    return mlflow.MlflowClient().get_run(run_id)
+
+
+def open_run(
+    name: str,
+    *,
+    experiment_id: str,
+    key: str,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    resume: bool = True,
+) -> str:
+    """A RUNNING run outside the fluent run stack (a pipeline's parent or an arm): the latest run with
+    the same `intertask.run_key` continues (a restarted pipeline keeps its run tree), else a new one."""
+    client = MlflowClient()
+    existing = find_runs(experiment_id, f"{TAG}run_key", key) if resume else []
+    if existing:
+        run_id = existing[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        all_tags = {**(tags or {}), f"{TAG}run_key": key, "mlflow.runName": name}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run_id = client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+    return run_id
+
+
+@contextmanager
+def logging_to(run_id: str) -> Iterator[str]:
+    """Log into an open run (a pipeline's parent) for a moment, leaving it RUNNING afterwards."""
+    mlflow.start_run(run_id=run_id)
+    try:
+        yield run_id
+    finally:
+        mlflow.end_run()
+        MlflowClient().update_run(run_id, status="RUNNING")
+
+
+def close_run(run_id: str, status: str) -> None:
+    MlflowClient().set_terminated(run_id, status)
+
+
+def set_run_tags(run_id: str, values: dict[str, object]) -> None:
+    """Tags on any run, open or ended (a tuning trial's final state)."""
+    client = MlflowClient()
+    for key, value in values.items():
+        client.set_tag(run_id, key, str(value))
+
+
+def find_runs(experiment_id: str, tag: str, value: str, status: str | None = None) -> list:
+    """Runs of the experiment with tag == value (newest first), optionally in one status."""
+    query = f"tags.`{tag}` = '{value}'" + (f" and attributes.status = '{status}'" if status else "")
+    return MlflowClient().search_runs([experiment_id], query, order_by=["attributes.start_time DESC"])
+
+
+def finished_stage(experiment_id: str, key: str):
+    """The newest FINISHED stage run with this content key, or None."""
+    runs = find_runs(experiment_id, f"{TAG}stage_key", key, "FINISHED")
+    return runs[0] if runs else None
+
+
+def close_dead_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED every run of the experiment left RUNNING by a process of this host that is gone
+    (SIGKILL, power loss): no run stays RUNNING after a crash once anything runs here again."""
+    closed = []
+    for found in MlflowClient().search_runs(
+        [experiment_id], "attributes.status = 'RUNNING'", max_results=1000
+    ):
+        tags = found.data.tags
+        pid = int(tags.get(f"{TAG}pid", "0") or 0)
+        if tags.get(f"{TAG}host") == platform.node() and pid and pid != os.getpid() and not _alive(pid):
+            close_run(found.info.run_id, "KILLED")
+            closed.append(found.info.run_id)
+    if closed:
+        logging.getLogger(__name__).warning("marked %d run(s) of dead processes KILLED", len(closed))
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reference_of(found) -> str:
+    """How to load the model a finished training run logged."""
+    return found.data.tags.get(f"{TAG}model_uri") or f"runs:/{found.info.run_id}/model"
+
+
+def read_run_table(run_id: str, path: str) -> pd.DataFrame:
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+    return pd.read_csv(local)
+
+
+def process_tags() -> dict[str, str]:
+    """Which process runs a run: a run left RUNNING by a dead process on this host is stale."""
+    return {f"{TAG}host": platform.node(), f"{TAG}pid": str(os.getpid())}
+
+
+def log_metrics(values: dict[str, float], step: int | None = None) -> None:
+    clean = {k: float(v) for k, v in values.items() if v is not None and v == v}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_params(values: dict[str, object]) -> None:
+    mlflow.log_params({k: str(v)[:6000] for k, v in values.items()})
+
+
+def set_tags(values: dict[str, object]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in values.items()})
+
+
+def log_table(df: pd.DataFrame, path: str) -> None:
+    """A pandas table as CSV and HTML artifacts (`path` without extension)."""
+    mlflow.log_text(df.to_csv(index=False), f"{path}.csv")
+    mlflow.log_text(df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep=""), f"{path}.html")
+
+
+def log_parquet(df: pd.DataFrame, path: str) -> None:
+    """A pandas table as one Parquet artifact (`path` with its extension)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(path).name
+        df.to_parquet(local, index=False)
+        parent = str(Path(path).parent)
+        mlflow.log_artifact(str(local), None if parent == "." else parent)
+
+
+def read_run_parquet(run_id: str, path: str) -> pd.DataFrame | None:
+    """A Parquet artifact of a run, or None if the run has none."""
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+    except (MlflowException, OSError):
+        return None
+    return pd.read_parquet(local)
+
+
+def log_figure(figure, path: str) -> None:
+    mlflow.log_figure(figure, path)
+
+
+def log_text(text: str, path: str) -> None:
+    mlflow.log_text(text, path)
+
+
+def log_artifacts(folder: Path, path: str) -> None:
+    mlflow.log_artifacts(str(folder), path)
+
+
+def log_bytes(data: bytes, path: str) -> None:
+    """Raw bytes (a PNG) as the artifact `path`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(path).name
+        local.write_bytes(data)
+        parent = str(Path(path).parent)
+        mlflow.log_artifact(str(local), None if parent == "." else parent)
+
+
+def log_json(data: object, path: str) -> None:
+    mlflow.log_dict(data, path)
+
+
+def client() -> MlflowClient:
+    """A client of the current tracking store (for the report's collector)."""
+    return MlflowClient()
+
+
+def current_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def ui_command() -> str:
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri} --workers 1"
