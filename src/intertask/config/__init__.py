@@ -1,0 +1,107 @@
+"""Experiment configuration: frozen dataclasses, YAML reading and `key=value` overrides.
+
+An experiment is one YAML file in pipelines/. Its keys equal the field names below; defaults live here
+and nowhere else. Each dataclass checks its own fields; the checks that need the task catalog, the
+data files, the model registry or the grid live above those layers, in `intertask.validate`, whose
+`load_experiment` reports every problem at once, before anything is trained, as
+`<file>: <dotted.field>: <problem> (got ...; expected ...)`.
+
+The top-level `training:` block holds the defaults of every stage; a stage's own `training:` block
+overrides it field by field.
+
+    experiment  the sections and the experiment (one frozen dataclass each)
+    tuning      the `tuning:` section (search space, sampler, pruner)
+    reading     YAML, overrides, deprecated keys, stage training blocks merged, YAML out
+"""
+
+from intertask.config.experiment import (
+    BASE_MODEL,
+    DEPRECATED_KEYS,
+    NONE,
+    OVERRIDES,
+    PROBE_POINTS,
+    REFERENCE_FORMS,
+    STAGES,
+    TRAINING_BLOCKS,
+    ConfigDeprecationWarning,
+    DataConfig,
+    EvalTaskConfig,
+    EvaluationConfig,
+    ExecutorConfig,
+    ExperimentConfig,
+    GridConfig,
+    ModelConfig,
+    PeftConfig,
+    ProbeConfig,
+    ReportConfig,
+    RetrievalConfig,
+    SamplingConfig,
+    SizesConfig,
+    Split,
+    SplitFractions,
+    StageConfig,
+    TrackingConfig,
+    TrainingConfig,
+    is_model_reference,
+)
+from intertask.config.reading import (
+    apply_overrides,
+    blame_overrides,
+    build_experiment,
+    dump_yaml,
+    parse_overrides,
+    read_deprecated_keys,
+    read_experiment,
+)
+from intertask.config.tuning import (
+    PEFT_TUNABLE,
+    TUNABLE,
+    ParamSpace,
+    PrunerConfig,
+    SamplerConfig,
+    TuningConfig,
+)
+
+__all__ = [
+    "BASE_MODEL",
+    "ConfigDeprecationWarning",
+    "DEPRECATED_KEYS",
+    "DataConfig",
+    "EvalTaskConfig",
+    "EvaluationConfig",
+    "ExecutorConfig",
+    "ExperimentConfig",
+    "GridConfig",
+    "ModelConfig",
+    "NONE",
+    "OVERRIDES",
+    "PEFT_TUNABLE",
+    "PROBE_POINTS",
+    "ParamSpace",
+    "PeftConfig",
+    "ProbeConfig",
+    "PrunerConfig",
+    "REFERENCE_FORMS",
+    "ReportConfig",
+    "RetrievalConfig",
+    "STAGES",
+    "SamplerConfig",
+    "SamplingConfig",
+    "SizesConfig",
+    "Split",
+    "SplitFractions",
+    "StageConfig",
+    "TRAINING_BLOCKS",
+    "TUNABLE",
+    "TrackingConfig",
+    "TrainingConfig",
+    "TuningConfig",
+    "apply_overrides",
+    "blame_overrides",
+    "build_experiment",
+    "dump_yaml",
+    "is_model_reference",
+    "parse_overrides",
+    "read_deprecated_keys",
+    "read_experiment",
+]
