@@ -190,28 +190,43 @@ def write_yaml(path: Path, data: dict) -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_config(tmp_path, tiny_model):
-    """Write a small experiment on real XNLI/PAWS-X slices with the tiny model; returns a writer."""
+TINY_STUDY = {  # an XNLI -> PAWS-X transfer study on real slices, small enough for a test
+    "intermediate": {"task": "xnli", "max_examples": {"train": 160, "dev": 48}},
+    "target": {"task": "pawsx", "max_examples": {"train": 160, "dev": 48}},
+    "evaluation": {"languages": ["en", "de", "fr", "ja"], "max_examples": 64},
+}
 
-    def make(name: str = "tiny", **sections) -> Path:
-        data = {
-            "name": name,
-            "seed": 7,
-            "model": {"name_or_path": str(tiny_model), "max_length": 64},
-            "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
-            "intermediate": {"task": "xnli", "max_examples": {"train": 160, "dev": 48}},
-            "target": {"task": "pawsx", "max_examples": {"train": 160, "dev": 48}},
-            "evaluation": {"languages": ["en", "de", "fr", "ja"], "max_examples": 64},
-        }
-        for key, value in sections.items():
-            if value is None:
-                data[key] = None
-            elif isinstance(value, dict) and isinstance(data.get(key), dict):
+
+def write_experiment(
+    folder: Path, tiny_model, name: str, *layers: dict, study: bool = True, **sections
+) -> Path:
+    """An experiment YAML for the tiny model (seed 7, max_length 64, 2 epochs at 1e-3), with
+    TINY_STUDY's stages unless `study=False`; then each of `layers` (a test module's own defaults)
+    and `sections`, in order. A section given as a mapping is merged over the one before it field by
+    field; any other value replaces it (None removes it). Every test module writes its configs through
+    this one function."""
+    data = {
+        "name": name,
+        "seed": 7,
+        "model": {"name_or_path": str(tiny_model), "max_length": 64},
+        "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
+        **(TINY_STUDY if study else {}),
+    }
+    for layer in (*layers, sections):
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value
-        return write_yaml(tmp_path / f"{name}.yaml", data)
+    return write_yaml(folder / f"{name}.yaml", data)
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_model):
+    """A writer of small experiments in this test's folder (see write_experiment)."""
+
+    def make(name: str = "tiny", **sections) -> Path:
+        return write_experiment(tmp_path, tiny_model, name, **sections)
 
     return make
 

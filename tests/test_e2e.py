@@ -38,20 +38,10 @@ def _artifacts(client, run_id: str, path: str = "") -> set[str]:
 @pytest.fixture(scope="module")
 def study(tiny_model, mlflow_server, tmp_path_factory):
     """`intertask main` once against the server; returns (client, runs, config path, registered names)."""
-    from .conftest import write_yaml
+    from .conftest import write_experiment
 
-    folder = tmp_path_factory.mktemp("study")
-    config = write_yaml(
-        folder / "study.yaml",
-        {
-            "name": "e2e",
-            "seed": 7,
-            "model": {"name_or_path": str(tiny_model), "max_length": 64},
-            "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
-            "intermediate": {"task": "xnli", "max_examples": {"train": 160, "dev": 48}},
-            "target": {"task": "pawsx", "max_examples": {"train": 160, "dev": 48}},
-            "evaluation": {"languages": LANGUAGES, "max_examples": 64},
-        },
+    config = write_experiment(
+        tmp_path_factory.mktemp("study"), tiny_model, "e2e", evaluation={"languages": LANGUAGES}
     )
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:
@@ -317,26 +307,26 @@ XTREME_EVAL = {"xquad": ["en", "de", "zh"], "udpos": ["de", "fr"], "pawsx": ["de
 
 @pytest.fixture(scope="module")
 def xtreme_study(tiny_model, mlflow_server, tmp_path_factory):
-    from .conftest import write_yaml
+    from .conftest import write_experiment
 
-    config = write_yaml(
-        tmp_path_factory.mktemp("xtreme") / "xtreme.yaml",
-        {
-            "name": "xtreme-e2e",
-            "seed": 5,
-            "model": {"name_or_path": str(tiny_model), "max_length": 96},
-            "training": {"epochs": 1, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
-            "intermediate": {
-                "tasks": ["pawsx", "tydiqa", "udpos"],
-                "max_examples": {"train": 64, "dev": 24},
-                "sampling": {"strategy": "temperature", "temperature": 2.0},
-            },
-            "evaluation": {
-                "tasks": [{"task": t, "languages": langs} for t, langs in XTREME_EVAL.items()],
-                "max_examples": 24,
-            },
-            "probes": [{"task": "tatoeba", "languages": ["fr", "de"], "max_examples": 30}],
+    config = write_experiment(
+        tmp_path_factory.mktemp("xtreme"),
+        tiny_model,
+        "xtreme-e2e",
+        study=False,
+        seed=5,
+        model={"max_length": 96},
+        training={"epochs": 1},
+        intermediate={
+            "tasks": ["pawsx", "tydiqa", "udpos"],
+            "max_examples": {"train": 64, "dev": 24},
+            "sampling": {"strategy": "temperature", "temperature": 2.0},
         },
+        evaluation={
+            "tasks": [{"task": t, "languages": langs} for t, langs in XTREME_EVAL.items()],
+            "max_examples": 24,
+        },
+        probes=[{"task": "tatoeba", "languages": ["fr", "de"], "max_examples": 30}],
     )
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from intertask import models
+from intertask import models, tracking
 from intertask.models import e5
 
 pytestmark = pytest.mark.slow  # the real e5-small model
@@ -128,6 +128,7 @@ def test_real_model_through_finetune_evaluate_and_pyfunc(e5_dir, local_store, sh
             "evaluation.max_examples=32",
         ],
     )
+    tracking.use(cfg)  # what an entry point does first
     ws = Workspace(cfg)
     try:
         trained = finetune(ws)

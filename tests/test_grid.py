@@ -15,21 +15,21 @@ from mlflow.tracking import MlflowClient
 from intertask import cli, collect, grid, identity, resolve
 from intertask.validate import load_experiment
 
-from .conftest import REPO, write_yaml
+from .conftest import REPO, write_experiment
 
 STAGES = ("intermediate", "finetune", "evaluate")
 
 
 def _config(folder, tiny_model, name="grid-e2e", **extra):
-    return write_yaml(
-        folder / f"{name}.yaml",
+    return write_experiment(
+        folder,
+        tiny_model,
+        name,
         {
-            "name": name,
             "seed": 3,
-            "model": {"name_or_path": str(tiny_model), "max_length": 64},
-            "training": {"epochs": 1, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
-            "intermediate": {"task": "xnli", "max_examples": {"train": 96, "dev": 32}},
-            "target": {"task": "pawsx", "max_examples": {"train": 96, "dev": 32}},
+            "training": {"epochs": 1},
+            "intermediate": {"max_examples": {"train": 96, "dev": 32}},
+            "target": {"max_examples": {"train": 96, "dev": 32}},
             "evaluation": {"languages": ["en", "de"], "max_examples": 48},
             "grid": {
                 "intermediate": ["xnli", "none"],
@@ -38,8 +38,8 @@ def _config(folder, tiny_model, name="grid-e2e", **extra):
                 "model_groups": {"tiny": [str(tiny_model)]},
             },
             "report": {"bootstrap": 500, "divergence_examples": 40},
-            **extra,
         },
+        **extra,
     )
 
 

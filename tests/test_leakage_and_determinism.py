@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from intertask import leakage
+from intertask import leakage, tracking
 from intertask.data.splits import split_indices, subsample
 from intertask.stages import SEEN_ARTIFACT, evaluate, finetune
 from intertask.tasks import builtin_catalog
@@ -88,6 +88,7 @@ def test_merge_accumulates_lineage():
 
 def _finetune_and_evaluate(config, overrides=()):
     cfg = load_experiment(config, ["intermediate=null", "tracking.register_models=false", *overrides])
+    tracking.use(cfg)  # what an entry point does first
     ws = Workspace(cfg)
     try:
         trained = finetune(ws)
@@ -102,6 +103,7 @@ def test_evaluation_excludes_training_lines_even_with_another_split_seed(tiny_co
     trained, _ = _finetune_and_evaluate(config)
     seen_uids = set(trained.seen["pawsx|dev"]["uids"])
     cfg = load_experiment(config, ["intermediate=null", "data.split_seed=99"])
+    tracking.use(cfg)  # what an entry point does first
     ws = Workspace(cfg)
     try:
         evaluated = evaluate(ws, trained.logged.uri)  # runs:/<id>/model: seen lines come from the run

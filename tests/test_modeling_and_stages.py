@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from intertask import cli, modeling
+from intertask import cli, modeling, tracking
 from intertask.modeling import HeadSpec, build_models, parameter_counts
 from intertask.stages import evaluate, finetune
 from intertask.validate import load_experiment
@@ -127,6 +127,7 @@ def test_other_task_types_through_finetune_and_evaluate(task, metrics, tiny_conf
         training={"epochs": 1},
     )
     cfg = load_experiment(config, ["model.freeze_word_embeddings=true"])
+    tracking.use(cfg)  # what an entry point does first
     ws = Workspace(cfg)
     try:
         trained = finetune(ws)

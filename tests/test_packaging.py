@@ -150,3 +150,46 @@ def test_importing_intertask_changes_no_logging_warnings_or_environment():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENIZERS", "INTERTASK"))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.startswith("True"), out.stdout + out.stderr
+
+
+def test_a_workspace_a_plan_and_an_in_process_job_change_no_global_state_nor_reread_data(
+    tiny_config, local_store, monkeypatch
+):
+    """Only entry points point MLflow at a store (tracking.use) or set the environment: creating a
+    Workspace, planning a study and running a job in-process leave both as they were (before, the
+    Workspace re-pointed MLflow at its config's store and every job rewrote MLFLOW_TRACKING_URI). The
+    in-process job reads no data planning loaded already (before, every job read its sets again)."""
+    import mlflow
+
+    from intertask import pipeline, tracking, workspace
+    from intertask.executors import JobSpec, executor_for
+    from intertask.validate import load_experiment
+
+    reads = []
+    real = workspace.load_examples
+    monkeypatch.setattr(
+        workspace, "load_examples", lambda spec, *a, **k: reads.append(spec.name) or real(spec, *a, **k)
+    )
+    config = tiny_config(
+        probes=[{"task": "tatoeba", "languages": ["fr"], "max_examples": 20, "after": ["base"]}]
+    )
+    elsewhere = f"sqlite:///{local_store / 'elsewhere.db'}"
+    cfg = load_experiment(config, [f"tracking.uri={elsewhere}"])
+
+    def state():
+        return mlflow.get_tracking_uri(), dict(os.environ)
+
+    before = state()
+    ws = workspace.Workspace(cfg, str(config))
+    study = pipeline.plan(ws)
+    assert state() == before and "tatoeba" in reads
+    tracking.use(cfg)  # the entry point
+    before, planned = state(), len(reads)
+    (probe,) = [j for j in study.jobs if j.kind == "probe"]
+    spec = JobSpec(
+        probe, study.configs[probe.id], str(config), elsewhere, ws.experiment(), "", study.keys[probe.id]
+    )
+    outcomes = executor_for(cfg, ws.workdir, ws.loaded).run([spec], {})
+    assert not outcomes[probe.id].table.empty
+    assert state() == before
+    assert len(reads) == planned, reads[planned:]

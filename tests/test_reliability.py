@@ -17,26 +17,24 @@ from mlflow.tracking import MlflowClient
 from intertask import cli, resolve, tracking
 from intertask.checkpoints import Checkpointer
 
-from .conftest import _free_port, start_mlflow_server, write_yaml
+from .conftest import _free_port, start_mlflow_server, write_experiment
 
 
 def _config(folder: Path, tiny_model, name: str, **extra) -> Path:
-    data = {
-        "name": name,
-        "seed": 11,
-        "model": {"name_or_path": str(tiny_model), "max_length": 48},
-        "training": {
-            "epochs": 2,
-            "batch_size": 16,
-            "learning_rate": 3.0e-3,
-            "log_every_steps": 5,
-            "checkpoint_every_steps": 5,
+    return write_experiment(
+        folder,
+        tiny_model,
+        name,
+        {
+            "seed": 11,
+            "model": {"max_length": 48},
+            "training": {"learning_rate": 3.0e-3, "checkpoint_every_steps": 5},
+            "target": {"task": "udpos", "max_examples": {"train": 800, "dev": 64}},
+            "evaluation": {"languages": ["en", "de"], "max_examples": 32},
         },
-        "target": {"task": "udpos", "max_examples": {"train": 800, "dev": 64}},
-        "evaluation": {"languages": ["en", "de"], "max_examples": 32},
-    }
-    data.update(extra)
-    return write_yaml(folder / f"{name}.yaml", data)
+        study=False,
+        **extra,
+    )
 
 
 def _start(args: list[str], env: dict) -> subprocess.Popen:
@@ -124,6 +122,7 @@ class _Udpos:
 
         cfg = load_experiment(_config(tmp_path, tiny_model, name))
         self.model_dir = str(tiny_model)
+        tracking.use(cfg)  # what an entry point does first
         self.ws = Workspace(cfg=cfg)
         self.task = resolve.catalog(cfg).task("udpos")
         self.train_set, self.dev_set = stage_data(self.ws, cfg.target, "udpos")

@@ -18,39 +18,41 @@ from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
 from sqlalchemy.exc import OperationalError
 
-from intertask import cli
+from intertask import cli, tracking
 from intertask.config import TuningConfig
 from intertask.errors import ConfigError
 from intertask.validate import load_experiment
 
-from .conftest import write_yaml
+from .conftest import write_experiment
 
 STATE_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
 def _config(folder, tiny_model, name, tuning, **extra):
-    return write_yaml(
-        folder / f"{name}.yaml",
-        {
-            "name": name,
-            "seed": 5,
-            "model": {"name_or_path": str(tiny_model), "max_length": 48},
-            "training": {"epochs": 2, "batch_size": 16, "learning_rate": 3.0e-3, "log_every_steps": 5},
-            "target": {"task": "udpos", "max_examples": {"train": 160, "dev": 48}},
-            "tuning": {
-                "stage": "target",
-                "metric": "f1",
-                "trials": 4,
-                "heartbeat_seconds": 1,
-                "grace_seconds": 3,
-                "space": {
-                    "learning_rate": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True},
-                    "batch_size": {"type": "categorical", "choices": [8, 16]},
-                },
-                **tuning,
-            },
-            **extra,
+    default_tuning = {
+        "stage": "target",
+        "metric": "f1",
+        "trials": 4,
+        "heartbeat_seconds": 1,
+        "grace_seconds": 3,
+        "space": {
+            "learning_rate": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True},
+            "batch_size": {"type": "categorical", "choices": [8, 16]},
         },
+    }
+    return write_experiment(
+        folder,
+        tiny_model,
+        name,
+        {
+            "seed": 5,
+            "model": {"max_length": 48},
+            "training": {"learning_rate": 3.0e-3},
+            "target": {"task": "udpos", "max_examples": {"train": 160, "dev": 48}},
+            "tuning": {**default_tuning, **tuning},
+        },
+        study=False,
+        **extra,
     )
 
 
@@ -236,6 +238,7 @@ def test_a_worker_whose_trial_was_failed_as_stale_stops_it_and_goes_on(
         training={"epochs": 4, "batch_size": 8, "learning_rate": 3.0e-3},
     )
     cfg = load_experiment(config)
+    tracking.use(cfg)  # what an entry point does first
     ws = Workspace(cfg, str(config))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study, parent = tune.open_study(cfg, ws, "tune-lost-target", url)

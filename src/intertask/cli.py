@@ -152,6 +152,7 @@ def _run_entry(args) -> int:
     from intertask.workspace import Workspace
 
     cfg = _load(args)
+    tracking.use(cfg)
     ws = Workspace(cfg, args.config)
     try:
         if args.command == "validate":

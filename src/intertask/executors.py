@@ -48,16 +48,18 @@ class Outcome:
     examples: pd.DataFrame | None = None  # evaluate: per-example statistics (None: read the artifact)
 
 
-def run_job(spec: JobSpec, *upstream: Outcome, workdir: Path | None = None) -> Outcome:
-    """Run one job here: a Workspace for its cell config (models saved under `workdir`), then its stage."""
-    from intertask import hardware
+def run_job(
+    spec: JobSpec, *upstream: Outcome, workdir: Path | None = None, data: dict | None = None
+) -> Outcome:
+    """Run one job here: a Workspace for its cell config (models saved under `workdir`), then its stage.
+    `data` is the example sets planning loaded already (in-process: they are not read again). MLflow
+    already points at the study's store (the entry point, or `_ray_job` in a Ray worker)."""
     from intertask.workspace import Workspace
 
-    os.environ["MLFLOW_TRACKING_URI"] = spec.tracking_uri
-    if spec.threads:
-        os.environ[hardware.THREADS_ENV] = str(spec.threads)
-    scratch = {"workdir": workdir} if workdir is not None else {}  # else a folder of its own, removed after
-    ws = Workspace(spec.config, spec.config_file, tags=spec.tags, experiment_id=spec.experiment_id, **scratch)
+    shared = {"workdir": workdir} if workdir is not None else {}  # else a folder of its own, removed after
+    if data is not None:
+        shared["loaded"] = data
+    ws = Workspace(spec.config, spec.config_file, tags=spec.tags, experiment_id=spec.experiment_id, **shared)
     try:
         return _run_stage(ws, spec, upstream)
     finally:
@@ -93,10 +95,12 @@ def _run_stage(ws, spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome:
 
 
 class InProcessExecutor:
-    """Jobs one after another in dependency order, models handed on in memory (saved under workdir)."""
+    """Jobs one after another in dependency order, models handed on in memory (saved under workdir),
+    the example sets planning loaded handed on too."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, data: dict | None = None):
         self.workdir = workdir
+        self.data = data
 
     def run(
         self,
@@ -107,7 +111,9 @@ class InProcessExecutor:
         for spec in specs:
             if spec.job.id in outcomes:
                 continue
-            outcome = run_job(spec, *(outcomes[d] for d in spec.job.deps), workdir=self.workdir)
+            outcome = run_job(
+                spec, *(outcomes[d] for d in spec.job.deps), workdir=self.workdir, data=self.data
+            )
             outcomes[spec.job.id] = outcome
         return outcomes
 
@@ -119,6 +125,12 @@ def _portable(outcome: Outcome) -> Outcome:
 
 
 def _ray_job(spec: JobSpec, *upstream: Outcome) -> Outcome:
+    """The entry point of a job in a Ray worker process: its tracking store and its share of threads."""
+    from intertask import hardware, tracking
+
+    tracking.use(spec.config, spec.tracking_uri)
+    if spec.threads:
+        os.environ[hardware.THREADS_ENV] = str(spec.threads)
     workdir = Path(tempfile.mkdtemp(prefix="intertask-ray-"))
     try:
         return _portable(run_job(spec, *upstream, workdir=workdir))
@@ -165,8 +177,9 @@ class RayExecutor:
         return outcomes
 
 
-def executor_for(cfg: ExperimentConfig, workdir: Path):
+def executor_for(cfg: ExperimentConfig, workdir: Path, data: dict | None = None):
+    """Ray when configured (each job in a worker process reads its own data), else in-process."""
     if cfg.executor.kind == "ray":
         e = cfg.executor
         return RayExecutor(e.address, e.cpus, e.cpus_per_stage, e.gpus_per_stage)
-    return InProcessExecutor(workdir)
+    return InProcessExecutor(workdir, data)

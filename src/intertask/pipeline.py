@@ -149,7 +149,7 @@ def plan(ws: Workspace) -> Plan:
     for job in jobs:
         configs[job.id] = grid.cell_config(cfg, job.cell)
         cell_ws = Workspace(
-            configs[job.id], ws.config_file, experiment_id="", workdir=ws.workdir, _data=ws._data
+            configs[job.id], ws.config_file, experiment_id="", workdir=ws.workdir, loaded=ws.loaded
         )
         sets = _job_sets(cell_ws, job)
         loaded.extend(sets)
@@ -311,7 +311,7 @@ def _run_jobs(ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome]
         _require_portable(cfg)
     status = "FAILED"
     try:
-        outcomes = executor_for(cfg, ws.workdir).run(specs, ready)
+        outcomes = executor_for(cfg, ws.workdir, ws.loaded).run(specs, ready)
         status = "FINISHED"
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM
         status = "KILLED"

@@ -23,6 +23,8 @@ class Workspace:
     """What the stages of one process share: the experiment, loaded data, a scratch folder.
 
     The MLflow experiment is created on first use, after the checks, so bad input creates nothing.
+    Creating one changes no global state: the entry point points MLflow at the store first
+    (`tracking.use(cfg)`, as `intertask` commands and each Ray job do).
     """
 
     cfg: ExperimentConfig
@@ -30,11 +32,10 @@ class Workspace:
     tags: dict[str, str] = field(default_factory=dict)  # put on every run (a grid cell's coordinates)
     experiment_id: str | None = None  # known already (a job of a pipeline), else created on first use
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="intertask-")))
-    _data: dict = field(default_factory=dict)
+    loaded: dict = field(
+        default_factory=dict
+    )  # example sets by (task, language, split, size): shared by the workspaces of one study
     _encoder: tuple | None = None  # (base encoder, tokenizer), loaded once for divergence embeddings
-
-    def __post_init__(self) -> None:
-        tracking.use(self.cfg)
 
     def experiment(self) -> str:
         if self.experiment_id is None:
@@ -53,9 +54,9 @@ class Workspace:
 
     def examples(self, task: str, language: str, split: str, max_examples: int | None) -> ExampleSet:
         key = (task, language, split, max_examples)
-        if key not in self._data:
+        if key not in self.loaded:
             cfg = self.cfg
-            self._data[key] = load_examples(
+            self.loaded[key] = load_examples(
                 resolve.catalog(cfg).spec(task),
                 language,
                 split,
@@ -65,7 +66,7 @@ class Workspace:
                 max_examples=max_examples,
                 origin=cfg.origin(task),
             )
-        return self._data[key]
+        return self.loaded[key]
 
     def encode(self, task: TaskType, data: ExampleSet, tokenizer, max_length: int | None = None, **options):
         cache = models.cache_root() / "tokens" if self.cfg.data.cache_tokenization else None

@@ -33,10 +33,11 @@ def tracking_uri(cfg: ExperimentConfig) -> str:
     )
 
 
-def use(cfg: ExperimentConfig) -> str:
-    """Point MLflow at the configured tracking store (nothing is created)."""
+def use(cfg: ExperimentConfig, uri: str | None = None) -> str:
+    """Point MLflow at the configured tracking store, or at `uri` (a job in another process gets the
+    URI its driver resolved); nothing is created. Called by entry points only: it sets process state."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    uri = tracking_uri(cfg)
+    uri = uri or tracking_uri(cfg)
     # MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) leave a dead server unnoticed
     # for minutes; bounded here unless the environment says otherwise
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.tracking.http_retries))

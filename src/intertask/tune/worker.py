@@ -115,7 +115,7 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
         },
         experiment_id=ws.experiment(),
         workdir=ws.workdir,
-        _data=ws._data,
+        loaded=ws.loaded,
     )
 
     def on_epoch(epoch: int, score: float) -> None:
