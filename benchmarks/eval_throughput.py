@@ -13,20 +13,18 @@ import time
 
 import numpy as np
 import torch
+from common import examples
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 from transformers.utils import logging as hf_logging
 
 from intertask import models
 from intertask.config import TrainingConfig
-from intertask.data import data_root
 from intertask.encoding import encode
 from intertask.evaluation import predict_outputs
 from intertask.tasks import builtin_catalog
-from intertask.tasks.examples import load_examples
 from intertask.tasks.types import task_type
 
 LANGUAGES = ["en", "de", "es", "fr", "ru", "zh", "ar"]
-FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
 
 
 def pipeline_loop(model, tokenizer, sets, batch_size: int) -> tuple[float, dict]:
@@ -71,12 +69,7 @@ def main() -> None:
     model_dir = str(models.prepare("e5-small"))
     spec = builtin_catalog().spec("xnli")
     task = task_type(spec)
-    sets = {
-        lang: load_examples(
-            spec, lang, "test", root=data_root(), fractions=FRACTIONS, seed=13, max_examples=args.per_language
-        )
-        for lang in LANGUAGES
-    }
+    sets = {lang: examples("xnli", lang, "test", args.per_language) for lang in LANGUAGES}
     total = sum(len(s) for s in sets.values())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     torch.manual_seed(0)

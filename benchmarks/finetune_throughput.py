@@ -29,10 +29,10 @@ import time
 
 import numpy as np
 import torch
+from common import examples
 
 from intertask.config import TrainingConfig
 
-FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
 VARIANTS = {
     "trainer_run_glue": "HF Trainer, run_glue defaults (pad to 128, fp32)",
     "trainer_fp32_tuned": "HF Trainer, best fp32 (dynamic padding, group_by_length)",
@@ -49,17 +49,13 @@ VARIANTS = {
 
 
 def _data(task: str, n: int, dev: int):
-    from intertask.data import data_root
     from intertask.tasks import builtin_catalog
-    from intertask.tasks.examples import load_examples
 
-    spec = builtin_catalog().spec(task)
-    kwargs = {"root": data_root(), "fractions": FRACTIONS, "seed": 13}
     return (
-        spec,
-        load_examples(spec, "en", "train", max_examples=n, **kwargs),
-        load_examples(spec, "en", "dev", max_examples=100, **kwargs),  # intertask's best-epoch selection
-        load_examples(spec, "en", "test", max_examples=dev, **kwargs),  # the reported accuracy
+        builtin_catalog().spec(task),
+        examples(task, "en", "train", n),
+        examples(task, "en", "dev", 100),  # intertask's best-epoch selection
+        examples(task, "en", "test", dev),  # the reported accuracy
     )
 
 

@@ -26,50 +26,47 @@ import time
 from pathlib import Path
 
 import yaml
+from common import SEED, examples
 
 STUDY = {
     "name": "bench-rerun",
-    "seed": 13,
+    "seed": SEED,
     "model": {"name_or_path": "e5-small", "freeze_word_embeddings": True, "max_length": 128},
-    "training": {"epochs": 1, "batch_size": 16, "learning_rate": 5.0e-5, "bf16": True},
+    "training": {"epochs": 1, "batch_size": 16, "learning_rate": 5.0e-5},
     "intermediate": {"task": "rte", "language": "en", "max_examples": {"train": 320, "dev": 64}},
     "target": {"task": "xnli", "language": "en", "max_examples": {"train": 320, "dev": 64}},
     "evaluation": {"split": "test", "languages": ["en", "de", "fr"], "max_examples": 100},
 }
 
 
-def logging_overhead(examples: int, repeats: int) -> dict[str, tuple[float, float]]:
+def logging_overhead(n: int, repeats: int) -> dict[str, tuple[float, float]]:
     import mlflow
     from transformers import AutoTokenizer
 
     from intertask import models, tracking
     from intertask.config import SamplingConfig, TrainingConfig
-    from intertask.data import data_root
     from intertask.encoding import encode
     from intertask.modeling import HeadSpec, build_models
     from intertask.tasks import builtin_catalog
-    from intertask.tasks.examples import load_examples
     from intertask.tasks.types import task_type
     from intertask.training import TrainPart, train
 
     model_dir = str(models.prepare("e5-small"))
     spec = builtin_catalog().spec("pawsx")
-    kwargs = {"root": data_root(), "fractions": {"train": 0.6, "dev": 0.1, "test": 0.3}, "seed": 13}
-    train_set = load_examples(spec, "en", "train", max_examples=examples, **kwargs)
-    dev_set = load_examples(spec, "en", "dev", max_examples=16, **kwargs)
+    train_set = examples("pawsx", "en", "train", n)
+    dev_set = examples("pawsx", "en", "dev", 16)
     task = task_type(spec)
     tok = AutoTokenizer.from_pretrained(model_dir)
     train_enc, dev_enc = encode(task, train_set, tok, 128, None), encode(task, dev_set, tok, 128, None)
 
     def once(every: int | None) -> float:
         head = HeadSpec(spec.name, task.head, task.model_kwargs(), task.head_signature())
-        model = build_models(model_dir, [head], seed=13, freeze_word_embeddings=True)[spec.name]
+        model = build_models(model_dir, [head], seed=SEED, freeze_word_embeddings=True)[spec.name]
         part = TrainPart(spec.name, task, model, train_enc, dev_enc, dev_set, "accuracy")
         cfg = TrainingConfig(
             epochs=1,
             batch_size=16,
             learning_rate=5e-5,
-            bf16=True,
             log_every_steps=every or 10,
             checkpoints=False,
         )
@@ -84,9 +81,9 @@ def logging_overhead(examples: int, repeats: int) -> dict[str, tuple[float, floa
         started = time.perf_counter()
         if every:
             with mlflow.start_run():
-                train([part], cfg, seed=13, pad_id=tok.pad_token_id, sampling=SamplingConfig(), log=log)
+                train([part], cfg, seed=SEED, pad_id=tok.pad_token_id, sampling=SamplingConfig(), log=log)
         else:
-            train([part], cfg, seed=13, pad_id=tok.pad_token_id, sampling=SamplingConfig(), log=log)
+            train([part], cfg, seed=SEED, pad_id=tok.pad_token_id, sampling=SamplingConfig(), log=log)
         return time.perf_counter() - started, spent[0]
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from common import SEED, examples
 from torch.utils._python_dispatch import TorchDispatchMode
 
 PRODUCT_OPS = {
@@ -77,28 +78,23 @@ class Setup:
     schedulers: list
 
 
-def setup(examples: int, batch: int, embeddings: str, seed: int = 13) -> Setup:
+def setup(n: int, batch: int, embeddings: str, seed: int = SEED) -> Setup:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from intertask import models
     from intertask.batching import length_grouped_batches
     from intertask.config import TrainingConfig
-    from intertask.data import data_root
     from intertask.encoding import encode
     from intertask.modeling import HeadSpec, build_models
     from intertask.tasks import builtin_catalog
-    from intertask.tasks.examples import load_examples
     from intertask.tasks.types import task_type
     from intertask.training import _optimizers, _schedule, _sparse_parameters
 
     hf_logging.set_verbosity_error()
     model_dir = str(models.prepare("e5-small"))
     spec = builtin_catalog().spec("pawsx")
-    fractions = {"train": 0.6, "dev": 0.1, "test": 0.3}
-    data = load_examples(
-        spec, "en", "train", max_examples=examples, root=data_root(), fractions=fractions, seed=seed
-    )
+    data = examples("pawsx", "en", "train", n, seed)
     task = task_type(spec)
     tok = AutoTokenizer.from_pretrained(model_dir)
     encoded = encode(task, data, tok, 128, None)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import yaml
+from common import SEED
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -27,9 +28,9 @@ from intertask import cli
 def _config(folder: Path, args, pruner: dict) -> Path:
     config = {
         "name": f"bench-tune-{pruner['kind']}",
-        "seed": 13,
+        "seed": SEED,
         "model": {"name_or_path": "e5-small", "freeze_word_embeddings": True, "max_length": 128},
-        "training": {"epochs": args.epochs, "batch_size": 16, "learning_rate": 5e-5, "bf16": True},
+        "training": {"epochs": args.epochs, "batch_size": 16, "learning_rate": 5e-5},
         "target": {"task": "udpos", "language": "en", "max_examples": {"train": args.train, "dev": 100}},
         "tuning": {
             "stage": "target",
