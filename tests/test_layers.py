@@ -29,9 +29,9 @@ LAYERS = [
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
-def _modules():
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
+def _modules(package: Path = PACKAGE):
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
         if parts != ("__init__",):
             yield path, parts[0]
 
@@ -51,26 +51,52 @@ def test_every_module_has_a_layer():
     assert {top for _, top in _modules()} <= set(LEVEL), set(top for _, top in _modules()) - set(LEVEL)
 
 
-def test_imports_go_down_the_layers():
-    upward = []
-    for path, me in _modules():
+def _upward(package: Path = PACKAGE) -> list[str]:
+    found = []
+    for path, me in _modules(package):
         for line, targets in _imports(path):
             for root, *rest in targets:
                 if root != "intertask" or not rest or rest[0] == me:
                     continue
                 if LEVEL[rest[0]] > LEVEL[me]:
-                    upward.append(
-                        f"{path.relative_to(PACKAGE)}:{line}: {me} imports {rest[0]} (a layer above)"
+                    found.append(
+                        f"{path.relative_to(package)}:{line}: {me} imports {rest[0]} (a layer above)"
                     )
-    assert not upward, "\n".join(upward)
+    return found
 
 
-def test_mlflow_is_imported_only_by_the_tracking_package():
-    outside = [
-        f"{path.relative_to(PACKAGE)}:{line}"
-        for path, me in _modules()
+def _mlflow_outside_tracking(package: Path = PACKAGE) -> list[str]:
+    return [
+        f"{path.relative_to(package)}:{line}"
+        for path, me in _modules(package)
         if me != "tracking"
         for line, targets in _imports(path)
         if any(root == "mlflow" for root, *_ in targets)
     ]
+
+
+def test_imports_go_down_the_layers():
+    upward = _upward()
+    assert not upward, "\n".join(upward)
+
+
+def test_mlflow_is_imported_only_by_the_tracking_package():
+    outside = _mlflow_outside_tracking()
     assert not outside, outside
+
+
+def test_the_checks_catch_what_they_are_for(tmp_path):
+    """A package with config importing grid lazily, a stage module reaching the report, and MLflow in
+    the report: each is found, with its file and line; imports down or sideways are not."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "reading.py").write_text("def f():\n    from intertask import grid\n")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "train.py").write_text(
+        "import intertask.report.tables\nfrom intertask import tracking\n"
+    )
+    (tmp_path / "report.py").write_text("from intertask.metrics import MEAN_ALL\nimport mlflow.pyfunc\n")
+    assert sorted(_upward(tmp_path)) == [
+        "config/reading.py:2: config imports grid (a layer above)",
+        "stages/train.py:1: stages imports report (a layer above)",
+    ]
+    assert _mlflow_outside_tracking(tmp_path) == ["report.py:2"]
