@@ -221,6 +221,22 @@ def write_experiment(
     return write_yaml(folder / f"{name}.yaml", data)
 
 
+def finetune_and_evaluate(cfg):
+    """The target stage, then the evaluation of its model, as `intertask finetune` and `evaluate` run
+    them (MLflow pointed at the config's store first); returns (TrainedModel, Evaluated)."""
+    from intertask import tracking
+    from intertask.stages import evaluate, finetune
+    from intertask.workspace import Workspace
+
+    tracking.use(cfg)
+    ws = Workspace(cfg)
+    try:
+        trained = finetune(ws)
+        return trained, evaluate(ws, trained)
+    finally:
+        ws.close()
+
+
 @pytest.fixture
 def tiny_config(tmp_path, tiny_model):
     """A writer of small experiments in this test's folder (see write_experiment)."""

@@ -35,6 +35,15 @@ def _artifacts(client, run_id: str, path: str = "") -> set[str]:
     return out
 
 
+def _main_against(server: str, config) -> None:
+    """`intertask main CONFIG` with MLFLOW_TRACKING_URI set to the server for this call only."""
+    os.environ["MLFLOW_TRACKING_URI"] = server
+    try:
+        assert cli.main(["main", str(config)]) == 0
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+
+
 @pytest.fixture(scope="module")
 def study(tiny_model, mlflow_server, tmp_path_factory):
     """`intertask main` once against the server; returns (client, runs, config path, registered names)."""
@@ -43,11 +52,7 @@ def study(tiny_model, mlflow_server, tmp_path_factory):
     config = write_experiment(
         tmp_path_factory.mktemp("study"), tiny_model, "e2e", evaluation={"languages": LANGUAGES}
     )
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
-    try:
-        assert cli.main(["main", str(config)]) == 0
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+    _main_against(mlflow_server, config)
     client = MlflowClient(mlflow_server)
     names = {
         chain: tracking.registered_name("e2e", str(tiny_model), chain.split("-"))
@@ -328,11 +333,7 @@ def xtreme_study(tiny_model, mlflow_server, tmp_path_factory):
         },
         probes=[{"task": "tatoeba", "languages": ["fr", "de"], "max_examples": 30}],
     )
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
-    try:
-        assert cli.main(["main", str(config)]) == 0
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+    _main_against(mlflow_server, config)
     client = MlflowClient(mlflow_server)
     return client, _runs(client, "xtreme-e2e"), config
 

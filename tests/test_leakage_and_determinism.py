@@ -11,11 +11,13 @@ import pytest
 
 from intertask import leakage, tracking
 from intertask.data.splits import split_indices, subsample
-from intertask.stages import SEEN_ARTIFACT, evaluate, finetune
+from intertask.stages import SEEN_ARTIFACT, evaluate
 from intertask.tasks import builtin_catalog
 from intertask.tasks.examples import load_examples
 from intertask.validate import load_experiment
 from intertask.workspace import Workspace
+
+from .conftest import finetune_and_evaluate
 
 FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
 
@@ -88,14 +90,7 @@ def test_merge_accumulates_lineage():
 
 def _finetune_and_evaluate(config, overrides=()):
     cfg = load_experiment(config, ["intermediate=null", "tracking.register_models=false", *overrides])
-    tracking.use(cfg)  # what an entry point does first
-    ws = Workspace(cfg)
-    try:
-        trained = finetune(ws)
-        evaluated = evaluate(ws, trained)
-    finally:
-        ws.close()
-    return trained, evaluated
+    return finetune_and_evaluate(cfg)
 
 
 def test_evaluation_excludes_training_lines_even_with_another_split_seed(tiny_config, local_store):

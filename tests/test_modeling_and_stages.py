@@ -5,11 +5,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from intertask import cli, modeling, tracking
+from intertask import cli, modeling
 from intertask.modeling import HeadSpec, build_models, parameter_counts
-from intertask.stages import evaluate, finetune
 from intertask.validate import load_experiment
-from intertask.workspace import Workspace
+
+from .conftest import finetune_and_evaluate
 
 HEAD_2 = {"num_labels": 2, "id2label": {0: "a", 1: "b"}, "label2id": {"a": 0, "b": 1}}
 
@@ -126,14 +126,7 @@ def test_other_task_types_through_finetune_and_evaluate(task, metrics, tiny_conf
         evaluation={"languages": ["en"], "max_examples": 48},
         training={"epochs": 1},
     )
-    cfg = load_experiment(config, ["model.freeze_word_embeddings=true"])
-    tracking.use(cfg)  # what an entry point does first
-    ws = Workspace(cfg)
-    try:
-        trained = finetune(ws)
-        evaluated = evaluate(ws, trained)
-    finally:
-        ws.close()
+    trained, evaluated = finetune_and_evaluate(load_experiment(config, ["model.freeze_word_embeddings=true"]))
     assert set(trained.best_dev[task]) == set(metrics)
     en = evaluated.table[evaluated.table.language == "en"]
     assert set(en.metric) == set(metrics) and (en.examples == 48).all()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from intertask.data.readers import ReadOptions, Record, decoded_lines
+from intertask.data.readers import ReadOptions, Record, decoded_lines, tab_fields
 from intertask.errors import DataError
 
 
@@ -37,15 +37,8 @@ def read_tatoeba(path: Path, options: ReadOptions) -> list[Record]:
 def _id_lines(path: Path, options: ReadOptions, side: str) -> list[Record]:
     records = []
     for number, line in enumerate(decoded_lines(path, options.encoding), start=1):
-        parts = line.split("\t")
-        if len(parts) != 2:
-            raise DataError.at(
-                path,
-                f"line {number}",
-                "wrong number of tab-separated columns",
-                len(parts),
-                "2 columns (id, sentence)" if side != "gold" else "2 columns (source id, English id)",
-            )
+        expected = "2 columns (id, sentence)" if side != "gold" else "2 columns (source id, English id)"
+        parts = tab_fields(path, number, line, expected)
         if side == "gold":
             records.append(
                 Record(

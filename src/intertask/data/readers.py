@@ -57,6 +57,16 @@ def decoded_lines(path: Path, encoding: str) -> list[str]:
     return lines
 
 
+def tab_fields(path: Path, number: int, line: str, expected: str, count: int = 2) -> list[str]:
+    """A line split at its tabs; DataError naming the file and line unless it has `count` fields."""
+    parts = line.split("\t")
+    if len(parts) != count:
+        raise DataError.at(
+            path, f"line {number}", "wrong number of tab-separated columns", len(parts), expected
+        )
+    return parts
+
+
 def _column_names(
     path: Path, rows: list[tuple[int, list[str]]], options: ReadOptions
 ) -> tuple[list[str], int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from intertask.data.readers import ReadOptions, Record, decoded_lines
+from intertask.data.readers import ReadOptions, Record, decoded_lines, tab_fields
 from intertask.errors import DataError
 
 CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
@@ -34,15 +34,7 @@ def read_xtreme_tags(path: Path, options: ReadOptions) -> list[Record]:
     for block in _sentences(path, options.encoding):
         tokens, tags = [], []
         for number, line in block:
-            parts = line.split("\t")
-            if len(parts) != 2:
-                raise DataError.at(
-                    path,
-                    f"line {number}",
-                    "wrong number of tab-separated columns",
-                    len(parts),
-                    "2 columns (token, tag)",
-                )
+            parts = tab_fields(path, number, line, "2 columns (token, tag)")
             tokens.append(parts[0])
             tags.append(parts[1].strip())
         records.append(_record(path, block, {"tokens": tokens, "tags": tags}))

@@ -11,6 +11,7 @@ import pandas as pd
 from intertask import divergence, grid, metrics, resolve
 from intertask.config import NONE, ExperimentConfig
 from intertask.identity import CELL_TAG
+from intertask.report.gains import CELL_KEYS
 
 SCORE_COLUMNS = [
     "model",
@@ -131,14 +132,14 @@ def xtreme_table(scores: pd.DataFrame) -> pd.DataFrame:
     per_language = scores[
         ~scores.language.str.startswith("mean_") & scores.task.isin(list(metrics.XTREME_LANGUAGES))
     ]
-    for key, cell in per_language.groupby(["model", "intermediate", "target", "seed"], sort=False):
+    for key, cell in per_language.groupby(CELL_KEYS, sort=False):
         per_task = {}
         for task, group in cell.groupby("task", sort=False):
             langs = {lang: dict(zip(g.metric, g.value, strict=True)) for lang, g in group.groupby("language")}
             per_task[task] = metrics.xtreme_task_score(task, langs)["avg_metric"]
             rows.append(
                 {
-                    **dict(zip(["model", "intermediate", "target", "seed"], key, strict=True)),
+                    **dict(zip(CELL_KEYS, key, strict=True)),
                     "score": f"task/{task}",
                     "value": per_task[task],
                     "languages": len(langs),
@@ -150,7 +151,7 @@ def xtreme_table(scores: pd.DataFrame) -> pd.DataFrame:
         for name, value in metrics.xtreme_aggregate(per_task).items():
             rows.append(
                 {
-                    **dict(zip(["model", "intermediate", "target", "seed"], key, strict=True)),
+                    **dict(zip(CELL_KEYS, key, strict=True)),
                     "score": name if name == "overall" else f"group/{name}",
                     "value": value,
                 }
@@ -158,10 +159,7 @@ def xtreme_table(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         rows,
         columns=[
-            "model",
-            "intermediate",
-            "target",
-            "seed",
+            *CELL_KEYS,
             "score",
             "value",
             "languages",
@@ -175,7 +173,7 @@ def robustness_table(cfg: ExperimentConfig, scores: pd.DataFrame) -> pd.DataFram
     each metric (absolute and relative) from in-domain to each out-of-domain set, headline rows."""
     rows = []
     means = scores[scores.language == metrics.MEAN_ALL]
-    for key, cell in means.groupby(["model", "intermediate", "target", "seed"], sort=False):
+    for key, cell in means.groupby(CELL_KEYS, sort=False):
         own = cell[cell.task == key[2]]
         for (task, metric), ood in cell[cell.task != key[2]].groupby(["task", "metric"], sort=False):
             same = own[own.metric == metric]
@@ -184,7 +182,7 @@ def robustness_table(cfg: ExperimentConfig, scores: pd.DataFrame) -> pd.DataFram
             inside, outside = float(same.value.iloc[0]), float(ood.value.iloc[0])
             rows.append(
                 {
-                    **dict(zip(["model", "intermediate", "target", "seed"], key, strict=True)),
+                    **dict(zip(CELL_KEYS, key, strict=True)),
                     "out_of_domain": task,
                     "metric": metric,
                     "in_domain_value": inside,
@@ -196,10 +194,7 @@ def robustness_table(cfg: ExperimentConfig, scores: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(
         rows,
         columns=[
-            "model",
-            "intermediate",
-            "target",
-            "seed",
+            *CELL_KEYS,
             "out_of_domain",
             "metric",
             "in_domain_value",
