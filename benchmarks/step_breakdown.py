@@ -2,7 +2,7 @@
 
 e5-small (rebuilt offline), real PAWS-X English batches (batch 16, length-grouped as training groups
 them, max length 128), the training loop's own pieces: `collate`, autocast in the given precision, and
-`training._step` (backward, clipping, fused AdamW, zero_grad). For each precision:
+`training._backward` and `training._update` (backward; clipping, fused AdamW, zero_grad). For each precision:
 
 1. step: wall time of each of `--steps` steps after warm-up, best of `--repeats` passes over the same
    batches (no profiler running), averaged;
@@ -119,13 +119,14 @@ def setup(n: int, batch: int, embeddings: str, seed: int = SEED) -> Setup:
 
 def step(s: Setup, rows, precision) -> None:
     from intertask.batching import collate
-    from intertask.training import _step
+    from intertask.training import _backward, _update
 
     with torch.profiler.record_function("data"):
         batch = collate(s.encoded, rows, s.pad_id)
     with precision.autocast("cpu"):
         loss = s.model(**batch).loss
-    _step(loss, s.trainable, s.optimizers, s.schedulers, None, 1.0)
+    _backward(loss, None)
+    _update(s.trainable, s.optimizers, s.schedulers, None, 1.0)
 
 
 class _Products(TorchDispatchMode):

@@ -228,6 +228,29 @@ BAD_CONFIGS = {
         "probes[0].after[0]: unknown value (got 'finetune'",
     ),
     "evaluation model": (_with(evaluation={"model": "latest"}), "evaluation.model: not a model reference"),
+    "accumulation not positive": (
+        _with(training__gradient_accumulation_steps=0),
+        "training.gradient_accumulation_steps: must be positive (got 0",
+    ),
+    "per-task training of an unknown task": (
+        _with(training_per_task={"xnlii": {"epochs": 2}}),
+        "training_per_task.xnlii: unknown task (got 'xnlii'; expected did you mean 'xnli'",
+    ),
+    "per-task training field of the wrong type": (
+        _with(training_per_task={"xnli": {"epochs": "two"}}),
+        "training_per_task.xnli.epochs: wrong type (got 'two'; expected an integer)",
+    ),
+    "per-task training unknown field": (
+        _with(training_per_task={"xnli": {"epoch": 2}}),
+        "training_per_task.xnli.epoch: unknown key",
+    ),
+    "per-task settings that disagree inside one stage": (
+        _with(
+            intermediate={"tasks": ["xnli", "pawsx"]},
+            training_per_task={"xnli": {"epochs": 2}, "pawsx": {"epochs": 5}},
+        ),
+        "training_per_task.pawsx.epochs: conflicts with training_per_task.xnli.epochs; the intermediate stage trains both (got 5",
+    ),
 }
 
 
@@ -339,3 +362,90 @@ def test_a_mapping_override_merges_field_by_field():
     assert out["report"] == {"fdr": 0.1, "power": 0.9}
     assert raw["target"]["max_examples"] == {"train": 600, "dev": 100}  # the input is left alone
     assert apply_overrides(raw, [("target.max_examples", None)])["target"]["max_examples"] is None
+
+
+def test_per_task_training_merges_over_the_stage_for_the_task_it_trains(tmp_path, shared_data):
+    """XTREME-style per-task settings: each stage gets its task's fields over its own training block
+    (the per-task value wins), everything else inherited; in a grid each cell's stages get theirs, and
+    only the jobs of the task whose settings change get a new content key."""
+    from intertask import grid
+    from intertask.identity import training_inputs
+
+    def config(pawsx_epochs):
+        return write_yaml(
+            tmp_path / f"c{pawsx_epochs}.yaml",
+            {
+                "name": "x",
+                "training": {"epochs": 3, "learning_rate": 1e-4},
+                "intermediate": {"task": "xnli", "training": {"epochs": 1}},
+                "target": {"task": "pawsx"},
+                "training_per_task": {
+                    "xnli": {"epochs": 2, "batch_size": 32},
+                    "pawsx": {"epochs": pawsx_epochs},
+                    "rte": {"gradient_accumulation_steps": 2},
+                },
+            },
+        )
+
+    cfg = load_experiment(config(5))
+    assert (cfg.intermediate.training.epochs, cfg.intermediate.training.batch_size) == (2, 32)
+    assert cfg.intermediate.training.learning_rate == pytest.approx(1e-4)  # inherited
+    assert (cfg.target.training.epochs, cfg.target.training.batch_size) == (5, 16)
+    grids = ["grid.intermediate=[xnli, none]", "grid.target=[pawsx, rte]", "grid.seeds=[1]"]
+    keys = {}
+    for epochs in (5, 7):
+        with_grid = load_experiment(config(epochs), grids)
+        assert with_grid.target.training.epochs == 3  # a grid's stages stay as written
+        for cell in grid.cells(with_grid):
+            derived = grid.cell_config(with_grid, cell)
+            target = derived.target.training
+            assert target.epochs == (epochs if cell.target == "pawsx" else 3)
+            assert target.gradient_accumulation_steps == (2 if cell.target == "rte" else 1)
+            if cell.intermediate:
+                assert derived.intermediate.training.epochs == 2
+            keys[epochs, cell.intermediate, cell.target] = training_inputs(derived, "finetune")
+    assert keys[5, ("xnli",), "rte"] == keys[7, ("xnli",), "rte"]
+    assert keys[5, ("xnli",), "pawsx"] != keys[7, ("xnli",), "pawsx"]
+
+
+def test_a_split_only_evaluated_is_read_whole_and_only_its_files_must_exist(tmp_path, shared_data):
+    """A user task that declares only `dev:`, evaluated at split dev beside a PAWS-X target: the file
+    is evaluated whole (it was cut 60/10/30 before, 50 lines became 5), and cut when the user asks
+    (evaluation.cut_tasks) or when a stage trains the task. A task that declares `dev:` (present) and
+    `test:` (not downloaded, as a user with MLQA's dev set) validates at split dev: only the files a
+    stage reads must exist; at split test the missing file is named."""
+    from intertask import tracking
+    from intertask.workspace import Workspace
+
+    (tmp_path / "dev.tsv").write_text("".join(f"line {i}\t{i % 2}\n" for i in range(50)), encoding="utf-8")
+    task = {
+        "type": "classification",
+        "columns": ["text", "label"],
+        "text_fields": ["text"],
+        "labels": ["0", "1"],
+    }
+    write_yaml(tmp_path / "mine.yaml", {"name": "mine", **task, "files": {"dev": str(tmp_path / "dev.tsv")}})
+    files = {"dev": str(tmp_path / "dev.tsv"), "test": str(tmp_path / "test-not-here.tsv")}
+    write_yaml(tmp_path / "both.yaml", {"name": "both", **task, "files": files})
+    config = write_yaml(
+        tmp_path / "c.yaml",
+        {
+            "name": "x",
+            "data": {"task_files": ["mine.yaml", "both.yaml"]},
+            "target": {"task": "pawsx"},
+            "evaluation": {"tasks": [{"task": "mine", "split": "dev"}, {"task": "both", "split": "dev"}]},
+            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        },
+    )
+
+    def evaluated(overrides=()):
+        cfg = load_experiment(config, list(overrides))
+        tracking.use(cfg)
+        return len(Workspace(cfg).evaluation_examples("mine", "en", "dev"))
+
+    assert evaluated() == 50
+    assert evaluated(["evaluation.cut_tasks=[mine]"]) == 5  # 10 % of 50, as a trained task's dev
+    assert evaluated(["intermediate={task: mine}"]) == 5
+    text = config.read_text()
+    problems = _problems(tmp_path, None, ["evaluation.tasks=[{task: both, split: test}]"], text=text)
+    assert any("evaluation.tasks[0].languages" in p and "test-not-here.tsv" in p for p in problems), problems

@@ -74,8 +74,39 @@ def test_guard_leaves_non_parallel_tasks_alone_in_other_languages_but_not_in_the
     same = load_examples(spec, "en", "train", root=shared_data, fractions=FRACTIONS, seed=1)
     kept, dropped = leakage.exclude_seen(same, seen)
     assert dropped == len(same) and len(kept) == 0
-    entry = seen["sms_spam|all"]
-    assert leakage.exclude_seen(same, {"sms_spam|all": {**entry, "languages": ["fr"]}})[1] == 0
+    entry = seen["sms_spam|all"]  # by uid alone (no content digests), another language is left alone
+    assert leakage.exclude_seen(same, {"sms_spam|all": {**entry, "languages": ["fr"], "digests": []}})[1] == 0
+
+
+def test_the_same_file_under_two_split_names_is_caught_by_content(tmp_path):
+    """A user task that declares one file as both `train:` and `test:` (an easy slip): the uids of the
+    two sources say nothing, the examples' content does; a different test file is left alone."""
+    from intertask.tasks import load_task_file
+
+    from .conftest import write_yaml
+
+    rows = "".join(f"review number {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(40))
+    (tmp_path / "train.tsv").write_text(rows, encoding="utf-8")
+    (tmp_path / "other.tsv").write_text(rows.replace("review", "opinion"), encoding="utf-8")
+    declaration = {
+        "name": "mine",
+        "type": "classification",
+        "columns": ["text", "label"],
+        "text_fields": ["text"],
+        "labels": ["neg", "pos"],
+        "files": {"train": "train.tsv", "dev": "other.tsv", "test": "train.tsv"},
+    }
+    spec = load_task_file(write_yaml(tmp_path / "mine.yaml", declaration))
+
+    def examples(split, task_spec=spec):
+        return load_examples(task_spec, "en", split, root=tmp_path, fractions=FRACTIONS, seed=1)
+
+    seen = leakage.record({}, examples("train"), parallel=False)
+    kept, dropped = leakage.exclude_seen(examples("test"), seen)
+    assert dropped == 40 and len(kept) == 0
+    declaration["files"]["test"] = "other.tsv"
+    other = load_task_file(write_yaml(tmp_path / "mine.yaml", declaration))
+    assert leakage.exclude_seen(examples("test", other), seen)[1] == 0
 
 
 def test_merge_accumulates_lineage():

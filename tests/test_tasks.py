@@ -2,6 +2,7 @@
 every broken data file is reported with its file and line before anything trains."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -214,6 +215,9 @@ def test_hub_source_goes_through_datasets_load_dataset(tmp_path):
         ({"files": {"validation": "x.tsv"}}, "files: unknown split names (got ['validation']"),
         ({"format": "parquet"}, "format: unknown value (got 'parquet'"),
         ({"colums": ["a"]}, "colums: unknown key (got 'colums'; expected did you mean 'columns'?"),
+        ({"delimiter": ";;"}, "delimiter: must be one character (got ';;'"),
+        ({"quotechar": "\t"}, "quotechar: must differ from the delimiter (got '\\t'"),
+        ({"format": "jsonl", "delimiter": ";"}, "delimiter: only tsv/csv files have one (got ';'"),
     ],
 )
 def test_bad_task_declaration_names_file_and_field(tmp_path, change, expected):
@@ -379,3 +383,71 @@ def test_a_csv_error_names_the_file_line_after_a_multi_line_field(tmp_path):
     path.write_text('label,text\nham,ok\nspam,"open\n', encoding="utf-8")
     with pytest.raises(DataError, match="line 3.*malformed CSV"):
         read_csv(path, ReadOptions(header=True))
+
+
+def test_quoted_multi_line_tsv_and_semicolon_csv_load_as_users_have_them(tmp_path):
+    """Review TSVs in the Blitzer multi-domain layout (quoted fields with tabs and newlines inside) read
+    with `quotechar: '"'`; a semicolon-separated CSV with `delimiter: ";"`; a bad row still names its
+    file line. Plain TSV keeps reading bare quotes as text (the XTREME files have them)."""
+    from intertask.errors import DataError
+
+    reviews = "".join(
+        f'{"pos" if i % 2 else "neg"}\t"Review {i}: ""great""\tor not,\nsecond line"\n' for i in range(10)
+    )
+    spec, _ = _user_task(
+        tmp_path, "tsv", "label\ttext\n" + reviews, header=True, quotechar='"', name="reviews"
+    )
+    data = load_examples(spec, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0)
+    assert all(re.fullmatch(r'Review \d: "great"\tor not,\nsecond line', e.texts[0]) for e in data.examples)
+    assert len(data) == 6  # 60 % of 10 records (not of 20 lines)
+    rows = "".join(f'"Text {i}; with a semicolon";{"pos" if i % 2 else "neg"}\n' for i in range(10))
+    spec, csv_file = _user_task(tmp_path, "csv", "text;label\n" + rows, header=True, delimiter=";")
+    data = load_examples(spec, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0)
+    assert all(e.texts[0].endswith("; with a semicolon") for e in data.examples)
+    csv_file.write_text('text;label\n"a\nb";pos\nc;neg;extra\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"data.csv: line 4: wrong number of ';'-separated columns"):
+        load_examples(spec, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=1)
+    bare, _ = _user_task(tmp_path, "tsv", 'say "hi\tpos\n' * 10, columns=["text", "label"], name="bare")
+    data = load_examples(bare, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0)
+    assert all(e.texts == ('say "hi',) for e in data.examples)
+
+
+def test_unlabelled_rows_are_left_out_with_a_warning_and_an_unlabelled_split_is_an_error(tmp_path):
+    """The hub's -1 (PAWS-X's hub script output, unlabelled test splits) and an empty label in a local
+    file: the rows are left out, counted and warned about; a split of nothing but such rows stops with
+    an error naming it."""
+    from intertask.errors import DataError
+    from intertask.tasks.examples import UnlabelledRowsWarning
+
+    csv = tmp_path / "train.csv"
+    csv.write_text(
+        "sentence,label\n" + "".join(f"text {i},{-1 if i % 5 == 0 else i % 2}\n" for i in range(30))
+    )
+    decl = {
+        "name": "hubby",
+        "type": "classification",
+        "text_fields": ["sentence"],
+        "labels": ["neg", "pos"],
+        "hub": {
+            "path": "csv",
+            "data_files": {"train": str(csv)},
+            "splits": {"train": "train"},
+            "label_names": ["neg", "pos"],
+        },
+    }
+    spec = load_task_file(write_yaml(tmp_path / "hub.yaml", decl))
+    with pytest.warns(UnlabelledRowsWarning, match=r"6 of 30 rows of the train set have no label"):
+        train = load_examples(spec, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0, origin="hub")
+    assert train.unlabelled == 6 and train.source_size == 24
+    local, data_file = _user_task(
+        tmp_path,
+        "tsv",
+        "".join(f"text {i}\t{'' if i < 3 else 'pos'}\n" for i in range(20)),
+        columns=["text", "label"],
+    )
+    with pytest.warns(UnlabelledRowsWarning, match=r"data.tsv: 3 of 20 rows"):
+        data = load_examples(local, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0)
+    assert data.unlabelled == 3 and data.source_size == 17
+    data_file.write_text("".join(f"text {i}\t\n" for i in range(20)), encoding="utf-8")
+    with pytest.raises(DataError, match=r"data.tsv: every row of the all set is unlabelled \(20 rows"):
+        load_examples(local, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=1)

@@ -99,3 +99,72 @@ def test_the_schedule_is_the_hugging_face_trainers(tmp_path, total, ratio):
     assert warm == args.get_warmup_steps(total)
     assert mine[0] == (0.0 if warm else 5e-5)
     assert max(mine) == pytest.approx(5e-5) and mine.index(max(mine)) == warm
+
+
+def test_gradient_accumulation_over_k_steps_equals_one_step_of_k_times_the_batch(tiny_model, tmp_path):
+    """One optimizer step over 32 PAWS-X pairs on the tiny model (dropout off, fp32): as 4 accumulated
+    micro-batches of 8 and as one batch of 32 it gives the same weights, to float tolerance; and an
+    epoch counts optimizer steps of batch_size x gradient_accumulation_steps examples."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    from intertask.config import SplitFractions, TrainingConfig
+    from intertask.data import data_root
+    from intertask.encoding import encode
+    from intertask.modeling import HeadSpec, build_models, load_tokenizer
+    from intertask.tasks import builtin_catalog
+    from intertask.tasks.examples import load_examples
+    from intertask.tasks.types import task_type
+    from intertask.training import train
+
+    folder = tmp_path / "no-dropout"
+    shutil.copytree(tiny_model, folder)
+    config = AutoConfig.from_pretrained(folder)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(folder)
+    spec = builtin_catalog().spec("pawsx")
+    task, tokenizer = task_type(spec), load_tokenizer(str(folder))
+
+    def examples(split, n):
+        return load_examples(
+            spec, "en", split, root=data_root(), fractions=SplitFractions().as_dict(), seed=3, max_examples=n
+        )
+
+    train_set, dev_set = examples("train", 32), examples("dev", 8)
+    head = HeadSpec("pawsx", task.head, task.model_kwargs(), task.head_signature())
+
+    def run(batch_size, accumulate, epochs=1):
+        model = build_models(str(folder), [head], seed=3)["pawsx"]
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        part = TrainPart(
+            "pawsx",
+            task,
+            model,
+            encode(task, train_set, tokenizer, 64, None),
+            encode(task, dev_set, tokenizer, 64, None),
+            dev_set,
+            "accuracy",
+        )
+        settings = TrainingConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            gradient_accumulation_steps=accumulate,
+            learning_rate=1e-3,
+            warmup_ratio=0.0,
+            precision="fp32",
+            group_by_length=False,
+            checkpoints=False,
+        )
+        result = train([part], settings, seed=3, pad_id=tokenizer.pad_token_id, sampling=SamplingConfig())
+        return result, start, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    whole, start, one_batch = run(32, 1)
+    accumulated, _, four_micro = run(8, 4)
+    assert whole.steps == accumulated.steps == 1
+    assert accumulated.batches_per_task == {"pawsx": 4}
+    assert max(float((one_batch[n] - start[n]).abs().max()) for n in start) > 1e-4  # the step moved
+    for name in start:
+        torch.testing.assert_close(four_micro[name], one_batch[name], rtol=1e-4, atol=1e-6, msg=name)
+    two_epochs, _, _ = run(8, 2, epochs=2)
+    assert two_epochs.steps == 2 * 2  # ceil(32 / (8 x 2)) optimizer steps per epoch

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from intertask import resolve
-from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig
+from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig, with_task_training
+from intertask.errors import Problems
 from intertask.identity import code_version, content_hash, model_identity, tags_of_cell, training_inputs
 from intertask.schema import to_dict
 from intertask.tasks.types import task_type
@@ -106,10 +107,20 @@ def cell_config(cfg: ExperimentConfig, cell: Cell) -> ExperimentConfig:
         target=target,
         grid=None,
     )
-    return replace(
+    derived = replace(
         derived,
-        evaluation=replace(cfg.evaluation, task=None, languages=(), tasks=tuple(cell_evaluation(cfg, cell))),
+        evaluation=replace(
+            cfg.evaluation,
+            task=None,
+            languages=(),
+            tasks=tuple(cell_evaluation(cfg, cell)),
+            cut_tasks=tuple(sorted(set(cfg.evaluation.cut_tasks) | resolve.trained_tasks(cfg))),
+        ),
     )
+    problems = Problems()
+    derived = with_task_training(derived, f"grid[{cell.intermediate_label} -> {cell.target}]", problems)
+    problems.raise_if_any()
+    return derived
 
 
 def training_language(cfg: ExperimentConfig, language: str, tasks: tuple[str, ...]) -> str:

@@ -1,19 +1,28 @@
-"""The leakage guard for line-parallel datasets.
+"""The leakage guard: evaluation leaves out what training saw.
 
 XNLI's and PAWS-X's files of different languages are translations of the same examples, line by line.
 A model trained on English line i has seen the meaning of line i in every language, so zero-shot
 evaluation must leave out every line a training stage used (train and dev, since dev picked the
-epoch). Each training stage records the uids it used, merged with those of the model it started from;
-evaluation drops them.
+epoch). Each training stage records the uids it used, merged with those of the model it started from,
+and a digest of each example's content; evaluation drops an example whose uid was used (same source
+set: any language of a parallel task, else the training language) or whose content a training stage
+of the same task saw under any split name (one file declared as both `train:` and `test:`).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
 from intertask.tasks.examples import ExampleSet, select
 
 Seen = dict[str, dict]  # "<task>|<source split>" -> {task, source, parallel, languages, uids}
+
+
+def content_digest(example) -> str:
+    """A short digest of what a model reads of an example: its text(s)."""
+    return hashlib.sha1("\x1f".join(map(str, example.texts)).encode()).hexdigest()[:12]
 
 
 def record(seen: Seen, data: ExampleSet, parallel: bool) -> Seen:
@@ -24,7 +33,8 @@ def record(seen: Seen, data: ExampleSet, parallel: bool) -> Seen:
     )
     uids = sorted(set(entry["uids"]) | {int(u) for u in data.uids})
     languages = sorted(set(entry["languages"]) | {data.language})
-    return {**seen, key: {**entry, "uids": uids, "languages": languages}}
+    digests = sorted(set(entry.get("digests", ())) | {content_digest(e) for e in data.examples})
+    return {**seen, key: {**entry, "uids": uids, "languages": languages, "digests": digests}}
 
 
 def merge(*records: Seen) -> Seen:
@@ -36,18 +46,24 @@ def merge(*records: Seen) -> Seen:
                     **entry,
                     "uids": sorted(set(out[key]["uids"]) | set(entry["uids"])),
                     "languages": sorted(set(out[key]["languages"]) | set(entry["languages"])),
+                    "digests": sorted(set(out[key].get("digests", ())) | set(entry.get("digests", ()))),
                 }
             out[key] = entry
     return out
 
 
 def exclude_seen(data: ExampleSet, seen: Seen) -> tuple[ExampleSet, int]:
-    """Drop examples whose uid a training stage used: for any language of a parallel task, and for the
-    training language itself of any task (the same rows). Returns the kept set and the number dropped."""
+    """Drop examples a training stage used: by uid in the same source set (for any language of a
+    parallel task, and for the training language itself of any task: the same rows), and by content
+    under any source of the same task. Returns the kept set and the number dropped. (Records written
+    before content digests were kept are matched by uid only.)"""
+    used = np.zeros(len(data), dtype=bool)
     entry = seen.get(f"{data.task}|{data.source}")
-    if entry is None or not (entry["parallel"] or data.language in entry["languages"]):
-        return data, 0
-    used = np.isin(data.uids, np.array(entry["uids"], dtype=np.int64))
+    if entry is not None and (entry["parallel"] or data.language in entry["languages"]):
+        used |= np.isin(data.uids, np.array(entry["uids"], dtype=np.int64))
+    digests = {d for e in seen.values() if e["task"] == data.task for d in e.get("digests", ())}
+    if digests:
+        used |= np.array([content_digest(e) in digests for e in data.examples], dtype=bool)
     if not used.any():
         return data, 0
     return select(data, data.uids[~used], "leakage-guard"), int(used.sum())

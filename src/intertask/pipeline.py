@@ -49,7 +49,7 @@ def _job_sets(ws: Workspace, job: Job) -> list:
     cfg = ws.cfg
     if job.kind == "probe":
         return [
-            ws.examples(p.task, lang, p.split, None)
+            ws.evaluation_examples(p.task, lang, p.split)
             for p in cfg.probes
             for lang in p.languages or resolve.catalog(cfg).spec(p.task).evaluated_languages
         ]
@@ -57,7 +57,7 @@ def _job_sets(ws: Workspace, job: Job) -> list:
         stage = cfg.intermediate if job.kind == "intermediate" else cfg.target
         return [s for task in stage.task_names for s in stage_data(ws, stage, task)]
     return [
-        ws.examples(e.task, lang, e.split, None)
+        ws.evaluation_examples(e.task, lang, e.split)
         for e in resolve.evaluation_tasks(cfg)
         for lang in e.languages
     ]
@@ -74,14 +74,14 @@ def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool 
                 loaded.extend(stage_data(ws, stage, task))
     if evaluation:
         loaded.extend(
-            ws.examples(e.task, lang, e.split, None)
+            ws.evaluation_examples(e.task, lang, e.split)
             for e in resolve.evaluation_tasks(cfg)
             for lang in e.languages
         )
     for probe in cfg.probes:
         spec = resolve.catalog(cfg).spec(probe.task)
         loaded.extend(
-            ws.examples(probe.task, lang, probe.split, None)
+            ws.evaluation_examples(probe.task, lang, probe.split)
             for lang in probe.languages or spec.evaluated_languages
         )
     _check_parallel(ws, loaded)

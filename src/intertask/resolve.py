@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from intertask.config import EvalTaskConfig, ExperimentConfig, StageConfig
+from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig
 from intertask.data import data_root as _data_root
 from intertask.tasks import TaskCatalog, catalog_for
 
@@ -49,3 +49,20 @@ def selection_metric(cfg: ExperimentConfig, stage: StageConfig, task: str) -> st
     if stage.selection_metric and task == chosen:
         return stage.selection_metric
     return catalog(cfg).spec(task).headline_metric
+
+
+def trained_tasks(cfg: ExperimentConfig) -> set[str]:
+    """Every task a stage of this config (or of any cell of its grid) trains."""
+    tasks = {t for stage in (cfg.intermediate, cfg.target) if stage for t in stage.task_names}
+    if cfg.grid is not None:
+        for choice in cfg.grid.intermediate:
+            if choice != NONE:
+                tasks |= {choice} if isinstance(choice, str) else set(choice)
+        tasks |= set(cfg.grid.target)
+    return tasks
+
+
+def read_whole(cfg: ExperimentConfig, task: str) -> bool:
+    """An evaluation of `task` reads a split it ships whole: nothing trains the task here, and the
+    user did not ask for it to be cut (evaluation.cut_tasks)."""
+    return task not in trained_tasks(cfg) and task not in cfg.evaluation.cut_tasks

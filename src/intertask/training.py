@@ -214,8 +214,11 @@ def train(
 ) -> TrainResult:
     """Train for cfg.epochs; evaluate every task on dev after each epoch; keep the best epoch's weights.
 
-    An epoch is ceil(all training examples / batch_size) steps, each on a batch of one task drawn with
-    `sampling_weights`, e.g. 1,000 PAWS-X + 600 TyDiQA windows at batch 16 -> 100 steps.
+    An epoch is ceil(all training examples / effective batch) optimizer steps, each on one task drawn
+    with `sampling_weights`, e.g. 1,000 PAWS-X + 600 TyDiQA windows at batch 16 -> 100 steps. The
+    effective batch is batch_size x gradient_accumulation_steps: a step sums the gradients of that many
+    micro-batches of the drawn task, each loss divided by their number (for equal-sized micro-batches
+    the same gradient as one batch of them all).
     `on_epoch(epoch, dev selection score)` runs after each epoch's evaluation; what it raises (a
     tuning trial's pruning) ends training. With a `checkpointer`, the whole training state is saved every
     N steps and after every epoch, and a checkpoint found there is resumed: the result is the same as
@@ -227,7 +230,8 @@ def train(
     modules = torch.nn.ModuleList(p.model for p in parts)
     trainable = [p for p in modules.parameters() if p.requires_grad]  # shared encoder counted once
     device = trainable[0].device
-    steps_per_epoch = math.ceil(sum(len(p.train) for p in parts) / cfg.batch_size)
+    accumulate = cfg.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(sum(len(p.train) for p in parts) / (cfg.batch_size * accumulate))
     total_steps = steps_per_epoch * cfg.epochs
     optimizers = _optimizers(trainable, _sparse_parameters(modules), cfg)
     schedulers = [_schedule(o, total_steps, cfg.warmup_ratio) for o in optimizers]
@@ -263,14 +267,19 @@ def train(
                 name = (
                     rng.choice(list(weights), p=list(weights.values())) if len(parts) > 1 else parts[0].name
                 )
-                part, rows = by_name[name], next(streams[name])
-                batch = {k: v.to(device) for k, v in collate(part.train, rows, pad_id).items()}
-                with precision.autocast(device.type):
-                    loss = part.model(**batch).loss
-                _step(loss, trainable, optimizers, schedulers, scaler, cfg.max_grad_norm)
-                run.step, run.seen, run.epoch_step = run.step + 1, run.seen + len(rows), run.epoch_step + 1
-                run.batches_per_task[name] += 1
-                losses.append(loss.detach())  # read at log points only: no device sync per step
+                part, step_loss = by_name[name], 0.0
+                for _ in range(accumulate):
+                    rows = next(streams[name])
+                    batch = {k: v.to(device) for k, v in collate(part.train, rows, pad_id).items()}
+                    with precision.autocast(device.type):
+                        loss = part.model(**batch).loss / accumulate
+                    _backward(loss, scaler)
+                    step_loss = step_loss + loss.detach()
+                    run.seen += len(rows)
+                _update(trainable, optimizers, schedulers, scaler, cfg.max_grad_norm)
+                run.step, run.epoch_step = run.step + 1, run.epoch_step + 1
+                run.batches_per_task[name] += accumulate
+                losses.append(step_loss)  # read at log points only: no device sync per step
                 progress.update(1)
                 if run.step % cfg.log_every_steps == 0 or run.step == total_steps:
                     _add_losses(run, losses)
@@ -331,13 +340,15 @@ def train(
     )
 
 
-def _step(loss, trainable, optimizers, schedulers, scaler, max_grad_norm: float) -> None:
-    """Backward, clipping and one optimizer step. With fp16 the loss is scaled (GradScaler): gradients
-    are unscaled before clipping, and a step whose gradients overflowed is skipped (the scale halves)."""
-    if scaler is None:
-        loss.backward()
-    else:
-        scaler.scale(loss).backward()
+def _backward(loss, scaler) -> None:
+    """Gradients of one (micro-)batch, added to those already there; scaled with fp16 (GradScaler)."""
+    (loss if scaler is None else scaler.scale(loss)).backward()
+
+
+def _update(trainable, optimizers, schedulers, scaler, max_grad_norm: float) -> None:
+    """Clipping and one optimizer step on the summed gradients. With fp16 the gradients are unscaled
+    before clipping, and a step whose gradients overflowed is skipped (the scale halves)."""
+    if scaler is not None:
         for optimizer in optimizers:
             scaler.unscale_(optimizer)
     if max_grad_norm > 0:

@@ -61,6 +61,10 @@ def check_experiment(cfg: ExperimentConfig, file: str, problems: Problems) -> No
     checker.model()
     for i, name in enumerate(cfg.data.hub_tasks):
         checker.task(name, f"data.hub_tasks[{i}]")
+    for name in cfg.training_per_task:
+        checker.task(name, f"training_per_task.{name}")
+    for i, name in enumerate(cfg.evaluation.cut_tasks):
+        checker.task(name, f"evaluation.cut_tasks[{i}]")
     if cfg.grid is not None:
         _check_grid(cfg, catalog, file, problems)
     if cfg.tuning is not None:
@@ -155,22 +159,24 @@ class _Checker:
         )
         return False
 
-    def split(self, spec, language: str, split: str, where: str) -> None:
-        try:
-            plan_split(
-                spec, split, language, self.cfg.data.split_fractions.as_dict(), self.cfg.origin(spec.name)
-            )
-        except DataError:
-            shipped = list(spec.splits_for(language, self.cfg.origin(spec.name)))
-            self.add(
-                where,
-                f"task {spec.name!r} has no {split} split for language {language!r}",
-                split,
-                f"a task and language with it (shipped: {shipped})",
-            )
-
-    def files(self, spec, language: str, where: str) -> None:
-        if self.cfg.origin(spec.name) == "hub":
+    def reads(self, spec, language: str, splits: tuple[str, ...], where: str, whole: bool = False) -> None:
+        """The splits a stage or an evaluation reads: each must come from a shipped set, and the files
+        of those sets (only those: a user with MLQA's dev files evaluates at split dev) must exist."""
+        origin = self.cfg.origin(spec.name)
+        sources = []
+        for split in splits:
+            try:
+                fractions = self.cfg.data.split_fractions.as_dict()
+                sources.append(plan_split(spec, split, language, fractions, origin, whole=whole).source)
+            except DataError:
+                shipped = list(spec.splits_for(language, origin))
+                self.add(
+                    where,
+                    f"task {spec.name!r} has no {split} split for language {language!r}",
+                    split,
+                    f"a task and language with it (shipped: {shipped})",
+                )
+        if origin == "hub":
             if spec.hub is None:
                 self.add(
                     "data.source" if self.cfg.data.source == "hub" else "data.hub_tasks",
@@ -180,12 +186,12 @@ class _Checker:
                 )
             return
         root = resolve.data_root(self.cfg)
-        for split in spec.splits_for(language):
-            for path in spec.paths(split, language, root):
+        for source in dict.fromkeys(sources):
+            for path in spec.paths(source, language, root):
                 if not path.exists():
                     self.add(
                         where,
-                        f"data file missing for task {spec.name!r}, language {language!r}, split {split!r}",
+                        f"data file missing for task {spec.name!r}, language {language!r}, split {source!r}",
                         str(path),
                         f"an existing file under the data root {root} (set data.root or $INTERTASK_DATA)",
                     )
@@ -245,9 +251,7 @@ class _Checker:
                 continue
             specs.append(spec)
             if self.language(spec, stage.language, f"{stage_name}.language"):
-                self.files(spec, stage.language, where)
-                for split in ("train", "dev"):
-                    self.split(spec, stage.language, split, where)
+                self.reads(spec, stage.language, ("train", "dev"), where)
         self.selection(stage_name, stage, specs)
         if stage_name == "intermediate":
             for key in ("init", "keep_head"):
@@ -301,8 +305,7 @@ class _Checker:
             for j, language in enumerate(entry.languages):
                 where = f"{base}.languages[{j}]" if explicit else f"{base}.languages"
                 if self.language(spec, language, where):
-                    self.files(spec, language, where)
-                    self.split(spec, language, entry.split, where)
+                    self.reads(spec, language, (entry.split,), where, resolve.read_whole(self.cfg, spec.name))
 
     def probe(self, i: int, probe: ProbeConfig) -> None:
         spec = self.task(probe.task, f"probes[{i}].task")
@@ -315,8 +318,7 @@ class _Checker:
         for j, language in enumerate(probe.languages or spec.evaluated_languages):
             where = f"probes[{i}].languages[{j}]" if probe.languages else f"probes[{i}].languages"
             if self.language(spec, language, where):
-                self.files(spec, language, where)
-                self.split(spec, language, probe.split, where)
+                self.reads(spec, language, (probe.split,), where, resolve.read_whole(self.cfg, spec.name))
 
     def model(self) -> None:
         name = self.cfg.model.name_or_path

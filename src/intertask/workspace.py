@@ -52,8 +52,10 @@ class Workspace:
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def examples(self, task: str, language: str, split: str, max_examples: int | None) -> ExampleSet:
-        key = (task, language, split, max_examples)
+    def examples(
+        self, task: str, language: str, split: str, max_examples: int | None, whole: bool = False
+    ) -> ExampleSet:
+        key = (task, language, split, max_examples, whole)
         if key not in self.loaded:
             cfg = self.cfg
             self.loaded[key] = load_examples(
@@ -65,8 +67,14 @@ class Workspace:
                 seed=cfg.split_seed,
                 max_examples=max_examples,
                 origin=cfg.origin(task),
+                whole=whole,
             )
         return self.loaded[key]
+
+    def evaluation_examples(self, task: str, language: str, split: str) -> ExampleSet:
+        """A split as evaluation and probes read it: whole where the task ships it and nothing here
+        trains the task (resolve.read_whole), else as training would cut it."""
+        return self.examples(task, language, split, None, resolve.read_whole(self.cfg, task))
 
     def encode(self, task: TaskType, data: ExampleSet, tokenizer, max_length: int | None = None, **options):
         cache = models.cache_root() / "tokens" if self.cfg.data.cache_tokenization else None

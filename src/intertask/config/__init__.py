@@ -52,6 +52,7 @@ from intertask.config.reading import (
     parse_overrides,
     read_deprecated_keys,
     read_experiment,
+    with_task_training,
 )
 from intertask.config.tuning import (
     PEFT_TUNABLE,
@@ -104,4 +105,5 @@ __all__ = [
     "parse_overrides",
     "read_deprecated_keys",
     "read_experiment",
+    "with_task_training",
 ]

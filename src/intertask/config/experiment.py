@@ -55,7 +55,9 @@ class ModelConfig:
 @dataclass(frozen=True, kw_only=True)
 class TrainingConfig:
     epochs: int = 3  # passes over the training set
-    batch_size: int = 16  # examples (rows) per optimizer step
+    batch_size: int = 16  # examples (rows) per forward pass; per optimizer step with accumulation 1
+    # micro-batches summed into one optimizer step: the effective batch is batch_size x this
+    gradient_accumulation_steps: int = 1
     learning_rate: float = 3e-5  # peak AdamW learning rate
     weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases and layer norms)
     warmup_ratio: float = 0.1  # share of steps with linear warm-up, then linear decay to 0
@@ -79,6 +81,13 @@ class TrainingConfig:
         c = FieldChecks()
         c.require(self.epochs >= 1, "epochs", "must be positive", self.epochs, ">= 1")
         c.require(self.batch_size >= 1, "batch_size", "must be positive", self.batch_size, ">= 1")
+        c.require(
+            self.gradient_accumulation_steps >= 1,
+            "gradient_accumulation_steps",
+            "must be positive",
+            self.gradient_accumulation_steps,
+            ">= 1 (1: no accumulation)",
+        )
         c.require(
             0 < self.learning_rate < 1, "learning_rate", "out of range", self.learning_rate, "0 < lr < 1"
         )
@@ -222,6 +231,10 @@ class EvaluationConfig:
     max_examples: int | None = None  # per language, seeded subset; None = all
     model: str | None = None  # the `evaluate` entry point: the model reference to evaluate
     save_predictions: bool = True  # log per-example predictions as an artifact
+    # tasks whose evaluation split is cut out of a single shipped set as a trained task's is, even
+    # where no stage here trains them (otherwise a split the task ships, e.g. a user's only `dev:`
+    # file, is evaluated whole); a grid's cells get every task the study trains
+    cut_tasks: tuple[str, ...] = ()
     retrieval: RetrievalConfig = field(
         default_factory=RetrievalConfig
     )  # sentence embeddings (retrieval tasks)
@@ -449,6 +462,9 @@ class ExperimentConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # in-process, or Ray
     report: ReportConfig = field(default_factory=ReportConfig)  # the transfer report after `main`
     tuning: TuningConfig | None = None  # the `tune` entry point: an Optuna study over one stage
+    # task -> training fields for any stage that trains it, merged over that stage's training (e.g.
+    # XTREME's xnli: {epochs: 2}, udpos: {epochs: 10}); part of the stage, so of its content key
+    training_per_task: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         c = FieldChecks()

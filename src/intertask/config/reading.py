@@ -135,8 +135,11 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
 
 
 def build_experiment(raw: dict, file: str, problems: Problems) -> ExperimentConfig | None:
-    """Typed config from a raw mapping; stage `training:` blocks are merged over the top-level one."""
+    """Typed config from a raw mapping; stage `training:` blocks are merged over the top-level one,
+    then (in a config without a grid; a grid's cells get theirs in grid.cell_config) the
+    `training_per_task` entries of the tasks each stage trains."""
     raw = dict(raw)
+    per_task = _per_task_training(raw.pop("training_per_task", None) or {}, file, problems)
     own_training: dict[str, dict] = {}
     for stage in STAGES:
         if isinstance(raw.get(stage), dict) and "training" in raw[stage]:
@@ -157,6 +160,54 @@ def build_experiment(raw: dict, file: str, problems: Problems) -> ExperimentConf
             TrainingConfig, {**base, **own_training.get(stage, {})}, file, f"{stage}.training", problems
         )
         cfg = replace(cfg, **{stage: replace(current, training=merged or cfg.training)})
+    cfg = replace(cfg, training_per_task=per_task)
+    return cfg if cfg.grid is not None else with_task_training(cfg, file, problems)
+
+
+def _per_task_training(raw: object, file: str, problems: Problems) -> dict[str, dict]:
+    if not isinstance(raw, dict):
+        problems.add(file, "training_per_task", "must be a mapping", raw, "task: {training fields}")
+        return {}
+    coerced = {}
+    for task, fields in raw.items():
+        own = coerce_fields(TrainingConfig, fields, file, f"training_per_task.{task}", problems)
+        if own:
+            coerced[str(task)] = own
+    return coerced
+
+
+def with_task_training(cfg: ExperimentConfig, file: str, problems: Problems) -> ExperimentConfig:
+    """Each stage's training with the `training_per_task` fields of the task(s) it trains merged over
+    it, field by field (a per-task value beats the stage's own block: it is the more specific). The
+    tasks of a multi-task stage must agree on a field both set. Merging twice changes nothing."""
+    for stage_name in STAGES:
+        stage = getattr(cfg, stage_name)
+        if stage is None:
+            continue
+        chosen: dict[str, tuple[str, object]] = {}
+        for task in stage.task_names:
+            for key, value in cfg.training_per_task.get(task, {}).items():
+                first = chosen.setdefault(key, (task, value))
+                if first[1] != value:
+                    problems.add(
+                        file,
+                        f"training_per_task.{task}.{key}",
+                        f"conflicts with training_per_task.{first[0]}.{key}; the {stage_name} stage trains both",
+                        value,
+                        f"{first[1]!r} as well, or the tasks in separate stages",
+                    )
+        if not chosen:
+            continue
+        current = {f.name: getattr(stage.training, f.name) for f in dataclasses.fields(TrainingConfig)}
+        merged = construct(
+            TrainingConfig,
+            current | {key: value for key, (_, value) in chosen.items()},
+            file,
+            f"{stage_name}.training",
+            problems,
+        )
+        if merged is not None:
+            cfg = replace(cfg, **{stage_name: replace(stage, training=merged)})
     return cfg
 
 

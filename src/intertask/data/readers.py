@@ -31,6 +31,8 @@ class ReadOptions:
     header: bool = False  # first line names the columns
     columns: tuple[str, ...] = ()  # column names when there is no header
     encoding: str = "utf-8"
+    delimiter: str | None = None  # tsv/csv: None = a tab / a comma
+    quotechar: str | None = None  # tsv/csv: None = no quoting in tsv, '"' in csv
 
 
 def decoded_lines(path: Path, encoding: str) -> list[str]:
@@ -102,16 +104,28 @@ def _records_from_rows(
 
 
 def read_tsv(path: Path, options: ReadOptions) -> list[Record]:
-    """Tab-separated, no quoting (the XTREME files contain bare quotes)."""
+    """Tab-separated (or `delimiter`), by default without quoting: the XTREME files contain bare
+    quotes. With a `quotechar`, quoted fields may hold separators and newlines (Blitzer's reviews)."""
+    delimiter = options.delimiter or "\t"
+    if options.quotechar is not None:
+        return _read_quoted(path, options, delimiter, options.quotechar)
     lines = decoded_lines(path, options.encoding)
     return _records_from_rows(
-        path, [(n, line.split("\t")) for n, line in enumerate(lines, 1)], options, "tab"
+        path, [(n, line.split(delimiter)) for n, line in enumerate(lines, 1)], options, _separator(delimiter)
     )
 
 
 def read_csv(path: Path, options: ReadOptions) -> list[Record]:
-    """RFC 4180 CSV; a record's line is the file line it starts on (a quoted field may span lines)."""
-    reader = csv.reader(io.StringIO("\n".join(decoded_lines(path, options.encoding))), strict=True)
+    """RFC 4180 CSV (or another `delimiter` / `quotechar`); a record's line is the file line it starts
+    on (a quoted field may span lines)."""
+    return _read_quoted(path, options, options.delimiter or ",", options.quotechar or '"')
+
+
+def _read_quoted(path: Path, options: ReadOptions, delimiter: str, quotechar: str) -> list[Record]:
+    """Python's csv parser with the given separator and quote (a doubled quote inside a quoted field
+    is one quote); errors name the file line the bad record starts on."""
+    text = io.StringIO("\n".join(decoded_lines(path, options.encoding)))
+    reader = csv.reader(text, delimiter=delimiter, quotechar=quotechar, strict=True)
     rows, consumed = [], 0
     try:
         for row in reader:
@@ -119,9 +133,17 @@ def read_csv(path: Path, options: ReadOptions) -> list[Record]:
             consumed = reader.line_num
     except csv.Error as err:
         raise DataError.at(
-            path, f"line {consumed + 1}", f"malformed CSV: {err}", expected="RFC 4180 CSV"
+            path,
+            f"line {consumed + 1}",
+            ("malformed CSV" if delimiter == "," else f"malformed {_separator(delimiter)}-separated file")
+            + f": {err}",
+            expected=f"fields separated by {delimiter!r}, quoted with {quotechar!r} where they hold one",
         ) from None
-    return _records_from_rows(path, rows, options, "comma")
+    return _records_from_rows(path, rows, options, _separator(delimiter))
+
+
+def _separator(delimiter: str) -> str:
+    return {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
 
 
 def read_jsonl(path: Path, options: ReadOptions) -> list[Record]:

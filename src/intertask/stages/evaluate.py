@@ -57,7 +57,7 @@ def _eval_model(ws: Workspace, model: TrainedModel | str) -> _EvalModel:
 def _eval_sets(ws: Workspace, entry: EvalTaskConfig, seen: leakage.Seen):
     sets, excluded = {}, {}
     for language in entry.languages:
-        data = ws.examples(entry.task, language, entry.split, None)
+        data = ws.evaluation_examples(entry.task, language, entry.split)
         kept, dropped = leakage.exclude_seen(data, seen)
         kept = limit(ws, kept, entry.max_examples)
         if len(kept) == 0:

@@ -33,7 +33,7 @@ def run_probes(
         )
         task = resolve.catalog(ws.cfg).task(probe.task)
         sets = {
-            lang: limit(ws, ws.examples(probe.task, lang, probe.split, None), probe.max_examples)
+            lang: limit(ws, ws.evaluation_examples(probe.task, lang, probe.split), probe.max_examples)
             for lang in entry.languages or task.spec.evaluated_languages
         }
         table, _, _ = retrieval_table(ws, task, sets, encoder, tokenizer, probe.split, precision)

@@ -96,6 +96,7 @@ def _fingerprint_rows(sets: list[ExampleSet]) -> list[dict]:
             "language": s.language,
             "split": s.split,
             "examples": len(s),
+            "unlabelled_rows_left_out": s.unlabelled,
             "source": s.source,
             "fingerprint": s.fingerprint,
             "files": list(s.files),

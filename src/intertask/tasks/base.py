@@ -37,6 +37,7 @@ class ExampleSet:
     files: tuple[str, ...]  # files read (or the hub dataset id)
     fingerprint: str  # content of the files + which examples were selected
     source_size: int  # number of examples in the whole source set
+    unlabelled: int = 0  # rows of the source set left out for having no label (-1 or empty)
 
     def __len__(self) -> int:
         return len(self.examples)

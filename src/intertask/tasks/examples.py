@@ -4,13 +4,16 @@ Which file a split comes from, per language:
 - a language with one set named `dev` or `all` (XTREME ships only dev for XNLI and PAWS-X; SMS spam is
   one file) has it cut by example index into train/dev/test with the configured fractions;
 - a language with `train` but without `dev`/`test` has those carved out of train (RTE's dev);
-- otherwise a split is read as shipped (a language with only `test` is evaluation data: XQuAD).
+- otherwise a split is read as shipped (a language with only `test` is evaluation data: XQuAD);
+- with `whole` (a split only evaluated, see resolve.read_whole), a split the task ships under that name
+  is read whole, even where it is the task's only set (a user's `dev:` file: MLQA's dev set).
 Every example keeps `uid`, its position in the source set: it lines up translations of a line-parallel
 task, and it is what the leakage guard compares.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,10 +39,17 @@ class SplitPlan:
 
 
 def plan_split(
-    spec: TaskSpec, split: str, language: str, fractions: dict[str, float], origin: str = "local"
+    spec: TaskSpec,
+    split: str,
+    language: str,
+    fractions: dict[str, float],
+    origin: str = "local",
+    whole: bool = False,
 ) -> SplitPlan:
     """Which shipped split `split` comes from for `language`, and how it is cut out of it."""
     given = spec.splits_for(language, origin)
+    if whole and split in given:
+        return SplitPlan(split, False, {})
     if len(given) == 1 and given[0] in ("dev", "all"):
         return SplitPlan(given[0], True, dict(fractions))
     missing = [s for s in SPLITS if s not in given]
@@ -58,7 +68,13 @@ def plan_split(
 
 
 def _local_records(spec: TaskSpec, source: str, language: str, root: Path) -> tuple[list[Record], list[Path]]:
-    options = ReadOptions(header=spec.header, columns=spec.columns, encoding=spec.encoding)
+    options = ReadOptions(
+        header=spec.header,
+        columns=spec.columns,
+        encoding=spec.encoding,
+        delimiter=spec.delimiter,
+        quotechar=spec.quotechar,
+    )
     paths = spec.paths(source, language, root)
     records: list[Record] = []
     for path in paths:
@@ -92,20 +108,54 @@ def _hub_records(spec: TaskSpec, source: str, language: str) -> tuple[list[Recor
 
 
 def _label_name(names: tuple[str, ...], value, where: str, row: str, column: str):
-    """A hub ClassLabel integer (or list of them, for tags) -> its name; -1 marks an unlabeled split."""
+    """A hub ClassLabel integer (or list of them, for tags) -> its name; -1, the hub's marker of an
+    unlabelled row, -> "" (left out with the other unlabelled rows, see _labelled)."""
     if isinstance(value, list):
         return [_label_name(names, v, where, row, column) for v in value]
     if not isinstance(value, int):
         return value
-    if not 0 <= value < len(names):
+    if value < 0:
+        return ""
+    if value >= len(names):
         raise DataError.at(
             where,
             row,
-            f"label column {column!r} holds {value}"
-            + (" (the hub's marker for an unlabeled split)" if value < 0 else ""),
+            f"label column {column!r} holds {value}",
             expected=f"a class index 0..{len(names) - 1} of {list(names)}",
         )
     return names[value]
+
+
+SINGLE_LABEL_TYPES = ("classification", "multiple_choice")  # where an empty label means "unlabelled"
+
+
+def _labelled(spec: TaskSpec, records: list[Record], where: str, source: str) -> tuple[list[Record], int]:
+    """The records that have a label, and how many did not: a row with an empty label (or the hub's
+    -1) is left out with a warning instead of stopping the run; a split of only such rows is an error."""
+    if spec.type not in SINGLE_LABEL_TYPES:
+        return records, 0
+    empty = {v for v in ("", "-1") if v not in spec.label_map and v not in spec.labels}
+    kept = [r for r in records if str(r.fields.get(spec.label_field, "")).strip() not in empty]
+    left_out = len(records) - len(kept)
+    if records and not kept:
+        raise DataError.at(
+            where,
+            "",
+            f"every row of the {source} set is unlabelled ({left_out} rows with an empty or -1 label)",
+            expected=f"labelled rows in field {spec.label_field!r} (an unlabelled split cannot be used here)",
+        )
+    if left_out:
+        warnings.warn(
+            f"{where}: {left_out} of {len(records)} rows of the {source} set have no label (empty or -1) "
+            "and are left out",
+            UnlabelledRowsWarning,
+            stacklevel=3,
+        )
+    return kept, left_out
+
+
+class UnlabelledRowsWarning(UserWarning):
+    """Rows without a label were left out of a split."""
 
 
 def _flat(row: dict) -> dict:
@@ -120,7 +170,8 @@ def _flat(row: dict) -> dict:
 
 
 def read_source(spec: TaskSpec, source: str, language: str, root: Path, origin: str = "local"):
-    """All examples of one shipped split, plus the files (or hub id) and their fingerprint."""
+    """All examples of one shipped split, the files (or hub id), their fingerprint, and how many
+    unlabelled rows were left out."""
     if origin == "hub":
         if spec.hub is None:
             raise DataError.at(spec.name, "hub", "task declares no hub source", expected="a `hub:` section")
@@ -130,7 +181,8 @@ def read_source(spec: TaskSpec, source: str, language: str, root: Path, origin: 
         records, paths = _local_records(spec, source, language, root)
         files = tuple(str(p) for p in paths)
         digest = combine([file_fingerprint(p) for p in paths])
-    return task_type(spec).examples(records), files, digest
+    records, unlabelled = _labelled(spec, records, ", ".join(files), source)
+    return task_type(spec).examples(records), files, digest, unlabelled
 
 
 def load_examples(
@@ -143,10 +195,11 @@ def load_examples(
     seed: int,
     max_examples: int | None = None,
     origin: str = "local",
+    whole: bool = False,
 ) -> ExampleSet:
     """The examples of `spec` for one language and split (see the module docstring for derived splits)."""
-    plan = plan_split(spec, split, language, fractions, origin)
-    examples, files, digest = read_source(spec, plan.source, language, root, origin)
+    plan = plan_split(spec, split, language, fractions, origin, whole)
+    examples, files, digest, unlabelled = read_source(spec, plan.source, language, root, origin)
     indices = np.arange(len(examples))
     if plan.derived:
         indices = split_indices(len(examples), plan.fractions, seed)[split]
@@ -162,6 +215,7 @@ def load_examples(
         files=files,
         fingerprint=combine([digest, selection]),
         source_size=len(examples),
+        unlabelled=unlabelled,
     )
 
 

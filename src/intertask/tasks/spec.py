@@ -84,6 +84,10 @@ class TaskSpec:
     header: bool = False  # tsv/csv: the first line names the columns
     columns: tuple[str, ...] = ()  # tsv/csv without header, or conll: the column names
     encoding: str = "utf-8"  # text encoding of the files
+    delimiter: str | None = None  # tsv/csv: the field separator (default: a tab / a comma)
+    # tsv/csv: the character quoting fields that hold separators or newlines ('"' doubled inside);
+    # default: none for tsv (the XTREME files have bare quotes), '"' for csv
+    quotechar: str | None = None
     text_fields: tuple[
         str, ...
     ] = ()  # classification: 1 or 2 fields; tagging: the tokens; choice: the context
@@ -154,6 +158,26 @@ class TaskSpec:
             "only tsv/csv files have headers",
             self.header,
             "false",
+        )
+        for name in ("delimiter", "quotechar"):
+            value = getattr(self, name)
+            c.require(
+                value is None or self.format in ("tsv", "csv"),
+                name,
+                "only tsv/csv files have one",
+                value,
+                "unset, or format: tsv / csv",
+            )
+            c.require(
+                value is None or len(value) == 1, name, "must be one character", value, "e.g. ';' or '\"'"
+            )
+        c.require(
+            self.quotechar is None
+            or self.quotechar != (self.delimiter or ("," if self.format == "csv" else "\t")),
+            "quotechar",
+            "must differ from the delimiter",
+            self.quotechar,
+            "another character, e.g. '\"'",
         )
         c.require(
             not self.files or self.format not in ("tsv", "csv") or self.header or bool(self.columns),
