@@ -14,6 +14,7 @@ from intertask.tasks.examples import load_examples
 from intertask.tasks.types import task_type
 
 CATALOG = builtin_catalog()
+FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
 CONTEXT = "Marie Curie was born in Warsaw in 1867 and won two Nobel prizes."
 
 
@@ -57,7 +58,7 @@ ROWS = {
     "muchocine": lambda i: {
         "review_body": "Una película aburrida.",
         "review_summary": "",
-        "star_rating": 1 + i % 5,
+        "star_rating": i % 5,  # class indices 0-4, named "1".."5" on the hub
     },
     "goemotions": lambda i: {
         "text": "thanks, that helped!",
@@ -118,7 +119,7 @@ def _served_locally(spec, tmp_path, rows=ROWS, n=10):
         path = tmp_path / f"{spec.name}-{theirs}.jsonl"
         path.write_text("".join(json.dumps(rows[spec.name](i)) + "\n" for i in range(n)))
         files[theirs] = str(path)
-    return replace(spec, hub=replace(spec.hub, path="json", name=None, data_files=files))
+    return replace(spec, hub=replace(spec.hub, path="json", name=None, data_files=files, revision=None))
 
 
 @pytest.mark.parametrize("name", HUB_TASKS)
@@ -160,8 +161,9 @@ def test_hub_labels_map_to_the_declared_names(tmp_path):
     assert len(cosmos[3].texts) == 5 and cosmos[3].label == 3
     # GoEmotions: a list of label indices is a label set
     assert load("goemotions").examples[1].label == (15, 27)
-    # MuchoCine: integer star ratings are the class names "1".."5"
-    assert {e.label for e in load("muchocine").examples} == {0, 1, 2, 3, 4}
+    # MuchoCine: star ratings stored 0-4 are the class names "1".."5" (label 0 is one star)
+    muchocine = CATALOG.spec("muchocine")
+    assert all(muchocine.labels[e.label] == str(e.uid % 5 + 1) for e in load("muchocine").examples)
     # SQuAD: the nested answers give (start, text) pairs for every gold answer
     squad = load("squad", "dev").examples[0]
     assert squad.label == (("Warsaw", 24), ("in Warsaw", 21)) and squad.key == "q0"
@@ -178,8 +180,133 @@ def test_an_unlabeled_hub_split_is_refused_naming_it(tmp_path):
     assert "hub:json" in message and "every row of the dev set is unlabelled" in message
 
 
+@pytest.mark.parametrize("name", ["cosmos_qa", "hellaswag", "muchocine", "conll2003"])
+def test_script_based_repositories_are_read_from_their_parquet_branch(name):
+    """Their main branches hold loading scripts, which datasets >= 4 refuses: each declaration reads
+    the Hub's parquet conversion; offline, the error names the repository and the revision it tried."""
+    spec = CATALOG.spec(name)
+    assert spec.hub.revision == "refs/convert/parquet"
+    with pytest.raises(DataError) as err:
+        load_examples(spec, spec.languages[0], "train", root=None, fractions=FRACTIONS, seed=0, origin="hub")
+    assert f"hub:{spec.hub.path}@refs/convert/parquet" in str(err.value)
+
+
+def test_a_repository_with_a_loading_script_gets_the_parquet_revision_suggested(tmp_path):
+    """A local folder laid out like a Hub repository that still holds a loading script: datasets
+    refuses it, and the problem names the repository and the fix."""
+    repo = tmp_path / "someone" / "old_dataset"
+    repo.mkdir(parents=True)
+    (repo / "old_dataset.py").write_text("import datasets\n")
+    spec = replace(CATALOG.spec("sst2"), hub=replace(CATALOG.spec("sst2").hub, path=str(repo), name=None))
+    with pytest.raises(DataError) as err:
+        load_examples(spec, "en", "train", root=None, fractions=FRACTIONS, seed=0, origin="hub")
+    assert str(repo) in str(err.value) and "revision: refs/convert/parquet" in str(err.value)
+
+
+def test_data_dir_is_passed_to_the_loader(tmp_path):
+    """`data_dir` (with {lang}) selects a folder of a repository: here a local folder of parquet files
+    laid out like a Hub repository, one folder per language."""
+    import pandas as pd
+
+    for lang, word in (("en", "fine"), ("fr", "beau")):
+        (tmp_path / "repo" / lang).mkdir(parents=True)
+        rows = pd.DataFrame(
+            {
+                "idx": range(10),
+                "sentence": [f"a {word} film {i}" for i in range(10)],
+                "label": [i % 2 for i in range(10)],
+            }
+        )
+        rows.to_parquet(tmp_path / "repo" / lang / "train-00000-of-00001.parquet")
+    base = CATALOG.spec("sst2")
+    spec = replace(
+        base,
+        languages=("en", "fr"),
+        hub=replace(
+            base.hub, path=str(tmp_path / "repo"), name=None, data_dir="{lang}", splits={"train": "train"}
+        ),
+    )
+    data = load_examples(
+        spec,
+        "fr",
+        "train",
+        root=None,
+        fractions={"train": 0.6, "dev": 0.1, "test": 0.3},
+        seed=0,
+        origin="hub",
+    )
+    assert all("beau" in e.texts[0] for e in data.examples)
+
+
 def test_an_unreachable_hub_dataset_names_the_dataset():
     spec = CATALOG.spec("anli")
     with pytest.raises(DataError) as err:
         load_examples(spec, "en", "train", root=None, fractions={}, seed=0, origin="hub")
     assert "facebook/anli" in str(err.value) and "train_r3" in str(err.value)
+
+
+def test_validate_lists_hub_reads_offline_and_opens_them_with_hub(tmp_path, monkeypatch, capsys):
+    """`intertask validate` reads every local file and lists what would come from the hub; with --hub
+    it opens each hub source, reads a few rows as a run would, and reports every problem at once: here
+    local folders laid out like Hub repositories (parquet), one sound, one whose label column is
+    misnamed, one that still holds a loading script."""
+    import pandas as pd
+    import yaml
+
+    from intertask import cli
+
+    from .conftest import REPO, write_yaml
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert cli.main(["validate", str(REPO / "pipelines" / "mohapatra2022_domain.yaml")]) == 0
+    out, err = capsys.readouterr()
+    assert yaml.safe_load(out)["name"] and "not read (hub; `intertask validate --hub` opens them)" in err
+    assert "imdb/en/train" in err and "roberta-base" in err
+
+    def repo(name, label_column="label", script=False):
+        folder = tmp_path / "hub" / name
+        (folder / "data").mkdir(parents=True)
+        frame = pd.DataFrame(
+            {"sentence": [f"text {i}" for i in range(8)], label_column: [i % 2 for i in range(8)]}
+        )
+        frame.to_parquet(folder / "data" / "train-00000-of-00001.parquet")
+        if script:
+            (folder / f"{name}.py").write_text("import datasets\n")
+        return str(folder)
+
+    tasks = []
+    for name, options in (
+        ("sound", {}),
+        ("misnamed", {"label_column": "stars"}),
+        ("scripted", {"script": True}),
+    ):
+        declaration = {
+            "name": name,
+            "type": "classification",
+            "text_fields": ["sentence"],
+            "labels": ["neg", "pos"],
+            "hub": {
+                "path": repo(name, **options),
+                "splits": {"train": "train"},
+                "label_names": ["neg", "pos"],
+            },
+        }
+        tasks.append(str(write_yaml(tmp_path / f"{name}.yaml", declaration)))
+    config = write_yaml(
+        tmp_path / "c.yaml",
+        {
+            "name": "hubcheck",
+            "model": {"name_or_path": "e5-small"},
+            "data": {"task_files": tasks, "source": "hub"},
+            "intermediate": {"tasks": ["sound", "misnamed", "scripted"]},
+            "evaluation": {"task": "sound"},
+        },
+    )
+    assert cli.main(["validate", str(config)]) == 0
+    assert "sound/en/train" in capsys.readouterr().err
+    assert cli.main(["validate", str(config), "--hub"]) == 2
+    err = capsys.readouterr().err
+    assert "misnamed" in err and "'label'" in err
+    assert "scripted" in err and "revision: refs/convert/parquet" in err
+    assert "hub/sound" not in err

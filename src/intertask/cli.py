@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
                 help="models:/name@alias, models:/name/N, runs:/ID/model, run id, "
                 "or 'base' (the untrained model)",
             )
+        if name == "validate":
+            p.add_argument(
+                "--hub",
+                action="store_true",
+                help="also open every Hugging Face hub source and model the config reads (needs internet)",
+            )
         if name == "report":
             p.add_argument(
                 "--parent", default="", help="the study's parent run (default: every study in the experiment)"
@@ -156,11 +162,7 @@ def _run_entry(args) -> int:
     ws = Workspace(cfg, args.config)
     try:
         if args.command == "validate":
-            pipeline.check_models(pipeline.plan(ws).jobs)
-            from intertask.config import dump_yaml
-
-            print(dump_yaml(cfg))
-            return 0
+            return _validate_command(ws, args)
         if args.command == "report":
             return _report_command(ws, args)
         _check_entry(args.command, args.config, cfg)
@@ -226,6 +228,30 @@ def _print_tuning(result, cfg) -> None:
     if result.registered:
         print(f"best model: {result.registered}")
     print(f"dashboard: optuna-dashboard {result.storage}")
+
+
+def _validate_command(ws, args) -> int:
+    """Plan the study (every local data file read, every job keyed) and load its models; hub sources
+    and hub models are opened with --hub only, and listed as not read otherwise."""
+    from intertask import pipeline, validate
+    from intertask.config import dump_yaml
+
+    ws.read_hub = False
+    study = pipeline.plan(ws)
+    skipped_models = pipeline.check_models(study.jobs, hub=args.hub)
+    if args.hub:
+        opened = validate.check_hub(ws.cfg, ws.skipped_hub)
+        print(f"hub: {opened} source(s) opened, a few rows of each read as a run reads them", file=sys.stderr)
+    elif ws.skipped_hub or skipped_models:
+        reads = sorted({f"{task}/{language}/{split}" for task, language, split, _ in ws.skipped_hub})
+        print(
+            f"not read (hub; `intertask validate --hub` opens them): {len(reads)} data source(s) "
+            f"({', '.join(reads[:12])}{', ...' if len(reads) > 12 else ''})"
+            + (f"; model(s) {', '.join(skipped_models)}" if skipped_models else ""),
+            file=sys.stderr,
+        )
+    print(dump_yaml(ws.cfg))
+    return 0
 
 
 def _report_command(ws, args) -> int:

@@ -21,6 +21,7 @@ import hashlib
 import os
 import platform
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from intertask import grid, resolve, tracking
 from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
@@ -29,7 +30,7 @@ from intertask.executors import JobSpec, Outcome, executor_for
 from intertask.grid import Job
 from intertask.identity import cell_tags, code_version, content_hash
 from intertask.schema import to_dict
-from intertask.workspace import Workspace, stage_data
+from intertask.workspace import HubNotRead, Workspace, stage_data
 
 TAG = tracking.TAG
 
@@ -49,18 +50,29 @@ def _job_sets(ws: Workspace, job: Job) -> list:
     cfg = ws.cfg
     if job.kind == "probe":
         return [
-            ws.evaluation_examples(p.task, lang, p.split)
+            s
             for p in cfg.probes
             for lang in p.languages or resolve.catalog(cfg).spec(p.task).evaluated_languages
+            for s in _read(ws.evaluation_examples, p.task, lang, p.split)
         ]
     if job.kind in ("intermediate", "finetune"):
         stage = cfg.intermediate if job.kind == "intermediate" else cfg.target
-        return [s for task in stage.task_names for s in stage_data(ws, stage, task)]
+        return [s for task in stage.task_names for s in _read(stage_data, ws, stage, task)]
     return [
-        ws.evaluation_examples(e.task, lang, e.split)
+        s
         for e in resolve.evaluation_tasks(cfg)
         for lang in e.languages
+        for s in _read(ws.evaluation_examples, e.task, lang, e.split)
     ]
+
+
+def _read(load, *args) -> list:
+    """The set(s) `load` returns, or none where a hub source is left unread (validate without --hub)."""
+    try:
+        out = load(*args)
+    except HubNotRead:
+        return []
+    return list(out) if isinstance(out, tuple) else [out]
 
 
 def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool = True) -> None:
@@ -100,10 +112,19 @@ def _check_model(name_or_path: str) -> None:
     modeling.load_tokenizer(source)
 
 
-def check_models(jobs: list[Job]) -> None:
-    """Every base model the jobs start from loads (config and tokenizer), before any run exists."""
+def check_models(jobs: list[Job], hub: bool = True) -> list[str]:
+    """Every base model the jobs start from loads (config and tokenizer), before any run exists; with
+    hub=False a model that would come from the Hugging Face hub is not fetched but returned."""
+    from intertask import models
+
+    skipped = []
     for model in dict.fromkeys(job.cell.model for job in jobs):
-        _check_model(model)
+        local = model in models.OFFLINE_MODELS or Path(model).expanduser().exists()
+        if hub or local:
+            _check_model(model)
+        else:
+            skipped.append(model)
+    return skipped
 
 
 def _check_parallel(ws: Workspace, loaded: list) -> None:
@@ -149,7 +170,13 @@ def plan(ws: Workspace) -> Plan:
     for job in jobs:
         configs[job.id] = grid.cell_config(cfg, job.cell)
         cell_ws = Workspace(
-            configs[job.id], ws.config_file, experiment_id="", workdir=ws.workdir, loaded=ws.loaded
+            configs[job.id],
+            ws.config_file,
+            experiment_id="",
+            workdir=ws.workdir,
+            loaded=ws.loaded,
+            read_hub=ws.read_hub,
+            skipped_hub=ws.skipped_hub,
         )
         sets = _job_sets(cell_ws, job)
         loaded.extend(sets)

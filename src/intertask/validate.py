@@ -41,6 +41,31 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     return cfg
 
 
+def check_hub(cfg: ExperimentConfig, reads) -> int:
+    """Open every hub source in `reads` ((task, language, split, whole), as a Workspace that left them
+    unread lists them) and read a few rows of each as a run would; raise DataError listing every
+    problem at once. Returns how many sources were opened."""
+    from intertask.tasks.examples import check_hub_source
+
+    problems = Problems()
+    catalog = resolve.catalog(cfg)
+    fractions = cfg.data.split_fractions.as_dict()
+    opened = set()
+    for task, language, split, whole in sorted(reads):
+        spec = catalog.spec(task)
+        source = plan_split(spec, split, language, fractions, "hub", whole).source
+        if (task, language, source) in opened:
+            continue
+        opened.add((task, language, source))
+        try:
+            check_hub_source(spec, source, language)
+        except DataError as err:
+            problems.extend(err)
+    if problems:
+        raise DataError(problems.items)
+    return len(opened)
+
+
 def check_experiment(cfg: ExperimentConfig, file: str, problems: Problems) -> None:
     """Names (tasks, languages, metrics, models), splits and data files; adds to `problems`."""
     try:

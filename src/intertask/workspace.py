@@ -18,6 +18,10 @@ from intertask.tasks.base import ExampleSet, TaskType
 from intertask.tasks.examples import load_examples
 
 
+class HubNotRead(Exception):
+    """A hub source left unread on purpose (`intertask validate` without --hub)."""
+
+
 @dataclass
 class Workspace:
     """What the stages of one process share: the experiment, loaded data, a scratch folder.
@@ -36,6 +40,8 @@ class Workspace:
         default_factory=dict
     )  # example sets by (task, language, split, size): shared by the workspaces of one study
     _encoder: tuple | None = None  # (base encoder, tokenizer), loaded once for divergence embeddings
+    read_hub: bool = True  # False: a hub source raises HubNotRead and is listed in skipped_hub
+    skipped_hub: set = field(default_factory=set)  # (task, language, split, whole) left unread
 
     def experiment(self) -> str:
         if self.experiment_id is None:
@@ -56,6 +62,9 @@ class Workspace:
         self, task: str, language: str, split: str, max_examples: int | None, whole: bool = False
     ) -> ExampleSet:
         key = (task, language, split, max_examples, whole)
+        if not self.read_hub and self.cfg.origin(task) == "hub":
+            self.skipped_hub.add((task, language, split, whole))
+            raise HubNotRead(task)
         if key not in self.loaded:
             cfg = self.cfg
             self.loaded[key] = load_examples(

@@ -82,17 +82,19 @@ def _local_records(spec: TaskSpec, source: str, language: str, root: Path) -> tu
     return records, paths
 
 
-def _hub_records(spec: TaskSpec, source: str, language: str) -> tuple[list[Record], str]:
+def _hub_records(
+    spec: TaskSpec, source: str, language: str, limit: int | None = None
+) -> tuple[list[Record], str]:
     import datasets  # only users of hub sources pay for the import
 
     hub = spec.hub
     name = hub.name.format(lang=language) if hub.name else None
-    data_files = {k: v.format(lang=language) for k, v in hub.data_files.items()} if hub.data_files else None
-    where = f"hub:{hub.path}" + (f"/{name}" if name else "") + f"[{hub.splits[source]}]"
+    where = hub_where(hub, name, hub.splits[source])
+    split = hub.splits[source] + (f"[:{limit}]" if limit else "")
     try:
-        rows = datasets.load_dataset(hub.path, name, split=hub.splits[source], data_files=data_files)
+        rows = datasets.load_dataset(hub.path, name, split=split, **hub_options(hub, language))
     except Exception as err:  # network, missing dataset or config: report, naming the dataset
-        raise DataError.at(where, "", f"cannot load hub dataset: {type(err).__name__}: {err}") from None
+        raise DataError.at(where, "", hub_problem(hub, err)) from None
     label_col = next((k for k, v in hub.columns.items() if v == spec.label_field), spec.label_field)
     records = []
     for i, row in enumerate(rows):
@@ -105,6 +107,35 @@ def _hub_records(spec: TaskSpec, source: str, language: str) -> tuple[list[Recor
             )
         records.append(Record(fields, where, f"row {i + 1}"))
     return records, f"{where}@{getattr(rows, '_fingerprint', '')}"
+
+
+def hub_where(hub, name: str | None, split: str) -> str:
+    """How problems and fingerprints name a hub source: hub:<path>[@revision][/config][split]."""
+    revision = f"@{hub.revision}" if hub.revision else ""
+    return f"hub:{hub.path}{revision}" + (f"/{name}" if name else "") + f"[{split}]"
+
+
+def hub_options(hub, language: str) -> dict:
+    """The keyword arguments of `datasets.load_dataset` beyond path, config name and split."""
+    options = {}
+    if hub.data_files:
+        options["data_files"] = {k: v.format(lang=language) for k, v in hub.data_files.items()}
+    if hub.revision:
+        options["revision"] = hub.revision
+    if hub.data_dir:
+        options["data_dir"] = hub.data_dir.format(lang=language)
+    return options
+
+
+def hub_problem(hub, err: Exception) -> str:
+    """What went wrong loading a hub source, with the fix for a repository that holds a script."""
+    text = f"cannot load hub dataset: {type(err).__name__}: {err}"
+    if "scripts are no longer supported" in str(err) or ".py" in str(err) and "script" in str(err).lower():
+        text += (
+            f" -- the repository {hub.path!r} still holds a loading script, which datasets >= 4 refuses; "
+            "its parquet copy loads: add `revision: refs/convert/parquet` to the task's hub section"
+        )
+    return text
 
 
 def _label_name(names: tuple[str, ...], value, where: str, row: str, column: str):
@@ -167,6 +198,20 @@ def _flat(row: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def check_hub_source(spec: TaskSpec, source: str, language: str, rows: int = 5) -> None:
+    """Open one hub source and read its first rows as a run would (columns, label names, the task's
+    fields): a DataError names the dataset and what is wrong. For `intertask validate --hub`."""
+    records, ident = _hub_records(spec, source, language, limit=rows)
+    if not records:
+        raise DataError.at(
+            ident, "", "no rows", expected=f"rows in the hub split {spec.hub.splits[source]!r}"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnlabelledRowsWarning)  # a few rows say little about the split
+        labelled, _ = _labelled(spec, records, ident, source)
+    task_type(spec).examples(labelled)
 
 
 def read_source(spec: TaskSpec, source: str, language: str, root: Path, origin: str = "local"):

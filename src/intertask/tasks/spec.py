@@ -60,6 +60,10 @@ class HubSource:
         default_factory=lambda: {"train": "train", "dev": "validation", "test": "test"}
     )
     data_files: dict[str, str] | None = None  # for packaged builders: split -> file ("{lang}" allowed)
+    # the repository revision: "refs/convert/parquet" is the Hub's parquet copy of a dataset whose main
+    # branch still holds a loading script (datasets >= 4 refuses scripts)
+    revision: str | None = None
+    data_dir: str | None = None  # a folder inside the repository ("{lang}" allowed)
     label_names: tuple[str, ...] = ()  # names of integer (ClassLabel) labels in the hub's order
     columns: dict[str, str] = field(default_factory=dict)  # hub column -> field name used by this task
 
