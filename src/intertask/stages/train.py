@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from intertask import adapters, hardware, identity, leakage, modeling, models, plots, resolve, tracking
+from intertask import (
+    adapters,
+    checkpoints,
+    hardware,
+    identity,
+    leakage,
+    modeling,
+    models,
+    plots,
+    resolve,
+    tracking,
+)
 from intertask.checkpoints import Checkpointer
 from intertask.config import StageConfig
 from intertask.stages.probes import run_probes
@@ -118,15 +130,25 @@ def _load(ws: Workspace, which: str, init: TrainedModel | str | None) -> _Loaded
     return _Loaded(which, stage, types, data, start, heads, tokenizer, nets, peft_params, stacked, runtime)
 
 
-def _checkpointer(ws: Workspace, loaded: _Loaded, stage_key: str | None, tags: dict) -> Checkpointer:
-    """The stage's checkpoint folder, named by its content key; a checkpoint left there by an
-    interrupted run is continued, and the new run is tagged with the run it resumes."""
+def _checkpointer(ws: Workspace, loaded: _Loaded, stage_key: str | None, tags: dict):
+    """The stage's checkpoint folder, named by its content key, and this process's claim on it; a
+    checkpoint left there by an interrupted run is continued, and the new run is tagged with the run
+    it resumes. While another process trains the same stage (and holds the claim), this one keeps no
+    checkpoints: (None, None)."""
     key = stage_key or resume_key(ws, loaded.which, loaded.start, loaded.sets)
     checkpointer = Checkpointer(checkpoint_folder(key), loaded.stage.training.checkpoint_every_steps)
+    held = checkpoints.claim(checkpointer.folder)
+    if held is None:
+        print(
+            f"{checkpointer.folder}: another process is training this stage now; this run keeps no "
+            "checkpoints",
+            file=sys.stderr,
+        )
+        return None, None
     owner = checkpointer.folder / "run.json"
     if (checkpointer.folder / "latest").is_file() and owner.is_file():
         tags[f"{TAG}resumed_from_run"] = json.loads(owner.read_text())["run_id"]
-    return checkpointer
+    return checkpointer, held
 
 
 def _save(ws: Workspace, loaded: _Loaded, folder: Path) -> None:
@@ -162,7 +184,7 @@ def train_stage(
     interrupted before (same config, data, start point and code), it continues from there in a new run
     tagged `intertask.resumed_from_run` (and `resumed_at_step`)."""
     loaded = _load(ws, which, init)
-    stage, start, types = loaded.stage, loaded.start, loaded.types
+    stage, start = loaded.stage, loaded.start
     name = identity.BY_STAGE[which].job
     tags = {
         f"{TAG}stage": name,
@@ -173,9 +195,19 @@ def train_stage(
         f"{TAG}init_run_id": start.run_id or "",
         f"{TAG}stage_key": stage_key or "",
     }
-    checkpointer = None
+    checkpointer, held = None, None
     if resumable and stage.training.checkpoints:
-        checkpointer = _checkpointer(ws, loaded, stage_key, tags)
+        checkpointer, held = _checkpointer(ws, loaded, stage_key, tags)
+    try:
+        return _run(ws, loaded, name, tags, parent_run_id, on_epoch, log_model, checkpointer)
+    finally:
+        if held is not None:
+            held.close()
+
+
+def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, checkpointer):
+    """The stage's run: train, log, save, probe, log the model; then its checkpoints go."""
+    stage, start, types, which = loaded.stage, loaded.start, loaded.types, loaded.which
     title = f"{name} {loaded.tasks} ({stage.language})"
     with recorded_run(ws, title, tags, parent_run_id, loaded.sets, loaded.runtime) as run_id:
         if checkpointer is not None:
