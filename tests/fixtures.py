@@ -1,7 +1,7 @@
 """Small data sets in their official formats, for the tasks whose data is not in ../shared/data:
 MLQA (SQuAD JSON named {split}-context-{lang}-question-{lang}.json under MLQA_V1/{dev,test}/), BUCC 2018
 ({lang}-en.{split}.{lang} / .en with `id<TAB>sentence` lines, .gold with `id_xx<TAB>id_en`) and HellaSwag
-(jsonl with ctx, endings, label)."""
+(jsonl with ctx, endings, label) PAN-X (XTREME's xtreme/panx/{split}-{lang}.tsv, `token<TAB>TAG`) and SQuAD v2.0 (squad/*-v2.0.json)."""
 
 from __future__ import annotations
 
@@ -159,7 +159,95 @@ def write_hellaswag(root: Path) -> None:
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+PANX_SENTENCES = {
+    "en": [
+        [("Angela", "B-PER"), ("Merkel", "I-PER"), ("visited", "O"), ("Paris", "B-LOC"), (".", "O")],
+        [
+            ("The", "O"),
+            ("United", "B-ORG"),
+            ("Nations", "I-ORG"),
+            ("met", "O"),
+            ("in", "O"),
+            ("Geneva", "B-LOC"),
+        ],
+        [("Marie", "B-PER"), ("Curie", "I-PER"), ("worked", "O"), ("in", "O"), ("Warsaw", "B-LOC")],
+        [
+            ("Siemens", "B-ORG"),
+            ("opened", "O"),
+            ("an", "O"),
+            ("office", "O"),
+            ("in", "O"),
+            ("Lagos", "B-LOC"),
+        ],
+    ],
+    "de": [
+        [("Angela", "B-PER"), ("Merkel", "I-PER"), ("besuchte", "O"), ("Paris", "B-LOC"), (".", "O")],
+        [
+            ("Die", "O"),
+            ("Vereinten", "B-ORG"),
+            ("Nationen", "I-ORG"),
+            ("tagten", "O"),
+            ("in", "O"),
+            ("Genf", "B-LOC"),
+        ],
+    ],
+    "zh": [
+        [("默克尔", "B-PER"), ("访问", "O"), ("了", "O"), ("巴黎", "B-LOC")],
+        [("联合国", "B-ORG"), ("在", "O"), ("日内瓦", "B-LOC"), ("开会", "O")],
+    ],
+}
+
+
+def write_panx(root: Path) -> None:
+    folder = root / "xtreme" / "panx"
+    folder.mkdir(parents=True, exist_ok=True)
+    for language, sentences in PANX_SENTENCES.items():
+        for split, repeat in (("train", 12), ("dev", 3), ("test", 3)):
+            blocks = [
+                "\n".join(f"{token}\t{tag}" for token, tag in sentence) for sentence in sentences * repeat
+            ]
+            (folder / f"{split}-{language}.tsv").write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+
+
+SQUAD_V2_PARAGRAPHS = [
+    (
+        "The Rhine flows through Basel and Cologne before it reaches the North Sea near Rotterdam.",
+        [("Which sea does the Rhine reach?", "the North Sea"), ("Which river flows through Paris?", None)],
+    ),
+    (
+        "Marie Curie won the Nobel Prize in Physics in 1903 and in Chemistry in 1911.",
+        [("When did Curie win the chemistry prize?", "1911"), ("When did Curie win a Fields Medal?", None)],
+    ),
+]
+
+
+def write_squad_v2(root: Path) -> None:
+    """SQuAD v2.0 JSON: answerable questions, and unanswerable ones (is_impossible, no answers)."""
+    folder = root / "squad"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, repeat in (("train-v2.0.json", 12), ("dev-v2.0.json", 3)):
+        paragraphs = []
+        for r in range(repeat):
+            for p, (context, questions) in enumerate(SQUAD_V2_PARAGRAPHS):
+                qas = [
+                    {
+                        "id": f"{r}-{p}-{q}",
+                        "question": f"{question} ({r})",  # distinct questions: no two splits share one
+                        "is_impossible": answer is None,
+                        "answers": []
+                        if answer is None
+                        else [{"text": answer, "answer_start": context.index(answer)}],
+                    }
+                    for q, (question, answer) in enumerate(questions)
+                ]
+                paragraphs.append({"context": context, "qas": qas})
+        document = {"version": "v2.0", "data": [{"title": "fixture", "paragraphs": paragraphs}]}
+        (folder / name).write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+
+
 def write_all(root: Path) -> Path:
+    write_squad_v2(root)
+    write_panx(root)
     write_mlqa(root)
     write_bucc(root)
     write_hellaswag(root)

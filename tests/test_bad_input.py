@@ -115,7 +115,7 @@ CASES = {
         [],
         "finetune",
         "CONFIG",
-        "target.task: unknown task (got 'paws'; expected did you mean 'pawsx'?",
+        "target.task: unknown task (got 'paws'; expected did you mean 'pawsx'",
     ),
     "unknown language": (
         {"target.language": "eng"},

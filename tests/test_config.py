@@ -134,7 +134,7 @@ BAD_CONFIGS = {
     ),
     "unknown task": (
         _with(target__task="paws"),
-        "target.task: unknown task (got 'paws'; expected did you mean 'pawsx'?",
+        "target.task: unknown task (got 'paws'; expected did you mean 'pawsx'",
     ),
     "unknown language": (
         _with(target__language="eng"),

@@ -276,9 +276,19 @@ def test_reproduction_configs_expand_into_the_papers_grids(shared_data):
     phang = load_experiment(REPO / "pipelines" / "phang2020_xtreme.yaml")
     jobs = grid.jobs(phang)
     kinds = [j.kind for j in jobs]
-    # 8 intermediate choices (7 tasks + the mix) x 3 seeds; 9 choices (with none) x 5 targets x 3 seeds
-    assert kinds.count("intermediate") == 24 and kinds.count("finetune") == 135 and kinds.count("probe") == 1
-    assert all(phang.origin(t) == "hub" for t in ("mnli", "anli", "qqp", "squad", "hellaswag", "xquad"))
+    # 9 intermediate choices (8 tasks + the mix) x 3 seeds; 10 choices (with none) x 6 targets x 3 seeds
+    assert kinds.count("intermediate") == 27 and kinds.count("finetune") == 180 and kinds.count("probe") == 1
+    hub = ("mnli", "anli", "qqp", "squad", "squad_v2", "hellaswag", "xquad", "panx")
+    assert all(phang.origin(t) == "hub" for t in hub)
+    # X-STILTs target settings per task; effective batch 32 (4 x 8), 16 for QA (4 x 4)
+    for target, epochs, accumulate in (("xnli", 2, 8), ("pawsx", 5, 8), ("udpos", 10, 8), ("tydiqa", 2, 4)):
+        cell = grid.cell_config(phang, grid.Cell("xlm-roberta-large", ("mnli",), target, 1))
+        training = cell.target.training
+        assert (training.epochs, training.batch_size, training.gradient_accumulation_steps) == (
+            epochs,
+            4,
+            accumulate,
+        )
     assert phang.origin("udpos") == phang.origin("tydiqa") == "local"
     squad = grid.cell_config(phang, grid.Cell("xlm-roberta-large", ("squad",), "squad", 1))
     assert [e.task for e in squad.evaluation.tasks] == ["xquad", "mlqa", "tydiqa", "tatoeba"]

@@ -73,6 +73,7 @@ ROWS = {
         "ner_tags": [3, 0, 7, 0],
     },
     "squad": _squad_row,
+    "squad_v2": lambda i: _squad_row(i) | ({"answers": {"text": [], "answer_start": []}} if i % 2 else {}),
     "xquad": _squad_row,
     "mlqa": _squad_row,
     "cosmos_qa": lambda i: {
@@ -91,6 +92,11 @@ ROWS = {
         "question_concept": "milk",
         "choices": {"label": ["A", "B", "C", "D", "E"], "text": ["fridge", "oven", "roof", "car", "desk"]},
         "answerKey": "ABCDE"[i % 5],
+    },
+    "panx": lambda i: {
+        "tokens": ["Angela", "Merkel", "visited", "Paris"],
+        "ner_tags": [1, 2, 0, 5],
+        "langs": ["en", "en", "en", "en"],
     },
     "hellaswag": lambda i: {
         "ind": i,
@@ -153,6 +159,9 @@ def test_hub_labels_map_to_the_declared_names(tmp_path):
     conll = CATALOG.spec("conll2003")
     tags = load("conll2003").examples[0].label
     assert [conll.labels[t] for t in tags] == ["B-ORG", "O", "B-MISC", "O"]
+    # PAN-X (google/xtreme): its tag ids are WikiANN's order (B-LOC = 5)
+    panx = CATALOG.spec("panx")
+    assert [panx.labels[t] for t in load("panx").examples[0].label] == ["B-PER", "I-PER", "O", "B-LOC"]
     # CommonsenseQA: nested choices.text become the choices, the answer letter the label
     csqa = load("commonsense_qa", "dev").examples
     assert csqa[1].texts[1:] == ("fridge", "oven", "roof", "car", "desk") and csqa[1].label == 1

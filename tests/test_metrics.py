@@ -141,6 +141,36 @@ def test_squad_scores_average_over_questions():
     assert got["f1"] == pytest.approx(np.mean([c[3] for c in SQUAD_CASES]))
 
 
+# SQuAD v2.0's evaluate script, by hand: gold answers that normalise to nothing are dropped and an
+# empty list means the answer ""; exact match as v1.1; F1 against or of "" is 1 only when both are "".
+# (prediction, gold answers as the task hands them to the metric, exact match, F1)
+SQUAD_V2_CASES = [
+    ("", [""], 1, 1.0),  # no answer, predicted as such
+    ("Denver", [""], 0, 0.0),  # an answer where there is none
+    ("", ["Denver Broncos"], 0, 0.0),  # no answer where there is one
+    ("the", [""], 1, 1.0),  # "the" normalises to "": it is "no answer" (v1.1 gave F1 0 here)
+    ("Broncos", ["Denver Broncos"], 0, 2 / 3),  # as v1.1
+]
+
+
+@pytest.mark.parametrize("prediction, gold, em, f1", SQUAD_V2_CASES)
+def test_squad_v2_exact_match_and_f1_per_case(prediction, gold, em, f1):
+    options = {"normalization": "squad_v2"}
+    assert metrics.exact_match([prediction], [gold], **options) == em
+    assert metrics.span_f1([prediction], [gold], **options) == pytest.approx(f1)
+
+
+def test_squad_v2_has_answer_and_no_answer_parts():
+    """HasAns: the questions with an answer; NoAns: those without (the v2.0 script's split)."""
+    predictions = [c[0] for c in SQUAD_V2_CASES]
+    answers = [c[1] for c in SQUAD_V2_CASES]
+    names = ("exact_match", "f1", "has_answer_exact_match", "has_answer_f1", "no_answer_exact_match")
+    got = metrics.score(metrics.SPANS, names, predictions, answers, normalization="squad_v2")
+    assert got["exact_match"] == pytest.approx(2 / 5) and got["f1"] == pytest.approx((2 + 2 / 3) / 5)
+    assert got["has_answer_exact_match"] == 0.0 and got["has_answer_f1"] == pytest.approx((0 + 2 / 3) / 2)
+    assert got["no_answer_exact_match"] == pytest.approx(2 / 3)
+
+
 # MLQA's evaluate script: all Unicode punctuation, the answer language's articles, zh by characters.
 MLQA_CASES = [
     ("en", "«The» Paris", ["paris"], 1, 1.0),

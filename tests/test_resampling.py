@@ -84,15 +84,21 @@ SPANS = [
 ]
 
 
-@pytest.mark.parametrize("normalization, language", [("squad", "en"), ("mlqa", "zh"), ("mlqa", "de")])
+SQUAD_V2 = ("has_answer_exact_match", "has_answer_f1", "no_answer_exact_match")
+
+
+@pytest.mark.parametrize(
+    "normalization, language", [("squad", "en"), ("mlqa", "zh"), ("mlqa", "de"), ("squad_v2", "en")]
+)
 def test_span_metrics(normalization, language):
-    pred, gold = [p for p, _ in SPANS] * 5, [g for _, g in SPANS] * 5
+    spans = SPANS + ([("", [""]), ("Paris", [""]), ("", [""])] if normalization == "squad_v2" else [])
+    pred, gold = [p for p, _ in spans] * 5, [g for _, g in spans] * 5
     options = {"normalization": normalization, "language": language}
     stats = metrics.example_stats(metrics.SPANS, pred, gold, **options)
     for index in _resamples(len(gold), 11):
         direct = metrics.score(
             metrics.SPANS,
-            ("exact_match", "f1"),
+            ("exact_match", "f1", *(SQUAD_V2 if normalization == "squad_v2" else ())),
             [pred[i] for i in index],
             [gold[i] for i in index],
             **options,

@@ -340,3 +340,42 @@ def test_unlabeled_qa_files_are_refused_not_scored_as_zero(shared_data):
         DataError, match=r"tydiqa.goldp.sw.dev.json: no gold answers: every answer text is empty"
     ):
         load_examples(CATALOG.spec("tydiqa"), "sw", "test", root=shared_data, fractions=FRACTIONS, seed=0)
+
+
+def test_squad_v2_predicts_no_answer_where_cls_beats_every_span(e5_like_tokenizer, fixture_data):
+    """SQuAD v2.0 decoding: a question whose smallest [CLS] score over its windows beats its best span by
+    more than null_threshold gets "" (no answer); otherwise its best span. Unanswerable questions train
+    every window to [CLS]. SQuAD v1.1 tasks never predict "no answer"."""
+    from dataclasses import replace
+
+    spec = CATALOG.spec("squad_v2")
+    task = task_type(spec)
+    data = load_examples(spec, "en", "dev", root=fixture_data, fractions=FRACTIONS, seed=1)
+    encoded = task.encode(data, e5_like_tokenizer, max_length=64)
+    impossible = {e.uid for e in data.examples if not e.label}
+    assert impossible and all(
+        (s, t) == (0, 0)
+        for uid, s, t in zip(
+            encoded.uids, encoded.targets["start_positions"], encoded.targets["end_positions"], strict=True
+        )
+        if uid in impossible
+    )
+
+    def outputs(cls_score):
+        out = []
+        for offsets in encoded.meta["offsets"]:
+            logits = np.zeros((2, len(offsets)))
+            first = int(np.flatnonzero(offsets[:, 0] >= 0)[0])
+            logits[0, first] = logits[1, first] = 5.0  # the best span: the context's first token, 10
+            logits[0, 0] = logits[1, 0] = cls_score / 2
+            out.append(logits)
+        return out
+
+    spans = task.decode(outputs(cls_score=8.0), encoded, data)  # null 8 < span 10: answers
+    assert all(p for p in spans)
+    assert task.decode(outputs(cls_score=12.0), encoded, data) == [""] * len(data)  # null 12 > 10
+    assert all(task_type(replace(spec, null_threshold=3.0)).decode(outputs(12.0), encoded, data))
+    assert all(task_type(CATALOG.spec("squad")).decode(outputs(12.0), encoded, data))  # v1.1: always a span
+    scores = task.score([""] * len(data), data, spec.metrics)
+    assert scores["no_answer_exact_match"] == 1.0 and scores["has_answer_f1"] == 0.0
+    assert scores["exact_match"] == pytest.approx(len(impossible) / len(data))

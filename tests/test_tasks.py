@@ -23,7 +23,13 @@ from .conftest import write_yaml
 
 FRACTIONS = {"train": 0.6, "dev": 0.1, "test": 0.3}
 CATALOG = builtin_catalog()
-FIXTURE_TASKS = {"mlqa", "bucc2018", "hellaswag"}  # not in ../shared/data: tests/fixtures.py writes them
+FIXTURE_TASKS = {
+    "mlqa",
+    "bucc2018",
+    "hellaswag",
+    "panx",
+    "squad_v2",
+}  # not in ../shared/data: tests/fixtures.py writes them
 # per built-in task: (language, split) slices to load, encode, predict and score
 CASES = {
     "xnli": [("en", "train"), ("de", "test")],
@@ -43,6 +49,8 @@ CASES = {
     "tatoeba": [("fr", "test"), ("de", "test")],
     "bucc2018": [("de", "test"), ("fr", "test")],
     "hellaswag": [("en", "train"), ("en", "dev")],
+    "panx": [("en", "train"), ("de", "test"), ("zh", "test")],
+    "squad_v2": [("en", "train"), ("en", "dev")],
 }
 
 
@@ -451,3 +459,85 @@ def test_unlabelled_rows_are_left_out_with_a_warning_and_an_unlabelled_split_is_
     data_file.write_text("".join(f"text {i}\t\n" for i in range(20)), encoding="utf-8")
     with pytest.raises(DataError, match=r"data.tsv: every row of the all set is unlabelled \(20 rows"):
         load_examples(local, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=1)
+
+
+def test_panx_trains_and_scores_as_xtreme_does(tiny_config, fixture_data, local_store):
+    """PAN-X in XTREME's layout: the tiny model trains on English, the evaluation run's per-language
+    entity F1 equals seqeval's on the same predictions, and with UD-POS it completes XTREME's
+    structured-prediction group."""
+    import warnings
+
+    from seqeval import metrics as sq
+
+    from intertask import metrics, tracking
+    from intertask.evaluation import evaluate_set
+    from intertask.modeling import load_for_task, load_tokenizer
+    from intertask.stages import evaluate, finetune
+    from intertask.validate import load_experiment
+    from intertask.workspace import Workspace
+
+    config = tiny_config(
+        "panx",
+        intermediate=None,
+        data={"root": str(fixture_data)},
+        training={"epochs": 2, "learning_rate": 3.0e-3},
+        target={"task": "panx", "max_examples": {"train": 48, "dev": 12}},
+        evaluation={"languages": ["de", "zh"], "max_examples": None},
+    )
+    cfg = load_experiment(config)
+    tracking.use(cfg)
+    ws = Workspace(cfg)
+    trained = finetune(ws)
+    evaluated = evaluate(ws, trained)
+    spec, task = CATALOG.spec("panx"), task_type(CATALOG.spec("panx"))
+    model = load_for_task(trained.files.model_dir, "panx", task.head_signature())
+    tokenizer = load_tokenizer(str(trained.files.model_dir))
+    ws.close()
+    table = evaluated.table.set_index(["language", "metric"]).value
+    for language in ("de", "zh"):
+        data = load_examples(spec, language, "test", root=fixture_data, fractions=FRACTIONS, seed=7)
+        scored = evaluate_set(
+            model,
+            task,
+            data,
+            encode(task, data, tokenizer, 64, None),
+            pad_id=tokenizer.pad_token_id,
+            batch_tokens=512,
+        )
+        pred = [[spec.labels[i] for i in p] for p in scored.predictions]
+        gold = [[spec.labels[i] for i in e.label] for e in data.examples]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert table[language, "f1"] == pytest.approx(sq.f1_score(gold, pred), abs=1e-12)
+        rng = np.random.default_rng(len(language))  # fixed predictions near the gold: F1 well above 0
+        near = [[t if rng.random() < 0.8 else str(rng.choice(spec.labels)) for t in g] for g in gold]
+        indices = [np.array([spec.labels.index(t) for t in sentence]) for sentence in near]
+        got = task.score(indices, data, ("f1", "precision", "recall"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = (sq.f1_score(gold, near), sq.precision_score(gold, near), sq.recall_score(gold, near))
+        assert 0.3 < expected[0] < 1.0
+        assert (got["f1"], got["precision"], got["recall"]) == pytest.approx(expected, abs=1e-12)
+    assert "structured_prediction" in metrics.xtreme_aggregate({"udpos": 0.7, "panx": 0.6})
+
+
+def test_squad_v2_trains_on_the_tiny_model_and_reports_the_v2_metrics(tiny_config, fixture_data, local_store):
+    """SQuAD v2.0 as a training stage: answerable and unanswerable questions train, and evaluation logs
+    the official v2.0 EM/F1 with their HasAns / NoAns parts."""
+    from intertask.validate import load_experiment
+
+    from .conftest import finetune_and_evaluate
+
+    config = tiny_config(
+        "squad-v2",
+        intermediate=None,
+        data={"root": str(fixture_data)},
+        training={"epochs": 1},
+        target={"task": "squad_v2", "max_examples": {"train": 40, "dev": 8}},
+        evaluation={"languages": ["en"], "max_examples": 12},
+    )
+    trained, evaluated = finetune_and_evaluate(load_experiment(config))
+    assert set(trained.best_dev["squad_v2"]) == set(CATALOG.spec("squad_v2").metrics)
+    en = evaluated.table[evaluated.table.language == "en"].set_index("metric").value
+    assert set(en.index) == set(CATALOG.spec("squad_v2").metrics)
+    assert all(0.0 <= v <= 1.0 for v in en)

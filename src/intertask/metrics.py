@@ -220,7 +220,7 @@ def normalize_answer(text: str, normalization: str = "squad", language: str = "e
     character (MLQA evaluate script; languages en es de ar hi vi zh).
     """
     text = text.lower()
-    if normalization == "squad":
+    if normalization in ("squad", "squad_v2"):  # the v2.0 script normalises as v1.1 does
         text = "".join(c for c in text if c not in string.punctuation)
         return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
     if language not in MLQA_ARTICLES:
@@ -238,6 +238,8 @@ def normalize_answer(text: str, normalization: str = "squad", language: str = "e
 def _span_f1(prediction: str, truth: str, **options) -> float:
     pred_tokens = normalize_answer(prediction, **options).split()
     gold_tokens = normalize_answer(truth, **options).split()
+    if options.get("normalization") == "squad_v2" and not (pred_tokens and gold_tokens):
+        return float(pred_tokens == gold_tokens)  # v2.0: "no answer" scores 1 only against "no answer"
     same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
     if same == 0:
         return 0.0
@@ -274,6 +276,36 @@ def exact_match(pred, gold, normalization="squad", language="en") -> float:
 @register("f1", SPANS, "token-overlap F1 with the best gold answer (SQuAD v1.1 / MLQA)")
 def span_f1(pred, gold, normalization="squad", language="en") -> float:
     return _best_over_answers(_span_f1, pred, gold, normalization=normalization, language=language)
+
+
+def has_answer(answers: list[str]) -> bool:
+    """SQuAD v2.0: a question has an answer unless its gold answers are all empty ("no answer")."""
+    return any(a.strip() for a in answers)
+
+
+def _answerable_mean(fn, pred, gold, answerable: bool, **options) -> float:
+    scores = _best_per_question(fn, pred, gold, **options)
+    mask = np.array([has_answer(g) == answerable for g in gold], dtype=bool)
+    return float(scores[mask].mean()) if mask.any() else 0.0
+
+
+@register(
+    "has_answer_exact_match", SPANS, "exact match over the questions that have an answer (SQuAD v2.0 HasAns)"
+)
+def has_answer_exact_match(pred, gold, normalization="squad_v2", language="en") -> float:
+    return _answerable_mean(_span_exact, pred, gold, True, normalization=normalization, language=language)
+
+
+@register("has_answer_f1", SPANS, "F1 over the questions that have an answer (SQuAD v2.0 HasAns)")
+def has_answer_f1(pred, gold, normalization="squad_v2", language="en") -> float:
+    return _answerable_mean(_span_f1, pred, gold, True, normalization=normalization, language=language)
+
+
+@register(
+    "no_answer_exact_match", SPANS, "share of unanswerable questions predicted as such (SQuAD v2.0 NoAns)"
+)
+def no_answer_exact_match(pred, gold, normalization="squad_v2", language="en") -> float:
+    return _answerable_mean(_span_exact, pred, gold, False, normalization=normalization, language=language)
 
 
 # --- bitext mining (BUCC) ---------------------------------------------------------------------------
@@ -332,10 +364,18 @@ def example_stats(kind: str, pred, gold, **options) -> dict[str, np.ndarray]:
             "tokens": np.array([len(g) for g in gold], np.int64),
         }
     if kind == SPANS:
-        return {
+        columns = {
             "exact_match": _best_per_question(_span_exact, pred, gold, **options),
             "f1": _best_per_question(_span_f1, pred, gold, **options),
         }
+        if options.get("normalization") == "squad_v2":  # HasAns / NoAns parts
+            answerable = np.array([has_answer(g) for g in gold], dtype=np.int64)
+            columns |= {
+                "has_answer": answerable,
+                "has_answer_exact_match": columns["exact_match"] * answerable,
+                "has_answer_f1": columns["f1"] * answerable,
+            }
+        return columns
     if kind == BITEXT:  # pred, gold: sets of (source, target) pairs; options["sources"]: one key per example
         sources = options["sources"]
         count = lambda pairs: Counter(s for s, _ in pairs)  # noqa: E731
@@ -359,6 +399,13 @@ def from_sums(kind: str, name: str, sums: Mapping[str, np.ndarray], n) -> np.nda
         return _ratio(sums["correct"], n)
     if name in ("exact_match", "f1") and kind == SPANS:
         return _ratio(sums[name], n)
+    if name in ("has_answer_exact_match", "has_answer_f1") and kind == SPANS:
+        return _ratio(sums[name], sums["has_answer"])
+    if name == "no_answer_exact_match" and kind == SPANS:
+        return _ratio(
+            np.asarray(sums["exact_match"], float) - sums["has_answer_exact_match"],
+            n - np.asarray(sums["has_answer"], float),
+        )
     if name in ("macro_f1", "micro_f1"):
         labels = sorted({k.split(":", 1)[1] for k in sums if k.startswith("tp:")}, key=str)
         tp, fp, fn = (

@@ -5,6 +5,12 @@ targets are the first gold answer's token span in the window that contains it wh
 position. Decoding takes the `n_best` start and end logits of every window, keeps spans inside the
 context of at most `max_answer_length` tokens, and maps the best-scoring one back to the original
 context's characters.
+
+With `no_answer` (SQuAD v2.0) a question without answers trains every window to [CLS]; a question
+gets "no answer" when the smallest [CLS] score over its windows (start + end logit at position 0, as
+Hugging Face's run_squad takes it) beats its best span's score by more than `null_threshold`. Scores
+follow the official v2.0 script: gold answers that normalise to nothing are dropped, an empty list is
+the answer "", and F1 against "" is 1 only for "".
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ class QATask(TaskType):
 
     def examples(self, records: list[Record]) -> list[Example]:
         out = super().examples(records)
-        if out and not any(text for e in out for text, _ in e.label):
+        if out and not self.spec.no_answer and not any(text for e in out for text, _ in e.label):
             raise DataError.at(
                 records[0].file,
                 "",
@@ -145,15 +151,30 @@ class QATask(TaskType):
 
     def decode(self, outputs, encoded, data) -> list:
         best: dict[int, tuple[float, int, int]] = {}
+        null: dict[int, float] = {}
         for logits, uid, spans in zip(outputs, encoded.uids, encoded.meta["offsets"], strict=True):
+            uid = int(uid)
             candidate = self._best_span(logits, spans)
-            if candidate and (int(uid) not in best or candidate[0] > best[int(uid)][0]):
-                best[int(uid)] = candidate
-        return [e.texts[1][best[e.uid][1] : best[e.uid][2]] if e.uid in best else "" for e in data.examples]
+            if candidate and (uid not in best or candidate[0] > best[uid][0]):
+                best[uid] = candidate
+            null[uid] = min(null.get(uid, np.inf), float(logits[0][0] + logits[1][0]))
+        answers = []
+        for e in data.examples:
+            if e.uid not in best or (
+                self.spec.no_answer and null[e.uid] - best[e.uid][0] > self.spec.null_threshold
+            ):
+                answers.append("")
+            else:
+                answers.append(e.texts[1][best[e.uid][1] : best[e.uid][2]])
+        return answers
 
     def metric_inputs(self, predictions, data) -> tuple:
         gold = [[text for text, _ in e.label] for e in data.examples]
-        return list(predictions), gold, {"normalization": self.spec.normalization, "language": data.language}
+        normalization = self.spec.normalization
+        if self.spec.no_answer:
+            normalization = "squad_v2"
+            gold = [[t for t in g if metrics.normalize_answer(t, normalization)] or [""] for g in gold]
+        return list(predictions), gold, {"normalization": normalization, "language": data.language}
 
     def show_gold(self, example: Example) -> str:
         return " | ".join(text for text, _ in example.label)

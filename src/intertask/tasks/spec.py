@@ -106,6 +106,11 @@ class TaskSpec:
     doc_stride: int = 128  # QA: tokens of overlap between windows over a long context
     max_answer_length: int = 30  # QA: longest answer span considered, in tokens
     n_best: int = 20  # QA: start and end candidates per window
+    # QA, SQuAD v2.0: a question may have no answer; the model learns [CLS] for it and predicts "no
+    # answer" where [CLS]'s score beats the best span's by more than null_threshold; scored with the
+    # official v2.0 rules (an empty gold list is the answer "")
+    no_answer: bool = False
+    null_threshold: float = 0.0  # QA with no_answer: the null-score margin (HF run_squad's default 0)
     metrics: tuple[str, ...] = ("accuracy",)  # the first one is the default selection metric
     hub: HubSource | None = None  # optional: the same task from the Hugging Face hub
 
@@ -248,6 +253,13 @@ class TaskSpec:
             "MLQA normalization has no rules for these languages",
             unsupported,
             f"languages among {sorted(M.MLQA_ARTICLES)}, or normalization: squad",
+        )
+        c.require(
+            not self.no_answer or (kind == "extractive_qa" and self.normalization == "squad"),
+            "no_answer",
+            "only extractive QA with SQuAD normalization predicts no answer",
+            self.no_answer,
+            "type: extractive_qa, normalization: squad",
         )
         for name in ("doc_stride", "max_answer_length", "n_best"):
             c.require(getattr(self, name) >= 1, name, "must be positive", getattr(self, name), ">= 1")
