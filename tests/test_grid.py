@@ -304,6 +304,7 @@ def test_reproduction_configs_expand_into_the_papers_grids(shared_data):
         assert [(e.task, e.languages) for e in cell.evaluation.tasks] == [(target, (language,))]
     fractions = mohapatra.data.split_fractions
     assert fractions.train + fractions.dev == pytest.approx(0.7) and fractions.test == pytest.approx(0.3)
+    assert mohapatra.data.resplit  # 70/30 for tasks that ship their own splits too
 
 
 @pytest.mark.parametrize("name, seeds", [("offline_phang2020", 5), ("offline_mohapatra2022", 2)])

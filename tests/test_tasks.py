@@ -541,3 +541,26 @@ def test_squad_v2_trains_on_the_tiny_model_and_reports_the_v2_metrics(tiny_confi
     en = evaluated.table[evaluated.table.language == "en"].set_index("metric").value
     assert set(en.index) == set(CATALOG.spec("squad_v2").metrics)
     assert all(0.0 <= v <= 1.0 for v in en)
+
+
+def test_resplit_pools_every_shipped_set_and_cuts_it_like_a_one_file_task(shared_data):
+    """data.resplit: SST-2 ships train/dev/test; pooled (train first) and cut 60/10/30 with the seed, the
+    three splits partition the pool, the test share is 30 % of it (not the shipped test file), and the
+    same seed gives the same cut. Without resplit the shipped files are used as they are."""
+    spec = CATALOG.spec("sst2")
+
+    def split(name, resplit=True, seed=4):
+        return load_examples(
+            spec, "en", name, root=shared_data, fractions=FRACTIONS, seed=seed, resplit=resplit
+        )
+
+    train, dev, test = split("train"), split("dev"), split("test")
+    pool = train.source_size
+    assert train.source == dev.source == test.source == "pool" and len(train.files) == 3
+    assert pool == sum(len(split(n, resplit=False)) for n in ("train", "dev", "test"))
+    assert len(test) == int(pool * 0.3) and len(dev) == int(pool * 0.1)
+    uids = [set(s.uids) for s in (train, dev, test)]
+    assert not (uids[0] & uids[1] or uids[0] & uids[2] or uids[1] & uids[2])
+    assert sum(map(len, uids)) == pool
+    assert list(split("test").uids) == list(test.uids) and list(split("test", seed=5).uids) != list(test.uids)
+    assert split("test", resplit=False).source == "test"

@@ -26,7 +26,7 @@ from intertask.config import (
 from intertask.errors import ConfigError, DataError, Problems
 from intertask.registry import close_matches, suggest
 from intertask.tasks import TaskCatalog
-from intertask.tasks.examples import plan_split
+from intertask.tasks.examples import plan_split, shipped_sources
 from intertask.tasks.types import task_type
 
 
@@ -53,14 +53,15 @@ def check_hub(cfg: ExperimentConfig, reads) -> int:
     opened = set()
     for task, language, split, whole in sorted(reads):
         spec = catalog.spec(task)
-        source = plan_split(spec, split, language, fractions, "hub", whole).source
-        if (task, language, source) in opened:
-            continue
-        opened.add((task, language, source))
-        try:
-            check_hub_source(spec, source, language)
-        except DataError as err:
-            problems.extend(err)
+        plan = plan_split(spec, split, language, fractions, "hub", whole, cfg.data.resplit)
+        for source in shipped_sources(spec, plan.source, language, "hub"):
+            if (task, language, source) in opened:
+                continue
+            opened.add((task, language, source))
+            try:
+                check_hub_source(spec, source, language)
+            except DataError as err:
+                problems.extend(err)
     if problems:
         raise DataError(problems.items)
     return len(opened)
@@ -192,7 +193,8 @@ class _Checker:
         for split in splits:
             try:
                 fractions = self.cfg.data.split_fractions.as_dict()
-                sources.append(plan_split(spec, split, language, fractions, origin, whole=whole).source)
+                plan = plan_split(spec, split, language, fractions, origin, whole, self.cfg.data.resplit)
+                sources.extend(shipped_sources(spec, plan.source, language, origin))
             except DataError:
                 shipped = list(spec.splits_for(language, origin))
                 self.add(

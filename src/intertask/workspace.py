@@ -77,6 +77,7 @@ class Workspace:
                 max_examples=max_examples,
                 origin=cfg.origin(task),
                 whole=whole,
+                resplit=cfg.data.resplit,
             )
         return self.loaded[key]
 

@@ -305,6 +305,9 @@ class DataConfig:
     source: Literal["local", "hub"] = "local"  # task files under root, or datasets.load_dataset (internet)
     hub_tasks: tuple[str, ...] = ()  # these tasks come from the hub even when source is local
     split_fractions: SplitFractions = field(default_factory=SplitFractions)  # for tasks shipping one set
+    # pool every set a task ships (train, dev, test) and cut the pool by split_fractions, so that every
+    # task gets the same train+dev : test proportion (Mohapatra & Mohapatra's 70/30 for all)
+    resplit: bool = False
     split_seed: int | None = None  # seed of derived splits and subsets (default: the experiment seed)
     task_files: tuple[str, ...] = ()  # your own task declarations (YAML), relative to the config file
     cache_tokenization: bool = True  # keep tokenized sets in the cache folder, keyed by content

@@ -6,7 +6,9 @@ Which file a split comes from, per language:
 - a language with `train` but without `dev`/`test` has those carved out of train (RTE's dev);
 - otherwise a split is read as shipped (a language with only `test` is evaluation data: XQuAD);
 - with `whole` (a split only evaluated, see resolve.read_whole), a split the task ships under that name
-  is read whole, even where it is the task's only set (a user's `dev:` file: MLQA's dev set).
+  is read whole, even where it is the task's only set (a user's `dev:` file: MLQA's dev set);
+- with `resplit` (data.resplit) every shipped set is pooled, in train/dev/test order, and the pool is cut
+  with the fractions: the same proportions for every task.
 Every example keeps `uid`, its position in the source set: it lines up translations of a line-parallel
 task, and it is what the leakage guard compares.
 """
@@ -31,6 +33,9 @@ from intertask.tasks.types import task_type
 __all__ = ["Example", "ExampleSet", "load_examples", "plan_split", "select"]
 
 
+POOL = "pool"  # the source of a resplit task: all of its shipped sets, concatenated
+
+
 @dataclass(frozen=True)
 class SplitPlan:
     source: str  # the shipped split the examples come from
@@ -45,9 +50,12 @@ def plan_split(
     fractions: dict[str, float],
     origin: str = "local",
     whole: bool = False,
+    resplit: bool = False,
 ) -> SplitPlan:
     """Which shipped split `split` comes from for `language`, and how it is cut out of it."""
     given = spec.splits_for(language, origin)
+    if resplit and given and split in SPLITS:
+        return SplitPlan(POOL, True, dict(fractions))
     if whole and split in given:
         return SplitPlan(split, False, {})
     if len(given) == 1 and given[0] in ("dev", "all"):
@@ -215,19 +223,34 @@ def check_hub_source(spec: TaskSpec, source: str, language: str, rows: int = 5) 
 
 
 def read_source(spec: TaskSpec, source: str, language: str, root: Path, origin: str = "local"):
-    """All examples of one shipped split, the files (or hub id), their fingerprint, and how many
-    unlabelled rows were left out."""
-    if origin == "hub":
-        if spec.hub is None:
-            raise DataError.at(spec.name, "hub", "task declares no hub source", expected="a `hub:` section")
-        records, ident = _hub_records(spec, source, language)
-        files, digest = (ident,), ident
-    else:
-        records, paths = _local_records(spec, source, language, root)
-        files = tuple(str(p) for p in paths)
-        digest = combine([file_fingerprint(p) for p in paths])
+    """All examples of one shipped split (or of the pool of them all), the files (or hub ids), their
+    fingerprint, and how many unlabelled rows were left out."""
+    records, files, digests = [], [], []
+    for shipped in shipped_sources(spec, source, language, origin):
+        if origin == "hub":
+            if spec.hub is None:
+                raise DataError.at(
+                    spec.name, "hub", "task declares no hub source", expected="a `hub:` section"
+                )
+            rows, ident = _hub_records(spec, shipped, language)
+            files.append(ident)
+            digests.append(ident)
+        else:
+            rows, paths = _local_records(spec, shipped, language, root)
+            files.extend(str(p) for p in paths)
+            digests.extend(file_fingerprint(p) for p in paths)
+        records.extend(rows)
+    files, digest = tuple(files), combine(digests)
     records, unlabelled = _labelled(spec, records, ", ".join(files), source)
     return task_type(spec).examples(records), files, digest, unlabelled
+
+
+def shipped_sources(spec: TaskSpec, source: str, language: str, origin: str = "local") -> list[str]:
+    """The shipped sets a source stands for: itself, or for the pool every set, train/dev/test first."""
+    if source != POOL:
+        return [source]
+    given = spec.splits_for(language, origin)
+    return [s for s in SPLITS if s in given] + [s for s in given if s not in SPLITS]
 
 
 def load_examples(
@@ -241,9 +264,10 @@ def load_examples(
     max_examples: int | None = None,
     origin: str = "local",
     whole: bool = False,
+    resplit: bool = False,
 ) -> ExampleSet:
     """The examples of `spec` for one language and split (see the module docstring for derived splits)."""
-    plan = plan_split(spec, split, language, fractions, origin, whole)
+    plan = plan_split(spec, split, language, fractions, origin, whole, resplit)
     examples, files, digest, unlabelled = read_source(spec, plan.source, language, root, origin)
     indices = np.arange(len(examples))
     if plan.derived:
