@@ -379,3 +379,27 @@ def test_squad_v2_predicts_no_answer_where_cls_beats_every_span(e5_like_tokenize
     scores = task.score([""] * len(data), data, spec.metrics)
     assert scores["no_answer_exact_match"] == 1.0 and scores["has_answer_f1"] == 0.0
     assert scores["exact_match"] == pytest.approx(len(impossible) / len(data))
+
+
+def test_the_null_threshold_is_chosen_as_the_v2_script_searches_it(fixture_data):
+    """Hand-worked: three questions (one answerable with the right span at margin -2; two without answer,
+    whose best spans sit at margins -1 and 3). Starting from "no answer" everywhere (2 of 3 right),
+    giving q1 its span makes 3 of 3, q2's span then costs one: the threshold is -2, and decoding with it
+    answers q1 only."""
+    from intertask.tasks.base import Example, ExampleSet
+
+    spec = CATALOG.spec("squad_v2")
+    task = task_type(spec)
+    context = "Paris is the capital. Rome and Oslo are not."
+    examples = (
+        Example(0, ("What is the capital?", context), (("Paris", 0),)),
+        Example(1, ("What is the capital of Mars?", context), ()),
+        Example(2, ("Which city is on the Moon?", context), ()),
+    )
+    data = ExampleSet("squad_v2", "en", "dev", "dev", examples, ("fixture",), "x", 3)
+    texts, margins = ["Paris", "Rome", "Oslo"], np.array([-2.0, -1.0, 3.0])
+    threshold = task.best_null_threshold(texts, margins, data)
+    assert threshold == -2.0
+    chosen = [t if m <= threshold else "" for t, m in zip(texts, margins, strict=True)]
+    assert task.score(chosen, data, ("f1",))["f1"] == 1.0
+    assert task.best_null_threshold(["", "", ""], np.full(3, np.inf), data) == 0.0  # nothing to answer

@@ -538,6 +538,9 @@ def test_squad_v2_trains_on_the_tiny_model_and_reports_the_v2_metrics(tiny_confi
     )
     trained, evaluated = finetune_and_evaluate(load_experiment(config))
     assert set(trained.best_dev["squad_v2"]) == set(CATALOG.spec("squad_v2").metrics)
+    import mlflow
+
+    assert "null_threshold/squad_v2" in mlflow.get_run(trained.run_id).data.metrics  # chosen on dev
     en = evaluated.table[evaluated.table.language == "en"].set_index("metric").value
     assert set(en.index) == set(CATALOG.spec("squad_v2").metrics)
     assert all(0.0 <= v <= 1.0 for v in en)

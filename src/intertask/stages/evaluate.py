@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,8 @@ from intertask.stages.runs import (
     stage_runtime,
 )
 from intertask.tasks.base import TaskType
+from intertask.tasks.qa import NULL_THRESHOLDS
+from intertask.tasks.types import task_type
 from intertask.workspace import Workspace
 
 
@@ -140,6 +143,11 @@ def _evaluate_task(
     net = modeling.load_for_task(source.files.model_dir, task.name, task.head_signature()).to(
         modeling.device()
     )
+    thresholds = source.files.model_dir / NULL_THRESHOLDS
+    if task.spec.no_answer and thresholds.is_file():  # chosen on dev by the model's training stage
+        chosen = json.loads(thresholds.read_text()).get(task.name)
+        if chosen is not None:
+            task = task_type(replace(task.spec, null_threshold=chosen))
     per_language, rows, examples = {}, [], []
     for language, data in tqdm(sets.items(), desc=f"evaluate {task.name}", leave=False):
         encoded = ws.encode(task, data, tokenizer)

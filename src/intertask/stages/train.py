@@ -25,6 +25,7 @@ from intertask import (
 )
 from intertask.checkpoints import Checkpointer
 from intertask.config import StageConfig
+from intertask.evaluation import predict_outputs
 from intertask.stages.probes import run_probes
 from intertask.stages.publish import log_stage_model
 from intertask.stages.runs import (
@@ -37,6 +38,7 @@ from intertask.stages.runs import (
     stage_runtime,
 )
 from intertask.tasks.base import ExampleSet, TaskType
+from intertask.tasks.qa import NULL_THRESHOLDS
 from intertask.tracking import serving
 from intertask.training import TrainPart, train
 from intertask.workspace import Workspace, stage_data
@@ -228,6 +230,10 @@ def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, ch
         tracking.log_json(seen, SEEN_ARTIFACT)
         folder = ws.workdir / run_id
         _save(ws, loaded, folder)
+        thresholds = _null_thresholds(ws, loaded)
+        if thresholds:  # SQuAD v2.0-style tasks: chosen on dev, used by every evaluation of this model
+            (folder / NULL_THRESHOLDS).write_text(json.dumps(thresholds))
+            tracking.log_metrics({f"null_threshold/{task}": value for task, value in thresholds.items()})
         encoder = loaded.nets[loaded.heads[0].task].base_model
         probes = run_probes(ws, encoder, loaded.tokenizer, which, loaded.runtime.precision)
         logged = None
@@ -238,6 +244,27 @@ def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, ch
         checkpointer.clear()  # the stage is done: nothing to resume
     files = tracking.ModelFiles(folder, folder)
     return TrainedModel(run_id, files, logged, loaded.chain, seen, result.best_dev, stage.language, probes)
+
+
+def _null_thresholds(ws: Workspace, loaded: _Loaded) -> dict[str, float]:
+    """For each trained QA task with "no answer": the null threshold with the best dev F1 of the model
+    as trained (the best epoch's weights)."""
+    out = {}
+    for name, task in loaded.types.items():
+        if not task.spec.no_answer:
+            continue
+        dev = loaded.data[name][1]
+        encoded = ws.encode(task, dev, loaded.tokenizer)
+        outputs = predict_outputs(
+            loaded.nets[name],
+            task,
+            encoded,
+            pad_id=loaded.tokenizer.pad_token_id,
+            batch_tokens=loaded.stage.training.eval_batch_tokens,
+            precision=loaded.runtime.precision,
+        )
+        out[name] = task.best_null_threshold(*task.spans_and_margins(outputs, encoded, dev), dev)
+    return out
 
 
 def checkpoint_folder(key: str) -> Path:

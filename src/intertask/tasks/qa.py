@@ -10,7 +10,9 @@ With `no_answer` (SQuAD v2.0) a question without answers trains every window to 
 gets "no answer" when the smallest [CLS] score over its windows (start + end logit at position 0, as
 Hugging Face's run_squad takes it) beats its best span's score by more than `null_threshold`. Scores
 follow the official v2.0 script: gold answers that normalise to nothing are dropped, an empty list is
-the answer "", and F1 against "" is 1 only for "".
+the answer "", and F1 against "" is 1 only for "". The training stage chooses the threshold on its dev
+set with the script's best-threshold search and saves it beside the model (NULL_THRESHOLDS); an
+evaluation of that model uses it, `null_threshold` being the fallback.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from intertask.errors import DataError
 from intertask.tasks.base import EncodedSet, Example, ExampleSet, TaskType
 
 MAX_QUESTION_SHARE = 0.5  # a question may use at most half of max_length; longer ones are cut
+NULL_THRESHOLDS = "null_thresholds.json"  # beside a trained model: task -> the null threshold chosen on dev
 
 
 class QATask(TaskType):
@@ -149,7 +152,9 @@ class QATask(TaskType):
                     best = (score, int(spans[s, 0]), int(spans[e, 1]))
         return best
 
-    def decode(self, outputs, encoded, data) -> list:
+    def spans_and_margins(self, outputs, encoded, data) -> tuple[list[str], np.ndarray]:
+        """Each question's best span ("" when no window has one) and its null margin: the smallest
+        [CLS] score over its windows minus the best span's score (+inf without a span)."""
         best: dict[int, tuple[float, int, int]] = {}
         null: dict[int, float] = {}
         for logits, uid, spans in zip(outputs, encoded.uids, encoded.meta["offsets"], strict=True):
@@ -158,15 +163,32 @@ class QATask(TaskType):
             if candidate and (uid not in best or candidate[0] > best[uid][0]):
                 best[uid] = candidate
             null[uid] = min(null.get(uid, np.inf), float(logits[0][0] + logits[1][0]))
-        answers = []
-        for e in data.examples:
-            if e.uid not in best or (
-                self.spec.no_answer and null[e.uid] - best[e.uid][0] > self.spec.null_threshold
-            ):
-                answers.append("")
-            else:
-                answers.append(e.texts[1][best[e.uid][1] : best[e.uid][2]])
-        return answers
+        texts = [e.texts[1][best[e.uid][1] : best[e.uid][2]] if e.uid in best else "" for e in data.examples]
+        margins = np.array([null[e.uid] - best[e.uid][0] if e.uid in best else np.inf for e in data.examples])
+        return texts, margins
+
+    def decode(self, outputs, encoded, data) -> list:
+        texts, margins = self.spans_and_margins(outputs, encoded, data)
+        if not self.spec.no_answer:
+            return texts
+        return ["" if m > self.spec.null_threshold else t for t, m in zip(texts, margins, strict=True)]
+
+    def best_null_threshold(self, texts: list[str], margins: np.ndarray, data: ExampleSet) -> float:
+        """The null threshold with the best F1 on `data` (dev), as the SQuAD v2.0 script's best-threshold
+        search: start from "no answer" everywhere, give questions their span in order of rising margin,
+        keep the margin after which the summed F1 was highest (0 if "no answer" everywhere is best)."""
+        _, gold, options = self.metric_inputs(texts, data)
+        f1 = metrics.example_stats(metrics.SPANS, texts, gold, **options)["f1"]
+        answerable = np.array([metrics.has_answer(g) for g in gold])
+        score = best = float((~answerable).sum())  # every question "no answer"
+        threshold = 0.0
+        for i in np.argsort(margins, kind="stable"):
+            if not np.isfinite(margins[i]):
+                break
+            score += f1[i] if answerable[i] else -1.0 if texts[i] else 0.0
+            if score > best:
+                best, threshold = score, float(margins[i])
+        return threshold
 
     def metric_inputs(self, predictions, data) -> tuple:
         gold = [[text for text, _ in e.label] for e in data.examples]
