@@ -183,10 +183,11 @@ def test_user_task_from_yaml_without_code(tmp_path, fmt, body, extra):
         assert any(e.texts == ("hello, world",) for e in data.examples)
 
 
-def test_hub_source_goes_through_datasets_load_dataset(tmp_path):
-    """The hub code path, offline: `datasets`' packaged csv builder behind a `hub:` declaration."""
+def _csv_hub_task(tmp_path, labels: list[int]):
+    """A `hub:` declaration served by `datasets`' packaged csv builder: one row per label (ClassLabel
+    integers; -1 is the hub's unlabelled marker)."""
     csv = tmp_path / "train.csv"
-    csv.write_text("sentence,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(30)))
+    csv.write_text("sentence,label\n" + "".join(f"text {i},{label}\n" for i, label in enumerate(labels)))
     decl = {
         "name": "hubby",
         "type": "classification",
@@ -199,7 +200,12 @@ def test_hub_source_goes_through_datasets_load_dataset(tmp_path):
             "label_names": ["neg", "pos"],
         },
     }
-    spec = load_task_file(write_yaml(tmp_path / "hub.yaml", decl))
+    return load_task_file(write_yaml(tmp_path / "hub.yaml", decl))
+
+
+def test_hub_source_goes_through_datasets_load_dataset(tmp_path):
+    """The hub code path, offline: `datasets`' packaged csv builder behind a `hub:` declaration."""
+    spec = _csv_hub_task(tmp_path, [i % 2 for i in range(30)])
     train = load_examples(spec, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0, origin="hub")
     test = load_examples(spec, "en", "test", root=tmp_path, fractions=FRACTIONS, seed=0, origin="hub")
     assert len(train) + len(test) < 30 and len(test) == 9
@@ -427,23 +433,7 @@ def test_unlabelled_rows_are_left_out_with_a_warning_and_an_unlabelled_split_is_
     from intertask.errors import DataError
     from intertask.tasks.examples import UnlabelledRowsWarning
 
-    csv = tmp_path / "train.csv"
-    csv.write_text(
-        "sentence,label\n" + "".join(f"text {i},{-1 if i % 5 == 0 else i % 2}\n" for i in range(30))
-    )
-    decl = {
-        "name": "hubby",
-        "type": "classification",
-        "text_fields": ["sentence"],
-        "labels": ["neg", "pos"],
-        "hub": {
-            "path": "csv",
-            "data_files": {"train": str(csv)},
-            "splits": {"train": "train"},
-            "label_names": ["neg", "pos"],
-        },
-    }
-    spec = load_task_file(write_yaml(tmp_path / "hub.yaml", decl))
+    spec = _csv_hub_task(tmp_path, [-1 if i % 5 == 0 else i % 2 for i in range(30)])
     with pytest.warns(UnlabelledRowsWarning, match=r"6 of 30 rows of the train set have no label"):
         train = load_examples(spec, "en", "train", root=tmp_path, fractions=FRACTIONS, seed=0, origin="hub")
     assert train.unlabelled == 6 and train.source_size == 24
