@@ -50,7 +50,11 @@ def study(tiny_model, mlflow_server, tmp_path_factory):
     from .conftest import write_experiment
 
     config = write_experiment(
-        tmp_path_factory.mktemp("study"), tiny_model, "e2e", evaluation={"languages": LANGUAGES}
+        tmp_path_factory.mktemp("study"),
+        tiny_model,
+        "e2e",
+        evaluation={"languages": LANGUAGES},
+        tracking={"system_metrics_interval_seconds": 1},  # short stages still get samples
     )
     _main_against(mlflow_server, config)
     client = MlflowClient(mlflow_server)
@@ -59,6 +63,53 @@ def study(tiny_model, mlflow_server, tmp_path_factory):
         for chain in ("xnli", "xnli-pawsx", "pawsx")
     }
     return client, _runs(client, "e2e"), config, names
+
+
+def test_runs_carry_what_mlflow_users_look_for(study):
+    """On the real server: the experiment opens as a model-training one with a description; the parent
+    run's description ends with the headline gains table; each training run lists its training and
+    validation sets as MLflow datasets (digest = our fingerprint) and each evaluation run its test sets;
+    training and evaluation runs carry system metrics; stage runs say what they do."""
+    client, runs, _, _ = study
+    (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "**e2e**" in experiment.tags["mlflow.note.content"]
+    assert "| intermediate | target | metric |" in parent.data.tags["mlflow.note.content"]
+    finetunes = [r for r in runs if r.data.tags.get("intertask.stage") == "finetune"]
+    evaluations = [r for r in runs if r.data.tags.get("intertask.stage") == "evaluate"]
+    assert finetunes and evaluations
+    assert all(any(k.startswith("system/") for k in r.data.metrics) for r in finetunes)  # sampled every 1 s
+    for run in finetunes + evaluations:
+        inputs = {
+            d.dataset.name: ({t.key: t.value for t in d.tags}, d.dataset.digest)
+            for d in run.inputs.dataset_inputs
+        }
+        fingerprints = {
+            f"{r['task']}/{r['language']}/{r['split']}": r["fingerprint"]
+            for r in _fingerprints(client, run.info.run_id)
+        }
+        assert set(inputs) == set(fingerprints), (inputs, fingerprints)
+        for name, (tags, digest) in inputs.items():
+            expected = (
+                "evaluation"
+                if run in evaluations
+                else "training"
+                if name.endswith("/train")
+                else "validation"
+            )
+            assert tags["mlflow.data.context"] == expected and digest == fingerprints[name][:32]
+        if run.info.end_time - run.info.start_time > 2000:  # a run shorter than one interval has no sample
+            assert any(key.startswith("system/") for key in run.data.metrics), sorted(run.data.metrics)
+        assert run.data.tags["mlflow.note.content"].startswith(("Trains ", "Evaluates "))
+
+
+def _fingerprints(client, run_id):
+    import json
+
+    local = client.download_artifacts(run_id, "data/fingerprints.json")
+    with open(local, encoding="utf-8") as f:
+        return json.load(f)["example_sets"]
 
 
 def test_main_builds_the_run_tree(study):

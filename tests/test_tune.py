@@ -89,8 +89,12 @@ def _check_study_and_runs(client, study, experiment_name, trials, killed=()):
         (run,) = [r for r in trial_runs if r.data.tags["intertask.trial_number"] == str(trial.number)]
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["intertask.trial_state"] == trial.state.name
+        assert run.data.params["trial_number"] == str(trial.number)  # a param, for the UI's charts
         expected = "KILLED" if trial.number in killed else STATE_STATUS[trial.state.name]
         assert run.info.status == expected, (trial.number, trial.state)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if complete:
+        assert parent.data.tags["intertask.best_trial_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
     return parent, trial_runs
 
 

@@ -82,6 +82,29 @@ def load(run_id: str) -> Report:
     return Report(**tables, html=html, images=images)
 
 
+def headline_markdown(cfg: ExperimentConfig, built: Report) -> str:
+    """The headline gains (first metric, mean over languages) as a Markdown table for the parent run's
+    description in the MLflow UI."""
+    from intertask import report
+
+    rows = report.summary_rows(cfg, built.gains)
+    if rows.empty:
+        return "No gains to report (no baseline arm, or no evaluation)."
+    lines = [
+        "| intermediate | target | metric | seeds | baseline | transfer | gain | 95 % interval | q | flag |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for r in rows.itertuples():
+        lines.append(
+            f"| {r.intermediate} | {r.target} | {r.metric} | {r.n_seeds} | {r.baseline:.4f} | {r.transfer:.4f} "
+            f"| {r.gain:+.4f} | [{r.ci_low:+.4f}, {r.ci_high:+.4f}] | {r.q:.3f} | {r.flag} |"
+        )
+    return (
+        "Headline gains (mean over languages; interval over seeds and test examples; q: Benjamini-Hochberg):\n\n"
+        + "\n".join(lines)
+    )
+
+
 def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
     """The report as artifacts and headline metrics of the active (parent) run."""
     for name in TABLES:
@@ -96,6 +119,7 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
     for name, png in built.images.items():
         tracking.log_bytes(png, f"report/{name}.png")
     tracking.log_text(built.html, "report/report.html")
+    tracking.set_tags({tracking.DESCRIPTION: tracking.describe(cfg) + "\n\n" + headline_markdown(cfg, built)})
     tracking.log_json(
         {o.job_id: {"run_id": o.run_id, "key": o.key, "reused": o.reused} for o in outcomes.values()},
         "report/stages.json",

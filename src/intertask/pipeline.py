@@ -237,6 +237,8 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
         with tracking.logging_to(parent):
             tracking.set_tags(
                 {
+                    tracking.DESCRIPTION: tracking.describe(cfg)
+                    + " The headline gains appear here when it finishes.",
                     f"{TAG}stage": "main",
                     f"{TAG}code_version": code_version(),
                     f"{TAG}host": platform.node(),
@@ -292,6 +294,11 @@ def _open_arm(ws: Workspace, study: Plan, job: Job, parent: str, names: tuple[bo
         **replace(job.cell, target=None).tags(),  # an arm spans all of its targets
     }
     key = _arm_key(parent, job.arm)
+    tags[tracking.DESCRIPTION] = (
+        f"{name}: trains {' + '.join(job.cell.intermediate) or 'no intermediate task'}"
+        + (" then each target" if job.cell.intermediate else ", each target from the base model")
+        + f", model {job.cell.model}, seed {job.cell.seed}; its stages are its children."
+    )
     arm = tracking.open_run(name, experiment_id=ws.experiment(), parent_run_id=parent, key=key, tags=tags)
     with tracking.logging_to(arm):  # the arm's own coordinates: the same whichever of its jobs opens it
         tracking.log_config(grid.cell_config(ws.cfg, replace(job.cell, target=None)), ws.config_file)

@@ -323,9 +323,18 @@ class TrackingConfig:
     log_models: bool = True  # log models to MLflow (needed to register)
     http_retries: int = 3  # a tracking server's transient errors are retried this often (backoff 1, 2, 4 s)
     http_timeout_seconds: int = 20  # each request to a tracking server waits at most this long
+    system_metrics: bool = True  # CPU, memory (and GPU) usage sampled on training, evaluation and trial runs
+    system_metrics_interval_seconds: float = 10.0  # ... every this many seconds (MLflow's default)
 
     def __post_init__(self) -> None:
         c = FieldChecks()
+        c.require(
+            self.system_metrics_interval_seconds >= 0.5,
+            "system_metrics_interval_seconds",
+            "too small",
+            self.system_metrics_interval_seconds,
+            ">= 0.5",
+        )
         c.require(self.http_retries >= 0, "http_retries", "must not be negative", self.http_retries, ">= 0")
         c.require(
             self.http_timeout_seconds >= 1,

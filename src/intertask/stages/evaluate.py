@@ -107,7 +107,12 @@ def evaluate(
     all_sets = [s for _, sets, _ in plan for s in sets.values()]
     runtime = stage_runtime(eval_training(cfg))
     title = f"evaluate {'+'.join(types)}"
-    with recorded_run(ws, title, tags, parent_run_id, all_sets, runtime) as run_id:
+    description = (
+        f"Evaluates {source.label} on "
+        + "; ".join(f"{e.task} ({e.split}: {', '.join(e.languages)})" for e in entries)
+        + ", one metric per task, split and language, and per-example statistics for the report."
+    )
+    with recorded_run(ws, title, tags, parent_run_id, all_sets, runtime, description) as run_id:
         excluded = {k: v for _, _, ex in plan for k, v in ex.items()}
         tracking.log_metrics({f"leakage_guard/{k}/excluded": n for k, n in excluded.items()})
         tables, predictions, examples = [], [], []

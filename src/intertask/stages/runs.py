@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from intertask import hardware, leakage, tracking
+from intertask import hardware, leakage, resolve, tracking
 from intertask.config import ExperimentConfig, TrainingConfig
 from intertask.errors import ModelError, Problem
 from intertask.tasks.base import ExampleSet, TaskType
@@ -75,18 +75,53 @@ def recorded_run(
     parent_run_id: str | None = None,
     sets: list[ExampleSet] | None = None,
     runtime: hardware.Runtime | None = None,
+    description: str = "",
 ) -> Iterator[str]:
-    """A run that records the resolved config, provenance, the machine and precision it ran with, and
-    the fingerprints of the data it reads."""
+    """A run that records the resolved config, provenance, the machine and precision it ran with, the
+    data it reads (fingerprints, and MLflow dataset inputs the UI lists), its system metrics, and a
+    description of what it does."""
     tags = {**ws.tags, **tracking.process_tags(), **tags}
-    with tracking.run(name, experiment_id=ws.experiment(), parent_run_id=parent_run_id, tags=tags) as run_id:
+    if description:
+        tags[tracking.DESCRIPTION] = description
+    system = ws.cfg.tracking.system_metrics
+    with tracking.run(
+        name, experiment_id=ws.experiment(), parent_run_id=parent_run_id, tags=tags, system_metrics=system
+    ) as run_id:
         tracking.log_config(ws.cfg, ws.config_file)
         tracking.log_provenance()
         if runtime is not None:
             tracking.log_params(runtime.params())
         if sets:
             tracking.log_data_fingerprints(_fingerprint_rows(sets))
+            tracking.log_datasets(
+                _dataset_rows(ws, sets, evaluation=tags.get(f"{TAG}stage") in ("evaluate", "probe"))
+            )
         yield run_id
+
+
+def _dataset_rows(ws: Workspace, sets: list[ExampleSet], evaluation: bool) -> list[dict]:
+    """What MLflow's dataset inputs say of each set: name, our fingerprint, where it comes from (the
+    files, or the hub dataset with its config, split and revision), and its use in the run."""
+    rows = []
+    for s in sets:
+        row = {
+            "name": f"{s.task}/{s.language}/{s.split}",
+            "digest": s.fingerprint,
+            "files": list(s.files),
+            "examples": len(s),
+            "context": "evaluation" if evaluation else "training" if s.split == "train" else "validation",
+        }
+        if ws.cfg.origin(s.task) == "hub":
+            hub = resolve.catalog(ws.cfg).spec(s.task).hub
+            row["hub"] = {
+                "path": hub.path,
+                "config_name": hub.name.format(lang=s.language) if hub.name else None,
+                "split": hub.splits.get(s.source, s.source),
+                "revision": hub.revision,
+                "data_dir": hub.data_dir.format(lang=s.language) if hub.data_dir else None,
+            }
+        rows.append(row)
+    return rows
 
 
 def _fingerprint_rows(sets: list[ExampleSet]) -> list[dict]:

@@ -177,6 +177,7 @@ def train_stage(
     on_epoch=None,
     log_model: bool = True,
     resumable: bool = True,
+    params: dict | None = None,
 ) -> TrainedModel:
     """Train the `intermediate` (one or several tasks) or `target` stage, starting from `init`.
 
@@ -184,7 +185,8 @@ def train_stage(
     keeps the trained model in the workdir only (a tuning trial: only the best one is logged).
     A resumable stage checkpoints into a folder named by its content key; when this stage was
     interrupted before (same config, data, start point and code), it continues from there in a new run
-    tagged `intertask.resumed_from_run` (and `resumed_at_step`)."""
+    tagged `intertask.resumed_from_run` (and `resumed_at_step`). `params` are logged on its run too
+    (a tuning trial's number)."""
     loaded = _load(ws, which, init)
     stage, start = loaded.stage, loaded.start
     name = identity.BY_STAGE[which].job
@@ -201,17 +203,23 @@ def train_stage(
     if resumable and stage.training.checkpoints:
         checkpointer, held = _checkpointer(ws, loaded, stage_key, tags)
     try:
-        return _run(ws, loaded, name, tags, parent_run_id, on_epoch, log_model, checkpointer)
+        return _run(ws, loaded, name, tags, parent_run_id, on_epoch, log_model, checkpointer, params or {})
     finally:
         if held is not None:
             held.close()
 
 
-def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, checkpointer):
+def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, checkpointer, params):
     """The stage's run: train, log, save, probe, log the model; then its checkpoints go."""
     stage, start, types, which = loaded.stage, loaded.start, loaded.types, loaded.which
     title = f"{name} {loaded.tasks} ({stage.language})"
-    with recorded_run(ws, title, tags, parent_run_id, loaded.sets, loaded.runtime) as run_id:
+    description = (
+        f"Trains {loaded.tasks} ({stage.language}) for {stage.training.epochs} epoch(s) from "
+        f"{start.label}; keeps the best dev epoch and logs the model"
+        + (" (registered)" if ws.cfg.tracking.register_models and log_model else "")
+        + "."
+    )
+    with recorded_run(ws, title, tags, parent_run_id, loaded.sets, loaded.runtime, description) as run_id:
         if checkpointer is not None:
             checkpointer.folder.mkdir(parents=True, exist_ok=True)
             (checkpointer.folder / "run.json").write_text(json.dumps({"run_id": run_id}))
@@ -219,6 +227,7 @@ def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, ch
             modeling.parameter_counts(loaded.nets)
             | loaded.peft_params
             | {f"stage.selection_metric.{n}": resolve.selection_metric(ws.cfg, stage, n) for n in types}
+            | params
         )
         result, steps = _train(ws, loaded, name, on_epoch, checkpointer)
         if result.resumed_at_step is not None:

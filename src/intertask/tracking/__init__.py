@@ -13,6 +13,7 @@ from intertask.tracking.provenance import (
     git_state,
     log_config,
     log_data_fingerprints,
+    log_datasets,
     log_provenance,
     package_versions,
 )
@@ -31,6 +32,9 @@ from intertask.tracking.registry import (
     resolve_reference,
 )
 from intertask.tracking.runs import (
+    DESCRIPTION,
+    EXPERIMENT_KIND,
+    MODEL_TRAINING,
     TAG,
     TrackingError,
     client,
@@ -38,6 +42,7 @@ from intertask.tracking.runs import (
     close_run,
     connect,
     current_uri,
+    describe,
     experiment_name,
     find_runs,
     finished_stage,
@@ -67,6 +72,10 @@ from intertask.tracking.runs import (
 )
 
 __all__ = [
+    "DESCRIPTION",
+    "EXPERIMENT_KIND",
+    "MODEL_TRAINING",
+    "describe",
     "HEADS_ARTIFACT",
     "LoggedModel",
     "ModelFiles",
@@ -94,6 +103,7 @@ __all__ = [
     "log_bytes",
     "log_config",
     "log_data_fingerprints",
+    "log_datasets",
     "log_figure",
     "log_json",
     "log_metrics",

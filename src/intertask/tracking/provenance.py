@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -112,3 +113,33 @@ def log_data_fingerprints(rows: list[dict]) -> None:
         params[f"{key}.fingerprint"] = r["fingerprint"][:16]
     log_params(params)
     mlflow.log_dict({"example_sets": rows}, "data/fingerprints.json")
+
+
+def log_datasets(rows: list[dict]) -> None:
+    """Each example set as a dataset input of the active run (metadata only: the data stays where it
+    is): name task/language/split, digest our fingerprint, source the file (the first, the others as a
+    tag) or the Hugging Face dataset, context training / validation / evaluation."""
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    datasets, contexts, tags = [], [], []
+    for row in rows:
+        hub = row.get("hub")
+        if hub:
+            source = HuggingFaceDatasetSource(
+                hub["path"],
+                config_name=hub["config_name"],
+                split=hub["split"],
+                revision=hub["revision"],
+                data_dir=hub["data_dir"],
+            )
+        else:
+            path = row["files"][0] if row["files"] else row["name"]
+            source = get_dataset_source_from_json(json.dumps({"uri": path}), "local")
+        datasets.append(MetaDataset(source, name=row["name"], digest=row["digest"][:32]))
+        contexts.append(row["context"])
+        tags.append(
+            {"intertask.examples": str(row["examples"]), "intertask.files": ", ".join(row["files"])[:5000]}
+        )
+    mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags)

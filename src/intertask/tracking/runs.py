@@ -44,6 +44,7 @@ def use(cfg: ExperimentConfig, uri: str | None = None) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.tracking.http_timeout_seconds))
     mlflow.set_tracking_uri(uri)
+    mlflow.set_system_metrics_sampling_interval(cfg.tracking.system_metrics_interval_seconds)
     return uri
 
 
@@ -57,7 +58,9 @@ def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:
             return MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
-            return _create_experiment(name) if create else None
+            return _create_experiment(name, describe(cfg)) if create else None
+        if EXPERIMENT_KIND not in experiment.tags:  # made by an earlier version, or by hand
+            MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return experiment.experiment_id
     except MlflowException as err:
         raise TrackingError(
@@ -85,10 +88,33 @@ def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:
         ) from None
 
 
-def _create_experiment(name: str) -> str:
-    """Create the experiment; another process creating it at the same moment is not an error."""
+EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI opens a model-training experiment on its runs
+MODEL_TRAINING = "custom_model_development"  # (without it MLflow 3 opens an empty GenAI overview)
+DESCRIPTION = "mlflow.note.content"  # an experiment's or a run's description in the UI (Markdown)
+
+
+def describe(cfg: ExperimentConfig) -> str:
+    """The experiment's description: what the study asks, in the UI's Markdown."""
+    grid = cfg.grid
+    if grid is not None:
+        choices = ", ".join("+".join(c) if not isinstance(c, str) else c for c in grid.intermediate)
+        shape = f"intermediate choices {choices}; targets {', '.join(grid.target) or '(the target)'}"
+    else:
+        inter = "+".join(cfg.intermediate.task_names) if cfg.intermediate else "none"
+        shape = f"intermediate {inter}; target {cfg.target.task_names[0] if cfg.target else 'none'}"
+    return (
+        f"**{cfg.name}** (intertask): does intermediate-task training help the target tasks? "
+        f"{shape}; base model {cfg.model.name_or_path}. Each study is a `main` run with one child per "
+        "arm and one per stage; its report (gains with intervals) is the parent run's artifact."
+    )
+
+
+def _create_experiment(name: str, description: str = "") -> str:
+    """Create the experiment as a model-training one with its description; another process creating
+    it at the same moment is not an error."""
+    tags = {EXPERIMENT_KIND: MODEL_TRAINING, **({DESCRIPTION: description} if description else {})}
     try:
-        return mlflow.create_experiment(name)
+        return mlflow.create_experiment(name, tags=tags)
     except MlflowException:  # RESOURCE_ALREADY_EXISTS from a server, a unique-key error from SQL stores
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
@@ -136,21 +162,29 @@ def run(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     run_id: str | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[str]:
     """A run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C); yields its id.
 
     `run_id` continues an existing run. Without a parent, a run started by `mlflow run` ($MLFLOW_RUN_ID)
-    is resumed instead of a new one.
+    is resumed instead of a new one. `system_metrics`: CPU, memory and GPU usage sampled while it runs.
     """
     active = mlflow.active_run()
     nested = parent_run_id is not None or active is not None
     if nested and parent_run_id is None and run_id is None:
         parent_run_id = active.info.run_id
     if run_id is not None:
-        started = mlflow.start_run(run_id=run_id, nested=active is not None)
+        started = mlflow.start_run(
+            run_id=run_id, nested=active is not None, log_system_metrics=system_metrics
+        )
     else:
         started = mlflow.start_run(
-            run_name=name, experiment_id=experiment_id, nested=nested, parent_run_id=parent_run_id, tags=tags
+            run_name=name,
+            experiment_id=experiment_id,
+            nested=nested,
+            parent_run_id=parent_run_id,
+            tags=tags,
+            log_system_metrics=system_metrics,
         )
     if tags:
         mlflow.set_tags(tags)  # a resumed run ignores start_run's tags

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from intertask import plots, stages, tracking
 from intertask.config import ExperimentConfig
-from intertask.tune.study import safe_url
+from intertask.tune.study import TAG, safe_url
 from intertask.workspace import Workspace
 
 
@@ -92,6 +92,9 @@ def summarise(ws, study, name, url, parent, kept: Kept | None, ran: int) -> Tune
         tracking.log_text(table.to_html(index=False), "tuning/trials.html")
         if best is not None:
             tracking.log_metrics({"best_value": best.value, "best_trial": best.number})
+            best_run = best.user_attrs.get("mlflow_run_id")
+            if best_run:
+                tracking.set_tags({f"{TAG}best_trial_run_id": best_run})  # the best trial's run, by link
             tracking.log_params({f"best.{k}": v for k, v in best.params.items()})
             tracking.log_text(best_file.read_text(encoding="utf-8"), "tuning/best_params.yaml")
         counts = table.state.value_counts().to_dict() if not table.empty else {}

@@ -140,6 +140,7 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
             on_epoch=on_epoch,
             log_model=False,
             resumable=False,
+            params={"trial_number": trial.number},
         )
         value = objective(trial_cfg, trained)
         state = "COMPLETE"
