@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -63,7 +64,9 @@ def test_a_study_trains_evaluates_embeds_and_registers_on_the_gpu(
     assert len(probed) == 3  # after the intermediate stage and after both targets
     name = tracking.registered_name("gpu", str(tiny_model), ["xnli", "pawsx"])
     model = mlflow.pyfunc.load_model(f"models:/{name}@target")
-    predictions = model.predict(["a sentence", "another one"])
+    predictions = model.predict(
+        pd.DataFrame({"text": ["a sentence", "another one"], "text_pair": ["a phrase", "one more"]})
+    )
     assert len(predictions) == 2
 
 

@@ -227,12 +227,57 @@ def test_evaluate_loads_a_model_by_alias_uri(study, mlflow_server, monkeypatch, 
     assert "mean_all" in out and "macro_f1" in out and uri in out
 
 
-def test_registered_model_answers_pyfunc_predict_on_raw_texts(study, mlflow_server):
+def test_a_registered_pair_model_reads_both_texts_and_predicts_as_evaluate_does(
+    study, mlflow_server, shared_data
+):
+    """A sentence-pair model (PAWS-X) through pyfunc: both texts count (a changed second text changes
+    the score; before, the flavor read one string and ignored the pair), the predictions equal the
+    evaluation's on the same examples, and the logged model carries a signature and an input example."""
+    import pandas as pd
+
+    from intertask import tracking
+    from intertask.evaluation import evaluate_set
+    from intertask.modeling import load_for_task, load_tokenizer
+    from intertask.tasks import builtin_catalog
+    from intertask.tasks.examples import load_examples
+    from intertask.tasks.types import task_type
+
     _, _, _, names = study
     mlflow.set_tracking_uri(mlflow_server)
-    model = mlflow.pyfunc.load_model(f"models:/{names['pawsx']}@target")
-    out = model.predict(["The cat sat on the mat.", "Die Katze saß auf der Matte."])
-    assert len(out) == 2 and set(out["label"]) <= {"0", "1"}
+    uri = f"models:/{names['pawsx']}@target"
+    model = mlflow.pyfunc.load_model(uri)
+    assert model.metadata.signature.inputs.input_names() == ["text", "text_pair"]
+    pairs = pd.DataFrame(
+        {
+            "text": ["The cat sat on the mat."] * 2,
+            "text_pair": ["A cat sat on the mat.", "Stock prices fell."],
+        }
+    )
+    out = model.predict(pairs)
+    assert set(out["label"]) <= {"0", "1"} and out["score"].iloc[0] != out["score"].iloc[1]
+    spec = builtin_catalog().spec("pawsx")
+    data = load_examples(
+        spec,
+        "de",
+        "test",
+        root=shared_data,
+        fractions={"train": 0.6, "dev": 0.1, "test": 0.3},
+        seed=7,
+        max_examples=16,
+    )
+    task = task_type(spec)
+    files = tracking.download_model(tracking.resolve_reference(uri))
+    net, tokenizer = (
+        load_for_task(files.model_dir, "pawsx", task.head_signature()),
+        load_tokenizer(str(files.model_dir)),
+    )
+    scored = evaluate_set(
+        net, task, data, task.encode(data, tokenizer, 64), pad_id=tokenizer.pad_token_id, batch_tokens=512
+    )
+    frame = pd.DataFrame(
+        {"text": [e.texts[0] for e in data.examples], "text_pair": [e.texts[1] for e in data.examples]}
+    )
+    assert list(model.predict(frame)["label"]) == [spec.labels[p] for p in scored.predictions]
 
 
 def test_evaluate_rejects_a_model_with_the_wrong_head(study, mlflow_server, monkeypatch, capsys):

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
@@ -140,7 +141,7 @@ def test_real_model_through_finetune_evaluate_and_pyfunc(e5_dir, local_store, sh
     run = mlflow.get_run(trained.run_id)
     assert int(run.data.params["parameters"]) - int(run.data.params["trainable_parameters"]) == 250037 * 384
     model = mlflow.pyfunc.load_model("models:/e5smoke.e5-small.xnli@target")
-    out = model.predict(["Der Himmel ist blau."])
+    out = model.predict(pd.DataFrame({"text": ["Der Himmel ist blau."], "text_pair": ["Es regnet."]}))
     assert set(out["label"]) <= {"contradiction", "entailment", "neutral"}
 
 

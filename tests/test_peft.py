@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -174,7 +175,8 @@ def test_lora_intermediate_target_and_evaluation_from_the_registry(
         expected = base[key] + sum(d[key] for d in deltas if key in d)
         assert torch.allclose(final[key], expected, atol=1e-5), key
     # the merged model loads without PEFT (pyfunc, no hub) and the evaluate entry point scores it
-    predictions = mlflow.pyfunc.load_model(uri).predict(["The cat sat on the mat."])
+    pair = pd.DataFrame({"text": ["The cat sat on the mat."], "text_pair": ["A cat sits."]})
+    predictions = mlflow.pyfunc.load_model(uri).predict(pair)
     assert len(predictions) == 1
     capsys.readouterr()
     assert cli.main(["evaluate", str(config), "--model", uri]) == 0

@@ -68,7 +68,10 @@ def log_model(
     run_id = mlflow.active_run().info.run_id
     # the flavor warns that it finds no hub model card or license for a local model: expected here
     logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
-    if head in PIPELINE_TASKS:
+    from intertask.tracking.serving import ARTIFACT, TaskModel, input_example, is_pair_classification
+
+    example = input_example(folder, head)
+    if head in PIPELINE_TASKS and not is_pair_classification(folder):
         from transformers import AutoTokenizer
 
         from intertask.modeling import HEADS
@@ -79,15 +82,16 @@ def log_model(
             name="model",
             task=PIPELINE_TASKS[head],
             pip_requirements=_pip_requirements(),
+            input_example=example["inputs"].tolist(),  # the flavor's own signature: a string per row
         )
     else:
-        from intertask.tracking.serving import ARTIFACT, TaskModel
-
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=TaskModel(),
             artifacts={ARTIFACT: str(folder)},
             pip_requirements=_pip_requirements(),
+            signature=mlflow.models.infer_signature(example),
+            input_example=example,
         )
     index = [p for p in (folder / "heads.json", folder / "heads") if p.exists()]
     for path in index:

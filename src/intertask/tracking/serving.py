@@ -1,8 +1,12 @@
-"""A pyfunc model for heads that `transformers` 5 has no pipeline for (extractive QA, multiple choice).
+"""intertask's own pyfunc model, for the heads a transformers pipeline cannot serve: extractive QA,
+multiple choice (transformers 5 has no pipeline for either) and sentence-pair classification (the
+flavor's pyfunc takes one string, so the second text of a pair was ignored).
 
-`mlflow.pyfunc.load_model("models:/...").predict(frame)` answers offline:
-- extractive QA: a frame with `question` and `context` columns -> one answer string per row;
-- multiple choice: a frame with `context` and `choices` (a list per row) -> the chosen index per row.
+`mlflow.pyfunc.load_model("models:/...").predict(frame)` answers offline, and so does
+`mlflow models serve` (each logged model carries a signature and an input example):
+- extractive QA: `question` and `context` columns -> one answer string per row;
+- multiple choice: `context` and `choices` (a list per row) -> the chosen index per row;
+- sentence pairs: `text` and `text_pair` columns -> a frame with `label` and its probability `score`.
 The artifact is the save_pretrained folder plus `task.json`, the task declaration used for decoding.
 """
 
@@ -12,6 +16,7 @@ import json
 from pathlib import Path
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 TASK_FILE = "task.json"
@@ -57,13 +62,46 @@ class TaskModel(mlflow.pyfunc.PythonModel):
         from intertask.tasks.base import Example, ExampleSet
 
         frame = pd.DataFrame(model_input)
+        rows = list(frame.itertuples())
         if self.task.head == "question_answering":
-            examples = [Example(i, (r.question, r.context), ()) for i, r in enumerate(frame.itertuples())]
-        else:
-            examples = [Example(i, (r.context, *r.choices), 0) for i, r in enumerate(frame.itertuples())]
+            examples = [Example(i, (r.question, r.context), ()) for i, r in enumerate(rows)]
+        elif self.task.head == "multiple_choice":
+            examples = [Example(i, (r.context, *r.choices), 0) for i, r in enumerate(rows)]
+        else:  # a sentence pair
+            examples = [Example(i, (r.text, r.text_pair), 0) for i, r in enumerate(rows)]
         data = ExampleSet(self.task.name, "", "predict", "predict", tuple(examples), (), "", len(examples))
         encoded = self.task.encode(data, self.tokenizer, self.max_length)
         outputs = predict_outputs(
             self.model, self.task, encoded, pad_id=self.tokenizer.pad_token_id, batch_tokens=4096
         )
-        return self.task.decode(outputs, encoded, data)
+        if self.task.head in ("question_answering", "multiple_choice"):
+            return self.task.decode(outputs, encoded, data)
+        logits = np.stack(outputs)
+        probabilities = np.exp(logits - logits.max(1, keepdims=True))
+        probabilities /= probabilities.sum(1, keepdims=True)
+        best = probabilities.argmax(1)
+        labels = [self.task.spec.labels[i] for i in best]
+        return pd.DataFrame({"label": labels, "score": probabilities[np.arange(len(best)), best]})
+
+
+def is_pair_classification(folder: Path) -> bool:
+    """A sentence-pair classifier (XNLI, PAWS-X): served by TaskModel, which reads both texts."""
+    spec, _ = read_task(folder)
+    return spec.type == "classification" and len(spec.text_fields) == 2
+
+
+def input_example(folder: Path, head: str) -> pd.DataFrame:
+    """A one-row input of the model's kind, logged with it (and its signature inferred from it)."""
+    if head == "question_answering":
+        return pd.DataFrame(
+            {"question": ["Where is the Eiffel Tower?"], "context": ["The Eiffel Tower is in Paris."]}
+        )
+    if head == "multiple_choice":
+        return pd.DataFrame(
+            {"context": ["She opened the umbrella because"], "choices": [["it rained.", "it was dry."]]}
+        )
+    if head == "sequence_classification" and is_pair_classification(folder):
+        return pd.DataFrame({"text": ["A man is playing a guitar."], "text_pair": ["Someone plays music."]})
+    if head == "token_classification":
+        return pd.DataFrame({"inputs": ["Marie Curie worked in Paris."]})
+    return pd.DataFrame({"inputs": ["A fine, moving film."]})
