@@ -102,6 +102,14 @@ def test_runs_carry_what_mlflow_users_look_for(study):
         if run.info.end_time - run.info.start_time > 2000:  # a run shorter than one interval has no sample
             assert any(key.startswith("system/") for key in run.data.metrics), sorted(run.data.metrics)
         assert run.data.tags["mlflow.note.content"].startswith(("Trains ", "Evaluates "))
+    # the target models carry their stage run's params (MLflow copies them when the model is logged)
+    # and the metrics their evaluations measured, linked by model id
+    experiment_id = parent.info.experiment_id
+    logged = {m.source_run_id: m for m in client.search_logged_models(experiment_ids=[experiment_id])}
+    for run in finetunes:
+        model = client.get_logged_model(logged[run.info.run_id].model_id)
+        assert model.params["target.training.epochs"] == run.data.params["target.training.epochs"] == "2"
+        assert {m.key for m in model.metrics} >= {"pawsx/test/de/accuracy", "pawsx/test/mean_all/accuracy"}
 
 
 def _fingerprints(client, run_id):

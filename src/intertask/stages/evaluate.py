@@ -38,6 +38,7 @@ class _EvalModel:
     seen: leakage.Seen
     tags: dict[str, str]
     language: str | None  # its training language, when recorded
+    model_id: str | None = None  # the MLflow logged model, when there is one: the metrics link to it
 
 
 def _eval_model(ws: Workspace, model: TrainedModel | str) -> _EvalModel:
@@ -45,8 +46,14 @@ def _eval_model(ws: Workspace, model: TrainedModel | str) -> _EvalModel:
         source = Path(modeling.resolve_source(ws.cfg.model.name_or_path))
         return _EvalModel(tracking.ModelFiles(source, source), ws.cfg.model.name_or_path, {}, {}, None)
     if isinstance(model, TrainedModel):
+        logged_id = model.logged.model_id if model.logged else None
         return _EvalModel(
-            model.files, model.uri, model.seen, {f"{TAG}model_run_id": model.run_id}, model.language
+            model.files,
+            model.uri,
+            model.seen,
+            {f"{TAG}model_run_id": model.run_id},
+            model.language,
+            logged_id,
         )
     reference = tracking.resolve_reference(model, "evaluation.model")
     seen = tracking.read_run_json(reference.run_id, SEEN_ARTIFACT) or {}
@@ -54,7 +61,7 @@ def _eval_model(ws: Workspace, model: TrainedModel | str) -> _EvalModel:
     if reference.name:
         tags[f"{TAG}model_version"] = f"{reference.name}/{reference.version}"
     language = (reference.tags or {}).get(f"{TAG}language")
-    return _EvalModel(tracking.download_model(reference), model, seen, tags, language)
+    return _EvalModel(tracking.download_model(reference), model, seen, tags, language, reference.model_id)
 
 
 def _eval_sets(ws: Workspace, entry: EvalTaskConfig, seen: leakage.Seen):
@@ -129,7 +136,7 @@ def evaluate(
             tracking.log_figure(figure, f"evaluation/{entry.task}.png")
             plots.close(figure)
         table = pd.concat(tables, ignore_index=True)
-        tracking.log_metrics(table_metrics(table))
+        tracking.log_metrics(table_metrics(table), model_id=source.model_id)  # linked to the model
         tracking.log_table(table, "evaluation/languages")
         outcomes = pd.concat(examples, ignore_index=True)
         tracking.log_parquet(outcomes, EXAMPLES_ARTIFACT)

@@ -46,6 +46,7 @@ class LoggedModel:
     name: str | None = None
     version: str | None = None
     alias: str | None = None
+    model_id: str | None = None  # MLflow 3's logged model (models:/m-...): metrics and params link to it
 
 
 PIPELINE_TASKS = {
@@ -56,7 +57,12 @@ HEADS_ARTIFACT = "model_heads"  # run artifact: the head index and any further h
 
 
 def log_model(
-    folder: Path, head: str, *, register_as: str | None, alias: str | None, tags: dict[str, str]
+    folder: Path,
+    head: str,
+    *,
+    register_as: str | None,
+    alias: str | None,
+    tags: dict[str, str],
 ) -> LoggedModel:
     """Log a saved model folder and register it only after every upload succeeded.
 
@@ -99,11 +105,13 @@ def log_model(
             str(path), f"{HEADS_ARTIFACT}/heads" if path.is_dir() else HEADS_ARTIFACT
         )
     if register_as is None:
-        return LoggedModel(f"runs:/{run_id}/model", run_id)
+        return LoggedModel(f"runs:/{run_id}/model", run_id, model_id=info.model_id)
     version = mlflow.register_model(info.model_uri, register_as, tags=tags).version
     if alias:
         MlflowClient().set_registered_model_alias(register_as, alias, version)
-    return LoggedModel(f"models:/{register_as}/{version}", run_id, register_as, str(version), alias)
+    return LoggedModel(
+        f"models:/{register_as}/{version}", run_id, register_as, str(version), alias, info.model_id
+    )
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,7 @@ class ModelReference:
     name: str | None = None
     version: str | None = None
     tags: dict | None = None  # model version tags (lineage), or the run's tags
+    model_id: str | None = None  # the MLflow 3 logged model a registered version is
 
 
 def _reference_error(ref: str, problem: str, field: str) -> ModelError:
@@ -147,7 +156,13 @@ def resolve_reference(ref: str, field: str = "model") -> ModelReference:
             else:
                 raise _reference_error(ref, "a models:/ URI needs @alias or /version", field)
             return ModelReference(
-                ref, mv.run_id, f"runs:/{mv.run_id}/model", mv.name, str(mv.version), dict(mv.tags)
+                ref,
+                mv.run_id,
+                f"runs:/{mv.run_id}/model",
+                mv.name,
+                str(mv.version),
+                dict(mv.tags),
+                getattr(mv, "model_id", None),
             )
         run_id = ref[len("runs:/") :].split("/", 1)[0] if ref.startswith("runs:/") else ref
         run_ = client.get_run(run_id)

@@ -313,10 +313,12 @@ def process_tags() -> dict[str, str]:
     return {f"{TAG}host": platform.node(), f"{TAG}pid": str(os.getpid())}
 
 
-def log_metrics(values: dict[str, float], step: int | None = None) -> None:
+def log_metrics(values: dict[str, float], step: int | None = None, model_id: str | None = None) -> None:
+    """Metrics of the active run (NaN and None left out); with `model_id`, linked to that logged model
+    too, so the experiment's Models tab shows what each model scored."""
     clean = {k: float(v) for k, v in values.items() if v is not None and v == v}
     if clean:
-        mlflow.log_metrics(clean, step=step)
+        mlflow.log_metrics(clean, step=step, model_id=model_id)
 
 
 def log_params(values: dict[str, object]) -> None:
