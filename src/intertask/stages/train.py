@@ -220,6 +220,8 @@ def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, ch
         + "."
     )
     with recorded_run(ws, title, tags, parent_run_id, loaded.sets, loaded.runtime, description) as run_id:
+        if params:  # first: a trial's number, even if its worker dies right after
+            tracking.log_params(params)
         if checkpointer is not None:
             checkpointer.folder.mkdir(parents=True, exist_ok=True)
             (checkpointer.folder / "run.json").write_text(json.dumps({"run_id": run_id}))
@@ -227,7 +229,6 @@ def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, ch
             modeling.parameter_counts(loaded.nets)
             | loaded.peft_params
             | {f"stage.selection_metric.{n}": resolve.selection_metric(ws.cfg, stage, n) for n in types}
-            | params
         )
         result, steps = _train(ws, loaded, name, on_epoch, checkpointer)
         if result.resumed_at_step is not None:
