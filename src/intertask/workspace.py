@@ -36,9 +36,8 @@ class Workspace:
     tags: dict[str, str] = field(default_factory=dict)  # put on every run (a grid cell's coordinates)
     experiment_id: str | None = None  # known already (a job of a pipeline), else created on first use
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="intertask-")))
-    loaded: dict = field(
-        default_factory=dict
-    )  # example sets by (task, language, split, size): shared by the workspaces of one study
+    # example sets by (task, language, split, size, whole): shared by the workspaces of one study
+    loaded: dict = field(default_factory=dict)
     _encoder: tuple | None = None  # (base encoder, tokenizer), loaded once for divergence embeddings
     read_hub: bool = True  # False: a hub source raises HubNotRead and is listed in skipped_hub
     skipped_hub: set = field(default_factory=set)  # (task, language, split, whole) left unread

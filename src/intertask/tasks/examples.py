@@ -138,7 +138,8 @@ def hub_options(hub, language: str) -> dict:
 def hub_problem(hub, err: Exception) -> str:
     """What went wrong loading a hub source, with the fix for a repository that holds a script."""
     text = f"cannot load hub dataset: {type(err).__name__}: {err}"
-    if "scripts are no longer supported" in str(err) or ".py" in str(err) and "script" in str(err).lower():
+    message = str(err)
+    if "scripts are no longer supported" in message or (".py" in message and "script" in message.lower()):
         text += (
             f" -- the repository {hub.path!r} still holds a loading script, which datasets >= 4 refuses; "
             "its parquet copy loads: add `revision: refs/convert/parquet` to the task's hub section"
@@ -225,13 +226,11 @@ def check_hub_source(spec: TaskSpec, source: str, language: str, rows: int = 5) 
 def read_source(spec: TaskSpec, source: str, language: str, root: Path, origin: str = "local"):
     """All examples of one shipped split (or of the pool of them all), the files (or hub ids), their
     fingerprint, and how many unlabelled rows were left out."""
+    if origin == "hub" and spec.hub is None:
+        raise DataError.at(spec.name, "hub", "task declares no hub source", expected="a `hub:` section")
     records, files, digests = [], [], []
     for shipped in shipped_sources(spec, source, language, origin):
         if origin == "hub":
-            if spec.hub is None:
-                raise DataError.at(
-                    spec.name, "hub", "task declares no hub source", expected="a `hub:` section"
-                )
             rows, ident = _hub_records(spec, shipped, language)
             files.append(ident)
             digests.append(ident)
