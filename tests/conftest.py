@@ -261,3 +261,14 @@ def fixture_data(tmp_path_factory) -> Path:
     from .fixtures import write_all
 
     return write_all(tmp_path_factory.mktemp("fixture-data"))
+
+
+def main_against(server: str, config, *extra: str) -> None:
+    """`intertask main CONFIG` with MLFLOW_TRACKING_URI set to the server for this call only."""
+    from intertask import cli
+
+    os.environ["MLFLOW_TRACKING_URI"] = server
+    try:
+        assert cli.main(["main", str(config), *extra]) == 0
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]

@@ -96,7 +96,9 @@ def _run_stage(ws, spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome:
 
 class InProcessExecutor:
     """Jobs one after another in dependency order, models handed on in memory (saved under workdir),
-    the example sets planning loaded handed on too."""
+    the example sets planning loaded handed on too. A trained model's folder is deleted as soon as
+    every job starting from it is done (logged ones are in MLflow), so the scratch space a grid needs is
+    that of the models still waiting for a job, not one model per stage (40 e5-small stages: 20 GB)."""
 
     def __init__(self, workdir: Path, data: dict | None = None):
         self.workdir = workdir
@@ -108,6 +110,7 @@ class InProcessExecutor:
         ready: dict[str, Outcome],
     ) -> dict[str, Outcome]:
         outcomes = dict(ready)
+        waiting = {s.job.id: {o.job.id for o in specs if s.job.id in o.job.deps} for s in specs}
         for spec in specs:
             if spec.job.id in outcomes:
                 continue
@@ -115,7 +118,16 @@ class InProcessExecutor:
                 spec, *(outcomes[d] for d in spec.job.deps), workdir=self.workdir, data=self.data
             )
             outcomes[spec.job.id] = outcome
+            for dep in spec.job.deps:
+                waiting.get(dep, set()).discard(spec.job.id)
+                if not waiting.get(dep, {None}):
+                    self._drop_folder(outcomes[dep])
         return outcomes
+
+    def _drop_folder(self, outcome: Outcome) -> None:
+        folder = getattr(getattr(outcome.model, "files", None), "model_dir", None)
+        if folder is not None and Path(folder).is_relative_to(self.workdir):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _portable(outcome: Outcome) -> Outcome:

@@ -193,9 +193,38 @@ def jobs(cfg: ExperimentConfig) -> list[Job]:
     return list(out.values())
 
 
+def model_logging(cfg: ExperimentConfig, jobs: list[Job]) -> dict[str, bool]:
+    """For each training job, whether `tracking.log_models` keeps (logs, and registers when asked) its
+    model: `registered` keeps the grid's first seed of every (model, task chain), `final` only those
+    of them that end a chain (a target, or an intermediate model evaluated as it is)."""
+    policy = cfg.tracking.log_models
+    first_seed = cells(cfg)[0].seed if jobs else None
+    evaluated = {d for job in jobs if job.kind == "evaluate" for d in job.deps}
+    out = {}
+    for job in jobs:
+        if job.kind not in ("intermediate", "finetune"):
+            continue
+        keep = policy == "all" or (policy in ("registered", "final") and job.cell.seed == first_seed)
+        if policy == "final":
+            keep = keep and (job.kind == "finetune" or job.id in evaluated)
+        out[job.id] = keep
+    return out
+
+
+def with_model_logging(config: ExperimentConfig, keep: bool, handed_on: bool) -> ExperimentConfig:
+    """A training job's config with its logging made concrete: `all` when its model is kept (or must
+    be logged to reach the next job in another process), else `none`; registered only when kept."""
+    tracking = config.tracking
+    logged = "all" if keep or handed_on else "none"
+    return replace(
+        config,
+        tracking=replace(tracking, log_models=logged, register_models=tracking.register_models and keep),
+    )
+
+
 def job_key(job: Job, config: ExperimentConfig, fingerprints: list[str], upstream: list[str]) -> str:
     """The content key of a job: what shapes its output, and for a training job whether its run holds
-    the model (a run finished with `tracking.log_models: false` cannot hand one on)."""
+    the model (a run that did not log its model cannot hand one on)."""
     if job.kind in ("intermediate", "finetune"):
         parts = training_inputs(config, job.kind) | {"log_models": config.tracking.log_models}
     else:

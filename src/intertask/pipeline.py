@@ -166,9 +166,13 @@ def plan(ws: Workspace) -> Plan:
     """Expand the grid, load and check every job's data, and key every job."""
     cfg = ws.cfg
     jobs = grid.jobs(cfg)
+    kept = grid.model_logging(cfg, jobs)
+    handed_on = cfg.executor.kind == "ray" and cfg.tracking.log_models != "none"  # by MLflow reference
     configs, keys, loaded = {}, {}, []
     for job in jobs:
         configs[job.id] = grid.cell_config(cfg, job.cell)
+        if job.id in kept:
+            configs[job.id] = grid.with_model_logging(configs[job.id], kept[job.id], handed_on)
         cell_ws = Workspace(
             configs[job.id],
             ws.config_file,
@@ -195,8 +199,9 @@ def main_key(cfg: ExperimentConfig) -> str:
     return content_hash([study, code_version()])
 
 
-def _arm_name(cell: grid.Cell, several_models: bool, several_seeds: bool) -> str:
-    kind = "baseline" if not cell.intermediate else ("transfer: " if cell.target else "zero-shot: ")
+def _arm_name(cell: grid.Cell, several_models: bool, several_seeds: bool, targets: bool) -> str:
+    """`targets`: whether the arm trains a target (the job opening it may be its intermediate stage)."""
+    kind = "baseline" if not cell.intermediate else ("transfer: " if targets else "zero-shot: ")
     label = kind + ("+".join(cell.intermediate) if cell.intermediate else "")
     details = [m for m, show in ((cell.model, several_models), (f"seed {cell.seed}", several_seeds)) if show]
     return f"arm {label}" + (f" ({', '.join(details)})" if details else "")
@@ -209,9 +214,8 @@ def _reused(ws: Workspace, job: Job, key: str) -> Outcome | None:
     run_id = found.info.run_id
     cell = cell_tags(found.data.tags)
     if job.kind in ("intermediate", "finetune"):
-        return Outcome(
-            job.id, job.kind, run_id, key, model=tracking.reference_of(found), reused=True, cell=cell
-        )
+        model = tracking.reference_of(found) if tracking.holds_model(found) else None
+        return Outcome(job.id, job.kind, run_id, key, model=model, reused=True, cell=cell)
     table = tracking.read_run_table(
         run_id, "probes/base.csv" if job.kind == "probe" else "evaluation/languages.csv"
     )
@@ -287,7 +291,7 @@ def _earlier_report(experiment: str, inputs: str, outcomes: dict[str, Outcome]) 
 
 def _open_arm(ws: Workspace, study: Plan, job: Job, parent: str, names: tuple[bool, bool]) -> str:
     """The arm run of a job's (model, intermediate, seed), continued if a restarted study made it."""
-    name = _arm_name(job.cell, *names)
+    name = _arm_name(job.cell, *names, any(j.cell.target for j in study.jobs if j.arm == job.arm))
     tags = {
         f"{TAG}stage": "arm",
         f"{TAG}arm": "baseline" if not job.cell.intermediate else "transfer",
@@ -312,6 +316,12 @@ def _finished_jobs(ws: Workspace, study: Plan, force: tuple[str, ...]) -> dict[s
     for job in study.jobs:
         if job.kind not in force and (done := _reused(ws, job, study.keys[job.id])) is not None:
             ready[job.id] = done
+    for job in reversed(study.jobs):  # dependents come after the jobs they start from
+        outcome = ready.get(job.id)
+        if outcome is None or job.kind not in ("intermediate", "finetune") or outcome.model is not None:
+            continue
+        if any(job.id in other.deps and other.id not in ready for other in study.jobs):
+            del ready[job.id]  # its model was not logged and a job to run needs it: trained again
     return ready
 
 
@@ -342,7 +352,7 @@ def _run_jobs(ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome]
             )
         )
     if specs and cfg.executor.kind == "ray":
-        _require_portable(cfg)
+        _require_portable(cfg)  # and every model a Ray job hands on is logged (see plan)
     status = "FAILED"
     try:
         outcomes = executor_for(cfg, ws.workdir, ws.loaded).run(specs, ready)
@@ -367,7 +377,7 @@ def _arm_key(parent: str, arm: tuple) -> str:
 
 
 def _require_portable(cfg: ExperimentConfig) -> None:
-    if not cfg.tracking.log_models:
+    if cfg.tracking.log_models == "none":
         raise DataError(
             [
                 Problem(
@@ -375,7 +385,7 @@ def _require_portable(cfg: ExperimentConfig) -> None:
                     "executor.kind",
                     "Ray jobs hand models on through MLflow",
                     "ray",
-                    "tracking.log_models: true (or executor.kind: in_process)",
+                    "tracking.log_models other than none (or executor.kind: in_process)",
                 )
             ]
         )

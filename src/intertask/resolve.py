@@ -66,3 +66,11 @@ def read_whole(cfg: ExperimentConfig, task: str) -> bool:
     """An evaluation of `task` reads a split it ships whole: nothing trains the task here, and the
     user did not ask for it to be cut (evaluation.cut_tasks)."""
     return task not in trained_tasks(cfg) and task not in cfg.evaluation.cut_tasks
+
+
+def logs_model(cfg: ExperimentConfig, which: str) -> bool:
+    """Whether a stage run with this config logs its trained model (`which`: intermediate or target).
+    A grid job's config says all or none already (grid.model_logging); a stage run on its own is the
+    one model of its chain, so `registered` logs it and `final` logs a target only."""
+    policy = cfg.tracking.log_models
+    return policy in ("all", "registered") or (policy == "final" and which == "target")

@@ -17,6 +17,7 @@ overrides it field by field.
 from intertask.config.experiment import (
     BASE_MODEL,
     DEPRECATED_KEYS,
+    LOG_MODELS,
     NONE,
     OVERRIDES,
     PROBE_POINTS,
@@ -69,6 +70,7 @@ __all__ = [
     "DEPRECATED_KEYS",
     "DataConfig",
     "EvalTaskConfig",
+    "LOG_MODELS",
     "EvaluationConfig",
     "ExecutorConfig",
     "ExperimentConfig",

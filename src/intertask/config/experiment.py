@@ -313,20 +313,37 @@ class DataConfig:
     cache_tokenization: bool = True  # keep tokenized sets in the cache folder, keyed by content
 
 
+LOG_MODELS = {
+    "all": "every training stage's model, every seed",
+    "registered": "the models the registry names: for each model and task chain, the grid's first seed "
+    "(its intermediate and its target models); the other seeds' models serve their own run only",
+    "final": "of those, the ones that end a chain: the target models (and an intermediate model "
+    "evaluated as it is); intermediate models serve their own run only",
+    "none": "no model; every metric, table and plot is still logged",
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrackingConfig:
     uri: str | None = (
         None  # MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)
     )
     experiment: str | None = None  # MLflow experiment name (default: the config's name)
-    register_models: bool = True  # register trained models (<name>.<model>.<tasks>) with a stage alias
-    log_models: bool = True  # log models to MLflow (needed to register)
+    register_models: bool = True  # register logged models (<name>.<model>.<tasks>) with a stage alias
+    # Which trained models are logged to MLflow (true means all, false none); see LOG_MODELS.
+    log_models: Literal["all", "registered", "final", "none"] | bool = "registered"
+    # full: each logged model is whole; changed: only its tensors that differ from the base model, with
+    # a reference to it (frozen embeddings and weights under a PEFT adapter are not stored again);
+    # loading fetches the base model and checks it is the same (tracking/weights.py)
+    log_weights: Literal["full", "changed"] = "full"
     http_retries: int = 3  # a tracking server's transient errors are retried this often (backoff 1, 2, 4 s)
     http_timeout_seconds: int = 20  # each request to a tracking server waits at most this long
     system_metrics: bool = True  # CPU, memory (and GPU) usage sampled on training, evaluation and trial runs
     system_metrics_interval_seconds: float = 10.0  # ... every this many seconds (MLflow's default)
 
     def __post_init__(self) -> None:
+        if isinstance(self.log_models, bool):  # the yes/no of earlier versions
+            object.__setattr__(self, "log_models", "all" if self.log_models else "none")
         c = FieldChecks()
         c.require(
             self.system_metrics_interval_seconds >= 0.5,
@@ -344,11 +361,11 @@ class TrackingConfig:
             ">= 1",
         )
         c.require(
-            self.log_models or not self.register_models,
+            self.log_models != "none" or not self.register_models,
             "register_models",
             "registering needs logged models",
             self.register_models,
-            "false when log_models is false",
+            "false when log_models is none",
         )
         c.done()
 

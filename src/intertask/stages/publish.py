@@ -13,7 +13,7 @@ def log_stage_model(
     ws, folder, head, which, language, chain, start: StartPoint, run_id, alias: str | None = None
 ) -> tracking.LoggedModel | None:
     cfg = ws.cfg
-    if not cfg.tracking.log_models:
+    if not resolve.logs_model(cfg, which):
         return None
     register_as = tracking.registered_name(cfg.name, cfg.model.name_or_path, list(chain))
     tags = {
@@ -31,6 +31,7 @@ def log_stage_model(
         register_as=register_as if cfg.tracking.register_models else None,
         alias=alias or which,
         tags=tags | {f"{TAG}seed": str(cfg.seed)},
+        changed_from=cfg.model.name_or_path if cfg.tracking.log_weights == "changed" else None,
     )
     tracking.set_tags({f"{TAG}model_uri": logged.uri})  # how a later run reuses this one
     return logged

@@ -213,10 +213,12 @@ def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, ch
     """The stage's run: train, log, save, probe, log the model; then its checkpoints go."""
     stage, start, types, which = loaded.stage, loaded.start, loaded.types, loaded.which
     title = f"{name} {loaded.tasks} ({stage.language})"
+    logs = log_model and resolve.logs_model(ws.cfg, which)
     description = (
         f"Trains {loaded.tasks} ({stage.language}) for {stage.training.epochs} epoch(s) from "
-        f"{start.label}; keeps the best dev epoch and logs the model"
-        + (" (registered)" if ws.cfg.tracking.register_models and log_model else "")
+        f"{start.label}; keeps the best dev epoch"
+        + (" and logs the model" if logs else "; its model serves this run only (tracking.log_models)")
+        + (" (registered)" if ws.cfg.tracking.register_models and logs else "")
         + "."
     )
     with recorded_run(ws, title, tags, parent_run_id, loaded.sets, loaded.runtime, description) as run_id:

@@ -63,47 +63,32 @@ def log_model(
     register_as: str | None,
     alias: str | None,
     tags: dict[str, str],
+    changed_from: str | None = None,
 ) -> LoggedModel:
     """Log a saved model folder and register it only after every upload succeeded.
 
     Heads with a transformers pipeline use the transformers flavor (model + tokenizer, pyfunc
     text/token classification); extractive QA and multiple choice, which transformers 5 has no
     pipeline for, use intertask's own pyfunc model (serving.py). The head index and further heads of a
-    multi-task model go to the run's `model_heads/` artifacts.
+    multi-task model go to the run's `model_heads/` artifacts. With `changed_from` (a base model), the
+    logged folder holds only the tensors that differ from that base (weights.py), served by the pyfunc
+    model, which rebuilds the whole model when loaded.
     """
     run_id = mlflow.active_run().info.run_id
     # the flavor warns that it finds no hub model card or license for a local model: expected here
     logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
-    from intertask.tracking.serving import ARTIFACT, TaskModel, input_example, is_pair_classification
+    from intertask.tracking import weights
 
-    example = input_example(folder, head)
-    if head in PIPELINE_TASKS and not is_pair_classification(folder):
-        from transformers import AutoTokenizer
-
-        from intertask.modeling import HEADS
-
-        model = HEADS[head].from_pretrained(str(folder))
-        info = mlflow.transformers.log_model(
-            transformers_model={"model": model, "tokenizer": AutoTokenizer.from_pretrained(str(folder))},
-            name="model",
-            task=PIPELINE_TASKS[head],
-            pip_requirements=_pip_requirements(),
-            input_example=example["inputs"].tolist(),  # the flavor's own signature: a string per row
-        )
-    else:
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=TaskModel(),
-            artifacts={ARTIFACT: str(folder)},
-            pip_requirements=_pip_requirements(),
-            signature=mlflow.models.infer_signature(example),
-            input_example=example,
-        )
-    index = [p for p in (folder / "heads.json", folder / "heads") if p.exists()]
-    for path in index:
-        (mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact)(
-            str(path), f"{HEADS_ARTIFACT}/heads" if path.is_dir() else HEADS_ARTIFACT
-        )
+    with tempfile.TemporaryDirectory(prefix="intertask-slim-") as slim:
+        if changed_from is not None:
+            sizes = weights.slim_copy(folder, changed_from, Path(slim) / "model")
+            mlflow.log_metrics({f"logged_model/{k}": v for k, v in sizes.items()})
+            folder = Path(slim) / "model"
+        info = _log_flavor(folder, head, pyfunc=changed_from is not None)
+        for path in (p for p in (folder / "heads.json", folder / "heads") if p.exists()):
+            (mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact)(
+                str(path), f"{HEADS_ARTIFACT}/heads" if path.is_dir() else HEADS_ARTIFACT
+            )
     if register_as is None:
         return LoggedModel(f"runs:/{run_id}/model", run_id, model_id=info.model_id)
     version = mlflow.register_model(info.model_uri, register_as, tags=tags).version
@@ -111,6 +96,35 @@ def log_model(
         MlflowClient().set_registered_model_alias(register_as, alias, version)
     return LoggedModel(
         f"models:/{register_as}/{version}", run_id, register_as, str(version), alias, info.model_id
+    )
+
+
+def _log_flavor(folder: Path, head: str, pyfunc: bool):
+    """The transformers flavor for a whole single-text or tagging model; intertask's pyfunc model for
+    the rest, and for every model logged as its changed weights (it rebuilds them when loaded)."""
+    from intertask.tracking.serving import ARTIFACT, TaskModel, input_example, is_pair_classification
+
+    example = input_example(folder, head, pyfunc)
+    if head in PIPELINE_TASKS and not pyfunc and not is_pair_classification(folder):
+        from transformers import AutoTokenizer
+
+        from intertask.modeling import HEADS
+
+        model = HEADS[head].from_pretrained(str(folder))
+        return mlflow.transformers.log_model(
+            transformers_model={"model": model, "tokenizer": AutoTokenizer.from_pretrained(str(folder))},
+            name="model",
+            task=PIPELINE_TASKS[head],
+            pip_requirements=_pip_requirements(),
+            input_example=example["inputs"].tolist(),  # the flavor's own signature: a string per row
+        )
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=TaskModel(),
+        artifacts={ARTIFACT: str(folder)},
+        pip_requirements=_pip_requirements(),
+        signature=mlflow.models.infer_signature(example),
+        input_example=example,
     )
 
 
@@ -199,6 +213,10 @@ def download_model(reference: ModelReference) -> ModelFiles:
 
     target = _download_once("mlflow-models", reference.run_id, fetch, lambda t: (t / "MLmodel").is_file())
     model_dir, tokenizer_dir = _model_folder(target, reference)
+    from intertask.tracking.weights import is_slim, materialize
+
+    if is_slim(model_dir):  # logged as its changed weights: the whole model, built once
+        model_dir = tokenizer_dir = materialize(model_dir)
     return ModelFiles(model_dir, tokenizer_dir)
 
 

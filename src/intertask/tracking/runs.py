@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -298,6 +299,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def holds_model(found) -> bool:
+    """Whether a finished training run logged its model (tracking.log_models kept it)."""
+    return f"{TAG}model_uri" in found.data.tags
+
+
 def reference_of(found) -> str:
     """How to load the model a finished training run logged."""
     return found.data.tags.get(f"{TAG}model_uri") or f"runs:/{found.info.run_id}/model"
@@ -319,6 +325,16 @@ def log_metrics(values: dict[str, float], step: int | None = None, model_id: str
     clean = {k: float(v) for k, v in values.items() if v is not None and v == v}
     if clean:
         mlflow.log_metrics(clean, step=step, model_id=model_id)
+
+
+def log_run_metrics(run_id: str, values: dict[str, float]) -> None:
+    """Metrics of any run, open or ended (an arm's scores once the study's report is built)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    clean = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and v == v]
+    for start in range(0, len(clean), 1000):  # MLflow's batch limit
+        MlflowClient().log_batch(run_id, metrics=clean[start : start + 1000])
 
 
 def log_params(values: dict[str, object]) -> None:
@@ -387,8 +403,16 @@ def current_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
-def ui_command() -> str:
+def experiment_page(server: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI's model-training view. MLflow 3.17's UI keeps a per-browser
+    choice between its GenAI and model-training views (GenAI until changed); the URL parameter sets it."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def ui_command(experiment_id: str | None = None) -> str:
+    """How to browse the runs: the page to open (a tracking server), or the `mlflow ui` to start first."""
     uri = mlflow.get_tracking_uri()
     if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri} --workers 1"
+        return f"open {experiment_page(uri, experiment_id) if experiment_id else uri}"
+    page = f", then open {experiment_page('http://127.0.0.1:5000', experiment_id)}" if experiment_id else ""
+    return f"mlflow ui --backend-store-uri {uri} --workers 1{page}"

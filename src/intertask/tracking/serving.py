@@ -6,7 +6,10 @@ flavor's pyfunc takes one string, so the second text of a pair was ignored).
 `mlflow models serve` (each logged model carries a signature and an input example):
 - extractive QA: `question` and `context` columns -> one answer string per row;
 - multiple choice: `context` and `choices` (a list per row) -> the chosen index per row;
-- sentence pairs: `text` and `text_pair` columns -> a frame with `label` and its probability `score`.
+- sentence pairs: `text` and `text_pair` columns -> a frame with `label` and its probability `score`;
+- a model logged as its changed weights (`tracking.log_weights: changed`) of any head, rebuilt from
+  its base model when loaded: single texts in `text` -> `label` and `score`; words in `tokens` (a list
+  per row) -> `tags` (a list per row).
 The artifact is the save_pretrained folder plus `task.json`, the task declaration used for decoding.
 """
 
@@ -50,8 +53,9 @@ class TaskModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from intertask import modeling
         from intertask.tasks.types import task_type
+        from intertask.tracking.weights import materialize
 
-        folder = Path(context.artifacts[ARTIFACT])
+        folder = materialize(Path(context.artifacts[ARTIFACT]))  # a model logged as its changed weights
         spec, self.max_length = read_task(folder)
         self.task = task_type(spec)
         self.tokenizer = modeling.load_tokenizer(str(folder))
@@ -67,8 +71,12 @@ class TaskModel(mlflow.pyfunc.PythonModel):
             examples = [Example(i, (r.question, r.context), ()) for i, r in enumerate(rows)]
         elif self.task.head == "multiple_choice":
             examples = [Example(i, (r.context, *r.choices), 0) for i, r in enumerate(rows)]
-        else:  # a sentence pair
+        elif self.task.head == "token_classification":
+            examples = [Example(i, tuple(r.tokens), (0,) * len(r.tokens)) for i, r in enumerate(rows)]
+        elif "text_pair" in frame:
             examples = [Example(i, (r.text, r.text_pair), 0) for i, r in enumerate(rows)]
+        else:
+            examples = [Example(i, (r.text,), 0) for i, r in enumerate(rows)]
         data = ExampleSet(self.task.name, "", "predict", "predict", tuple(examples), (), "", len(examples))
         encoded = self.task.encode(data, self.tokenizer, self.max_length)
         outputs = predict_outputs(
@@ -76,6 +84,9 @@ class TaskModel(mlflow.pyfunc.PythonModel):
         )
         if self.task.head in ("question_answering", "multiple_choice"):
             return self.task.decode(outputs, encoded, data)
+        if self.task.head == "token_classification":
+            tags = self.task.decode(outputs, encoded, data)
+            return pd.DataFrame({"tags": [[self.task.spec.labels[i] for i in row] for row in tags]})
         logits = np.stack(outputs)
         probabilities = np.exp(logits - logits.max(1, keepdims=True))
         probabilities /= probabilities.sum(1, keepdims=True)
@@ -90,8 +101,9 @@ def is_pair_classification(folder: Path) -> bool:
     return spec.type == "classification" and len(spec.text_fields) == 2
 
 
-def input_example(folder: Path, head: str) -> pd.DataFrame:
-    """A one-row input of the model's kind, logged with it (and its signature inferred from it)."""
+def input_example(folder: Path, head: str, pyfunc: bool = False) -> pd.DataFrame:
+    """A one-row input of the model's kind, logged with it (and its signature inferred from it);
+    `pyfunc`: served by TaskModel, which reads single texts from `text` and words from `tokens`."""
     if head == "question_answering":
         return pd.DataFrame(
             {"question": ["Where is the Eiffel Tower?"], "context": ["The Eiffel Tower is in Paris."]}
@@ -103,5 +115,7 @@ def input_example(folder: Path, head: str) -> pd.DataFrame:
     if head == "sequence_classification" and is_pair_classification(folder):
         return pd.DataFrame({"text": ["A man is playing a guitar."], "text_pair": ["Someone plays music."]})
     if head == "token_classification":
+        if pyfunc:
+            return pd.DataFrame({"tokens": [["Marie", "Curie", "worked", "in", "Paris", "."]]})
         return pd.DataFrame({"inputs": ["Marie Curie worked in Paris."]})
-    return pd.DataFrame({"inputs": ["A fine, moving film."]})
+    return pd.DataFrame({"text" if pyfunc else "inputs": ["A fine, moving film."]})

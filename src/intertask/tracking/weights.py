@@ -1,0 +1,132 @@
+"""Logging a trained model as the weights that changed from its base model (`tracking.log_weights:
+changed`), and putting the whole model back together when it is loaded.
+
+A stage that freezes the word embeddings (96M of multilingual-e5-small's 118M parameters) or trains a
+PEFT adapter (merged into a few projection matrices) leaves most tensors bit-identical to the base
+model's. The logged folder keeps every tensor that differs (exact comparison: nothing is rounded) in
+`changed.safetensors` and, in `base.json`, the base model's name, which base tensor each omitted one
+is, and a SHA-256 of those base tensors' bytes. Loading fetches the base model (the hub, a local folder
+or an offline model, as training did), checks the digest -- a different base gives a clear error, never
+a silently different model -- and builds the whole model once into the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from intertask import models
+from intertask.errors import ModelError, Problem
+
+BASE_FILE = "base.json"
+CHANGED_FILE = "changed.safetensors"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def base_tensors(base: str) -> dict[str, torch.Tensor]:
+    """The base model's own tensors, as training loaded them (hub id, folder or offline name)."""
+    from transformers import AutoModel
+
+    from intertask.modeling import quiet_transformers
+
+    quiet_transformers()
+    return AutoModel.from_pretrained(models.resolve(base)).state_dict()
+
+
+def _base_key(key: str, base: dict[str, torch.Tensor]) -> str | None:
+    """The base tensor a trained model's tensor started as: the same name, or the name under the head
+    model's encoder prefix (`roberta.encoder...` is the base model's `encoder...`)."""
+    for candidate in (key, key.split(".", 1)[-1]):
+        if candidate in base:
+            return candidate
+    return None
+
+
+def _digest(tensors: list[tuple[str, torch.Tensor]]) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(tensors, key=lambda item: item[0]):
+        h.update(name.encode())
+        h.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def slim_copy(folder: Path, base: str, out: Path) -> dict[str, int]:
+    """`folder` (a saved model) copied to `out` with only the tensors that differ from `base`'s;
+    returns the tensor counts and bytes kept and omitted."""
+    trained = load_file(folder / WEIGHTS_FILE)
+    reference = base_tensors(base)
+    kept, omitted = {}, {}
+    for key, tensor in trained.items():
+        match = _base_key(key, reference)
+        same = match is not None and reference[match].shape == tensor.shape
+        if same and reference[match].dtype == tensor.dtype and torch.equal(reference[match], tensor):
+            omitted[key] = match
+        else:
+            kept[key] = tensor
+    shutil.copytree(folder, out, ignore=shutil.ignore_patterns(WEIGHTS_FILE), dirs_exist_ok=True)
+    save_file({k: v.contiguous() for k, v in kept.items()}, out / CHANGED_FILE, metadata={"format": "pt"})
+    digest = _digest([(match, reference[match]) for match in omitted.values()])
+    (out / BASE_FILE).write_text(
+        json.dumps({"base": base, "omitted": omitted, "sha256": digest}, indent=1, sort_keys=True)
+    )
+
+    def size(tensors) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    return {
+        "tensors_kept": len(kept),
+        "tensors_omitted": len(omitted),
+        "bytes_kept": size(kept.values()),
+        "bytes_omitted": size(trained[k] for k in omitted),
+    }
+
+
+def is_slim(folder: Path) -> bool:
+    return (folder / BASE_FILE).is_file() and (folder / CHANGED_FILE).is_file()
+
+
+def materialize(folder: Path) -> Path:
+    """The whole model of a slim folder (base + changed tensors), built once into the cache (the slim
+    folder is left as it is: it may be about to be uploaded); a whole folder is returned as it is."""
+    if not is_slim(folder):
+        return folder
+    h = hashlib.sha256((folder / BASE_FILE).read_bytes())
+    h.update((folder / CHANGED_FILE).read_bytes())
+    target = models.cache_root() / "whole-models" / h.hexdigest()[:32]
+    if (target / WEIGHTS_FILE).is_file():
+        return target
+    saved = json.loads((folder / BASE_FILE).read_text())
+    reference = base_tensors(saved["base"])
+    missing = sorted(set(saved["omitted"].values()) - set(reference))
+    found = [(m, reference[m]) for m in saved["omitted"].values() if m in reference]
+    if missing or _digest(found) != saved["sha256"]:
+        problem = f"tensors missing: {missing[:3]}" if missing else "its tensors differ (SHA-256)"
+        raise ModelError(
+            [
+                Problem(
+                    str(folder / BASE_FILE),
+                    "base",
+                    f"the base model this model was logged against is not the one found: {problem}",
+                    saved["base"],
+                    "the base model (same revision) the stage trained from",
+                )
+            ]
+        )
+    whole = load_file(folder / CHANGED_FILE) | {k: reference[m] for k, m in saved["omitted"].items()}
+    staging = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(CHANGED_FILE))
+    save_file(
+        {k: v.contiguous() for k, v in whole.items()}, staging / WEIGHTS_FILE, metadata={"format": "pt"}
+    )
+    try:
+        staging.rename(target)
+    except OSError:  # another process built it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
