@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from intertask import cli, tracking
 
-from .conftest import REPO
+from .conftest import REPO, main_against
 
 LANGUAGES = ["en", "de", "fr", "ja"]
 
@@ -35,15 +35,6 @@ def _artifacts(client, run_id: str, path: str = "") -> set[str]:
     return out
 
 
-def _main_against(server: str, config) -> None:
-    """`intertask main CONFIG` with MLFLOW_TRACKING_URI set to the server for this call only."""
-    os.environ["MLFLOW_TRACKING_URI"] = server
-    try:
-        assert cli.main(["main", str(config)]) == 0
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
-
-
 @pytest.fixture(scope="module")
 def study(tiny_model, mlflow_server, tmp_path_factory):
     """`intertask main` once against the server; returns (client, runs, config path, registered names)."""
@@ -56,7 +47,7 @@ def study(tiny_model, mlflow_server, tmp_path_factory):
         evaluation={"languages": LANGUAGES},
         tracking={"system_metrics_interval_seconds": 1},  # short stages still get samples
     )
-    _main_against(mlflow_server, config)
+    main_against(mlflow_server, config)
     client = MlflowClient(mlflow_server)
     names = {
         chain: tracking.registered_name("e2e", str(tiny_model), chain.split("-"))
@@ -134,6 +125,14 @@ def test_main_builds_the_run_tree(study):
         "baseline": ["evaluate", "finetune"],
     }
     assert len(runs) == 1 + 2 + 5
+    # named by what the arm does (its first job, the intermediate stage, has no target of its own)
+    assert {r.info.run_name for r in arms.values()} == {"arm baseline", "arm transfer: xnli"}
+    # each arm carries its scores, the transfer arm its gain over the baseline arm, for the UI's comparison
+    key = "pawsx/pawsx/test/en/accuracy"
+    base, transfer = arms["baseline"].data.metrics, arms["transfer"].data.metrics
+    assert f"gain_vs_baseline/{key}" not in base
+    gain = transfer[f"score/{key}"] - base[f"score/{key}"]
+    assert transfer[f"gain_vs_baseline/{key}"] == pytest.approx(gain)
 
 
 def test_metric_keys_for_every_language(study):
@@ -437,7 +436,7 @@ def xtreme_study(tiny_model, mlflow_server, tmp_path_factory):
         },
         probes=[{"task": "tatoeba", "languages": ["fr", "de"], "max_examples": 30}],
     )
-    _main_against(mlflow_server, config)
+    main_against(mlflow_server, config)
     client = MlflowClient(mlflow_server)
     return client, _runs(client, "xtreme-e2e"), config
 

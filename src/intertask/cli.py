@@ -204,7 +204,8 @@ def _run_entry(args) -> int:
             _print_evaluation(cfg, stages.evaluate(ws, cfg.evaluation.model))
     finally:
         ws.close()
-    print(f"\ntracking store: {tracking.tracking_uri(cfg)}\nbrowse the runs: {tracking.ui_command()}")
+    page = tracking.ui_command(ws.experiment_id)
+    print(f"\ntracking store: {tracking.tracking_uri(cfg)}\nbrowse the runs: {page}")
     return 0
 
 

@@ -148,6 +148,50 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
     ):
         values[f"xtreme/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.score}"] = r.value
     tracking.log_metrics(values)
+    _log_arm_metrics(built.scores, outcomes)
+
+
+ARM_KEYS = ["target", "task", "split", "language", "metric"]
+
+
+def arm_metrics(scores: pd.DataFrame) -> dict[tuple[str, str, int], dict[str, float]]:
+    """Per arm (model, intermediate, seed): its scores, keyed score/<target>/<task>/<split>/<language>/
+    <metric>, and for a transfer arm its gain over the baseline arm of the same model and seed
+    (gain_vs_baseline/...), so that comparing arms in the MLflow UI lines them up. One seed's
+    difference: the report's gains, with their intervals, are on the parent run."""
+    if scores.empty:
+        return {}
+    baseline = scores[scores.intermediate == NONE].set_index(["model", "seed", *ARM_KEYS]).value
+    out = {}
+    for (model, intermediate, seed), group in scores.groupby(["model", "intermediate", "seed"], sort=False):
+        values = {}
+        for row in group.itertuples():
+            parts = tuple(getattr(row, k) for k in ARM_KEYS)
+            key = "/".join(_part(str(p)) for p in parts)
+            values[f"score/{key}"] = row.value
+            if intermediate != NONE and (model, seed, *parts) in baseline.index:
+                values[f"gain_vs_baseline/{key}"] = row.value - baseline.loc[(model, seed, *parts)]
+        out[(model, intermediate, int(seed))] = values
+    return out
+
+
+def _log_arm_metrics(scores: pd.DataFrame, outcomes: dict) -> None:
+    """Each arm run that evaluated something in this study gets arm_metrics (reused evaluations' arms
+    have theirs already)."""
+    per_arm = arm_metrics(scores)
+    client = tracking.client()
+    for outcome in outcomes.values():
+        if outcome.kind != "evaluate" or outcome.reused:
+            continue
+        tags = client.get_run(outcome.run_id).data.tags
+        arm = tags.get("mlflow.parentRunId")
+        cell = (
+            tags.get(f"{CELL_TAG}model", ""),
+            tags.get(f"{CELL_TAG}intermediate", NONE),
+            int(tags.get(f"{CELL_TAG}seed", 0) or 0),
+        )
+        if arm and cell in per_arm:
+            tracking.log_run_metrics(arm, per_arm[cell])
 
 
 def _part(label: str) -> str:

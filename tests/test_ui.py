@@ -1,0 +1,173 @@
+"""The MLflow UI in a real browser: Playwright for Python driving Debian's `chromium` on a finished tiny
+study (TINY_STUDY, its own experiment on the session's real `mlflow server`). Skipped, saying why, when Playwright is not
+installed or no Chromium starts. Screenshots go to $INTERTASK_UI_SCREENSHOTS (default: a temporary
+folder, printed); README's two come from
+
+    INTERTASK_UI_SCREENSHOTS=docs/images HF_HUB_OFFLINE=1 .venv/bin/python -m pytest tests/test_ui.py
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from intertask import tracking
+
+from .conftest import main_against, write_experiment
+
+EXPAND = 'button[data-component-id$="runnamecellrenderer.tsx_46"]'  # a parent run's +/- in the runs table
+TIMEOUT_MS = 60_000  # a cold UI on a busy 2-core machine
+
+
+def _chromium() -> str | None:
+    return (
+        os.environ.get("INTERTASK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; or set INTERTASK_CHROMIUM)")
+    with sync_api.sync_playwright() as p:
+        try:
+            launched = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        except Exception as error:  # noqa: BLE001 -- any failure to start means: no browser here
+            pytest.skip(f"Chromium at {executable} did not start: {str(error).splitlines()[0]}")
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def study(browser, tiny_model, mlflow_server, tmp_path_factory):
+    """The study the pages show (after the browser fixture: nothing runs when the test skips);
+    returns (client, runs, registered names by task chain)."""
+    from mlflow.tracking import MlflowClient
+
+    config = write_experiment(
+        tmp_path_factory.mktemp("ui-study"),
+        tiny_model,
+        "ui",
+        evaluation={"languages": ["en", "de", "fr", "ja"]},
+        tracking={"system_metrics_interval_seconds": 1},  # short stages still get samples
+    )
+    main_against(mlflow_server, config)
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("ui").experiment_id
+    names = {c: tracking.registered_name("ui", str(tiny_model), c.split("-")) for c in ("xnli-pawsx",)}
+    return client, client.search_runs([experiment], max_results=100), names
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("INTERTASK_UI_SCREENSHOTS") or tmp_path_factory.mktemp("ui-screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"UI screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 820})
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    page.close()
+
+
+def _open(page, url: str, wait_for: str) -> None:
+    page.goto(url, wait_until="load")
+    page.get_by_text(wait_for, exact=True).first.wait_for()
+    close = page.get_by_role("button", name="Close")  # the assistant's side panel, open on first visit
+    if close.count():
+        close.first.click()
+
+
+def _by_stage(runs, stage: str) -> list:
+    return [r for r in runs if r.data.tags.get("intertask.stage") == stage]
+
+
+def _run_page(server: str, run) -> str:
+    return f"{server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
+
+
+def test_the_experiment_link_opens_the_run_tree_in_the_model_training_view(study, mlflow_server, page, shots):
+    """The link intertask prints opens the experiment on its runs (not MLflow 3's GenAI overview); the
+    parent run holds its arms, each arm its stages."""
+    client, runs, _ = study
+    (parent,) = _by_stage(runs, "main")
+    page.goto(tracking.experiment_page(mlflow_server, parent.info.experiment_id), wait_until="load")
+    page.get_by_text("main ui", exact=True).wait_for()
+    assert "workflowType=machine_learning" in page.url and "/runs" in page.url
+    assert page.get_by_text("No data available for the selected time range").count() == 0  # GenAI's
+    close = page.get_by_role("button", name="Close")
+    if close.count():
+        close.first.click()
+    page.locator("[role=row]", has_text="main ui").locator(EXPAND).click()
+    for arm in ("arm baseline", "arm transfer: xnli"):
+        page.locator("[role=row]", has_text=arm).locator(EXPAND).click()
+    page.get_by_text("intermediate xnli (en)").wait_for()
+    names = page.locator("[role=row] [col-id='attributes.`Run Name`']").all_inner_texts()
+    shown = [n.splitlines()[-1] for n in names[1:]]  # past the header; a name follows its colour label
+    assert shown[:2] == ["main ui", "arm baseline"]
+    assert sorted(shown) == sorted(
+        ["main ui", "arm baseline", "arm transfer: xnli", "intermediate xnli (en)"]
+        + ["finetune pawsx (en)", "evaluate pawsx"] * 2
+    )
+    page.screenshot(path=str(shots / "run-tree.png"))
+
+
+def test_the_parent_run_page_shows_the_headline_gains(study, mlflow_server, page, shots):
+    client, runs, _ = study
+    (parent,) = _by_stage(runs, "main")
+    _open(page, _run_page(mlflow_server, parent), "main ui")
+    page.get_by_text("Show more", exact=True).first.click()  # the description, folded after two lines
+    table = page.locator("table", has_text="95 % interval").first
+    table.wait_for(state="visible")
+    assert "xnli" in table.inner_text() and "pawsx" in table.inner_text()
+    page.screenshot(path=str(shots / "parent-run.png"))
+
+
+def test_a_stage_page_shows_its_datasets_system_metrics_and_model(study, mlflow_server, page, shots):
+    client, runs, names = study
+    (transfer,) = [
+        r for r in _by_stage(runs, "finetune") if r.data.tags["intertask.task_chain"] == "xnli-pawsx"
+    ]
+    _open(page, _run_page(mlflow_server, transfer), "finetune pawsx (en)")
+    page.get_by_text("System metrics (").first.wait_for()
+    body = page.inner_text("body")
+    assert "system/cpu_utilization_percentage" in body
+    assert "pawsx/en/train" in body  # the Datasets box (validation set behind its +1)
+    assert "Logged models (1)" in body and names["xnli-pawsx"] in body  # the model, registered
+    assert transfer.data.tags["mlflow.note.content"].split(";")[0] in body  # the description
+    page.screenshot(path=str(shots / "stage-run.png"), full_page=True)
+
+
+def test_the_registered_model_page_shows_its_alias(study, mlflow_server, page, shots):
+    _, _, names = study
+    _open(page, f"{mlflow_server}/#/models/{names['xnli-pawsx']}?workflowType=machine_learning", "Version 1")
+    row = page.locator("tr, [role=row]", has_text="Version 1").first
+    assert "target" in row.inner_text()  # the alias column (and the intertask.stage tag)
+    assert "@" in page.inner_text("body") or "Aliases" in page.inner_text("body")
+    page.screenshot(path=str(shots / "registered-model.png"))
+
+
+def test_comparing_the_two_arms_shows_scores_and_the_gain(study, mlflow_server, page, shots):
+    client, runs, _ = study
+    arms = sorted(_by_stage(runs, "arm"), key=lambda r: r.info.run_name)  # baseline, transfer
+    ids = json.dumps([r.info.run_id for r in arms])
+    experiment = json.dumps([arms[0].info.experiment_id])
+    url = f"{mlflow_server}/#/compare-runs?runs={ids}&experiments={experiment}&workflowType=machine_learning"
+    _open(page, url, "Run details")
+    body = page.inner_text("body")
+    key = "pawsx/pawsx/test/en/accuracy"
+    assert f"gain_vs_baseline/{key}" in body and f"score/{key}" in body
+    assert "arm baseline" in body and "arm transfer: xnli" in body
+    for section in ("Visualizations", "Parameters"):  # folded: the metrics come up
+        page.get_by_text(section, exact=True).first.click()
+    page.get_by_text(f"gain_vs_baseline/{key}").first.wait_for(state="visible")
+    page.set_viewport_size({"width": 1400, "height": 1250})
+    page.screenshot(path=str(shots / "arm-comparison.png"))
