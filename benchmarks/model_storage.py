@@ -6,11 +6,13 @@ For each choice the study runs from scratch into its own store (SQLite + local a
 
     python benchmarks/model_storage.py --study pipelines/demo.yaml --policies all final none
     python benchmarks/model_storage.py --study pipelines/offline_phang2020.yaml \\
-        --policies registered final none -- training.epochs=1 evaluation.max_examples=20 ...
+        --policies registered registered+changed final none -- training.epochs=1 ...
+    python benchmarks/model_storage.py --measure DIR   # a store some earlier run wrote (DIR/mlflow.db)
 
-Overrides after `--` shrink the training and evaluation data only: a stage's artifacts (a model, its
-tables and plots) do not depend on how many examples trained it. Writes <workdir>/storage.csv (one row
-per run) and prints the per-stage and per-study table.
+A policy is a `tracking.log_models` choice, `+changed` adding `tracking.log_weights: changed`.
+Overrides after `--` shrink the training data only: a stage's model, tables and plots do not depend
+on how many examples trained it (evaluation sets, whose per-example tables are logged, are kept).
+Writes <workdir>/storage.csv (one row per run) and prints the per-stage and per-study table.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ def _bytes(folder: Path) -> int:
 def run_study(config: Path, policy: str, store: Path, overrides: list[str]) -> float:
     store.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "HF_HUB_OFFLINE": "1"}
-    register = "true" if policy != "none" else "false"
+    choice, _, weights = policy.partition("+")
+    register = "true" if choice != "none" else "false"
     command = [sys.executable, "-m", "intertask", "main", str(config.resolve()), *overrides]
-    command += [f"tracking.log_models={policy}", f"tracking.register_models={register}"]
+    command += [f"tracking.log_models={choice}", f"tracking.register_models={register}"]
+    command += [f"tracking.log_weights={weights or 'full'}"]
     start = time.perf_counter()
     subprocess.run(command, cwd=store, env=env, check=True)
     return time.perf_counter() - start
@@ -77,15 +81,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--study", required=True, type=Path)
+    parser.add_argument("--study", type=Path)
+    parser.add_argument("--measure", type=Path, help="only measure this store folder (DIR/mlflow.db)")
     parser.add_argument("--policies", nargs="+", default=["all", "registered", "final", "none"])
     parser.add_argument("--workdir", type=Path, default=Path("storage-benchmark"))
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides (after --)")
     args = parser.parse_args()
+    if args.measure is None and args.study is None:
+        parser.error("give --study (run and measure) or --measure (measure only)")
     tables, totals = [], []
-    for policy in args.policies:
-        store = args.workdir / policy
-        seconds = run_study(args.study, policy, store, args.overrides)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    for policy in ["measured"] if args.measure else args.policies:
+        store = args.measure or args.workdir / policy
+        seconds = 0.0 if args.measure else run_study(args.study, policy, store, args.overrides)
         table = measure(store).assign(policy=policy)
         tables.append(table)
         table["bytes"] = table.model_bytes + table.other_bytes
