@@ -272,3 +272,18 @@ def main_against(server: str, config, *extra: str) -> None:
         assert cli.main(["main", str(config), *extra]) == 0
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
+
+
+def mlflow_run(entry: str, config, server: str, experiment: str, cwd, *params: str):
+    """`mlflow run <this repository> -e ENTRY --env-manager local -P config=CONFIG [-P ...]` against the
+    server, with this environment's python first on PATH (the MLproject commands run `python`)."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": server,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    command = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local"]
+    command += ["--experiment-name", experiment, "-P", f"config={config}"]
+    for param in params:
+        command += ["-P", param]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=cwd)

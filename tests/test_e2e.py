@@ -3,10 +3,6 @@ metric keys for every language, artifacts, registered versions with aliases and 
 from a models:/ URI; the MLproject through `mlflow run`; bad input that leaves nothing behind."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -14,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from intertask import cli, tracking
 
-from .conftest import REPO, main_against
+from .conftest import main_against, mlflow_run
 
 LANGUAGES = ["en", "de", "fr", "ja"]
 
@@ -348,34 +344,13 @@ def test_mlflow_run_uses_the_mlproject(tiny_config, mlflow_server, tmp_path):
         evaluation={"languages": ["en", "de"], "max_examples": 32},
         training={"epochs": 1},
     )
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": mlflow_server,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "run",
-            str(REPO),
-            "-e",
-            "main",
-            "--env-manager",
-            "local",
-            "--experiment-name",
-            "mlproject",
-            "-P",
-            f"config={config}",
-            "-P",
-            "overrides=target.max_examples.train=64 seed=3",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
+    proc = mlflow_run(
+        "main",
+        config,
+        mlflow_server,
+        "mlproject",
+        tmp_path,
+        "overrides=target.max_examples.train=64 seed=3",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(mlflow_server)

@@ -14,7 +14,7 @@ LAYERS = [
     ["config"],
     ["metrics", "hardware", "batching"],
     ["tasks", "data", "models", "resolve"],
-    ["modeling", "encoding", "dropout", "divergence", "leakage", "plots", "significance"],
+    ["modeling", "encoding", "dropout", "divergence", "leakage", "plots", "significance", "transferability"],
     ["training", "evaluation", "adapters", "checkpoints"],
     ["identity"],
     ["tracking", "serving"],
@@ -22,7 +22,7 @@ LAYERS = [
     ["grid", "executors", "tune"],
     ["validate"],
     ["report"],
-    ["collect"],
+    ["collect", "predict"],
     ["pipeline"],
     ["cli", "__main__"],
 ]

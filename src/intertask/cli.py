@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         "report": "the transfer report of a finished study (a parent run, or the whole experiment)",
         "tune": "an Optuna study over one stage's training (tuning: section); start it in N processes to share it",
         "validate": "check a config (and its data files) and print it resolved",
+        "predict": "transferability estimates for every intermediate choice x target of the grid, before training",
     }
     for name, text in help_text.items():
         p = sub.add_parser(name, help=text, description=text)
@@ -142,7 +143,7 @@ def _check_entry(command: str, config_file: str, cfg) -> None:
             None,
             "--model models:/name@alias (or evaluation.model=...)",
         )
-    if command != "main" and cfg.grid is not None:
+    if command not in ("main", "predict") and cfg.grid is not None:
         problems.add(
             config_file,
             "grid",
@@ -151,6 +152,27 @@ def _check_entry(command: str, config_file: str, cfg) -> None:
             "the main entry point (or a config without grid:)",
         )
     problems.raise_if_any()
+
+
+def _predict_command(ws) -> int:
+    import pandas as pd
+
+    from intertask import pipeline, predict
+
+    study = pipeline.plan(ws)
+    known = ws.known_experiment() is not None
+    result = predict.run(ws, pipeline.intermediate_models(ws, study) if known else {})
+    order = predict.ranked(result.estimates)
+    with pd.option_context("display.width", 160, "display.max_rows", 200):
+        for (model, target), frame in order.groupby(["model", "target"], sort=False):
+            table = frame.pivot_table(index="intermediate", columns="estimator", values="rank")
+            print(f"\npredicted rank of each intermediate task for {target} ({model}; 1 = best):")
+            print(table.to_string(float_format=lambda v: f"{v:.0f}"))
+        notes = result.estimates[result.estimates.note != ""].drop_duplicates(["target", "estimator", "note"])
+        for r in notes.itertuples():
+            print(f"note: {r.target} {r.estimator}: {r.note}")
+    print(f"\npredict run {result.run_id}: {len(result.estimates)} estimates in {result.seconds:.1f} s")
+    return 0
 
 
 def _run_entry(args) -> int:
@@ -166,6 +188,8 @@ def _run_entry(args) -> int:
         if args.command == "report":
             return _report_command(ws, args)
         _check_entry(args.command, args.config, cfg)
+        if args.command == "predict":
+            return _predict_command(ws)
         if args.command == "main":
             result = pipeline.run_main(ws, force=tuple(args.force))
             from intertask import report

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from intertask import tracking
+from intertask import predict, tracking
 from intertask.config import NONE, ExperimentConfig
-from intertask.identity import CELL_TAG, cell_tags
+from intertask.identity import CELL_TAG, cell_tags, metric_part
 from intertask.metrics import EXAMPLES_ARTIFACT
 from intertask.report import TABLES, Report, assemble
 
 
-def from_outcomes(cfg: ExperimentConfig, outcomes: list, ws=None) -> Report:
+def from_outcomes(cfg: ExperimentConfig, outcomes: list, ws=None, estimates=None) -> Report:
     """The report of a study from its job outcomes: cells, tables and per-example statistics as the
-    pipeline holds them; only outcomes reused from earlier runs are read from the store."""
+    pipeline holds them; only outcomes reused from earlier runs are read from the store. `estimates`:
+    this study's transferability estimates (else the experiment's newest `predict` run's, if any)."""
     from intertask.stages import embed_texts
 
     client = tracking.client()
@@ -47,7 +48,9 @@ def from_outcomes(cfg: ExperimentConfig, outcomes: list, ws=None) -> Report:
         if o.kind in ("probe", "intermediate", "finetune")
         for frame in _probe_rows(client, o, cell_of(o))
     ]
-    return assemble(cfg, evaluations, probe_frames, ws, embed_texts)
+    if estimates is None and ws is not None and ws.known_experiment() is not None:
+        estimates = predict.latest(ws.experiment())
+    return assemble(cfg, evaluations, probe_frames, ws, embed_texts, estimates)
 
 
 def _probe_rows(client, outcome, cell: dict) -> list[pd.DataFrame]:
@@ -127,7 +130,7 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
     values = {}
     for r in built.gains.itertuples():
         values[
-            f"gain/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
+            f"gain/{metric_part(r.model)}/{metric_part(r.intermediate)}/{metric_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
         ] = r.gain
     for r in (
         built.scores.groupby(
@@ -138,7 +141,7 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
         .itertuples()
     ):
         values[
-            f"score/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
+            f"score/{metric_part(r.model)}/{metric_part(r.intermediate)}/{metric_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
         ] = r.value
     for r in (
         built.xtreme.groupby(["model", "intermediate", "target", "score"], sort=False)
@@ -146,7 +149,11 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
         .reset_index()
         .itertuples()
     ):
-        values[f"xtreme/{_part(r.model)}/{_part(r.intermediate)}/{_part(r.target)}/{r.score}"] = r.value
+        values[
+            f"xtreme/{metric_part(r.model)}/{metric_part(r.intermediate)}/{metric_part(r.target)}/{r.score}"
+        ] = r.value
+    for r in built.estimators.itertuples():
+        values[f"estimator/{metric_part(r.model)}/{r.target}/{r.estimator}/{r.score}"] = r.value
     tracking.log_metrics(values)
     _log_arm_metrics(built.scores, outcomes)
 
@@ -167,7 +174,7 @@ def arm_metrics(scores: pd.DataFrame) -> dict[tuple[str, str, int], dict[str, fl
         values = {}
         for row in group.itertuples():
             parts = tuple(getattr(row, k) for k in ARM_KEYS)
-            key = "/".join(_part(str(p)) for p in parts)
+            key = "/".join(metric_part(str(p)) for p in parts)
             values[f"score/{key}"] = row.value
             if intermediate != NONE and (model, seed, *parts) in baseline.index:
                 values[f"gain_vs_baseline/{key}"] = row.value - baseline.loc[(model, seed, *parts)]
@@ -192,15 +199,6 @@ def _log_arm_metrics(scores: pd.DataFrame, outcomes: dict) -> None:
         )
         if arm and cell in per_arm:
             tracking.log_run_metrics(arm, per_arm[cell])
-
-
-def _part(label: str) -> str:
-    """A label as a metric-key part: MLflow keys allow letters, digits, _ - . / and space; a zero-shot
-    cell (no target) reads "zero-shot"."""
-    from pathlib import Path
-
-    short = Path(label).name if "/" in label else label
-    return "".join(c if c.isalnum() or c in "_-." else "." for c in short) or "zero-shot"
 
 
 def search_all(client, experiment: str, query: str) -> list:

@@ -67,13 +67,14 @@ def cells(cfg: ExperimentConfig) -> list[Cell]:
     targets = grid.target if grid and grid.target else ((cfg.target.task,) if cfg.target else (None,))
     model_names = grid.models if grid and grid.models else (cfg.model.name_or_path,)
     seeds = grid.seeds if grid and grid.seeds else (cfg.seed,)
+    excluded = {tuple(pair) for pair in grid.exclude} if grid else set()
     out = [
         Cell(m, c, t, s)
         for m in model_names
         for c in choices
         for t in targets
         for s in seeds
-        if c or t is not None
+        if (c or t is not None) and ("+".join(c) or NONE, t) not in excluded
     ]  # no intermediate and no target: nothing to train
     return out
 

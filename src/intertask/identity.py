@@ -89,3 +89,12 @@ def training_inputs(config: ExperimentConfig, kind: str) -> dict:
         "split_seed": config.split_seed,
         "code": code_version(),
     }
+
+
+def metric_part(label: str) -> str:
+    """A label as a metric-key part: MLflow keys allow letters, digits, _ - . / and space; a zero-shot
+    cell (no target) reads "zero-shot"."""
+    from pathlib import Path
+
+    short = Path(label).name if "/" in label else label
+    return "".join(c if c.isalnum() or c in "_-." else "." for c in short) or "zero-shot"

@@ -23,6 +23,8 @@ import platform
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pandas as pd
+
 from intertask import grid, resolve, tracking
 from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
 from intertask.errors import DataError, Problem
@@ -229,6 +231,12 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     cfg = ws.cfg
     study = plan(ws)
     done_before = "all" not in force and ws.known_experiment() is not None
+    foresight = None
+    if cfg.predict.before_training or cfg.predict.train_top_k:
+        foresight = _predict_first(ws, study, done_before)
+        if foresight.skipped:  # train_top_k: the grid without the choices ranked below the top k
+            ws = replace(ws, cfg=foresight.config)
+            cfg, study = ws.cfg, plan(ws)
     ready = _finished_jobs(ws, study, force) if done_before else {}
     check_models([job for job in study.jobs if job.id not in ready])  # a study all done needs none
     experiment = ws.experiment()
@@ -251,11 +259,17 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
             )
             tracking.log_config(cfg, ws.config_file)
             tracking.log_provenance()
+        if foresight is not None:
+            _log_foresight(ws, foresight, parent)
         outcomes = _run_jobs(ws, study, parent, ready)
         inputs = report_inputs(cfg, outcomes)
         earlier = _earlier_report(experiment, inputs, outcomes)
         built = (
-            collect.load(earlier) if earlier else collect.from_outcomes(cfg, list(outcomes.values()), ws=ws)
+            collect.load(earlier)
+            if earlier
+            else collect.from_outcomes(
+                cfg, list(outcomes.values()), ws=ws, estimates=foresight.estimates if foresight else None
+            )
         )
         if earlier == parent:  # a re-run of a finished study: its report is there already
             tracking.close_run(parent, "FINISHED")
@@ -271,6 +285,81 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     finally:
         if status != "FINISHED":
             tracking.close_run(parent, status)
+
+
+@dataclass(frozen=True)
+class Foresight:
+    """`predict` before training: the estimates, and with train_top_k the narrowed config."""
+
+    estimates: pd.DataFrame
+    seconds: float
+    config: ExperimentConfig
+    skipped: tuple[tuple[str, str], ...] = ()  # (intermediate, target) pairs not trained
+
+
+def intermediate_models(ws: Workspace, study: Plan) -> dict[tuple[str, str], list[str]]:
+    """(model, intermediate label) -> references of this study's finished intermediate stages that
+    logged their model (found by content key: the same config, data and code)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    if ws.known_experiment() is None:
+        return out
+    for job in study.jobs:
+        if job.kind == "intermediate":
+            found = tracking.finished_stage(ws.experiment(), study.keys[job.id])
+            if found is not None and tracking.holds_model(found):
+                label = job.cell.intermediate_label
+                out.setdefault((job.cell.model, label), []).append(tracking.reference_of(found))
+    return out
+
+
+def _predict_first(ws: Workspace, study: Plan, done_before: bool) -> Foresight:
+    import time
+
+    from intertask import predict
+
+    cfg = ws.cfg
+    start = time.perf_counter()
+    estimates = predict.estimate(ws, intermediate_models(ws, study) if done_before else {})
+    seconds = time.perf_counter() - start
+    k = cfg.predict.train_top_k
+    if not k:
+        return Foresight(estimates, seconds, cfg)
+    by = cfg.predict.rank_by
+    rows = estimates[estimates.estimator == by]
+    if rows.empty or rows.value.isna().any():
+        missing = sorted(set(rows[rows.value.isna()].target)) or ["every target"]
+        raise DataError(
+            [
+                Problem(
+                    "<config>",
+                    "predict.rank_by",
+                    f"no {by} estimate for {', '.join(missing)} before training",
+                    by,
+                    "an estimator computed without training (embedding_similarity, vocabulary_overlap, "
+                    "neg_js_divergence, neg_mmd), or logme_intermediate once the intermediate models exist",
+                )
+            ]
+        )
+    kept = predict.top_k(estimates, by, k)
+    pairs = {
+        (label, target) for _, label, target in ((m, "+".join(i), t) for m, i, t in predict.triples(cfg))
+    }
+    keep = {(label, target) for (_, target), labels in kept.items() for label in labels}
+    skipped = tuple(sorted(pairs - keep))
+    narrowed = replace(cfg, grid=replace(cfg.grid, exclude=tuple(cfg.grid.exclude) + skipped))
+    return Foresight(estimates, seconds, narrowed, skipped)
+
+
+def _log_foresight(ws: Workspace, foresight: Foresight, parent: str) -> None:
+    from intertask import predict
+
+    predict.log(ws, foresight.estimates, foresight.seconds, parent)
+    if foresight.skipped:
+        k, by = ws.cfg.predict.train_top_k, ws.cfg.predict.rank_by
+        lines = [f"{i} -> {t}: not among the top {k} by {by}" for i, t in foresight.skipped]
+        with tracking.logging_to(parent):
+            tracking.log_text("\n".join(lines) + "\n", "predict/skipped.txt")
+            tracking.log_metrics({"predict/skipped_pairs": len(foresight.skipped)})
 
 
 def report_inputs(cfg: ExperimentConfig, outcomes: dict[str, Outcome]) -> str:

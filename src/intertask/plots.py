@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
@@ -181,3 +183,23 @@ def tuning_figures(study) -> dict:
             except (RuntimeError, ValueError):
                 pass
     return figures
+
+
+def estimator_ranks(ranked: pd.DataFrame):
+    """One panel per (model, target): the rank each estimator gives each intermediate choice (1 = the
+    one it predicts helps most), so that estimators that agree read as equal columns."""
+    panels = list(ranked.groupby(["model", "target"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    for ax, ((model, target), frame) in zip(axes[0], panels, strict=True):
+        table = frame.pivot_table(index="intermediate", columns="estimator", values="rank", sort=False)
+        values = table.to_numpy(float)
+        ax.imshow(values, cmap="viridis_r", aspect="auto", vmin=1, vmax=max(2, np.nanmax(values)))
+        ax.set_xticks(range(table.shape[1]), table.columns, rotation=40, ha="right", fontsize=7)
+        ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
+        for (i, j), value in np.ndenumerate(values):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8, color="white")
+        ax.set_title(f"{target} ({Path(model).name})", fontsize=9)
+    fig.suptitle("predicted rank of each intermediate task (1 = best)", fontsize=10)
+    fig.tight_layout()
+    return fig

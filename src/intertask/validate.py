@@ -114,6 +114,16 @@ def _check_grid(cfg: ExperimentConfig, catalog: TaskCatalog, file: str, problems
             checker.add(
                 where, "retrieval tasks are not trained", name, "a classification, tagging, QA or choice task"
             )
+    labels = {c if isinstance(c, str) else "+".join(c) for c in cfg.grid.intermediate}
+    targets = set(cfg.grid.target) or ({cfg.target.task} if cfg.target else set())
+    for i, (intermediate, target) in enumerate(p for p in cfg.grid.exclude if len(p) == 2):
+        if intermediate not in labels or target not in targets:
+            checker.add(
+                f"grid.exclude[{i}]",
+                "not a pair of the grid",
+                [intermediate, target],
+                f"an intermediate of {sorted(labels)} and a target of {sorted(targets)}",
+            )
     for i, model in enumerate(cfg.grid.models):
         _Checker(replace(cfg, model=replace(cfg.model, name_or_path=model)), catalog, file, problems).model()
         if len(problems.items) > before and problems.items[-1].where == "model.name_or_path":

@@ -380,9 +380,16 @@ class GridConfig:
     target: tuple[str, ...] = ()  # target tasks (default: target.task)
     seeds: tuple[int, ...] = ()  # seeds (default: seed); data splits stay those of the experiment seed
     model_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # report: group -> models
+    # [intermediate, target] pairs of the cross product left out (the intermediate as in `intermediate`,
+    # a mix joined by "+"); `predict.train_top_k` adds the pairs it skips
+    exclude: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         c = FieldChecks()
+        for pair in self.exclude:
+            c.require(
+                len(pair) == 2, "exclude", "not an [intermediate, target] pair", list(pair), "two names"
+            )
         for name in ("models", "intermediate", "target", "seeds"):
             values = [v if isinstance(v, str | int) else tuple(v) for v in getattr(self, name)]
             c.require(
@@ -392,6 +399,30 @@ class GridConfig:
                 list(values),
                 "distinct values",
             )
+        c.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictConfig:
+    before_training: bool = False  # `main` runs `predict` first; the report scores its estimates
+    # `main` trains only the k intermediate choices per target that `rank_by` ranks best (and the
+    # baseline), logging which it skipped; implies before_training
+    train_top_k: int | None = None
+    rank_by: Literal[
+        "embedding_similarity", "vocabulary_overlap", "neg_js_divergence", "neg_mmd", "logme_intermediate"
+    ] = "embedding_similarity"
+    max_examples: int = 500  # training examples per task the estimators read
+
+    def __post_init__(self) -> None:
+        c = FieldChecks()
+        c.require(
+            self.train_top_k is None or self.train_top_k >= 1,
+            "train_top_k",
+            "must be positive",
+            self.train_top_k,
+            ">= 1",
+        )
+        c.require(self.max_examples >= 10, "max_examples", "too few", self.max_examples, ">= 10")
         c.done()
 
 
@@ -490,6 +521,7 @@ class ExperimentConfig:
     grid: GridConfig | None = None  # lists of models x intermediate choices x targets x seeds
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # in-process, or Ray
     report: ReportConfig = field(default_factory=ReportConfig)  # the transfer report after `main`
+    predict: PredictConfig = field(default_factory=PredictConfig)  # transferability estimates (`predict`)
     tuning: TuningConfig | None = None  # the `tune` entry point: an Optuna study over one stage
     # task -> training fields for any stage that trains it, merged over that stage's training (e.g.
     # XTREME's xnli: {epochs: 2}, udpos: {epochs: 10}); part of the stage, so of its content key

@@ -22,6 +22,7 @@ from __future__ import annotations
 import pandas as pd
 
 from intertask.config import ExperimentConfig
+from intertask.report.estimators import ESTIMATE_COLUMNS, estimator_scores
 from intertask.report.gains import GAIN_COLUMNS, gains_table
 from intertask.report.render import TABLES, figures, render_html, write
 from intertask.report.tables import (
@@ -39,11 +40,13 @@ from intertask.report.tables import (
 )
 
 __all__ = [
+    "ESTIMATE_COLUMNS",
     "GAIN_COLUMNS",
     "SCORE_COLUMNS",
     "TABLES",
     "Report",
     "assemble",
+    "estimator_scores",
     "gains_table",
     "groups_table",
     "render_html",
@@ -54,10 +57,13 @@ __all__ = [
 ]
 
 
-def assemble(cfg: ExperimentConfig, evaluations, probe_frames, ws=None, embed_texts=None) -> Report:
+def assemble(
+    cfg: ExperimentConfig, evaluations, probe_frames, ws=None, embed_texts=None, estimates=None
+) -> Report:
     """The report from data frames: `evaluations` as (cell tags, languages table, per-example statistics
-    or None) per evaluation run, `probe_frames` the retrieval probes' tables. Nothing here reads the
-    tracking store (collect.py does)."""
+    or None) per evaluation run, `probe_frames` the retrieval probes' tables, `estimates` the
+    transferability estimates of `intertask predict` (or None). Nothing here reads the tracking store
+    (collect.py does)."""
     scores = scores_table(cfg, evaluations)
     gains = gains_table(scores, examples_table(evaluations), task_kinds(cfg, scores), cfg.report)
     diverge = divergence_table(cfg, gains, ws, embed_texts) if cfg.report.divergence else pd.DataFrame()
@@ -72,6 +78,7 @@ def assemble(cfg: ExperimentConfig, evaluations, probe_frames, ws=None, embed_te
         robustness_table(cfg, scores),
         probes,
     )
+    built.estimators, built.estimators_note = estimator_scores(cfg, scores, estimates)
     built.figures = figures(cfg, built)
     built.html = render_html(cfg, built)
     return built

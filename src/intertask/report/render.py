@@ -82,6 +82,8 @@ def render_html(cfg: ExperimentConfig, built: Report) -> str:
             table(built.divergence, "Domain divergence (training sets)"),
             table(built.correlations, "Divergence vs gain (Spearman)"),
             table(built.robustness, "Robustness under domain shift"),
+            table(built.estimators, "Transferability estimators vs measured gains (interval over seeds)")
+            or (f"<h2>Transferability estimators</h2><p>Not scored: {built.estimators_note}.</p>"),
             _gains_html(built.gains, options.fdr, "Every gain"),
             table(built.scores, "Every score"),
         ]
@@ -118,7 +120,17 @@ def _gains_html(frame: pd.DataFrame, fdr: float, title: str) -> str:
     return f"<h2>{title}</h2><table><tr>{head}</tr>{rows}</table>"
 
 
-TABLES = ("scores", "gains", "groups", "xtreme", "divergence", "correlations", "robustness", "probes")
+TABLES = (
+    "scores",
+    "gains",
+    "groups",
+    "xtreme",
+    "divergence",
+    "correlations",
+    "robustness",
+    "probes",
+    "estimators",
+)
 
 
 def write(built: Report, folder) -> None:

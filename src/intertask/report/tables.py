@@ -44,6 +44,9 @@ class Report:
     html: str = ""
     images: dict = field(default_factory=dict)  # name -> PNG bytes (a report read back from its run)
     skipped: dict = field(default_factory=dict)  # why -> how many runs the report left out
+    # transferability estimators scored against the measured gains (report/estimators.py), and why not
+    estimators: pd.DataFrame = field(default_factory=pd.DataFrame)
+    estimators_note: str = ""
 
 
 def family_of(cfg: ExperimentConfig, intermediate: str) -> str:

@@ -11,7 +11,7 @@ heads) and only then opens its run, so bad input never leaves a half-written run
 """
 
 from intertask.stages.evaluate import evaluate
-from intertask.stages.probes import embed_texts, probe_base, run_probes
+from intertask.stages.probes import embed_texts, embed_with, probe_base, run_probes
 from intertask.stages.publish import publish
 from intertask.stages.runs import (
     SEEN_ARTIFACT,
@@ -29,6 +29,7 @@ __all__ = [
     "TrainedModel",
     "checkpoint_folder",
     "embed_texts",
+    "embed_with",
     "eval_training",
     "evaluate",
     "finetune",

@@ -64,14 +64,19 @@ def probe_base(
 
 def embed_texts(ws: Workspace, texts: list[str]) -> np.ndarray:
     """Unit-length sentence embeddings of texts with the base model (retrieval settings)."""
-    options = ws.cfg.evaluation.retrieval
     source = modeling.resolve_source(ws.cfg.model.name_or_path)
     if ws._encoder is None:
         ws._encoder = (
             modeling.load_encoder(Path(source)).to(modeling.device()),
             modeling.load_tokenizer(source),
         )
-    encoder, tokenizer = ws._encoder
+    return embed_with(ws, *ws._encoder, texts)
+
+
+def embed_with(ws: Workspace, encoder, tokenizer, texts: list[str]) -> np.ndarray:
+    """Unit-length sentence embeddings of texts with any encoder (retrieval settings: pooling, layer,
+    prefix and length of `evaluation.retrieval`)."""
+    options = ws.cfg.evaluation.retrieval
     enc = tokenizer([options.prefix + t for t in texts], truncation=True, max_length=options.max_length)
     encoded = EncodedSet(
         {"input_ids": [np.asarray(ids, np.int32) for ids in enc["input_ids"]]}, {}, np.arange(len(texts))

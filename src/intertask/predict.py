@@ -1,0 +1,173 @@
+"""`intertask predict`: transferability estimates for every (model, intermediate choice, target) of a
+study's grid, computed before training it (or beside a trained one), logged on one run, and ranked.
+
+Per model and target (estimators in transferability.py; higher = predicted to help more):
+- `embedding_similarity`: cosine of the mean sentence embeddings of the intermediate and target training
+  sets under the base model (SEmb / TextEmb);
+- `vocabulary_overlap`, `neg_js_divergence`, `neg_mmd`: the report's divergences, signs turned;
+- `logme_intermediate`: LogME of the target's training features (mean-pooled sentence embeddings;
+  a pair's two texts joined) under each intermediate model the tracking store already holds for this
+  exact stage (found by content key), averaged over the seeds found; without one the row says so;
+- `logme_base`: LogME under the base model, the same for every choice of a target (its row has
+  intermediate `none`): a reference point, not a ranking.
+LogME needs class labels: targets that are not classification (tagging, QA, multiple choice) get the
+embedding and divergence estimators only, and a note saying why.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from intertask import divergence, grid, resolve, tracking, transferability
+from intertask.config import NONE, ExperimentConfig
+from intertask.identity import metric_part
+from intertask.report import ESTIMATE_COLUMNS
+from intertask.workspace import Workspace
+
+RANKED = ("embedding_similarity", "vocabulary_overlap", "neg_js_divergence", "neg_mmd", "logme_intermediate")
+
+
+@dataclass(frozen=True)
+class Predicted:
+    run_id: str | None
+    estimates: pd.DataFrame  # ESTIMATE_COLUMNS
+    seconds: float
+
+
+def triples(cfg: ExperimentConfig) -> list[tuple[str, tuple[str, ...], str]]:
+    """(model, intermediate tasks, target) of every transfer cell of the grid, seeds aside."""
+    return sorted(
+        {(c.model, c.intermediate, c.target) for c in grid.cells(cfg) if c.intermediate and c.target}
+    )
+
+
+def _texts(ws: Workspace, task: str, size: int) -> tuple[list[str], list]:
+    cfg = ws.cfg
+    language = (cfg.target or cfg.intermediate).language if (cfg.target or cfg.intermediate) else "en"
+    data = ws.examples(task, grid.training_language(cfg, language, (task,)), "train", None)
+    chosen = sorted(np.random.default_rng(cfg.split_seed).permutation(len(data))[:size])
+    examples = [data.examples[i] for i in chosen]
+    return [" ".join(map(str, e.texts)) for e in examples], [e.label for e in examples]
+
+
+def estimate(ws: Workspace, intermediate_models: dict | None = None) -> pd.DataFrame:
+    """The estimates table (ESTIMATE_COLUMNS). `intermediate_models`: (model, intermediate label) ->
+    model references of finished intermediate stages of this study (pipeline.intermediate_models)."""
+    from intertask import modeling, stages
+
+    cfg = ws.cfg
+    size = cfg.predict.max_examples
+    catalog = resolve.catalog(cfg)
+    rows = []
+    for model in sorted({m for m, _, _ in triples(cfg)}):
+        mws = replace(ws, cfg=replace(cfg, model=replace(cfg.model, name_or_path=model)), _encoder=None)
+        cells = [(i, t) for m, i, t in triples(cfg) if m == model]
+        tasks = {t for _, t in cells} | {p for i, _ in cells for p in i}
+        texts = {task: _texts(mws, task, size) for task in sorted(tasks)}
+        vectors = {task: stages.embed_texts(mws, texts[task][0]) for task in sorted(tasks)}
+        for target in sorted({t for _, t in cells}):
+            spec = catalog.spec(target)
+            labelled = spec.type == "classification"
+            why = "" if labelled else f"LogME needs class labels; {target} is {spec.type}"
+            labels = np.asarray(texts[target][1]) if labelled else None
+            if labelled:
+                value = transferability.logme(vectors[target], labels)
+                rows.append(
+                    (model, target, NONE, "logme_base", value, "reference: the same for every choice")
+                )
+            for inter in sorted({i for i, t in cells if t == target}):
+                label = "+".join(inter)
+                a_texts = [x for p in inter for x in texts[p][0]]
+                a_vec = np.concatenate([vectors[p] for p in inter])
+                a, b = divergence.word_counts(a_texts), divergence.word_counts(texts[target][0])
+                cheap = {
+                    "embedding_similarity": transferability.embedding_similarity(a_vec, vectors[target]),
+                    "vocabulary_overlap": divergence.vocabulary_overlap(a, b, cfg.report.top_k_words),
+                    "neg_js_divergence": -divergence.js_divergence(a, b),
+                    "neg_mmd": -divergence.mmd_rbf(a_vec, vectors[target]),
+                }
+                rows += [(model, target, label, name, value, "") for name, value in cheap.items()]
+                found = (intermediate_models or {}).get((model, label), [])
+                if not labelled:
+                    rows.append((model, target, label, "logme_intermediate", np.nan, why))
+                elif not found:
+                    note = "no intermediate model of this stage in the tracking store yet"
+                    rows.append((model, target, label, "logme_intermediate", np.nan, note))
+                else:
+                    values = []
+                    for reference in found:
+                        files = tracking.download_model(tracking.resolve_reference(reference))
+                        encoder = modeling.load_encoder(files.model_dir).to(modeling.device())
+                        tokenizer = modeling.load_tokenizer(str(files.tokenizer_dir))
+                        features = stages.embed_with(mws, encoder, tokenizer, texts[target][0])
+                        values.append(transferability.logme(features, labels))
+                    note = f"mean over {len(values)} seed(s)"
+                    rows.append((model, target, label, "logme_intermediate", float(np.mean(values)), note))
+    return pd.DataFrame(rows, columns=ESTIMATE_COLUMNS)
+
+
+def ranked(estimates: pd.DataFrame) -> pd.DataFrame:
+    """Each ranking estimator's order of the intermediate choices per model and target (1 = best)."""
+    rows = estimates[estimates.estimator.isin(RANKED) & estimates.value.notna()]
+    return rows.assign(
+        rank=rows.groupby(["model", "target", "estimator"]).value.rank(ascending=False, method="min")
+    ).sort_values(["model", "target", "estimator", "rank"])
+
+
+def top_k(estimates: pd.DataFrame, by: str, k: int) -> dict[tuple[str, str], list[str]]:
+    """(model, target) -> the k best intermediate labels by estimator `by`."""
+    order = ranked(estimates)
+    chosen = order[(order.estimator == by) & (order["rank"] <= k)]
+    return {key: list(group.intermediate) for key, group in chosen.groupby(["model", "target"])}
+
+
+def run(
+    ws: Workspace, intermediate_models: dict | None = None, parent_run_id: str | None = None
+) -> Predicted:
+    """Estimate (timed), then log it all on one run (`log`)."""
+    start = time.perf_counter()
+    estimates = estimate(ws, intermediate_models)
+    seconds = time.perf_counter() - start
+    return Predicted(log(ws, estimates, seconds, parent_run_id), estimates, seconds)
+
+
+def log(ws: Workspace, estimates: pd.DataFrame, seconds: float, parent_run_id: str | None = None) -> str:
+    """The predict run: metrics estimate/<model>/<target>/<intermediate>/<estimator>, the tables
+    predict/estimates and predict/ranked (CSV + HTML), the rank chart, and the wall time."""
+    from intertask import plots
+
+    tags = {
+        tracking.TAG + "stage": "predict",
+        tracking.DESCRIPTION: (
+            "Transferability estimates for every (model, intermediate task, target) of the grid, before "
+            "training: embedding similarity, vocabulary overlap, JS divergence, MMD and LogME. The report "
+            "scores them against the measured gains."
+        ),
+    }
+    title = f"predict {ws.cfg.name}"
+    with tracking.run(title, experiment_id=ws.experiment(), parent_run_id=parent_run_id, tags=tags) as run_id:
+        tracking.log_config(ws.cfg, ws.config_file)
+        tracking.log_provenance()
+        values = {
+            f"estimate/{metric_part(r.model)}/{r.target}/{r.intermediate}/{r.estimator}": r.value
+            for r in estimates.itertuples()
+        }
+        tracking.log_metrics(values | {"predict_seconds": seconds})
+        tracking.log_table(estimates, "predict/estimates")
+        order = ranked(estimates)
+        tracking.log_table(order, "predict/ranked")
+        if not order.empty:
+            figure = plots.estimator_ranks(order)
+            tracking.log_figure(figure, "predict/ranks.png")
+            plots.close(figure)
+    return run_id
+
+
+def latest(experiment_id: str) -> pd.DataFrame | None:
+    """The estimates of the experiment's newest finished predict run, if any."""
+    found = tracking.find_runs(experiment_id, tracking.TAG + "stage", "predict", status="FINISHED")
+    return tracking.read_run_table(found[0].info.run_id, "predict/estimates.csv") if found else None

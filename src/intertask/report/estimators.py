@@ -1,0 +1,90 @@
+"""How well each transferability estimator (`intertask predict`) ranked the intermediate tasks, against
+the gains the study measured: per model and target with at least 3 intermediate choices, Spearman's
+rho, NDCG@k and regret@k (transferability.py), each with a bootstrap interval over seeds (the seeds
+resampled together for every choice, gains recomputed as transfer minus baseline of the same seed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from intertask import metrics, resolve, transferability
+from intertask.config import NONE, ExperimentConfig
+
+ESTIMATE_COLUMNS = ["model", "target", "intermediate", "estimator", "value", "note"]
+COLUMNS = [
+    "model",
+    "target",
+    "estimator",
+    "choices",
+    "seeds",
+    "k",
+    "score",
+    "value",
+    "ci_low",
+    "ci_high",
+]
+MIN_CHOICES = 3
+
+
+def per_seed_gains(cfg: ExperimentConfig, scores: pd.DataFrame) -> pd.DataFrame:
+    """model, target, intermediate, seed, gain: the target's headline metric (mean over languages) of the
+    transfer cell minus the baseline cell of the same model, target and seed."""
+    if scores.empty:
+        return pd.DataFrame(columns=["model", "target", "intermediate", "seed", "gain"])
+    catalog = resolve.catalog(cfg)
+    primary = scores.target.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
+    rows = scores[
+        (scores.task == scores.target) & (scores.metric == primary) & (scores.language == metrics.MEAN_ALL)
+    ]
+    keyed = rows.set_index(["model", "target", "intermediate", "seed"]).value
+    keyed = keyed[~keyed.index.duplicated()]
+    baseline = keyed.xs(NONE, level="intermediate")
+    out = []
+    for (model, target, intermediate, seed), value in keyed.items():
+        if intermediate != NONE and (model, target, seed) in baseline.index:
+            out.append((model, target, intermediate, seed, value - baseline.loc[(model, target, seed)]))
+    return pd.DataFrame(out, columns=["model", "target", "intermediate", "seed", "gain"])
+
+
+def estimator_scores(
+    cfg: ExperimentConfig, scores: pd.DataFrame, estimates: pd.DataFrame | None
+) -> tuple[pd.DataFrame, str]:
+    """(the table, why nothing was scored or "")."""
+    empty = pd.DataFrame(columns=COLUMNS)
+    if estimates is None or estimates.empty:
+        return empty, "no estimates: run `intertask predict` (or `predict: {before_training: true}`)"
+    gains = per_seed_gains(cfg, scores)
+    if gains.empty:
+        return empty, "no measured gains (no baseline arm, or no evaluation of a target)"
+    rng = np.random.default_rng(cfg.seed)
+    rows, too_few = [], []
+    for (model, target), measured in gains.groupby(["model", "target"], sort=False):
+        table = measured.pivot_table(index="seed", columns="intermediate", values="gain").dropna()
+        if table.shape[1] < MIN_CHOICES:
+            too_few.append(f"{target} ({table.shape[1]} choices)")
+            continue
+        k = min(3, table.shape[1] - 1)
+        own = estimates[(estimates.model == model) & (estimates.target == target)]
+        for estimator, values in own.groupby("estimator", sort=False):
+            predicted = values.set_index("intermediate").value.reindex(table.columns)
+            if predicted.isna().any():
+                continue  # not computed for every choice (e.g. LogME without every intermediate model)
+            point = transferability.ranking_scores(predicted.values, table.mean().values, k)
+            draws = {name: [] for name in point}
+            for _ in range(cfg.report.bootstrap):
+                sample = table.iloc[rng.integers(0, len(table), len(table))].mean().values
+                for name, value in transferability.ranking_scores(predicted.values, sample, k).items():
+                    draws[name].append(value)
+            alpha = (1 - cfg.report.confidence) / 2
+            for name, value in point.items():
+                low, high = (
+                    np.nanquantile(draws[name], [alpha, 1 - alpha]) if len(table) > 1 else (np.nan,) * 2
+                )
+                rows.append((model, target, estimator, table.shape[1], len(table), k, name, value, low, high))
+    why = ""
+    if not rows:
+        why = f"fewer than {MIN_CHOICES} intermediate choices with gains for every target: " + ", ".join(
+            too_few
+        )
+    return pd.DataFrame(rows, columns=COLUMNS), why

@@ -1,0 +1,191 @@
+"""Transferability estimators (`intertask predict`): LogME against an independent computation, the
+ranking scores on hand-worked cases, the report's scoring of estimators against measured gains, and the
+entry point on a tiny study against a real `mlflow server` (metrics, tables, `train_top_k`)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import optimize
+
+from intertask import cli, transferability
+from intertask.config import ReportConfig
+from intertask.errors import InputError
+from intertask.report import estimator_scores
+from intertask.validate import load_experiment
+
+from .conftest import main_against, mlflow_run, write_experiment
+
+TINY_GRID = {  # three intermediate choices and the baseline for one target, two seeds
+    "grid": {"intermediate": ["none", "rte", "sst2", "movie_reviews"], "target": ["pawsx"], "seeds": [1, 2]},
+    "training": {"epochs": 1},
+    "intermediate": {"task": "rte", "max_examples": {"train": 48, "dev": 16}},
+    "target": {"task": "pawsx", "max_examples": {"train": 48, "dev": 16}},
+    "evaluation": {"languages": ["en", "de"], "max_examples": 32},
+    "predict": {"max_examples": 64},
+    "report": {"bootstrap": 200},
+}
+
+
+def _searched_evidence(features, target) -> float:
+    """The evidence maximised over (log10 alpha, log10 beta): a grid, then Nelder-Mead from its best
+    point -- no fixed-point iteration, no SVD."""
+    grid = np.linspace(-6, 6, 49)
+    best = max(
+        (transferability.log_evidence(features, target, 10**a, 10**b), a, b) for a in grid for b in grid
+    )
+    found = optimize.minimize(
+        lambda p: -transferability.log_evidence(features, target, 10 ** p[0], 10 ** p[1]),
+        [best[1], best[2]],
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000},
+    )
+    return -found.fun
+
+
+def test_logme_equals_the_evidence_maximised_by_search():
+    """LogME's fixed point (on one SVD) reaches the maximum of the directly computed evidence, to 1e-4
+    per example, for class targets and for a real-valued target."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(150, 12))
+    labels = rng.integers(0, 3, 150)
+    searched = np.mean([_searched_evidence(features, (labels == k).astype(float)) for k in range(3)])
+    assert transferability.logme(features, labels) == pytest.approx(searched, abs=1e-4)
+    values = features @ rng.normal(size=12) + rng.normal(size=150)
+    assert transferability.logme(features, values, regression=True) == pytest.approx(
+        _searched_evidence(features, values), abs=1e-4
+    )
+
+
+def test_features_that_separate_the_labels_score_higher_than_shuffled_labels():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    features = rng.normal(size=(300, 8)) + 2.0 * labels[:, None]
+    assert (
+        transferability.logme(features, labels)
+        > transferability.logme(features, rng.permutation(labels)) + 0.05
+    )
+
+
+def test_ranking_scores_on_hand_worked_cases():
+    """Gains 3, 1, 2 (choice A best); an estimator ranking B, C, A: relevance = gain - 1 = 2, 0, 1.
+    DCG@2 = 0/log2(2) + 1/log2(3); ideal = 2/log2(2) + 1/log2(3). Regret@1 = 3 - 1 = 2, regret@2 =
+    3 - 2 = 1, regret@3 = 0."""
+    gains = [3.0, 1.0, 2.0]
+    scores = [0.1, 0.9, 0.5]  # B > C > A
+    assert transferability.ndcg_at_k(scores, gains, 2) == pytest.approx(
+        (1 / np.log2(3)) / (2 + 1 / np.log2(3))
+    )
+    assert transferability.ndcg_at_k(gains, gains, 2) == 1.0  # the true order
+    assert transferability.ndcg_at_k(scores, [1.0, 1.0, 1.0], 2) == 1.0  # nothing to rank
+    assert [transferability.regret_at_k(scores, gains, k) for k in (1, 2, 3)] == [2.0, 1.0, 0.0]
+    assert transferability.spearman(scores, gains) == pytest.approx(-1.0)  # ranks (1,3,2) vs (3,1,2)
+    assert transferability.embedding_similarity(np.eye(2), np.eye(2)) == pytest.approx(1.0)
+
+
+def _study_scores(gains_by_seed: dict[str, list[float]]) -> pd.DataFrame:
+    """A scores table: baseline 0.5 on every seed, each choice 0.5 + its gain on that seed."""
+    rows = []
+    for seed in (1, 2, 3):
+        rows.append(("m", "none", "t", seed, 0.5))
+        for choice, gains in gains_by_seed.items():
+            rows.append(("m", choice, "t", seed, 0.5 + gains[seed - 1]))
+    frame = pd.DataFrame(rows, columns=["model", "intermediate", "target", "seed", "value"])
+    return frame.assign(task="t", split="test", language="mean_all", metric="accuracy")
+
+
+def test_the_report_scores_an_estimator_against_the_per_seed_gains(tiny_config):
+    """A perfect estimator gets rho 1, NDCG 1 and regret 0 (intervals included); a reversed one rho -1
+    and the regret of picking the worst; with two choices the report says why it scores nothing."""
+    from dataclasses import replace
+
+    cfg = load_experiment(tiny_config())
+    cfg = replace(cfg, report=ReportConfig(bootstrap=100))
+    spec_metric = "accuracy"
+    scores = _study_scores({"a": [0.10, 0.12, 0.08], "b": [0.05, 0.04, 0.06], "c": [-0.02, 0.0, -0.01]})
+    scores = scores.assign(metric=spec_metric, target="pawsx", task="pawsx")
+    estimates = pd.DataFrame(
+        [("m", "pawsx", c, "good", v, "") for c, v in (("a", 3.0), ("b", 2.0), ("c", 1.0))]
+        + [("m", "pawsx", c, "bad", v, "") for c, v in (("a", 1.0), ("b", 2.0), ("c", 3.0))],
+        columns=["model", "target", "intermediate", "estimator", "value", "note"],
+    )
+    table, why = estimator_scores(cfg, scores, estimates)
+    assert why == ""
+    good = table[table.estimator == "good"].set_index("score")
+    assert good.loc["spearman", "value"] == 1.0 and good.loc["ndcg_at_2", "value"] == 1.0
+    assert good.loc["regret_at_2", ["value", "ci_low", "ci_high"]].tolist() == [0.0, 0.0, 0.0]
+    bad = table[table.estimator == "bad"].set_index("score")
+    assert bad.loc["spearman", "value"] == -1.0
+    assert bad.loc["regret_at_2", "value"] == pytest.approx(0.10 - 0.05)  # best of {c, b} is b
+    two = scores[scores.intermediate != "c"]
+    empty, why = estimator_scores(cfg, two, estimates)
+    assert empty.empty and "fewer than 3 intermediate choices" in why and "pawsx (2 choices)" in why
+    assert "run `intertask predict`" in estimator_scores(cfg, scores, None)[1]
+
+
+def test_train_top_k_by_an_estimator_that_needs_models_fails_before_training(tiny_model, tmp_path, capsys):
+    """`predict.rank_by: logme_intermediate` before any intermediate model exists: an error naming the
+    field, and no run is created; an exclude entry that is not a pair is refused by the config."""
+    config = write_experiment(
+        tmp_path, tiny_model, "topk", TINY_GRID, predict={"train_top_k": 2, "rank_by": "logme_intermediate"}
+    )
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cli.main(["main", str(config), f"tracking.uri={store}"]) != 0
+    err = capsys.readouterr().err
+    assert "predict.rank_by" in err and "logme_intermediate" in err
+    runs = MlflowClient(store).search_runs(
+        [e.experiment_id for e in MlflowClient(store).search_experiments()]
+    )
+    assert [r for r in runs if r.data.tags.get("intertask.stage") not in (None, "predict")] == []
+    bad = write_experiment(
+        tmp_path, tiny_model, "pairs", TINY_GRID, grid={**TINY_GRID["grid"], "exclude": [["rte"]]}
+    )
+    with pytest.raises(InputError, match="exclude"):
+        load_experiment(bad)
+    unknown = write_experiment(
+        tmp_path, tiny_model, "unknown", TINY_GRID, grid={**TINY_GRID["grid"], "exclude": [["qqp", "pawsx"]]}
+    )
+    with pytest.raises(InputError, match=r"grid\.exclude\[0\].*not a pair of the grid"):
+        load_experiment(unknown)
+
+
+@pytest.mark.slow
+def test_predict_and_a_top_k_study_on_a_real_server(tiny_model, mlflow_server, tmp_path, monkeypatch, capsys):
+    """`intertask predict` logs one run with every estimate as a metric, the tables and the chart;
+    `main` with predict.train_top_k=2 trains only the two best-ranked choices and the baseline, logs
+    what it skipped, and the report says why it cannot score the estimators (2 choices); `mlflow run
+    -e predict` runs the entry point."""
+    config = write_experiment(tmp_path, tiny_model, "predict-e2e", TINY_GRID)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    assert cli.main(["predict", str(config)]) == 0
+    assert "predicted rank of each intermediate task for pawsx" in capsys.readouterr().out
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("predict-e2e").experiment_id
+    (run,) = client.search_runs([experiment], "tags.`intertask.stage` = 'predict'")
+    keys = set(run.data.metrics)
+    for choice in ("rte", "sst2", "movie_reviews"):
+        assert f"estimate/{tiny_model.name}/pawsx/{choice}/embedding_similarity" in keys
+        assert f"estimate/{tiny_model.name}/pawsx/{choice}/neg_js_divergence" in keys
+    assert f"estimate/{tiny_model.name}/pawsx/none/logme_base" in keys and "predict_seconds" in keys
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "predict")}
+    assert {"predict/estimates.csv", "predict/ranked.csv", "predict/ranks.png"} <= artifacts
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    main_against(mlflow_server, config, "predict.train_top_k=2")
+    runs = client.search_runs([experiment], max_results=200)
+    (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
+    trained = {
+        r.data.tags["intertask.cell.intermediate"]
+        for r in runs
+        if r.data.tags.get("intertask.stage") == "finetune"
+    }
+    assert len(trained) == 3 and "none" in trained  # the baseline and the top two
+    assert parent.data.metrics["predict/skipped_pairs"] == 1
+    skipped = client.download_artifacts(parent.info.run_id, "predict/skipped.txt")
+    assert "not among the top 2 by embedding_similarity" in Path(skipped).read_text()
+    html = Path(client.download_artifacts(parent.info.run_id, "report/report.html")).read_text()
+    assert "Not scored: fewer than 3 intermediate choices" in html
+    done = mlflow_run("predict", config, mlflow_server, "predict-e2e", tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(client.search_runs([experiment], "tags.`intertask.stage` = 'predict'")) == 3
