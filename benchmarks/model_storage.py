@@ -6,10 +6,11 @@ For each choice the study runs from scratch into its own store (SQLite + local a
 
     python benchmarks/model_storage.py --study pipelines/demo.yaml --policies all final none
     python benchmarks/model_storage.py --study pipelines/offline_phang2020.yaml \\
-        --policies registered registered+changed final none -- training.epochs=1 ...
+        --policies registered registered+full final none -- training.epochs=1 ...
     python benchmarks/model_storage.py --measure DIR   # a store some earlier run wrote (DIR/mlflow.db)
 
-A policy is a `tracking.log_models` choice, `+changed` adding `tracking.log_weights: changed`.
+A policy is a `tracking.log_models` choice, `+full` / `+changed` / `+auto` setting `tracking.log_weights`
+(else the config's, by default auto).
 Overrides after `--` shrink the training data only: a stage's model, tables and plots do not depend
 on how many examples trained it (evaluation sets, whose per-example tables are logged, are kept).
 Writes <workdir>/storage.csv (one row per run) and prints the per-stage and per-study table.
@@ -40,7 +41,7 @@ def run_study(config: Path, policy: str, store: Path, overrides: list[str]) -> f
     register = "true" if choice != "none" else "false"
     command = [sys.executable, "-m", "intertask", "main", str(config.resolve()), *overrides]
     command += [f"tracking.log_models={choice}", f"tracking.register_models={register}"]
-    command += [f"tracking.log_weights={weights or 'full'}"]
+    command += [f"tracking.log_weights={weights}"] if weights else []  # else the config's (default auto)
     start = time.perf_counter()
     subprocess.run(command, cwd=store, env=env, check=True)
     return time.perf_counter() - start

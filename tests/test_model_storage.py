@@ -18,7 +18,7 @@ from intertask.validate import load_experiment
 from .conftest import _free_port, main_against, start_mlflow_server, write_experiment
 
 POLICIES = ("all", "registered", "final", "none")
-SLIM = "registered-changed"  # registered, frozen word embeddings, logged as the weights that changed
+SLIM = "registered-frozen"  # registered, frozen word embeddings: log_weights auto logs what changed
 CHAINS = ("xnli", "pawsx", "xnli-pawsx")  # intermediate, baseline target, transfer target
 SMALL = {
     "grid": {"intermediate": ["none", "xnli"], "target": ["pawsx"], "seeds": [1, 2]},
@@ -56,7 +56,7 @@ def studies(tiny_model, tmp_path_factory):
             tracking_section = {"log_models": policy, "register_models": policy != "none"}
             frozen = {}
             if policy == SLIM:
-                tracking_section = {"log_models": "registered", "log_weights": "changed"}
+                tracking_section = {"log_models": "registered"}  # log_weights: auto (the default)
                 frozen = {"model": {"freeze_word_embeddings": True}}
             config = write_experiment(
                 folder, tiny_model, f"store-{policy}", SMALL, frozen, tracking=tracking_section
@@ -183,16 +183,20 @@ def test_model_logging_per_choice_without_training(tiny_model, tmp_path):
 def test_a_model_logged_as_its_changed_weights_loads_whole_and_scores_the_same(
     studies, tiny_model, monkeypatch
 ):
-    """With frozen word embeddings and `log_weights: changed`, each logged model leaves the embedding
-    matrix out (smaller than the same study's whole models); `intertask evaluate` on its models:/ URI
-    rebuilds it from the base model and scores exactly what the study's own evaluation scored; pyfunc
-    loads and predicts too."""
+    """With frozen word embeddings, `log_weights: auto` (the default) logs each model as what changed:
+    the embedding matrix is left out (smaller than the same study's whole models); `intertask evaluate`
+    on its models:/ URI rebuilds it from the base model and scores exactly what the study's own
+    evaluation scored; pyfunc loads and predicts too. Where every weight trained (the other studies),
+    auto logs whole models."""
     server, client, stores, folder = studies
     experiment, slim_bytes = stores[SLIM]
     runs = _training_runs(client, experiment)
     kept = [r for r in runs if tracking.holds_model(r)]
     assert {_kept(r) for r in kept} == EXPECTED["registered"]
+    whole = [r for r in _training_runs(client, stores["registered"][0]) if tracking.holds_model(r)]
+    assert whole and all(r.data.metrics["logged_model/changed_only"] == 0 for r in whole)
     for run in kept:
+        assert run.data.metrics["logged_model/changed_only"] == 1
         assert run.data.metrics["logged_model/tensors_omitted"] >= 1  # the word embeddings at least
         assert (
             run.data.metrics["logged_model/bytes_omitted"] > run.data.metrics["logged_model/bytes_kept"] / 2

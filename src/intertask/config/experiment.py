@@ -334,8 +334,9 @@ class TrackingConfig:
     log_models: Literal["all", "registered", "final", "none"] | bool = "registered"
     # full: each logged model is whole; changed: only its tensors that differ from the base model, with
     # a reference to it (frozen embeddings and weights under a PEFT adapter are not stored again);
-    # loading fetches the base model and checks it is the same (tracking/weights.py)
-    log_weights: Literal["full", "changed"] = "full"
+    # loading fetches the base model and checks it is the same (tracking/weights.py); auto: changed
+    # when at least half of the model's bytes are the base model's, else full
+    log_weights: Literal["auto", "full", "changed"] = "auto"
     http_retries: int = 3  # a tracking server's transient errors are retried this often (backoff 1, 2, 4 s)
     http_timeout_seconds: int = 20  # each request to a tracking server waits at most this long
     system_metrics: bool = True  # CPU, memory (and GPU) usage sampled on training, evaluation and trial runs

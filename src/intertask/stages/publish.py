@@ -31,7 +31,8 @@ def log_stage_model(
         register_as=register_as if cfg.tracking.register_models else None,
         alias=alias or which,
         tags=tags | {f"{TAG}seed": str(cfg.seed)},
-        changed_from=cfg.model.name_or_path if cfg.tracking.log_weights == "changed" else None,
+        changed_from=cfg.model.name_or_path if cfg.tracking.log_weights != "full" else None,
+        slim_only_if_half=cfg.tracking.log_weights == "auto",
     )
     tracking.set_tags({f"{TAG}model_uri": logged.uri})  # how a later run reuses this one
     return logged

@@ -64,6 +64,7 @@ def log_model(
     alias: str | None,
     tags: dict[str, str],
     changed_from: str | None = None,
+    slim_only_if_half: bool = False,
 ) -> LoggedModel:
     """Log a saved model folder and register it only after every upload succeeded.
 
@@ -72,7 +73,8 @@ def log_model(
     pipeline for, use intertask's own pyfunc model (serving.py). The head index and further heads of a
     multi-task model go to the run's `model_heads/` artifacts. With `changed_from` (a base model), the
     logged folder holds only the tensors that differ from that base (weights.py), served by the pyfunc
-    model, which rebuilds the whole model when loaded.
+    model, which rebuilds the whole model when loaded; with `slim_only_if_half` only when at least half
+    of the bytes are the base's (a fully fine-tuned model is logged whole, as it is).
     """
     run_id = mlflow.active_run().info.run_id
     # the flavor warns that it finds no hub model card or license for a local model: expected here
@@ -80,11 +82,16 @@ def log_model(
     from intertask.tracking import weights
 
     with tempfile.TemporaryDirectory(prefix="intertask-slim-") as slim:
+        slimmed = False
         if changed_from is not None:
             sizes = weights.slim_copy(folder, changed_from, Path(slim) / "model")
-            mlflow.log_metrics({f"logged_model/{k}": v for k, v in sizes.items()})
-            folder = Path(slim) / "model"
-        info = _log_flavor(folder, head, pyfunc=changed_from is not None)
+            slimmed = not slim_only_if_half or sizes["bytes_omitted"] >= sizes["bytes_kept"]
+            mlflow.log_metrics(
+                {f"logged_model/{k}": v for k, v in sizes.items()} | {"logged_model/changed_only": slimmed}
+            )
+            if slimmed:
+                folder = Path(slim) / "model"
+        info = _log_flavor(folder, head, pyfunc=slimmed)
         for path in (p for p in (folder / "heads.json", folder / "heads") if p.exists()):
             (mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact)(
                 str(path), f"{HEADS_ARTIFACT}/heads" if path.is_dir() else HEADS_ARTIFACT
