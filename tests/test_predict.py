@@ -116,6 +116,7 @@ def test_the_report_scores_an_estimator_against_the_per_seed_gains(tiny_config):
     good = table[table.estimator == "good"].set_index("score")
     assert good.loc["spearman", "value"] == 1.0 and good.loc["ndcg_at_2", "value"] == 1.0
     assert good.loc["regret_at_2", ["value", "ci_low", "ci_high"]].tolist() == [0.0, 0.0, 0.0]
+    assert good.loc["spearman", "defined"] == 1.0  # every resample has unequal gains
     bad = table[table.estimator == "bad"].set_index("score")
     assert bad.loc["spearman", "value"] == -1.0
     assert bad.loc["regret_at_2", "value"] == pytest.approx(0.10 - 0.05)  # best of {c, b} is b

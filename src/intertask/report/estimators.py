@@ -1,7 +1,10 @@
 """How well each transferability estimator (`intertask predict`) ranked the intermediate tasks, against
 the gains the study measured: per model and target with at least 3 intermediate choices, Spearman's
 rho, NDCG@k and regret@k (transferability.py), each with a bootstrap interval over seeds (the seeds
-resampled together for every choice, gains recomputed as transfer minus baseline of the same seed)."""
+resampled together for every choice, gains recomputed as transfer minus baseline of the same seed).
+`defined` is the share of resamples in which the score exists: Spearman's rho does not when every
+choice's gain is the same (a target where every arm predicts the majority class), and the interval is
+over those resamples only -- a low share says the ranking itself is mostly noise."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ COLUMNS = [
     "value",
     "ci_low",
     "ci_high",
+    "defined",  # share of the bootstrap resamples where the score exists (Spearman needs unequal gains)
 ]
 MIN_CHOICES = 3
 
@@ -78,10 +82,14 @@ def estimator_scores(
                     draws[name].append(value)
             alpha = (1 - cfg.report.confidence) / 2
             for name, value in point.items():
-                low, high = (
-                    np.nanquantile(draws[name], [alpha, 1 - alpha]) if len(table) > 1 else (np.nan,) * 2
+                drawn = np.asarray(draws[name], float)
+                defined = float(np.mean(~np.isnan(drawn)))
+                low, high = (np.nan, np.nan)
+                if len(table) > 1 and defined > 0:
+                    low, high = np.nanquantile(drawn, [alpha, 1 - alpha])
+                rows.append(
+                    (model, target, estimator, table.shape[1], len(table), k, name, value, low, high, defined)
                 )
-                rows.append((model, target, estimator, table.shape[1], len(table), k, name, value, low, high))
     why = ""
     if not rows:
         why = f"fewer than {MIN_CHOICES} intermediate choices with gains for every target: " + ", ".join(
