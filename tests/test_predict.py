@@ -113,6 +113,7 @@ def test_the_report_scores_an_estimator_against_the_per_seed_gains(tiny_config):
     )
     table, why = estimator_scores(cfg, scores, estimates)
     assert why == ""
+    assert set(table.languages) == {"mean_all"}
     good = table[table.estimator == "good"].set_index("score")
     assert good.loc["spearman", "value"] == 1.0 and good.loc["ndcg_at_2", "value"] == 1.0
     assert good.loc["regret_at_2", ["value", "ci_low", "ci_high"]].tolist() == [0.0, 0.0, 0.0]
@@ -124,6 +125,25 @@ def test_the_report_scores_an_estimator_against_the_per_seed_gains(tiny_config):
     empty, why = estimator_scores(cfg, two, estimates)
     assert empty.empty and "fewer than 3 intermediate choices" in why and "pawsx (2 choices)" in why
     assert "run `intertask predict`" in estimator_scores(cfg, scores, None)[1]
+
+
+def test_word_features_for_token_level_logme(tiny_model):
+    """A tagging target's LogME reads one feature per word (its first sub-token) with the word's tag,
+    in order, however the words split into sub-tokens."""
+    from intertask import modeling
+    from intertask.predict import word_features
+    from intertask.tasks.base import Example
+
+    encoder = modeling.load_encoder(tiny_model)
+    tokenizer = modeling.load_tokenizer(str(tiny_model))
+    examples = [
+        Example(0, ("The", "unbelievably", "long", "sentence"), (1, 2, 3, 1)),
+        Example(1, ("Short", "one"), (0, 4)),
+    ]
+    features, tags = word_features(encoder, tokenizer, examples, max_length=64)
+    assert features.shape == (6, encoder.config.hidden_size)
+    assert tags.tolist() == [1, 2, 3, 1, 0, 4]
+    assert np.isfinite(transferability.logme(features, tags))
 
 
 def test_train_top_k_by_an_estimator_that_needs_models_fails_before_training(tiny_model, tmp_path, capsys):

@@ -153,7 +153,8 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
             f"xtreme/{metric_part(r.model)}/{metric_part(r.intermediate)}/{metric_part(r.target)}/{r.score}"
         ] = r.value
     for r in built.estimators.itertuples():
-        values[f"estimator/{metric_part(r.model)}/{r.target}/{r.estimator}/{r.score}"] = r.value
+        key = f"{metric_part(r.model)}/{r.target}/{r.languages}/{r.estimator}/{r.score}"
+        values[f"estimator/{key}"] = r.value
     tracking.log_metrics(values)
     _log_arm_metrics(built.scores, outcomes)
 

@@ -10,8 +10,9 @@ Per model and target (estimators in transferability.py; higher = predicted to he
   exact stage (found by content key), averaged over the seeds found; without one the row says so;
 - `logme_base`: LogME under the base model, the same for every choice of a target (its row has
   intermediate `none`): a reference point, not a ranking.
-LogME needs class labels: targets that are not classification (tagging, QA, multiple choice) get the
-embedding and divergence estimators only, and a note saying why.
+LogME reads class labels: a classification target's sentence features, or for a tagging target
+(UD-POS, PAN-X) token-level features (each word's first sub-token, its tag; up to 5,000 words). QA and
+multiple-choice targets get the embedding and divergence estimators only, and a note saying why.
 """
 
 from __future__ import annotations
@@ -46,12 +47,60 @@ def triples(cfg: ExperimentConfig) -> list[tuple[str, tuple[str, ...], str]]:
 
 
 def _texts(ws: Workspace, task: str, size: int) -> tuple[list[str], list]:
+    """(texts, examples) of a seeded sample of the task's training set."""
     cfg = ws.cfg
     language = (cfg.target or cfg.intermediate).language if (cfg.target or cfg.intermediate) else "en"
     data = ws.examples(task, grid.training_language(cfg, language, (task,)), "train", None)
     chosen = sorted(np.random.default_rng(cfg.split_seed).permutation(len(data))[:size])
     examples = [data.examples[i] for i in chosen]
-    return [" ".join(map(str, e.texts)) for e in examples], [e.label for e in examples]
+    return [" ".join(map(str, e.texts)) for e in examples], examples
+
+
+MAX_WORDS = 5000  # words whose features token-level LogME reads (a tagging target)
+
+
+def word_features(encoder, tokenizer, examples: list, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """For a tagging task: the last-layer state of each word's first sub-token, and the word's tag
+    (token-level LogME), for up to MAX_WORDS words."""
+    import torch
+
+    features, tags = [], []
+    encoder.eval()
+    for start in range(0, len(examples), 16):
+        batch = examples[start : start + 16]
+        encoded = tokenizer(
+            [list(e.texts) for e in batch],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        with torch.no_grad():
+            inputs = {k: v.to(encoder.device) for k, v in encoded.items()}
+            hidden = encoder(**inputs).last_hidden_state.float().cpu().numpy()
+        for row, example in enumerate(batch):
+            seen = set()
+            for position, word in enumerate(encoded.word_ids(row)):
+                if word is not None and word not in seen:
+                    seen.add(word)
+                    features.append(hidden[row, position])
+                    tags.append(example.label[word])
+        if len(tags) >= MAX_WORDS:
+            break
+    return np.asarray(features[:MAX_WORDS]), np.asarray(tags[:MAX_WORDS])
+
+
+def _logme_under(ws: Workspace, kind: str, sample: tuple, encoder, tokenizer) -> float:
+    """LogME of a target sample (texts, examples) under an encoder: sentence features and class labels,
+    or for a tagging task word features and tags."""
+    from intertask import stages
+
+    texts, examples = sample
+    if kind == "tagging":
+        return transferability.logme(*word_features(encoder, tokenizer, examples, ws.cfg.model.max_length))
+    features = stages.embed_with(ws, encoder, tokenizer, texts)
+    return transferability.logme(features, np.asarray([e.label for e in examples]))
 
 
 def estimate(ws: Workspace, intermediate_models: dict | None = None) -> pd.DataFrame:
@@ -71,11 +120,10 @@ def estimate(ws: Workspace, intermediate_models: dict | None = None) -> pd.DataF
         vectors = {task: stages.embed_texts(mws, texts[task][0]) for task in sorted(tasks)}
         for target in sorted({t for _, t in cells}):
             spec = catalog.spec(target)
-            labelled = spec.type == "classification"
-            why = "" if labelled else f"LogME needs class labels; {target} is {spec.type}"
-            labels = np.asarray(texts[target][1]) if labelled else None
-            if labelled:
-                value = transferability.logme(vectors[target], labels)
+            labelled = spec.type in ("classification", "tagging")
+            why = "" if labelled else f"LogME needs a label per text or per word; {target} is {spec.type}"
+            if labelled:  # under the base model, which embed_texts loaded already
+                value = _logme_under(mws, spec.type, texts[target], *mws._encoder)
                 rows.append(
                     (model, target, NONE, "logme_base", value, "reference: the same for every choice")
                 )
@@ -103,8 +151,7 @@ def estimate(ws: Workspace, intermediate_models: dict | None = None) -> pd.DataF
                         files = tracking.download_model(tracking.resolve_reference(reference))
                         encoder = modeling.load_encoder(files.model_dir).to(modeling.device())
                         tokenizer = modeling.load_tokenizer(str(files.tokenizer_dir))
-                        features = stages.embed_with(mws, encoder, tokenizer, texts[target][0])
-                        values.append(transferability.logme(features, labels))
+                        values.append(_logme_under(mws, spec.type, texts[target], encoder, tokenizer))
                     note = f"mean over {len(values)} seed(s)"
                     rows.append((model, target, label, "logme_intermediate", float(np.mean(values)), note))
     return pd.DataFrame(rows, columns=ESTIMATE_COLUMNS)

@@ -1,5 +1,6 @@
 """How well each transferability estimator (`intertask predict`) ranked the intermediate tasks, against
-the gains the study measured: per model and target with at least 3 intermediate choices, Spearman's
+the gains the study measured: per model, target and language group (all languages; each group the
+evaluation averages, such as the zero-shot languages) with at least 3 intermediate choices, Spearman's
 rho, NDCG@k and regret@k (transferability.py), each with a bootstrap interval over seeds (the seeds
 resampled together for every choice, gains recomputed as transfer minus baseline of the same seed).
 `defined` is the share of resamples in which the score exists: Spearman's rho does not when every
@@ -18,6 +19,7 @@ ESTIMATE_COLUMNS = ["model", "target", "intermediate", "estimator", "value", "no
 COLUMNS = [
     "model",
     "target",
+    "languages",  # mean_all, or a language group's mean such as mean_non_en (the zero-shot languages)
     "estimator",
     "choices",
     "seeds",
@@ -31,24 +33,28 @@ COLUMNS = [
 MIN_CHOICES = 3
 
 
+GAIN_KEYS = ["model", "target", "languages", "intermediate", "seed"]
+
+
 def per_seed_gains(cfg: ExperimentConfig, scores: pd.DataFrame) -> pd.DataFrame:
-    """model, target, intermediate, seed, gain: the target's headline metric (mean over languages) of the
-    transfer cell minus the baseline cell of the same model, target and seed."""
+    """model, target, languages, intermediate, seed, gain: the target's headline metric, averaged over
+    every evaluated language (mean_all) and over each language group the evaluation reports (e.g.
+    mean_non_en), of the transfer cell minus the baseline cell of the same model, target and seed."""
     if scores.empty:
-        return pd.DataFrame(columns=["model", "target", "intermediate", "seed", "gain"])
+        return pd.DataFrame(columns=[*GAIN_KEYS, "gain"])
     catalog = resolve.catalog(cfg)
     primary = scores.target.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
-    rows = scores[
-        (scores.task == scores.target) & (scores.metric == primary) & (scores.language == metrics.MEAN_ALL)
-    ]
-    keyed = rows.set_index(["model", "target", "intermediate", "seed"]).value
+    group = scores.language.astype(str).str.startswith("mean_")
+    rows = scores[(scores.task == scores.target) & (scores.metric == primary) & group]
+    keyed = rows.rename(columns={"language": "languages"}).set_index(GAIN_KEYS).value
     keyed = keyed[~keyed.index.duplicated()]
     baseline = keyed.xs(NONE, level="intermediate")
     out = []
-    for (model, target, intermediate, seed), value in keyed.items():
-        if intermediate != NONE and (model, target, seed) in baseline.index:
-            out.append((model, target, intermediate, seed, value - baseline.loc[(model, target, seed)]))
-    return pd.DataFrame(out, columns=["model", "target", "intermediate", "seed", "gain"])
+    for (model, target, languages, intermediate, seed), value in keyed.items():
+        if intermediate != NONE and (model, target, languages, seed) in baseline.index:
+            gain = value - baseline.loc[(model, target, languages, seed)]
+            out.append((model, target, languages, intermediate, seed, gain))
+    return pd.DataFrame(out, columns=[*GAIN_KEYS, "gain"])
 
 
 def estimator_scores(
@@ -63,10 +69,11 @@ def estimator_scores(
         return empty, "no measured gains (no baseline arm, or no evaluation of a target)"
     rng = np.random.default_rng(cfg.seed)
     rows, too_few = [], []
-    for (model, target), measured in gains.groupby(["model", "target"], sort=False):
+    for (model, target, languages), measured in gains.groupby(["model", "target", "languages"], sort=False):
         table = measured.pivot_table(index="seed", columns="intermediate", values="gain").dropna()
         if table.shape[1] < MIN_CHOICES:
-            too_few.append(f"{target} ({table.shape[1]} choices)")
+            if languages == metrics.MEAN_ALL:
+                too_few.append(f"{target} ({table.shape[1]} choices)")
             continue
         k = min(3, table.shape[1] - 1)
         own = estimates[(estimates.model == model) & (estimates.target == target)]
@@ -87,9 +94,8 @@ def estimator_scores(
                 low, high = (np.nan, np.nan)
                 if len(table) > 1 and defined > 0:
                     low, high = np.nanquantile(drawn, [alpha, 1 - alpha])
-                rows.append(
-                    (model, target, estimator, table.shape[1], len(table), k, name, value, low, high, defined)
-                )
+                row = (estimator, table.shape[1], len(table), k, name, value, low, high, defined)
+                rows.append((model, target, languages, *row))
     why = ""
     if not rows:
         why = f"fewer than {MIN_CHOICES} intermediate choices with gains for every target: " + ", ".join(

@@ -10,9 +10,11 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from intertask.config import ExperimentConfig, dump_yaml
 from intertask.tracking.runs import TAG, log_params, set_tags
@@ -142,4 +144,15 @@ def log_datasets(rows: list[dict]) -> None:
         tags.append(
             {"intertask.examples": str(row["examples"]), "intertask.files": ", ".join(row["files"])[:5000]}
         )
-    mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags)
+    for attempt in range(4):
+        try:
+            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags)
+            return
+        except MlflowException as err:
+            # the tracking server reads, then inserts a new dataset: two processes logging the same set
+            # at once collide on its unique key (seen with two studies on one experiment); the second
+            # try finds the row the other one wrote
+            text = str(err)
+            if attempt == 3 or not ("UNIQUE constraint" in text or "duplicate key" in text):
+                raise
+            time.sleep(0.5 * (attempt + 1))
