@@ -170,6 +170,9 @@ def test_train_top_k_by_an_estimator_that_needs_models_fails_before_training(tin
     )
     with pytest.raises(InputError, match=r"grid\.exclude\[0\].*not a pair of the grid"):
         load_experiment(unknown)
+    no_grid = write_experiment(tmp_path, tiny_model, "nogrid", predict={"train_top_k": 1})
+    with pytest.raises(InputError, match="predict.train_top_k.*no intermediate choices"):
+        load_experiment(no_grid)
 
 
 @pytest.mark.slow

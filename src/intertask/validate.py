@@ -93,6 +93,13 @@ def check_experiment(cfg: ExperimentConfig, file: str, problems: Problems) -> No
         checker.task(name, f"evaluation.cut_tasks[{i}]")
     if cfg.grid is not None:
         _check_grid(cfg, catalog, file, problems)
+    if cfg.predict.train_top_k and (cfg.grid is None or len(cfg.grid.intermediate) < 2):
+        checker.add(
+            "predict.train_top_k",
+            "there are no intermediate choices to pick from",
+            cfg.predict.train_top_k,
+            "a grid with several grid.intermediate choices (or no train_top_k)",
+        )
     if cfg.tuning is not None:
         checker.tuning(cfg.tuning)
 
