@@ -95,3 +95,14 @@ def spearman(x, y) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def between(a_texts: list[str], a_vectors: np.ndarray, b_texts: list[str], b_vectors: np.ndarray, top_k: int):
+    """Every measure here for two sets of texts and their sentence embeddings."""
+    a, b = word_counts(a_texts), word_counts(b_texts)
+    return {
+        "vocabulary_overlap": vocabulary_overlap(a, b, top_k),
+        "js_divergence": js_divergence(a, b),
+        "embedding_cosine_distance": mean_embedding_distance(a_vectors, b_vectors),
+        "mmd": mmd_rbf(a_vectors, b_vectors),
+    }

@@ -341,9 +341,7 @@ def _predict_first(ws: Workspace, study: Plan, done_before: bool) -> Foresight:
             ]
         )
     kept = predict.top_k(estimates, by, k)
-    pairs = {
-        (label, target) for _, label, target in ((m, "+".join(i), t) for m, i, t in predict.triples(cfg))
-    }
+    pairs = {("+".join(inter), target) for _, inter, target in predict.triples(cfg)}
     keep = {(label, target) for (_, target), labels in kept.items() for label in labels}
     skipped = tuple(sorted(pairs - keep))
     narrowed = replace(cfg, grid=replace(cfg.grid, exclude=tuple(cfg.grid.exclude) + skipped))

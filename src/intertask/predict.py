@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from intertask import divergence, grid, resolve, tracking, transferability
+from intertask import divergence, grid, report, resolve, tracking, transferability
 from intertask.config import NONE, ExperimentConfig
 from intertask.identity import metric_part
 from intertask.report import ESTIMATE_COLUMNS
@@ -47,13 +47,9 @@ def triples(cfg: ExperimentConfig) -> list[tuple[str, tuple[str, ...], str]]:
 
 
 def _texts(ws: Workspace, task: str, size: int) -> tuple[list[str], list]:
-    """(texts, examples) of a seeded sample of the task's training set."""
-    cfg = ws.cfg
-    language = (cfg.target or cfg.intermediate).language if (cfg.target or cfg.intermediate) else "en"
-    data = ws.examples(task, grid.training_language(cfg, language, (task,)), "train", None)
-    chosen = sorted(np.random.default_rng(cfg.split_seed).permutation(len(data))[:size])
-    examples = [data.examples[i] for i in chosen]
-    return [" ".join(map(str, e.texts)) for e in examples], examples
+    """(texts, examples) of the seeded sample of the task's training set the divergences read too."""
+    examples = report.training_sample(ws.cfg, ws, task, size)
+    return [report.text_of(e) for e in examples], examples
 
 
 MAX_WORDS = 5000  # words whose features token-level LogME reads (a tagging target)
@@ -131,12 +127,14 @@ def estimate(ws: Workspace, intermediate_models: dict | None = None) -> pd.DataF
                 label = "+".join(inter)
                 a_texts = [x for p in inter for x in texts[p][0]]
                 a_vec = np.concatenate([vectors[p] for p in inter])
-                a, b = divergence.word_counts(a_texts), divergence.word_counts(texts[target][0])
-                cheap = {
-                    "embedding_similarity": transferability.embedding_similarity(a_vec, vectors[target]),
-                    "vocabulary_overlap": divergence.vocabulary_overlap(a, b, cfg.report.top_k_words),
-                    "neg_js_divergence": -divergence.js_divergence(a, b),
-                    "neg_mmd": -divergence.mmd_rbf(a_vec, vectors[target]),
+                measured = divergence.between(
+                    a_texts, a_vec, texts[target][0], vectors[target], cfg.report.top_k_words
+                )
+                cheap = {  # the report's divergences, turned so that higher means closer
+                    "embedding_similarity": 1 - measured["embedding_cosine_distance"],
+                    "vocabulary_overlap": measured["vocabulary_overlap"],
+                    "neg_js_divergence": -measured["js_divergence"],
+                    "neg_mmd": -measured["mmd"],
                 }
                 rows += [(model, target, label, name, value, "") for name, value in cheap.items()]
                 found = (intermediate_models or {}).get((model, label), [])

@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from intertask import divergence
+
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:
     classes = np.unique(labels)
@@ -101,9 +103,9 @@ def logme(features: np.ndarray, labels: np.ndarray, regression: bool = False) ->
 
 
 def embedding_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine of the mean embeddings of two sets (SEmb / TextEmb-style task similarity)."""
-    x, y = np.asarray(a, np.float64).mean(0), np.asarray(b, np.float64).mean(0)
-    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+    """Cosine of the mean embeddings of two sets (SEmb / TextEmb-style task similarity): one minus
+    the report's mean-embedding distance."""
+    return 1 - divergence.mean_embedding_distance(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
 
 # --- an estimator's ranking against measured gains ------------------------------------------------------

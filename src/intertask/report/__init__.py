@@ -36,6 +36,8 @@ from intertask.report.tables import (
     scores_table,
     summary_rows,
     task_kinds,
+    text_of,
+    training_sample,
     xtreme_table,
 )
 
@@ -52,6 +54,8 @@ __all__ = [
     "render_html",
     "robustness_table",
     "summary_rows",
+    "text_of",
+    "training_sample",
     "write",
     "xtreme_table",
 ]

@@ -226,33 +226,33 @@ def divergence_table(cfg: ExperimentConfig, gains: pd.DataFrame, ws, embed_texts
     if pairs.empty or ws is None or embed_texts is None:
         return pd.DataFrame(columns=columns)
     options = cfg.report
-    language = (cfg.target or cfg.intermediate).language if (cfg.target or cfg.intermediate) else "en"
     texts = {}
     for task in set(pairs.target) | {t for i in pairs.intermediate for t in i.split("+")}:
-        data = ws.examples(task, grid.training_language(cfg, language, (task,)), "train", None)
-        rng = np.random.default_rng(cfg.split_seed)
-        chosen = rng.permutation(len(data))[: options.divergence_examples]
-        texts[task] = [" ".join(data.examples[i].texts) for i in sorted(chosen)]
+        texts[task] = [text_of(e) for e in training_sample(cfg, ws, task, options.divergence_examples)]
     vectors = {task: embed_texts(ws, values) for task, values in texts.items()}
     rows = []
     for inter, target in pairs.itertuples(index=False):
         parts = inter.split("+")
         a_texts = [t for p in parts for t in texts[p]]
         a_vec = np.concatenate([vectors[p] for p in parts])
-        a, b = divergence.word_counts(a_texts), divergence.word_counts(texts[target])
+        measures = divergence.between(a_texts, a_vec, texts[target], vectors[target], options.top_k_words)
         gain = headline[(headline.intermediate == inter) & (headline.target == target)].gain.mean()
-        rows.append(
-            {
-                "intermediate": inter,
-                "target": target,
-                "vocabulary_overlap": divergence.vocabulary_overlap(a, b, options.top_k_words),
-                "js_divergence": divergence.js_divergence(a, b),
-                "embedding_cosine_distance": divergence.mean_embedding_distance(a_vec, vectors[target]),
-                "mmd": divergence.mmd_rbf(a_vec, vectors[target]),
-                "gain": gain,
-            }
-        )
+        rows.append({"intermediate": inter, "target": target, **measures, "gain": gain})
     return pd.DataFrame(rows, columns=columns)
+
+
+def training_sample(cfg: ExperimentConfig, ws, task: str, size: int) -> list:
+    """A seeded sample (the split seed) of `size` examples of a task's training set, in the language
+    its stage trains in: what the divergences and the transferability estimators read."""
+    language = (cfg.target or cfg.intermediate).language if (cfg.target or cfg.intermediate) else "en"
+    data = ws.examples(task, grid.training_language(cfg, language, (task,)), "train", None)
+    chosen = np.random.default_rng(cfg.split_seed).permutation(len(data))[:size]
+    return [data.examples[i] for i in sorted(chosen)]
+
+
+def text_of(example) -> str:
+    """An example's texts as one string (a pair's two texts joined)."""
+    return " ".join(map(str, example.texts))
 
 
 def correlation_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -83,13 +83,15 @@ def log_model(
 
     with tempfile.TemporaryDirectory(prefix="intertask-slim-") as slim:
         slimmed = False
-        if changed_from is not None:
-            sizes = weights.slim_copy(folder, changed_from, Path(slim) / "model")
+        if changed_from is not None:  # compared first: a model logged whole is not copied
+            found = weights.changes(folder, changed_from)
+            sizes = found.sizes()
             slimmed = not slim_only_if_half or sizes["bytes_omitted"] >= sizes["bytes_kept"]
             mlflow.log_metrics(
                 {f"logged_model/{k}": v for k, v in sizes.items()} | {"logged_model/changed_only": slimmed}
             )
             if slimmed:
+                weights.write_slim(found, Path(slim) / "model")
                 folder = Path(slim) / "model"
         info = _log_flavor(folder, head, pyfunc=slimmed)
         for path in (p for p in (folder / "heads.json", folder / "heads") if p.exists()):

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -56,9 +57,29 @@ def _digest(tensors: list[tuple[str, torch.Tensor]]) -> str:
     return h.hexdigest()
 
 
-def slim_copy(folder: Path, base: str, out: Path) -> dict[str, int]:
-    """`folder` (a saved model) copied to `out` with only the tensors that differ from `base`'s;
-    returns the tensor counts and bytes kept and omitted."""
+@dataclass(frozen=True)
+class Changes:
+    """A saved model compared with its base: the tensors to keep, and for each omitted one the base
+    tensor it equals (with the SHA-256 of those)."""
+
+    folder: Path
+    base: str
+    kept: dict[str, torch.Tensor]
+    omitted: dict[str, str]
+    digest: str
+    bytes_omitted: int
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "tensors_kept": len(self.kept),
+            "tensors_omitted": len(self.omitted),
+            "bytes_kept": sum(t.numel() * t.element_size() for t in self.kept.values()),
+            "bytes_omitted": self.bytes_omitted,
+        }
+
+
+def changes(folder: Path, base: str) -> Changes:
+    """Which tensors of `folder` (a saved model) differ from `base`'s (bit-exact comparison)."""
     trained = load_file(folder / WEIGHTS_FILE)
     reference = base_tensors(base)
     kept, omitted = {}, {}
@@ -69,22 +90,26 @@ def slim_copy(folder: Path, base: str, out: Path) -> dict[str, int]:
             omitted[key] = match
         else:
             kept[key] = tensor
-    shutil.copytree(folder, out, ignore=shutil.ignore_patterns(WEIGHTS_FILE), dirs_exist_ok=True)
-    save_file({k: v.contiguous() for k, v in kept.items()}, out / CHANGED_FILE, metadata={"format": "pt"})
     digest = _digest([(match, reference[match]) for match in omitted.values()])
-    (out / BASE_FILE).write_text(
-        json.dumps({"base": base, "omitted": omitted, "sha256": digest}, indent=1, sort_keys=True)
-    )
+    omitted_bytes = sum(trained[k].numel() * trained[k].element_size() for k in omitted)
+    return Changes(folder, base, kept, omitted, digest, omitted_bytes)
 
-    def size(tensors) -> int:
-        return sum(t.numel() * t.element_size() for t in tensors)
 
-    return {
-        "tensors_kept": len(kept),
-        "tensors_omitted": len(omitted),
-        "bytes_kept": size(kept.values()),
-        "bytes_omitted": size(trained[k] for k in omitted),
-    }
+def write_slim(found: Changes, out: Path) -> None:
+    """The compared folder copied to `out` with only its kept tensors, and base.json."""
+    shutil.copytree(found.folder, out, ignore=shutil.ignore_patterns(WEIGHTS_FILE), dirs_exist_ok=True)
+    tensors = {k: v.contiguous() for k, v in found.kept.items()}
+    save_file(tensors, out / CHANGED_FILE, metadata={"format": "pt"})
+    saved = {"base": found.base, "omitted": found.omitted, "sha256": found.digest}
+    (out / BASE_FILE).write_text(json.dumps(saved, indent=1, sort_keys=True))
+
+
+def slim_copy(folder: Path, base: str, out: Path) -> dict[str, int]:
+    """`folder` (a saved model) copied to `out` with only the tensors that differ from `base`'s;
+    returns the tensor counts and bytes kept and omitted."""
+    found = changes(folder, base)
+    write_slim(found, out)
+    return found.sizes()
 
 
 def is_slim(folder: Path) -> bool:
