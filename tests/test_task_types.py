@@ -2,6 +2,7 @@
 sentence windows, multiple-choice rows, retrieval and BUCC mining; and their bad-input messages."""
 
 import json
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +13,7 @@ from transformers import AutoTokenizer
 from intertask.errors import DataError
 from intertask.tasks import builtin_catalog
 from intertask.tasks.examples import load_examples
-from intertask.tasks.retrieval import best_threshold, mine_candidates
+from intertask.tasks.retrieval import best_threshold, cross_fitted, mine_candidates
 from intertask.tasks.spec import load_task_file
 from intertask.tasks.types import task_type
 
@@ -168,7 +169,9 @@ def test_bucc_mining_finds_the_gold_pairs_and_drops_repeated_sentences(fixture_d
         [meaning.get(e.key, rng.normal(size=16)) + rng.normal(scale=0.05, size=16) for e in data.examples]
     )
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    scores, mined, _ = task.score_embeddings(vectors.astype(np.float32), data, ("f1", "precision", "recall"))
+    vectors = vectors.astype(np.float32)
+    threshold = task.mining_threshold(vectors, data)  # as a dev split's would be, used on test
+    scores, mined, _ = task.score_embeddings(vectors, data, ("f1", "precision", "recall"), threshold)
     assert scores == {"f1": 1.0, "precision": 1.0, "recall": 1.0}
     assert all(
         "de-000000006" not in pair and "de-000000007" not in pair for pair in mined
@@ -183,6 +186,28 @@ def test_threshold_is_chosen_on_the_gold_pairs():
     x = np.eye(3, dtype=np.float32)
     pairs = mine_candidates(x, x, k=2)
     assert sorted((i, j) for _, i, j in pairs) == [(0, 0), (1, 1), (2, 2)]
+
+
+def test_a_mining_threshold_is_never_fit_on_the_gold_it_scores():
+    """Cross-fitting: the pairs mined for one half of the source sentences do not move when that half's
+    gold changes (its threshold comes from the other half); they do when the other half's gold does."""
+    rng = np.random.default_rng(0)
+    sources = [f"s{i}" for i in range(200)]
+    scored = {
+        (s, f"t{i}"): float(v)
+        for i, (s, v) in enumerate(zip(sources, rng.uniform(1.0, 1.5, 200), strict=True))
+    }
+    gold = {p for p, v in scored.items() if v > 1.2}
+    half = {s: zlib.crc32(s.encode()) % 2 for s in sources}
+    flipped = {p for p in gold if half[p[0]] == 1} | {
+        p for p, v in scored.items() if half[p[0]] == 0 and v > 1.4
+    }
+    before, after = cross_fitted(scored, gold), cross_fitted(scored, flipped)
+    side0 = lambda pairs: {p for p in pairs if half[p[0]] == 0}  # noqa: E731
+    side1 = lambda pairs: {p for p in pairs if half[p[0]] == 1}  # noqa: E731
+    assert side1(before) != side1(after)  # half 1 reads half 0's gold, which changed
+    assert side0(before) == side0(after)  # half 0 reads half 1's gold only, unchanged
+    assert side0(before) == {p for p in gold if half[p[0]] == 0}  # a threshold learnt on half 1 fits half 0
 
 
 def test_qa_model_outputs_keep_only_real_tokens():

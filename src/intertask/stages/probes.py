@@ -100,21 +100,39 @@ def limit(ws: Workspace, data: ExampleSet, k: int | None) -> ExampleSet:
 
 
 def retrieval_table(ws, task, sets: dict[str, ExampleSet], encoder, tokenizer, split: str, precision):
-    options = ws.cfg.evaluation.retrieval
-    training = eval_training(ws.cfg)
-    per_language, predictions, examples = {}, [], []
-    for language, data in sets.items():
+    def vectors_of(data: ExampleSet) -> np.ndarray:
         encoded = ws.encode(task, data, tokenizer, options.max_length, prefix=options.prefix)
-        vectors = task.embed(
+        return task.embed(
             encoder,
             encoded,
             layer=options.layer,
             pad_id=tokenizer.pad_token_id,
-            batch_tokens=training.eval_batch_tokens,
+            batch_tokens=eval_training(ws.cfg).eval_batch_tokens,
             precision=precision,
         )
-        per_language[language], found, stats = task.score_embeddings(vectors, data, task.spec.metrics)
+
+    options = ws.cfg.evaluation.retrieval
+    per_language, predictions, examples = {}, [], []
+    for language, data in sets.items():
+        vectors = vectors_of(data)
+        threshold = None
+        if task.mining:  # never fit on the gold being scored (retrieval.py): dev's, else cross-fitted
+            threshold, origin = _mining_threshold(ws, task, language, split, vectors_of)
+            tracking.log_params({f"mining.{task.name}.{language}.threshold_from": origin})
+        per_language[language], found, stats = task.score_embeddings(
+            vectors, data, task.spec.metrics, threshold
+        )
         predictions.append(pd.DataFrame({"task": task.name, "language": language, "retrieved": found}))
         examples.append(example_rows(data, stats))
     sizes = {k: sum(e.label[0] == "source" for e in v.examples) for k, v in sets.items()}
     return language_table(task.name, split, per_language, sizes, "en"), predictions, examples
+
+
+def _mining_threshold(ws, task, language: str, split: str, vectors_of) -> tuple[float | None, str]:
+    """The threshold chosen on the language's dev split (for any other split), or None and why."""
+    if split != "dev" and "dev" in task.spec.splits_for(language):
+        dev = ws.evaluation_examples(task.name, language, "dev")
+        threshold = task.mining_threshold(vectors_of(dev), dev)
+        tracking.log_metrics({f"mining_threshold/{task.name}/{language}": threshold})
+        return threshold, "dev"
+    return None, f"cross-fitted halves of {split}"

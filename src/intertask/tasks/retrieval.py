@@ -4,12 +4,17 @@ hidden states of one layer, compared by cosine similarity.
 Tatoeba: for every non-English sentence, the nearest English sentence; top-1 accuracy (xx -> en).
 BUCC: bitext mining as XTREME does it (after LASER): duplicate sentences embedded once, 4 nearest
 neighbours both ways, ratio-margin scores, the best candidate both ways merged greedily, sentences that
-occur twice dropped from the id mapping, the score threshold chosen where F1 against the gold pairs is
-highest (midway to the next candidate), and precision/recall/F1 of the pairs at or above it.
+occur twice dropped from the id mapping, and precision/recall/F1 of the pairs at or above a score
+threshold. The threshold is where F1 against gold pairs is highest (midway to the next candidate), but
+never on the gold of the split being scored (that is an oracle F1): as XTREME does, it is chosen on the
+language's dev split and used on test; a split without another to learn it from (dev itself, or a task
+shipping one split) is cross-fitted: its source sentences cut in two halves (by a hash of their ids),
+each half mined with the threshold the other half's gold gives.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -109,13 +114,16 @@ class RetrievalTask(TaskType):
                 out[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return out
 
-    def score_embeddings(self, embeddings: np.ndarray, data: ExampleSet, names: tuple[str, ...]):
+    def score_embeddings(
+        self, embeddings: np.ndarray, data: ExampleSet, names: tuple[str, ...], threshold: float | None = None
+    ):
         """(metrics, the retrieved target id of each source sentence or the mined pairs, per-example
-        statistics over the source sentences (metrics.example_stats, with their "uid"))."""
+        statistics over the source sentences (metrics.example_stats, with their "uid")). Mining uses
+        `threshold` (chosen on another split: `mining_threshold`), else cross-fits one on `data`."""
         sources = [i for i, e in enumerate(data.examples) if e.label[0] == "source"]
         targets = [i for i, e in enumerate(data.examples) if e.label[0] == "target"]
         if self.mining:
-            return self._mine(embeddings, data, sources, targets, names)
+            return self._mine(embeddings, data, sources, names, threshold)
         similarity = embeddings[sources] @ embeddings[targets].T
         retrieved = [data.examples[targets[j]].key for j in similarity.argmax(axis=1)]
         hits = np.array([key in data.examples[i].label[1] for key, i in zip(retrieved, sources, strict=True)])
@@ -124,18 +132,31 @@ class RetrievalTask(TaskType):
         stats = metrics.example_stats(self.kind, pred, gold)
         return values, retrieved, {"uid": data.uids[sources], **stats}
 
-    def _mine(self, embeddings, data, sources, targets, names):
+    def mining_threshold(self, embeddings: np.ndarray, data: ExampleSet) -> float:
+        """The threshold with the best F1 on `data`'s own gold pairs: for use on another split."""
+        scored, gold = self._scored(embeddings, data)
+        return best_threshold(scored, gold)
+
+    def _scored(self, embeddings, data) -> tuple[dict[tuple[str, str], float], set[tuple[str, str]]]:
+        """Every mined candidate pair with its margin score, and the gold pairs."""
+        sources = [i for i, e in enumerate(data.examples) if e.label[0] == "source"]
+        targets = [i for i, e in enumerate(data.examples) if e.label[0] == "target"]
         src = _Side([data.examples[i] for i in sources], embeddings[sources])
         trg = _Side([data.examples[i] for i in targets], embeddings[targets])
-        candidates = mine_candidates(src.vectors, trg.vectors)
         scored: dict[tuple[str, str], float] = {}
-        for score, i, j in candidates:
+        for score, i, j in mine_candidates(src.vectors, trg.vectors):
             if src.ids[i] is not None and trg.ids[j] is not None:
                 key = (src.ids[i], trg.ids[j])
                 scored[key] = max(score, scored.get(key, score))
-        gold = {(e.key, t) for e in src.examples for t in e.label[1]}
-        threshold = best_threshold(scored, gold)
-        mined = {pair for pair, score in scored.items() if score >= threshold}
+        return scored, {(e.key, t) for e in src.examples for t in e.label[1]}
+
+    def _mine(self, embeddings, data, sources, names, threshold):
+        src = _Side([data.examples[i] for i in sources], embeddings[sources])
+        scored, gold = self._scored(embeddings, data)
+        if threshold is None:
+            mined = cross_fitted(scored, gold)
+        else:
+            mined = {pair for pair, score in scored.items() if score >= threshold}
         values = metrics.score(self.kind, names, mined, gold)
         stats = metrics.example_stats(self.kind, mined, gold, sources=[e.key for e in src.examples])
         uids = np.array([e.uid for e in src.examples], np.int64)
@@ -195,6 +216,21 @@ def mine_candidates(x: np.ndarray, y: np.ndarray, k: int = NEIGHBOURHOOD) -> lis
             if score > 0:
                 kept.append((score, i, j))
     return kept
+
+
+def cross_fitted(scored: dict[tuple[str, str], float], gold: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Pairs mined without looking at their own gold: the source sentences in two halves (by a hash of
+    the source id), each half's candidates kept at the threshold the other half's gold gives."""
+
+    def half(source: str) -> int:
+        return zlib.crc32(source.encode()) % 2
+
+    mined = set()
+    for side in (0, 1):
+        fit = {p: v for p, v in scored.items() if half(p[0]) != side}
+        threshold = best_threshold(fit, {p for p in gold if half(p[0]) != side})
+        mined |= {p for p, v in scored.items() if half(p[0]) == side and v >= threshold}
+    return mined
 
 
 def best_threshold(scored: dict[tuple[str, str], float], gold: set[tuple[str, str]]) -> float:
