@@ -14,6 +14,7 @@ from intertask import cli, transferability
 from intertask.config import ReportConfig
 from intertask.errors import InputError
 from intertask.report import estimator_scores
+from intertask.report.estimators import score_bounds, simultaneous_box
 from intertask.validate import load_experiment
 
 from .conftest import main_against, mlflow_run, write_experiment
@@ -85,46 +86,74 @@ def test_ranking_scores_on_hand_worked_cases():
     assert transferability.embedding_similarity(np.eye(2), np.eye(2)) == pytest.approx(1.0)
 
 
-def _study_scores(gains_by_seed: dict[str, list[float]]) -> pd.DataFrame:
-    """A scores table: baseline 0.5 on every seed, each choice 0.5 + its gain on that seed."""
-    rows = []
-    for seed in (1, 2, 3):
-        rows.append(("m", "none", "t", seed, 0.5))
-        for choice, gains in gains_by_seed.items():
-            rows.append(("m", choice, "t", seed, 0.5 + gains[seed - 1]))
-    frame = pd.DataFrame(rows, columns=["model", "intermediate", "target", "seed", "value"])
-    return frame.assign(task="t", split="test", language="mean_all", metric="accuracy")
+def _gains(values: dict[str, tuple[float, float]], n_seeds: int = 3) -> pd.DataFrame:
+    """A gains table of one target: choice -> (gain, its standard error), on mean_all."""
+    rows = [
+        ("m", choice, "pawsx", "pawsx", "test", "mean_all", "accuracy", gain, se, 2.0, n_seeds)
+        for choice, (gain, se) in values.items()
+    ]
+    columns = ["model", "intermediate", "target", "task", "split", "language", "metric", "gain", "se", "df"]
+    return pd.DataFrame(rows, columns=[*columns, "n_seeds"])
 
 
-def test_the_report_scores_an_estimator_against_the_per_seed_gains(tiny_config):
-    """A perfect estimator gets rho 1, NDCG 1 and regret 0 (intervals included); a reversed one rho -1
-    and the regret of picking the worst; with two choices the report says why it scores nothing."""
+def test_the_report_scores_an_estimator_against_the_measured_gains(tiny_config):
+    """Gains told apart (a > b > c, intervals far from each other): a perfect estimator gets rho 1,
+    NDCG 1 and regret 0 with intervals at those points; a reversed one rho -1 and the regret of picking
+    the worst. Gains within each other's noise: the score is not estimable and its interval spans what
+    the box allows. With two choices the report says why it scores nothing."""
     from dataclasses import replace
 
-    cfg = load_experiment(tiny_config())
-    cfg = replace(cfg, report=ReportConfig(bootstrap=100))
-    spec_metric = "accuracy"
-    scores = _study_scores({"a": [0.10, 0.12, 0.08], "b": [0.05, 0.04, 0.06], "c": [-0.02, 0.0, -0.01]})
-    scores = scores.assign(metric=spec_metric, target="pawsx", task="pawsx")
+    cfg = replace(load_experiment(tiny_config()), report=ReportConfig(bootstrap=100))
+    gains = _gains({"a": (0.10, 0.002), "b": (0.05, 0.002), "c": (-0.01, 0.002)})
     estimates = pd.DataFrame(
         [("m", "pawsx", c, "good", v, "") for c, v in (("a", 3.0), ("b", 2.0), ("c", 1.0))]
         + [("m", "pawsx", c, "bad", v, "") for c, v in (("a", 1.0), ("b", 2.0), ("c", 3.0))],
         columns=["model", "target", "intermediate", "estimator", "value", "note"],
     )
-    table, why = estimator_scores(cfg, scores, estimates)
-    assert why == ""
-    assert set(table.languages) == {"mean_all"}
+    table, why = estimator_scores(cfg, gains, estimates)
+    assert why == "" and set(table.languages) == {"mean_all"} and table.estimable.all()
     good = table[table.estimator == "good"].set_index("score")
-    assert good.loc["spearman", "value"] == 1.0 and good.loc["ndcg_at_2", "value"] == 1.0
+    assert good.loc["spearman", ["value", "ci_low", "ci_high"]].tolist() == pytest.approx([1.0, 1.0, 1.0])
     assert good.loc["regret_at_2", ["value", "ci_low", "ci_high"]].tolist() == [0.0, 0.0, 0.0]
-    assert good.loc["spearman", "defined"] == 1.0  # every resample has unequal gains
     bad = table[table.estimator == "bad"].set_index("score")
     assert bad.loc["spearman", "value"] == -1.0
     assert bad.loc["regret_at_2", "value"] == pytest.approx(0.10 - 0.05)  # best of {c, b} is b
-    two = scores[scores.intermediate != "c"]
-    empty, why = estimator_scores(cfg, two, estimates)
+    assert bad.loc["regret_at_2", "ci_low"] < 0.05 < bad.loc["regret_at_2", "ci_high"]
+    close = _gains({"a": (0.02, 0.02), "b": (0.01, 0.02), "c": (0.0, 0.02)})
+    table, _ = estimator_scores(cfg, close, estimates)
+    good = table[table.estimator == "good"].set_index("score")
+    assert not good.estimable.any()
+    assert good.loc["spearman", ["ci_low", "ci_high"]].tolist() == pytest.approx([-1.0, 1.0])
+    empty, why = estimator_scores(cfg, gains[gains.intermediate != "c"], estimates)
     assert empty.empty and "fewer than 3 intermediate choices" in why and "pawsx (2 choices)" in why
-    assert "run `intertask predict`" in estimator_scores(cfg, scores, None)[1]
+    assert "run `intertask predict`" in estimator_scores(cfg, gains, None)[1]
+
+
+@pytest.mark.parametrize("choices", [3, 5])
+def test_estimator_score_intervals_cover_the_score_of_the_true_gains(choices):
+    """Simulated studies: true gains spaced 0, 1 and 4 standard errors apart, measured with that error;
+    an estimator that half follows them. The projection interval holds the score the true gains give
+    in at least 95 % of studies, ties included (where a bootstrap of the measured gains does not)."""
+    rng = np.random.default_rng(choices)
+    k = min(3, choices - 1)
+    for spacing in (0.0, 1.0, 4.0):
+        hits: dict[str, list[bool]] = {}
+        for _ in range(150):
+            true = np.arange(choices) * spacing
+            predicted = true + rng.normal(0, 1.5 * max(spacing, 0.5), choices)
+            measured = true + rng.normal(0, 1, choices)
+            frame = pd.DataFrame({"gain": measured, "se": 1.0, "df": np.inf, "n_seeds": 5})
+            box = simultaneous_box(frame, 0.05)
+            bounds = score_bounds(predicted, measured, box, k, seed=0)
+            for name, value in transferability.ranking_scores(predicted, true, k).items():
+                if not np.isnan(value):
+                    hits.setdefault(name, []).append(
+                        bounds[name][0] - 1e-9 <= value <= bounds[name][1] + 1e-9
+                    )
+        assert all(np.mean(h) >= 0.95 for h in hits.values()), (
+            spacing,
+            {n: np.mean(h) for n, h in hits.items()},
+        )
 
 
 def test_word_features_for_token_level_logme(tiny_model):

@@ -6,6 +6,7 @@ import pytest
 
 from intertask import divergence, report
 from intertask.config import ExperimentConfig, GridConfig, ReportConfig, StageConfig
+from intertask.report.gains import TaskFacts
 
 CORPUS = ["the cat sat on the mat", "a dog barked at the cat", "the mat was red"]
 OTHER = ["stock prices fell sharply", "markets rallied monday", "bond yields rose"]
@@ -130,10 +131,13 @@ def test_one_seed_has_an_interval_from_the_test_examples_and_says_the_seeds_are_
     assert row.se == pytest.approx(np.sqrt(0.1 * 0.9 / 400), rel=0.25)  # only disagreements vary
 
 
-def test_no_gain_reads_null_when_the_study_could_see_one_and_too_small_to_tell_when_not():
+def test_no_gain_reads_no_effect_only_when_its_interval_lies_inside_the_margin():
     same = {("xnli", s): 0.6 for s in (1, 2, 3)} | {("none", s): 0.6 for s in (1, 2, 3)}
     big = _gains(same, n=400)
-    assert set(big.flag) == {"no effect"} and (big.gain == 0).all()  # identical arms: nothing varies
+    # identical arms: nothing varies; 400 examples bound an unseen disagreement rate at ln(40)/400
+    assert set(big.flag) == {"no effect"} and (big.gain == 0).all() and (big.ci_high < 0.01).all()
+    small = _gains(same, n=150)  # 150 examples cannot: +-2.5 points; their mean over 2 languages can
+    assert set(small[small.language != "mean_all"].flag) == {"inconclusive"}
     noisy = _gains(
         {
             ("xnli", 1): 0.62,
@@ -146,7 +150,7 @@ def test_no_gain_reads_null_when_the_study_could_see_one_and_too_small_to_tell_w
         n=60,
     )
     row = noisy[noisy.language == "en"].iloc[0]
-    assert row.flag == "inconclusive" and row.reading.startswith("too small to tell") and row.mde > 0.02
+    assert row.flag == "inconclusive" and row.reading.startswith("inconclusive:") and row.ci_high > 0.02
 
 
 def test_runs_without_per_example_outcomes_get_gains_but_no_test():
@@ -203,3 +207,47 @@ def test_flags_survive_a_round_trip_through_csv(tmp_path):
     gains = _gains({("xnli", s): 0.6 for s in (1, 2, 3)} | {("none", s): 0.6 for s in (1, 2, 3)})
     gains.to_csv(tmp_path / "gains.csv", index=False)
     assert list(pd.read_csv(tmp_path / "gains.csv").flag) == list(gains.flag)
+
+
+# --- the instrument's own checks: a target not learnt, the A/A check ------------------------------------
+
+
+def _learning(dev: list[float], reference: float, target: str = "pawsx") -> pd.DataFrame:
+    return pd.DataFrame(
+        [("m", target, seed, "accuracy", value, reference, 200) for seed, value in enumerate(dev, 1)],
+        columns=report.LEARNING_COLUMNS,
+    )
+
+
+def test_a_baseline_at_chance_level_makes_every_gain_of_its_target_say_it_was_not_learnt():
+    from intertask.report.controls import learnt_table, mark_not_learnt
+
+    chance = learnt_table(_learning([0.35, 0.33, 0.36], 1 / 3))
+    learnt = learnt_table(_learning([0.58, 0.61, 0.60], 1 / 3))
+    (row,) = chance.itertuples()
+    assert not row.learnt and row.noise > row.margin > 0  # 1.3 points above chance, noise ~7 points
+    assert bool(learnt.learnt.iloc[0])
+    gains = _gains({("xnli", s): 0.6 for s in (1, 2, 3)} | {("none", s): 0.55 for s in (1, 2, 3)})
+    marked = mark_not_learnt(gains, chance)
+    assert marked.reading.str.startswith("target not learnt: gains are uninformative").all()
+    assert (
+        "baseline dev accuracy 34.7 over 3 seed(s), a model that learnt nothing 33.3"
+        in marked.reading.iloc[0]
+    )
+    assert (mark_not_learnt(gains, learnt).reading == gains.reading).all()
+
+
+def test_the_a_a_check_splits_six_baseline_seeds_into_two_pseudo_arms():
+    from intertask.report.controls import AA, null_check, null_summary
+
+    accuracy = {("none", s): 0.6 for s in range(1, 7)} | {("xnli", s): 0.7 for s in range(1, 7)}
+    scores, examples = _study(accuracy)
+    facts = {"pawsx": TaskFacts("single_label", False, "accuracy")}
+    table = null_check(scores, examples, facts, OPTIONS)
+    assert set(table.intermediate) == {AA} and set(table.n_seeds) == {3}
+    assert not table.flag.isin(["positive", "negative"]).any()  # the same accuracy in both halves
+    assert "A/A check (1 headline cell(s), 3 rows): 0 headline and 0 rows flagged" in null_summary(
+        table, 0.05
+    )
+    five = {k: v for k, v in accuracy.items() if k[1] <= 5}
+    assert null_check(*_study(five), facts, OPTIONS).empty

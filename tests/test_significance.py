@@ -33,13 +33,16 @@ def _estimate(rng, transfer, baseline, resamples=200):
 
 @pytest.mark.parametrize("seeds, delta", [(3, 0.03), (5, 0.0), (5, 0.03)])
 def test_the_interval_covers_the_true_gain_95_percent_of_the_time(seeds, delta):
+    """93-98 %: here each seed draws its own outcome on every example, so the seed-by-example part is
+    large, and the floor that keeps tied seeds from claiming a seed part of 0 (test_calibration.py, the
+    ceiling) binds in some cells: it costs up to 2.5 points of coverage, on the safe side."""
     rng = np.random.default_rng(seeds * 100 + int(delta * 100))
     studies = 800
     covered = 0
     for _ in range(studies):
         est = _estimate(rng, *_study(rng, delta, seeds, 400))
         covered += est.ci_low <= delta <= est.ci_high
-    assert 0.93 <= covered / studies <= 0.97, covered / studies
+    assert 0.93 <= covered / studies <= 0.98, covered / studies
 
 
 def test_the_old_seeds_only_bootstrap_under_covers():
@@ -70,14 +73,14 @@ def test_benjamini_hochberg_keeps_the_false_discovery_rate_at_q():
     assert found / (120 * real) > 0.5  # and it finds real gains: the test would fail if nothing passed
 
 
-def test_null_too_small_to_tell_and_not_significant_after_correction():
-    flag, text = significance.reading(0.004, 0.6, 0.6, 0.015, 0.05, 0.02)
-    assert flag == "no effect" and "1.5 points or more" in text
-    flag, text = significance.reading(0.004, 0.6, 0.6, 0.09, 0.05, 0.02)
-    assert flag == "inconclusive" and text.startswith("too small to tell")
-    flag, text = significance.reading(-0.039, 0.01, 0.12, 0.021, 0.05, 0.02, cells=56)
-    assert flag == "inconclusive" and "not significant once corrected for the 56 gains" in text
-    assert significance.reading(-0.05, 0.001, 0.01, 0.02, 0.05, 0.02)[0] == "negative"
+def test_readings_of_significant_corrected_away_equivalent_and_inconclusive_gains():
+    flag, text = significance.reading(0.004, 0.6, 0.6, (-0.01, 0.018), 0.05, 0.02)
+    assert flag == "no effect" and text == "no effect: +0.4 points [-1.0, +1.8] lies inside +-2.0 points"
+    flag, text = significance.reading(0.004, 0.6, 0.6, (-0.05, 0.058), 0.05, 0.02)
+    assert flag == "inconclusive" and text.startswith("inconclusive: +0.4 points [-5.0, +5.8] reaches beyond")
+    flag, text = significance.reading(-0.039, 0.01, 0.12, (-0.07, -0.008), 0.05, 0.02, family=56)
+    assert flag == "inconclusive" and "not significant once corrected for the 56 gains of its family" in text
+    assert significance.reading(-0.05, 0.001, 0.01, (-0.08, -0.02), 0.05, 0.02)[0] == "negative"
 
 
 def test_fewer_than_three_seeds_leave_the_seed_part_unestimated():
@@ -89,6 +92,15 @@ def test_fewer_than_three_seeds_leave_the_seed_part_unestimated():
 
 
 def test_fewer_than_three_seeds_are_never_a_finding():
-    flag, text = significance.reading(0.05, 0.001, 0.002, 0.01, 0.05, 0.02, n_seeds=1)
-    assert flag == "inconclusive" and text.startswith("positive: +5.0 points") and "not a finding" in text
-    assert significance.reading(0.0, 0.9, 0.9, 0.01, 0.05, 0.02, n_seeds=2)[0] == "inconclusive"
+    flag, text = significance.reading(0.05, 0.001, np.nan, (0.03, 0.07), 0.05, 0.02, n_seeds=1)
+    assert flag == "inconclusive" and text.startswith("+5.0 points [+3.0, +7.0] for this training run")
+    assert "not a finding" in text
+    assert significance.reading(0.0, 0.9, np.nan, (-0.001, 0.001), 0.05, 0.02, n_seeds=2)[0] == "inconclusive"
+
+
+def test_the_detectable_gain_of_a_t_test_with_two_degrees_of_freedom():
+    """At 3 seeds the t test reaches 80 % power at 5.65 standard errors (noncentral t); t_{0.975} +
+    t_{0.8} = 5.36 falls short of it, and so did the mde computed that way."""
+    assert significance.detectable_gain(1.0, 0.0, 2, 0.05, 0.8) == pytest.approx(5.65, abs=0.01)
+    assert significance.detectable_gain(1.0, 0.0, np.inf, 0.05, 0.8) == pytest.approx(1.96 + 0.8416, 1e-3)
+    assert significance.c4(3) == pytest.approx(0.8862, abs=1e-4)

@@ -40,6 +40,7 @@ CASES = {
     "rte": [("en", "train"), ("en", "test")],
     "goemotions": [("en", "train"), ("en", "test")],
     "udpos": [("en", "train"), ("de", "test"), ("zh", "test")],
+    "udpos_shuffled": [("en", "train"), ("de", "test")],
     "ud": [("en", "train"), ("fr", "test")],
     "conll2003": [("en", "train"), ("en", "test")],
     "conll2002": [("es", "train"), ("nl", "test")],
@@ -557,3 +558,56 @@ def test_resplit_pools_every_shipped_set_and_cuts_it_like_a_one_file_task(shared
     assert sum(map(len, uids)) == pool
     assert list(split("test").uids) == list(test.uids) and list(split("test", seed=5).uids) != list(test.uids)
     assert split("test", resplit=False).source == "test"
+
+
+def test_shuffled_labels_keep_every_tag_and_cut_its_tie_to_the_word(shared_data):
+    """The negative control's training tags: the same multiset over the same sentences (lengths kept),
+    most tokens tagged otherwise, the same permutation every time; its test tags stay as they are."""
+    plain, shuffled = CATALOG.spec("udpos"), CATALOG.spec("udpos_shuffled")
+    load = dict(root=shared_data, fractions=FRACTIONS, seed=13, max_examples=200)
+    a, b = load_examples(plain, "en", "train", **load), load_examples(shuffled, "en", "train", **load)
+    assert [e.texts for e in a.examples] == [e.texts for e in b.examples]
+    tags_a = [t for e in a.examples for t in e.label]
+    tags_b = [t for e in b.examples for t in e.label]
+    assert sorted(tags_a) == sorted(tags_b) and np.mean(np.array(tags_a) != np.array(tags_b)) > 0.7
+    assert (
+        b.examples == load_examples(shuffled, "en", "train", **load).examples
+        and a.fingerprint != b.fingerprint
+    )
+    test_a, test_b = load_examples(plain, "de", "test", **load), load_examples(shuffled, "de", "test", **load)
+    assert [e.label for e in test_a.examples] == [e.label for e in test_b.examples]
+
+
+def test_shuffled_labels_are_refused_for_a_task_without_labels_to_shuffle(tmp_path):
+    path = write_yaml(
+        tmp_path / "qa.yaml",
+        {
+            "name": "qa",
+            "type": "extractive_qa",
+            "format": "squad_json",
+            "files": {"dev": "x.json"},
+            "shuffle_labels": True,
+        },
+    )
+    with pytest.raises(ConfigError, match="shuffle_labels: not for a extractive_qa task"):
+        load_task_file(path)
+
+
+def test_what_a_model_that_learnt_nothing_scores(shared_data):
+    """The reference a baseline's dev score is held against: the majority training label for every
+    example (token), or chance where that is higher (macro-F1 of uniform guesses)."""
+    load = dict(root=shared_data, fractions=FRACTIONS, seed=13, max_examples=300)
+    xnli = CATALOG.task("xnli")
+    train, dev = (load_examples(CATALOG.spec("xnli"), "en", s, **load) for s in ("train", "dev"))
+    reference = xnli.reference_scores(train, dev)
+    majority = np.bincount([e.label for e in train.examples]).argmax()
+    assert reference["accuracy"] == pytest.approx(
+        max(1 / 3, np.mean([e.label == majority for e in dev.examples]))
+    )
+    assert 0.3 < reference["macro_f1"] < 0.34  # three classes about equally common: 1/3 each by chance
+    udpos = CATALOG.task("udpos")
+    train, dev = (load_examples(CATALOG.spec("udpos"), "en", s, **load) for s in ("train", "dev"))
+    noun = CATALOG.spec("udpos").labels.index("NOUN")
+    tokens = [t for e in dev.examples for t in e.label]
+    assert udpos.reference_scores(train, dev)["accuracy"] == pytest.approx(np.mean(np.array(tokens) == noun))
+    assert CATALOG.task("tydiqa").reference_scores(train, dev) == {}  # no model that ignores its input

@@ -94,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--output", default="", help="folder for the files (default: reports/<experiment>)"
             )
+            p.add_argument(
+                "--null-check",
+                action="store_true",
+                help="also the A/A check: each baseline's seeds (>= 6) split into two pseudo-arms "
+                "(the same as report.null_check=true)",
+            )
     model = sub.add_parser("model", help="offline pretrained models")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     prepare = model_sub.add_parser("prepare", help="build an offline model into the cache")
@@ -112,6 +118,8 @@ def _load(args):
         overrides.append(f"target.init={args.init}")
     if getattr(args, "model", ""):
         overrides.append(f"evaluation.model={args.model}")
+    if getattr(args, "null_check", False):
+        overrides.append("report.null_check=true")
     return load_experiment(args.config, overrides)
 
 
@@ -307,9 +315,11 @@ def _print_headline(cfg, built) -> None:
 
     headline = report.summary_rows(cfg, built.gains)
     if not headline.empty:
+        family = int((built.gains.family == "headline").sum())
         print(
-            "\nheadline gains (first metric, mean over languages; interval over seeds and test examples, "
-            f"q: Benjamini-Hochberg over all {len(built.gains)} gains):"
+            f"\nheadline gains ({cfg.report.headline_language} of the headline metric; interval over seeds "
+            f"and test examples; q: {cfg.report.correction.upper()} over the headline family of {family} "
+            "cell(s), every other row within its own cell):"
         )
         columns = [
             "model",
@@ -332,6 +342,11 @@ def _print_headline(cfg, built) -> None:
             print(f"  {r.intermediate} -> {r.target} ({r.task} {r.metric}): {r.reading}")
         if (headline.n_seeds < 3).any():
             print("  (fewer than 3 seeds: the interval covers the test sample, not the training randomness)")
+    for r in built.learnt.itertuples():
+        if not r.learnt:
+            print(f"  warning: {r.target} ({r.model}): {report.not_learnt_text(r)}")
+    if built.null_note:
+        print(f"\n{built.null_note}")
     elif not built.scores.empty:
         print("\nscores (first metric, mean over languages):")
         print(

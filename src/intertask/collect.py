@@ -13,8 +13,8 @@ import pandas as pd
 from intertask import predict, tracking
 from intertask.config import NONE, ExperimentConfig
 from intertask.identity import CELL_TAG, cell_tags, metric_part
-from intertask.metrics import EXAMPLES_ARTIFACT
-from intertask.report import TABLES, Report, assemble
+from intertask.metrics import BEST_DEV, EXAMPLES_ARTIFACT, REFERENCE_DEV
+from intertask.report import LEARNING_COLUMNS, TABLES, Report, assemble
 
 
 def from_outcomes(cfg: ExperimentConfig, outcomes: list, ws=None, estimates=None) -> Report:
@@ -50,7 +50,33 @@ def from_outcomes(cfg: ExperimentConfig, outcomes: list, ws=None, estimates=None
     ]
     if estimates is None and ws is not None and ws.known_experiment() is not None:
         estimates = predict.latest(ws.experiment())
-    return assemble(cfg, evaluations, probe_frames, ws, embed_texts, estimates)
+    learning = [
+        _learning_row(client.get_run(o.run_id), cell_of(o))
+        for o in outcomes
+        if o.kind == "finetune" and cell_of(o).get(f"{CELL_TAG}intermediate", NONE) == NONE
+    ]
+    learning = pd.DataFrame([r for r in learning if r], columns=LEARNING_COLUMNS)
+    return assemble(cfg, evaluations, probe_frames, ws, embed_texts, estimates, learning)
+
+
+def _learning_row(run, cell: dict) -> dict | None:
+    """A baseline target stage's best dev score on its selection metric, and what a model that learnt
+    nothing scores there (runs logged before that reference existed give None)."""
+    target = cell.get(f"{CELL_TAG}target", "")
+    metric = run.data.params.get(f"stage.selection_metric.{target}")
+    values = run.data.metrics
+    reference = values.get(f"{REFERENCE_DEV}/{target}/{metric}")
+    if metric is None or reference is None:
+        return None
+    return {
+        "model": cell.get(f"{CELL_TAG}model", ""),
+        "target": target,
+        "seed": int(cell.get(f"{CELL_TAG}seed", 0) or 0),
+        "metric": metric,
+        "dev": values.get(f"{BEST_DEV}/{target}/{metric}"),
+        "reference": reference,
+        "dev_examples": values.get(f"dev_examples/{target}"),
+    }
 
 
 def _probe_rows(client, outcome, cell: dict) -> list[pd.DataFrame]:
@@ -102,9 +128,14 @@ def headline_markdown(cfg: ExperimentConfig, built: Report) -> str:
             f"| {r.intermediate} | {r.target} | {r.metric} | {r.n_seeds} | {r.baseline:.4f} | {r.transfer:.4f} "
             f"| {r.gain:+.4f} | [{r.ci_low:+.4f}, {r.ci_high:+.4f}] | {r.q:.3f} | {r.flag} |"
         )
+    warnings = "".join(
+        f"\n\n**{r.target} ({r.model}): {report.not_learnt_text(r)}.**"
+        for r in built.learnt.itertuples()
+        if not r.learnt
+    )
     return (
-        "Headline gains (mean over languages; interval over seeds and test examples; q: Benjamini-Hochberg):\n\n"
-        + "\n".join(lines)
+        f"Headline gains ({cfg.report.headline_language}; interval over seeds and test examples; q: "
+        f"{cfg.report.correction.upper()} over the headline family):\n\n" + "\n".join(lines) + warnings
     )
 
 
@@ -152,6 +183,13 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
         values[
             f"xtreme/{metric_part(r.model)}/{metric_part(r.intermediate)}/{metric_part(r.target)}/{r.score}"
         ] = r.value
+    if not built.null_check.empty:
+        tested = built.null_check[built.null_check.family != "none"]
+        values |= {
+            "null_check/rows": len(tested),
+            "null_check/flagged": int(tested.flag.isin(["positive", "negative"]).sum()),
+            "null_check/p_below_alpha": float((tested.p <= 1 - cfg.report.confidence).mean()),
+        }
     for r in built.estimators.itertuples():
         key = f"{metric_part(r.model)}/{r.target}/{r.languages}/{r.estimator}/{r.score}"
         values[f"estimator/{key}"] = r.value

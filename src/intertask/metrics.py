@@ -329,6 +329,8 @@ _register_counted(BITEXT, _pair_counts, "mined pairs against the gold pairs")
 
 EXAMPLE_KEYS = ["task", "split", "language", "uid"]  # the columns of a per-example row besides its statistics
 EXAMPLES_ARTIFACT = "evaluation/examples.parquet"  # where an evaluation run logs them
+BEST_DEV = "best_dev"  # a training run's metrics best_dev/<task>/<metric>: the kept epoch's dev scores
+REFERENCE_DEV = "reference_dev"  # reference_dev/<task>/<metric>: a model that learnt nothing, on that dev set
 
 
 def example_stats(kind: str, pred, gold, **options) -> dict[str, np.ndarray]:

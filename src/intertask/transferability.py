@@ -145,3 +145,23 @@ def ranking_scores(scores, gains, k: int) -> dict[str, float]:
         f"ndcg_at_{k}": ndcg_at_k(scores, gains, k),
         f"regret_at_{k}": regret_at_k(scores, gains, k),
     }
+
+
+def ranking_scores_many(scores, gains: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """`ranking_scores` of one estimator against every row of `gains` (N, K) at once."""
+    g = np.atleast_2d(np.asarray(gains, np.float64))
+    order = _order(scores)
+    relevance = g - g.min(axis=1, keepdims=True)
+    discounts = 1 / np.log2(np.arange(2, k + 2))[: min(k, g.shape[1])]
+    ideal = np.sort(relevance, axis=1)[:, ::-1][:, :k] @ discounts
+    found = relevance[:, order][:, :k] @ discounts
+    ndcg = np.where(ideal == 0, 1.0, found / np.where(ideal == 0, 1.0, ideal))
+    regret = g.max(axis=1) - g[:, order[:k]].max(axis=1)
+    x = stats.rankdata(np.asarray(scores, np.float64))
+    y = stats.rankdata(g, axis=1)
+    xc, yc = x - x.mean(), y - y.mean(axis=1, keepdims=True)
+    norm = np.sqrt((xc**2).sum()) * np.sqrt((yc**2).sum(axis=1))
+    rho = np.where(norm > 0, (yc @ xc) / np.where(norm > 0, norm, 1.0), np.nan)
+    if len(x) < 2 or np.ptp(x) == 0:
+        rho = np.full(len(g), np.nan)
+    return {"spearman": rho, f"ndcg_at_{k}": ndcg, f"regret_at_{k}": regret}

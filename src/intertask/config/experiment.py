@@ -451,8 +451,14 @@ class ReportConfig:
     confidence: float = 0.95  # two-sided level of each gain's interval
     fdr: float = 0.05  # Benjamini-Hochberg level: a gain is flagged when its q-value is at most this
     power: float = 0.8  # for the minimum detectable effect of each cell
-    smallest_effect: float = 0.02  # a non-significant cell whose detectable effect is at most this reads as
-    #   "no effect >= X"; above it, "too small to tell" (metric units: 0.02 = 2 points)
+    smallest_effect: float = 0.02  # equivalence margin: a gain reads "no effect" only when its whole interval
+    #   lies inside +-this (metric units: 0.02 = 2 points); else, when not significant, "inconclusive"
+    headline_language: str = "mean_all"  # the row of each cell in the headline family: mean_all, a
+    #   mean_non_<lang> the evaluation reports (e.g. mean_non_en: the zero-shot languages) or a language
+    correction: Literal["bh", "by"] = "bh"  # q-values within each family: Benjamini-Hochberg, or
+    #   Benjamini-Yekutieli (valid under any dependence between the gains, more conservative)
+    null_check: bool = False  # A/A check: split each baseline's seeds (>= 6) into two pseudo-arms and report
+    #   how often the same machinery flags a difference between them (it should stay near report.fdr)
     divergence: bool = True  # domain divergence between every intermediate and target training set
     top_k_words: int = 1000  # vocabulary overlap: Jaccard of the top-k word types of each set
     divergence_examples: int = 500  # sentences per set for the embedding distance (base model)
@@ -464,6 +470,9 @@ class ReportConfig:
         c.require(0 < self.fdr < 1, "fdr", "out of range", self.fdr, "0 < q < 1")
         c.require(0.5 <= self.power < 1, "power", "out of range", self.power, "0.5 <= power < 1")
         c.require(self.smallest_effect > 0, "smallest_effect", "out of range", self.smallest_effect, "> 0")
+        c.require(
+            bool(self.headline_language), "headline_language", "empty", self.headline_language, "mean_all"
+        )
         c.require(self.top_k_words >= 10, "top_k_words", "too small", self.top_k_words, ">= 10")
         c.require(
             self.divergence_examples >= 10,

@@ -5,14 +5,17 @@ divergence against the gains, robustness under domain shift, a heatmap and a sel
 Gain of a cell = score(intermediate -> target) - score(target only), same model, seed, evaluation task,
 language and metric, averaged over seeds. Its interval, p-value and minimum detectable effect combine
 the seeds and a paired bootstrap of the test examples (significance.py: the metric is recomputed on
-each resample from the per-example statistics every evaluation logs); q-values are Benjamini-Hochberg
-over every gain of the report, and the flag reads q: `positive` / `negative` at q <= report.fdr, else
-`no effect` when the study could have detected report.smallest_effect, else `inconclusive`; with fewer
-than 3 seeds always `inconclusive` (one seed is not a finding), the reading saying what the test
-sample alone shows.
+each resample from the per-example statistics every evaluation logs, one draw of the items for all
+languages of a translated test set); q-values are Benjamini-Hochberg within a family (the headline
+family: one row per cell; the rest within their own cell; gains.py), and the flag reads q: `positive` /
+`negative` at q <= report.fdr, else `no effect` when the whole interval lies inside
++-report.smallest_effect, else `inconclusive`; with fewer than 3 seeds always `inconclusive` (one seed is
+not a finding), the reading saying what the test sample alone shows. A target whose baseline was not
+learnt has every gain say so (controls.py).
 
     tables  scores, group and family aggregates, XTREME, divergence, robustness (data frames in and out)
-    gains   gains over the baseline with intervals, p, q, minimum detectable effect, flag and reading
+    gains   gains over the baseline with intervals, p, q (per family), minimum detectable effect, flags
+    controls  the instrument's checks: targets not learnt, the A/A check
     render  figures, the HTML page, the report as files
 The report reads nothing from the tracking store: collect.py gathers the same frames from runs.
 """
@@ -22,6 +25,14 @@ from __future__ import annotations
 import pandas as pd
 
 from intertask.config import ExperimentConfig
+from intertask.report.controls import (
+    LEARNING_COLUMNS,
+    learnt_table,
+    mark_not_learnt,
+    not_learnt_text,
+    null_check,
+    null_summary,
+)
 from intertask.report.estimators import ESTIMATE_COLUMNS, estimator_scores
 from intertask.report.gains import GAIN_COLUMNS, gains_table
 from intertask.report.render import TABLES, figures, render_html, write
@@ -35,7 +46,7 @@ from intertask.report.tables import (
     robustness_table,
     scores_table,
     summary_rows,
-    task_kinds,
+    task_facts,
     text_of,
     training_sample,
     xtreme_table,
@@ -44,12 +55,14 @@ from intertask.report.tables import (
 __all__ = [
     "ESTIMATE_COLUMNS",
     "GAIN_COLUMNS",
+    "LEARNING_COLUMNS",
     "SCORE_COLUMNS",
     "TABLES",
     "Report",
     "assemble",
     "estimator_scores",
     "gains_table",
+    "not_learnt_text",
     "groups_table",
     "render_html",
     "robustness_table",
@@ -62,14 +75,24 @@ __all__ = [
 
 
 def assemble(
-    cfg: ExperimentConfig, evaluations, probe_frames, ws=None, embed_texts=None, estimates=None
+    cfg: ExperimentConfig,
+    evaluations,
+    probe_frames,
+    ws=None,
+    embed_texts=None,
+    estimates=None,
+    learning: pd.DataFrame | None = None,
 ) -> Report:
     """The report from data frames: `evaluations` as (cell tags, languages table, per-example statistics
     or None) per evaluation run, `probe_frames` the retrieval probes' tables, `estimates` the
-    transferability estimates of `intertask predict` (or None). Nothing here reads the tracking store
-    (collect.py does)."""
+    transferability estimates of `intertask predict` (or None), `learning` the baseline target stages'
+    dev scores against a model that learnt nothing (LEARNING_COLUMNS, or None). Nothing here reads the
+    tracking store (collect.py does)."""
     scores = scores_table(cfg, evaluations)
-    gains = gains_table(scores, examples_table(evaluations), task_kinds(cfg, scores), cfg.report)
+    examples = examples_table(evaluations)
+    facts = task_facts(cfg, scores)
+    learnt = learnt_table(learning if learning is not None else pd.DataFrame(columns=LEARNING_COLUMNS))
+    gains = mark_not_learnt(gains_table(scores, examples, facts, cfg.report), learnt)
     diverge = divergence_table(cfg, gains, ws, embed_texts) if cfg.report.divergence else pd.DataFrame()
     probes = pd.concat(probe_frames, ignore_index=True) if probe_frames else pd.DataFrame()
     built = Report(
@@ -82,7 +105,11 @@ def assemble(
         robustness_table(cfg, scores),
         probes,
     )
-    built.estimators, built.estimators_note = estimator_scores(cfg, scores, estimates)
+    built.learnt = learnt
+    if cfg.report.null_check:
+        built.null_check = null_check(scores, examples, facts, cfg.report)
+        built.null_note = null_summary(built.null_check, 1 - cfg.report.confidence)
+    built.estimators, built.estimators_note = estimator_scores(cfg, gains, estimates)
     built.figures = figures(cfg, built)
     built.html = render_html(cfg, built)
     return built

@@ -1,7 +1,28 @@
 """Gains over the baseline with their uncertainty: per cell, language and metric, the seeds and a
-paired bootstrap of the test examples combined (significance.py), q-values over every gain, flags."""
+paired bootstrap of the test examples combined (significance.py), q-values within stated families,
+flags and readings.
+
+Joint draws. Every bootstrap draw of a cell is shared by both arms and every seed. For a task whose
+languages are translations of the same items (`parallel: true`: XNLI, PAWS-X, XQuAD), one draw of the
+items serves every language, so a language mean is resampled as the items it rests on: its outcomes
+correlate across languages (an item hard in English is hard in German), and independent draws per
+language would understate the mean's variance several-fold. Such a mean counts its distinct items, not
+each translation. Other tasks draw each language independently.
+
+Families (`report.correction`, Benjamini-Hochberg by default, Benjamini-Yekutieli as an option):
+- headline: one row per model x intermediate x target x evaluation task, the task's headline metric
+  on the study's headline language mean (`report.headline_language`, default mean_all), corrected
+  together: the report's findings;
+- cell: the other rows of each cell (per language, secondary metrics, other means, XTREME groups),
+  corrected within that cell only: where a cell's effect lies, read after its headline;
+- none: rows with fewer than 3 seeds (never findings, and their p leaves the seed part out) and rows
+  without per-example outcomes; their q is empty.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,48 +41,81 @@ GAIN_COLUMNS = [
     "baseline",
     "gain",
     "se",
+    "df",
     "ci_low",
     "ci_high",
     "p",
+    "family",
     "q",
     "mde",
     "flag",
     "reading",
+    "note",
 ]
 CELL = ["model", "intermediate", "target", "task", "split"]
 CELL_KEYS = ["model", "intermediate", "target", "seed"]  # the tags that place a run in a study
 QA_SCORE = "xtreme"  # XTREME's score of a QA task: (exact match + F1) / 2
+XTREME_TASK = "xtreme"  # the task column of XTREME group / overall rows
+XTREME_METRIC = "score"
+HEADLINE, WITHIN_CELL, OUTSIDE = "headline", "cell", "none"
+MIN_SEEDS = 3
 
 
-def gains_table(scores: pd.DataFrame, examples: pd.DataFrame, kinds: dict[str, str], options) -> pd.DataFrame:
-    """Every transfer cell against its baseline: per language and metric, the cross-language means and,
-    for QA tasks, XTREME's (EM + F1) / 2; paired over seeds and test examples (module docstring)."""
+@dataclass(frozen=True)
+class TaskFacts:
+    """What the report needs of an evaluation task: its label kind (how metrics are recomputed), whether
+    its languages are translations of the same items, and its headline metric."""
+
+    kind: str | None
+    parallel: bool = False
+    headline_metric: str | None = None
+
+
+def gains_table(
+    scores: pd.DataFrame, examples: pd.DataFrame, tasks: Mapping[str, TaskFacts | str], options
+) -> pd.DataFrame:
+    """Every transfer cell against its baseline: per language and metric, the cross-language means, for
+    QA tasks XTREME's (EM + F1) / 2, and XTREME's group scores of the tasks a cell evaluated; paired over
+    seeds and test examples, q-values per family (module docstring)."""
+    facts = {t: f if isinstance(f, TaskFacts) else TaskFacts(f) for t, f in tasks.items()}
     base = scores[scores.intermediate == NONE]
     transfer = scores[scores.intermediate != NONE]
     if base.empty or transfer.empty:
         return pd.DataFrame(columns=GAIN_COLUMNS)
     runs = _runs_by_arm(examples)
-    rows = []
+    rows, xtreme = [], {}
     for key, cell in transfer.groupby(CELL, sort=False, dropna=False):
         model, _, target, task, split = key
         baseline = base[
             (base.model == model) & (base.target == target) & (base.task == task) & (base.split == split)
         ]
         seeds = sorted(set(cell.seed) & set(baseline.seed))
-        if seeds:
-            rows.extend(_cell_gains(key, seeds, cell, baseline, runs, kinds.get(task), options))
+        if not seeds:
+            continue
+        note = _unpaired_seeds(set(cell.seed), set(baseline.seed))
+        fact = facts.get(task, TaskFacts(None))
+        found, values, items = _cell_gains(key, seeds, cell, baseline, runs, fact, options, note)
+        rows.extend(found)
+        if values is not None and task in metrics.XTREME_LANGUAGES:
+            xtreme.setdefault((model, key[1], target, split), {})[task] = (tuple(seeds), values, items)
+    rows.extend(_xtreme_group_rows(xtreme, options))
     frame = pd.DataFrame(rows, columns=GAIN_COLUMNS)
-    frame["q"] = significance.q_values(frame.p.to_numpy(float))
-    cells = int(frame.p.notna().sum())
-    readings = [
-        significance.reading(
-            g, p, q, m, options.fdr, options.smallest_effect, 1 - options.confidence, cells, int(n)
-        )
-        for g, p, q, m, n in zip(frame.gain, frame.p, frame.q, frame.mde, frame.n_seeds, strict=True)
-    ]
-    frame["flag"] = [f for f, _ in readings]
-    frame["reading"] = [r for _, r in readings]
-    return frame
+    return _flagged(frame, facts, options)
+
+
+def _unpaired_seeds(transfer: set, baseline: set) -> str:
+    parts = []
+    if transfer - baseline:
+        parts.append(f"seed(s) {_listed(transfer - baseline)} missing in the baseline arm")
+    if baseline - transfer:
+        parts.append(f"seed(s) {_listed(baseline - transfer)} missing in the transfer arm")
+    if not parts:
+        return ""
+    return f"{len(transfer & baseline)} paired seed(s): " + "; ".join(parts)
+
+
+def _listed(values) -> str:
+    return ", ".join(map(str, sorted(values)))
 
 
 def _runs_by_arm(examples: pd.DataFrame) -> dict:
@@ -69,42 +123,55 @@ def _runs_by_arm(examples: pd.DataFrame) -> dict:
     statistics indexed by uid, grouped once for every cell of the report."""
     if examples.empty:
         return {}
+    keys = [*CELL, "seed", "language"]
+    columns = [c for c in examples.columns if c not in {*keys, *CELL_KEYS, *EXAMPLE_KEYS}]
+    values, uids = examples[columns].to_numpy(float), examples.uid.to_numpy()
     out: dict = {}
-    for (*arm, seed, language), group in examples.groupby([*CELL, "seed", "language"], sort=False):
-        out.setdefault(tuple(arm), {})[(seed, language)] = (
-            group.set_index("uid").drop(columns=CELL_KEYS, errors="ignore").dropna(axis=1, how="all")
+    for (*arm, seed, language), rows in examples.groupby(keys, sort=False).indices.items():
+        block = values[rows]
+        kept = ~np.isnan(block).all(0)  # a column another task's rows brought in
+        out.setdefault(tuple(arm), {})[(seed, language)] = pd.DataFrame(
+            block[:, kept], index=uids[rows], columns=[c for c, k in zip(columns, kept, strict=True) if k]
         )
     return out
 
 
-def _cell_gains(key, seeds, cell, baseline, runs, kind, options) -> list[dict]:
+def _cell_gains(key, seeds, cell, baseline, runs, fact: TaskFacts, options, note: str):
+    """(rows, per metric and language the paired arrays of `significance.paired_replicates` and the
+    test items of all languages, or None, None when the runs logged no per-example outcomes)."""
     model, intermediate, target, task, split = key
     languages = [lang for lang in dict.fromkeys(cell.language) if not lang.startswith("mean_")]
     names = list(dict.fromkeys(cell.metric))
     arms = {"t": runs.get(key, {}), "b": runs.get((model, NONE, target, task, split), {})}
-    found = kind is not None and all(
+    found = fact.kind is not None and all(
         (seed, lang) in arms[a] for a in arms for seed in seeds for lang in languages
     )
     if not found:
-        return _gains_without_examples(key, seeds, cell, baseline)
-    # per language and metric: (full_t (S,), full_b (S,), boot_t (S, B), boot_b (S, B)), and its size
-    values: dict[str, dict[str, tuple]] = {name: {} for name in names}
-    sizes = {}
+        return _gains_without_examples(key, seeds, cell, baseline, note), None, None
+    frames, uids, dropped = {}, {}, 0
     for lang in languages:
-        frames = [arms[a][(seed, lang)] for a in ("t", "b") for seed in seeds]
-        uids = sorted(set.intersection(*(set(f.index) for f in frames)))
+        frames[lang] = [arms[a][(seed, lang)] for a in ("t", "b") for seed in seeds]
+        every = [set(f.index) for f in frames[lang]]
+        uids[lang] = np.array(sorted(set.intersection(*every)))
+        dropped += len(set.union(*every)) - len(uids[lang])
+    if dropped:
+        note = "; ".join(filter(None, [note, f"{dropped} test example(s) not scored in every run left out"]))
+    weights = _draws(key, uids, fact.parallel, options.bootstrap)
+    # per metric and language: (full_t (S,), full_b (S,), boot_t (S, B), boot_b (S, B))
+    values: dict[str, dict[str, tuple]] = {name: {} for name in names}
+    for lang in languages:
+        columns = list(dict.fromkeys(c for f in frames[lang] for c in f.columns if c not in EXAMPLE_KEYS))
         # a label column one run lacks (nobody predicted or had that label there) counts 0 for it
-        columns = list(dict.fromkeys(c for f in frames for c in f.columns if c not in EXAMPLE_KEYS))
-        stats = [f.reindex(columns=columns).loc[uids].fillna(0).to_numpy(float) for f in frames]
-        weights = significance.example_weights(len(uids), options.bootstrap, significance.rng_for(*key, lang))
-        sizes[lang] = len(uids)
+        stats = [_aligned(f, uids[lang], columns) for f in frames[lang]]
         for name in names:
 
             def metric(sums, n, _name=name, _columns=tuple(columns)):
-                return metrics.from_sums(kind, _name, {c: sums[..., j] for j, c in enumerate(_columns)}, n)
+                return metrics.from_sums(
+                    fact.kind, _name, {c: sums[..., j] for j, c in enumerate(_columns)}, n
+                )
 
             values[name][lang] = significance.paired_replicates(
-                stats[: len(seeds)], stats[len(seeds) :], metric, weights
+                stats[: len(seeds)], stats[len(seeds) :], metric, weights[lang]
             )
     if {"exact_match", "f1"} <= set(names):
         values[QA_SCORE] = {
@@ -113,28 +180,99 @@ def _cell_gains(key, seeds, cell, baseline, runs, kind, options) -> list[dict]:
             )
             for lang in languages
         }
+    rows = []
+    for label, members in _levels(cell, languages):
+        items = _items(uids, members, fact.parallel)
+        for name, per_language in values.items():
+            arrays = _mean_over(per_language, members)
+            rows.append(_estimated_row(key, label, name, arrays, items, options, note))
+    return rows, values, _items(uids, languages, fact.parallel)
+
+
+def _aligned(frame: pd.DataFrame, uids: np.ndarray, columns: list[str]) -> np.ndarray:
+    """A run's statistics on `uids` (rows) and `columns` (0 where the run lacks the column)."""
+    out = np.zeros((len(uids), len(columns)))
+    rows = frame.index.get_indexer(uids)
+    for j, column in enumerate(columns):
+        if column in frame.columns:
+            out[:, j] = frame[column].to_numpy(float)[rows]
+    return np.nan_to_num(out)
+
+
+def _draws(key, uids: dict[str, np.ndarray], parallel: bool, resamples: int) -> dict[str, np.ndarray]:
+    """Per language the (B, n) bootstrap multiplicities of its examples: for a parallel task one draw of
+    the items shared by every language (each language reads the columns of its items), else a draw of
+    its own."""
+    if not parallel:
+        return {
+            lang: significance.example_weights(len(u), resamples, significance.rng_for(*key, lang))
+            for lang, u in uids.items()
+        }
+    items = np.array(sorted(set().union(*(set(u) for u in uids.values()))))
+    shared = significance.example_weights(len(items), resamples, significance.rng_for(*key))
+    return {lang: shared[:, np.searchsorted(items, u)] for lang, u in uids.items()}
+
+
+def _levels(cell: pd.DataFrame, languages: list[str]) -> list[tuple[str, list[str]]]:
+    """Each language alone, then the means the evaluation reported, with their member languages."""
     levels = [(lang, [lang]) for lang in languages]
     for label in dict.fromkeys(cell.language):
         if label == metrics.MEAN_ALL:
             levels.append((label, languages))
         elif label.startswith("mean_non_"):
             levels.append((label, [lang for lang in languages if lang != label.removeprefix("mean_non_")]))
+    return levels
+
+
+def _items(uids: dict[str, np.ndarray], members: list[str], parallel: bool) -> int:
+    """Test items behind a row: a translated item counts once in a parallel task's mean."""
+    if parallel:
+        return len(set().union(*(set(uids[lang]) for lang in members)))
+    return sum(len(uids[lang]) for lang in members)
+
+
+def _mean_over(per_language: dict[str, tuple], members: list[str]) -> tuple:
+    return tuple(np.mean([per_language[lang][i] for lang in members], axis=0) for i in range(4))
+
+
+def _estimated_row(key, label, name, arrays, items, options, note) -> dict:
+    full_t, full_b, boot_t, boot_b = arrays
+    est = significance.estimate(full_t - full_b, boot_t - boot_b, options.confidence, options.power, items)
+    return _gain_row(key, label, name, est, full_t.mean(), full_b.mean(), items, note)
+
+
+def _xtreme_group_rows(xtreme: dict, options) -> list[dict]:
+    """XTREME's group scores (and `overall` when all nine tasks are there) of the tasks one transfer cell
+    evaluated, as gains with intervals: each task's XTREME metric averaged over its languages, then
+    over the group's tasks, on the same draws (different tasks' test sets are drawn independently)."""
     rows = []
-    for label, members in levels:
-        for name, per_language in values.items():
-            full_t, full_b, boot_t, boot_b = (
-                np.mean([per_language[lang][i] for lang in members], axis=0) for i in range(4)
-            )
-            est = significance.estimate(full_t - full_b, boot_t - boot_b, options.confidence, options.power)
-            rows.append(
-                _gain_row(
-                    key, label, name, est, full_t.mean(), full_b.mean(), sum(sizes[lang] for lang in members)
-                )
-            )
+    for (model, intermediate, target, split), per_task in xtreme.items():
+        if len({seeds for seeds, _, _ in per_task.values()}) != 1:
+            continue  # the tasks were scored with different seeds: no common draw to average
+        arrays, items = {}, {}
+        for task, (_, values, count) in per_task.items():
+            name = _xtreme_metric(task, values)
+            if name is not None:
+                arrays[task], items[task] = _mean_over(values[name], list(values[name])), count
+        key = (model, intermediate, target, XTREME_TASK, split)
+        every = [t for tasks in metrics.XTREME_GROUPS.values() for t in tasks]
+        groups = {f"group/{g}": tasks for g, tasks in metrics.XTREME_GROUPS.items()} | {"overall": every}
+        for label, tasks in groups.items():
+            if all(t in arrays for t in tasks):
+                mean = tuple(np.mean([arrays[t][i] for t in tasks], axis=0) for i in range(4))
+                count = sum(items[t] for t in tasks)
+                rows.append(_estimated_row(key, label, XTREME_METRIC, mean, count, options, ""))
     return rows
 
 
-def _gain_row(key, language, metric, est, transfer, baseline, examples) -> dict:
+def _xtreme_metric(task: str, values: dict) -> str | None:
+    """The metric XTREME averages for a task: (EM + F1) / 2 for QA, else F1, else accuracy."""
+    if task in metrics.XTREME_GROUPS["qa"]:
+        return QA_SCORE if QA_SCORE in values else None
+    return next((m for m in ("f1", "accuracy") if m in values), None)
+
+
+def _gain_row(key, language, metric, est, transfer, baseline, examples, note="") -> dict:
     model, intermediate, target, task, split = key
     return {
         "model": model,
@@ -145,20 +283,22 @@ def _gain_row(key, language, metric, est, transfer, baseline, examples) -> dict:
         "language": language,
         "metric": metric,
         "n_seeds": est.n_seeds,
-        "seed_component": "estimated" if est.n_seeds >= 3 else f"unestimated ({est.n_seeds} seed(s))",
+        "seed_component": "estimated" if est.n_seeds >= MIN_SEEDS else f"unestimated ({est.n_seeds} seed(s))",
         "examples": examples,
         "transfer": transfer,
         "baseline": baseline,
         "gain": est.gain,
         "se": est.se,
+        "df": est.df,
         "ci_low": est.ci_low,
         "ci_high": est.ci_high,
         "p": est.p,
         "mde": est.mde,
+        "note": note,
     }
 
 
-def _gains_without_examples(key, seeds, cell, baseline) -> list[dict]:
+def _gains_without_examples(key, seeds, cell, baseline, note) -> list[dict]:
     """Runs logged before per-example outcomes existed: the gains, nothing to test them with."""
     on = ["language", "metric", "seed"]
     paired = cell[cell.seed.isin(seeds)].merge(
@@ -170,5 +310,63 @@ def _gains_without_examples(key, seeds, cell, baseline) -> list[dict]:
         est = significance.Estimate(
             float((group.value - group.baseline).mean()), nan, nan, nan, nan, nan, nan, nan, nan, len(group)
         )
-        rows.append(_gain_row(key, language, metric, est, group.value.mean(), group.baseline.mean(), nan))
+        rows.append(
+            _gain_row(key, language, metric, est, group.value.mean(), group.baseline.mean(), nan, note)
+        )
     return rows
+
+
+# --- families, q-values, flags ---------------------------------------------------------------------------
+
+
+def families(frame: pd.DataFrame, facts: Mapping[str, TaskFacts], headline_language: str) -> pd.Series:
+    """Each row's family (module docstring): `headline`, `cell` or `none`."""
+    if frame.empty:
+        return pd.Series([], dtype=object)
+    headline_metric = frame.task.map(lambda t: facts[t].headline_metric if t in facts else None)
+    language = _headline_languages(frame, headline_language)
+    is_headline = (frame.metric == headline_metric) & (frame.language == language)
+    testable = (frame.n_seeds >= MIN_SEEDS) & frame.p.notna()
+    return pd.Series(
+        np.where(~testable, OUTSIDE, np.where(is_headline, HEADLINE, WITHIN_CELL)), index=frame.index
+    )
+
+
+def _headline_languages(frame: pd.DataFrame, wanted: str) -> pd.Series:
+    """Per row the headline language of its cell: `wanted` where the cell evaluated it, else mean_all."""
+    has = frame.groupby(CELL, sort=False, dropna=False).language.transform(lambda s: wanted in set(s))
+    return pd.Series(np.where(has, wanted, metrics.MEAN_ALL), index=frame.index)
+
+
+def _flagged(frame: pd.DataFrame, facts: Mapping[str, TaskFacts], options) -> pd.DataFrame:
+    """q-values per family, then each row's flag and reading."""
+    frame["family"] = families(frame, facts, options.headline_language)
+    frame["q"] = np.nan
+    sizes = pd.Series(0, index=frame.index)
+    headline = frame.family == HEADLINE
+    if headline.any():
+        frame.loc[headline, "q"] = significance.q_values(
+            frame.p[headline].to_numpy(float), options.correction
+        )
+        sizes[headline] = int(headline.sum())
+    within = frame[frame.family == WITHIN_CELL]
+    for _, members in within.groupby(CELL, sort=False, dropna=False):
+        frame.loc[members.index, "q"] = significance.q_values(members.p.to_numpy(float), options.correction)
+        sizes[members.index] = len(members)
+    readings = [
+        significance.reading(
+            r.gain,
+            r.p,
+            r.q,
+            (r.ci_low, r.ci_high),
+            options.fdr,
+            options.smallest_effect,
+            1 - options.confidence,
+            int(size),
+            int(r.n_seeds),
+        )
+        for r, size in zip(frame.itertuples(), sizes, strict=True)
+    ]
+    frame["flag"] = [f for f, _ in readings]
+    frame["reading"] = [r for _, r in readings]
+    return frame

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 
 from intertask import resolve
 from intertask.config import ExperimentConfig
+from intertask.report.controls import not_learnt_text
 from intertask.report.tables import Report, summary_rows
 
 
@@ -49,17 +51,35 @@ def render_html(cfg: ExperimentConfig, built: Report) -> str:
     )
     headline = summary_rows(cfg, built.gains)
     options = cfg.report
+
     seeds = sorted(set(built.gains.n_seeds)) if not built.gains.empty else []
     few = [n for n in seeds if n < 3]
+    correction = {"bh": "Benjamini&ndash;Hochberg", "by": "Benjamini&ndash;Yekutieli"}[options.correction]
+    headline_rows = int((built.gains.family == "headline").sum()) if "family" in built.gains else 0
     notes = [
         "<p>gain = score(intermediate &rarr; target) &minus; score(target only), same model, seeds and test "
         f"examples, averaged over seeds. Interval: {options.confidence:.0%}, from the spread over seeds and a "
-        f"paired bootstrap of the test examples ({options.bootstrap} resamples; the metric recomputed on each). "
-        f"q: Benjamini&ndash;Hochberg over all {len(built.gains)} gains of this report; a gain is flagged "
-        f"<b>positive</b> or <b>negative</b> at q &le; {options.fdr}. Not significant: <i>no effect</i> when the study "
-        f"could detect {100 * options.smallest_effect:.1f} points at power {options.power:.0%} (mde), else "
-        "<i>inconclusive</i>. Grey rows and pale heatmap cells are not significant.</p>"
+        f"paired bootstrap of the test examples ({options.bootstrap} resamples; the metric recomputed on each; "
+        "one draw of the items for every language of a translated test set). "
+        f"q: {correction} within a family: the headline family holds one row per cell "
+        f"({headline_rows} here: the headline metric on {options.headline_language}); every other row is "
+        "corrected within its own cell; rows with fewer than 3 seeds are in no family. A gain is flagged "
+        f"<b>positive</b> or <b>negative</b> at q &le; {options.fdr}; <i>no effect</i> only when its whole "
+        f"interval lies inside &plusmn;{100 * options.smallest_effect:.1f} points; else <i>inconclusive</i>. "
+        "Grey rows and pale heatmap cells are not significant.</p>"
     ]
+    if not built.learnt.empty and not built.learnt.learnt.astype(bool).all():
+        notes.append(
+            "<p><b>"
+            + "; ".join(
+                f"{r.target} ({r.model}): {not_learnt_text(r)}"
+                for r in built.learnt.itertuples()
+                if not r.learnt
+            )
+            + ".</b></p>"
+        )
+    if built.null_note:
+        notes.append(f"<p>{html.escape(built.null_note)}.</p>")
     if few:
         notes.append(
             f"<p><b>Seed component unestimated</b> for cells with {', '.join(map(str, few))} seed(s): their "
@@ -82,6 +102,10 @@ def render_html(cfg: ExperimentConfig, built: Report) -> str:
             table(built.divergence, "Domain divergence (training sets)"),
             table(built.correlations, "Divergence vs gain (Spearman)"),
             table(built.robustness, "Robustness under domain shift"),
+            table(
+                built.learnt, "Was each target learnt? (baseline dev score vs a model that learnt nothing)"
+            ),
+            _gains_html(built.null_check, options.fdr, "A/A check: baseline seeds against baseline seeds"),
             table(built.estimators, "Transferability estimators vs measured gains (interval over seeds)")
             or (f"<h2>Transferability estimators</h2><p>Not scored: {built.estimators_note}.</p>"),
             _gains_html(built.gains, options.fdr, "Every gain"),
@@ -103,7 +127,6 @@ def _gains_html(frame: pd.DataFrame, fdr: float, title: str) -> str:
     """Gains as a table whose significant rows are bold and the others grey."""
     if frame is None or frame.empty:
         return ""
-    import html
 
     def cell(value) -> str:
         if isinstance(value, float):
@@ -130,6 +153,8 @@ TABLES = (
     "robustness",
     "probes",
     "estimators",
+    "learnt",
+    "null_check",
 )
 
 

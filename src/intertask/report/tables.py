@@ -11,7 +11,7 @@ import pandas as pd
 from intertask import divergence, grid, metrics, resolve
 from intertask.config import NONE, ExperimentConfig
 from intertask.identity import CELL_TAG
-from intertask.report.gains import CELL_KEYS
+from intertask.report.gains import CELL_KEYS, TaskFacts
 
 SCORE_COLUMNS = [
     "model",
@@ -47,6 +47,11 @@ class Report:
     # transferability estimators scored against the measured gains (report/estimators.py), and why not
     estimators: pd.DataFrame = field(default_factory=pd.DataFrame)
     estimators_note: str = ""
+    learnt: pd.DataFrame = field(default_factory=pd.DataFrame)  # baseline dev vs a model that learnt nothing
+    null_check: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # the A/A check's gains (report.null_check)
+    null_note: str = ""  # its flag rates in one line
 
 
 def family_of(cfg: ExperimentConfig, intermediate: str) -> str:
@@ -91,16 +96,27 @@ def examples_table(evaluations: list[tuple]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def task_kinds(cfg: ExperimentConfig, scores: pd.DataFrame) -> dict[str, str]:
+def task_facts(cfg: ExperimentConfig, scores: pd.DataFrame) -> dict[str, TaskFacts]:
+    """What the gains need of each evaluated task: label kind, parallel languages, headline metric."""
     catalog = resolve.catalog(cfg)
-    return {t: catalog.task(t).kind for t in scores.task.unique() if t in catalog}
+    return {
+        t: TaskFacts(catalog.task(t).kind, catalog.spec(t).parallel, catalog.spec(t).headline_metric)
+        for t in scores.task.unique()
+        if t in catalog
+    }
 
 
 def summary_rows(cfg: ExperimentConfig, table: pd.DataFrame) -> pd.DataFrame:
-    """The headline row of each cell: the task's first metric, averaged over all evaluated languages."""
+    """The headline row of each cell: the task's headline metric on the study's headline language mean
+    (`report.headline_language`; mean_all where a cell did not report it). For gains, the rows the
+    headline family holds, and those of cells that family leaves out (fewer than 3 seeds)."""
     catalog = resolve.catalog(cfg)
     primary = table.task.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
-    return table[(table.metric == primary) & (table.language == metrics.MEAN_ALL)]
+    wanted = cfg.report.headline_language
+    keys = [c for c in ("model", "intermediate", "target", "seed", "task", "split") if c in table]
+    has = table.groupby(keys, sort=False, dropna=False).language.transform(lambda s: wanted in set(s))
+    language = np.where(has, wanted, metrics.MEAN_ALL)
+    return table[(table.metric == primary) & (table.language == language)]
 
 
 def groups_table(cfg: ExperimentConfig, scores: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:

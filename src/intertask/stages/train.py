@@ -26,6 +26,7 @@ from intertask import (
 from intertask.checkpoints import Checkpointer
 from intertask.config import StageConfig
 from intertask.evaluation import predict_outputs
+from intertask.metrics import BEST_DEV, REFERENCE_DEV
 from intertask.stages.probes import run_probes
 from intertask.stages.publish import log_stage_model
 from intertask.stages.runs import (
@@ -236,6 +237,7 @@ def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, ch
         if result.resumed_at_step is not None:
             tracking.set_tags({f"{TAG}resumed_at_step": result.resumed_at_step})
         _log_training(result, steps, f"{name} {loaded.tasks}")
+        tracking.log_metrics(_references(loaded))
         seen = leakage.merge(
             start.seen, *(leakage.record({}, s, types[s.task].spec.parallel) for s in loaded.sets)
         )
@@ -256,6 +258,19 @@ def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, ch
         checkpointer.clear()  # the stage is done: nothing to resume
     files = tracking.ModelFiles(folder, folder)
     return TrainedModel(run_id, files, logged, loaded.chain, seen, result.best_dev, stage.language, probes)
+
+
+def _references(loaded: _Loaded) -> dict[str, float]:
+    """What each task's dev set gives a model that learnt nothing (the training set's majority label
+    for every example, or chance where that is higher), beside how many dev examples there are: the
+    report reads a baseline within noise of it as a target that was not learnt."""
+    out = {}
+    for name, task in loaded.types.items():
+        train, dev = loaded.data[name][0], loaded.data[name][1]
+        for metric, value in task.reference_scores(train, dev).items():
+            out[f"{REFERENCE_DEV}/{name}/{metric}"] = value
+        out[f"dev_examples/{name}"] = len(dev)
+    return out
 
 
 def _null_thresholds(ws: Workspace, loaded: _Loaded) -> dict[str, float]:
@@ -332,7 +347,9 @@ def _train(ws: Workspace, loaded: _Loaded, name: str, on_epoch=None, checkpointe
 
 
 def _log_training(result, steps, title: str) -> None:
-    best = {f"best_dev/{task}/{m}": v for task, scores in result.best_dev.items() for m, v in scores.items()}
+    best = {
+        f"{BEST_DEV}/{task}/{m}": v for task, scores in result.best_dev.items() for m, v in scores.items()
+    }
     tracking.log_metrics(
         best
         | {

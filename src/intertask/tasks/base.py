@@ -135,6 +135,26 @@ class TaskType:
         pred, gold, options = self.metric_inputs(predictions, data)
         return metrics.example_stats(self.kind, pred, gold, **options)
 
+    def constant_predictions(self, train: ExampleSet, data: ExampleSet) -> list | None:
+        """The predictions of the trivial model that ignores its input: the training set's most frequent
+        label for every example (token) of `data`; what a target that was not learnt scores. None
+        where there is no such model (extractive QA, retrieval)."""
+        return None
+
+    def chance_scores(self, data: ExampleSet) -> dict[str, float]:
+        """Expected metrics of predictions drawn uniformly at random, where known ({} otherwise)."""
+        return {}
+
+    def reference_scores(self, train: ExampleSet, data: ExampleSet) -> dict[str, float]:
+        """Per metric the better of the constant model's score and chance on `data`: a model within
+        noise of it has learnt nothing ({} where neither exists)."""
+        constant = self.constant_predictions(train, data)
+        if constant is None or not len(data):
+            return {}
+        scores = self.score(constant, data, self.spec.metrics)
+        chance = self.chance_scores(data)
+        return {m: max(v, chance.get(m, v)) for m, v in scores.items()}
+
     def show(self, prediction) -> str:
         """A prediction as text, for the predictions table."""
         return str(prediction)

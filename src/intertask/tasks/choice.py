@@ -97,6 +97,9 @@ class MultipleChoiceTask(TaskType):
     def decode(self, outputs, encoded, data) -> list:
         return [int(np.argmax(o)) for o in outputs]
 
+    def constant_predictions(self, train: ExampleSet, data: ExampleSet) -> list:
+        return [int(np.argmax(np.bincount([e.label for e in train.examples])))] * len(data)
+
     def metric_inputs(self, predictions, data) -> tuple:
         gold = np.array([e.label for e in data.examples], np.int64)
         return np.asarray(predictions, np.int64), gold, {}

@@ -52,6 +52,18 @@ class ClassificationTask(TaskType):
     def decode(self, outputs, encoded, data) -> list:
         return [int(np.argmax(o)) for o in outputs]
 
+    def constant_predictions(self, train: ExampleSet, data: ExampleSet) -> list:
+        counts = np.bincount([e.label for e in train.examples], minlength=len(self.spec.labels))
+        return [int(np.argmax(counts))] * len(data)
+
+    def chance_scores(self, data: ExampleSet) -> dict[str, float]:
+        """Uniform guesses over k labels: accuracy 1/k; a class of share p gets F1 2 p (1/k) / (p + 1/k)
+        (precision p, recall 1/k, in expectation), averaged over the classes present."""
+        k = len(self.spec.labels)
+        shares = np.bincount(self.gold(data), minlength=k) / max(1, len(data))
+        present = shares[shares > 0]
+        return {"accuracy": 1 / k, "macro_f1": float(np.mean(2 * present / k / (present + 1 / k)))}
+
     def metric_inputs(self, predictions, data) -> tuple:
         return np.asarray(predictions), self.gold(data), {}
 
@@ -87,6 +99,11 @@ class MultiLabelTask(ClassificationTask):
 
     def decode(self, outputs, encoded, data) -> list:
         return [(o > 0).astype(np.int64) for o in outputs]  # sigmoid(x) > 0.5  <=>  x > 0
+
+    def constant_predictions(self, train: ExampleSet, data: ExampleSet) -> list:
+        """Each label where most training examples have it (usually none: the empty set)."""
+        common = (self.gold(train).mean(0) > 0.5).astype(np.int64)
+        return [common.copy() for _ in data.examples]
 
     def metric_inputs(self, predictions, data) -> tuple:
         pred = np.stack(predictions) if predictions else np.zeros((0, len(self.spec.labels)), np.int64)

@@ -16,6 +16,7 @@ task, and it is what the leakage guard compares.
 from __future__ import annotations
 
 import warnings
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -273,18 +274,39 @@ def load_examples(
         indices = split_indices(len(examples), plan.fractions, seed)[split]
     in_split = tuple(examples[i] for i in indices)
     indices = indices[task_type(spec).choose(in_split, max_examples, seed)]
+    chosen = tuple(examples[i] for i in indices)
     selection = f"{plan.source}:{sorted(plan.fractions.items())}:{seed}:{max_examples}"
+    if spec.shuffle_labels and split in ("train", "dev"):
+        chosen = shuffled_labels(chosen, spec.type, f"{spec.name}|{language}|{split}|{seed}")
+        selection += ":labels shuffled"
     return ExampleSet(
         task=spec.name,
         language=language,
         split=split,
         source=plan.source,
-        examples=tuple(examples[i] for i in indices),
+        examples=chosen,
         files=files,
         fingerprint=combine([digest, selection]),
         source_size=len(examples),
         unlabelled=unlabelled,
     )
+
+
+def shuffled_labels(examples: tuple[Example, ...], kind: str, key: str) -> tuple[Example, ...]:
+    """The examples with their labels permuted among them (a tagging task's tags among all tokens, so
+    every sentence keeps its length), seeded by `key`: the negative control of `shuffle_labels`."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    if kind == "tagging":
+        tags = np.concatenate([np.asarray(e.label, np.int64) for e in examples]) if examples else []
+        tags = rng.permutation(tags)
+        ends = np.cumsum([len(e.label) for e in examples])
+        labels = [
+            tuple(int(t) for t in tags[end - len(e.label) : end])
+            for e, end in zip(examples, ends, strict=True)
+        ]
+    else:
+        labels = [examples[i].label for i in rng.permutation(len(examples))]
+    return tuple(replace(e, label=label) for e, label in zip(examples, labels, strict=True))
 
 
 def select(data: ExampleSet, keep: np.ndarray, reason: str) -> ExampleSet:

@@ -68,6 +68,9 @@ class HubSource:
     columns: dict[str, str] = field(default_factory=dict)  # hub column -> field name used by this task
 
 
+SHUFFLABLE = ("classification", "multilabel_classification", "tagging")  # types shuffle_labels applies to
+
+
 @dataclass(frozen=True, kw_only=True)
 class TaskSpec:
     name: str  # registry name used in configs, e.g. "pawsx"
@@ -113,6 +116,9 @@ class TaskSpec:
     null_threshold: float = 0.0  # QA with no_answer: the null-score margin (HF run_squad's default 0)
     metrics: tuple[str, ...] = ("accuracy",)  # the first one is the default selection metric
     hub: HubSource | None = None  # optional: the same task from the Hugging Face hub
+    # negative control: the train and dev labels are permuted among the examples (tagging: among all
+    # tokens), seeded; every label keeps its frequency, its tie to the text is cut. Test labels stay.
+    shuffle_labels: bool = False
 
     def __post_init__(self) -> None:
         c = FieldChecks()
@@ -198,6 +204,13 @@ class TaskSpec:
 
     def _check_type(self, c: FieldChecks) -> None:
         kind = self.type
+        c.require(
+            not self.shuffle_labels or kind in SHUFFLABLE,
+            "shuffle_labels",
+            f"not for a {kind} task",
+            self.shuffle_labels,
+            f"a task of type {', '.join(SHUFFLABLE)}",
+        )
         if kind in ("classification", "multilabel_classification", "tagging"):
             c.require(
                 len(self.labels) >= 2, "labels", "needs at least two labels", self.labels, "a list of labels"

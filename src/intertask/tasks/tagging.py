@@ -109,6 +109,11 @@ class TaggingTask(TaskType):
             by_uid[int(uid)][positions[mask]] = out[mask]
         return [by_uid[e.uid] for e in data.examples]
 
+    def constant_predictions(self, train: ExampleSet, data: ExampleSet) -> list:
+        tags = [t for e in train.examples for t in e.label]
+        common = int(np.argmax(np.bincount(tags, minlength=len(self.spec.labels))))
+        return [np.full(len(e.texts), common, np.int64) for e in data.examples]
+
     def metric_inputs(self, predictions, data) -> tuple:
         tags = self.spec.labels
         pred = [[tags[i] for i in p] for p in predictions]

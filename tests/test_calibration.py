@@ -1,0 +1,229 @@
+"""The report as a measuring instrument, calibrated on simulated studies whose true gain is known: the
+intervals of language means over translated test sets, power at the reported minimum detectable
+effect, equivalence ("no effect") at the margin, the false discovery rate of the headline family, the
+ceiling and nothing-varies cases (numpy + the report's own gains_table; about a minute).
+
+The multilingual generator, per study: n items translated into L languages. Item i's expected gain in
+language l is m_il = delta + c_il, with c_il = rho c_i + sqrt(1 - rho^2) c'_il (the intermediate task
+helps the same items in every language, correlation rho) and mean 0 over the population, plus a seed
+shift g_s common to all languages. Per seed, the baseline is right with probability 1/2 on every item,
+its correctness correlated across the languages of an item (a shared latent); the transfer arm flips a
+wrong baseline answer to right with probability 2 m (m > 0), or a right one to wrong with probability
+2 |m| (m < 0), so E[transfer - baseline] = m_il exactly: the true gain of every language and of their
+mean is delta."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from intertask import significance
+from intertask.config import ReportConfig
+from intertask.report import gains_table
+from intertask.report.gains import TaskFacts
+
+LANGUAGES = ("en", "de", "fr", "ru", "zh")
+
+
+def _multilingual(rng, delta, seeds, n=300, rho=0.7, help_sd=0.25, seed_sd=0.01, agree=0.7):
+    shared = rng.normal(0, help_sd, n)
+    expected = {
+        lang: delta + rho * shared + np.sqrt(1 - rho**2) * rng.normal(0, help_sd, n) for lang in LANGUAGES
+    }
+    scores, blocks = [], []
+    for seed in range(1, seeds + 1):
+        shift, latent = rng.normal(0, seed_sd), rng.normal(size=n)
+        for lang in LANGUAGES:
+            m = np.clip(expected[lang] + shift, -0.5, 0.5)
+            base = (agree * latent + np.sqrt(1 - agree**2) * rng.normal(size=n)) > 0
+            flip = rng.random(n) < 2 * np.abs(m)
+            transfer = np.where(m > 0, base | flip, base & ~flip)
+            for arm, correct in (("x", transfer), ("none", base)):
+                cell = {"model": "m", "intermediate": arm, "target": "xnli", "seed": seed}
+                scores.append({**cell, "language": lang, "value": correct.mean()})
+                blocks.append((cell, lang, correct.astype(np.int64)))
+    return _frames(scores, blocks, n)
+
+
+def _frames(scores, blocks, n):
+    common = {"task": "xnli", "split": "test", "metric": "accuracy"}
+    table = pd.DataFrame(scores).assign(**common)
+    means = table.groupby(["model", "intermediate", "target", "seed"], as_index=False).value.mean()
+    table = pd.concat([table, means.assign(language="mean_all", **common)], ignore_index=True)
+    examples = pd.DataFrame(
+        {
+            "uid": np.tile(np.arange(n), len(blocks)),
+            "correct": np.concatenate([c for _, _, c in blocks]),
+            "language": np.repeat([lang for _, lang, _ in blocks], n),
+            **{
+                k: np.repeat([cell[k] for cell, _, _ in blocks], n)
+                for k in ("model", "intermediate", "target")
+            },
+            "seed": np.repeat([cell["seed"] for cell, _, _ in blocks], n),
+        }
+    ).assign(task="xnli", split="test")
+    return table, examples
+
+
+def _coverage(parallel: bool, seeds: int, studies: int, seed: int) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    options = ReportConfig(bootstrap=200)
+    facts = {"xnli": TaskFacts("single_label", parallel, "accuracy")}
+    hits: dict[str, list[bool]] = {}
+    for _ in range(studies):
+        scores, examples = _multilingual(rng, 0.03, seeds)
+        for row in gains_table(scores, examples, facts, options).itertuples():
+            hits.setdefault(row.language, []).append(row.ci_low <= 0.03 <= row.ci_high)
+    return {lang: float(np.mean(h)) for lang, h in hits.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_language_means_of_translated_test_sets_cover_the_true_gain(seeds):
+    coverage = _coverage(parallel=True, seeds=seeds, studies=500, seed=seeds)
+    assert 0.93 <= coverage["mean_all"] <= 0.97, coverage
+    assert all(0.93 <= coverage[lang] <= 0.975 for lang in LANGUAGES), coverage
+
+
+@pytest.mark.slow
+def test_independent_draws_per_language_under_cover_the_mean_of_translations():
+    """Why the draws are joint: the same studies resampled language by language (as before)."""
+    coverage = _coverage(parallel=False, seeds=10, studies=300, seed=11)
+    assert coverage["mean_all"] < 0.90, coverage
+
+
+def test_a_parallel_mean_counts_each_translated_item_once():
+    scores, examples = _multilingual(np.random.default_rng(0), 0.0, 3, n=120)
+    facts = {"xnli": TaskFacts("single_label", True, "accuracy")}
+    gains = gains_table(scores, examples, facts, ReportConfig(bootstrap=100))
+    rows = gains.set_index("language").examples
+    assert rows["mean_all"] == 120 and rows["en"] == 120
+
+
+# --- one cell, no languages: significance.estimate ---------------------------------------------------
+
+
+def _cell(rng, delta, seeds, n=400, seed_sd=0.02, help_sd=0.1, resamples=100):
+    """One language: per-item expected gains delta + c_i, a seed shift, baseline right with 1/2."""
+    expected = delta + rng.normal(0, help_sd, n)
+    transfer, baseline = [], []
+    for _ in range(seeds):
+        m = np.clip(expected + rng.normal(0, seed_sd), -0.5, 0.5)
+        base = rng.random(n) < 0.5
+        flip = rng.random(n) < 2 * np.abs(m)
+        transfer.append(np.where(m > 0, base | flip, base & ~flip).astype(float)[:, None])
+        baseline.append(base.astype(float)[:, None])
+    weights = significance.example_weights(n, resamples, rng)
+    full_t, full_b, boot_t, boot_b = significance.paired_replicates(
+        transfer, baseline, lambda sums, k: sums[..., 0] / k, weights
+    )
+    return significance.estimate(full_t - full_b, boot_t - boot_b, examples=n)
+
+
+@pytest.mark.parametrize("seeds", [3, 5, 10])
+def test_power_at_the_reported_minimum_detectable_effect_is_the_stated_80_percent(seeds):
+    """At a true gain equal to the mde the study reports (its mean over cells simulated at that gain:
+    the variance of a gain grows with the gain), 75-85 % of cells are significant at p <= 0.05."""
+    rng = np.random.default_rng(seeds)
+    gain = np.mean([_cell(rng, 0.0, seeds).mde for _ in range(150)])
+    gain = np.mean([_cell(rng, gain, seeds).mde for _ in range(150)])
+    cells = [_cell(rng, gain, seeds) for _ in range(600)]
+    reported = np.mean([c.mde for c in cells])
+    assert reported == pytest.approx(gain, rel=0.08)
+    assert 0.75 <= np.mean([c.p <= 0.05 for c in cells]) <= 0.85
+
+
+def test_no_effect_is_read_from_the_interval_and_rarely_wrong_at_the_margin():
+    """A true gain of exactly the margin (2 points; 10 seeds, 2,000 examples): "no effect" would be
+    wrong, and is said in at most 5 % of cells (the interval must lie inside +-2 points)."""
+    rng = np.random.default_rng(3)
+    wrong = 0
+    for _ in range(300):
+        est = _cell(rng, 0.02, 10, n=2000, seed_sd=0.01)
+        flag, _ = significance.reading(est.gain, est.p, 1.0, (est.ci_low, est.ci_high), 0.05, 0.02)
+        wrong += flag == "no effect"
+    assert wrong / 300 <= 0.05
+
+
+def test_no_effect_is_said_when_the_interval_lies_inside_the_margin():
+    flag, text = significance.reading(0.002, 0.6, 0.6, (-0.008, 0.012), 0.05, 0.02)
+    assert flag == "no effect" and "inside +-2.0 points" in text
+    flag, text = significance.reading(0.002, 0.6, 0.6, (-0.03, 0.034), 0.05, 0.02)
+    assert flag == "inconclusive" and "[-3.0, +3.4]" in text
+
+
+def test_a_ceiling_with_tied_seeds_is_not_a_finding():
+    """Transfer right on all 150 examples, each of 3 baseline seeds wrong on one different example:
+    every seed's gain is +0.67 points, their spread 0. The seed part is floored at what the bootstrap
+    shows of the seed-by-example variation, so the gain is not flagged (3 discordant pairs of 450)."""
+    rng = np.random.default_rng(0)
+    transfer = [np.ones((150, 1)) for _ in range(3)]
+    baseline = []
+    for wrong in (4, 77, 120):
+        b = np.ones((150, 1))
+        b[wrong] = 0
+        baseline.append(b)
+    weights = significance.example_weights(150, 1000, rng)
+    full_t, full_b, boot_t, boot_b = significance.paired_replicates(
+        transfer, baseline, lambda sums, k: sums[..., 0] / k, weights
+    )
+    est = significance.estimate(full_t - full_b, boot_t - boot_b, examples=150)
+    assert est.gain == pytest.approx(1 / 150) and est.ci_low < 0 and est.p > 0.05
+
+
+def test_identical_arms_get_an_interval_150_examples_can_support():
+    """Nothing varies: not a zero-width interval, and no "no effect" that 150 examples cannot carry."""
+    est = significance.estimate(np.zeros(3), np.zeros((3, 500)), examples=150)
+    assert est.ci_high == pytest.approx(np.log(40) / 150) and est.ci_low == -est.ci_high
+    flag, text = significance.reading(est.gain, est.p, 1.0, (est.ci_low, est.ci_high), 0.05, 0.02)
+    assert flag == "inconclusive" and "[-2.5, +2.5]" in text
+    assert significance.estimate(np.zeros(3), np.zeros((3, 500)), examples=2000).ci_high < 0.002
+
+
+# --- the headline family -----------------------------------------------------------------------------
+
+
+def _report_of(rng, effects: dict[str, tuple[float, int]], n=300) -> pd.DataFrame:
+    """One gains table: intermediate name -> (true gain, seeds), one language, one target."""
+    scores, blocks = [], []
+    seeds = max(s for _, s in effects.values())
+    for seed in range(1, seeds + 1):
+        base = rng.random(n) < 0.5
+        blocks.append(({"model": "m", "intermediate": "none", "target": "xnli", "seed": seed}, "en", base))
+        for name, (delta, count) in effects.items():
+            if seed > count:
+                continue
+            m = np.clip(delta + rng.normal(0, 0.1, n) + rng.normal(0, 0.01), -0.5, 0.5)
+            flip = rng.random(n) < 2 * np.abs(m)
+            blocks.append(
+                (
+                    {"model": "m", "intermediate": name, "target": "xnli", "seed": seed},
+                    "en",
+                    np.where(m > 0, base | flip, base & ~flip),
+                )
+            )
+    for cell, lang, correct in blocks:
+        scores.append({**cell, "language": lang, "value": correct.mean()})
+    blocks = [(cell, lang, c.astype(np.int64)) for cell, lang, c in blocks]
+    table, examples = _frames(scores, blocks, n)
+    facts = {"xnli": TaskFacts("single_label", True, "accuracy")}
+    return gains_table(table, examples, facts, ReportConfig(bootstrap=100))
+
+
+@pytest.mark.slow
+def test_the_headline_family_keeps_the_false_discovery_rate_and_leaves_out_one_seed_cells():
+    """20 five-seed cells (5 with a real gain of 8 points), plus 10 one-seed cells with real gains of 10
+    points that can never be findings: among the headline flags the share of false ones stays <= q."""
+    rng = np.random.default_rng(4)
+    effects = {f"real{i}": (0.08, 5) for i in range(5)} | {f"null{i}": (0.0, 5) for i in range(15)}
+    effects |= {f"single{i}": (0.10, 1) for i in range(10)}
+    shares, found = [], 0
+    for _ in range(40):
+        gains = _report_of(rng, effects)
+        headline = gains[gains.family == "headline"]
+        assert len(headline) == 20 and gains[gains.n_seeds == 1].q.isna().all()
+        flagged = headline[headline.flag.isin(["positive", "negative"])]
+        false = flagged.intermediate.str.startswith("null").sum()
+        shares.append(false / max(1, len(flagged)))
+        found += flagged.intermediate.str.startswith("real").sum()
+    assert np.mean(shares) <= 0.05 + 0.02  # Monte Carlo slack: 40 reports
+    assert found / (40 * 5) > 0.5  # and it finds the real gains
