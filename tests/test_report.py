@@ -251,3 +251,45 @@ def test_the_a_a_check_splits_six_baseline_seeds_into_two_pseudo_arms():
     )
     five = {k: v for k, v in accuracy.items() if k[1] <= 5}
     assert null_check(*_study(five), facts, OPTIONS).empty
+
+
+def test_xtreme_group_scores_of_a_cell_are_gains_with_intervals_from_the_same_draws():
+    """A QA cell scored on XQuAD, MLQA and TyDiQA: the `group/qa` row's gain is the mean over the three
+    tasks of each task's (EM + F1) / 2 gain averaged over its languages, with an interval."""
+    rng = np.random.default_rng(5)
+    n, rows, scores = 200, [], []
+    for task, languages in (("xquad", ("en", "de")), ("mlqa", ("en", "es")), ("tydiqa", ("en", "ru"))):
+        for seed in (1, 2, 3):
+            for arm, skill in (("squad", 0.7), ("none", 0.6)):
+                cell = {"model": "m", "intermediate": arm, "target": "squad", "seed": seed}
+                for lang in languages:
+                    em = (rng.random(n) < skill).astype(float)
+                    f1 = np.clip(em + rng.uniform(0, 0.3, n) * (1 - em), 0, 1)
+                    rows.append(
+                        pd.DataFrame({"uid": np.arange(n), "exact_match": em, "f1": f1}).assign(
+                            task=task, split="test", language=lang, **cell
+                        )
+                    )
+                    for metric, values in (("exact_match", em), ("f1", f1)):
+                        scores.append(
+                            {
+                                **cell,
+                                "task": task,
+                                "split": "test",
+                                "language": lang,
+                                "metric": metric,
+                                "value": values.mean(),
+                            }
+                        )
+    table = pd.DataFrame(scores)
+    means = table.groupby(
+        ["model", "intermediate", "target", "seed", "task", "split", "metric"], as_index=False
+    )
+    table = pd.concat([table, means.value.mean().assign(language="mean_all")], ignore_index=True)
+    facts = {t: TaskFacts("spans", t == "xquad", "f1") for t in ("xquad", "mlqa", "tydiqa")}
+    gains = report.gains_table(table, pd.concat(rows, ignore_index=True), facts, OPTIONS)
+    group = gains[(gains.task == "xtreme") & (gains.language == "group/qa")].iloc[0]
+    per_task = gains[(gains.metric == "xtreme") & (gains.language == "mean_all")].set_index("task").gain
+    assert group.gain == pytest.approx(per_task[["xquad", "mlqa", "tydiqa"]].mean())
+    assert group.ci_low < group.gain < group.ci_high and group.family == "cell" and group.examples == 1000
+    assert "overall" not in set(gains.language)  # not all nine XTREME tasks

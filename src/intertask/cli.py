@@ -1,10 +1,10 @@
 """Command line: one subcommand per MLproject entry point. Parse, load the config, call a stage, report.
 
-intertask main pipelines/demo.yaml training.epochs=1 target.max_examples.train=200
+intertask main pipelines/demo.yaml grid.seeds=[1,2,3,4,5] target.max_examples.train=100
 intertask main pipelines/offline_mohapatra2022.yaml --force finetune
-intertask finetune pipelines/demo.yaml --init models:/demo.e5-small.rte@intermediate
-intertask evaluate pipelines/demo.yaml --model models:/demo.e5-small.rte-xnli@target
-intertask report pipelines/demo.yaml --parent <run id>
+intertask finetune pipelines/demo.yaml grid=null --init models:/demo.e5-small.ud@intermediate
+intertask evaluate pipelines/demo.yaml grid=null --model models:/demo.e5-small.ud-udpos@target
+intertask report pipelines/demo.yaml --parent <run id> --null-check
 """
 
 from __future__ import annotations
