@@ -123,8 +123,10 @@ def test_real_model_through_finetune_evaluate_and_pyfunc(e5_dir, local_store, sh
         [
             "name=e5smoke",
             "intermediate=null",
+            "grid=null",
+            "target.task=xnli",
             "target.max_examples={train: 64, dev: 32}",
-            "training.epochs=1",
+            "target.training={epochs: 1}",
             "evaluation.languages=[en,de]",
             "evaluation.max_examples=32",
         ],
