@@ -153,8 +153,15 @@ def test_same_config_and_seed_give_identical_metrics(tiny_config, local_store):
     assert first_model.best_dev == second_model.best_dev
     assert first.table.equals(second.table)
     a, b = mlflow.get_run(first_model.run_id).data, mlflow.get_run(second_model.run_id).data
-    for key in ("best_dev/pawsx/accuracy", "best_dev/pawsx/macro_f1", "best_epoch"):
+    for key in (
+        "best_dev/pawsx/accuracy",
+        "best_dev/pawsx/macro_f1",
+        "best_epoch",
+        "reference_dev/pawsx/accuracy",
+    ):
         assert a.metrics[key] == b.metrics[key]
+    # what a model that learnt nothing scores on this dev set: the report's "target not learnt" check
+    assert 0.5 <= a.metrics["reference_dev/pawsx/accuracy"] < 1 and a.metrics["dev_examples/pawsx"] > 0
     assert a.tags["intertask.config_hash"] == b.tags["intertask.config_hash"]
     client = mlflow.MlflowClient()
     losses = [

@@ -342,16 +342,16 @@ def _print_headline(cfg, built) -> None:
             print(f"  {r.intermediate} -> {r.target} ({r.task} {r.metric}): {r.reading}")
         if (headline.n_seeds < 3).any():
             print("  (fewer than 3 seeds: the interval covers the test sample, not the training randomness)")
-    for r in built.learnt.itertuples():
-        if not r.learnt:
-            print(f"  warning: {r.target} ({r.model}): {report.not_learnt_text(r)}")
-    if built.null_note:
-        print(f"\n{built.null_note}")
     elif not built.scores.empty:
         print("\nscores (first metric, mean over languages):")
         print(
             report.summary_rows(cfg, built.scores).to_string(index=False, float_format=lambda v: f"{v:.4f}")
         )
+    for r in built.learnt.itertuples():
+        if not r.learnt:
+            print(f"  warning: {r.target} ({r.model}): {report.not_learnt_text(r)}")
+    if built.null_note:
+        print(f"\n{built.null_note}")
     if not built.xtreme.empty:
         print("\nXTREME:")
         print(

@@ -135,7 +135,7 @@ def _check_grid(cfg: ExperimentConfig, catalog: TaskCatalog, file: str, problems
         _Checker(replace(cfg, model=replace(cfg.model, name_or_path=model)), catalog, file, problems).model()
         if len(problems.items) > before and problems.items[-1].where == "model.name_or_path":
             problems.items[-1] = dataclasses.replace(problems.items[-1], where=f"grid.models[{i}]")
-    if len(problems.items) > before:
+    if problems.items:  # cells are derived from names already found wrong (e.g. a misspelt target.task)
         return
     seen = set()
     for cell in grid.cells(cfg):
