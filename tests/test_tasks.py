@@ -611,3 +611,6 @@ def test_what_a_model_that_learnt_nothing_scores(shared_data):
     tokens = [t for e in dev.examples for t in e.label]
     assert udpos.reference_scores(train, dev)["accuracy"] == pytest.approx(np.mean(np.array(tokens) == noun))
     assert CATALOG.task("tydiqa").reference_scores(train, dev) == {}  # no model that ignores its input
+    emotions = CATALOG.task("goemotions")  # multi-label: the empty set (no label is on most examples)
+    train, dev = (load_examples(CATALOG.spec("goemotions"), "en", s, **load) for s in ("train", "dev"))
+    assert emotions.reference_scores(train, dev)["micro_f1"] == 0.0

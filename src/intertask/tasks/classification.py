@@ -100,6 +100,9 @@ class MultiLabelTask(ClassificationTask):
     def decode(self, outputs, encoded, data) -> list:
         return [(o > 0).astype(np.int64) for o in outputs]  # sigmoid(x) > 0.5  <=>  x > 0
 
+    def chance_scores(self, data: ExampleSet) -> dict[str, float]:
+        return {}  # the constant model (usually the empty set) is the reference
+
     def constant_predictions(self, train: ExampleSet, data: ExampleSet) -> list:
         """Each label where most training examples have it (usually none: the empty set)."""
         common = (self.gold(train).mean(0) > 0.5).astype(np.int64)
