@@ -232,6 +232,49 @@ CASES = {
         "TASK",
         "type: unknown value (got 'ner'",
     ),
+    # --- evaluation tasks the trained head cannot score (never a silent substitute) ---
+    "evaluation label typo": (
+        lambda t: _eval_task(t, ["contradiction", "entailment", "neural"], target="xnli"),
+        [],
+        "main",
+        "CONFIG",
+        "(did you mean 'neutral' for 'neural'?)",
+    ),
+    "evaluation label typo, validate": (
+        lambda t: _eval_task(t, ["contradiction", "entailment", "neural"], target="xnli"),
+        [],
+        "validate",
+        "CONFIG",
+        "evaluation.tasks[0].task: fits no model this study trains: the head of xnli",
+    ),
+    "evaluation labels partial overlap": (
+        lambda t: _eval_task(t, ["0", "maybe"]),
+        [],
+        "main",
+        "CONFIG",
+        "the head has no ['maybe'], and the task has no ['1']",
+    ),
+    "evaluation labels partial overlap, validate": (
+        lambda t: _eval_task(t, ["0", "maybe"]),
+        [],
+        "validate",
+        "CONFIG",
+        "labels ['0', 'maybe'] do not match the head's labels ['0', '1']",
+    ),
+    "evaluation task of another head type": (
+        {"evaluation": {"tasks": [{"task": "xquad", "languages": ["en"]}], "max_examples": 16}},
+        [],
+        "main",
+        "CONFIG",
+        "the head of pawsx: a sequence_classification head cannot score a question_answering task",
+    ),
+    "train_split names an undeclared split": (
+        lambda t: _user_task(t, GOOD_TSV, train_split="dev"),
+        [],
+        "finetune",
+        "TASK",
+        "train_split: names a split the task does not declare",
+    ),
     # --- models ---
     "model folder missing": (
         {"model.name_or_path": "./no/such/model"},
@@ -285,6 +328,21 @@ CASES = {
         "tracking.uri",
     ),
 }
+
+
+def _eval_task(tmp_path, labels: list[str], target: str = "pawsx") -> dict:
+    """An evaluation-only user task (one test file) with these labels, evaluated after `target`."""
+    data_file = tmp_path / "eval.tsv"
+    data_file.write_bytes(
+        b"".join(b"text %d\t%s\n" % (i, labels[i % len(labels)].encode()) for i in range(10))
+    )
+    decl = {**TSV_TASK, "name": "myeval", "labels": labels, "files": {"test": str(data_file)}}
+    task_file = write_yaml(tmp_path / "myeval.yaml", decl)
+    return {
+        "data.task_files": [str(task_file)],
+        "target.task": target,
+        "evaluation": {"tasks": [{"task": "myeval", "languages": ["en"]}], "max_examples": 16},
+    }
 
 
 def _missing_file_task(tmp_path):

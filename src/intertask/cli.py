@@ -350,6 +350,8 @@ def _print_headline(cfg, built) -> None:
     for r in built.learnt.itertuples():
         if not r.learnt:
             print(f"  warning: {r.target} ({r.model}): {report.not_learnt_text(r)}")
+    for line in report.cell_notes(built.gains):
+        print(f"  note: {line}")
     if built.null_note:
         print(f"\n{built.null_note}")
     if not built.xtreme.empty:

@@ -16,6 +16,7 @@ from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig
 from intertask.errors import Problems
 from intertask.identity import code_version, content_hash, model_identity, tags_of_cell, training_inputs
 from intertask.schema import to_dict
+from intertask.tasks.base import head_fit
 from intertask.tasks.types import task_type
 
 KINDS = ("probe", "intermediate", "finetune", "evaluate")
@@ -136,22 +137,32 @@ def training_language(cfg: ExperimentConfig, language: str, tasks: tuple[str, ..
 
 
 def cell_evaluation(cfg: ExperimentConfig, cell: Cell) -> list[EvalTaskConfig]:
-    """The evaluation tasks a cell's model can be scored on: those whose head fits its target (or, for
-    a zero-shot cell, one of its intermediate tasks), and retrieval tasks; by default the target task."""
+    """The evaluation tasks a cell's model can be scored on (see evaluation_fit)."""
+    return evaluation_fit(cfg, cell)[0]
+
+
+def evaluation_fit(cfg: ExperimentConfig, cell: Cell) -> tuple[list[EvalTaskConfig], list[tuple[str, str]]]:
+    """The evaluation tasks a cell's model can be scored on -- those whose head fits its target's (or,
+    for a zero-shot cell, one of its intermediate tasks') by head type and label NAMES, in any order,
+    and retrieval tasks; by default the target task -- and (task, why not) for each task left out.
+    A study whose requested task fits none of its models, or a cell that nothing fits, is refused
+    before anything runs (validate.evaluation_heads); a cell that leaves out a task another cell
+    scores says so (pipeline: printed, and tagged on the study's run)."""
     catalog = resolve.catalog(cfg)
     trained = [cell.target] if cell.target else list(cell.intermediate)
-    signatures = {task_type(catalog.spec(t)).head_signature() for t in trained if t in catalog}
+    signatures = {t: task_type(catalog.spec(t)).head_signature() for t in trained if t in catalog}
     entries = (
         resolve.evaluation_tasks(cfg)
         if (cfg.evaluation.tasks or cfg.evaluation.task)
         else [EvalTaskConfig(task=t, languages=_languages_for(cfg, t)) for t in trained]
     )
-    out = []
+    out, left = [], []
     for entry in entries:
         if entry.task not in catalog:
-            continue
+            continue  # an unknown name: validate reports it
         task = task_type(catalog.spec(entry.task))
-        if not task.trainable or task.head_signature() in signatures:
+        fits = {t: head_fit(sig, task.head_signature()) for t, sig in signatures.items()}
+        if not task.trainable or any(f.fits for f in fits.values()):
             out.append(
                 replace(
                     entry,
@@ -159,7 +170,9 @@ def cell_evaluation(cfg: ExperimentConfig, cell: Cell) -> list[EvalTaskConfig]:
                     languages=entry.languages or _languages_for(cfg, entry.task),
                 )
             )
-    return out
+        else:
+            left.append((entry.task, "; ".join(f"the head of {t}: {f.problem}" for t, f in fits.items())))
+    return out, left
 
 
 def _languages_for(cfg: ExperimentConfig, task: str) -> tuple[str, ...]:

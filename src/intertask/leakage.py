@@ -53,17 +53,38 @@ def merge(*records: Seen) -> Seen:
 
 
 def exclude_seen(data: ExampleSet, seen: Seen) -> tuple[ExampleSet, int]:
+    """Drop examples a training stage used (see `left_out`). Returns the kept set and the number
+    dropped."""
+    kept, reasons = left_out(data, seen)
+    return kept, sum(reasons.values())
+
+
+def left_out(data: ExampleSet, seen: Seen) -> tuple[ExampleSet, dict[str, int]]:
     """Drop examples a training stage used: by uid in the same source set (for any language of a
     parallel task, and for the training language itself of any task: the same rows), and by content
-    under any source of the same task. Returns the kept set and the number dropped. (Records written
-    before content digests were kept are matched by uid only.)"""
-    used = np.zeros(len(data), dtype=bool)
+    under any source of the same task. Returns the kept set and the number dropped per reason (an
+    example found both ways counts under the first). (Records written before content digests were kept
+    are matched by uid only.)"""
+    by_uid = np.zeros(len(data), dtype=bool)
     entry = seen.get(f"{data.task}|{data.source}")
     if entry is not None and (entry["parallel"] or data.language in entry["languages"]):
-        used |= np.isin(data.uids, np.array(entry["uids"], dtype=np.int64))
+        by_uid = np.isin(data.uids, np.array(entry["uids"], dtype=np.int64))
+    by_content = np.zeros(len(data), dtype=bool)
     digests = {d for e in seen.values() if e["task"] == data.task for d in e.get("digests", ())}
     if digests:
-        used |= np.array([content_digest(e) in digests for e in data.examples], dtype=bool)
+        by_content = np.array([content_digest(e) in digests for e in data.examples], dtype=bool)
+    used = by_uid | by_content
+    reasons = {
+        REASONS["uid"]: int(by_uid.sum()),
+        REASONS["content"]: int((by_content & ~by_uid).sum()),
+    }
+    reasons = {k: n for k, n in reasons.items() if n}
     if not used.any():
-        return data, 0
-    return select(data, data.uids[~used], "leakage-guard"), int(used.sum())
+        return data, {}
+    return select(data, data.uids[~used], "leakage-guard"), reasons
+
+
+REASONS = {
+    "uid": "the same line of the source set was used in training (any language of a parallel set)",
+    "content": "the same text was seen in training under another split or file",
+}

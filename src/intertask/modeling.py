@@ -33,6 +33,7 @@ from transformers.utils import logging as hf_logging
 
 from intertask import models
 from intertask.errors import ModelError, Problem
+from intertask.tasks.base import HeadFit, head_fit
 
 HEADS = {
     "sequence_classification": AutoModelForSequenceClassification,
@@ -125,15 +126,27 @@ def head_index(model_dir: Path) -> list[HeadInfo]:
 
 
 def find_head(model_dir: Path, task: str, signature: tuple) -> HeadInfo | None:
-    """The head trained on `task`, else the first one with the same signature (type and labels)."""
-    heads = head_index(model_dir)
-    same_task = [h for h in heads if h.task == task and tuple(_tuple(h.signature)) == signature]
-    same_kind = [h for h in heads if tuple(_tuple(h.signature)) == signature]
-    return (same_task or same_kind or [None])[0]
+    """The head that scores `task` (see match_head), or None."""
+    found = match_head(model_dir, task, signature)
+    return found[0] if found else None
 
 
-def _tuple(signature: list) -> tuple:
-    return tuple(tuple(part) if isinstance(part, list) else part for part in signature)
+def match_head(model_dir: Path, task: str, signature: tuple) -> tuple[HeadInfo, HeadFit] | None:
+    """The head trained on `task`, else the first with the same signature (type and labels in the same
+    order), else the first with the same label names in another order (its outputs are then put in
+    the task's order, HeadFit.order); None when no head fits."""
+    heads = [(h, head_fit(h.signature, signature)) for h in head_index(model_dir)]
+    same_task = [(h, f) for h, f in heads if h.task == task and f.fits and not f.reordered]
+    same_kind = [(h, f) for h, f in heads if f.fits and not f.reordered]
+    by_name = [(h, f) for h, f in heads if f.fits]
+    return (same_task or same_kind or by_name or [None])[0]
+
+
+def head_problems(model_dir: Path, signature: tuple) -> list[str]:
+    """Why each head of a folder does not fit a task (for the error that refuses it)."""
+    return [
+        f"{h.task or 'its head'}: {head_fit(h.signature, signature).problem}" for h in head_index(model_dir)
+    ]
 
 
 # --- building ---------------------------------------------------------------------------------------
@@ -240,16 +253,34 @@ def _load_head_weights(model: PreTrainedModel, folder: Path, spec: HeadSpec) -> 
 def load_for_task(model_dir: Path, task: str, signature: tuple) -> PreTrainedModel | None:
     """The model (encoder + the fitting head) for a task from a saved folder, or None if no head fits."""
     quiet_transformers()
-    info = find_head(model_dir, task, signature)
-    if info is None:
+    found = match_head(model_dir, task, signature)
+    if found is None:
         return None
+    info, fit = found
     if not info.folder:
-        return HEADS[info.head].from_pretrained(str(model_dir))
-    config = AutoConfig.from_pretrained(str(model_dir / info.folder))
-    model = HEADS[info.head].from_config(config)
-    setattr(model, model.base_model_prefix, AutoModel.from_pretrained(str(model_dir)))
-    model.load_state_dict(load_file(model_dir / info.folder / "head.safetensors"), strict=False)
+        model = HEADS[info.head].from_pretrained(str(model_dir))
+    else:
+        config = AutoConfig.from_pretrained(str(model_dir / info.folder))
+        model = HEADS[info.head].from_config(config)
+        setattr(model, model.base_model_prefix, AutoModel.from_pretrained(str(model_dir)))
+        model.load_state_dict(load_file(model_dir / info.folder / "head.safetensors"), strict=False)
+    if fit.reordered:
+        in_task_order(model, fit.order, signature[1])
     return model
+
+
+def in_task_order(model: PreTrainedModel, order: tuple[int, ...], labels: tuple[str, ...]) -> None:
+    """A head whose labels are the task's in another order answers in the task's order: its logits'
+    last axis is permuted on every forward pass (label i of the task <- head output order[i])."""
+    index = torch.tensor(order, dtype=torch.long)
+
+    def reorder(_module, _inputs, output):
+        output["logits"] = output["logits"].index_select(-1, index.to(output["logits"].device))
+        return output
+
+    model.register_forward_hook(reorder)
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {name: i for i, name in enumerate(labels)}
 
 
 def load_encoder(model_dir: Path) -> PreTrainedModel:

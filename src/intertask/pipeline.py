@@ -162,6 +162,7 @@ class Plan:
     jobs: list[Job]
     configs: dict[str, ExperimentConfig]  # job id -> its cell's config
     keys: dict[str, str]  # job id -> content key
+    notices: tuple[tuple[str, str], ...] = ()  # (what, line): evaluation tasks a cell cannot score
 
 
 def plan(ws: Workspace) -> Plan:
@@ -189,7 +190,20 @@ def plan(ws: Workspace) -> Plan:
         upstream = [keys[d] for d in job.deps]
         keys[job.id] = grid.job_key(job, configs[job.id], [s.fingerprint for s in sets], upstream)
     _check_parallel(ws, loaded)
-    return Plan(jobs, configs, keys)
+    return Plan(jobs, configs, keys, _left_out_evaluations(cfg))
+
+
+def _left_out_evaluations(cfg: ExperimentConfig) -> tuple[tuple[str, str], ...]:
+    """An evaluation task one cell's head cannot score while another cell's can (a grid of targets
+    with different labels): said, not silently skipped."""
+    out = {}
+    for cell in grid.cells(cfg):
+        for task, why in grid.evaluation_fit(cfg, cell)[1]:
+            what = f"evaluation_left_out.{cell.intermediate_label}.{cell.target or 'zero-shot'}.{task}"
+            out[what] = (
+                f"evaluation: {task} is not scored in the cells {cell.intermediate_label} -> {cell.target or 'zero-shot'} ({why})"
+            )
+    return tuple(out.items())
 
 
 # --- running ---------------------------------------------------------------------------------------------
@@ -259,6 +273,7 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
             )
             tracking.log_config(cfg, ws.config_file)
             tracking.log_provenance()
+            tracking.record_notices(list(study.notices))
         if foresight is not None:
             _log_foresight(ws, foresight, parent)
         outcomes = _run_jobs(ws, study, parent, ready)

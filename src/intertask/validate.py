@@ -102,6 +102,58 @@ def check_experiment(cfg: ExperimentConfig, file: str, problems: Problems) -> No
         )
     if cfg.tuning is not None:
         checker.tuning(cfg.tuning)
+    if not problems.items and cfg.evaluation.model is None:
+        evaluation_heads(cfg, file, problems)
+
+
+def evaluation_heads(cfg: ExperimentConfig, file: str, problems: Problems) -> None:
+    """Every evaluation task the config asks for is scored by some model the study trains (head type
+    and label names, in any order), and every cell's model has something to be scored on. Never a
+    silent substitute: a task that fits nothing is refused here, before anything runs, naming both
+    label sets (with a did-you-mean for a typo)."""
+    catalog = resolve.catalog(cfg)
+    fits: dict[str, int] = {}
+    why: dict[str, list[str]] = {}
+    empty = []
+    for cell in dict.fromkeys(dataclasses.replace(c, model="", seed=0) for c in grid.cells(cfg)):
+        scored, left = grid.evaluation_fit(cfg, cell)
+        for entry in scored:
+            fits[entry.task] = fits.get(entry.task, 0) + 1
+        for task, reason in left:
+            why.setdefault(task, [])
+            if reason not in why[task]:
+                why[task].append(reason)
+        if not scored:
+            empty.append(cell)
+    ev = cfg.evaluation
+    asked = [(f"evaluation.tasks[{i}].task", e.task) for i, e in enumerate(ev.tasks)]
+    asked += [("evaluation.task", ev.task)] if ev.task and not ev.tasks else []
+    refused = False
+    for where, task in asked:
+        if task in catalog and task not in fits and task in why:
+            spec = catalog.spec(task)
+            refused = True
+            problems.add(
+                file,
+                where,
+                f"fits no model this study trains: {'; '.join(why[task])}",
+                f"{task}: {spec.type}" + (f" {list(spec.labels)}" if spec.labels else ""),
+                "a task of a head type the study trains, with the label names of a trained head (any "
+                "order), or a label_map in the task's declaration mapping its raw labels onto them",
+            )
+    for cell in [] if refused else empty:
+        where = (
+            f"grid[{cell.intermediate_label} -> {cell.target or 'zero-shot'}].evaluation"
+            if cfg.grid
+            else "evaluation"
+        )
+        problems.add(
+            file,
+            where,
+            "no evaluation task fits this cell's model",
+            cell.target or cell.intermediate_label,
+            "an evaluation task with the same head type and label names as the target",
+        )
 
 
 def _check_grid(cfg: ExperimentConfig, catalog: TaskCatalog, file: str, problems: Problems) -> None:
@@ -150,14 +202,6 @@ def _check_grid(cfg: ExperimentConfig, catalog: TaskCatalog, file: str, problems
             if getattr(derived, stage_name) is not None:
                 cell_checker.stage(stage_name, getattr(derived, stage_name))
         cell_checker.evaluation()
-        if not derived.evaluation.tasks:
-            cell_problems.add(
-                file,
-                "evaluation",
-                "no evaluation task fits this cell's model",
-                cell.target,
-                "an evaluation task with the same head type and labels as the target",
-            )
         problems.items.extend(dataclasses.replace(p, where=f"{label}.{p.where}") for p in cell_problems.items)
 
 

@@ -34,7 +34,7 @@ from intertask.report.controls import (
     null_summary,
 )
 from intertask.report.estimators import ESTIMATE_COLUMNS, estimator_scores
-from intertask.report.gains import GAIN_COLUMNS, gains_table
+from intertask.report.gains import GAIN_COLUMNS, cell_notes, gains_table
 from intertask.report.render import TABLES, figures, render_html, write
 from intertask.report.tables import (
     SCORE_COLUMNS,
@@ -60,6 +60,7 @@ __all__ = [
     "TABLES",
     "Report",
     "assemble",
+    "cell_notes",
     "estimator_scores",
     "gains_table",
     "not_learnt_text",

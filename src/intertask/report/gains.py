@@ -90,9 +90,12 @@ def gains_table(
             (base.model == model) & (base.target == target) & (base.task == task) & (base.split == split)
         ]
         seeds = sorted(set(cell.seed) & set(baseline.seed))
-        if not seeds:
+        if not seeds:  # said in the table, not left out of it
+            rows.extend(_unpaired_rows(key, cell, baseline))
             continue
-        note = _unpaired_seeds(set(cell.seed), set(baseline.seed))
+        note = "; ".join(
+            filter(None, [_unpaired_seeds(set(cell.seed), set(baseline.seed)), _left_out(cell, baseline)])
+        )
         fact = facts.get(task, TaskFacts(None))
         found, values, items = _cell_gains(key, seeds, cell, baseline, runs, fact, options, note)
         rows.extend(found)
@@ -112,6 +115,42 @@ def _unpaired_seeds(transfer: set, baseline: set) -> str:
     if not parts:
         return ""
     return f"{len(transfer & baseline)} paired seed(s): " + "; ".join(parts)
+
+
+def cell_notes(gains: pd.DataFrame) -> list[str]:
+    """One line per cell whose comparison is not the whole of what its config asked for (seeds one arm
+    lacks, test examples not scored in every run or left out by the leakage guard, no interval)."""
+    if gains.empty or "note" not in gains:
+        return []
+    noted = gains[gains.note.fillna("") != ""].drop_duplicates([*CELL, "note"])
+    return [
+        f"{r.intermediate} -> {r.target} ({r.task} {r.split}, {r.model}): {r.note}"
+        for r in noted.itertuples()
+    ]
+
+
+def _unpaired_rows(key, cell: pd.DataFrame, baseline: pd.DataFrame) -> list[dict]:
+    """A cell with no seed in common with its baseline: its rows, no gain, and why."""
+    nan = float("nan")
+    why = f"no gain: no baseline run of seed(s) {_listed(set(cell.seed))}" + (
+        f" (the baseline arm has seed(s) {_listed(set(baseline.seed))})" if len(baseline) else ""
+    )
+    rows = []
+    for (language, metric), group in cell.groupby(["language", "metric"], sort=False):
+        est = significance.Estimate(nan, nan, nan, nan, nan, nan, nan, nan, nan, 0)
+        rows.append(_gain_row(key, language, metric, est, group.value.mean(), nan, nan, why))
+    return rows
+
+
+def _left_out(cell: pd.DataFrame, baseline: pd.DataFrame) -> str:
+    """The leakage guard's exclusions in either arm's runs, per language (the most of any run)."""
+    both = pd.concat([cell, baseline])
+    if "left_out" not in both or not (both.left_out > 0).any():
+        return ""
+    plain = both[~both.language.str.startswith("mean_") & (both.left_out > 0)]
+    per_language = plain.groupby("language", sort=False).left_out.max()
+    listed = ", ".join(f"{lang} {int(n)}" for lang, n in per_language.items())
+    return f"leakage guard: test examples seen in training left out ({listed})"
 
 
 def _listed(values) -> str:
@@ -147,15 +186,34 @@ def _cell_gains(key, seeds, cell, baseline, runs, fact: TaskFacts, options, note
         (seed, lang) in arms[a] for a in arms for seed in seeds for lang in languages
     )
     if not found:
+        if fact.kind is not None and arms["t"] | arms["b"]:
+            lacking = sorted(
+                {
+                    f"{a_name} seed {seed} {lang}"
+                    for a, a_name in (("t", "transfer"), ("b", "baseline"))
+                    for seed in seeds
+                    for lang in languages
+                    if (seed, lang) not in arms[a]
+                }
+            )
+            note = "; ".join(
+                filter(None, [note, f"no interval: per-example outcomes missing for {', '.join(lacking)}"])
+            )
         return _gains_without_examples(key, seeds, cell, baseline, note), None, None
-    frames, uids, dropped = {}, {}, 0
+    frames, uids, dropped = {}, {}, {}
     for lang in languages:
         frames[lang] = [arms[a][(seed, lang)] for a in ("t", "b") for seed in seeds]
         every = [set(f.index) for f in frames[lang]]
         uids[lang] = np.array(sorted(set.intersection(*every)))
-        dropped += len(set.union(*every)) - len(uids[lang])
+        if missing := len(set.union(*every)) - len(uids[lang]):
+            dropped[lang] = missing
     if dropped:
-        note = "; ".join(filter(None, [note, f"{dropped} test example(s) not scored in every run left out"]))
+        listed = ", ".join(f"{lang} {n}" for lang, n in dropped.items())
+        note = "; ".join(
+            filter(
+                None, [note, f"test examples not scored in every run left out of the comparison ({listed})"]
+            )
+        )
     weights = _draws(key, uids, fact.parallel, options.bootstrap)
     # per metric and language: (full_t (S,), full_b (S,), boot_t (S, B), boot_b (S, B))
     values: dict[str, dict[str, tuple]] = {name: {} for name in names}

@@ -12,6 +12,7 @@ import pandas as pd
 from intertask import resolve
 from intertask.config import ExperimentConfig
 from intertask.report.controls import not_learnt_text
+from intertask.report.gains import cell_notes
 from intertask.report.tables import Report, summary_rows
 
 
@@ -84,6 +85,12 @@ def render_html(cfg: ExperimentConfig, built: Report) -> str:
         notes.append(
             f"<p><b>Seed component unestimated</b> for cells with {', '.join(map(str, few))} seed(s): their "
             "intervals cover the test sample only, not the training randomness; run 3 or more seeds.</p>"
+        )
+    if noted := cell_notes(built.gains):
+        notes.append(
+            "<p>Cells compared on less than their config asked for:</p><ul>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in noted)
+            + "</ul>"
         )
     if built.skipped:
         notes.append(

@@ -25,6 +25,7 @@ SCORE_COLUMNS = [
     "language",
     "metric",
     "value",
+    "left_out",  # test examples the leakage guard removed (0 for runs logged before it was kept)
 ]
 
 
@@ -83,6 +84,7 @@ def scores_table(cfg: ExperimentConfig, evaluations: list[tuple]) -> pd.DataFram
     if not frames:
         return pd.DataFrame(columns=SCORE_COLUMNS)
     scores = pd.concat(frames, ignore_index=True)
+    scores["left_out"] = scores.get("left_out", pd.Series(0, index=scores.index)).fillna(0).astype(int)
     scores["model_group"] = scores.model.map(lambda m: group_of(cfg, m))
     scores["family"] = scores.intermediate.map(lambda i: family_of(cfg, i))
     return scores[SCORE_COLUMNS]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from intertask import leakage, modeling, plots, resolve, tracking
+from intertask import leakage, metrics, modeling, plots, resolve, tracking
 from intertask.config import BASE_MODEL, EvalTaskConfig
 from intertask.errors import DataError
 from intertask.evaluation import evaluate_set, example_rows, language_table, prediction_rows, table_metrics
@@ -65,10 +65,19 @@ def _eval_model(ws: Workspace, model: TrainedModel | str) -> _EvalModel:
 
 
 def _eval_sets(ws: Workspace, entry: EvalTaskConfig, seen: leakage.Seen):
-    sets, excluded = {}, {}
+    sets, excluded, notices = {}, {}, []
     for language in entry.languages:
         data = ws.evaluation_examples(entry.task, language, entry.split)
-        kept, dropped = leakage.exclude_seen(data, seen)
+        kept, reasons = leakage.left_out(data, seen)
+        dropped = sum(reasons.values())
+        for why, n in reasons.items():  # nothing silent: said here, a metric and a tag on the run
+            notices.append(
+                (
+                    f"leakage_guard.{entry.task}.{language}",
+                    f"leakage guard: {n} of {len(data)} {entry.task} {entry.split} examples in {language} "
+                    f"left out: {why}",
+                )
+            )
         kept = limit(ws, kept, entry.max_examples)
         if len(kept) == 0:
             raise DataError.at(
@@ -79,7 +88,7 @@ def _eval_sets(ws: Workspace, entry: EvalTaskConfig, seen: leakage.Seen):
                 "held-out examples",
             )
         sets[language], excluded[f"{entry.task}/{language}"] = kept, dropped
-    return sets, excluded
+    return sets, excluded, notices
 
 
 def evaluate(
@@ -96,12 +105,20 @@ def evaluate(
     source = _eval_model(ws, model)
     entries = resolve.evaluation_tasks(cfg)
     types = {e.task: resolve.catalog(cfg).task(e.task) for e in entries}
+    reordered = {}
     for task in types.values():
-        if (
-            task.trainable
-            and modeling.find_head(source.files.model_dir, task.name, task.head_signature()) is None
-        ):
-            raise missing_head(task, source.label, "head")
+        if not task.trainable:
+            continue
+        found = modeling.match_head(source.files.model_dir, task.name, task.head_signature())
+        if found is None:
+            why = modeling.head_problems(source.files.model_dir, task.head_signature())
+            raise missing_head(task, source.label, "head", why)
+        if found[1].reordered:
+            reordered[task.name] = (
+                f"{task.name}: labels {list(task.spec.labels)} scored by the head of "
+                f"{found[0].task or 'the model'}, whose labels are {list(found[0].signature[1])}: "
+                "matched by name"
+            )
     plan = [(e, *_eval_sets(ws, e, source.seen)) for e in entries]
     tokenizer = modeling.load_tokenizer(str(source.files.tokenizer_dir))
     train_language = source.language or (cfg.target.language if cfg.target else "en")
@@ -111,7 +128,7 @@ def evaluate(
         f"{TAG}model": source.label,
         f"{TAG}stage_key": stage_key or "",
     }
-    all_sets = [s for _, sets, _ in plan for s in sets.values()]
+    all_sets = [s for _, sets, *_ in plan for s in sets.values()]
     runtime = stage_runtime(eval_training(cfg))
     title = f"evaluate {'+'.join(types)}"
     description = (
@@ -120,14 +137,16 @@ def evaluate(
         + ", one metric per task, split and language, and per-example statistics for the report."
     )
     with recorded_run(ws, title, tags, parent_run_id, all_sets, runtime, description) as run_id:
-        excluded = {k: v for _, _, ex in plan for k, v in ex.items()}
+        excluded = {k: v for _, _, ex, _ in plan for k, v in ex.items()}
         tracking.log_metrics({f"leakage_guard/{k}/excluded": n for k, n in excluded.items()})
+        notices = [(f"labels_mapped.{name}", line) for name, line in reordered.items()]
+        tracking.record_notices(notices + [n for *_, found in plan for n in found])
         tables, predictions, examples = [], [], []
-        for entry, sets, _ in plan:
+        for entry, sets, *_ in plan:
             table, rows, outcomes = _evaluate_task(
                 ws, types[entry.task], entry, sets, source, tokenizer, train_language, runtime.precision
             )
-            tables.append(table)
+            tables.append(_with_left_out(table, entry.task, excluded))
             predictions.extend(rows)
             examples.extend(outcomes)
             figure = plots.language_scores(
@@ -143,6 +162,22 @@ def evaluate(
         if cfg.evaluation.save_predictions:
             tracking.log_table(pd.concat(predictions, ignore_index=True), "evaluation/predictions")
     return Evaluated(run_id, table, excluded, outcomes)
+
+
+def _with_left_out(table: pd.DataFrame, task: str, excluded: dict[str, int]) -> pd.DataFrame:
+    """The languages table with `left_out`: test examples the leakage guard removed (a language mean:
+    the sum over the languages it averages), for the report to carry into each cell."""
+    per_language = {lang: excluded.get(f"{task}/{lang}", 0) for lang in table.language.unique()}
+    plain = {lang: n for lang, n in per_language.items() if not lang.startswith("mean_")}
+
+    def left(language: str) -> int:
+        if language == metrics.MEAN_ALL:
+            return sum(plain.values())
+        if language.startswith("mean_non_"):
+            return sum(n for lang, n in plain.items() if lang != language.removeprefix("mean_non_"))
+        return plain.get(language, 0)
+
+    return table.assign(left_out=table.language.map(left).astype(int))
 
 
 def _evaluate_task(

@@ -140,16 +140,19 @@ def _fingerprint_rows(sets: list[ExampleSet]) -> list[dict]:
     ]
 
 
-def missing_head(task: TaskType, source: str, field_name: str) -> ModelError:
+def missing_head(task: TaskType, source: str, field_name: str, why: list[str] = ()) -> ModelError:
+    """`why`: what is wrong with each head the model has (modeling.head_problems)."""
     return ModelError(
         [
             Problem(
                 "<model>",
                 field_name,
-                f"the model has no head that fits task {task.name!r}",
+                f"the model has no head that fits task {task.name!r}"
+                + (f" ({'; '.join(why)})" if why else ""),
                 source,
                 f"a head trained on {_article(task.spec.type)} {task.spec.type} task with labels "
-                f"{list(task.spec.labels)}",
+                f"{list(task.spec.labels)} (in any order), or a label_map in the task's declaration that "
+                "maps its raw labels onto the head's",
             )
         ]
     )

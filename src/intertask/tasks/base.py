@@ -7,6 +7,7 @@ context becomes several rows) -> model -> `outputs()` per row -> `decode()` one 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,51 @@ class EncodedSet:
             [ids.size if ids.ndim == 1 else ids.shape[0] * ids.shape[1] for ids in self.inputs["input_ids"]],
             dtype=np.int64,
         )
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    """Whether a trained head can score a task, matched by label names (not positions).
+
+    `order[i]` is the head output that scores the task's label i, when the same label names come in
+    another order (XNLI's [contradiction, entailment, neutral] head scoring a user's [entailment,
+    neutral, contradiction] set); None when the order is the same. `problem` says why it does not fit.
+    """
+
+    fits: bool
+    order: tuple[int, ...] | None = None
+    problem: str = ""
+
+    @property
+    def reordered(self) -> bool:
+        return self.order is not None
+
+
+def head_fit(head: tuple, wanted: tuple) -> HeadFit:
+    """How a head of signature `head` fits a task of signature `wanted` (TaskType.head_signature()):
+    the same head type, and for a task with labels the same label NAMES. A typo gets a did-you-mean; a
+    partial overlap lists both sets."""
+    head, wanted = _plain(head), _plain(wanted)
+    if head[0] != wanted[0]:
+        return HeadFit(False, problem=f"a {head[0]} head cannot score a {wanted[0]} task")
+    if len(head) < 2 or len(wanted) < 2 or head[1] == wanted[1]:
+        return HeadFit(True)
+    theirs, mine = list(head[1]), list(wanted[1])
+    if sorted(theirs) == sorted(mine) and len(set(mine)) == len(mine):
+        return HeadFit(True, tuple(theirs.index(label) for label in mine))
+    missing = [label for label in mine if label not in theirs]
+    spare = [label for label in theirs if label not in mine]
+    near = {m: n[0] for m in missing if (n := difflib.get_close_matches(m, spare, n=1, cutoff=0.6))}
+    problem = f"labels {mine} do not match the head's labels {theirs}: the head has no {missing}"
+    if near:
+        problem += " (did you mean " + ", ".join(f"{n!r} for {m!r}" for m, n in near.items()) + "?)"
+    elif spare:
+        problem += f", and the task has no {spare}"
+    return HeadFit(False, problem=problem)
+
+
+def _plain(signature) -> tuple:
+    return tuple(tuple(part) if isinstance(part, list | tuple) else part for part in signature)
 
 
 class TaskType:

@@ -59,6 +59,13 @@ def plan_split(
         return SplitPlan(POOL, True, dict(fractions))
     if whole and split in given:
         return SplitPlan(split, False, {})
+    if spec.train_split != "train" and spec.train_split in given and split in ("train", "dev"):
+        # the declared split that trains (a dataset shipping only validation and test): train and dev
+        # cut out of it in the train:dev proportion, the other splits as shipped
+        both = fractions["train"] + fractions["dev"]
+        return SplitPlan(
+            spec.train_split, True, {"train": fractions["train"] / both, "dev": fractions["dev"] / both}
+        )
     if len(given) == 1 and given[0] in ("dev", "all"):
         return SplitPlan(given[0], True, dict(fractions))
     missing = [s for s in SPLITS if s not in given]

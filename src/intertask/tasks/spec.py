@@ -119,6 +119,10 @@ class TaskSpec:
     # negative control: the train and dev labels are permuted among the examples (tagging: among all
     # tokens), seeded; every label keeps its frequency, its tie to the text is cut. Test labels stay.
     shuffle_labels: bool = False
+    # the declared split that trains the task: `dev` for a dataset that ships only validation and test
+    # files (a stage then cuts its train and dev sets out of the dev file with the train:dev fractions;
+    # test stays as shipped)
+    train_split: Literal["train", "dev", "test", "all"] = "train"
 
     def __post_init__(self) -> None:
         c = FieldChecks()
@@ -144,6 +148,22 @@ class TaskSpec:
         )
         bad = sorted(set(self.files) - {*SPLITS, "all"})
         c.require(not bad, "files", "unknown split names", bad, "train, dev, test (or all)")
+        if self.train_split != "train":
+            shipped = set(self.files) | (set(self.hub.splits) if self.hub else set())
+            c.require(
+                self.train_split in shipped,
+                "train_split",
+                "names a split the task does not declare",
+                self.train_split,
+                f"one of the declared splits {sorted(shipped)}",
+            )
+            c.require(
+                "train" not in shipped,
+                "train_split",
+                "the task declares a train split too: which one trains is ambiguous",
+                self.train_split,
+                "train_split: train (the default), or no `train:` file",
+            )
         for split, langs in self.split_languages.items():
             c.require(
                 split in self.files,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -343,6 +344,19 @@ def log_params(values: dict[str, object]) -> None:
 
 def set_tags(values: dict[str, object]) -> None:
     mlflow.set_tags({k: str(v) for k, v in values.items()})
+
+
+NOTICE = f"{TAG}notice."  # tag prefix: where a stage or study did other than its config says
+
+
+def record_notices(notices: list[tuple[str, str]]) -> None:
+    """Nothing silent: each (what, line) where a stage or study did other than its config says
+    (examples left out, labels matched by name, an evaluation task a cell cannot score) is printed and
+    kept on the active run as tag intertask.notice.<what>."""
+    for _, line in notices:
+        print(f"note: {line}", file=sys.stderr)
+    if notices:
+        set_tags({f"{NOTICE}{what}": line for what, line in notices})
 
 
 def log_table(df: pd.DataFrame, path: str) -> None:

@@ -1,0 +1,293 @@
+"""Nothing silent (issue 28): an evaluation task is scored by a head matched by label NAMES or refused
+before anything runs; what a study leaves out (seeds one arm lacks, test examples, the leakage guard's
+exclusions, an evaluation task a cell cannot score) is printed and recorded; a task may name the split
+that trains it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from intertask import cli, modeling, pipeline, report
+from intertask.config import ReportConfig
+from intertask.errors import ConfigError
+from intertask.modeling import HeadSpec, build_models
+from intertask.tasks.base import head_fit
+from intertask.tasks.examples import load_examples
+from intertask.tasks.spec import TaskSpec
+from intertask.validate import load_experiment
+
+from .conftest import write_experiment, write_yaml
+
+XNLI = ("sequence_classification", ("contradiction", "entailment", "neutral"))
+
+
+# --- matching a head by label names -------------------------------------------------------------------
+
+
+def test_a_head_fits_by_label_names_in_any_order_and_says_why_not():
+    assert head_fit(XNLI, XNLI).fits and not head_fit(XNLI, XNLI).reordered
+    moved = head_fit(XNLI, ("sequence_classification", ("entailment", "neutral", "contradiction")))
+    assert moved.fits and moved.order == (1, 2, 0)  # task label i <- head output order[i]
+    typo = head_fit(XNLI, ("sequence_classification", ("contradiction", "entailment", "neural")))
+    assert not typo.fits and "did you mean 'neutral' for 'neural'?" in typo.problem
+    partial = head_fit(
+        ("token_classification", ("O", "B-PER", "I-PER")), ("token_classification", ("O", "B-DATE"))
+    )
+    assert not partial.fits
+    assert "['O', 'B-DATE']" in partial.problem and "['O', 'B-PER', 'I-PER']" in partial.problem
+    assert "the head has no ['B-DATE']" in partial.problem
+    other = head_fit(XNLI, ("question_answering",))
+    assert not other.fits and "cannot score a question_answering task" in other.problem
+    assert head_fit(["question_answering"], ("question_answering",)).fits  # signatures read back from JSON
+
+
+def test_a_reordered_head_answers_in_the_task_order(tiny_model, tmp_path):
+    labels = ("neg", "pos", "odd")
+    kwargs = {
+        "num_labels": 3,
+        "id2label": dict(enumerate(labels)),
+        "label2id": {n: i for i, n in enumerate(labels)},
+    }
+    heads = [HeadSpec("mine", "sequence_classification", kwargs, ("sequence_classification", labels))]
+    nets = build_models(str(tiny_model), heads, seed=0)
+    with torch.no_grad():
+        nets["mine"].classifier.bias.copy_(torch.tensor([0.0, 5.0, -5.0]))  # tell the outputs apart
+    modeling.save(nets, heads, modeling.load_tokenizer(str(tiny_model)), tmp_path / "saved")
+    inputs = {"input_ids": torch.tensor([[2, 7, 9, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    same = modeling.load_for_task(tmp_path / "saved", "mine", heads[0].signature).eval()
+    moved = modeling.load_for_task(
+        tmp_path / "saved", "theirs", ("sequence_classification", ("odd", "neg", "pos"))
+    )
+    with torch.no_grad():
+        expected, got = same(**inputs).logits, moved.eval()(**inputs).logits
+    assert torch.equal(got, expected[:, [2, 0, 1]])
+    assert moved.config.id2label == {0: "odd", 1: "neg", 2: "pos"}
+    assert (
+        modeling.load_for_task(tmp_path / "saved", "x", ("sequence_classification", ("neg", "pos"))) is None
+    )
+    why = modeling.head_problems(tmp_path / "saved", ("sequence_classification", ("neg", "pos")))
+    assert why == [
+        "mine: labels ['neg', 'pos'] do not match the head's labels ['neg', 'pos', 'odd']: the head has no [], and the task has no ['odd']"
+    ]
+
+
+# --- refused before anything runs ---------------------------------------------------------------------
+
+
+def _eval_task(tmp_path, name: str, labels: list[str], rows: list[tuple[str, str]]):
+    """An evaluation-only user task: one test file of text<TAB>label lines."""
+    data = tmp_path / f"{name}.tsv"
+    data.write_text("".join(f"{text}\t{label}\n" for text, label in rows), encoding="utf-8")
+    decl = {
+        "name": name,
+        "type": "classification",
+        "format": "tsv",
+        "columns": ["text", "label"],
+        "text_fields": ["text"],
+        "labels": labels,
+        "files": {"test": str(data)},
+    }
+    return write_yaml(tmp_path / f"{name}.yaml", decl)
+
+
+def _grid_config(tmp_path, tiny_model, **sections):
+    base = {
+        "target": {"task": "xnli", "max_examples": {"train": 32, "dev": 16}},
+        "evaluation": {"max_examples": 16},
+    }
+    return write_experiment(tmp_path, tiny_model, "silent", base, study=False, **sections)
+
+
+def test_a_cell_that_nothing_scores_is_refused_and_one_that_skips_a_task_says_so(
+    tmp_path, tiny_model, shared_data
+):
+    config = _grid_config(
+        tmp_path,
+        tiny_model,
+        grid={"target": ["xnli", "udpos"]},
+        evaluation={"tasks": [{"task": "xnli", "languages": ["en"]}]},
+    )
+    with pytest.raises(ConfigError) as err:
+        load_experiment(config)
+    assert "grid[none -> udpos].evaluation: no evaluation task fits this cell's model" in str(err.value)
+
+    config = _grid_config(
+        tmp_path,
+        tiny_model,
+        grid={"target": ["xnli", "pawsx"]},
+        evaluation={"tasks": [{"task": "xnli", "languages": ["en"]}, {"task": "pawsx", "languages": ["en"]}]},
+    )
+    cfg = load_experiment(config)
+    said = dict(pipeline._left_out_evaluations(cfg))
+    assert set(said) == {"evaluation_left_out.none.xnli.pawsx", "evaluation_left_out.none.pawsx.xnli"}
+    assert "pawsx is not scored in the cells none -> xnli" in said["evaluation_left_out.none.xnli.pawsx"]
+
+
+# --- mapped by name, scored right, said and recorded ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reordered_labels_are_mapped_and_scored_as_by_hand(tmp_path, tiny_model, local_store, capsys):
+    """A target trained on [neg, pos]; two evaluation-only tasks over one unbalanced file (31 pos, 10
+    neg: no accuracy equals its mirror image), one declaring [neg, pos], one [pos, neg]."""
+    train = tmp_path / "train.tsv"
+    train.write_text(
+        "".join(f"good film number {i}\tpos\nbad film number {i}\tneg\n" for i in range(40)), encoding="utf-8"
+    )
+    target = {
+        "name": "mine",
+        "type": "classification",
+        "format": "tsv",
+        "columns": ["text", "label"],
+        "text_fields": ["text"],
+        "labels": ["neg", "pos"],
+        "files": {"all": str(train)},
+    }
+    rows = [(f"good story {i}", "pos") for i in range(31)] + [(f"bad story {i}", "neg") for i in range(10)]
+    same = _eval_task(tmp_path, "same_order", ["neg", "pos"], rows)
+    moved = _eval_task(tmp_path, "reversed", ["pos", "neg"], rows)
+    config = write_experiment(
+        tmp_path,
+        tiny_model,
+        "mapped",
+        study=False,
+        data={"task_files": [str(write_yaml(tmp_path / "mine.yaml", target)), str(same), str(moved)]},
+        target={"task": "mine", "language": "en"},
+        training={"epochs": 1},
+        evaluation={
+            "tasks": [{"task": "same_order", "languages": ["en"]}, {"task": "reversed", "languages": ["en"]}],
+            "save_predictions": True,
+        },
+    )
+    assert cli.main(["main", str(config)]) == 0
+    assert (
+        "reversed: labels ['pos', 'neg'] scored by the head of mine, whose labels are ['neg', 'pos']"
+        in capsys.readouterr().err
+    )
+    client = MlflowClient()
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`intertask.stage` = 'evaluate'"
+    )
+    assert "matched by name" in run.data.tags["intertask.notice.labels_mapped.reversed"]
+    assert "intertask.notice.labels_mapped.same_order" not in run.data.tags
+    path = client.download_artifacts(run.info.run_id, "evaluation/predictions.csv", str(tmp_path))
+    predictions = pd.read_csv(path)
+    by_hand = {}
+    for task in ("same_order", "reversed"):
+        mine = predictions[predictions.task == task].reset_index(drop=True)
+        by_hand[task] = float(
+            np.mean([p == gold for p, (_, gold) in zip(mine.prediction, rows, strict=True)])
+        )
+    assert by_hand["same_order"] != pytest.approx(1 - by_hand["same_order"])  # the test can fail
+    assert run.data.metrics["reversed/test/en/accuracy"] == pytest.approx(by_hand["same_order"])
+    assert run.data.metrics["same_order/test/en/accuracy"] == pytest.approx(by_hand["same_order"])
+    assert by_hand["reversed"] == by_hand["same_order"]
+
+
+# --- what the report leaves out, it says ---------------------------------------------------------------
+
+
+def _cells(accuracy: dict, n: int = 200, missing: dict | None = None, left_out: int = 0):
+    """scores and per-example outcomes for intermediate in {xnli, none} x seeds, en only;
+    `missing`: (intermediate, seed) -> uids that run did not score."""
+    rng = np.random.default_rng(0)
+    scores, examples = [], []
+    for (inter, seed), p in accuracy.items():
+        uids = np.setdiff1d(np.arange(n), (missing or {}).get((inter, seed), []))
+        correct = (rng.random(len(uids)) < p).astype(np.int64)
+        cell = {
+            "model": "m",
+            "intermediate": inter,
+            "target": "pawsx",
+            "seed": seed,
+            "task": "pawsx",
+            "split": "test",
+        }
+        examples.append(pd.DataFrame({"uid": uids, "correct": correct}).assign(language="en", **cell))
+        scores.append(
+            {
+                **cell,
+                "model_group": "",
+                "family": "",
+                "language": "en",
+                "metric": "accuracy",
+                "value": correct.mean(),
+                "left_out": left_out,
+            }
+        )
+    return pd.DataFrame(scores), pd.concat(examples, ignore_index=True)
+
+
+def test_the_report_says_which_seeds_and_examples_it_left_out():
+    accuracy = {("xnli", s): 0.7 for s in (1, 2, 3)} | {("none", s): 0.6 for s in (1, 2)}
+    scores, examples = _cells(accuracy, missing={("xnli", 2): [5, 6, 7]}, left_out=4)
+    gains = report.gains_table(scores, examples, {"pawsx": "single_label"}, ReportConfig(bootstrap=100))
+    (row,) = gains.itertuples()
+    assert row.n_seeds == 2
+    assert "2 paired seed(s): seed(s) 3 missing in the baseline arm" in row.note
+    assert "test examples not scored in every run left out of the comparison (en 3)" in row.note
+    assert "leakage guard: test examples seen in training left out (en 4)" in row.note
+    (line,) = report.cell_notes(gains)
+    assert line.startswith("xnli -> pawsx (pawsx test, m): 2 paired seed(s)")
+
+
+def test_a_cell_without_a_baseline_seed_is_in_the_table_with_the_reason():
+    scores, examples = _cells({("xnli", 1): 0.7, ("none", 2): 0.6})
+    gains = report.gains_table(scores, examples, {"pawsx": "single_label"}, ReportConfig(bootstrap=100))
+    (row,) = gains.itertuples()
+    assert np.isnan(row.gain) and row.family == "none"
+    assert row.note == "no gain: no baseline run of seed(s) 1 (the baseline arm has seed(s) 2)"
+
+
+def test_the_report_command_prints_the_cell_notes(tmp_path, capsys):
+    from intertask.cli import _print_headline
+    from intertask.config import ExperimentConfig, StageConfig
+
+    accuracy = {("xnli", s): 0.7 for s in (1, 2, 3)} | {("none", s): 0.6 for s in (1, 2)}
+    scores, examples = _cells(accuracy)
+    gains = report.gains_table(scores, examples, {"pawsx": "single_label"}, ReportConfig(bootstrap=100))
+    empty = pd.DataFrame()
+    built = report.Report(scores, gains, empty, empty, empty, empty, empty, empty)
+    _print_headline(ExperimentConfig(name="n", target=StageConfig(task="pawsx")), built)
+    assert (
+        "note: xnli -> pawsx (pawsx test, m): 2 paired seed(s): seed(s) 3 missing in the baseline arm"
+        in capsys.readouterr().out
+    )
+
+
+# --- the split that trains -----------------------------------------------------------------------------
+
+
+def test_a_task_may_train_on_its_dev_file(tmp_path):
+    dev, test = tmp_path / "dev.tsv", tmp_path / "test.tsv"
+    dev.write_text(
+        "".join(f"dev text {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(50)), encoding="utf-8"
+    )
+    test.write_text("".join(f"test text {i}\tpos\n" for i in range(7)), encoding="utf-8")
+    fields = dict(
+        name="valtest",
+        type="classification",
+        columns=("text", "label"),
+        text_fields=("text",),
+        labels=("neg", "pos"),
+        files={"dev": str(dev), "test": str(test)},
+    )
+    spec = TaskSpec(**fields, train_split="dev")
+    fractions = {"train": 0.7, "dev": 0.1, "test": 0.2}
+    sets = {
+        s: load_examples(spec, "en", s, root=tmp_path, fractions=fractions, seed=1)
+        for s in ("train", "dev", "test")
+    }
+    assert (len(sets["train"]), len(sets["dev"]), len(sets["test"])) == (
+        44,
+        6,
+        7,
+    )  # 50 cut 7:1, test as shipped
+    assert not set(sets["train"].uids) & set(sets["dev"].uids)
+    assert {e.texts[0] for e in sets["test"].examples} == {f"test text {i}" for i in range(7)}
+    with pytest.raises(ConfigError, match="train_split: names a split the task does not declare"):
+        TaskSpec(**{**fields, "files": {"test": str(test)}}, train_split="dev")
+    with pytest.raises(ConfigError, match="which one trains is ambiguous"):
+        TaskSpec(**{**fields, "files": {"train": str(dev), "dev": str(dev)}}, train_split="dev")
