@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, modeling, pipeline, report
+from intertask import cli, grid, modeling, pipeline, report
 from intertask.config import ReportConfig
 from intertask.errors import ConfigError
 from intertask.modeling import HeadSpec, build_models
@@ -123,6 +123,24 @@ def test_a_cell_that_nothing_scores_is_refused_and_one_that_skips_a_task_says_so
     said = dict(pipeline._left_out_evaluations(cfg))
     assert set(said) == {"evaluation_left_out.none.xnli.pawsx", "evaluation_left_out.none.pawsx.xnli"}
     assert "pawsx is not scored in the cells none -> xnli" in said["evaluation_left_out.none.xnli.pawsx"]
+
+
+def test_a_language_one_task_lacks_is_said_and_a_task_with_none_is_refused(tmp_path, tiny_model, shared_data):
+    config = _grid_config(
+        tmp_path, tiny_model, grid={"target": ["xnli", "pawsx"]}, evaluation={"languages": ["en", "sw"]}
+    )
+    cfg = load_experiment(config)
+    said = dict(pipeline._left_out_evaluations(cfg))
+    assert said == {
+        "languages_left_out.pawsx": "evaluation: pawsx has no sw of evaluation.languages: scored in en"
+    }
+    (pawsx,) = grid.cell_evaluation(cfg, grid.Cell(cfg.model.name_or_path, (), "pawsx", 7))
+    assert pawsx.languages == ("en",)  # not PAWS-X's seven default languages instead
+    config = _grid_config(
+        tmp_path, tiny_model, grid={"target": ["xnli", "pawsx"]}, evaluation={"languages": ["sw", "th"]}
+    )
+    with pytest.raises(ConfigError, match=r"evaluation.languages: task 'pawsx' has none of these languages"):
+        load_experiment(config)
 
 
 # --- mapped by name, scored right, said and recorded ----------------------------------------------------

@@ -176,11 +176,19 @@ def evaluation_fit(cfg: ExperimentConfig, cell: Cell) -> tuple[list[EvalTaskConf
 
 
 def _languages_for(cfg: ExperimentConfig, task: str) -> tuple[str, ...]:
+    """evaluation.languages that the task has (missing_languages says which it lacks; a task with
+    none of them is refused by validate), or the task's default languages when none are given."""
     spec = resolve.catalog(cfg).spec(task)
     wanted = cfg.evaluation.languages
-    if wanted and all(lang in spec.languages for lang in wanted):
-        return wanted
-    return spec.evaluated_languages
+    if not wanted:
+        return spec.evaluated_languages
+    return tuple(lang for lang in wanted if lang in spec.languages)
+
+
+def missing_languages(cfg: ExperimentConfig, task: str) -> tuple[str, ...]:
+    """The languages of evaluation.languages that a task evaluated with them does not have."""
+    spec = resolve.catalog(cfg).spec(task)
+    return tuple(lang for lang in cfg.evaluation.languages if lang not in spec.languages)
 
 
 def jobs(cfg: ExperimentConfig) -> list[Job]:

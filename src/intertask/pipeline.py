@@ -193,12 +193,25 @@ def plan(ws: Workspace) -> Plan:
     return Plan(jobs, configs, keys, _left_out_evaluations(cfg))
 
 
+def _explicit(cfg: ExperimentConfig, task: str) -> bool:
+    """Whether evaluation.tasks names the task's languages itself (then validate checks each)."""
+    return any(e.task == task and e.languages for e in cfg.evaluation.tasks)
+
+
 def _left_out_evaluations(cfg: ExperimentConfig) -> tuple[tuple[str, str], ...]:
     """An evaluation task one cell's head cannot score while another cell's can (a grid of targets
     with different labels): said, not silently skipped."""
     out = {}
     for cell in grid.cells(cfg):
-        for task, why in grid.evaluation_fit(cfg, cell)[1]:
+        scored, left = grid.evaluation_fit(cfg, cell)
+        for entry in scored:
+            lacking = grid.missing_languages(cfg, entry.task) if not _explicit(cfg, entry.task) else ()
+            if lacking:
+                out[f"languages_left_out.{entry.task}"] = (
+                    f"evaluation: {entry.task} has no {', '.join(lacking)} of evaluation.languages: scored in "
+                    f"{', '.join(entry.languages)}"
+                )
+        for task, why in left:
             what = f"evaluation_left_out.{cell.intermediate_label}.{cell.target or 'zero-shot'}.{task}"
             out[what] = (
                 f"evaluation: {task} is not scored in the cells {cell.intermediate_label} -> {cell.target or 'zero-shot'} ({why})"

@@ -114,11 +114,13 @@ def evaluation_heads(cfg: ExperimentConfig, file: str, problems: Problems) -> No
     catalog = resolve.catalog(cfg)
     fits: dict[str, int] = {}
     why: dict[str, list[str]] = {}
-    empty = []
+    empty, no_language = [], []
     for cell in dict.fromkeys(dataclasses.replace(c, model="", seed=0) for c in grid.cells(cfg)):
         scored, left = grid.evaluation_fit(cfg, cell)
         for entry in scored:
             fits[entry.task] = fits.get(entry.task, 0) + 1
+            if not entry.languages and entry.task not in no_language:
+                no_language.append(entry.task)
         for task, reason in left:
             why.setdefault(task, [])
             if reason not in why[task]:
@@ -141,6 +143,15 @@ def evaluation_heads(cfg: ExperimentConfig, file: str, problems: Problems) -> No
                 "a task of a head type the study trains, with the label names of a trained head (any "
                 "order), or a label_map in the task's declaration mapping its raw labels onto them",
             )
+    for task in no_language:
+        spec = catalog.spec(task)
+        problems.add(
+            file,
+            "evaluation.languages",
+            f"task {task!r} has none of these languages",
+            list(ev.languages),
+            f"some of its languages {list(spec.languages)}",
+        )
     for cell in [] if refused else empty:
         where = (
             f"grid[{cell.intermediate_label} -> {cell.target or 'zero-shot'}].evaluation"
