@@ -120,7 +120,7 @@ def test_a_cell_that_nothing_scores_is_refused_and_one_that_skips_a_task_says_so
         evaluation={"tasks": [{"task": "xnli", "languages": ["en"]}, {"task": "pawsx", "languages": ["en"]}]},
     )
     cfg = load_experiment(config)
-    said = dict(pipeline._left_out_evaluations(cfg))
+    said = dict(pipeline.study_notices(cfg))
     assert set(said) == {"evaluation_left_out.none.xnli.pawsx", "evaluation_left_out.none.pawsx.xnli"}
     assert "pawsx is not scored in the cells none -> xnli" in said["evaluation_left_out.none.xnli.pawsx"]
 
@@ -130,7 +130,7 @@ def test_a_language_one_task_lacks_is_said_and_a_task_with_none_is_refused(tmp_p
         tmp_path, tiny_model, grid={"target": ["xnli", "pawsx"]}, evaluation={"languages": ["en", "sw"]}
     )
     cfg = load_experiment(config)
-    said = dict(pipeline._left_out_evaluations(cfg))
+    said = dict(pipeline.study_notices(cfg))
     assert said == {
         "languages_left_out.pawsx": "evaluation: pawsx has no sw of evaluation.languages: scored in en"
     }
@@ -141,6 +141,31 @@ def test_a_language_one_task_lacks_is_said_and_a_task_with_none_is_refused(tmp_p
     )
     with pytest.raises(ConfigError, match=r"evaluation.languages: task 'pawsx' has none of these languages"):
         load_experiment(config)
+
+
+def test_a_grid_task_trained_in_another_language_is_said(tmp_path, tiny_model, shared_data):
+    data = tmp_path / "fr.tsv"
+    data.write_text("".join(f"texte {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(40)), encoding="utf-8")
+    decl = {
+        "name": "frtask",
+        "type": "classification",
+        "columns": ["text", "label"],
+        "text_fields": ["text"],
+        "labels": ["neg", "pos"],
+        "languages": ["fr"],
+        "files": {"all": str(data)},
+    }
+    config = _grid_config(
+        tmp_path,
+        tiny_model,
+        data={"task_files": [str(write_yaml(tmp_path / "frtask.yaml", decl))]},
+        intermediate={"task": "rte", "language": "en"},
+        grid={"intermediate": ["none", "frtask"]},
+    )
+    said = dict(pipeline.study_notices(load_experiment(config)))
+    assert said == {
+        "language.intermediate.frtask": "grid: frtask has no en: its intermediate stage trains in fr"
+    }
 
 
 # --- mapped by name, scored right, said and recorded ----------------------------------------------------

@@ -190,7 +190,7 @@ def plan(ws: Workspace) -> Plan:
         upstream = [keys[d] for d in job.deps]
         keys[job.id] = grid.job_key(job, configs[job.id], [s.fingerprint for s in sets], upstream)
     _check_parallel(ws, loaded)
-    return Plan(jobs, configs, keys, _left_out_evaluations(cfg))
+    return Plan(jobs, configs, keys, study_notices(cfg))
 
 
 def _explicit(cfg: ExperimentConfig, task: str) -> bool:
@@ -198,11 +198,34 @@ def _explicit(cfg: ExperimentConfig, task: str) -> bool:
     return any(e.task == task and e.languages for e in cfg.evaluation.tasks)
 
 
-def _left_out_evaluations(cfg: ExperimentConfig) -> tuple[tuple[str, str], ...]:
-    """An evaluation task one cell's head cannot score while another cell's can (a grid of targets
-    with different labels): said, not silently skipped."""
+def study_notices(cfg: ExperimentConfig) -> tuple[tuple[str, str], ...]:
+    """(what, line) for each place a study does other than its config literally says, decided when
+    the grid is expanded: an evaluation task one cell's head cannot score while another cell's can (a
+    grid of targets with different labels), a language of evaluation.languages a task lacks, a grid
+    task trained in another language than its stage's (Allocine is French only), a multi-task stage's
+    selection_task that a cell does not train. Printed, and tagged on the study's run."""
     out = {}
+    stages = {"intermediate": cfg.intermediate, "target": cfg.target}
     for cell in grid.cells(cfg):
+        derived = grid.cell_config(cfg, cell)
+        for name, stage in stages.items():
+            mine = getattr(derived, name)
+            if stage is None or mine is None:
+                continue
+            if mine.language != stage.language:
+                out[f"language.{name}.{'+'.join(mine.task_names)}"] = (
+                    f"grid: {'+'.join(mine.task_names)} has no {stage.language}: its {name} stage trains in "
+                    f"{mine.language}"
+                )
+            if (
+                stage.selection_task
+                and mine.selection_task != stage.selection_task
+                and len(mine.task_names) > 1
+            ):
+                out[f"selection_task.{'+'.join(mine.task_names)}"] = (
+                    f"grid: {name}.selection_task {stage.selection_task} is not among "
+                    f"{'+'.join(mine.task_names)}: the stage selects on {mine.task_names[0]}"
+                )
         scored, left = grid.evaluation_fit(cfg, cell)
         for entry in scored:
             lacking = grid.missing_languages(cfg, entry.task) if not _explicit(cfg, entry.task) else ()
