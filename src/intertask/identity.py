@@ -4,14 +4,19 @@ table of stage kinds, and the tags that place a run in a study cell."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+import yaml
+
 from intertask import models
 from intertask.config import ExperimentConfig
+from intertask.data.fingerprint import file_fingerprint
 from intertask.schema import to_dict
 
 CELL_TAG = "intertask.cell."  # + model | intermediate | target | seed
@@ -52,26 +57,75 @@ BY_STAGE = {kind.stage: kind for kind in STAGE_KINDS.values()}
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """sha256 of intertask's own source files and task declarations: a changed line changes every key."""
+    """sha256 of what intertask's own code and task declarations DO: each module's syntax tree without
+    its docstrings (comments are not in it), each YAML file's data without its comments. A changed
+    line of code changes every key; a documentation edit changes none."""
     root = Path(__file__).parent
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml")):
         h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
+        h.update(source_digest(path.read_text(encoding="utf-8"), path.suffix).encode())
     return h.hexdigest()
 
 
+def source_digest(text: str, suffix: str) -> str:
+    """What a source file does, as text: a Python module's AST dump without docstrings, a YAML file's
+    data as canonical JSON."""
+    if suffix == ".yaml":
+        return json.dumps(yaml.safe_load(text), sort_keys=True, default=str)
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
 def model_identity(name_or_path: str) -> str:
-    """What a base model is: the offline model's source digest, a local folder's config and weight
-    sizes, or the hub id."""
+    """What a base model is: the offline model's source digest, a local folder's file contents (a
+    model retrained in place with the same shapes gets a new identity), or the hub id."""
     if name_or_path in models.OFFLINE_MODELS:
         return f"{name_or_path}:{models.OFFLINE_MODELS.get(name_or_path).digest()}"
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        files = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
-        config = (path / "config.json").read_text() if (path / "config.json").is_file() else ""
-        return content_hash([config, files])
+        return content_hash(
+            sorted(
+                (p.name, stored_digest(p))
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".")
+            )
+        )
     return name_or_path
+
+
+DIGESTS = "file_digests.json"  # in the cache folder: path -> [size, mtime_ns, sha256]
+
+
+def stored_digest(path: Path) -> str:
+    """sha256 of a file's bytes, kept in the cache folder by path, size and modification time, so that
+    a model's weights are hashed once, not on every plan of every study that starts from them."""
+    stat = path.stat()
+    book = models.cache_root() / DIGESTS
+    try:
+        known = json.loads(book.read_text())
+    except (OSError, ValueError):
+        known = {}
+    key, seen = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
+    if key in known and known[key][:2] == seen:
+        return known[key][2]
+    digest = file_fingerprint(path)
+    known[key] = [*seen, digest]
+    book.parent.mkdir(parents=True, exist_ok=True)
+    partial = book.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(known))
+    partial.replace(book)  # atomic: concurrent plans never read half a file
+    return digest
 
 
 def training_inputs(config: ExperimentConfig, kind: str) -> dict:
@@ -87,8 +141,19 @@ def training_inputs(config: ExperimentConfig, kind: str) -> dict:
         "stage": to_dict(replace(stage, init=None)) if stage else None,
         "fractions": to_dict(config.data.split_fractions),
         "split_seed": config.split_seed,
+        "precision": resolved_precision(stage.training.precision) if stage else None,
         "code": code_version(),
     }
+
+
+def resolved_precision(requested: str) -> str:
+    """The precision a stage trains in on this machine: `auto` resolved (bf16 where it is native, else
+    fp32), so that a bf16 stage is not reused on a machine that would train it in fp32."""
+    if requested != "auto":
+        return requested
+    from intertask import hardware  # torch: only for a config that leaves the choice to the machine
+
+    return hardware.resolve_precision(requested, hardware.probe()).name
 
 
 def metric_part(label: str) -> str:
