@@ -415,3 +415,19 @@ def test_the_first_trials_spread_over_the_range():
         draws.append(study.ask(space).params["learning_rate"])
     assert max(draws[:3]) / min(draws[:3]) > 2 and max(draws) / min(draws) > 5, draws
     assert trial_seed(1, 0) == trial_seed(1, 0) != trial_seed(2, 0)  # reproducible, seed-dependent
+
+
+def test_the_private_optuna_api_the_worker_relies_on_is_still_there(tmp_path):
+    """The worker pops WAITING trials with Study._pop_waiting_trial_id (public ask() would add trials)
+    and beats through the RDB storage; Optuna is pinned to the minor version this test passed on."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.enqueue_trial({"x": 1.0})
+    trial_id = study._pop_waiting_trial_id()
+    assert trial_id is not None and study._pop_waiting_trial_id() is None
+    assert study._storage.get_trial(trial_id).state == TrialState.RUNNING
+    assert study._storage.get_trial_number_from_id(trial_id) == 0
+    trial = optuna.Trial(study, trial_id)
+    assert trial._trial_id == trial_id and trial.suggest_float("x", 0.0, 2.0) == 1.0
+    study._storage.record_heartbeat(trial._trial_id)
+    assert optuna.__version__.startswith("5.1.")

@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from intertask.errors import InputError, Problems, Terminated
+from intertask.errors import InputError, Problems, Terminated, redact
 from intertask.registry import UnknownName
 
 ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate", "report", "tune")
@@ -237,7 +237,7 @@ def _run_entry(args) -> int:
     finally:
         ws.close()
     page = tracking.ui_command(ws.experiment_id)
-    print(f"\ntracking store: {tracking.tracking_uri(cfg)}\nbrowse the runs: {page}")
+    print(f"\ntracking store: {redact(tracking.tracking_uri(cfg))}\nbrowse the runs: {page}")
     return 0
 
 
@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             return _tasks_command()
         return _run_entry(args)
     except (InputError, UnknownName) as err:  # bad user input: a message, no stack trace
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return 2
     except Terminated:
         print("terminated (SIGTERM): open runs ended KILLED", file=sys.stderr)
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         failure = tracking.store_failure(err, tracking.current_uri())
         if failure is None:
             raise
-        print(f"error: {failure}", file=sys.stderr)
+        print(f"error: {redact(str(failure))}", file=sys.stderr)
         return 3
     finally:
         if previous is not None:

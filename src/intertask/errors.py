@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# user:password@ in any URL (an Optuna storage, a database-backed MLflow store, a tracking server with
+# basic auth): the password never reaches a param, tag, logged config, printed line or error
+_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]+):(?P<secret>[^@\s'\"/]+)@")
+
+
+def redact(text: str) -> str:
+    """`text` with every URL password replaced: postgresql://user:***@host/db."""
+    return _CREDENTIALS.sub(lambda m: f"{m['head']}:***@", text) if "@" in text else text
 
 
 @dataclass(frozen=True)
@@ -23,7 +33,7 @@ class Problem:
             detail.append(f"expected {self.expected}")
         tail = f" ({'; '.join(detail)})" if detail else ""
         where = f"{self.where}: " if self.where else ""
-        return f"{self.file}: {where}{self.problem}{tail}"
+        return redact(f"{self.file}: {where}{self.problem}{tail}")
 
 
 def _show(value: object) -> str:

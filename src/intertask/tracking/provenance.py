@@ -17,6 +17,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from intertask.config import ExperimentConfig, dump_yaml
+from intertask.errors import redact
 from intertask.tracking.runs import TAG, log_params, set_tags
 
 PACKAGES = (
@@ -53,7 +54,7 @@ def config_hash(cfg: ExperimentConfig) -> str:
 
 def log_config(cfg: ExperimentConfig, source: str | None = None) -> None:
     """Resolved config as an artifact and flattened params; its hash as a tag (reuse key)."""
-    mlflow.log_text(dump_yaml(cfg), "config/resolved.yaml")
+    mlflow.log_text(redact(dump_yaml(cfg)), "config/resolved.yaml")  # no URL password in any artifact
     log_params({k: v for k, v in flatten(cfg.to_dict()).items() if v not in (None, [], {})})
     set_tags({f"{TAG}config_hash": config_hash(cfg), f"{TAG}config_file": source or "<python>"})
 

@@ -9,6 +9,7 @@ import platform
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from intertask.config import ExperimentConfig
-from intertask.errors import ModelError, Problem
+from intertask.errors import ModelError, Problem, redact
 
 TAG = "intertask."  # prefix of our tags
 
@@ -35,19 +36,53 @@ def tracking_uri(cfg: ExperimentConfig) -> str:
     )
 
 
+# MLflow reads these from the environment only. What the user's environment sets wins; otherwise each
+# call of `use` sets them from ITS config (not only the first config of a process).
+_USER_ENV = {
+    name: os.environ.get(name)
+    for name in (
+        "MLFLOW_DISABLE_TELEMETRY",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    )
+}
+
+
 def use(cfg: ExperimentConfig, uri: str | None = None) -> str:
     """Point MLflow at the configured tracking store, or at `uri` (a job in another process gets the
-    URI its driver resolved); nothing is created. Called by entry points only: it sets process state."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    URI its driver resolved); nothing is created. Called by entry points only: it sets process state.
+    A server URI with credentials (http://user:password@host) is split: MLflow gets the URI without
+    them and the credentials through its own MLFLOW_TRACKING_USERNAME / _PASSWORD, so that no link it
+    prints or logs carries the password."""
     uri = uri or tracking_uri(cfg)
     # MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) leave a dead server unnoticed
     # for minutes; bounded here unless the environment says otherwise
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.tracking.http_retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.tracking.http_timeout_seconds))
-    mlflow.set_tracking_uri(uri)
+    chosen = {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(cfg.tracking.http_retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(cfg.tracking.http_timeout_seconds),
+    }
+    for name, value in chosen.items():
+        os.environ[name] = _USER_ENV[name] if _USER_ENV[name] is not None else value
+    plain, user, password = split_credentials(uri)
+    if user is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    mlflow.set_tracking_uri(plain)
     mlflow.set_system_metrics_sampling_interval(cfg.tracking.system_metrics_interval_seconds)
     return uri
+
+
+def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """(the URI without user:password@, user, password) for an http(s) URI that has them."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.password is None:
+        return uri, None, None
+    host = parts.netloc.rpartition("@")[2]
+    plain = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return plain, urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password)
 
 
 def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:
@@ -185,11 +220,11 @@ def run(
             experiment_id=experiment_id,
             nested=nested,
             parent_run_id=parent_run_id,
-            tags=tags,
+            tags={k: redact(str(v)) for k, v in (tags or {}).items()},
             log_system_metrics=system_metrics,
         )
     if tags:
-        mlflow.set_tags(tags)  # a resumed run ignores start_run's tags
+        set_tags(tags)  # a resumed run ignores start_run's tags
     mlflow.set_tag("mlflow.runName", name)
     try:
         yield started.info.run_id
@@ -232,7 +267,11 @@ def open_run(
         run_id = existing[0].info.run_id
         client.update_run(run_id, status="RUNNING")
     else:
-        all_tags = {**(tags or {}), f"{TAG}run_key": key, "mlflow.runName": name}
+        all_tags = {
+            **{k: redact(str(v)) for k, v in (tags or {}).items()},
+            f"{TAG}run_key": key,
+            "mlflow.runName": name,
+        }
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run_id = client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
@@ -250,6 +289,11 @@ def logging_to(run_id: str) -> Iterator[str]:
         MlflowClient().update_run(run_id, status="RUNNING")
 
 
+def log_text_to(run_id: str, text: str, path: str) -> None:
+    """A text artifact on any run, open or ended (a failed tuning trial's traceback)."""
+    MlflowClient().log_text(run_id, text, path)
+
+
 def close_run(run_id: str, status: str) -> None:
     MlflowClient().set_terminated(run_id, status)
 
@@ -258,7 +302,7 @@ def set_run_tags(run_id: str, values: dict[str, object]) -> None:
     """Tags on any run, open or ended (a tuning trial's final state)."""
     client = MlflowClient()
     for key, value in values.items():
-        client.set_tag(run_id, key, str(value))
+        client.set_tag(run_id, key, redact(str(value)))
 
 
 def find_runs(experiment_id: str, tag: str, value: str, status: str | None = None) -> list:
@@ -339,11 +383,13 @@ def log_run_metrics(run_id: str, values: dict[str, float]) -> None:
 
 
 def log_params(values: dict[str, object]) -> None:
-    mlflow.log_params({k: str(v)[:6000] for k, v in values.items()})
+    """Params as text, URL passwords redacted (errors.redact)."""
+    mlflow.log_params({k: redact(str(v))[:6000] for k, v in values.items()})
 
 
 def set_tags(values: dict[str, object]) -> None:
-    mlflow.set_tags({k: str(v) for k, v in values.items()})
+    """Tags as text, URL passwords redacted (errors.redact)."""
+    mlflow.set_tags({k: redact(str(v)) for k, v in values.items()})
 
 
 NOTICE = f"{TAG}notice."  # tag prefix: where a stage or study did other than its config says
@@ -427,6 +473,6 @@ def ui_command(experiment_id: str | None = None) -> str:
     """How to browse the runs: the page to open (a tracking server), or the `mlflow ui` to start first."""
     uri = mlflow.get_tracking_uri()
     if uri.startswith(("http://", "https://")):
-        return f"open {experiment_page(uri, experiment_id) if experiment_id else uri}"
+        return redact(f"open {experiment_page(uri, experiment_id) if experiment_id else uri}")
     page = f", then open {experiment_page('http://127.0.0.1:5000', experiment_id)}" if experiment_id else ""
-    return f"mlflow ui --backend-store-uri {uri} --workers 1{page}"
+    return redact(f"mlflow ui --backend-store-uri {uri} --workers 1{page}")

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from intertask import tracking
 from intertask.config import ExperimentConfig, TuningConfig
-from intertask.errors import ConfigError, Problem
+from intertask.errors import ConfigError, Problem, redact
 from intertask.workspace import Workspace
 
 try:
@@ -125,7 +125,7 @@ def open_study(cfg: ExperimentConfig, ws: Workspace, name: str, url: str) -> tup
                     "<tuning>",
                     "storage",
                     f"cannot create the study: {err}",
-                    safe_url(url),
+                    redact(url),
                     "a writable storage",
                 )
             ]
@@ -135,7 +135,7 @@ def open_study(cfg: ExperimentConfig, ws: Workspace, name: str, url: str) -> tup
         experiment_id=ws.experiment(),
         key=f"tune|{name}|{url}",
         resume=False,
-        tags={f"{TAG}stage": "tune", f"{TAG}study": name, f"{TAG}study_storage": safe_url(url)},
+        tags={f"{TAG}stage": "tune", f"{TAG}study": name, f"{TAG}study_storage": redact(url)},
     )
     with tracking.logging_to(parent):
         tracking.log_config(cfg, ws.config_file)
@@ -191,22 +191,13 @@ def _join(cfg: ExperimentConfig, storage, name: str, url: str) -> tuple[optuna.S
                 Problem(
                     "<tuning>",
                     "study_name",
-                    f"study {name!r} in {safe_url(url)} was made for another stage, objective or search space",
+                    f"study {name!r} in {redact(url)} was made for another stage, objective or search space",
                     name,
                     "the same tuning section as the study's first worker, or another --study-name",
                 )
             ]
         )
     return study, study.user_attrs[PARENT_ATTR]
-
-
-def safe_url(url: str) -> str:
-    """A storage URL without its password."""
-    head, sep, tail = url.partition("@")
-    if not sep or "://" not in head:
-        return url
-    scheme, _, credentials = head.partition("://")
-    return f"{scheme}://{credentials.split(':')[0]}@{tail}"
 
 
 def trial_seed(seed: int, number: int) -> int:

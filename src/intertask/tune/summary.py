@@ -13,7 +13,8 @@ from optuna.trial import TrialState
 
 from intertask import plots, stages, tracking
 from intertask.config import ExperimentConfig
-from intertask.tune.study import TAG, safe_url
+from intertask.errors import redact
+from intertask.tune.study import TAG
 from intertask.workspace import Workspace
 
 
@@ -109,7 +110,7 @@ def summarise(ws, study, name, url, parent, kept: Kept | None, ran: int) -> Tune
         tracking.close_run(parent, "FINISHED")
     return TuneResult(
         name,
-        safe_url(url),
+        redact(url),
         parent,
         table,
         best.value if best else None,

@@ -4,12 +4,12 @@ only the best trial's model files."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import shutil
 import sys
 import threading
 import time
+import traceback
 
 import optuna
 import psutil
@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from intertask import resolve, stages, tracking
 from intertask.config import ExperimentConfig
+from intertask.errors import redact
 from intertask.tune.study import (
     TAG,
     default_storage,
@@ -65,7 +66,9 @@ def tune(
     while True:
         optuna.storages.fail_stale_trials(study)
         _close_lost_runs(ws, study, name)
-        trial_id = study._pop_waiting_trial_id()  # atomic: WAITING -> RUNNING for exactly one worker
+        # Optuna's private API (pinned in pyproject; tests/test_tune.py fails when it moves): atomic
+        # WAITING -> RUNNING for exactly one worker, where the public ask() would add a new trial
+        trial_id = study._pop_waiting_trial_id()
         if trial_id is None:
             if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 time.sleep(poll_seconds)  # another worker's trial, or a stale one coming back
@@ -81,8 +84,13 @@ def tune(
 
 def _heartbeat(storage, trial_id: int, every: float, stop: threading.Event) -> None:
     while not stop.wait(every):
-        with contextlib.suppress(Exception):  # a storage hiccup: the next beat retries (grace absorbs it)
+        try:
             storage.record_heartbeat(trial_id)
+        except Exception as err:  # a storage hiccup: said; the next beat retries (the grace absorbs one)
+            print(
+                f"note: trial heartbeat not recorded: {redact(f'{type(err).__name__}: {err}')}",
+                file=sys.stderr,
+            )
 
 
 def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept | None:
@@ -101,7 +109,7 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
         trial_cfg = trial_config(cfg, suggest(trial, t))
     except Exception as err:  # values the checks could not foresee (a retry enqueued by another space)
         stop.set()
-        if _set_attr(trial, "error", f"{type(err).__name__}: {err}"[:500]):
+        if _set_attr(trial, "error", redact(f"{type(err).__name__}: {err}")[:500]):
             _tell(study, trial, state=TrialState.FAIL)
         return kept
     trial_ws = Workspace(
@@ -128,7 +136,7 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
         if epoch < last and trial.should_prune():  # after the last epoch there is nothing left to save
             raise Pruned(f"trial {trial.number} pruned after epoch {epoch} (dev {score:.4f})")
 
-    state, value, trained = "FAIL", None, None
+    state, value, trained, failure = "FAIL", None, None, ""
     started = time.perf_counter()
     try:
         start = init if init is not None else (trial_cfg.target.init if t.stage == "target" else None)
@@ -148,12 +156,15 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
         state = "PRUNED"
     except TakenOver:
         state = "LOST"
-    except Exception as err:  # a failed trial is recorded and the study goes on
-        _set_attr(trial, "error", f"{type(err).__name__}: {err}"[:500])
+    except Exception as err:  # a failed trial is recorded (its traceback on its run) and the study goes on
+        _set_attr(trial, "error", redact(f"{type(err).__name__}: {err}")[:500])
+        failure = traceback.format_exc()
     finally:
         stop.set()
         beat.join()
     run_ids = [r.info.run_id for r in tracking.find_runs(ws.experiment(), f"{TAG}trial_key", key)]
+    if state == "FAIL" and failure and run_ids:
+        tracking.log_text_to(run_ids[0], redact(failure), "trial/traceback.txt")
     if state != "LOST":
         if run_ids:
             _set_attr(trial, "mlflow_run_id", run_ids[0])
