@@ -1,5 +1,5 @@
 """Reading a study's results from the tracking store into the report's data frames, and writing the
-report back: the report itself (report.py) is pure tables from data frames.
+report back: the report itself (the `report` package) is pure tables from data frames.
 
 `from_outcomes` takes what a pipeline holds in memory (outcomes with their cells, tables and per-example
 statistics) and reads only what is not there (outcomes reused from earlier runs); `from_tracking`
@@ -240,17 +240,6 @@ def _log_arm_metrics(scores: pd.DataFrame, outcomes: dict) -> None:
             tracking.log_run_metrics(arm, per_arm[cell])
 
 
-def search_all(client, experiment: str, query: str) -> list:
-    """Every run matching `query`, page after page (MLflow returns at most 1,000 at a time)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment], query, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 STAGES = ("evaluate", "probe", "intermediate", "finetune")
 
 
@@ -276,18 +265,15 @@ def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
     did not finish are skipped, and `Report.skipped` says how many, and why."""
     from intertask.executors import Outcome
 
-    client = tracking.client()
     experiment = ws.experiment()
     if parent_run_id:
-        arms = search_all(client, experiment, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+        arms = tracking.find_runs(experiment, "mlflow.parentRunId", parent_run_id)
         runs = [
-            r
-            for arm in arms
-            for r in search_all(client, experiment, f"tags.`mlflow.parentRunId` = '{arm.info.run_id}'")
+            r for arm in arms for r in tracking.find_runs(experiment, "mlflow.parentRunId", arm.info.run_id)
         ]
         runs += [a for a in arms if a.data.tags.get("intertask.stage") == "probe"]
     else:
-        runs = search_all(client, experiment, "")
+        runs = tracking.search_pages([experiment], "")
     skipped: dict[str, int] = {}
     newest: dict[str, object] = {}
     for found in sorted(runs, key=lambda r: r.info.start_time):

@@ -306,9 +306,37 @@ def set_run_tags(run_id: str, values: dict[str, object]) -> None:
 
 
 def find_runs(experiment_id: str, tag: str, value: str, status: str | None = None) -> list:
-    """Runs of the experiment with tag == value (newest first), optionally in one status."""
-    query = f"tags.`{tag}` = '{value}'" + (f" and attributes.status = '{status}'" if status else "")
-    return MlflowClient().search_runs([experiment_id], query, order_by=["attributes.start_time DESC"])
+    """Runs of the experiment with tag == value (newest first), optionally in one status; every page.
+    Any value is matched exactly, quotes included (a study named "bob's")."""
+    literal = filter_literal(value)
+    parts = [f"tags.`{tag}` = {literal}"] if literal is not None else []
+    parts += [f"attributes.status = '{status}'"] if status else []
+    found = search_pages([experiment_id], " and ".join(parts), order_by=["attributes.start_time DESC"])
+    return found if literal is not None else [r for r in found if r.data.tags.get(tag) == value]
+
+
+def filter_literal(value: str) -> str | None:
+    """`value` as a string literal of MLflow's search syntax, which has no escape character: in single
+    quotes, or double quotes when it holds a single quote; None when it holds both (the caller then
+    compares after the search)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
+
+
+def search_pages(experiment_ids: list[str], query: str, order_by: list[str] | None = None) -> list:
+    """Every run matching `query`, page after page (MLflow returns at most 1,000 at a time)."""
+    client, runs, token = MlflowClient(), [], None
+    while True:
+        page = client.search_runs(
+            experiment_ids, query, order_by=order_by, max_results=1000, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def finished_stage(experiment_id: str, key: str):
@@ -321,9 +349,7 @@ def close_dead_runs(experiment_id: str) -> list[str]:
     """Mark KILLED every run of the experiment left RUNNING by a process of this host that is gone
     (SIGKILL, power loss): no run stays RUNNING after a crash once anything runs here again."""
     closed = []
-    for found in MlflowClient().search_runs(
-        [experiment_id], "attributes.status = 'RUNNING'", max_results=1000
-    ):
+    for found in search_pages([experiment_id], "attributes.status = 'RUNNING'"):
         tags = found.data.tags
         pid = int(tags.get(f"{TAG}pid", "0") or 0)
         if tags.get(f"{TAG}host") == platform.node() and pid and pid != os.getpid() and not _alive(pid):
