@@ -4,11 +4,13 @@ logs, and fp16 loss scaling through the real training loop."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,11 +87,41 @@ def test_this_cpu_capped_to_avx2_runs_fp32_and_warns_about_emulated_bf16():
 
 
 def test_this_machine_resolves_auto_from_its_own_probe():
+    """Both ways, checked against what /proc/cpuinfo and the affinity mask say, not against the
+    functions probe() itself calls."""
     hw = hardware.probe()
-    flags = hardware.cpu_flags()
-    if hw.device == "cpu" and not flags & {"avx512_bf16", "amx_bf16"}:
-        assert resolve_precision("auto", hw).name == "fp32"
-    assert hw.cores == hardware.usable_cores() >= 1
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    native = bool(flags & {"avx512_bf16", "amx_bf16"}) and torch.backends.mkldnn.is_available()
+    if hw.device == "cpu":
+        assert hw.cpu_bf16 == native
+        assert resolve_precision("auto", hw).name == ("bf16" if native else "fp32")
+    assert 1 <= hw.cores <= len(os.sched_getaffinity(0))
+
+
+def test_a_stage_logs_the_precision_auto_chose_for_the_machine_it_ran_on(
+    tiny_config, local_store, monkeypatch
+):
+    """The same config on a machine with native bf16 and on one without (a fake probe: the stage runs
+    here either way); each run logs what auto chose there, and the stage key differs."""
+    config = tiny_config(
+        "precision",
+        study=False,
+        target={"task": "pawsx", "max_examples": {"train": 16, "dev": 16}},
+        training={"epochs": 1, "batch_size": 16, "learning_rate": 1.0e-3},
+        evaluation={"languages": ["en"], "max_examples": 16},
+    )
+    logged = {}
+    for machine in (CPU_BF16, CPU_NO_BF16):
+        monkeypatch.setattr(hardware, "probe", lambda machine=machine: dataclasses.replace(machine, cores=1))
+        assert cli.main(["finetune", str(config)]) == 0
+        client = MlflowClient()
+        (run, *_) = client.search_runs(
+            [client.get_experiment_by_name("precision").experiment_id],
+            "tags.`intertask.stage` = 'finetune'",
+            order_by=["attributes.start_time DESC"],
+        )
+        logged[machine.cpu_bf16] = (run.data.params["runtime.precision"], run.data.params["runtime.cpu_bf16"])
+    assert logged == {True: ("bf16", "native"), False: ("fp32", "emulated")}
 
 
 def test_usable_cores_follow_affinity_and_quota(monkeypatch):

@@ -193,3 +193,15 @@ def test_a_workspace_a_plan_and_an_in_process_job_change_no_global_state_nor_rer
     assert not outcomes[probe.id].table.empty
     assert state() == before
     assert len(reads) == planned, reads[planned:]
+
+
+def test_a_missing_component_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    from .conftest import missing_component
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and no Chromium"):
+        missing_component("no Chromium")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no Chromium"):
+        missing_component("no Chromium")
+    assert "export CI=true" in (REPO / ".ci" / "run").read_text()

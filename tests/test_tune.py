@@ -20,10 +20,10 @@ from sqlalchemy.exc import OperationalError
 
 from intertask import cli, tracking
 from intertask.config import TuningConfig
-from intertask.errors import ConfigError
+from intertask.errors import ConfigError, redact
 from intertask.validate import load_experiment
 
-from .conftest import write_experiment
+from .conftest import missing_component, write_experiment
 
 STATE_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
@@ -336,14 +336,16 @@ def postgres_url():
     and sets INTERTASK_TEST_POSTGRES_URL."""
     url = os.environ.get("INTERTASK_TEST_POSTGRES_URL")
     if not url:
-        pytest.skip("no PostgreSQL: set INTERTASK_TEST_POSTGRES_URL (.ci/run starts one on 127.0.0.1)")
+        missing_component("no PostgreSQL: set INTERTASK_TEST_POSTGRES_URL (.ci/run starts one on 127.0.0.1)")
     import sqlalchemy
 
     try:
         with sqlalchemy.create_engine(url).connect():
             pass
     except Exception as err:
-        pytest.fail(f"INTERTASK_TEST_POSTGRES_URL is set but {url.split('@')[-1]} cannot be reached: {err}")
+        pytest.fail(
+            f"INTERTASK_TEST_POSTGRES_URL is set but {url.split('@')[-1]} cannot be reached: {redact(str(err))}"
+        )
     return url
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from intertask import tracking
 
-from .conftest import main_against, write_experiment
+from .conftest import main_against, missing_component, write_experiment
 
 EXPAND = 'button[data-component-id$="runnamecellrenderer.tsx_46"]'  # a parent run's +/- in the runs table
 TIMEOUT_MS = 60_000  # a cold UI on a busy 2-core machine
@@ -29,15 +29,16 @@ def _chromium() -> str | None:
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    from playwright import sync_api  # a dev dependency: missing is an error, not a skip
+
     executable = _chromium()
     if executable is None:
-        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; or set INTERTASK_CHROMIUM)")
+        missing_component("no Chromium on PATH (Debian: apt-get install chromium; or set INTERTASK_CHROMIUM)")
     with sync_api.sync_playwright() as p:
         try:
             launched = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         except Exception as error:  # noqa: BLE001 -- any failure to start means: no browser here
-            pytest.skip(f"Chromium at {executable} did not start: {str(error).splitlines()[0]}")
+            missing_component(f"Chromium at {executable} did not start: {str(error).splitlines()[0]}")
         yield launched
         launched.close()
 
