@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                 "--parent", default="", help="the study's parent run (default: every study in the experiment)"
             )
             p.add_argument(
-                "--output", default="", help="folder for the files (default: reports/<experiment>)"
+                "--output", default="", help="folder for the files (default: reports/<config name>)"
             )
             p.add_argument(
                 "--null-check",

