@@ -64,3 +64,40 @@ def test_precision_auto_enters_the_key_resolved_for_this_machine(monkeypatch):
     monkeypatch.undo()
     here = hardware.resolve_precision("auto", hardware.probe()).name
     assert identity.training_inputs(cfg, "finetune")["precision"] == here
+
+
+def _cached_hub_model(cache, repo: str, commit: str, ref: str = "main"):
+    """A model in a Hugging Face cache as the hub client lays it out: refs/<ref> -> snapshots/<commit>."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / ref).write_text(commit)
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot / "config.json").write_text('{"model_type": "bert"}')
+    return snapshot
+
+
+def test_a_hub_model_is_keyed_by_the_commit_its_revision_stands_for(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from intertask import models
+    from intertask.tracking import weights
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # here the hub cannot be asked: the cache says
+    models.hub_commit.cache_clear()
+    old, new = "a" * 40, "b" * 40
+    _cached_hub_model(tmp_path, "org/model", old)
+    assert identity.model_identity("org/model") == f"org/model@{old}"
+    assert weights.pinned("org/model") == f"org/model@{old}"  # what a slim model records as its base
+    _cached_hub_model(tmp_path, "org/model", new)  # the model was updated on the hub and fetched again
+    models.hub_commit.cache_clear()
+    assert identity.model_identity("org/model") == f"org/model@{new}"
+    assert identity.model_identity(f"org/model@{old}") == f"org/model@{old}"  # pinned: a commit is itself
+    _cached_hub_model(tmp_path, "org/model", old, ref="v1.0")
+    assert identity.model_identity("org/model@v1.0") == f"org/model@{old}"
+    assert identity.model_identity("org/unknown") == "org/unknown@unresolved"
+    assert models.split_revision("org/model@v1.0") == ("org/model", "v1.0")
+    assert models.split_revision("./folder@2") == ("./folder@2", None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert models.resolve("org/model@v1.0") == str(tmp_path / "models--org--model" / "snapshots" / old)

@@ -89,7 +89,9 @@ def source_digest(text: str, suffix: str) -> str:
 
 def model_identity(name_or_path: str) -> str:
     """What a base model is: the offline model's source digest, a local folder's file contents (a
-    model retrained in place with the same shapes gets a new identity), or the hub id."""
+    model retrained in place with the same shapes gets a new identity), or the hub id with the commit
+    its revision stands for (asked of the hub, else read from the local cache; `unresolved` when
+    neither knows)."""
     if name_or_path in models.OFFLINE_MODELS:
         return f"{name_or_path}:{models.OFFLINE_MODELS.get(name_or_path).digest()}"
     path = Path(name_or_path).expanduser()
@@ -101,7 +103,8 @@ def model_identity(name_or_path: str) -> str:
                 if p.is_file() and not p.name.startswith(".")
             )
         )
-    return name_or_path
+    commit = models.hub_commit(name_or_path)  # a model updated on the hub gets a new key
+    return f"{models.split_revision(name_or_path)[0]}@{commit or 'unresolved'}"
 
 
 DIGESTS = "file_digests.json"  # in the cache folder: path -> [size, mtime_ns, sha256]

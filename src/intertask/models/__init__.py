@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -82,7 +83,47 @@ def prepare(name: str, force: bool = False) -> Path:
 
 
 def resolve(name_or_path: str) -> str:
-    """Map an offline model name to its prepared folder (preparing it if needed); pass others through."""
+    """Map an offline model name to its prepared folder (preparing it if needed), a hub id pinned to a
+    revision (`org/model@<branch, tag or commit>`) to that revision's files in the Hugging Face cache
+    (downloaded when missing); pass others through (a folder, a hub id at its main branch)."""
     if name_or_path in OFFLINE_MODELS:
         return str(prepare(name_or_path))
-    return name_or_path
+    repo, revision = split_revision(name_or_path)
+    if revision is None:
+        return name_or_path
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo, revision=revision, allow_patterns=HUB_FILES)
+
+
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]  # not TF / Flax / ONNX copies
+
+
+def split_revision(name_or_path: str) -> tuple[str, str | None]:
+    """(hub id, revision) for `org/model@revision`; (name, None) for anything else -- a folder on disk
+    (even one whose name holds an @), an offline model, a bare hub id."""
+    repo, at, revision = name_or_path.rpartition("@")
+    if not at or not repo or not revision or "/" in revision or Path(name_or_path).expanduser().exists():
+        return name_or_path, None
+    if name_or_path.startswith((".", "/", "~")):
+        return name_or_path, None
+    return repo, revision
+
+
+@functools.lru_cache(maxsize=64)
+def hub_commit(name_or_path: str) -> str | None:
+    """The commit a hub id (at its revision, default main) stands for now: asked of the hub, else read
+    from the local Hugging Face cache (what an offline load would use); None when neither knows."""
+    repo, revision = split_revision(name_or_path)
+    revision = revision or "main"
+    if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return revision
+    from huggingface_hub import HfApi, constants
+
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            return HfApi().model_info(repo, revision=revision, timeout=10).sha
+        except Exception:  # noqa: BLE001 -- unreachable or unknown: the cache may still know
+            pass
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / revision
+    return ref.read_text().strip() if ref.is_file() else None

@@ -95,12 +95,22 @@ def changes(folder: Path, base: str) -> Changes:
     return Changes(folder, base, kept, omitted, digest, omitted_bytes)
 
 
+def pinned(base: str) -> str:
+    """A hub base as `org/model@<commit>` where the commit is known (a base later updated on the hub
+    still loads as trained); folders and offline models as they are."""
+    repo = models.split_revision(base)[0]
+    if base in models.OFFLINE_MODELS or Path(base).expanduser().exists():
+        return base
+    commit = models.hub_commit(base)
+    return f"{repo}@{commit}" if commit else base
+
+
 def write_slim(found: Changes, out: Path) -> None:
     """The compared folder copied to `out` with only its kept tensors, and base.json."""
     shutil.copytree(found.folder, out, ignore=shutil.ignore_patterns(WEIGHTS_FILE), dirs_exist_ok=True)
     tensors = {k: v.contiguous() for k, v in found.kept.items()}
     save_file(tensors, out / CHANGED_FILE, metadata={"format": "pt"})
-    saved = {"base": found.base, "omitted": found.omitted, "sha256": found.digest}
+    saved = {"base": pinned(found.base), "omitted": found.omitted, "sha256": found.digest}
     (out / BASE_FILE).write_text(json.dumps(saved, indent=1, sort_keys=True))
 
 
