@@ -18,9 +18,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 from transformers.utils import logging as hf_logging
 
 from intertask import models
+from intertask.compute.encoding import encode
+from intertask.compute.evaluation import predict_outputs
 from intertask.config import TrainingConfig
-from intertask.encoding import encode
-from intertask.evaluation import predict_outputs
 from intertask.tasks import builtin_catalog
 from intertask.tasks.types import task_type
 

@@ -60,8 +60,8 @@ def _data(task: str, n: int, dev: int):
 
 
 def _accuracy(model, spec, scored, tokenizer) -> float:
-    from intertask.encoding import encode
-    from intertask.evaluation import evaluate_set
+    from intertask.compute.encoding import encode
+    from intertask.compute.evaluation import evaluate_set
     from intertask.tasks.types import task_type
 
     task = task_type(spec)
@@ -146,12 +146,12 @@ def _intertask(
 ) -> dict:
     from transformers import AutoTokenizer
 
-    from intertask import adapters
+    from intertask.compute import adapters
+    from intertask.compute.encoding import encode
+    from intertask.compute.modeling import HeadSpec, build_models
+    from intertask.compute.training import TrainPart, train
     from intertask.config import PeftConfig, SamplingConfig, TrainingConfig
-    from intertask.encoding import encode
-    from intertask.modeling import HeadSpec, build_models
     from intertask.tasks.types import task_type
-    from intertask.training import TrainPart, train
 
     task = task_type(spec)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -343,7 +343,7 @@ def _aggregate(runs: list[dict]) -> dict:
 def _print_table(chosen: list[str], results: dict, args: argparse.Namespace) -> None:
     from step_breakdown import matmul_rate  # this folder is on sys.path when the script runs
 
-    from intertask import hardware
+    from intertask.compute import hardware
 
     bf16_rate = matmul_rate(1024, 1024, 1024, torch.bfloat16)
     fp32_rate = matmul_rate(1024, 1024, 1024, torch.float32)

@@ -104,12 +104,12 @@ def trainer(ids, labels, precision: str, batch: int, seed: int) -> float:
 
 
 def intertask(ids, labels, batch: int, seed: int) -> float:
-    from intertask import hardware
+    from intertask.compute import hardware
+    from intertask.compute.training import TrainPart, train
     from intertask.config import SamplingConfig, TrainingConfig
     from intertask.tasks import builtin_catalog
     from intertask.tasks.base import EncodedSet, Example, ExampleSet
     from intertask.tasks.types import task_type
-    from intertask.training import TrainPart, train
 
     task = task_type(builtin_catalog().spec("pawsx"))
     dev_ids, dev_labels = ids[:64], labels[:64]
@@ -159,7 +159,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this benchmark needs a GPU")
-    from intertask import hardware
+    from intertask.compute import hardware
 
     precision = hardware.resolve_precision("auto", hardware.probe()).name
     ids, labels = _rows(args.examples, 250002, args.seed)

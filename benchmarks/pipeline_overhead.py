@@ -44,12 +44,12 @@ def logging_overhead(n: int, repeats: int) -> dict[str, tuple[float, float]]:
     from transformers import AutoTokenizer
 
     from intertask import models, tracking
+    from intertask.compute.encoding import encode
+    from intertask.compute.modeling import HeadSpec, build_models
+    from intertask.compute.training import TrainPart, train
     from intertask.config import SamplingConfig, TrainingConfig
-    from intertask.encoding import encode
-    from intertask.modeling import HeadSpec, build_models
     from intertask.tasks import builtin_catalog
     from intertask.tasks.types import task_type
-    from intertask.training import TrainPart, train
 
     model_dir = str(models.prepare("e5-small"))
     spec = builtin_catalog().spec("pawsx")

@@ -83,13 +83,13 @@ def setup(n: int, batch: int, embeddings: str, seed: int = SEED) -> Setup:
     from transformers.utils import logging as hf_logging
 
     from intertask import models
-    from intertask.batching import length_grouped_batches
+    from intertask.compute.batching import length_grouped_batches
+    from intertask.compute.encoding import encode
+    from intertask.compute.modeling import HeadSpec, build_models
+    from intertask.compute.training import _optimizers, _schedule, _sparse_parameters
     from intertask.config import TrainingConfig
-    from intertask.encoding import encode
-    from intertask.modeling import HeadSpec, build_models
     from intertask.tasks import builtin_catalog
     from intertask.tasks.types import task_type
-    from intertask.training import _optimizers, _schedule, _sparse_parameters
 
     hf_logging.set_verbosity_error()
     model_dir = str(models.prepare("e5-small"))
@@ -118,8 +118,8 @@ def setup(n: int, batch: int, embeddings: str, seed: int = SEED) -> Setup:
 
 
 def step(s: Setup, rows, precision) -> None:
-    from intertask.batching import collate
-    from intertask.training import _backward, _update
+    from intertask.compute.batching import collate
+    from intertask.compute.training import _backward, _update
 
     with torch.profiler.record_function("data"):
         batch = collate(s.encoded, rows, s.pad_id)
@@ -177,7 +177,7 @@ def _group(name: str) -> str:
 def measure(s: Setup, precision, steps: int, repeats: int, fast: bool) -> dict:
     """Per step: wall time (best of `repeats` passes over the same batches), its products replayed alone
     (best of `repeats`), and the profiler's self CPU time by group (one more pass)."""
-    from intertask.dropout import fast_dropout
+    from intertask.compute.dropout import fast_dropout
 
     with fast_dropout(s.model, enabled=fast):
         for rows in s.batches[:3]:  # warm-up
@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument("--embeddings", default="frozen", choices=["frozen", "dense", "sparse"])
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from intertask import hardware
+    from intertask.compute import hardware
 
     print(hardware.runtime("auto", None, announce=False).line())
     for name in args.precisions:

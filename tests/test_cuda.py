@@ -14,7 +14,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, hardware, tracking
+from intertask import cli, tracking
+from intertask.compute import hardware
 
 ON_CPU = os.environ.get("INTERTASK_CUDA_TESTS_ON_CPU") == "1"
 pytestmark = [
@@ -74,8 +75,8 @@ def test_training_resumes_on_the_device_to_the_same_history(tiny_model, tmp_path
     """Stopped by an error in its second epoch, resumed from the last checkpoint on the GPU (weights,
     AdamW, scheduler, gradient scaler and the GPU's generator come back): the same dev history, to the
     GPU's reduction-order tolerance."""
+    from intertask.compute.modeling import device
     from intertask.config import TrainingConfig
-    from intertask.modeling import device
 
     from .test_reliability import _Udpos, interrupted_and_resumed
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from intertask.dropout import ATTENTION, FastDropout, dropout, fast_dropout, keep_mask
+from intertask.compute.dropout import ATTENTION, FastDropout, dropout, fast_dropout, keep_mask
 
 
 def test_the_mask_keeps_one_minus_p_independently_and_follows_the_seed():

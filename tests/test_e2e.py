@@ -239,8 +239,8 @@ def test_a_registered_pair_model_reads_both_texts_and_predicts_as_evaluate_does(
     import pandas as pd
 
     from intertask import tracking
-    from intertask.evaluation import evaluate_set
-    from intertask.modeling import load_for_task, load_tokenizer
+    from intertask.compute.evaluation import evaluate_set
+    from intertask.compute.modeling import load_for_task, load_tokenizer
     from intertask.tasks import builtin_catalog
     from intertask.tasks.examples import load_examples
     from intertask.tasks.types import task_type

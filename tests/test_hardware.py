@@ -16,10 +16,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, hardware
+from intertask import cli
+from intertask.compute import hardware
+from intertask.compute.hardware import Hardware, resolve_precision
 from intertask.config import ConfigDeprecationWarning
 from intertask.errors import ConfigError
-from intertask.hardware import Hardware, resolve_precision
 from intertask.validate import load_experiment
 
 from .conftest import write_yaml
@@ -61,7 +62,7 @@ def test_native_bf16_needs_the_instructions_and_onednn():
 
 _PROBE = """
 import json, warnings
-from intertask import hardware
+from intertask.compute import hardware
 warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     auto = hardware.runtime("auto", announce=False)
@@ -206,8 +207,8 @@ def test_autocast_training_moves_the_weights_and_keeps_them_fp32(
 ):
     """The training loop in a reduced precision (fp16 with a GradScaler, or bf16) on a real tiny model:
     the loss is finite, the master weights stay fp32 and move."""
+    from intertask.compute.training import train
     from intertask.config import SamplingConfig, TrainingConfig
-    from intertask.training import train
 
     from .test_reliability import _Udpos
 
@@ -234,8 +235,8 @@ def test_a_checkpoint_keeps_the_gradient_scalers_state(tmp_path):
     comes back as it was (a resumed run would otherwise skip steps the first run took)."""
     import numpy as np
 
-    from intertask.checkpoints import Checkpointer
-    from intertask.training import _capture, _restore, _RunState, _schedule
+    from intertask.compute.checkpoints import Checkpointer
+    from intertask.compute.training import _capture, _restore, _RunState, _schedule
 
     def parts():
         torch.manual_seed(0)

@@ -3,7 +3,8 @@
 import dataclasses
 import os
 
-from intertask import hardware, identity
+from intertask import identity
+from intertask.compute import hardware
 from intertask.config import ExperimentConfig, StageConfig, TrainingConfig
 
 

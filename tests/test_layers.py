@@ -10,12 +10,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "intertask"
 LAYERS = [
-    ["errors", "schema", "registry"],
+    ["errors", "schema", "names"],
     ["config"],
-    ["metrics", "hardware", "batching"],
+    ["metrics", "compute.hardware", "compute.batching"],
     ["tasks", "data", "models", "resolve"],
-    ["modeling", "encoding", "dropout", "divergence", "leakage", "plots", "significance", "transferability"],
-    ["training", "evaluation", "adapters", "checkpoints"],
+    ["compute.modeling", "compute.encoding", "compute.dropout"],
+    ["divergence", "leakage", "plots", "significance", "transferability"],
+    ["compute.training", "compute.evaluation", "compute.adapters", "compute.checkpoints"],
     ["identity"],
     ["tracking", "serving"],
     ["workspace", "stages"],
@@ -27,24 +28,38 @@ LAYERS = [
     ["cli", "__main__"],
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
+SUBPACKAGES = ("compute",)  # packages whose modules have layers of their own (the compute core spans several)
 
 
 def _modules(package: Path = PACKAGE):
     for path in sorted(package.rglob("*.py")):
         parts = path.relative_to(package).with_suffix("").parts
-        if parts != ("__init__",):
-            yield path, parts[0]
+        if parts in (("__init__",), *((p, "__init__") for p in SUBPACKAGES)):
+            continue
+        yield path, ".".join(parts[:2]) if parts[0] in SUBPACKAGES else parts[0]
 
 
 def _imports(path: Path):
+    """(line, [("intertask", layer name)...]): `compute.training` for the compute core's modules."""
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "intertask":
-                yield node.lineno, [("intertask", alias.name) for alias in node.names]
+            parts = node.module.split(".")
+            if parts[0] == "intertask" and (len(parts) == 1 or (len(parts) == 2 and parts[1] in SUBPACKAGES)):
+                prefix = ".".join(parts[1:])
+                yield (
+                    node.lineno,
+                    [("intertask", f"{prefix}.{a.name}" if prefix else a.name) for a in node.names],
+                )
             else:
-                yield node.lineno, [tuple(node.module.split(".")[:2])]
+                yield node.lineno, [_layer_name(parts)]
         elif isinstance(node, ast.Import):
-            yield node.lineno, [tuple(alias.name.split(".")[:2]) for alias in node.names]
+            yield node.lineno, [_layer_name(alias.name.split(".")) for alias in node.names]
+
+
+def _layer_name(parts: list[str]) -> tuple:
+    if parts[0] == "intertask" and len(parts) > 2 and parts[1] in SUBPACKAGES:
+        return ("intertask", f"{parts[1]}.{parts[2]}")
+    return tuple(parts[:2])
 
 
 def test_every_module_has_a_layer():

@@ -5,8 +5,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from intertask import cli, modeling
-from intertask.modeling import HeadSpec, build_models, parameter_counts
+from intertask import cli
+from intertask.compute import modeling
+from intertask.compute.modeling import HeadSpec, build_models, parameter_counts
 from intertask.validate import load_experiment
 
 from .conftest import finetune_and_evaluate

@@ -9,10 +9,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, grid, modeling, pipeline, report
+from intertask import cli, grid, pipeline, report
+from intertask.compute import modeling
+from intertask.compute.modeling import HeadSpec, build_models
 from intertask.config import ReportConfig
 from intertask.errors import ConfigError
-from intertask.modeling import HeadSpec, build_models
 from intertask.tasks.base import head_fit
 from intertask.tasks.examples import load_examples
 from intertask.tasks.spec import TaskSpec

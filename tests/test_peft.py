@@ -15,7 +15,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, XLNetConfig, XLNetModel
 
-from intertask import adapters, cli, tracking
+from intertask import cli, tracking
+from intertask.compute import adapters
 from intertask.config import PeftConfig
 from intertask.errors import ConfigError, ModelError
 from intertask.validate import load_experiment

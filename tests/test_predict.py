@@ -159,7 +159,7 @@ def test_estimator_score_intervals_cover_the_score_of_the_true_gains(choices):
 def test_word_features_for_token_level_logme(tiny_model):
     """A tagging target's LogME reads one feature per word (its first sub-token) with the word's tag,
     in order, however the words split into sub-tokens."""
-    from intertask import modeling
+    from intertask.compute import modeling
     from intertask.predict import word_features
     from intertask.tasks.base import Example
 

@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from intertask import cli, resolve, tracking
-from intertask.checkpoints import Checkpointer
+from intertask.compute.checkpoints import Checkpointer
 
 from .conftest import _free_port, start_mlflow_server, write_experiment
 
@@ -116,7 +116,7 @@ class _Udpos:
     directly: `part(sparse)` builds a fresh model (seed 3) and its TrainPart on that data."""
 
     def __init__(self, tmp_path: Path, tiny_model, name: str) -> None:
-        from intertask.modeling import load_tokenizer
+        from intertask.compute.modeling import load_tokenizer
         from intertask.validate import load_experiment
         from intertask.workspace import Workspace, stage_data
 
@@ -132,8 +132,8 @@ class _Udpos:
         return self.ws.encode(self.task, self.train_set if which == "train" else self.dev_set, self.tokenizer)
 
     def part(self, *, sparse: bool = False):
-        from intertask.modeling import HeadSpec, build_models
-        from intertask.training import TrainPart
+        from intertask.compute.modeling import HeadSpec, build_models
+        from intertask.compute.training import TrainPart
 
         task = self.task
         head = HeadSpec("udpos", task.head, task.model_kwargs(), task.head_signature())
@@ -145,8 +145,8 @@ def interrupted_and_resumed(udpos, training, folder: Path, *, sparse: bool = Fal
     """Train once through; then again with checkpoints every 3 steps into `folder`, stopped by an error
     at step per_epoch + 4 (in epoch 2, after a checkpoint at a multiple of 3 past the epoch end), and
     resumed from the last checkpoint. -> (reference, resumed, per_epoch, stop_at)"""
+    from intertask.compute.training import train
     from intertask.config import SamplingConfig
-    from intertask.training import train
 
     def run(checkpointer=None, stop_at=None):
         def log(values, step):
@@ -322,8 +322,8 @@ def test_sparse_word_embeddings_move_only_the_rows_of_training_tokens(tiny_model
     """model.sparse_word_embeddings: the embedding rows of tokens that never occur in the training data
     stay exactly as loaded (SparseAdam is lazy, no weight decay), the rows of tokens that do occur are
     trained; with dense AdamW, weight decay moves every row."""
+    from intertask.compute.training import train
     from intertask.config import SamplingConfig, TrainingConfig
-    from intertask.training import train
 
     udpos = _Udpos(tmp_path, tiny_model, "sparse-rows")
     try:
@@ -355,7 +355,7 @@ def test_one_process_at_a_time_claims_a_stage_checkpoint_folder(tmp_path):
     while the other was saving ('.step-5.tmp does not exist', found by test_two_pipelines_share_...
     with checkpoints every 5 steps). The folder is now claimed by one process; a second claim is
     refused until the first is released (a dead process releases its claim with it)."""
-    from intertask.checkpoints import claim
+    from intertask.compute.checkpoints import claim
 
     folder = tmp_path / "ckpt" / "stage-key"
     first = claim(folder)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from intertask import modeling
-from intertask.batching import collate
-from intertask.encoding import encode
+from intertask.compute import modeling
+from intertask.compute.batching import collate
+from intertask.compute.encoding import encode
+from intertask.compute.evaluation import evaluate_set
 from intertask.errors import ConfigError, DataError
-from intertask.evaluation import evaluate_set
 from intertask.tasks import builtin_catalog
 from intertask.tasks.examples import load_examples, plan_split
 from intertask.tasks.spec import load_task_file
@@ -363,7 +363,7 @@ def test_encoded_cache_round_trip(tmp_path, shared_data, tiny_model):
 
 
 def test_length_group_window_trades_padding_for_mixing():
-    from intertask.batching import length_grouped_batches, shuffled_batches
+    from intertask.compute.batching import length_grouped_batches, shuffled_batches
     from intertask.config import TrainingConfig
 
     lengths = np.random.default_rng(0).integers(3, 120, size=1600)
@@ -461,8 +461,8 @@ def test_panx_trains_and_scores_as_xtreme_does(tiny_config, fixture_data, local_
     from seqeval import metrics as sq
 
     from intertask import metrics, tracking
-    from intertask.evaluation import evaluate_set
-    from intertask.modeling import load_for_task, load_tokenizer
+    from intertask.compute.evaluation import evaluate_set
+    from intertask.compute.modeling import load_for_task, load_tokenizer
     from intertask.stages import evaluate, finetune
     from intertask.validate import load_experiment
     from intertask.workspace import Workspace

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from intertask.compute.training import TrainPart, clip_gradients, sampling_weights, selection_score
 from intertask.config import SamplingConfig
-from intertask.training import TrainPart, clip_gradients, sampling_weights, selection_score
 
 SIZES = {"small": 1000, "large": 9000}
 
@@ -75,7 +75,7 @@ def test_the_schedule_is_the_hugging_face_trainers(tmp_path, total, ratio):
     `warmup_steps` < 1 is a ratio, rounded up); the peak comes after the warm-up, not one step early."""
     from transformers import Trainer, TrainingArguments
 
-    from intertask.training import _schedule, warmup_steps
+    from intertask.compute.training import _schedule, warmup_steps
 
     def rates(scheduler, optimizer):
         out = []
@@ -109,14 +109,14 @@ def test_gradient_accumulation_over_k_steps_equals_one_step_of_k_times_the_batch
 
     from transformers import AutoConfig
 
+    from intertask.compute.encoding import encode
+    from intertask.compute.modeling import HeadSpec, build_models, load_tokenizer
+    from intertask.compute.training import train
     from intertask.config import SplitFractions, TrainingConfig
     from intertask.data import data_root
-    from intertask.encoding import encode
-    from intertask.modeling import HeadSpec, build_models, load_tokenizer
     from intertask.tasks import builtin_catalog
     from intertask.tasks.examples import load_examples
     from intertask.tasks.types import task_type
-    from intertask.training import train
 
     folder = tmp_path / "no-dropout"
     shutil.copytree(tiny_model, folder)

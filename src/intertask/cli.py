@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from intertask.errors import InputError, Problems, Terminated, redact
-from intertask.registry import UnknownName
+from intertask.names import UnknownName
 
 ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate", "report", "tune")
 FORCE_CHOICES = ("all", "probe", "intermediate", "finetune", "evaluate")

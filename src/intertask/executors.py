@@ -138,7 +138,8 @@ def _portable(outcome: Outcome) -> Outcome:
 
 def _ray_job(spec: JobSpec, *upstream: Outcome) -> Outcome:
     """The entry point of a job in a Ray worker process: its tracking store and its share of threads."""
-    from intertask import hardware, tracking
+    from intertask import tracking
+    from intertask.compute import hardware
 
     tracking.use(spec.config, spec.tracking_uri)
     if spec.threads:

@@ -154,7 +154,7 @@ def resolved_precision(requested: str) -> str:
     fp32), so that a bf16 stage is not reused on a machine that would train it in fp32."""
     if requested != "auto":
         return requested
-    from intertask import hardware  # torch: only for a config that leaves the choice to the machine
+    from intertask.compute import hardware  # torch: only for a config that leaves the choice to the machine
 
     return hardware.resolve_precision(requested, hardware.probe()).name
 

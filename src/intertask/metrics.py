@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from intertask.registry import Registry
+from intertask.names import Registry
 
 SINGLE, MULTI, TAGS, SPANS, BITEXT = "single_label", "multi_label", "tags", "spans", "bitext"
 

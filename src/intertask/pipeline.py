@@ -107,7 +107,7 @@ def preflight(ws: Workspace, stages: tuple[str, ...] = STAGES, evaluation: bool 
 
 
 def _check_model(name_or_path: str) -> None:
-    from intertask import modeling  # torch and transformers: only when a stage will run
+    from intertask.compute import modeling  # torch and transformers: only when a stage will run
 
     source = modeling.resolve_source(name_or_path)
     modeling.load_config(source)

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from intertask.errors import ConfigError, Problem, Problems
-from intertask.registry import close_matches
+from intertask.names import close_matches
 
 T = TypeVar("T")
 INVALID = object()  # marker: a value could not be coerced (a problem was recorded)

@@ -24,7 +24,7 @@ from intertask.config import (
     read_experiment,
 )
 from intertask.errors import ConfigError, DataError, Problems
-from intertask.registry import close_matches, suggest
+from intertask.names import close_matches, suggest
 from intertask.tasks import TaskCatalog
 from intertask.tasks.examples import plan_split, shipped_sources
 from intertask.tasks.types import task_type

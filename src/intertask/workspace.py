@@ -11,7 +11,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from intertask import encoding, models, resolve, tracking
+from intertask import models, resolve, tracking
+from intertask.compute import encoding
 from intertask.config import ExperimentConfig, StageConfig
 from intertask.errors import DataError
 from intertask.tasks.base import ExampleSet, TaskType

@@ -21,7 +21,7 @@ from intertask.config.experiment import (
     TrainingConfig,
 )
 from intertask.errors import Problems
-from intertask.registry import close_matches
+from intertask.names import close_matches
 from intertask.schema import build, coerce_fields, construct, field_type, read_yaml
 
 # --- overrides ------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from intertask.registry import close_matches
+from intertask.names import close_matches
 from intertask.schema import FieldChecks
 
 TUNABLE = ("learning_rate", "batch_size", "epochs", "warmup_ratio", "weight_decay", "max_grad_norm")

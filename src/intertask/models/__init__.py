@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from intertask.models import e5
-from intertask.registry import Registry
+from intertask.names import Registry
 
 CACHE_ENV = "INTERTASK_CACHE"
 

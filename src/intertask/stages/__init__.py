@@ -10,10 +10,7 @@ heads) and only then opens its run, so bad input never leaves a half-written run
     publish   logging and registering a trained model, now or after its run (best tuning trial)
 """
 
-from intertask.stages.evaluate import evaluate
-from intertask.stages.probes import embed_texts, embed_with, probe_base, run_probes
-from intertask.stages.publish import publish
-from intertask.stages.runs import (
+from intertask.stages.common import (
     SEEN_ARTIFACT,
     Evaluated,
     TrainedModel,
@@ -21,6 +18,9 @@ from intertask.stages.runs import (
     missing_head,
     stage_runtime,
 )
+from intertask.stages.evaluate import evaluate
+from intertask.stages.probes import embed_texts, embed_with, probe_base, run_probes
+from intertask.stages.publish import publish
 from intertask.stages.train import checkpoint_folder, finetune, intermediate, resume_key, train_stage
 
 __all__ = [

@@ -9,13 +9,19 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from intertask import leakage, metrics, modeling, plots, resolve, tracking
+from intertask import leakage, metrics, plots, resolve, tracking
+from intertask.compute import modeling
+from intertask.compute.evaluation import (
+    evaluate_set,
+    example_rows,
+    language_table,
+    prediction_rows,
+    table_metrics,
+)
 from intertask.config import BASE_MODEL, EvalTaskConfig
 from intertask.errors import DataError
-from intertask.evaluation import evaluate_set, example_rows, language_table, prediction_rows, table_metrics
 from intertask.metrics import EXAMPLES_ARTIFACT
-from intertask.stages.probes import limit, retrieval_table
-from intertask.stages.runs import (
+from intertask.stages.common import (
     SEEN_ARTIFACT,
     TAG,
     Evaluated,
@@ -25,6 +31,7 @@ from intertask.stages.runs import (
     recorded_run,
     stage_runtime,
 )
+from intertask.stages.probes import limit, retrieval_table
 from intertask.tasks.base import TaskType
 from intertask.tasks.qa import NULL_THRESHOLDS
 from intertask.tasks.types import task_type

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from intertask import hardware, modeling, resolve, tracking
+from intertask import resolve, tracking
+from intertask.compute import hardware, modeling
+from intertask.compute.evaluation import example_rows, language_table, table_metrics
 from intertask.config import EvalTaskConfig
-from intertask.evaluation import example_rows, language_table, table_metrics
-from intertask.stages.runs import TAG, eval_training, recorded_run, stage_runtime
+from intertask.stages.common import TAG, eval_training, recorded_run, stage_runtime
 from intertask.tasks.base import EncodedSet, ExampleSet
 from intertask.tasks.examples import select
 from intertask.tasks.retrieval import RetrievalTask

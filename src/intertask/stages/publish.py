@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from intertask import resolve, tracking
 from intertask.config import StageConfig
-from intertask.stages.runs import TAG, StartPoint, TrainedModel
+from intertask.stages.common import TAG, StartPoint, TrainedModel
 from intertask.workspace import Workspace
 
 

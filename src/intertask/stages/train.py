@@ -11,25 +11,14 @@ from pathlib import Path
 
 import torch
 
-from intertask import (
-    adapters,
-    checkpoints,
-    hardware,
-    identity,
-    leakage,
-    modeling,
-    models,
-    plots,
-    resolve,
-    tracking,
-)
-from intertask.checkpoints import Checkpointer
+from intertask import identity, leakage, models, plots, resolve, tracking
+from intertask.compute import adapters, checkpoints, hardware, modeling
+from intertask.compute.checkpoints import Checkpointer
+from intertask.compute.evaluation import predict_outputs
+from intertask.compute.training import TrainPart, train
 from intertask.config import StageConfig
-from intertask.evaluation import predict_outputs
 from intertask.metrics import BEST_DEV, REFERENCE_DEV
-from intertask.stages.probes import run_probes
-from intertask.stages.publish import log_stage_model
-from intertask.stages.runs import (
+from intertask.stages.common import (
     SEEN_ARTIFACT,
     TAG,
     StartPoint,
@@ -38,10 +27,11 @@ from intertask.stages.runs import (
     recorded_run,
     stage_runtime,
 )
+from intertask.stages.probes import run_probes
+from intertask.stages.publish import log_stage_model
 from intertask.tasks.base import ExampleSet, TaskType
 from intertask.tasks.qa import NULL_THRESHOLDS
 from intertask.tracking import serving
-from intertask.training import TrainPart, train
 from intertask.workspace import Workspace, stage_data
 
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from intertask.errors import ConfigError, Problems
-from intertask.registry import UnknownName
+from intertask.names import UnknownName
 from intertask.tasks.spec import TaskSpec, load_task_file
 from intertask.tasks.types import ClassificationTask, task_type
 

@@ -94,8 +94,8 @@ class RetrievalTask(TaskType):
         encoder run in `precision` (a hardware.Precision; None: fp32)."""
         import torch  # here, not at the top: the task catalog is read by processes that train nothing
 
-        from intertask.batching import collate, token_budget_batches
-        from intertask.hardware import FP32
+        from intertask.compute.batching import collate, token_budget_batches
+        from intertask.compute.hardware import FP32
 
         precision = precision or FP32
 

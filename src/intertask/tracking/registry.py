@@ -117,7 +117,7 @@ def _log_flavor(folder: Path, head: str, pyfunc: bool):
     if head in PIPELINE_TASKS and not pyfunc and not is_pair_classification(folder):
         from transformers import AutoTokenizer
 
-        from intertask.modeling import HEADS
+        from intertask.compute.modeling import HEADS
 
         model = HEADS[head].from_pretrained(str(folder))
         return mlflow.transformers.log_model(

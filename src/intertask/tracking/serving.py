@@ -51,7 +51,7 @@ class TaskModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True  # predict takes a frame or a list of dicts; MLflow checks nothing
 
     def load_context(self, context) -> None:
-        from intertask import modeling
+        from intertask.compute import modeling
         from intertask.tasks.types import task_type
         from intertask.tracking.weights import materialize
 
@@ -62,7 +62,7 @@ class TaskModel(mlflow.pyfunc.PythonModel):
         self.model = modeling.load_for_task(folder, self.task.name, self.task.head_signature())
 
     def predict(self, context, model_input, params=None):
-        from intertask.evaluation import predict_outputs
+        from intertask.compute.evaluation import predict_outputs
         from intertask.tasks.base import Example, ExampleSet
 
         frame = pd.DataFrame(model_input)

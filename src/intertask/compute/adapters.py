@@ -185,7 +185,7 @@ def _stack(encoder: torch.nn.Module, folder: Path) -> None:
     layers get their weights from the adapter's base model, every other weight must already equal it."""
     from transformers import AutoModel
 
-    from intertask.modeling import resolve_source
+    from intertask.compute.modeling import resolve_source
 
     if (folder / STACKED_DIR).exists():
         raise _stack_error(

@@ -10,8 +10,8 @@ import torch
 from tqdm.auto import tqdm
 
 from intertask import metrics
-from intertask.batching import collate, token_budget_batches
-from intertask.hardware import FP32, Precision
+from intertask.compute.batching import collate, token_budget_batches
+from intertask.compute.hardware import FP32, Precision
 from intertask.metrics import EXAMPLE_KEYS
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from intertask import hardware, leakage, resolve, tracking
+from intertask import leakage, resolve, tracking
+from intertask.compute import hardware
 from intertask.config import ExperimentConfig, TrainingConfig
 from intertask.errors import ModelError, Problem
 from intertask.tasks.base import ExampleSet, TaskType

@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from intertask import hardware
-from intertask.batching import collate, length_grouped_batches, shuffled_batches
-from intertask.checkpoints import Checkpointer, Saved
+from intertask.compute import hardware
+from intertask.compute.batching import collate, length_grouped_batches, shuffled_batches
+from intertask.compute.checkpoints import Checkpointer, Saved
+from intertask.compute.dropout import fast_dropout
+from intertask.compute.evaluation import evaluate_set
 from intertask.config import SamplingConfig, TrainingConfig
-from intertask.dropout import fast_dropout
-from intertask.evaluation import evaluate_set
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 
 LogFn = Callable[[dict[str, float], int], None]  # (metrics, step)
