@@ -22,6 +22,12 @@ from intertask.validate import load_experiment
 from .conftest import write_experiment, write_yaml
 
 XNLI = ("sequence_classification", ("contradiction", "entailment", "neutral"))
+TEXT_LABEL = {
+    "type": "classification",
+    "format": "tsv",
+    "columns": ["text", "label"],
+    "text_fields": ["text"],
+}
 
 
 # --- matching a head by label names -------------------------------------------------------------------
@@ -81,15 +87,7 @@ def _eval_task(tmp_path, name: str, labels: list[str], rows: list[tuple[str, str
     """An evaluation-only user task: one test file of text<TAB>label lines."""
     data = tmp_path / f"{name}.tsv"
     data.write_text("".join(f"{text}\t{label}\n" for text, label in rows), encoding="utf-8")
-    decl = {
-        "name": name,
-        "type": "classification",
-        "format": "tsv",
-        "columns": ["text", "label"],
-        "text_fields": ["text"],
-        "labels": labels,
-        "files": {"test": str(data)},
-    }
+    decl = {**TEXT_LABEL, "name": name, "labels": labels, "files": {"test": str(data)}}
     return write_yaml(tmp_path / f"{name}.yaml", decl)
 
 
@@ -148,10 +146,8 @@ def test_a_grid_task_trained_in_another_language_is_said(tmp_path, tiny_model, s
     data = tmp_path / "fr.tsv"
     data.write_text("".join(f"texte {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(40)), encoding="utf-8")
     decl = {
+        **TEXT_LABEL,
         "name": "frtask",
-        "type": "classification",
-        "columns": ["text", "label"],
-        "text_fields": ["text"],
         "labels": ["neg", "pos"],
         "languages": ["fr"],
         "files": {"all": str(data)},
@@ -180,15 +176,7 @@ def test_reordered_labels_are_mapped_and_scored_as_by_hand(tmp_path, tiny_model,
     train.write_text(
         "".join(f"good film number {i}\tpos\nbad film number {i}\tneg\n" for i in range(40)), encoding="utf-8"
     )
-    target = {
-        "name": "mine",
-        "type": "classification",
-        "format": "tsv",
-        "columns": ["text", "label"],
-        "text_fields": ["text"],
-        "labels": ["neg", "pos"],
-        "files": {"all": str(train)},
-    }
+    target = {**TEXT_LABEL, "name": "mine", "labels": ["neg", "pos"], "files": {"all": str(train)}}
     rows = [(f"good story {i}", "pos") for i in range(31)] + [(f"bad story {i}", "neg") for i in range(10)]
     same = _eval_task(tmp_path, "same_order", ["neg", "pos"], rows)
     moved = _eval_task(tmp_path, "reversed", ["pos", "neg"], rows)
