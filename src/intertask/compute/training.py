@@ -242,6 +242,7 @@ def train(
         p.name: _Stream(p, cfg, np.random.Generator(np.random.PCG64([seed, i]))) for i, p in enumerate(parts)
     }
     by_name = {p.name: p for p in parts}
+    stepper = _Stepper(cfg, pad_id, device, precision, scaler, trainable, optimizers, schedulers)
     run = _RunState(batches_per_task=dict.fromkeys(by_name, 0))
     best_state = None
     saved = checkpointer.load() if checkpointer is not None else None
@@ -267,33 +268,13 @@ def train(
                 name = (
                     rng.choice(list(weights), p=list(weights.values())) if len(parts) > 1 else parts[0].name
                 )
-                part, step_loss = by_name[name], 0.0
-                for _ in range(accumulate):
-                    rows = next(streams[name])
-                    batch = {k: v.to(device) for k, v in collate(part.train, rows, pad_id).items()}
-                    with precision.autocast(device.type):
-                        loss = part.model(**batch).loss / accumulate
-                    _backward(loss, scaler)
-                    step_loss = step_loss + loss.detach()
-                    run.seen += len(rows)
-                _update(trainable, optimizers, schedulers, scaler, cfg.max_grad_norm)
+                step_loss = stepper.step(by_name[name], streams[name], run)
                 run.step, run.epoch_step = run.step + 1, run.epoch_step + 1
                 run.batches_per_task[name] += accumulate
                 losses.append(step_loss)  # read at log points only: no device sync per step
                 progress.update(1)
                 if run.step % cfg.log_every_steps == 0 or run.step == total_steps:
-                    _add_losses(run, losses)
-                    elapsed = run.train_seconds + time.perf_counter() - started
-                    log(
-                        {
-                            "train/loss": run.loss_sum / run.loss_count,
-                            "train/learning_rate": schedulers[0].get_last_lr()[0],
-                            "train/examples_per_second": run.seen / elapsed,
-                        },
-                        run.step,
-                    )
-                    progress.set_postfix(loss=f"{run.loss_sum / run.loss_count:.4f}")
-                    run.loss_sum, run.loss_count = 0.0, 0
+                    _log_point(run, losses, schedulers[0], started, log, progress)
                 if (
                     checkpointer is not None
                     and checkpointer.due(run.step)
@@ -305,17 +286,7 @@ def train(
                     checkpoint()
         _add_losses(run, losses)
         run.train_seconds += time.perf_counter() - started
-        dev = _evaluate_dev(parts, cfg, pad_id, precision)
-        score = selection_score(dev, parts, selection_task)
-        row = {
-            "epoch": run.epoch,
-            "step": run.step,
-            "train_loss": run.epoch_loss / steps_per_epoch,
-            "dev/selection": score,
-        }
-        row.update({f"dev/{task}/{m}": v for task, scores in dev.items() for m, v in scores.items()})
-        run.history.append(row)
-        log({k: v for k, v in row.items() if k not in ("epoch", "step")}, run.epoch)
+        score, dev = _close_epoch(parts, cfg, pad_id, precision, selection_task, run, steps_per_epoch, log)
         if _is_better(score, run.best):
             run.best, run.best_epoch, run.best_dev = score, run.epoch, dev
             best_state = {k: v.detach().clone() for k, v in _named_trainable(modules).items()}
@@ -327,6 +298,26 @@ def train(
     progress.close()
     if best_state is not None and run.best_epoch != cfg.epochs:
         modules.load_state_dict(best_state, strict=False)
+    return _result(run, saved.step if saved is not None else None)
+
+
+def _log_point(run: _RunState, losses: list, scheduler, started: float, log, progress) -> None:
+    """The mean loss since the last log point, the learning rate and the throughput, logged at a step."""
+    _add_losses(run, losses)
+    elapsed = run.train_seconds + time.perf_counter() - started
+    log(
+        {
+            "train/loss": run.loss_sum / run.loss_count,
+            "train/learning_rate": scheduler.get_last_lr()[0],
+            "train/examples_per_second": run.seen / elapsed,
+        },
+        run.step,
+    )
+    progress.set_postfix(loss=f"{run.loss_sum / run.loss_count:.4f}")
+    run.loss_sum, run.loss_count = 0.0, 0
+
+
+def _result(run: _RunState, resumed_at_step: int | None) -> TrainResult:
     return TrainResult(
         run.best_epoch,
         float("nan") if run.best is None else run.best,
@@ -336,8 +327,53 @@ def train(
         run.seen / run.train_seconds if run.train_seconds > 0 else 0.0,
         run.best_dev,
         run.batches_per_task,
-        resumed_at_step=saved.step if saved is not None else None,
+        resumed_at_step=resumed_at_step,
     )
+
+
+@dataclass
+class _Stepper:
+    """What one optimizer step needs beyond the task and its batch stream."""
+
+    cfg: TrainingConfig
+    pad_id: int
+    device: torch.device
+    precision: hardware.Precision
+    scaler: torch.amp.GradScaler | None
+    trainable: list
+    optimizers: list
+    schedulers: list
+
+    def step(self, part: TrainPart, stream, run: _RunState) -> torch.Tensor:
+        """One optimizer step on `part`: gradient_accumulation_steps micro-batches from its stream, each
+        loss divided by their number, summed; then the update. Returns the step's loss on the device."""
+        accumulate, step_loss = self.cfg.gradient_accumulation_steps, 0.0
+        for _ in range(accumulate):
+            rows = next(stream)
+            batch = {k: v.to(self.device) for k, v in collate(part.train, rows, self.pad_id).items()}
+            with self.precision.autocast(self.device.type):
+                loss = part.model(**batch).loss / accumulate
+            _backward(loss, self.scaler)
+            step_loss = step_loss + loss.detach()
+            run.seen += len(rows)
+        _update(self.trainable, self.optimizers, self.schedulers, self.scaler, self.cfg.max_grad_norm)
+        return step_loss
+
+
+def _close_epoch(parts, cfg, pad_id, precision, selection_task, run: _RunState, steps_per_epoch: int, log):
+    """Every task scored on dev after an epoch: the epoch's history row, logged; (selection score, dev)."""
+    dev = _evaluate_dev(parts, cfg, pad_id, precision)
+    score = selection_score(dev, parts, selection_task)
+    row = {
+        "epoch": run.epoch,
+        "step": run.step,
+        "train_loss": run.epoch_loss / steps_per_epoch,
+        "dev/selection": score,
+    }
+    row.update({f"dev/{task}/{m}": v for task, scores in dev.items() for m, v in scores.items()})
+    run.history.append(row)
+    log({k: v for k, v in row.items() if k not in ("epoch", "step")}, run.epoch)
+    return score, dev
 
 
 def _backward(loss, scaler) -> None:
