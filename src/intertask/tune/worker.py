@@ -112,19 +112,7 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
         if _set_attr(trial, "error", redact(f"{type(err).__name__}: {err}")[:500]):
             _tell(study, trial, state=TrialState.FAIL)
         return kept
-    trial_ws = Workspace(
-        cfg=trial_cfg,
-        config_file=ws.config_file,
-        tags={
-            **ws.tags,
-            f"{TAG}trial_key": key,
-            f"{TAG}trial_number": str(trial.number),
-            f"{TAG}trial_state": "RUNNING",
-        },
-        experiment_id=ws.experiment(),
-        workdir=ws.workdir,
-        loaded=ws.loaded,
-    )
+    trial_ws = _trial_workspace(ws, trial_cfg, key, trial.number)
 
     def on_epoch(epoch: int, score: float) -> None:
         try:
@@ -165,10 +153,40 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
     run_ids = [r.info.run_id for r in tracking.find_runs(ws.experiment(), f"{TAG}trial_key", key)]
     if state == "FAIL" and failure and run_ids:
         tracking.log_text_to(run_ids[0], redact(failure), "trial/traceback.txt")
+    state = _settle(study, trial, state, value, run_ids, time.perf_counter() - started, t.grace_seconds)
+    value = None if state == "LOST" else value
+    kept = _keep_best(kept, trial.number, value, trained, trial_cfg, t.direction)
+    del trained
+    gc.collect()
+    with tracking.logging_to(parent):
+        tracking.log_metrics({"trials/rss_mb": psutil.Process().memory_info().rss / 2**20}, trial.number)
+    return kept
+
+
+def _trial_workspace(ws: Workspace, trial_cfg: ExperimentConfig, key: str, number: int) -> Workspace:
+    """The trial's own workspace: its config, and the tags that find its run again."""
+    return Workspace(
+        cfg=trial_cfg,
+        config_file=ws.config_file,
+        tags={
+            **ws.tags,
+            f"{TAG}trial_key": key,
+            f"{TAG}trial_number": str(number),
+            f"{TAG}trial_state": "RUNNING",
+        },
+        experiment_id=ws.experiment(),
+        workdir=ws.workdir,
+        loaded=ws.loaded,
+    )
+
+
+def _settle(study, trial, state: str, value, run_ids: list[str], seconds: float, grace: int) -> str:
+    """Tell the study how the trial ended and tag its runs; returns the final state, LOST when another
+    worker had failed the trial as stale (its runs are then closed KILLED: they are not the trial's)."""
     if state != "LOST":
         if run_ids:
             _set_attr(trial, "mlflow_run_id", run_ids[0])
-        _set_attr(trial, "seconds", time.perf_counter() - started)
+        _set_attr(trial, "seconds", seconds)
         if state == "COMPLETE":
             state = state if _tell(study, trial, value) else "LOST"
         else:
@@ -177,21 +195,15 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
     if state == "LOST":  # failed as stale by another worker, which re-queued it: this run is not the trial's
         print(
             f"warning: trial {trial.number} was failed as stale by another worker (no heartbeat for "
-            f"{cfg.tuning.grace_seconds} s; it is retried once): this worker stopped it and goes on. On a busy "
+            f"{grace} s; it is retried once): this worker stopped it and goes on. On a busy "
             "machine raise tuning.grace_seconds.",
             file=sys.stderr,
         )
-        value = None
         for run_id in run_ids:
             tracking.close_run(run_id, "KILLED")
     for run_id in run_ids:
         tracking.set_run_tags(run_id, {f"{TAG}trial_state": "FAIL" if state == "LOST" else state})
-    kept = _keep_best(kept, trial.number, value, trained, trial_cfg, t.direction)
-    del trained
-    gc.collect()
-    with tracking.logging_to(parent):
-        tracking.log_metrics({"trials/rss_mb": psutil.Process().memory_info().rss / 2**20}, trial.number)
-    return kept
+    return state
 
 
 def _set_attr(trial: optuna.Trial, key: str, value) -> bool:
