@@ -136,6 +136,23 @@ class TuningConfig:
         c = FieldChecks()
         c.require(self.trials >= 1, "trials", "must be positive", self.trials, ">= 1")
         c.require(bool(self.space), "space", "nothing to search", {}, "at least one parameter")
+        self._check_space(c)
+        self._check_enqueued(c)
+        self._check_grid(c)
+        c.require(
+            self.heartbeat_seconds >= 1, "heartbeat_seconds", "too small", self.heartbeat_seconds, ">= 1"
+        )
+        c.require(
+            self.grace_seconds > self.heartbeat_seconds,
+            "grace_seconds",
+            "must exceed heartbeat_seconds",
+            self.grace_seconds,
+            f"> {self.heartbeat_seconds}",
+        )
+        c.done()
+
+    def _check_space(self, c: FieldChecks) -> None:
+        """Every searched name is a tunable parameter."""
         for name in self.space:
             hint = close_matches(name, list(TUNABLE + PEFT_TUNABLE))
             c.require(
@@ -147,6 +164,9 @@ class TuningConfig:
                 + "one of: "
                 + ", ".join(TUNABLE + PEFT_TUNABLE),
             )
+
+    def _check_enqueued(self, c: FieldChecks) -> None:
+        """Enqueued first trials: no more than `trials`, each value a searched parameter inside its space."""
         c.require(
             len(self.enqueue) <= self.trials,
             "enqueue",
@@ -174,42 +194,35 @@ class TuningConfig:
                         if space.type == "categorical"
                         else f"{space.low}..{space.high}",
                     )
-        if self.sampler.kind == "grid":
-            for name, space in self.space.items():
+
+    def _check_grid(self, c: FieldChecks) -> None:
+        """The grid sampler: a finite set of values per parameter, enqueued values on the grid."""
+        if self.sampler.kind != "grid":
+            return
+        for name, space in self.space.items():
+            c.require(
+                space.grid_values() is not None,
+                f"space.{name}",
+                "the grid sampler needs a finite set of values",
+                name,
+                "choices, an int range, or a float range with a step",
+            )
+        for i, values in enumerate(self.enqueue):
+            for name, value in values.items():
+                grid = self.space[name].grid_values() if name in self.space else None
                 c.require(
-                    space.grid_values() is not None,
-                    f"space.{name}",
-                    "the grid sampler needs a finite set of values",
-                    name,
-                    "choices, an int range, or a float range with a step",
+                    grid is None or value in grid,
+                    f"enqueue[{i}].{name}",
+                    "not a point of the grid",
+                    value,
+                    f"one of {list(grid or ())[:10]}",
                 )
-            for i, values in enumerate(self.enqueue):
-                for name, value in values.items():
-                    grid = self.space[name].grid_values() if name in self.space else None
-                    c.require(
-                        grid is None or value in grid,
-                        f"enqueue[{i}].{name}",
-                        "not a point of the grid",
-                        value,
-                        f"one of {list(grid or ())[:10]}",
-                    )
-            if all(space.grid_values() is not None for space in self.space.values()):
-                size = math.prod(len(space.grid_values()) for space in self.space.values())
-                c.require(
-                    self.trials <= size,
-                    "trials",
-                    f"more trials than the grid has points ({size})",
-                    self.trials,
-                    f"<= {size}",
-                )
-        c.require(
-            self.heartbeat_seconds >= 1, "heartbeat_seconds", "too small", self.heartbeat_seconds, ">= 1"
-        )
-        c.require(
-            self.grace_seconds > self.heartbeat_seconds,
-            "grace_seconds",
-            "must exceed heartbeat_seconds",
-            self.grace_seconds,
-            f"> {self.heartbeat_seconds}",
-        )
-        c.done()
+        if all(space.grid_values() is not None for space in self.space.values()):
+            size = math.prod(len(space.grid_values()) for space in self.space.values())
+            c.require(
+                self.trials <= size,
+                "trials",
+                f"more trials than the grid has points ({size})",
+                self.trials,
+                f"<= {size}",
+            )
