@@ -53,6 +53,42 @@ def render_html(cfg: ExperimentConfig, built: Report) -> str:
     headline = summary_rows(cfg, built.gains)
     options = cfg.report
 
+    notes = _notes(built, options)
+    body = "".join(
+        [
+            f"<h1>Transfer report: {cfg.name}</h1>",
+            *notes,
+            _gains_html(headline, options.fdr, "Headline gains (first metric, mean over languages)"),
+            images,
+            table(built.groups, "Gains by model group and intermediate-task family"),
+            table(built.xtreme, "XTREME aggregate"),
+            table(built.divergence, "Domain divergence (training sets)"),
+            table(built.correlations, "Divergence vs gain (Spearman)"),
+            table(built.robustness, "Robustness under domain shift"),
+            table(
+                built.learnt, "Was each target learnt? (baseline dev score vs a model that learnt nothing)"
+            ),
+            _gains_html(built.null_check, options.fdr, "A/A check: baseline seeds against baseline seeds"),
+            table(built.estimators, "Transferability estimators vs measured gains (interval over seeds)")
+            or (f"<h2>Transferability estimators</h2><p>Not scored: {built.estimators_note}.</p>"),
+            _gains_html(built.gains, options.fdr, "Every gain"),
+            table(built.scores, "Every score"),
+        ]
+    )
+    style = (
+        "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:12px} "
+        "td,th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%} tr.muted td{color:#999} "
+        "tr.significant td{font-weight:bold}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{cfg.name}</title><style>{style}</style>"
+        f"</head><body>{body}</body></html>"
+    )
+
+
+def _notes(built: Report, options) -> list[str]:
+    """The page's paragraphs before the tables: how to read a gain, and everything the comparison is
+    short of (a target not learnt, the A/A check, seeds, cells compared on less, runs left out)."""
     seeds = sorted(set(built.gains.n_seeds)) if not built.gains.empty else []
     few = [n for n in seeds if n < 3]
     correction = {"bh": "Benjamini&ndash;Hochberg", "by": "Benjamini&ndash;Yekutieli"}[options.correction]
@@ -98,36 +134,7 @@ def render_html(cfg: ExperimentConfig, built: Report) -> str:
             + "; ".join(f"{n} {why}" for why, n in sorted(built.skipped.items()))
             + ".</p>"
         )
-    body = "".join(
-        [
-            f"<h1>Transfer report: {cfg.name}</h1>",
-            *notes,
-            _gains_html(headline, options.fdr, "Headline gains (first metric, mean over languages)"),
-            images,
-            table(built.groups, "Gains by model group and intermediate-task family"),
-            table(built.xtreme, "XTREME aggregate"),
-            table(built.divergence, "Domain divergence (training sets)"),
-            table(built.correlations, "Divergence vs gain (Spearman)"),
-            table(built.robustness, "Robustness under domain shift"),
-            table(
-                built.learnt, "Was each target learnt? (baseline dev score vs a model that learnt nothing)"
-            ),
-            _gains_html(built.null_check, options.fdr, "A/A check: baseline seeds against baseline seeds"),
-            table(built.estimators, "Transferability estimators vs measured gains (interval over seeds)")
-            or (f"<h2>Transferability estimators</h2><p>Not scored: {built.estimators_note}.</p>"),
-            _gains_html(built.gains, options.fdr, "Every gain"),
-            table(built.scores, "Every score"),
-        ]
-    )
-    style = (
-        "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:12px} "
-        "td,th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%} tr.muted td{color:#999} "
-        "tr.significant td{font-weight:bold}"
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{cfg.name}</title><style>{style}</style>"
-        f"</head><body>{body}</body></html>"
-    )
+    return notes
 
 
 def _gains_html(frame: pd.DataFrame, fdr: float, title: str) -> str:

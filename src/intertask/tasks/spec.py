@@ -148,22 +148,6 @@ class TaskSpec:
         )
         bad = sorted(set(self.files) - {*SPLITS, "all"})
         c.require(not bad, "files", "unknown split names", bad, "train, dev, test (or all)")
-        if self.train_split != "train":
-            shipped = set(self.files) | (set(self.hub.splits) if self.hub else set())
-            c.require(
-                self.train_split in shipped,
-                "train_split",
-                "names a split the task does not declare",
-                self.train_split,
-                f"one of the declared splits {sorted(shipped)}",
-            )
-            c.require(
-                "train" not in shipped,
-                "train_split",
-                "the task declares a train split too: which one trains is ambiguous",
-                self.train_split,
-                "train_split: train (the default), or no `train:` file",
-            )
         for split, langs in self.split_languages.items():
             c.require(
                 split in self.files,
@@ -180,6 +164,31 @@ class TaskSpec:
                 unknown,
                 f"among {list(self.languages)}",
             )
+        self._check_train_split(c)
+        self._check_format(c)
+
+    def _check_train_split(self, c: FieldChecks) -> None:
+        """`train_split` names a declared split, and no `train:` file competes with it."""
+        if self.train_split == "train":
+            return
+        shipped = set(self.files) | (set(self.hub.splits) if self.hub else set())
+        c.require(
+            self.train_split in shipped,
+            "train_split",
+            "names a split the task does not declare",
+            self.train_split,
+            f"one of the declared splits {sorted(shipped)}",
+        )
+        c.require(
+            "train" not in shipped,
+            "train_split",
+            "the task declares a train split too: which one trains is ambiguous",
+            self.train_split,
+            "train_split: train (the default), or no `train:` file",
+        )
+
+    def _check_format(self, c: FieldChecks) -> None:
+        """The reader's options fit the format: type, header, delimiter, quote character, columns."""
         c.require(
             self.format in TYPE_FORMATS[self.type] or not self.files,
             "format",
