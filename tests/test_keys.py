@@ -4,7 +4,7 @@ import dataclasses
 import os
 
 from intertask import identity
-from intertask.compute import hardware
+from intertask.compute import hardware, machine
 from intertask.config import ExperimentConfig, StageConfig, TrainingConfig
 
 
@@ -40,31 +40,32 @@ def test_a_model_folder_retrained_in_place_with_the_same_shapes_gets_a_new_key(t
     assert identity.model_identity(str(folder)) != first
 
 
-def _machine(bf16: bool) -> hardware.Hardware:
-    return hardware.Hardware(
-        device="cpu", name="test CPU", cpu_isa="AVX512" if bf16 else "AVX2", cpu_bf16=bf16, cores=2
-    )
-
-
-def test_precision_auto_enters_the_key_resolved_for_this_machine(monkeypatch):
+def test_precision_auto_enters_the_key_with_what_it_resolves_on(monkeypatch):
+    """`auto` is keyed by the facts it decides on (native bf16, oneDNN's cap, the GPU models), read
+    without torch; an explicit precision by itself."""
     cfg = ExperimentConfig(
         name="k", target=StageConfig(task="pawsx", training=TrainingConfig(precision="auto"))
     )
+    monkeypatch.setattr(machine, "gpu_models", lambda: ())
     keys = {}
-    for bf16 in (True, False):
-        monkeypatch.setattr(hardware, "probe", lambda bf16=bf16: _machine(bf16))
-        inputs = identity.training_inputs(cfg, "finetune")
-        keys[bf16] = identity.content_hash(inputs)
-        assert inputs["precision"] == ("bf16" if bf16 else "fp32")
-    assert keys[True] != keys[False]  # a bf16 stage is not reused where fp32 would train
+    for flags in (frozenset({"avx2", "avx512_bf16"}), frozenset({"avx2"})):
+        monkeypatch.setattr(machine, "cpu_flags", lambda flags=flags: flags)
+        keys[flags] = identity.content_hash(identity.training_inputs(cfg, "finetune"))
+    assert len(set(keys.values())) == 2  # a bf16 stage is not reused where auto would train fp32
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # bf16 capped away: another key
+    assert identity.training_inputs(cfg, "finetune")["precision"] == "auto@cpu:bf16:AVX2"
+    monkeypatch.setattr(machine, "gpu_models", lambda: ("NVIDIA H200",))
+    assert identity.training_inputs(cfg, "finetune")["precision"] == "auto@cuda:NVIDIA H200"
     fixed = dataclasses.replace(
         cfg, target=StageConfig(task="pawsx", training=TrainingConfig(precision="fp32"))
     )
     assert identity.training_inputs(fixed, "finetune")["precision"] == "fp32"
-    # on this machine, auto resolves the way the training stage resolves it
+    # the facts agree with what the training stage resolves on this machine
     monkeypatch.undo()
     here = hardware.resolve_precision("auto", hardware.probe()).name
-    assert identity.training_inputs(cfg, "finetune")["precision"] == here
+    facts = identity.training_inputs(cfg, "finetune")["precision"]
+    assert (here == "bf16") == facts.startswith("auto@cpu:bf16:") or facts.startswith("auto@cuda:")
 
 
 def _cached_hub_model(cache, repo: str, commit: str, ref: str = "main"):

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "intertask"
 LAYERS = [
     ["errors", "schema", "names"],
     ["config"],
-    ["metrics", "compute.hardware", "compute.batching"],
+    ["metrics", "compute.machine", "compute.hardware", "compute.batching"],
     ["tasks", "data", "models", "resolve"],
     ["compute.modeling", "compute.encoding", "compute.dropout"],
     ["divergence", "leakage", "plots", "significance", "transferability"],

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from intertask import models
+from intertask.compute import machine
 from intertask.config import ExperimentConfig
 from intertask.data.fingerprint import file_fingerprint
 from intertask.schema import to_dict
@@ -150,13 +151,13 @@ def training_inputs(config: ExperimentConfig, kind: str) -> dict:
 
 
 def resolved_precision(requested: str) -> str:
-    """The precision a stage trains in on this machine: `auto` resolved (bf16 where it is native, else
-    fp32), so that a bf16 stage is not reused on a machine that would train it in fp32."""
+    """A stage's precision as its key holds it: an explicit choice as it is; `auto` with the facts it
+    resolves on here (the GPU models, or native bf16 and oneDNN's cap on a CPU: compute/machine.py),
+    so that a bf16 stage is not reused on a machine where auto trains fp32. Read without torch: a
+    re-run of a finished study loads no model library."""
     if requested != "auto":
         return requested
-    from intertask.compute import hardware  # torch: only for a config that leaves the choice to the machine
-
-    return hardware.resolve_precision(requested, hardware.probe()).name
+    return f"auto@{machine.auto_precision_facts()}"
 
 
 def metric_part(label: str) -> str:

@@ -19,7 +19,6 @@ import contextlib
 import functools
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from intertask.compute.machine import cpu_flags, cpu_model
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 THREADS_ENV = (
@@ -115,35 +116,6 @@ class Runtime:
 
 
 # --- the probe ------------------------------------------------------------------------------------
-
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's entries of /proc/cpuinfo (Linux); empty elsewhere."""
-    path = Path("/proc/cpuinfo")
-    if not path.is_file():
-        return {}
-    info: dict[str, str] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.strip():
-            if info:
-                break
-            continue
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
-    return info
-
-
-def cpu_flags() -> frozenset[str]:
-    return frozenset(_cpuinfo().get("flags", "").split())
-
-
-def cpu_model() -> str:
-    """The CPU model as lscpu names it, with family/model numbers where the name is generic."""
-    info = _cpuinfo()
-    name = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
-    if "cpu family" in info and "model" in info:
-        name += f" (family {info['cpu family']}, model {info['model']})"
-    return name
 
 
 def native_cpu_bf16(flags: frozenset[str], onednn_bf16: bool) -> bool:
