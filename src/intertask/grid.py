@@ -80,6 +80,12 @@ def cells(cfg: ExperimentConfig) -> list[Cell]:
     return out
 
 
+def distinct_cells(cfg: ExperimentConfig) -> list[Cell]:
+    """One cell per (model, intermediate, target), its first seed: what a check or notice that does
+    not depend on the seed needs to look at."""
+    return list({(c.model, c.intermediate, c.target): c for c in reversed(cells(cfg))}.values())[::-1]
+
+
 def cell_config(cfg: ExperimentConfig, cell: Cell) -> ExperimentConfig:
     """The plain experiment config of one cell: its model, intermediate task(s), target and seed."""
     base_stage = cfg.intermediate or StageConfig(task="placeholder", training=cfg.training)

@@ -206,7 +206,7 @@ def study_notices(cfg: ExperimentConfig) -> tuple[tuple[str, str], ...]:
     selection_task that a cell does not train. Printed, and tagged on the study's run."""
     out = {}
     stages = {"intermediate": cfg.intermediate, "target": cfg.target}
-    for cell in grid.cells(cfg):
+    for cell in grid.distinct_cells(cfg):  # nothing here depends on the seed
         derived = grid.cell_config(cfg, cell)
         for name, stage in stages.items():
             mine = getattr(derived, name)

@@ -112,13 +112,13 @@ def evaluation_heads(cfg: ExperimentConfig, file: str, problems: Problems) -> No
     silent substitute: a task that fits nothing is refused here, before anything runs, naming both
     label sets (with a did-you-mean for a typo)."""
     catalog = resolve.catalog(cfg)
-    fits: dict[str, int] = {}
+    fits: set[str] = set()
     why: dict[str, list[str]] = {}
     empty, no_language = [], []
-    for cell in dict.fromkeys(dataclasses.replace(c, model="", seed=0) for c in grid.cells(cfg)):
+    for cell in grid.distinct_cells(cfg):
         scored, left = grid.evaluation_fit(cfg, cell)
         for entry in scored:
-            fits[entry.task] = fits.get(entry.task, 0) + 1
+            fits.add(entry.task)
             if not entry.languages and entry.task not in no_language:
                 no_language.append(entry.task)
         for task, reason in left:
@@ -200,11 +200,7 @@ def _check_grid(cfg: ExperimentConfig, catalog: TaskCatalog, file: str, problems
             problems.items[-1] = dataclasses.replace(problems.items[-1], where=f"grid.models[{i}]")
     if problems.items:  # cells are derived from names already found wrong (e.g. a misspelt target.task)
         return
-    seen = set()
-    for cell in grid.cells(cfg):
-        if (cell.model, cell.intermediate, cell.target) in seen:
-            continue
-        seen.add((cell.model, cell.intermediate, cell.target))
+    for cell in grid.distinct_cells(cfg):
         derived = grid.cell_config(cfg, cell)
         label = f"grid[{cell.intermediate_label} -> {cell.target or 'zero-shot'}]"
         cell_problems = Problems()
