@@ -323,3 +323,12 @@ def test_a_task_may_train_on_its_dev_file(tmp_path):
         TaskSpec(**{**fields, "files": {"test": str(test)}}, train_split="dev")
     with pytest.raises(ConfigError, match="which one trains is ambiguous"):
         TaskSpec(**{**fields, "files": {"train": str(dev), "dev": str(dev)}}, train_split="dev")
+
+
+def test_the_languages_table_carries_the_leakage_guards_exclusions_into_its_means():
+    from intertask.compute.evaluation import language_table
+
+    scores = {lang: {"accuracy": 0.5} for lang in ("en", "de", "fr")}
+    table = language_table("t", "test", scores, {"en": 10, "de": 12, "fr": 8}, "en", {"en": 3, "de": 2})
+    left = dict(zip(table.language, table.left_out, strict=True))
+    assert left == {"en": 3, "de": 2, "fr": 0, "mean_all": 5, "mean_non_en": 2}

@@ -15,7 +15,7 @@ from intertask.compute.hardware import FP32, Precision
 from intertask.metrics import EXAMPLE_KEYS
 from intertask.tasks.base import EncodedSet, ExampleSet, TaskType
 
-TABLE_COLUMNS = ["task", "split", "language", "metric", "value", "examples"]
+TABLE_COLUMNS = ["task", "split", "language", "metric", "value", "examples", "left_out"]
 
 
 @torch.inference_mode()
@@ -73,10 +73,22 @@ def language_table(
     per_language: dict[str, dict[str, float]],
     sizes: dict[str, int],
     train_language: str | None,
+    left_out: dict[str, int] | None = None,
 ) -> pd.DataFrame:
-    """Tidy rows (task, split, language, metric, value, examples) plus the cross-language means."""
+    """Tidy rows (task, split, language, metric, value, examples, left_out) plus the cross-language
+    means; `left_out`: test examples the leakage guard removed per language (a mean: the sum over the
+    languages it averages, as `examples`)."""
+    left = left_out or {}
     rows = [
-        {"task": task, "split": split, "language": lang, "metric": m, "value": v, "examples": sizes[lang]}
+        {
+            "task": task,
+            "split": split,
+            "language": lang,
+            "metric": m,
+            "value": v,
+            "examples": sizes[lang],
+            "left_out": left.get(lang, 0),
+        }
         for lang, scores in per_language.items()
         for m, v in scores.items()
     ]
@@ -88,8 +100,17 @@ def language_table(
         for m in metric_names:
             value = metrics.mean_over_languages({lang: s[m] for lang, s in per_language.items()}, exclude)
             n = sum(size for lang, size in sizes.items() if lang not in exclude)
+            gone = sum(left.get(lang, 0) for lang in sizes if lang not in exclude)
             rows.append(
-                {"task": task, "split": split, "language": label, "metric": m, "value": value, "examples": n}
+                {
+                    "task": task,
+                    "split": split,
+                    "language": label,
+                    "metric": m,
+                    "value": value,
+                    "examples": n,
+                    "left_out": gone,
+                }
             )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from intertask import leakage, metrics, plots, resolve, tracking
+from intertask import leakage, plots, resolve, tracking
 from intertask.compute import modeling
 from intertask.compute.evaluation import (
     evaluate_set,
@@ -150,10 +150,19 @@ def evaluate(
         tracking.record_notices(notices + [n for *_, found in plan for n in found])
         tables, predictions, examples = [], [], []
         for entry, sets, *_ in plan:
+            left_out = {lang: excluded[f"{entry.task}/{lang}"] for lang in sets}
             table, rows, outcomes = _evaluate_task(
-                ws, types[entry.task], entry, sets, source, tokenizer, train_language, runtime.precision
+                ws,
+                types[entry.task],
+                entry,
+                sets,
+                source,
+                tokenizer,
+                train_language,
+                runtime.precision,
+                left_out,
             )
-            tables.append(_with_left_out(table, entry.task, excluded))
+            tables.append(table)
             predictions.extend(rows)
             examples.extend(outcomes)
             figure = plots.language_scores(
@@ -171,29 +180,21 @@ def evaluate(
     return Evaluated(run_id, table, excluded, outcomes)
 
 
-def _with_left_out(table: pd.DataFrame, task: str, excluded: dict[str, int]) -> pd.DataFrame:
-    """The languages table with `left_out`: test examples the leakage guard removed (a language mean:
-    the sum over the languages it averages), for the report to carry into each cell."""
-    per_language = {lang: excluded.get(f"{task}/{lang}", 0) for lang in table.language.unique()}
-    plain = {lang: n for lang, n in per_language.items() if not lang.startswith("mean_")}
-
-    def left(language: str) -> int:
-        if language == metrics.MEAN_ALL:
-            return sum(plain.values())
-        if language.startswith("mean_non_"):
-            return sum(n for lang, n in plain.items() if lang != language.removeprefix("mean_non_"))
-        return plain.get(language, 0)
-
-    return table.assign(left_out=table.language.map(left).astype(int))
-
-
 def _evaluate_task(
-    ws, task: TaskType, entry: EvalTaskConfig, sets, source: _EvalModel, tokenizer, train_language, precision
+    ws,
+    task: TaskType,
+    entry: EvalTaskConfig,
+    sets,
+    source: _EvalModel,
+    tokenizer,
+    train_language,
+    precision,
+    left_out: dict[str, int],
 ):
     training = eval_training(ws.cfg)
     if not task.trainable:
         encoder = modeling.load_encoder(source.files.model_dir).to(modeling.device())
-        return retrieval_table(ws, task, sets, encoder, tokenizer, entry.split, precision)
+        return retrieval_table(ws, task, sets, encoder, tokenizer, entry.split, precision, left_out)
     net = modeling.load_for_task(source.files.model_dir, task.name, task.head_signature()).to(
         modeling.device()
     )
@@ -218,4 +219,5 @@ def _evaluate_task(
         rows.append(prediction_rows(task, data, scored.predictions))
         examples.append(example_rows(data, task.example_stats(scored.predictions, data)))
     sizes = {k: len(v) for k, v in sets.items()}
-    return language_table(task.name, entry.split, per_language, sizes, train_language), rows, examples
+    table = language_table(task.name, entry.split, per_language, sizes, train_language, left_out)
+    return table, rows, examples

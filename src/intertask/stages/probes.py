@@ -100,7 +100,9 @@ def limit(ws: Workspace, data: ExampleSet, k: int | None) -> ExampleSet:
     return select(data, data.uids[positions], f"max_examples={k}")
 
 
-def retrieval_table(ws, task, sets: dict[str, ExampleSet], encoder, tokenizer, split: str, precision):
+def retrieval_table(
+    ws, task, sets: dict[str, ExampleSet], encoder, tokenizer, split: str, precision, left_out=None
+):
     def vectors_of(data: ExampleSet) -> np.ndarray:
         encoded = ws.encode(task, data, tokenizer, options.max_length, prefix=options.prefix)
         return task.embed(
@@ -126,7 +128,7 @@ def retrieval_table(ws, task, sets: dict[str, ExampleSet], encoder, tokenizer, s
         predictions.append(pd.DataFrame({"task": task.name, "language": language, "retrieved": found}))
         examples.append(example_rows(data, stats))
     sizes = {k: sum(e.label[0] == "source" for e in v.examples) for k, v in sets.items()}
-    return language_table(task.name, split, per_language, sizes, "en"), predictions, examples
+    return language_table(task.name, split, per_language, sizes, "en", left_out), predictions, examples
 
 
 def _mining_threshold(ws, task, language: str, split: str, vectors_of) -> tuple[float | None, str]:
