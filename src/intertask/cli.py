@@ -38,68 +38,84 @@ def split_overrides(items: list[str]) -> list[str]:
     return out
 
 
+COMMANDS = {
+    "main": "the whole study (a grid): every stage, reused when already done, then the report",
+    "intermediate": "train the intermediate task(s) and register the model (alias 'intermediate')",
+    "finetune": "train the target task from the base model or a registered model (alias 'target')",
+    "evaluate": "zero-shot evaluation of a model over all configured tasks and languages in one run",
+    "report": "the transfer report of a finished study (a parent run, or the whole experiment)",
+    "tune": "an Optuna study over one stage's training (tuning: section); start it in N processes to share it",
+    "validate": "check a config (and its data files) and print it resolved",
+    "predict": "transferability estimates for every intermediate choice x target of the grid, before training",
+}
+_INIT = ("--init", {"default": "", "help": "start from models:/name@alias, runs:/ID/model or a run id"})
+OPTIONS: dict[str, list[tuple[str, dict]]] = {  # each command's options beyond config and overrides
+    "main": [
+        (
+            "--force",
+            {
+                "action": "append",
+                "default": [],
+                "choices": FORCE_CHOICES,
+                "help": "re-run these stages even when a finished run matches (repeatable; 'all')",
+            },
+        )
+    ],
+    "tune": [
+        ("--study-name", {"default": "", "help": "default: tuning.study_name, else <name>-<stage>"}),
+        (
+            "--storage",
+            {"default": "", "help": "Optuna RDB URL (default: tuning.storage, else sqlite optuna.db)"},
+        ),
+        _INIT,
+    ],
+    "finetune": [_INIT],
+    "evaluate": [
+        (
+            "--model",
+            {
+                "default": "",
+                "help": "models:/name@alias, models:/name/N, runs:/ID/model, run id, "
+                "or 'base' (the untrained model)",
+            },
+        )
+    ],
+    "validate": [
+        (
+            "--hub",
+            {
+                "action": "store_true",
+                "help": "also open every Hugging Face hub source and model the config reads (needs internet)",
+            },
+        )
+    ],
+    "report": [
+        (
+            "--parent",
+            {"default": "", "help": "the study's parent run (default: every study in the experiment)"},
+        ),
+        ("--output", {"default": "", "help": "folder for the files (default: reports/<config name>)"}),
+        (
+            "--null-check",
+            {
+                "action": "store_true",
+                "help": "also the A/A check: each baseline's seeds (>= 6) split into two pseudo-arms "
+                "(the same as report.null_check=true)",
+            },
+        ),
+    ],
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intertask", description="intermediate-task transfer experiments")
     sub = parser.add_subparsers(dest="command", required=True)
-    help_text = {
-        "main": "the whole study (a grid): every stage, reused when already done, then the report",
-        "intermediate": "train the intermediate task(s) and register the model (alias 'intermediate')",
-        "finetune": "train the target task from the base model or a registered model (alias 'target')",
-        "evaluate": "zero-shot evaluation of a model over all configured tasks and languages in one run",
-        "report": "the transfer report of a finished study (a parent run, or the whole experiment)",
-        "tune": "an Optuna study over one stage's training (tuning: section); start it in N processes to share it",
-        "validate": "check a config (and its data files) and print it resolved",
-        "predict": "transferability estimates for every intermediate choice x target of the grid, before training",
-    }
-    for name, text in help_text.items():
+    for name, text in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("config", help="experiment YAML, e.g. pipelines/demo.yaml")
         p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. training.epochs=1")
-        if name == "main":
-            p.add_argument(
-                "--force",
-                action="append",
-                default=[],
-                choices=FORCE_CHOICES,
-                help="re-run these stages even when a finished run matches (repeatable; 'all')",
-            )
-        if name == "tune":
-            p.add_argument("--study-name", default="", help="default: tuning.study_name, else <name>-<stage>")
-            p.add_argument(
-                "--storage",
-                default="",
-                help="Optuna RDB URL (default: tuning.storage, else sqlite optuna.db)",
-            )
-        if name in ("finetune", "tune"):
-            p.add_argument(
-                "--init", default="", help="start from models:/name@alias, runs:/ID/model or a run id"
-            )
-        if name == "evaluate":
-            p.add_argument(
-                "--model",
-                default="",
-                help="models:/name@alias, models:/name/N, runs:/ID/model, run id, "
-                "or 'base' (the untrained model)",
-            )
-        if name == "validate":
-            p.add_argument(
-                "--hub",
-                action="store_true",
-                help="also open every Hugging Face hub source and model the config reads (needs internet)",
-            )
-        if name == "report":
-            p.add_argument(
-                "--parent", default="", help="the study's parent run (default: every study in the experiment)"
-            )
-            p.add_argument(
-                "--output", default="", help="folder for the files (default: reports/<config name>)"
-            )
-            p.add_argument(
-                "--null-check",
-                action="store_true",
-                help="also the A/A check: each baseline's seeds (>= 6) split into two pseudo-arms "
-                "(the same as report.null_check=true)",
-            )
+        for flag, options in OPTIONS.get(name, ()):
+            p.add_argument(flag, **options)
     model = sub.add_parser("model", help="offline pretrained models")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     prepare = model_sub.add_parser("prepare", help="build an offline model into the cache")

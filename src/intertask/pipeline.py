@@ -276,8 +276,6 @@ def _reused(ws: Workspace, job: Job, key: str) -> Outcome | None:
 
 def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     """Every job of the study (reusing finished ones), then the report on the parent run."""
-    from intertask import collect
-
     cfg = ws.cfg
     study = plan(ws)
     done_before = "all" not in force and ws.known_experiment() is not None
@@ -296,38 +294,11 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     )
     status = "FAILED"
     try:
-        with tracking.logging_to(parent):
-            tracking.set_tags(
-                {
-                    tracking.DESCRIPTION: tracking.describe(cfg)
-                    + " The headline gains appear here when it finishes.",
-                    f"{TAG}stage": "main",
-                    f"{TAG}code_version": code_version(),
-                    f"{TAG}host": platform.node(),
-                    f"{TAG}pid": str(os.getpid()),
-                }
-            )
-            tracking.log_config(cfg, ws.config_file)
-            tracking.log_provenance()
-            tracking.record_notices(list(study.notices))
+        _describe_parent(ws, study, parent)
         if foresight is not None:
             _log_foresight(ws, foresight, parent)
         outcomes = _run_jobs(ws, study, parent, ready)
-        inputs = report_inputs(cfg, outcomes)
-        earlier = _earlier_report(experiment, inputs, outcomes)
-        built = (
-            collect.load(earlier)
-            if earlier
-            else collect.from_outcomes(
-                cfg, list(outcomes.values()), ws=ws, estimates=foresight.estimates if foresight else None
-            )
-        )
-        if earlier == parent:  # a re-run of a finished study: its report is there already
-            tracking.close_run(parent, "FINISHED")
-        else:
-            with tracking.run(f"main {cfg.name}", experiment_id=experiment, run_id=parent):
-                collect.log(built, cfg, outcomes)
-                tracking.set_tags({f"{TAG}report_inputs": inputs})
+        built = _report(ws, outcomes, parent, foresight)
         status = "FINISHED"
         return StudyResult(parent, outcomes, built)
     except KeyboardInterrupt:
@@ -336,6 +307,46 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     finally:
         if status != "FINISHED":
             tracking.close_run(parent, status)
+
+
+def _describe_parent(ws: Workspace, study: Plan, parent: str) -> None:
+    """The parent run's description, provenance, resolved config and the study's notices."""
+    with tracking.logging_to(parent):
+        tracking.set_tags(
+            {
+                tracking.DESCRIPTION: tracking.describe(ws.cfg)
+                + " The headline gains appear here when it finishes.",
+                f"{TAG}stage": "main",
+                f"{TAG}code_version": code_version(),
+                f"{TAG}host": platform.node(),
+                f"{TAG}pid": str(os.getpid()),
+            }
+        )
+        tracking.log_config(ws.cfg, ws.config_file)
+        tracking.log_provenance()
+        tracking.record_notices(list(study.notices))
+
+
+def _report(ws: Workspace, outcomes: dict[str, Outcome], parent: str, foresight):
+    """The study's report, logged on the parent run and closing it; an earlier parent's report over
+    exactly these runs is loaded instead (a re-run of a finished study: its own parent then has it)."""
+    from intertask import collect
+
+    cfg, experiment = ws.cfg, ws.experiment()
+    inputs = report_inputs(cfg, outcomes)
+    earlier = _earlier_report(experiment, inputs, outcomes)
+    if earlier:
+        built = collect.load(earlier)
+    else:
+        estimates = foresight.estimates if foresight else None
+        built = collect.from_outcomes(cfg, list(outcomes.values()), ws=ws, estimates=estimates)
+    if earlier == parent:
+        tracking.close_run(parent, "FINISHED")
+    else:
+        with tracking.run(f"main {cfg.name}", experiment_id=experiment, run_id=parent):
+            collect.log(built, cfg, outcomes)
+            tracking.set_tags({f"{TAG}report_inputs": inputs})
+    return built
 
 
 @dataclass(frozen=True)

@@ -227,78 +227,149 @@ def train(
     """
     precision = (runtime or hardware.runtime(cfg.precision, cfg.threads)).precision
     seed_everything(seed)
-    modules = torch.nn.ModuleList(p.model for p in parts)
-    trainable = [p for p in modules.parameters() if p.requires_grad]  # shared encoder counted once
-    device = trainable[0].device
-    accumulate = cfg.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(sum(len(p.train) for p in parts) / (cfg.batch_size * accumulate))
-    total_steps = steps_per_epoch * cfg.epochs
-    optimizers = _optimizers(trainable, _sparse_parameters(modules), cfg)
-    schedulers = [_schedule(o, total_steps, cfg.warmup_ratio) for o in optimizers]
-    scaler = torch.amp.GradScaler(device.type) if precision.scaled else None
-    rng = np.random.Generator(np.random.PCG64(seed))
-    weights = sampling_weights({p.name: len(p.train) for p in parts}, sampling)
-    streams = {
-        p.name: _Stream(p, cfg, np.random.Generator(np.random.PCG64([seed, i]))) for i, p in enumerate(parts)
-    }
-    by_name = {p.name: p for p in parts}
-    stepper = _Stepper(cfg, pad_id, device, precision, scaler, trainable, optimizers, schedulers)
-    run = _RunState(batches_per_task=dict.fromkeys(by_name, 0))
-    best_state = None
+    loop = _Loop.start(parts, cfg, seed, pad_id, sampling, precision)
+    run = loop.run
     saved = checkpointer.load() if checkpointer is not None else None
     if saved is not None:
-        best_state = _restore(saved, modules, optimizers, schedulers, scaler, rng, streams, run)
+        loop.resume(saved)
         for row in run.history:  # the resumed run shows every epoch, not only those after the restart
             log({k: v for k, v in row.items() if k not in ("epoch", "step")}, row["epoch"])
-
-    def checkpoint() -> None:
-        best = best_state if best_state is not None and run.best_epoch != run.epoch else None
-        checkpointer.save(_capture(run, modules, best, optimizers, schedulers, scaler, rng, streams))
-
-    progress = tqdm(total=total_steps, initial=run.step, desc=desc, mininterval=2, leave=False)
-    losses: list[torch.Tensor] = []  # steps' losses on the device, not yet added to the sums
+    progress = tqdm(total=loop.total_steps, initial=run.step, desc=desc, mininterval=2, leave=False)
     while run.epoch < cfg.epochs or run.in_epoch:
         if not run.in_epoch:
             run.epoch, run.in_epoch, run.epoch_loss, run.epoch_step = run.epoch + 1, True, 0.0, 0
-        modules.train()
-        started = time.perf_counter()
-        cheap_dropout = fast_dropout(modules, enabled=cfg.fast_cpu_dropout and device.type == "cpu")
-        with cheap_dropout:
-            while run.epoch_step < steps_per_epoch:
-                name = (
-                    rng.choice(list(weights), p=list(weights.values())) if len(parts) > 1 else parts[0].name
-                )
-                step_loss = stepper.step(by_name[name], streams[name], run)
-                run.step, run.epoch_step = run.step + 1, run.epoch_step + 1
-                run.batches_per_task[name] += accumulate
-                losses.append(step_loss)  # read at log points only: no device sync per step
-                progress.update(1)
-                if run.step % cfg.log_every_steps == 0 or run.step == total_steps:
-                    _log_point(run, losses, schedulers[0], started, log, progress)
-                if (
-                    checkpointer is not None
-                    and checkpointer.due(run.step)
-                    and run.epoch_step < steps_per_epoch
-                ):
-                    _add_losses(run, losses)
-                    run.train_seconds += time.perf_counter() - started
-                    started = time.perf_counter()
-                    checkpoint()
-        _add_losses(run, losses)
-        run.train_seconds += time.perf_counter() - started
-        score, dev = _close_epoch(parts, cfg, pad_id, precision, selection_task, run, steps_per_epoch, log)
+        loop.epoch_steps(log, progress, checkpointer)
+        score, dev = _close_epoch(
+            parts, cfg, pad_id, precision, selection_task, run, loop.steps_per_epoch, log
+        )
         if _is_better(score, run.best):
             run.best, run.best_epoch, run.best_dev = score, run.epoch, dev
-            best_state = {k: v.detach().clone() for k, v in _named_trainable(modules).items()}
+            loop.best_state = {k: v.detach().clone() for k, v in _named_trainable(loop.modules).items()}
         run.in_epoch = False
         if on_epoch is not None:
             on_epoch(run.epoch, score)
         if checkpointer is not None and run.epoch < cfg.epochs:
-            checkpoint()
+            loop.checkpoint(checkpointer)
     progress.close()
-    if best_state is not None and run.best_epoch != cfg.epochs:
-        modules.load_state_dict(best_state, strict=False)
+    if loop.best_state is not None and run.best_epoch != cfg.epochs:
+        loop.modules.load_state_dict(loop.best_state, strict=False)
     return _result(run, saved.step if saved is not None else None)
+
+
+@dataclass
+class _Loop:
+    """One training run between steps: the models, optimizers, schedules and random streams (what a
+    checkpoint saves and restores), the task sampling, and the step counts."""
+
+    parts: list[TrainPart]
+    cfg: TrainingConfig
+    modules: torch.nn.ModuleList
+    optimizers: list
+    schedulers: list
+    scaler: torch.amp.GradScaler | None
+    rng: np.random.Generator  # draws the task of each step
+    streams: dict[str, _Stream]
+    weights: dict[str, float]  # task -> sampling probability
+    stepper: _Stepper
+    run: _RunState
+    steps_per_epoch: int
+    total_steps: int
+    best_state: dict | None = None  # the best epoch's trainable weights, once there is one
+
+    @classmethod
+    def start(cls, parts, cfg: TrainingConfig, seed: int, pad_id: int, sampling, precision) -> _Loop:
+        modules = torch.nn.ModuleList(p.model for p in parts)
+        trainable = [p for p in modules.parameters() if p.requires_grad]  # shared encoder counted once
+        device = trainable[0].device
+        steps_per_epoch = math.ceil(
+            sum(len(p.train) for p in parts) / (cfg.batch_size * cfg.gradient_accumulation_steps)
+        )
+        total_steps = steps_per_epoch * cfg.epochs
+        optimizers = _optimizers(trainable, _sparse_parameters(modules), cfg)
+        schedulers = [_schedule(o, total_steps, cfg.warmup_ratio) for o in optimizers]
+        scaler = torch.amp.GradScaler(device.type) if precision.scaled else None
+        return cls(
+            parts=parts,
+            cfg=cfg,
+            modules=modules,
+            optimizers=optimizers,
+            schedulers=schedulers,
+            scaler=scaler,
+            rng=np.random.Generator(np.random.PCG64(seed)),
+            streams={
+                p.name: _Stream(p, cfg, np.random.Generator(np.random.PCG64([seed, i])))
+                for i, p in enumerate(parts)
+            },
+            weights=sampling_weights({p.name: len(p.train) for p in parts}, sampling),
+            stepper=_Stepper(cfg, pad_id, device, precision, scaler, trainable, optimizers, schedulers),
+            run=_RunState(batches_per_task={p.name: 0 for p in parts}),
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+        )
+
+    def epoch_steps(self, log: LogFn, progress, checkpointer: Checkpointer | None) -> None:
+        """The optimizer steps left in the current epoch, each on a sampled task; the loss logged every
+        log_every_steps; a checkpoint where one is due (the epoch's last step is checkpointed after
+        the dev evaluation, with the epoch closed)."""
+        run, cfg, by_name = self.run, self.cfg, {p.name: p for p in self.parts}
+        self.modules.train()
+        losses: list[torch.Tensor] = []  # steps' losses on the device, not yet added to the sums
+        started = time.perf_counter()
+        cpu = self.stepper.device.type == "cpu"
+        with fast_dropout(self.modules, enabled=cfg.fast_cpu_dropout and cpu):
+            while run.epoch_step < self.steps_per_epoch:
+                name = self._draw_task()
+                losses.append(self.stepper.step(by_name[name], self.streams[name], run))  # no sync
+                run.step, run.epoch_step = run.step + 1, run.epoch_step + 1
+                run.batches_per_task[name] += cfg.gradient_accumulation_steps
+                progress.update(1)
+                if run.step % cfg.log_every_steps == 0 or run.step == self.total_steps:
+                    _log_point(run, losses, self.schedulers[0], started, log, progress)
+                if (
+                    checkpointer is not None
+                    and checkpointer.due(run.step)
+                    and run.epoch_step < self.steps_per_epoch
+                ):
+                    _add_losses(run, losses)
+                    run.train_seconds += time.perf_counter() - started
+                    started = time.perf_counter()
+                    self.checkpoint(checkpointer)
+        _add_losses(run, losses)
+        run.train_seconds += time.perf_counter() - started
+
+    def _draw_task(self) -> str:
+        if len(self.parts) == 1:
+            return self.parts[0].name
+        return self.rng.choice(list(self.weights), p=list(self.weights.values()))
+
+    def checkpoint(self, checkpointer: Checkpointer) -> None:
+        best = (
+            self.best_state if self.best_state is not None and self.run.best_epoch != self.run.epoch else None
+        )
+        checkpointer.save(
+            _capture(
+                self.run,
+                self.modules,
+                best,
+                self.optimizers,
+                self.schedulers,
+                self.scaler,
+                self.rng,
+                self.streams,
+            )
+        )
+
+    def resume(self, saved: Saved) -> None:
+        self.best_state = _restore(
+            saved,
+            self.modules,
+            self.optimizers,
+            self.schedulers,
+            self.scaler,
+            self.rng,
+            self.streams,
+            self.run,
+        )
 
 
 def _log_point(run: _RunState, losses: list, scheduler, started: float, log, progress) -> None:

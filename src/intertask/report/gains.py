@@ -180,47 +180,68 @@ def _cell_gains(key, seeds, cell, baseline, runs, fact: TaskFacts, options, note
     test items of all languages, or None, None when the runs logged no per-example outcomes)."""
     model, intermediate, target, task, split = key
     languages = [lang for lang in dict.fromkeys(cell.language) if not lang.startswith("mean_")]
-    names = list(dict.fromkeys(cell.metric))
-    arms = {"t": runs.get(key, {}), "b": runs.get((model, NONE, target, task, split), {})}
+    arms = {"transfer": runs.get(key, {}), "baseline": runs.get((model, NONE, target, task, split), {})}
     found = fact.kind is not None and all(
         (seed, lang) in arms[a] for a in arms for seed in seeds for lang in languages
     )
     if not found:
-        if fact.kind is not None and arms["t"] | arms["b"]:
-            lacking = sorted(
-                {
-                    f"{a_name} seed {seed} {lang}"
-                    for a, a_name in (("t", "transfer"), ("b", "baseline"))
-                    for seed in seeds
-                    for lang in languages
-                    if (seed, lang) not in arms[a]
-                }
-            )
-            note = "; ".join(
-                filter(None, [note, f"no interval: per-example outcomes missing for {', '.join(lacking)}"])
-            )
+        if fact.kind is not None and arms["transfer"] | arms["baseline"]:
+            note = _joined(note, _lacking(arms, seeds, languages))
         return _gains_without_examples(key, seeds, cell, baseline, note), None, None
-    frames, uids, dropped = {}, {}, {}
-    for lang in languages:
-        frames[lang] = [arms[a][(seed, lang)] for a in ("t", "b") for seed in seeds]
-        every = [set(f.index) for f in frames[lang]]
+    # per language: the transfer seeds' frames, then the baseline seeds'
+    frames = {lang: [arms[a][(seed, lang)] for a in arms for seed in seeds] for lang in languages}
+    uids, dropped = _common_items(frames)
+    if dropped:
+        listed = ", ".join(f"{lang} {n}" for lang, n in dropped.items())
+        note = _joined(note, f"test examples not scored in every run left out of the comparison ({listed})")
+    weights = _draws(key, uids, fact.parallel, options.bootstrap)
+    values = _replicates(frames, uids, list(dict.fromkeys(cell.metric)), len(seeds), fact, weights)
+    rows = []
+    for label, members in _levels(cell, languages):
+        items = _items(uids, members, fact.parallel)
+        for name, per_language in values.items():
+            arrays = _mean_over(per_language, members)
+            rows.append(_estimated_row(key, label, name, arrays, items, options, note))
+    return rows, values, _items(uids, languages, fact.parallel)
+
+
+def _joined(note: str, more: str) -> str:
+    return "; ".join(filter(None, [note, more]))
+
+
+def _lacking(arms: dict, seeds, languages) -> str:
+    """The note of a cell some of whose runs logged no per-example outcomes, naming them."""
+    lacking = sorted(
+        {
+            f"{arm} seed {seed} {lang}"
+            for arm, outcomes in arms.items()
+            for seed in seeds
+            for lang in languages
+            if (seed, lang) not in outcomes
+        }
+    )
+    return f"no interval: per-example outcomes missing for {', '.join(lacking)}"
+
+
+def _common_items(frames: dict[str, list[pd.DataFrame]]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Per language the test items every run scored (sorted), and how many others some run scored."""
+    uids, dropped = {}, {}
+    for lang, group in frames.items():
+        every = [set(f.index) for f in group]
         uids[lang] = np.array(sorted(set.intersection(*every)))
         if missing := len(set.union(*every)) - len(uids[lang]):
             dropped[lang] = missing
-    if dropped:
-        listed = ", ".join(f"{lang} {n}" for lang, n in dropped.items())
-        note = "; ".join(
-            filter(
-                None, [note, f"test examples not scored in every run left out of the comparison ({listed})"]
-            )
-        )
-    weights = _draws(key, uids, fact.parallel, options.bootstrap)
-    # per metric and language: (full_t (S,), full_b (S,), boot_t (S, B), boot_b (S, B))
+    return uids, dropped
+
+
+def _replicates(frames, uids, names: list[str], n_seeds: int, fact: TaskFacts, weights) -> dict:
+    """Per metric and language: (full_t (S,), full_b (S,), boot_t (S, B), boot_b (S, B)) from the
+    runs' per-example sums on the common items; QA adds the XTREME score, the mean of EM and F1."""
     values: dict[str, dict[str, tuple]] = {name: {} for name in names}
-    for lang in languages:
-        columns = list(dict.fromkeys(c for f in frames[lang] for c in f.columns if c not in EXAMPLE_KEYS))
+    for lang, group in frames.items():
+        columns = list(dict.fromkeys(c for f in group for c in f.columns if c not in EXAMPLE_KEYS))
         # a label column one run lacks (nobody predicted or had that label there) counts 0 for it
-        stats = [_aligned(f, uids[lang], columns) for f in frames[lang]]
+        stats = [_aligned(f, uids[lang], columns) for f in group]
         for name in names:
 
             def metric(sums, n, _name=name, _columns=tuple(columns)):
@@ -229,22 +250,16 @@ def _cell_gains(key, seeds, cell, baseline, runs, fact: TaskFacts, options, note
                 )
 
             values[name][lang] = significance.paired_replicates(
-                stats[: len(seeds)], stats[len(seeds) :], metric, weights[lang]
+                stats[:n_seeds], stats[n_seeds:], metric, weights[lang]
             )
     if {"exact_match", "f1"} <= set(names):
         values[QA_SCORE] = {
             lang: tuple(
                 (a + b) / 2 for a, b in zip(values["exact_match"][lang], values["f1"][lang], strict=True)
             )
-            for lang in languages
+            for lang in frames
         }
-    rows = []
-    for label, members in _levels(cell, languages):
-        items = _items(uids, members, fact.parallel)
-        for name, per_language in values.items():
-            arrays = _mean_over(per_language, members)
-            rows.append(_estimated_row(key, label, name, arrays, items, options, note))
-    return rows, values, _items(uids, languages, fact.parallel)
+    return values
 
 
 def _aligned(frame: pd.DataFrame, uids: np.ndarray, columns: list[str]) -> np.ndarray:

@@ -112,20 +112,7 @@ def evaluate(
     source = _eval_model(ws, model)
     entries = resolve.evaluation_tasks(cfg)
     types = {e.task: resolve.catalog(cfg).task(e.task) for e in entries}
-    reordered = {}
-    for task in types.values():
-        if not task.trainable:
-            continue
-        found = modeling.match_head(source.files.model_dir, task.name, task.head_signature())
-        if found is None:
-            why = modeling.head_problems(source.files.model_dir, task.head_signature())
-            raise missing_head(task, source.label, "head", why)
-        if found[1].reordered:
-            reordered[task.name] = (
-                f"{task.name}: labels {list(task.spec.labels)} scored by the head of "
-                f"{found[0].task or 'the model'}, whose labels are {list(found[0].signature[1])}: "
-                "matched by name"
-            )
+    reordered = _matched_heads(types.values(), source)
     plan = [(e, *_eval_sets(ws, e, source.seen)) for e in entries]
     tokenizer = modeling.load_tokenizer(str(source.files.tokenizer_dir))
     train_language = source.language or (cfg.target.language if cfg.target else "en")
@@ -138,38 +125,15 @@ def evaluate(
     all_sets = [s for _, sets, *_ in plan for s in sets.values()]
     runtime = stage_runtime(eval_training(cfg))
     title = f"evaluate {'+'.join(types)}"
-    description = (
-        f"Evaluates {source.label} on "
-        + "; ".join(f"{e.task} ({e.split}: {', '.join(e.languages)})" for e in entries)
-        + ", one metric per task, split and language, and per-example statistics for the report."
-    )
+    description = _description(source, entries)
     with recorded_run(ws, title, tags, parent_run_id, all_sets, runtime, description) as run_id:
         excluded = {k: v for _, _, ex, _ in plan for k, v in ex.items()}
         tracking.log_metrics({f"leakage_guard/{k}/excluded": n for k, n in excluded.items()})
         notices = [(f"labels_mapped.{name}", line) for name, line in reordered.items()]
         tracking.record_notices(notices + [n for *_, found in plan for n in found])
-        tables, predictions, examples = [], [], []
-        for entry, sets, *_ in plan:
-            left_out = {lang: excluded[f"{entry.task}/{lang}"] for lang in sets}
-            table, rows, outcomes = _evaluate_task(
-                ws,
-                types[entry.task],
-                entry,
-                sets,
-                source,
-                tokenizer,
-                train_language,
-                runtime.precision,
-                left_out,
-            )
-            tables.append(table)
-            predictions.extend(rows)
-            examples.extend(outcomes)
-            figure = plots.language_scores(
-                table, types[entry.task].spec.headline_metric, f"{entry.task}/{entry.split}"
-            )
-            tracking.log_figure(figure, f"evaluation/{entry.task}.png")
-            plots.close(figure)
+        tables, predictions, examples = _score(
+            ws, plan, types, source, tokenizer, train_language, runtime.precision, excluded
+        )
         table = pd.concat(tables, ignore_index=True)
         tracking.log_metrics(table_metrics(table), model_id=source.model_id)  # linked to the model
         tracking.log_table(table, "evaluation/languages")
@@ -178,6 +142,53 @@ def evaluate(
         if cfg.evaluation.save_predictions:
             tracking.log_table(pd.concat(predictions, ignore_index=True), "evaluation/predictions")
     return Evaluated(run_id, table, excluded, outcomes)
+
+
+def _matched_heads(types, source: _EvalModel) -> dict[str, str]:
+    """Each trainable task's head in the model, found by label names; a task without one stops the
+    stage. Returns the notices of heads whose labels are the task's in another order."""
+    reordered = {}
+    for task in types:
+        if not task.trainable:
+            continue
+        found = modeling.match_head(source.files.model_dir, task.name, task.head_signature())
+        if found is None:
+            why = modeling.head_problems(source.files.model_dir, task.head_signature())
+            raise missing_head(task, source.label, "head", why)
+        if found[1].reordered:
+            reordered[task.name] = (
+                f"{task.name}: labels {list(task.spec.labels)} scored by the head of "
+                f"{found[0].task or 'the model'}, whose labels are {list(found[0].signature[1])}: "
+                "matched by name"
+            )
+    return reordered
+
+
+def _description(source: _EvalModel, entries) -> str:
+    return (
+        f"Evaluates {source.label} on "
+        + "; ".join(f"{e.task} ({e.split}: {', '.join(e.languages)})" for e in entries)
+        + ", one metric per task, split and language, and per-example statistics for the report."
+    )
+
+
+def _score(ws, plan, types, source: _EvalModel, tokenizer, train_language, precision, excluded):
+    """Every planned task scored in the open run, its language plot logged: (language tables,
+    prediction rows, per-example outcomes), each a list of frames."""
+    tables, predictions, examples = [], [], []
+    for entry, sets, *_ in plan:
+        left_out = {lang: excluded[f"{entry.task}/{lang}"] for lang in sets}
+        task = types[entry.task]
+        table, rows, outcomes = _evaluate_task(
+            ws, task, entry, sets, source, tokenizer, train_language, precision, left_out
+        )
+        tables.append(table)
+        predictions.extend(rows)
+        examples.extend(outcomes)
+        figure = plots.language_scores(table, task.spec.headline_metric, f"{entry.task}/{entry.split}")
+        tracking.log_figure(figure, f"evaluation/{entry.task}.png")
+        plots.close(figure)
+    return tables, predictions, examples
 
 
 def _evaluate_task(

@@ -232,6 +232,7 @@ class TaskSpec:
         )
 
     def _check_type(self, c: FieldChecks) -> None:
+        """What the task's type needs of the other fields."""
         kind = self.type
         c.require(
             not self.shuffle_labels or kind in SHUFFLABLE,
@@ -241,24 +242,34 @@ class TaskSpec:
             f"a task of type {', '.join(SHUFFLABLE)}",
         )
         if kind in ("classification", "multilabel_classification", "tagging"):
-            c.require(
-                len(self.labels) >= 2, "labels", "needs at least two labels", self.labels, "a list of labels"
-            )
-            c.require(
-                len(set(self.labels)) == len(self.labels),
-                "labels",
-                "duplicate labels",
-                self.labels,
-                "unique label names",
-            )
-            unknown = sorted(set(self.label_map.values()) - set(self.labels))
-            c.require(
-                not unknown,
-                "label_map",
-                "maps to labels not in `labels`",
-                unknown,
-                f"values among {list(self.labels)}",
-            )
+            self._check_labels(c)
+        self._check_fields(c)
+        self._check_qa(c)
+
+    def _check_labels(self, c: FieldChecks) -> None:
+        """Classification and tagging: two or more unique label names, which label_map maps onto."""
+        c.require(
+            len(self.labels) >= 2, "labels", "needs at least two labels", self.labels, "a list of labels"
+        )
+        c.require(
+            len(set(self.labels)) == len(self.labels),
+            "labels",
+            "duplicate labels",
+            self.labels,
+            "unique label names",
+        )
+        unknown = sorted(set(self.label_map.values()) - set(self.labels))
+        c.require(
+            not unknown,
+            "label_map",
+            "maps to labels not in `labels`",
+            unknown,
+            f"values among {list(self.labels)}",
+        )
+
+    def _check_fields(self, c: FieldChecks) -> None:
+        """The text fields, label separator and choices the type reads."""
+        kind = self.type
         wanted = {
             "classification": (1, 2),
             "multilabel_classification": (1, 1),
@@ -288,6 +299,9 @@ class TaskSpec:
             self.choices_field,
             "e.g. endings",
         )
+
+    def _check_qa(self, c: FieldChecks) -> None:
+        """Answer normalization, no-answer prediction and the span search's settings."""
         unsupported = sorted(set(self.languages) - set(M.MLQA_ARTICLES))
         c.require(
             self.normalization != "mlqa" or not unsupported,
@@ -297,7 +311,7 @@ class TaskSpec:
             f"languages among {sorted(M.MLQA_ARTICLES)}, or normalization: squad",
         )
         c.require(
-            not self.no_answer or (kind == "extractive_qa" and self.normalization == "squad"),
+            not self.no_answer or (self.type == "extractive_qa" and self.normalization == "squad"),
             "no_answer",
             "only extractive QA with SQuAD normalization predicts no answer",
             self.no_answer,

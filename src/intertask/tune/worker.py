@@ -94,59 +94,24 @@ def _heartbeat(storage, trial_id: int, every: float, stop: threading.Event) -> N
 
 
 def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept | None:
-    cfg = ws.cfg
-    t = cfg.tuning
-    storage = study._storage
-    storage.record_heartbeat(trial._trial_id)
-    stop = threading.Event()
-    beat = threading.Thread(
-        target=_heartbeat, args=(storage, trial._trial_id, t.heartbeat_seconds, stop), daemon=True
-    )
-    beat.start()
+    """One trial of the worker's study: its config from the search space, trained as a nested run,
+    scored, told to the study (or failed with its traceback as an artifact); returns the best kept."""
+    t = ws.cfg.tuning
+    stop, beat = _start_heartbeat(study, trial, t.heartbeat_seconds)
     _set_attr(trial, "host_pid", tracking.process_tags())
     key = f"{name}#{trial.number}"
     try:
-        trial_cfg = trial_config(cfg, suggest(trial, t))
+        trial_cfg = trial_config(ws.cfg, suggest(trial, t))
     except Exception as err:  # values the checks could not foresee (a retry enqueued by another space)
         stop.set()
         if _set_attr(trial, "error", redact(f"{type(err).__name__}: {err}")[:500]):
             _tell(study, trial, state=TrialState.FAIL)
         return kept
-    trial_ws = _trial_workspace(ws, trial_cfg, key, trial.number)
-
-    def on_epoch(epoch: int, score: float) -> None:
-        try:
-            trial.report(score, epoch)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            raise TakenOver(f"trial {trial.number} was failed as stale by another worker") from None
-        tracking.log_metrics({"trial/intermediate_value": score}, epoch)
-        last = getattr(trial_cfg, t.stage).training.epochs
-        if epoch < last and trial.should_prune():  # after the last epoch there is nothing left to save
-            raise Pruned(f"trial {trial.number} pruned after epoch {epoch} (dev {score:.4f})")
-
-    state, value, trained, failure = "FAIL", None, None, ""
     started = time.perf_counter()
     try:
-        start = init if init is not None else (trial_cfg.target.init if t.stage == "target" else None)
-        trained = stages.train_stage(
-            trial_ws,
-            t.stage,
-            start,
-            parent_run_id=parent,
-            on_epoch=on_epoch,
-            log_model=False,
-            resumable=False,
-            params={"trial_number": trial.number},
+        state, value, trained, failure = _train_trial(
+            _trial_workspace(ws, trial_cfg, key, trial.number), trial, parent, init
         )
-        value = objective(trial_cfg, trained)
-        state = "COMPLETE"
-    except optuna.TrialPruned:
-        state = "PRUNED"
-    except TakenOver:
-        state = "LOST"
-    except Exception as err:  # a failed trial is recorded (its traceback on its run) and the study goes on
-        _set_attr(trial, "error", redact(f"{type(err).__name__}: {err}")[:500])
-        failure = traceback.format_exc()
     finally:
         stop.set()
         beat.join()
@@ -161,6 +126,54 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
     with tracking.logging_to(parent):
         tracking.log_metrics({"trials/rss_mb": psutil.Process().memory_info().rss / 2**20}, trial.number)
     return kept
+
+
+def _start_heartbeat(study, trial, seconds: int) -> tuple[threading.Event, threading.Thread]:
+    """A thread recording the trial's heartbeat every `seconds` until the event is set."""
+    storage = study._storage
+    storage.record_heartbeat(trial._trial_id)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(storage, trial._trial_id, seconds, stop), daemon=True)
+    beat.start()
+    return stop, beat
+
+
+def _train_trial(trial_ws: Workspace, trial, parent: str, init) -> tuple[str, float | None, object, str]:
+    """Train the tuned stage of one trial: (state COMPLETE / PRUNED / LOST / FAIL, objective value,
+    the trained stage, the traceback of a failure)."""
+    trial_cfg, t = trial_ws.cfg, trial_ws.cfg.tuning
+
+    def on_epoch(epoch: int, score: float) -> None:
+        try:
+            trial.report(score, epoch)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise TakenOver(f"trial {trial.number} was failed as stale by another worker") from None
+        tracking.log_metrics({"trial/intermediate_value": score}, epoch)
+        last = getattr(trial_cfg, t.stage).training.epochs
+        if epoch < last and trial.should_prune():  # after the last epoch there is nothing left to save
+            raise Pruned(f"trial {trial.number} pruned after epoch {epoch} (dev {score:.4f})")
+
+    trained = None
+    try:
+        start = init if init is not None else (trial_cfg.target.init if t.stage == "target" else None)
+        trained = stages.train_stage(
+            trial_ws,
+            t.stage,
+            start,
+            parent_run_id=parent,
+            on_epoch=on_epoch,
+            log_model=False,
+            resumable=False,
+            params={"trial_number": trial.number},
+        )
+        return "COMPLETE", objective(trial_cfg, trained), trained, ""
+    except optuna.TrialPruned:
+        return "PRUNED", None, trained, ""
+    except TakenOver:
+        return "LOST", None, trained, ""
+    except Exception as err:  # a failed trial is recorded (its traceback on its run) and the study goes on
+        _set_attr(trial, "error", redact(f"{type(err).__name__}: {err}")[:500])
+        return "FAIL", None, trained, traceback.format_exc()
 
 
 def _trial_workspace(ws: Workspace, trial_cfg: ExperimentConfig, key: str, number: int) -> Workspace:
