@@ -110,20 +110,30 @@ def split_revision(name_or_path: str) -> tuple[str, str | None]:
     return repo, revision
 
 
-@functools.lru_cache(maxsize=64)
 def hub_commit(name_or_path: str) -> str | None:
-    """The commit a hub id (at its revision, default main) stands for now: asked of the hub, else read
-    from the local Hugging Face cache (what an offline load would use); None when neither knows."""
+    """The commit a hub model id (at its revision, default main) stands for now; see `repo_commit`."""
     repo, revision = split_revision(name_or_path)
-    revision = revision or "main"
-    if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+    return repo_commit(repo, revision or "main", "model")
+
+
+def is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
+@functools.lru_cache(maxsize=128)
+def repo_commit(repo: str, revision: str, repo_type: str = "model") -> str | None:
+    """The commit a hub repository's revision (a branch such as main or refs/convert/parquet, a tag, a
+    commit) stands for now: asked of the hub, else read from the local Hugging Face cache (what an
+    offline load would use); None when neither knows. Once per process: one plan, one answer."""
+    if is_commit(revision):
         return revision
     from huggingface_hub import HfApi, constants
 
     if not constants.HF_HUB_OFFLINE:
         try:
-            return HfApi().model_info(repo, revision=revision, timeout=10).sha
+            return HfApi().repo_info(repo, repo_type=repo_type, revision=revision, timeout=10).sha
         except Exception:  # noqa: BLE001 -- unreachable or unknown: the cache may still know
             pass
-    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / revision
+    folder = f"{repo_type}s--{repo.replace('/', '--')}"
+    ref = Path(constants.HF_HUB_CACHE) / folder / "refs" / revision
     return ref.read_text().strip() if ref.is_file() else None

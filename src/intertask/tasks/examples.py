@@ -107,8 +107,9 @@ def _hub_records(
     name = hub.name.format(lang=language) if hub.name else None
     where = hub_where(hub, name, hub.splits[source])
     split = hub.splits[source] + (f"[:{limit}]" if limit else "")
+    commit = hub_commit(hub)
     try:
-        rows = datasets.load_dataset(hub.path, name, split=split, **hub_options(hub, language))
+        rows = datasets.load_dataset(hub.path, name, split=split, **hub_options(hub, language, commit))
     except Exception as err:  # network, missing dataset or config: report, naming the dataset
         raise DataError.at(where, "", hub_problem(hub, err)) from None
     label_col = next((k for k, v in hub.columns.items() if v == spec.label_field), spec.label_field)
@@ -122,7 +123,10 @@ def _hub_records(
                 [str(v) for v in value] if isinstance(value, list) else str(value)
             )
         records.append(Record(fields, where, f"row {i + 1}"))
-    return records, f"{where}@{getattr(rows, '_fingerprint', '')}"
+    pinned = f"#commit={commit}" if commit else ""
+    if not commit and hub.path not in PACKAGED_BUILDERS and not Path(hub.path).expanduser().exists():
+        pinned = "#commit=unresolved"
+    return records, f"{where}{pinned}@{getattr(rows, '_fingerprint', '')}"
 
 
 def hub_where(hub, name: str | None, split: str) -> str:
@@ -131,12 +135,34 @@ def hub_where(hub, name: str | None, split: str) -> str:
     return f"hub:{hub.path}{revision}" + (f"/{name}" if name else "") + f"[{split}]"
 
 
-def hub_options(hub, language: str) -> dict:
-    """The keyword arguments of `datasets.load_dataset` beyond path, config name and split."""
+# datasets' own builders, which read the data_files given (no hub repository, nothing to pin)
+PACKAGED_BUILDERS = frozenset({"csv", "json", "parquet", "text", "arrow", "pandas", "xml", "sql"})
+
+
+def hub_commit(hub) -> str | None:
+    """The commit a hub dataset's revision (default main; a branch such as refs/convert/parquet moves)
+    stands for now, asked once per process: the data are read at that commit and the commit goes into
+    the set's fingerprint, so a branch that moved gives new keys instead of reusing stale runs. None for
+    packaged builders, and where neither the hub nor the local cache knows (then the branch is read)."""
+    if hub.path in PACKAGED_BUILDERS or Path(hub.path).expanduser().exists():  # a builder, a local folder
+        return None
+    from intertask import models
+
+    return models.repo_commit(hub.path, hub.revision or "main", "dataset")
+
+
+def hub_options(hub, language: str, commit: str | None = None) -> dict:
+    """The keyword arguments of `datasets.load_dataset` beyond path, config name and split. With the
+    hub reachable the revision is the resolved `commit`; offline, the declared one (what the local
+    datasets cache was filled under)."""
+    from huggingface_hub import constants
+
     options = {}
     if hub.data_files:
         options["data_files"] = {k: v.format(lang=language) for k, v in hub.data_files.items()}
-    if hub.revision:
+    if commit and not constants.HF_HUB_OFFLINE:
+        options["revision"] = commit
+    elif hub.revision:
         options["revision"] = hub.revision
     if hub.data_dir:
         options["data_dir"] = hub.data_dir.format(lang=language)
