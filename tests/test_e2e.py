@@ -175,7 +175,7 @@ def test_artifacts_provenance_and_params(study):
         assert "intertask.config_hash" in tags and "intertask.git_commit" in tags, stage  # every run
         if stage in ("intermediate", "finetune", "evaluate"):
             assert len(tags["intertask.config_hash"]) == 64 and tags["intertask.git_commit"]
-            assert params["version.torch"] and params["version.transformers"] and params["version.mlflow"]
+            assert all(tags[f"intertask.version.{p}"] for p in ("torch", "transformers", "mlflow"))
             assert any(k.startswith("data.") and k.endswith(".fingerprint") for k in params)
             assert params["training.learning_rate"] == "0.001" and params["seed"] == "7"
         if stage in ("intermediate", "finetune"):

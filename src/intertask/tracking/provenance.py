@@ -52,11 +52,24 @@ def config_hash(cfg: ExperimentConfig) -> str:
     return content_hash(cfg.to_dict())
 
 
+# sections that say how and where a study runs and is reported, not what it computes: they stay out of
+# the study's key, and a re-run may change them (a cluster restarted at a new address, another executor,
+# a report option), so they are tags (replaced on each attempt), not params (which MLflow never changes)
+SETTING_SECTIONS = ("executor", "tracking", "report")
+SETTING = f"{TAG}setting."  # tag prefix of those sections' values
+
+
 def log_config(cfg: ExperimentConfig, source: str | None = None) -> None:
-    """Resolved config as an artifact and flattened params; its hash as a tag (reuse key)."""
+    """Resolved config as an artifact; what it computes as flattened params, how it runs (executor,
+    tracking, report) as tags intertask.setting.*; its hash as a tag (reuse key)."""
     mlflow.log_text(redact(dump_yaml(cfg)), "config/resolved.yaml")  # no URL password in any artifact
-    log_params({k: v for k, v in flatten(cfg.to_dict()).items() if v not in (None, [], {})})
-    set_tags({f"{TAG}config_hash": config_hash(cfg), f"{TAG}config_file": source or "<python>"})
+    values = {k: v for k, v in flatten(cfg.to_dict()).items() if v not in (None, [], {})}
+    settings = {k: v for k, v in values.items() if k.split(".", 1)[0] in SETTING_SECTIONS}
+    log_params({k: v for k, v in values.items() if k not in settings})
+    set_tags(
+        {f"{SETTING}{k}": v for k, v in settings.items()}
+        | {f"{TAG}config_hash": config_hash(cfg), f"{TAG}config_file": source or "<python>"}
+    )
 
 
 @functools.cache
@@ -86,7 +99,8 @@ def package_versions() -> dict[str, str]:
 
 
 def log_provenance() -> None:
-    """Git commit, package versions and machine: tags, params and an artifact."""
+    """Git commit, package versions and machine: tags (intertask.version.<package>: a resumed parent
+    takes the versions of its latest attempt) and an artifact."""
     git = git_state()
     versions = package_versions()
     set_tags(
@@ -95,8 +109,8 @@ def log_provenance() -> None:
             f"{TAG}git_commit": git["commit"],
             f"{TAG}git_dirty": git["dirty"],
         }
+        | {f"{TAG}version.{k}": v for k, v in versions.items()}
     )
-    log_params({f"version.{k}": v for k, v in versions.items()})
     info = {
         "git": git,
         "versions": versions,
