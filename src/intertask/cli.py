@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from intertask.errors import InputError, Problems, Terminated, redact
+from intertask.errors import ClusterError, InputError, Problems, Terminated, redact
 from intertask.names import UnknownName
 
 ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate", "report", "tune")
@@ -94,7 +94,7 @@ OPTIONS: dict[str, list[tuple[str, dict]]] = {  # each command's options beyond 
             "--parent",
             {"default": "", "help": "the study's parent run (default: every study in the experiment)"},
         ),
-        ("--output", {"default": "", "help": "folder for the files (default: reports/<config name>)"}),
+        ("--output", {"default": "", "help": "folder for the files (default: reports/<experiment>)"}),
         (
             "--null-check",
             {
@@ -218,8 +218,9 @@ def _run_entry(args) -> int:
             result = pipeline.run_main(ws, force=tuple(args.force))
             from intertask import report
 
-            report.write(result.report, Path("reports") / cfg.name)  # also here, next to the artifacts
-            _print_main(cfg, result, tracking.experiment_name(ws.experiment()))
+            experiment = tracking.experiment_name(ws.experiment())
+            report.write(result.report, report_folder(experiment))  # also here, next to the artifacts
+            _print_main(cfg, result, experiment)
         elif args.command == "intermediate":
             from intertask import stages
 
@@ -303,11 +304,18 @@ def _validate_command(ws, args) -> int:
     return 0
 
 
+def report_folder(experiment: str) -> Path:
+    """Where a study's report files land here: reports/<experiment> (as its registered models)."""
+    from intertask import tracking
+
+    return Path("reports") / tracking.safe_name(experiment)
+
+
 def _report_command(ws, args) -> int:
     from intertask import collect, report, tracking
 
     built, runs = collect.from_tracking(ws, args.parent or None)
-    folder = Path(args.output) if args.output else Path("reports") / ws.cfg.name
+    folder = Path(args.output) if args.output else report_folder(tracking.experiment_name(ws.experiment()))
     report.write(built, folder)
     if args.parent:
         with tracking.run(f"main {ws.cfg.name}", experiment_id=ws.experiment(), run_id=args.parent):
@@ -400,7 +408,7 @@ def _print_main(cfg, result, experiment: str) -> None:
     print(
         f"\n{len(result.outcomes)} stages ({reused} reused from finished runs); parent run {result.parent_run_id} "
         f"in experiment {experiment!r}: the report is its artifact report/report.html, "
-        f"and reports/{cfg.name}/report.html here"
+        f"and {report_folder(experiment) / 'report.html'} here"
     )
 
 
@@ -455,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("terminated (SIGTERM): open runs ended KILLED", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except ClusterError as err:
+        print(f"error: {redact(str(err))}", file=sys.stderr)
+        return 4
     except Exception as err:  # the tracking store failing mid-run: a message naming it, no stack trace
         from intertask import tracking
 

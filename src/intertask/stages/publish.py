@@ -15,7 +15,8 @@ def log_stage_model(
     cfg = ws.cfg
     if not resolve.logs_model(cfg, which):
         return None
-    register_as = tracking.registered_name(cfg.name, cfg.model.name_or_path, list(chain))
+    experiment = tracking.experiment_name(ws.experiment())
+    register_as = tracking.registered_name(experiment, cfg.model.name_or_path, list(chain))
     tags = {
         f"{TAG}stage": which,
         f"{TAG}task_chain": "-".join(chain),

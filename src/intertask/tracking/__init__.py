@@ -30,6 +30,7 @@ from intertask.tracking.registry import (
     read_run_json,
     registered_name,
     resolve_reference,
+    safe_name,
 )
 from intertask.tracking.runs import (
     DESCRIPTION,
@@ -41,6 +42,7 @@ from intertask.tracking.runs import (
     client,
     close_dead_runs,
     close_run,
+    close_running_children,
     connect,
     current_uri,
     describe,
@@ -95,6 +97,7 @@ __all__ = [
     "TrackingError",
     "client",
     "close_dead_runs",
+    "close_running_children",
     "close_run",
     "config_hash",
     "connect",
@@ -137,6 +140,7 @@ __all__ = [
     "reference_of",
     "registered_name",
     "resolve_reference",
+    "safe_name",
     "run",
     "search_pages",
     "set_run_tags",

@@ -24,10 +24,16 @@ from intertask.tracking.provenance import package_versions
 
 
 def registered_name(experiment: str, model_name: str, task_chain: list[str]) -> str:
-    """<experiment>.<model>.<task chain>, e.g. demo.e5-small.xnli-pawsx."""
+    """<experiment>.<model>.<task chain>, e.g. demo.e5-small.xnli-pawsx: two experiments of one config
+    register different names."""
     short = Path(model_name.rstrip("/")).name if model_name not in models.OFFLINE_MODELS else model_name
-    clean = "".join(c if c.isalnum() or c in "-_" else "-" for c in short)
-    return f"{experiment}.{clean}.{'-'.join(task_chain)}"
+    return f"{safe_name(experiment)}.{safe_name(short)}.{'-'.join(task_chain)}"
+
+
+def safe_name(text: str) -> str:
+    """`text` with every character but letters, digits, - and _ replaced by -: a registered model name
+    part or a folder name (an experiment may be named /Users/me/study)."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "-"
 
 
 def _pip_requirements() -> list[str]:
