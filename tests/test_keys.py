@@ -122,7 +122,9 @@ def test_a_hub_dataset_branch_is_read_at_the_commit_it_stands_for(tmp_path, monk
     ref.parent.mkdir(parents=True)
     ref.write_text("c" * 40)
     assert hub_commit(hub) == "c" * 40
-    assert hub_options(hub, "en", hub_commit(hub))["revision"] == "refs/convert/parquet"  # offline: the cache's
+    assert (
+        hub_options(hub, "en", hub_commit(hub))["revision"] == "refs/convert/parquet"
+    )  # offline: the cache's
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     assert hub_options(hub, "en", hub_commit(hub))["revision"] == "c" * 40  # online: pinned to the commit
     ref.write_text("d" * 40)  # the branch moved

@@ -98,3 +98,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler or `kill` stopping the process): ends the open runs KILLED, like Ctrl-C."""
 
     run_status = "KILLED"
+
+
+class ClusterError(RuntimeError):
+    """The cluster running a study's stages cannot go on (no node can take the waiting stages): a
+    message naming what it waits for, no stack trace, exit status 4."""

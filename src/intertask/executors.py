@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 from intertask.config import BASE_MODEL, ExperimentConfig
+from intertask.errors import ClusterError, Terminated
 from intertask.grid import Job
 from intertask.identity import STAGE_KINDS, cell_tags
 
@@ -33,6 +38,10 @@ class JobSpec:
     key: str
     tags: dict[str, str] = field(default_factory=dict)
     threads: int | None = None  # the stage's share of the cores where stages run side by side (Ray)
+    # the example sets planning keyed the job on: Workspace key -> (fingerprint, files), and the data
+    # root they were read under; a worker that reads other data stops before training
+    expected: dict = field(default_factory=dict)
+    data_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,15 @@ def run_job(
     shared = {"workdir": workdir} if workdir is not None else {}  # else a folder of its own, removed after
     if data is not None:
         shared["loaded"] = data
-    ws = Workspace(spec.config, spec.config_file, tags=spec.tags, experiment_id=spec.experiment_id, **shared)
+    ws = Workspace(
+        spec.config,
+        spec.config_file,
+        tags=spec.tags,
+        experiment_id=spec.experiment_id,
+        expected=spec.expected,
+        planned_root=spec.data_root,
+        **shared,
+    )
     try:
         return _run_stage(ws, spec, upstream)
     finally:
@@ -138,10 +155,14 @@ def _portable(outcome: Outcome) -> Outcome:
 
 def _ray_job(spec: JobSpec, *upstream: Outcome) -> Outcome:
     """The entry point of a job in a Ray worker process: its tracking store and its share of threads."""
+    import ray
+
     from intertask import tracking
     from intertask.compute import hardware
 
     tracking.use(spec.config, spec.tracking_uri)
+    node = ray.get_runtime_context().get_node_id()
+    spec = replace(spec, tags={**spec.tags, f"{tracking.TAG}ray_node": node})  # which node ran it, on its run
     if spec.threads:
         os.environ[hardware.THREADS_ENV] = str(spec.threads)
     workdir = Path(tempfile.mkdtemp(prefix="intertask-ray-"))
@@ -151,14 +172,69 @@ def _ray_job(spec: JobSpec, *upstream: Outcome) -> Outcome:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# what a stage's process takes from the driver's environment besides its JobSpec: where models, token
+# caches and checkpoints live, how to reach the Hugging Face hub, the tracking server's credentials and
+# TLS settings, an S3-compatible artifact store's. Values travel in the Ray job's runtime_env (Ray keeps
+# them in its control store; they are never logged by us).
+WORKER_ENV = (
+    "INTERTASK_CACHE",
+    "INTERTASK_CHECKPOINTS",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "HF_TOKEN",
+    "HF_ENDPOINT",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+    "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "TOKENIZERS_PARALLELISM",
+    "MLFLOW_DISABLE_TELEMETRY",
+)
+
+
+def worker_env(data_root: str) -> dict[str, str]:
+    """The environment variables every stage process gets: WORKER_ENV as the driver has them, and the
+    data root the driver planned on (a worker reading its own default would train on other files)."""
+    from intertask.data import DATA_ENV
+
+    env = {name: os.environ[name] for name in WORKER_ENV if name in os.environ}
+    env[DATA_ENV] = data_root
+    return env
+
+
 class RayExecutor:
     """Every job a Ray task; a job waits only for the jobs it starts from, so independent stages
-    (the baseline arm and the intermediate stage, different seeds or targets) run side by side."""
+    (the baseline arm and the intermediate stage, different seeds or targets) run side by side. A
+    task whose worker or node died is retried `max_retries` times; while no node can take a waiting
+    stage the driver says so, and after `stall_seconds` of that it ends with ClusterError."""
 
-    def __init__(self, address: str | None, cpus: int | None, cpus_per_stage: float, gpus_per_stage: float):
+    POLL_SECONDS = 5.0
+
+    def __init__(
+        self,
+        address: str | None,
+        cpus: int | None,
+        cpus_per_stage: float,
+        gpus_per_stage: float,
+        max_retries: int = 1,
+        stall_seconds: float = 600,
+    ):
         self.address, self.cpus = address, cpus
         self.resources = {"num_cpus": cpus_per_stage, "num_gpus": gpus_per_stage}
         self.threads = max(1, int(cpus_per_stage))  # torch threads per stage: its CPUs, not the host's
+        self.max_retries, self.stall_seconds = max_retries, stall_seconds
 
     def run(
         self,
@@ -167,12 +243,15 @@ class RayExecutor:
     ) -> dict[str, Outcome]:
         import ray
 
+        main_thread = threading.current_thread() is threading.main_thread()
+        ours = signal.getsignal(signal.SIGTERM) if main_thread else None
         if not ray.is_initialized():
-            if self.address:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(num_cpus=self.cpus, include_dashboard=False, log_to_driver=False)
-        remote = ray.remote(_ray_job)
+            where = {"address": self.address} if self.address else {"num_cpus": self.cpus}
+            ray.init(**where, include_dashboard=False, log_to_driver=False)
+        env = worker_env(specs[0].data_root) if specs else {}
+        remote = ray.remote(_ray_job).options(
+            **self.resources, max_retries=self.max_retries, runtime_env={"env_vars": env}
+        )
         refs: dict[str, object] = {job_id: ray.put(outcome) for job_id, outcome in ready.items()}
         pending = {}
         for spec in specs:
@@ -180,19 +259,80 @@ class RayExecutor:
                 continue
             deps = [refs[d] for d in spec.job.deps]
             share = replace(spec, threads=self.threads)
-            refs[spec.job.id] = pending[spec.job.id] = remote.options(**self.resources).remote(share, *deps)
-        outcomes = dict(ready)
+            refs[spec.job.id] = pending[spec.job.id] = remote.remote(share, *deps)
+        # ray.init puts in a SIGTERM handler that exits at once (runs left RUNNING), and an interrupted
+        # ray.wait raises a plain KeyboardInterrupt: ours goes back in, and a SIGTERM is told apart
+        terms: list[int] = []
+        if callable(ours):
+
+            def on_sigterm(signum, frame):
+                terms.append(signum)
+                ours(signum, frame)
+
+            signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            return self._collect(ray, pending, dict(ready))
+        except KeyboardInterrupt as err:
+            if terms and not isinstance(err, Terminated):
+                raise Terminated() from None
+            raise
+        finally:
+            if callable(ours):
+                signal.signal(signal.SIGTERM, ours)
+
+    def _collect(self, ray, pending: dict[str, object], outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
+        """Each job's outcome as it finishes; what is left is cancelled when the driver stops."""
+        names = {ref: job_id for job_id, ref in pending.items()}
         waiting = list(pending.values())
-        while waiting:
-            done, waiting = ray.wait(waiting, num_returns=1)
-            outcome = ray.get(done[0])
-            outcomes[outcome.job_id] = outcome
+        stalled_since = None
+        try:
+            while waiting:
+                done, waiting = ray.wait(waiting, num_returns=1, timeout=self.POLL_SECONDS)
+                if done:
+                    outcome = ray.get(done[0])
+                    outcomes[outcome.job_id] = outcome
+                    stalled_since = None
+                    continue
+                stalled_since = self._check_stall(ray, [names[r] for r in waiting], stalled_since)
+        except BaseException:
+            for ref in waiting:
+                ray.cancel(ref, force=True)
+            raise
         return outcomes
+
+    def _check_stall(self, ray, waiting: list[str], since: float | None) -> float | None:
+        """None while some node can take a stage; else when that stopped, ending the study after
+        stall_seconds. What the driver waits for is printed every minute of a stall."""
+        have = ray.cluster_resources()
+        needs = {"CPU": self.resources["num_cpus"], "GPU": self.resources["num_gpus"]}
+        lacking = {r: n for r, n in needs.items() if n > 0 and have.get(r, 0.0) < n}
+        if not lacking:
+            return None
+        now = time.monotonic()
+        since = since or now
+        resources = (
+            ", ".join(f"{have.get(r, 0.0):g} {r}" for r in needs) + f" on {len(ray.nodes())} node(s) known"
+        )
+        line = (
+            f"waiting for {len(waiting)} stage(s) ({', '.join(waiting[:5])}{', ...' if len(waiting) > 5 else ''}): "
+            f"each needs {needs['CPU']:g} CPU and {needs['GPU']:g} GPU, the cluster has {resources}"
+        )
+        if now - since >= self.stall_seconds:
+            raise ClusterError(
+                f"{line}; no node could take them for {self.stall_seconds:g} s (executor.stall_seconds): "
+                "add nodes or lower executor.cpus_per_stage / gpus_per_stage, then run the study again "
+                "(finished stages are reused)"
+            )
+        if int(now - since) // 60 != int(now - since - self.POLL_SECONDS) // 60 or now == since:
+            print(f"note: {line}", file=sys.stderr, flush=True)
+        return since
 
 
 def executor_for(cfg: ExperimentConfig, workdir: Path, data: dict | None = None):
     """Ray when configured (each job in a worker process reads its own data), else in-process."""
     if cfg.executor.kind == "ray":
         e = cfg.executor
-        return RayExecutor(e.address, e.cpus, e.cpus_per_stage, e.gpus_per_stage)
+        return RayExecutor(
+            e.address, e.cpus, e.cpus_per_stage, e.gpus_per_stage, e.max_retries, e.stall_seconds
+        )
     return InProcessExecutor(workdir, data)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -163,6 +163,8 @@ class Plan:
     configs: dict[str, ExperimentConfig]  # job id -> its cell's config
     keys: dict[str, str]  # job id -> content key
     notices: tuple[tuple[str, str], ...] = ()  # (what, line): evaluation tasks a cell cannot score
+    # job id -> the example sets it was keyed on: Workspace key -> (fingerprint, files)
+    data: dict[str, dict] = field(default_factory=dict)
 
 
 def plan(ws: Workspace) -> Plan:
@@ -171,7 +173,7 @@ def plan(ws: Workspace) -> Plan:
     jobs = grid.jobs(cfg)
     kept = grid.model_logging(cfg, jobs)
     handed_on = cfg.executor.kind == "ray" and cfg.tracking.log_models != "none"  # by MLflow reference
-    configs, keys, loaded = {}, {}, []
+    configs, keys, loaded, data = {}, {}, [], {}
     for job in jobs:
         configs[job.id] = grid.cell_config(cfg, job.cell)
         if job.id in kept:
@@ -189,8 +191,10 @@ def plan(ws: Workspace) -> Plan:
         loaded.extend(sets)
         upstream = [keys[d] for d in job.deps]
         keys[job.id] = grid.job_key(job, configs[job.id], [s.fingerprint for s in sets], upstream)
+        mine = {id(s) for s in sets}
+        data[job.id] = {k: (s.fingerprint, list(s.files)) for k, s in ws.loaded.items() if id(s) in mine}
     _check_parallel(ws, loaded)
-    return Plan(jobs, configs, keys, study_notices(cfg))
+    return Plan(jobs, configs, keys, study_notices(cfg), data)
 
 
 def _explicit(cfg: ExperimentConfig, task: str) -> bool:
@@ -498,6 +502,8 @@ def _run_jobs(ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome]
                 run_parent,
                 key,
                 job.cell.tags(),
+                expected=study.data.get(job.id, {}),
+                data_root=str(resolve.data_root(cfg)),
             )
         )
     if specs and cfg.executor.kind == "ray":
@@ -510,6 +516,8 @@ def _run_jobs(ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome]
         status = "KILLED"
         raise
     finally:
+        # a stage whose process died (its node lost, the study stopped) cannot close its run
+        tracking.close_running_children(experiment, list(arms.values()) + [parent], "KILLED")
         for arm in arms.values():
             tracking.close_run(arm, status)
     for arm in {job.arm for job in study.jobs if job.kind != "probe"} - set(arms):

@@ -42,6 +42,10 @@ class Workspace:
     _encoder: tuple | None = None  # (base encoder, tokenizer), loaded once for divergence embeddings
     read_hub: bool = True  # False: a hub source raises HubNotRead and is listed in skipped_hub
     skipped_hub: set = field(default_factory=set)  # (task, language, split, whole) left unread
+    # a job run elsewhere (a Ray worker): the sets its driver planned and keyed it on, by the key of
+    # `loaded` -> (fingerprint, files), and the data root the driver read them under
+    expected: dict = field(default_factory=dict)
+    planned_root: str = ""
 
     def experiment(self) -> str:
         if self.experiment_id is None:
@@ -79,7 +83,24 @@ class Workspace:
                 whole=whole,
                 resplit=cfg.data.resplit,
             )
+            self._check_planned(key, self.loaded[key])
         return self.loaded[key]
+
+    def _check_planned(self, key: tuple, data: ExampleSet) -> None:
+        """A set read here must be the one the driver keyed the job on: a worker whose data root holds
+        other files would otherwise train on them under the driver's key."""
+        if key not in self.expected or self.expected[key][0] == data.fingerprint:
+            return
+        fingerprint, files = self.expected[key]
+        task, language, split = key[:3]
+        raise DataError.at(
+            ", ".join(data.files),
+            "",
+            f"{task} {language} {split}: this process read other data (fingerprint {data.fingerprint[:12]},"
+            f" data root {resolve.data_root(self.cfg)}) than the study was planned on (fingerprint "
+            f"{fingerprint[:12]}: {', '.join(files)}, data root {self.planned_root or '?'})",
+            expected="the same files on every node (a shared data root, or identical copies)",
+        )
 
     def evaluation_examples(self, task: str, language: str, split: str) -> ExampleSet:
         """A split as evaluation and probes read it: whole where the task ships it and nothing here

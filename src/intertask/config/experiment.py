@@ -434,10 +434,16 @@ class ExecutorConfig:
     cpus: int | None = None  # ray: CPUs of a local Ray (default: all of this machine)
     cpus_per_stage: float = 1.0  # ray: CPUs a stage reserves
     gpus_per_stage: float = 0.0  # ray: GPUs a stage reserves
+    max_retries: int = 1  # ray: times a stage whose node or worker died is started again (it resumes
+    #   from its checkpoint where checkpoints are on storage every node reaches)
+    stall_seconds: int = 600  # ray: a study whose waiting stages no node can take for this long ends
+    #   with an error naming them and the cluster's resources
 
     def __post_init__(self) -> None:
         c = FieldChecks()
         c.require(self.cpus_per_stage > 0, "cpus_per_stage", "must be positive", self.cpus_per_stage, "> 0")
+        c.require(self.max_retries >= 0, "max_retries", "must not be negative", self.max_retries, ">= 0")
+        c.require(self.stall_seconds >= 1, "stall_seconds", "must be positive", self.stall_seconds, ">= 1")
         c.require(
             self.gpus_per_stage >= 0, "gpus_per_stage", "must not be negative", self.gpus_per_stage, ">= 0"
         )

@@ -360,6 +360,22 @@ def close_dead_runs(experiment_id: str) -> list[str]:
     return closed
 
 
+def close_running_children(experiment_id: str, parents: list[str], status: str = "KILLED") -> list[str]:
+    """Mark `status` every run still RUNNING under one of `parents` (and not one of them): a stage
+    whose process died -- its Ray node lost, its worker killed, on whichever host -- cannot close its
+    own run, and a retried stage leaves its first attempt's run behind."""
+    closed = []
+    for parent in parents:
+        query = f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent}'"  # a run id: hex
+        for found in search_pages([experiment_id], query):
+            if found.info.run_id not in parents:
+                close_run(found.info.run_id, status)
+                closed.append(found.info.run_id)
+    if closed:
+        logging.getLogger(__name__).warning("marked %d stage run(s) left RUNNING %s", len(closed), status)
+    return closed
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -1,0 +1,250 @@
+"""A study on a multi-node Ray cluster (`ray.cluster_utils.Cluster`: a head with no CPUs, worker nodes
+of 1 CPU each) against a real `mlflow server` with proxied artifacts, as on machines that share no disk
+with the server: stages run on the worker nodes, a worker node killed mid-stage leaves the study to
+finish on the other and no run RUNNING, a re-run against a restarted cluster (a new address) continues
+the same study and reuses every stage, a cluster that cannot take a stage ends the study with a clear
+error, and a stage reading other data than its driver planned on stops before training."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from intertask import cli
+from intertask.errors import DataError
+from intertask.executors import JobSpec, run_job
+from intertask.pipeline import plan
+from intertask.validate import load_experiment
+from intertask.workspace import Workspace
+
+from .conftest import write_experiment
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+STAGES = ("intermediate", "finetune", "evaluate")
+
+
+def _config(folder, tiny_model, name, address, **extra):
+    return write_experiment(
+        folder,
+        tiny_model,
+        name,
+        {
+            "training": {"epochs": 1, "checkpoint_every_steps": 2},
+            "intermediate": {"max_examples": {"train": 96, "dev": 32}},
+            "target": {"max_examples": {"train": 96, "dev": 32}},
+            "evaluation": {"languages": ["en", "de"], "max_examples": 32},
+            "grid": {"intermediate": ["xnli", "none"], "target": ["pawsx"], "seeds": [1]},
+            "executor": {"kind": "ray", "address": address, "cpus_per_stage": 1, "stall_seconds": 30},
+            "report": {"divergence": False, "bootstrap": 200},
+        },
+        **extra,
+    )
+
+
+def _cluster(workers: int) -> tuple[Cluster, list]:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(workers)]
+    cluster.wait_for_nodes()
+    return cluster, nodes
+
+
+def _runs(client, name):
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id], max_results=500) if experiment else []
+
+
+def _stages(runs):
+    return [r for r in runs if r.data.tags.get("intertask.stage") in STAGES]
+
+
+@pytest.fixture
+def cluster_env(monkeypatch, mlflow_server, tmp_path):
+    monkeypatch.chdir(tmp_path)  # reports/<experiment> land here
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    yield mlflow_server
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_study_runs_on_two_worker_nodes_and_resumes_on_a_restarted_cluster(
+    tiny_model, tmp_path, cluster_env
+):
+    client = MlflowClient(cluster_env)
+    cluster, _ = _cluster(2)
+    address = cluster.address
+    try:
+        config = _config(
+            tmp_path, tiny_model, "cluster", cluster.address, tracking={"experiment": "cluster-a"}
+        )
+        assert cli.main(["main", str(config)]) == 0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    runs = _runs(client, "cluster-a")
+    stages = _stages(runs)
+    assert len(stages) == 5 and all(r.info.status == "FINISHED" for r in stages)
+    assert len({r.data.tags["intertask.ray_node"] for r in stages}) == 2  # both worker nodes took stages
+    (main,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
+    assert main.data.tags["intertask.setting.executor.address"] == address
+    assert "executor.address" not in main.data.params  # a setting, not an immutable param
+    registered = {m.name for m in client.search_registered_models("name LIKE 'cluster%'")}
+    assert registered and all(
+        n.startswith("cluster-a.") for n in registered
+    )  # the experiment, as README says
+    assert (tmp_path / "reports" / "cluster-a" / "report.html").is_file()
+
+    cluster, _ = _cluster(1)  # the cluster restarted: another address
+    address = cluster.address
+    try:
+        assert cli.main(["main", str(config), f"executor.address={cluster.address}"]) == 0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    again = _runs(client, "cluster-a")
+    assert len(_stages(again)) == 5  # every finished stage reused, none run again
+    mains = [r for r in again if r.data.tags.get("intertask.stage") == "main"]
+    assert [r.info.run_id for r in mains] == [main.info.run_id]  # the same study continued
+    assert client.get_run(main.info.run_id).data.tags["intertask.setting.executor.address"] == address
+
+
+@pytest.mark.slow
+def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(tiny_model, tmp_path, cluster_env):
+    client = MlflowClient(cluster_env)
+    cluster, nodes = _cluster(2)
+    by_id = {n.node_id: n for n in nodes}
+    killed = []
+
+    def kill_a_busy_node():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            for run in _stages(_runs(client, "cluster-kill")):
+                node = run.data.tags.get("intertask.ray_node")
+                if run.info.status == "RUNNING" and node in by_id:
+                    cluster.remove_node(by_id[node], allow_graceful=False)
+                    killed.append(run.info.run_id)
+                    return
+            time.sleep(0.2)
+
+    config = _config(
+        tmp_path,
+        tiny_model,
+        "cluster-kill",
+        cluster.address,
+        training={"epochs": 3, "checkpoint_every_steps": 2},
+    )
+    killer = threading.Thread(target=kill_a_busy_node, daemon=True)
+    killer.start()
+    try:
+        assert cli.main(["main", str(config)]) == 0
+    finally:
+        killer.join(timeout=5)
+        ray.shutdown()
+        cluster.shutdown()
+    assert killed, "no stage was seen running on a worker node"
+    runs = _runs(client, "cluster-kill")
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+    assert client.get_run(killed[0]).info.status == "KILLED"  # the dead node's attempt, closed by the driver
+    finished = [r for r in _stages(runs) if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["intertask.stage"] for r in finished) == [
+        "evaluate",
+        "evaluate",
+        "finetune",
+        "finetune",
+        "intermediate",
+    ]
+
+
+@pytest.mark.slow
+def test_a_cluster_that_cannot_take_a_stage_ends_the_study_with_a_clear_error(
+    tiny_model, tmp_path, cluster_env, capsys
+):
+    client = MlflowClient(cluster_env)
+    cluster, _ = _cluster(0)  # the head only, with no CPUs: every worker node gone
+    try:
+        config = _config(tmp_path, tiny_model, "cluster-stall", cluster.address)
+        started = time.monotonic()
+        code = cli.main(["main", str(config), "executor.stall_seconds=8"])
+        waited = time.monotonic() - started
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    err = capsys.readouterr().err
+    assert code == 4 and waited < 120
+    assert "waiting for" in err and "each needs 1 CPU" in err and "executor.stall_seconds" in err
+    assert "0 CPU" in err
+    assert not [r for r in _runs(client, "cluster-stall") if r.info.status == "RUNNING"]
+
+
+def test_a_stage_reading_other_data_than_planned_stops_before_training(tiny_model, tmp_path, shared_data):
+    """What a worker node with other files under the data root would do: the job's example sets are
+    checked against the fingerprints the driver keyed it on, and the error names both roots."""
+    config = _config(tmp_path, tiny_model, "cluster-data", None, executor={"kind": "in_process"})
+    cfg = load_experiment(config)
+    ws = Workspace(cfg, str(config), experiment_id="")
+    study = plan(ws)
+    job = next(j for j in study.jobs if j.kind == "intermediate")
+    expected = {k: ("0" * 64, ["/driver/data/xnli/dev-en.tsv"]) for k in study.data[job.id]}
+    spec = JobSpec(
+        job,
+        study.configs[job.id],
+        str(config),
+        "sqlite:///unused.db",
+        "0",
+        "parent",
+        study.keys[job.id],
+        expected=expected,
+        data_root="/driver/data",
+    )
+    with pytest.raises(DataError) as err:
+        run_job(spec, workdir=tmp_path / "work")
+    text = str(err.value)
+    assert "/driver/data" in text and str(shared_data) in text and "planned on" in text
+    assert not (tmp_path / "unused.db").exists()  # nothing written: it stopped before any run
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_ray_study_with_143_and_its_runs_killed(tiny_model, tmp_path, cluster_env):
+    """ray.init replaces the driver's SIGTERM handler with one that exits at once (134 here, runs left
+    RUNNING); the driver puts its own back: 143, and the study's runs, stage runs included, KILLED."""
+    client = MlflowClient(cluster_env)
+    cluster, _ = _cluster(1)
+    config = _config(
+        tmp_path,
+        tiny_model,
+        "cluster-term",
+        cluster.address,
+        training={"epochs": 3, "checkpoint_every_steps": 2},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "intertask", "main", str(config)],
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if any(r.info.status == "RUNNING" for r in _stages(_runs(client, "cluster-term"))):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cluster.shutdown()
+    assert proc.returncode == 128 + signal.SIGTERM, output[-2000:]
+    assert "terminated (SIGTERM)" in output
+    runs = _runs(client, "cluster-term")
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    assert {r.info.status for r in runs if r.data.tags.get("intertask.stage") == "main"} == {"KILLED"}
+    assert "KILLED" in {r.info.status for r in _stages(runs)}
