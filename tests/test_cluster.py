@@ -92,6 +92,7 @@ def test_a_study_runs_on_two_worker_nodes_and_resumes_on_a_restarted_cluster(
     stages = _stages(runs)
     assert len(stages) == 5 and all(r.info.status == "FINISHED" for r in stages)
     assert len({r.data.tags["intertask.ray_node"] for r in stages}) == 2  # both worker nodes took stages
+    assert all(float(r.data.tags["intertask.heartbeat"]) >= r.info.start_time / 1000 - 1 for r in stages)
     (main,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
     assert main.data.tags["intertask.setting.executor.address"] == address
     assert "executor.address" not in main.data.params  # a setting, not an immutable param
@@ -116,7 +117,11 @@ def test_a_study_runs_on_two_worker_nodes_and_resumes_on_a_restarted_cluster(
 
 
 @pytest.mark.slow
-def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(tiny_model, tmp_path, cluster_env):
+def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
+    tiny_model, tmp_path, cluster_env, capsys
+):
+    """The dead node's stage is run again on the other; its first run, which no process can close, is
+    marked KILLED by the driver once its heartbeat is stale (heartbeat 1 s: stale after 4 s)."""
     client = MlflowClient(cluster_env)
     cluster, nodes = _cluster(2)
     by_id = {n.node_id: n for n in nodes}
@@ -138,7 +143,8 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(tiny_model
         tiny_model,
         "cluster-kill",
         cluster.address,
-        training={"epochs": 3, "checkpoint_every_steps": 2},
+        training={"epochs": 6, "checkpoint_every_steps": 2},  # long enough for the heartbeat to go stale
+        executor={"heartbeat_seconds": 1},  # merged over _config's executor section
     )
     killer = threading.Thread(target=kill_a_busy_node, daemon=True)
     killer.start()
@@ -152,6 +158,7 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(tiny_model
     runs = _runs(client, "cluster-kill")
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
     assert client.get_run(killed[0]).info.status == "KILLED"  # the dead node's attempt, closed by the driver
+    assert f"run {killed[0]} marked KILLED: no heartbeat" in capsys.readouterr().err  # while the study ran
     finished = [r for r in _stages(runs) if r.info.status == "FINISHED"]
     assert sorted(r.data.tags["intertask.stage"] for r in finished) == [
         "evaluate",

@@ -121,11 +121,8 @@ class InProcessExecutor:
         self.workdir = workdir
         self.data = data
 
-    def run(
-        self,
-        specs: list[JobSpec],
-        ready: dict[str, Outcome],
-    ) -> dict[str, Outcome]:
+    def run(self, specs: list[JobSpec], ready: dict[str, Outcome], watch=None) -> dict[str, Outcome]:
+        """`watch` is for executors whose stages run in other processes; here a stage is this process."""
         outcomes = dict(ready)
         waiting = {s.job.id: {o.job.id for o in specs if s.job.id in o.job.deps} for s in specs}
         for spec in specs:
@@ -230,17 +227,17 @@ class RayExecutor:
         gpus_per_stage: float,
         max_retries: int = 1,
         stall_seconds: float = 600,
+        watch_seconds: float = 30,
     ):
         self.address, self.cpus = address, cpus
         self.resources = {"num_cpus": cpus_per_stage, "num_gpus": gpus_per_stage}
         self.threads = max(1, int(cpus_per_stage))  # torch threads per stage: its CPUs, not the host's
         self.max_retries, self.stall_seconds = max_retries, stall_seconds
+        self.watch_seconds = watch_seconds
 
-    def run(
-        self,
-        specs: list[JobSpec],
-        ready: dict[str, Outcome],
-    ) -> dict[str, Outcome]:
+    def run(self, specs: list[JobSpec], ready: dict[str, Outcome], watch=None) -> dict[str, Outcome]:
+        """Every job not in `ready`, as Ray tasks; `watch()` is called every heartbeat interval while they
+        run (the pipeline closes the runs of stages whose heartbeat stopped)."""
         import ray
 
         main_thread = threading.current_thread() is threading.main_thread()
@@ -271,7 +268,7 @@ class RayExecutor:
 
             signal.signal(signal.SIGTERM, on_sigterm)
         try:
-            return self._collect(ray, pending, dict(ready))
+            return self._collect(ray, pending, dict(ready), watch)
         except KeyboardInterrupt as err:
             if terms and not isinstance(err, Terminated):
                 raise Terminated() from None
@@ -280,14 +277,21 @@ class RayExecutor:
             if callable(ours):
                 signal.signal(signal.SIGTERM, ours)
 
-    def _collect(self, ray, pending: dict[str, object], outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
+    def _collect(
+        self, ray, pending: dict[str, object], outcomes: dict[str, Outcome], watch
+    ) -> dict[str, Outcome]:
         """Each job's outcome as it finishes; what is left is cancelled when the driver stops."""
         names = {ref: job_id for job_id, ref in pending.items()}
         waiting = list(pending.values())
-        stalled_since = None
+        stalled_since, watched = None, time.monotonic()
         try:
             while waiting:
-                done, waiting = ray.wait(waiting, num_returns=1, timeout=self.POLL_SECONDS)
+                if watch is not None and time.monotonic() - watched >= self.watch_seconds:
+                    watch()
+                    watched = time.monotonic()
+                done, waiting = ray.wait(
+                    waiting, num_returns=1, timeout=min(self.POLL_SECONDS, self.watch_seconds)
+                )
                 if done:
                     outcome = ray.get(done[0])
                     outcomes[outcome.job_id] = outcome
@@ -333,6 +337,12 @@ def executor_for(cfg: ExperimentConfig, workdir: Path, data: dict | None = None)
     if cfg.executor.kind == "ray":
         e = cfg.executor
         return RayExecutor(
-            e.address, e.cpus, e.cpus_per_stage, e.gpus_per_stage, e.max_retries, e.stall_seconds
+            e.address,
+            e.cpus,
+            e.cpus_per_stage,
+            e.gpus_per_stage,
+            e.max_retries,
+            e.stall_seconds,
+            e.heartbeat_seconds,
         )
     return InProcessExecutor(workdir, data)

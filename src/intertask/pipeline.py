@@ -510,7 +510,12 @@ def _run_jobs(ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome]
         _require_portable(cfg)  # and every model a Ray job hands on is logged (see plan)
     status = "FAILED"
     try:
-        outcomes = executor_for(cfg, ws.workdir, ws.loaded).run(specs, ready)
+        stale = 4 * cfg.executor.heartbeat_seconds  # a stage process gone, on whichever host
+
+        def watch() -> None:
+            tracking.close_stale_runs(experiment, [*arms.values(), parent], stale)
+
+        outcomes = executor_for(cfg, ws.workdir, ws.loaded).run(specs, ready, watch=watch)
         status = "FINISHED"
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM
         status = "KILLED"

@@ -438,12 +438,21 @@ class ExecutorConfig:
     #   from its checkpoint where checkpoints are on storage every node reaches)
     stall_seconds: int = 600  # ray: a study whose waiting stages no node can take for this long ends
     #   with an error naming them and the cluster's resources
+    heartbeat_seconds: int = 30  # every stage run's tag intertask.heartbeat is renewed this often; the
+    #   Ray driver marks KILLED a stage run whose heartbeat is older than 4x this (its process is gone)
 
     def __post_init__(self) -> None:
         c = FieldChecks()
         c.require(self.cpus_per_stage > 0, "cpus_per_stage", "must be positive", self.cpus_per_stage, "> 0")
         c.require(self.max_retries >= 0, "max_retries", "must not be negative", self.max_retries, ">= 0")
         c.require(self.stall_seconds >= 1, "stall_seconds", "must be positive", self.stall_seconds, ">= 1")
+        c.require(
+            self.heartbeat_seconds >= 1,
+            "heartbeat_seconds",
+            "must be positive",
+            self.heartbeat_seconds,
+            ">= 1",
+        )
         c.require(
             self.gpus_per_stage >= 0, "gpus_per_stage", "must not be negative", self.gpus_per_stage, ">= 0"
         )

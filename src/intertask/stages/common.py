@@ -80,14 +80,17 @@ def recorded_run(
 ) -> Iterator[str]:
     """A run that records the resolved config, provenance, the machine and precision it ran with, the
     data it reads (fingerprints, and MLflow dataset inputs the UI lists), its system metrics, and a
-    description of what it does."""
+    description of what it does; while it runs, a heartbeat tag (tracking.heartbeat)."""
     tags = {**ws.tags, **tracking.process_tags(), **tags}
     if description:
         tags[tracking.DESCRIPTION] = description
     system = ws.cfg.tracking.system_metrics
-    with tracking.run(
-        name, experiment_id=ws.experiment(), parent_run_id=parent_run_id, tags=tags, system_metrics=system
-    ) as run_id:
+    with (
+        tracking.run(
+            name, experiment_id=ws.experiment(), parent_run_id=parent_run_id, tags=tags, system_metrics=system
+        ) as run_id,
+        tracking.heartbeat(run_id, ws.cfg.executor.heartbeat_seconds),
+    ):
         tracking.log_config(ws.cfg, ws.config_file)
         tracking.log_provenance()
         if runtime is not None:

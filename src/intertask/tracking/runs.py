@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -357,6 +358,52 @@ def close_dead_runs(experiment_id: str) -> list[str]:
             closed.append(found.info.run_id)
     if closed:
         logging.getLogger(__name__).warning("marked %d run(s) of dead processes KILLED", len(closed))
+    return closed
+
+
+HEARTBEAT = f"{TAG}heartbeat"  # tag: unix time of a running stage's latest sign of life
+
+
+@contextmanager
+def heartbeat(run_id: str, seconds: float) -> Iterator[None]:
+    """While the block runs, tag the run with the time every `seconds` (a thread): a driver on another
+    host tells a stage whose process died (its node lost) from a slow one by this tag going stale."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        client = MlflowClient()
+        while True:
+            try:
+                client.set_tag(run_id, HEARTBEAT, str(int(time.time())))
+            except Exception as err:  # noqa: BLE001 -- a missed beat is said, and the next one tried
+                print(
+                    f"note: heartbeat of run {run_id} not recorded: {redact(str(err))[:300]}", file=sys.stderr
+                )
+            if stop.wait(seconds):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=seconds + 30)
+
+
+def close_stale_runs(experiment_id: str, parents: list[str], stale_seconds: float) -> list[str]:
+    """Mark KILLED the runs RUNNING under `parents` whose heartbeat (else start) is older than
+    `stale_seconds`: their process is gone, wherever it ran. Returns their ids."""
+    closed, now = [], time.time()
+    for parent in parents:
+        query = f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent}'"  # a run id: hex
+        for found in search_pages([experiment_id], query):
+            last = float(found.data.tags.get(HEARTBEAT) or found.info.start_time / 1000)
+            if found.info.run_id not in parents and now - last > stale_seconds:
+                close_run(found.info.run_id, "KILLED")
+                closed.append(found.info.run_id)
+    for run_id in closed:
+        print(f"note: run {run_id} marked KILLED: no heartbeat for over {stale_seconds:g} s", file=sys.stderr)
     return closed
 
 
