@@ -394,30 +394,32 @@ def heartbeat(run_id: str, seconds: float) -> Iterator[None]:
 def close_stale_runs(experiment_id: str, parents: list[str], stale_seconds: float) -> list[str]:
     """Mark KILLED the runs RUNNING under `parents` whose heartbeat (else start) is older than
     `stale_seconds`: their process is gone, wherever it ran. Returns their ids."""
-    closed, now = [], time.time()
+    now, closed = time.time(), []
+    for found in _running_children(experiment_id, parents):
+        if now - float(found.data.tags.get(HEARTBEAT) or found.info.start_time / 1000) > stale_seconds:
+            close_run(found.info.run_id, "KILLED")
+            closed.append(found.info.run_id)
+            print(
+                f"note: run {found.info.run_id} marked KILLED: no heartbeat for over {stale_seconds:g} s",
+                file=sys.stderr,
+            )
+    return closed
+
+
+def _running_children(experiment_id: str, parents: list[str]) -> Iterator:
+    """The runs RUNNING under one of `parents` (not one of them)."""
     for parent in parents:
         query = f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent}'"  # a run id: hex
-        for found in search_pages([experiment_id], query):
-            last = float(found.data.tags.get(HEARTBEAT) or found.info.start_time / 1000)
-            if found.info.run_id not in parents and now - last > stale_seconds:
-                close_run(found.info.run_id, "KILLED")
-                closed.append(found.info.run_id)
-    for run_id in closed:
-        print(f"note: run {run_id} marked KILLED: no heartbeat for over {stale_seconds:g} s", file=sys.stderr)
-    return closed
+        yield from (r for r in search_pages([experiment_id], query) if r.info.run_id not in parents)
 
 
 def close_running_children(experiment_id: str, parents: list[str], status: str = "KILLED") -> list[str]:
     """Mark `status` every run still RUNNING under one of `parents` (and not one of them): a stage
     whose process died -- its Ray node lost, its worker killed, on whichever host -- cannot close its
     own run, and a retried stage leaves its first attempt's run behind."""
-    closed = []
-    for parent in parents:
-        query = f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent}'"  # a run id: hex
-        for found in search_pages([experiment_id], query):
-            if found.info.run_id not in parents:
-                close_run(found.info.run_id, status)
-                closed.append(found.info.run_id)
+    closed = [found.info.run_id for found in _running_children(experiment_id, parents)]
+    for run_id in closed:
+        close_run(run_id, status)
     if closed:
         logging.getLogger(__name__).warning("marked %d stage run(s) left RUNNING %s", len(closed), status)
     return closed
