@@ -118,25 +118,33 @@ def test_a_study_runs_on_two_worker_nodes_and_resumes_on_a_restarted_cluster(
 
 @pytest.mark.slow
 def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
-    tiny_model, tmp_path, cluster_env, capsys
+    tiny_model, tmp_path, cluster_env, capsys, monkeypatch
 ):
-    """The dead node's stage is run again on the other; its first run, which no process can close, is
-    marked KILLED by the driver once its heartbeat is stale (heartbeat 1 s: stale after 4 s)."""
+    """A node dies while its stage has a checkpoint on storage both nodes reach (INTERTASK_CHECKPOINTS,
+    set on the driver only: it travels with the tasks): the stage is run again on the other node and
+    resumes from that checkpoint; its first run, which no process can close, is marked KILLED by the
+    driver once its heartbeat is stale (heartbeat 1 s: stale after 4 s)."""
     client = MlflowClient(cluster_env)
+    shared = tmp_path / "shared-checkpoints"
+    monkeypatch.setenv("INTERTASK_CHECKPOINTS", str(shared))
     cluster, nodes = _cluster(2)
     by_id = {n.node_id: n for n in nodes}
     killed = []
 
-    def kill_a_busy_node():
+    def kill_a_node_with_a_checkpoint():
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
             for run in _stages(_runs(client, "cluster-kill")):
-                node = run.data.tags.get("intertask.ray_node")
-                if run.info.status == "RUNNING" and node in by_id:
+                node, key = (
+                    run.data.tags.get("intertask.ray_node"),
+                    run.data.tags.get("intertask.stage_key", ""),
+                )
+                saved = key and (shared / key[:32] / "latest").exists()
+                if run.info.status == "RUNNING" and node in by_id and saved:
                     cluster.remove_node(by_id[node], allow_graceful=False)
-                    killed.append(run.info.run_id)
+                    killed.append(run)
                     return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     config = _config(
         tmp_path,
@@ -146,7 +154,7 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
         training={"epochs": 6, "checkpoint_every_steps": 2},  # long enough for the heartbeat to go stale
         executor={"heartbeat_seconds": 1},  # merged over _config's executor section
     )
-    killer = threading.Thread(target=kill_a_busy_node, daemon=True)
+    killer = threading.Thread(target=kill_a_node_with_a_checkpoint, daemon=True)
     killer.start()
     try:
         assert cli.main(["main", str(config)]) == 0
@@ -154,11 +162,22 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
         killer.join(timeout=5)
         ray.shutdown()
         cluster.shutdown()
-    assert killed, "no stage was seen running on a worker node"
+    assert killed, "no stage was seen running on a worker node with a checkpoint"
+    (dead,) = killed
     runs = _runs(client, "cluster-kill")
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
-    assert client.get_run(killed[0]).info.status == "KILLED"  # the dead node's attempt, closed by the driver
-    assert f"run {killed[0]} marked KILLED: no heartbeat" in capsys.readouterr().err  # while the study ran
+    assert (
+        client.get_run(dead.info.run_id).info.status == "KILLED"
+    )  # the dead node's attempt, closed by the driver
+    assert f"run {dead.info.run_id} marked KILLED: no heartbeat" in capsys.readouterr().err  # while it ran
+    (retried,) = [
+        r
+        for r in _stages(runs)
+        if r.data.tags.get("intertask.stage_key") == dead.data.tags["intertask.stage_key"]
+        and r.info.status == "FINISHED"
+    ]
+    assert retried.data.tags["intertask.ray_node"] != dead.data.tags["intertask.ray_node"]
+    assert int(retried.data.tags["intertask.resumed_at_step"]) >= 2  # from the shared checkpoint
     finished = [r for r in _stages(runs) if r.info.status == "FINISHED"]
     assert sorted(r.data.tags["intertask.stage"] for r in finished) == [
         "evaluate",
