@@ -3,6 +3,7 @@ metric keys for every language, artifacts, registered versions with aliases and 
 from a models:/ URI; the MLproject through `mlflow run`; bad input that leaves nothing behind."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -62,7 +63,14 @@ def test_runs_carry_what_mlflow_users_look_for(study):
     experiment = client.get_experiment(parent.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "**e2e**" in experiment.tags["mlflow.note.content"]
-    assert "| intermediate | target | metric |" in parent.data.tags["mlflow.note.content"]
+    description = parent.data.tags["mlflow.note.content"]
+    assert "| intermediate | target | metric |" in description
+    assert "**xnli -> pawsx, pawsx accuracy per language**" in description  # the answer per language
+    assert all(f"\n| {lang} | " in description for lang in LANGUAGES)
+    local = client.download_artifacts(parent.info.run_id, "report/gains_table.json")
+    table = json.loads(Path(local).read_text(encoding="utf-8"))  # an MLflow table: the UI shows a table
+    gains = dict.fromkeys(table["columns"])
+    assert {"language", "gain", "ci_low", "ci_high", "flag"} <= set(gains) and table["data"]
     finetunes = [r for r in runs if r.data.tags.get("intertask.stage") == "finetune"]
     evaluations = [r for r in runs if r.data.tags.get("intertask.stage") == "evaluate"]
     assert finetunes and evaluations
@@ -148,6 +156,10 @@ def test_metric_keys_for_every_language(study):
         transfer = parent.data.metrics["score/" + cell.format("xnli", lang)]
         baseline = parent.data.metrics["score/" + cell.format("none", lang)]
         assert gain == pytest.approx(transfer - baseline)
+        low, high = (
+            parent.data.metrics[f"{b}/" + cell.format("xnli", lang)] for b in ("gain_low", "gain_high")
+        )
+        assert low <= gain <= high  # the interval beside the gain, for a chart
     trained = [r for r in runs if r.data.tags.get("intertask.stage") in ("intermediate", "finetune")]
     for run in trained:
         history = client.get_metric_history(run.info.run_id, "train/loss")
@@ -361,6 +373,9 @@ def test_mlflow_run_uses_the_mlproject(tiny_config, mlflow_server, tmp_path):
     (arm,) = _children(runs, parent)
     assert arm.data.tags["intertask.arm"] == "baseline"
     assert sorted(r.data.tags["intertask.stage"] for r in _children(runs, arm)) == ["evaluate", "finetune"]
+    experiment = client.get_experiment_by_name("mlproject")  # made by `mlflow run`, set up as ours
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "pawsx" in experiment.tags["mlflow.note.content"]  # the study's description
 
 
 @pytest.mark.parametrize("by", ["alias", "run_id"])

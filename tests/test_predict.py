@@ -242,3 +242,27 @@ def test_predict_and_a_top_k_study_on_a_real_server(tiny_model, mlflow_server, t
     done = mlflow_run("predict", config, mlflow_server, "predict-e2e", tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(client.search_runs([experiment], "tags.`intertask.stage` = 'predict'")) == 3
+
+
+def test_fewer_than_three_intermediate_choices_are_not_ranked():
+    """One or two choices: every estimator 'ranks' them alike, nothing an estimator can be judged on;
+    the ranks are not logged and a notice says so."""
+    from intertask.predict import rankable, ranked
+
+    def rows(target, choices):
+        return [
+            {
+                "model": "m",
+                "target": target,
+                "intermediate": c,
+                "estimator": "embedding_similarity",
+                "value": v,
+            }
+            for c, v in zip(choices, (0.3, 0.2, 0.1), strict=False)
+        ]
+
+    estimates = pd.DataFrame(rows("pawsx", ["rte", "sst2"]) + rows("xnli", ["rte", "sst2", "mnli"]))
+    order, notices = rankable(ranked(estimates))
+    assert set(order.target) == {"xnli"} and len(order) == 3
+    ((what, line),) = notices
+    assert what == "nothing_to_rank.pawsx" and "2 intermediate choice(s): nothing to rank" in line

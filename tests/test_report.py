@@ -1,5 +1,7 @@
 """Divergence measures on constructed corpora with known answers, and the report's statistics."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -293,3 +295,21 @@ def test_xtreme_group_scores_of_a_cell_are_gains_with_intervals_from_the_same_dr
     assert group.gain == pytest.approx(per_task[["xquad", "mlqa", "tydiqa"]].mean())
     assert group.ci_low < group.gain < group.ci_high and group.family == "cell" and group.examples == 1000
     assert "overall" not in set(gains.language)  # not all nine XTREME tasks
+
+
+def test_html_artifacts_declare_utf8_so_non_latin_text_shows_as_written(local_store):
+    """predictions.html and languages.html were bare fragments: the artifact viewer read Arabic, Hindi,
+    Thai and Chinese predictions as Latin-1 mojibake."""
+    import mlflow
+
+    from intertask import tracking
+
+    text = ["مرحبا بالعالم", "नमस्ते", "สวัสดี", "你好，世界"]
+    with mlflow.start_run() as run:
+        tracking.log_table(
+            pd.DataFrame({"language": ["ar", "hi", "th", "zh"], "prediction": text}), "evaluation/x"
+        )
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="evaluation/x.html")
+    raw = Path(local).read_bytes()
+    assert raw.startswith(b"<!doctype html>") and b"<meta charset='utf-8'>" in raw[:200]
+    assert all(t.encode("utf-8") in raw for t in text)

@@ -129,7 +129,10 @@ def test_the_parent_run_page_shows_the_headline_gains(study, mlflow_server, page
     table = page.locator("table", has_text="95 % interval").first
     table.wait_for(state="visible")
     assert "xnli" in table.inner_text() and "pawsx" in table.inner_text()
-    page.screenshot(path=str(shots / "parent-run.png"))
+    page.get_by_text("xnli -> pawsx, pawsx accuracy per language").first.wait_for(state="visible")
+    languages = page.locator("table", has_text="language").last  # the answer per language, no artifact
+    assert "[" in languages.inner_text() and "en" in languages.inner_text()  # gains with their intervals
+    page.screenshot(path=str(shots / "parent-run.png"), full_page=True)
 
 
 def test_a_stage_page_shows_its_datasets_system_metrics_and_model(study, mlflow_server, page, shots):

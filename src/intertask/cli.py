@@ -186,7 +186,7 @@ def _predict_command(ws) -> int:
     study = pipeline.plan(ws)
     known = ws.known_experiment() is not None
     result = predict.run(ws, pipeline.intermediate_models(ws, study) if known else {})
-    order = predict.ranked(result.estimates)
+    order, _ = predict.rankable(predict.ranked(result.estimates))  # the rest was said by predict.run
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         for (model, target), frame in order.groupby(["model", "target"], sort=False):
             table = frame.pivot_table(index="intermediate", columns="estimator", values="rank")

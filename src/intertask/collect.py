@@ -8,6 +8,8 @@ rebuilds the same inputs from stored runs alone (`intertask report`).
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
 
 from intertask import predict, tracking
@@ -112,8 +114,9 @@ def load(run_id: str) -> Report:
 
 
 def headline_markdown(cfg: ExperimentConfig, built: Report) -> str:
-    """The headline gains (first metric, mean over languages) as a Markdown table for the parent run's
-    description in the MLflow UI."""
+    """The headline gains (first metric, mean over languages), then each cell's gains per language,
+    as Markdown tables for the parent run's description in the MLflow UI: the study's answer without
+    opening an artifact. Values in points (x100), with as many decimals as their interval supports."""
     from intertask import report
 
     rows = report.summary_rows(cfg, built.gains)
@@ -124,19 +127,74 @@ def headline_markdown(cfg: ExperimentConfig, built: Report) -> str:
         "|---|---|---|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in rows.itertuples():
+        p = _points(r.ci_high - r.ci_low)
         lines.append(
-            f"| {r.intermediate} | {r.target} | {r.metric} | {r.n_seeds} | {r.baseline:.4f} | {r.transfer:.4f} "
-            f"| {r.gain:+.4f} | [{r.ci_low:+.4f}, {r.ci_high:+.4f}] | {r.q:.3f} | {r.flag} |"
+            f"| {r.intermediate} | {r.target} | {r.metric} | {r.n_seeds} | {p(r.baseline)} | {p(r.transfer)} "
+            f"| {p(r.gain, True)} | [{p(r.ci_low, True)}, {p(r.ci_high, True)}] | {'' if r.q != r.q else f'{r.q:.2g}'} | {r.flag} |"
         )
     warnings = "".join(
         f"\n\n**{r.target} ({r.model}): {report.not_learnt_text(r)}.**"
         for r in built.learnt.itertuples()
         if not r.learnt
     )
-    return (
-        f"Headline gains ({cfg.report.headline_language}; interval over seeds and test examples; q: "
-        f"{cfg.report.correction.upper()} over the headline family):\n\n" + "\n".join(lines) + warnings
+    text = (
+        f"Headline gains in points ({cfg.report.headline_language}; interval over seeds and test examples; "
+        f"q: {cfg.report.correction.upper()} over the headline family):\n\n" + "\n".join(lines) + warnings
     )
+    cells = [_language_markdown(built.gains, r) for r in rows.itertuples()]
+    room = DESCRIPTION_ROOM - len(text)
+    shown = [c for c in itertools.accumulate(cells) if len(c) <= room]
+    more = len(cells) - len(shown)
+    return (
+        text
+        + (shown[-1] if shown else "")
+        + (f"\n\n({more} more cell(s) per language in report/report.html)" if more else "")
+    )
+
+
+DESCRIPTION_ROOM = 7600  # of MLflow's 8,000 characters per tag, after the study's own description
+
+
+def _points(width: float):
+    """A formatter of metric values in points whose decimals follow an interval `width` (metric units):
+    one decimal once the interval spans a point or more, two below, three below a tenth of a point."""
+    decimals = 1 if not width > 0 or width * 100 >= 1 else 2 if width * 100 >= 0.1 else 3
+
+    def fmt(value: float, signed: bool = False) -> str:
+        if value != value:  # NaN: no interval (a cell without per-example outcomes)
+            return ""
+        return f"{value * 100:{'+' if signed else ''}.{decimals}f}"
+
+    return fmt
+
+
+def _language_markdown(gains: pd.DataFrame, headline) -> str:
+    """One cell's gains per language (the headline metric): gain, interval and flag."""
+    same = (
+        (gains.model == headline.model)
+        & (gains.intermediate == headline.intermediate)
+        & (gains.target == headline.target)
+        & (gains.task == headline.task)
+        & (gains.split == headline.split)
+        & (gains.metric == headline.metric)
+        & ~gains.language.str.startswith("mean_")
+    )
+    rows = gains[same]
+    if rows.empty:
+        return ""
+    lines = [
+        f"\n\n**{headline.intermediate} -> {headline.target}, {headline.task} {headline.metric} per language** "
+        "(points; 95 % interval over seeds and test examples; flags within this cell):\n",
+        "| language | baseline | transfer | gain | 95 % interval | flag |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for r in rows.itertuples():
+        p = _points(r.ci_high - r.ci_low)
+        lines.append(
+            f"| {r.language} | {p(r.baseline)} | {p(r.transfer)} | {p(r.gain, True)} "
+            f"| [{p(r.ci_low, True)}, {p(r.ci_high, True)}] | {r.flag} |"
+        )
+    return "\n".join(lines)
 
 
 def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
@@ -153,16 +211,22 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
     for name, png in built.images.items():
         tracking.log_bytes(png, f"report/{name}.png")
     tracking.log_text(built.html, "report/report.html")
-    tracking.set_tags({tracking.DESCRIPTION: tracking.describe(cfg) + "\n\n" + headline_markdown(cfg, built)})
+    if not built.gains.empty:  # an MLflow table: the artifact view shows it as a table
+        tracking.log_mlflow_table(built.gains, "report/gains_table.json")
+    description = tracking.describe(cfg) + "\n\n" + headline_markdown(cfg, built)
+    tracking.set_tags({tracking.DESCRIPTION: description[: tracking.TAG_LIMIT]})
     tracking.log_json(
         {o.job_id: {"run_id": o.run_id, "key": o.key, "reused": o.reused} for o in outcomes.values()},
         "report/stages.json",
     )
     values = {}
-    for r in built.gains.itertuples():
-        values[
-            f"gain/{metric_part(r.model)}/{metric_part(r.intermediate)}/{metric_part(r.target)}/{r.task}/{r.split}/{r.language}/{r.metric}"
-        ] = r.gain
+    for r in built.gains.itertuples():  # a chart of gain/... beside gain_low/... and gain_high/...
+        cell = (
+            f"{metric_part(r.model)}/{metric_part(r.intermediate)}/{metric_part(r.target)}/{r.task}/{r.split}"
+        )
+        for name, value in (("gain", r.gain), ("gain_low", r.ci_low), ("gain_high", r.ci_high)):
+            if value == value:  # NaN: no interval
+                values[f"{name}/{cell}/{r.language}/{r.metric}"] = value
     for r in (
         built.scores.groupby(
             ["model", "intermediate", "target", "task", "split", "language", "metric"], sort=False

@@ -164,6 +164,29 @@ def ranked(estimates: pd.DataFrame) -> pd.DataFrame:
     ).sort_values(["model", "target", "estimator", "rank"])
 
 
+MIN_CHOICES = 3  # a ranking of fewer intermediate choices says nothing an estimator could be judged on
+
+
+def rankable(order: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The ranks of the (model, target) pairs with at least MIN_CHOICES intermediate choices, and a
+    notice for each pair left out (one choice is "ranked" 1 by every estimator)."""
+    if order.empty:
+        return order, []
+    choices = order.groupby(["model", "target"]).intermediate.transform("nunique")
+    notices = [
+        (
+            f"nothing_to_rank.{target}",
+            f"predict: {target} ({model}) has {n} intermediate choice(s): nothing to rank (ranks need "
+            f"{MIN_CHOICES} or more); its estimates are logged, its ranks are not",
+        )
+        for (model, target), n in order[choices < MIN_CHOICES]
+        .groupby(["model", "target"])
+        .intermediate.nunique()
+        .items()
+    ]
+    return order[choices >= MIN_CHOICES], notices
+
+
 def top_k(estimates: pd.DataFrame, by: str, k: int) -> dict[tuple[str, str], list[str]]:
     """(model, target) -> the k best intermediate labels by estimator `by`."""
     order = ranked(estimates)
@@ -204,9 +227,10 @@ def log(ws: Workspace, estimates: pd.DataFrame, seconds: float, parent_run_id: s
         }
         tracking.log_metrics(values | {"predict_seconds": seconds})
         tracking.log_table(estimates, "predict/estimates")
-        order = ranked(estimates)
-        tracking.log_table(order, "predict/ranked")
+        order, notices = rankable(ranked(estimates))
+        tracking.record_notices(notices)
         if not order.empty:
+            tracking.log_table(order, "predict/ranked")
             figure = plots.estimator_ranks(order)
             tracking.log_figure(figure, "predict/ranks.png")
             plots.close(figure)

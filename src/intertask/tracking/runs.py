@@ -93,12 +93,13 @@ def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:
     name = cfg.tracking.experiment or cfg.name
     try:
         if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: the launcher chose the experiment
-            return MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
-        experiment = mlflow.get_experiment_by_name(name)
+            launched = MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+            experiment = mlflow.get_experiment(launched)  # set up as one of ours (kind, description)
+        else:
+            experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
             return _create_experiment(name, describe(cfg)) if create else None
-        if EXPERIMENT_KIND not in experiment.tags:  # made by an earlier version, or by hand
-            MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        _set_up(experiment, cfg)
         return experiment.experiment_id
     except MlflowException as err:
         raise TrackingError(
@@ -129,6 +130,7 @@ def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:
 EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI opens a model-training experiment on its runs
 MODEL_TRAINING = "custom_model_development"  # (without it MLflow 3 opens an empty GenAI overview)
 DESCRIPTION = "mlflow.note.content"  # an experiment's or a run's description in the UI (Markdown)
+TAG_LIMIT = 8000  # MLflow's longest tag value
 
 
 def describe(cfg: ExperimentConfig) -> str:
@@ -145,6 +147,17 @@ def describe(cfg: ExperimentConfig) -> str:
         f"{shape}; base model {cfg.model.name_or_path}. Each study is a `main` run with one child per "
         "arm and one per stage; its report (gains with intervals) is the parent run's artifact."
     )
+
+
+def _set_up(experiment, cfg: ExperimentConfig) -> None:
+    """An experiment made elsewhere (by `mlflow run`, an earlier version, by hand) gets what ours get
+    when created: the model-training kind (else MLflow 3's UI opens an empty GenAI overview) and, when
+    it has none, the study's description."""
+    client = MlflowClient()
+    if EXPERIMENT_KIND not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    if not experiment.tags.get(DESCRIPTION):
+        client.set_experiment_tag(experiment.experiment_id, DESCRIPTION, redact(describe(cfg)))
 
 
 def _create_experiment(name: str, description: str = "") -> str:
@@ -497,9 +510,26 @@ def record_notices(notices: list[tuple[str, str]]) -> None:
 
 
 def log_table(df: pd.DataFrame, path: str) -> None:
-    """A pandas table as CSV and HTML artifacts (`path` without extension)."""
+    """A pandas table as CSV and HTML artifacts (`path` without extension); the HTML a whole page that
+    declares UTF-8, so that the artifact viewer shows Arabic, Hindi, Thai or Chinese text as written."""
     mlflow.log_text(df.to_csv(index=False), f"{path}.csv")
-    mlflow.log_text(df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep=""), f"{path}.html")
+    table = df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
+    mlflow.log_text(html_page(Path(path).name, table), f"{path}.html")
+
+
+def log_mlflow_table(df: pd.DataFrame, path: str) -> None:
+    """A table as MLflow's own table artifact (`mlflow.log_table`, `path` ending .json), which the UI's
+    artifact view renders as a table (and `mlflow.load_table` reads back)."""
+    mlflow.log_table(df, artifact_file=path)
+
+
+def html_page(title: str, body: str) -> str:
+    """An HTML page around `body` that declares its encoding (a bare fragment is read as Latin-1)."""
+    escaped = title.replace("&", "&amp;").replace("<", "&lt;")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escaped}</title></head>"
+        f"<body>{body}</body></html>"
+    )
 
 
 def log_parquet(df: pd.DataFrame, path: str) -> None:
@@ -521,7 +551,9 @@ def read_run_parquet(run_id: str, path: str) -> pd.DataFrame | None:
 
 
 def log_figure(figure, path: str) -> None:
-    mlflow.log_figure(figure, path)
+    """A matplotlib figure as a PNG artifact, cropped to what it draws (a colour bar's label included:
+    the default canvas cut it off), as the local report's copies are."""
+    mlflow.log_figure(figure, path, save_kwargs={"dpi": 110, "bbox_inches": "tight"})
 
 
 def log_text(text: str, path: str) -> None:

@@ -89,8 +89,7 @@ def summarise(ws, study, name, url, parent, kept: Kept | None, ran: int) -> Tune
     table.to_csv(folder / "trials.csv", index=False)
     done = not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     with tracking.logging_to(parent):
-        tracking.log_table(table, "tuning/trials")
-        tracking.log_text(table.to_html(index=False), "tuning/trials.html")
+        tracking.log_table(table, "tuning/trials")  # trials.csv and trials.html
         if best is not None:
             tracking.log_metrics({"best_value": best.value, "best_trial": best.number})
             best_run = best.user_attrs.get("mlflow_run_id")
