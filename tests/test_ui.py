@@ -1,9 +1,11 @@
 """The MLflow UI in a real browser: Playwright for Python driving Debian's `chromium` on a finished tiny
 study (TINY_STUDY, its own experiment on the session's real `mlflow server`). Skipped, saying why, when Playwright is not
 installed or no Chromium starts. Screenshots go to $INTERTASK_UI_SCREENSHOTS (default: a temporary
-folder, printed); README's two come from
+folder, printed). README's arm comparison comes from
 
-    INTERTASK_UI_SCREENSHOTS=docs/images HF_HUB_OFFLINE=1 .venv/bin/python -m pytest tests/test_ui.py
+    INTERTASK_UI_SCREENSHOTS=docs/images HF_HUB_OFFLINE=1 .venv/bin/python -m pytest tests/test_ui.py -k comparing
+
+and its run tree and parent run page from the demo itself (docs/ui_screenshots.py).
 """
 
 import json
