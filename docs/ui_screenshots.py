@@ -61,11 +61,13 @@ def shoot(uri: str, experiment: str, out: Path) -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(60_000)
         base = f"{uri}/#/experiments/{found.experiment_id}"
-        _open(page, f"{base}/runs/{parent.info.run_id}?workflowType=machine_learning", parent.info.run_name)
+        open_page(
+            page, f"{base}/runs/{parent.info.run_id}?workflowType=machine_learning", parent.info.run_name
+        )
         page.get_by_text("Show more", exact=True).first.click()  # the description, folded after two lines
         page.locator("table", has_text="95 % interval").last.wait_for(state="visible")
         page.screenshot(path=str(out / "parent-run.png"), full_page=True)
-        _open(page, f"{base}/runs?workflowType=machine_learning", parent.info.run_name)
+        open_page(page, f"{base}/runs?workflowType=machine_learning", parent.info.run_name)
         page.locator("[role=row]", has_text=parent.info.run_name).first.locator(EXPAND).click()
         arms = page.locator("[role=row]", has_text="arm ")
         arms.first.wait_for()
@@ -77,7 +79,8 @@ def shoot(uri: str, experiment: str, out: Path) -> None:
         browser.close()
 
 
-def _open(page, url: str, wait_for: str) -> None:
+def open_page(page, url: str, wait_for: str) -> None:
+    """Go to `url`, wait for `wait_for`, and close the assistant's side panel if it opened."""
     page.goto(url, wait_until="load")
     page.get_by_text(wait_for, exact=True).first.wait_for()
     close = page.get_by_role("button", name="Close")  # the assistant's side panel, open on first visit

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from docs.ui_screenshots import EXPAND, open_page
 from intertask import tracking
 
 from .conftest import main_against, missing_component, write_experiment
 
-EXPAND = 'button[data-component-id$="runnamecellrenderer.tsx_46"]'  # a parent run's +/- in the runs table
 TIMEOUT_MS = 60_000  # a cold UI on a busy 2-core machine
 
 
@@ -81,14 +81,6 @@ def page(browser):
     page.close()
 
 
-def _open(page, url: str, wait_for: str) -> None:
-    page.goto(url, wait_until="load")
-    page.get_by_text(wait_for, exact=True).first.wait_for()
-    close = page.get_by_role("button", name="Close")  # the assistant's side panel, open on first visit
-    if close.count():
-        close.first.click()
-
-
 def _by_stage(runs, stage: str) -> list:
     return [r for r in runs if r.data.tags.get("intertask.stage") == stage]
 
@@ -126,7 +118,7 @@ def test_the_experiment_link_opens_the_run_tree_in_the_model_training_view(study
 def test_the_parent_run_page_shows_the_headline_gains(study, mlflow_server, page, shots):
     client, runs, _ = study
     (parent,) = _by_stage(runs, "main")
-    _open(page, _run_page(mlflow_server, parent), "main ui")
+    open_page(page, _run_page(mlflow_server, parent), "main ui")
     page.get_by_text("Show more", exact=True).first.click()  # the description, folded after two lines
     table = page.locator("table", has_text="95 % interval").first
     table.wait_for(state="visible")
@@ -142,7 +134,7 @@ def test_a_stage_page_shows_its_datasets_system_metrics_and_model(study, mlflow_
     (transfer,) = [
         r for r in _by_stage(runs, "finetune") if r.data.tags["intertask.task_chain"] == "xnli-pawsx"
     ]
-    _open(page, _run_page(mlflow_server, transfer), "finetune pawsx (en)")
+    open_page(page, _run_page(mlflow_server, transfer), "finetune pawsx (en)")
     page.get_by_text("System metrics (").first.wait_for()
     body = page.inner_text("body")
     assert "system/cpu_utilization_percentage" in body
@@ -154,7 +146,9 @@ def test_a_stage_page_shows_its_datasets_system_metrics_and_model(study, mlflow_
 
 def test_the_registered_model_page_shows_its_alias(study, mlflow_server, page, shots):
     _, _, names = study
-    _open(page, f"{mlflow_server}/#/models/{names['xnli-pawsx']}?workflowType=machine_learning", "Version 1")
+    open_page(
+        page, f"{mlflow_server}/#/models/{names['xnli-pawsx']}?workflowType=machine_learning", "Version 1"
+    )
     row = page.locator("tr, [role=row]", has_text="Version 1").first
     assert "target" in row.inner_text()  # the alias column (and the intertask.stage tag)
     assert "@" in page.inner_text("body") or "Aliases" in page.inner_text("body")
@@ -167,7 +161,7 @@ def test_comparing_the_two_arms_shows_scores_and_the_gain(study, mlflow_server, 
     ids = json.dumps([r.info.run_id for r in arms])
     experiment = json.dumps([arms[0].info.experiment_id])
     url = f"{mlflow_server}/#/compare-runs?runs={ids}&experiments={experiment}&workflowType=machine_learning"
-    _open(page, url, "Run details")
+    open_page(page, url, "Run details")
     body = page.inner_text("body")
     key = "pawsx/pawsx/test/en/accuracy"
     assert f"gain_vs_baseline/{key}" in body and f"score/{key}" in body

@@ -127,10 +127,9 @@ def headline_markdown(cfg: ExperimentConfig, built: Report) -> str:
         "|---|---|---|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in rows.itertuples():
-        p = _points(r.ci_high - r.ci_low)
+        q = "" if r.q != r.q else f"{r.q:.2g}"  # NaN: a cell outside the headline family
         lines.append(
-            f"| {r.intermediate} | {r.target} | {r.metric} | {r.n_seeds} | {p(r.baseline)} | {p(r.transfer)} "
-            f"| {p(r.gain, True)} | [{p(r.ci_low, True)}, {p(r.ci_high, True)}] | {'' if r.q != r.q else f'{r.q:.2g}'} | {r.flag} |"
+            f"| {r.intermediate} | {r.target} | {r.metric} | {r.n_seeds} | {_estimate(r)} | {q} | {r.flag} |"
         )
     warnings = "".join(
         f"\n\n**{r.target} ({r.model}): {report.not_learnt_text(r)}.**"
@@ -188,13 +187,16 @@ def _language_markdown(gains: pd.DataFrame, headline) -> str:
         "| language | baseline | transfer | gain | 95 % interval | flag |",
         "|---|---:|---:|---:|---|---|",
     ]
-    for r in rows.itertuples():
-        p = _points(r.ci_high - r.ci_low)
-        lines.append(
-            f"| {r.language} | {p(r.baseline)} | {p(r.transfer)} | {p(r.gain, True)} "
-            f"| [{p(r.ci_low, True)}, {p(r.ci_high, True)}] | {r.flag} |"
-        )
+    lines.extend(f"| {r.language} | {_estimate(r)} | {r.flag} |" for r in rows.itertuples())
     return "\n".join(lines)
+
+
+def _estimate(r) -> str:
+    """A gains row's baseline | transfer | gain | interval cells, in points (see _points)."""
+    p = _points(r.ci_high - r.ci_low)
+    return (
+        f"{p(r.baseline)} | {p(r.transfer)} | {p(r.gain, True)} | [{p(r.ci_low, True)}, {p(r.ci_high, True)}]"
+    )
 
 
 def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
