@@ -305,6 +305,7 @@ def test_html_artifacts_declare_utf8_so_non_latin_text_shows_as_written(local_st
     from intertask import tracking
 
     text = ["مرحبا بالعالم", "नमस्ते", "สวัสดี", "你好，世界"]
+    mlflow.set_tracking_uri(f"sqlite:///{local_store / 'mlflow.db'}")  # as entry points do (tracking.use)
     with mlflow.start_run() as run:
         tracking.log_table(
             pd.DataFrame({"language": ["ar", "hi", "th", "zh"], "prediction": text}), "evaluation/x"
