@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from intertask.compute.machine import cpu_flags, cpu_model
+from intertask.compute.machine import BF16_FLAGS, cpu_flags, cpu_model
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 THREADS_ENV = (
@@ -122,7 +122,7 @@ def native_cpu_bf16(flags: frozenset[str], onednn_bf16: bool) -> bool:
     """bf16 matrix instructions in the CPU (avx512_bf16, amx_bf16) and oneDNN allowed to use them
     (ONEDNN_MAX_CPU_ISA can cap it below). oneDNN alone also says yes on AVX-512 CPUs without them,
     where it emulates bf16, so both must hold."""
-    return bool(flags & {"avx512_bf16", "amx_bf16"}) and onednn_bf16
+    return bool(flags & BF16_FLAGS) and onednn_bf16
 
 
 def _onednn_bf16() -> bool:

@@ -123,9 +123,7 @@ def _hub_records(
                 [str(v) for v in value] if isinstance(value, list) else str(value)
             )
         records.append(Record(fields, where, f"row {i + 1}"))
-    pinned = f"#commit={commit}" if commit else ""
-    if not commit and hub.path not in PACKAGED_BUILDERS and not Path(hub.path).expanduser().exists():
-        pinned = "#commit=unresolved"
+    pinned = f"#commit={commit or 'unresolved'}" if _hub_repository(hub) else ""
     return records, f"{where}{pinned}@{getattr(rows, '_fingerprint', '')}"
 
 
@@ -139,12 +137,17 @@ def hub_where(hub, name: str | None, split: str) -> str:
 PACKAGED_BUILDERS = frozenset({"csv", "json", "parquet", "text", "arrow", "pandas", "xml", "sql"})
 
 
+def _hub_repository(hub) -> bool:
+    """Whether a hub source is a repository on the hub: not one of datasets' builders, not a local folder."""
+    return hub.path not in PACKAGED_BUILDERS and not Path(hub.path).expanduser().exists()
+
+
 def hub_commit(hub) -> str | None:
     """The commit a hub dataset's revision (default main; a branch such as refs/convert/parquet moves)
     stands for now, asked once per process: the data are read at that commit and the commit goes into
     the set's fingerprint, so a branch that moved gives new keys instead of reusing stale runs. None for
     packaged builders, and where neither the hub nor the local cache knows (then the branch is read)."""
-    if hub.path in PACKAGED_BUILDERS or Path(hub.path).expanduser().exists():  # a builder, a local folder
+    if not _hub_repository(hub):
         return None
     from intertask import models
 

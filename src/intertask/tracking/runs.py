@@ -3,6 +3,7 @@ tables, figures and files into the active run."""
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import platform
@@ -525,9 +526,8 @@ def log_mlflow_table(df: pd.DataFrame, path: str) -> None:
 
 def html_page(title: str, body: str) -> str:
     """An HTML page around `body` that declares its encoding (a bare fragment is read as Latin-1)."""
-    escaped = title.replace("&", "&amp;").replace("<", "&lt;")
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escaped}</title></head>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
         f"<body>{body}</body></html>"
     )
 
