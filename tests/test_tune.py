@@ -125,7 +125,9 @@ def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):
     assert len(pids) == 2, "both workers should have run trials"
     best = study.best_trial
     values = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
-    assert [v for v in values if v == best.value] == [best.value], values  # a best, not a tie
+    # the trials score differently, so "best" is chosen (two trials may still share the top score:
+    # which configurations the sampler proposes depends on the order the two workers finish in)
+    assert len(set(values)) > 1 and best.value == max(values), values
     version = client.get_model_version_by_alias(f"{name}.{model_name}.udpos", "tuned")
     assert version.run_id == best.user_attrs["mlflow_run_id"]  # the best trial's model, registered
     return study
