@@ -295,7 +295,7 @@ CASES = {
         [],
         "finetune",
         "<model>",
-        "target.init: a models:/ URI needs @alias or /version",
+        "target.init: a models:/ URI needs @alias, /version or a model id",
     ),
     "models URI to nothing": (
         {"target.init": "models:/nothing.here@target"},

@@ -309,7 +309,7 @@ def test_evaluate_rejects_a_model_with_the_wrong_head(study, mlflow_server, monk
     "uri, expected",
     [
         ("models:/no.such.model@target", "evaluation.model: not found in the tracking store"),
-        ("models:/no.such.model", "evaluation.model: a models:/ URI needs @alias or /version"),
+        ("models:/no.such.model", "evaluation.model: a models:/ URI needs @alias, /version or a model id"),
         ("0123456789abcdef0123456789abcdef", "evaluation.model: not found in the tracking store"),
     ],
 )

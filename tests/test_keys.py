@@ -83,7 +83,7 @@ def test_a_hub_model_is_keyed_by_the_commit_its_revision_stands_for(tmp_path, mo
     from huggingface_hub import constants
 
     from intertask import models
-    from intertask.tracking import weights
+    from intertask.compute import weights
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # here the hub cannot be asked: the cache says

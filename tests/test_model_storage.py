@@ -227,14 +227,14 @@ def test_a_model_logged_as_its_changed_weights_loads_whole_and_scores_the_same(
 
 def test_changed_weights_round_trip_exactly_and_refuse_a_different_base(tiny_model, tmp_path):
     """slim_copy keeps only the tensors that differ from the base (an encoder layer changed, the
-    classifier new) and materialize gives back every tensor bit for bit; against another base model the
+    classifier new); loading puts them over the base in memory and gives back every tensor bit for
+    bit, to the head model and to the bare encoder, writing nothing; against another base model the
     digest check names base.json instead of building a different model."""
     import torch
-    from safetensors.torch import load_file
-    from transformers import BertForSequenceClassification
+    from transformers import AutoModel, BertForSequenceClassification
 
+    from intertask.compute import weights
     from intertask.errors import ModelError
-    from intertask.tracking import weights
 
     model = BertForSequenceClassification.from_pretrained(str(tiny_model), num_labels=3)
     with torch.no_grad():
@@ -245,14 +245,15 @@ def test_changed_weights_round_trip_exactly_and_refuse_a_different_base(tiny_mod
     assert "bert.embeddings.word_embeddings.weight" in omitted
     assert "bert.encoder.layer.0.output.dense.weight" not in omitted
     assert "classifier.weight" not in omitted and sizes["bytes_omitted"] > sizes["bytes_kept"]
-    whole = weights.materialize(tmp_path / "slim")
-    rebuilt, original = (
-        load_file(whole / "model.safetensors"),
-        load_file(tmp_path / "trained" / "model.safetensors"),
-    )
+    before = sorted(p.name for p in (tmp_path / "slim").iterdir())
+    rebuilt = weights.load(BertForSequenceClassification, tmp_path / "slim").state_dict()
+    original = model.state_dict()
     assert rebuilt.keys() == original.keys()
     assert all(torch.equal(rebuilt[k], original[k]) for k in original)
-    assert not (tmp_path / "slim" / "model.safetensors").exists()  # the logged folder stays slim
+    encoder = weights.load(AutoModel, tmp_path / "slim").state_dict()
+    assert encoder.keys() == model.bert.state_dict().keys()
+    assert all(torch.equal(encoder[k], original[f"bert.{k}"]) for k in encoder)
+    assert sorted(p.name for p in (tmp_path / "slim").iterdir()) == before  # nothing written
     other = tmp_path / "other-base"
     from transformers import BertModel
 
@@ -262,5 +263,6 @@ def test_changed_weights_round_trip_exactly_and_refuse_a_different_base(tiny_mod
     changed_base.save_pretrained(other)
     saved = json.loads((tmp_path / "slim" / weights.BASE_FILE).read_text())
     (tmp_path / "slim" / weights.BASE_FILE).write_text(json.dumps(saved | {"base": str(other)}))
-    with pytest.raises(ModelError, match="base.json.*not the one found"):
-        weights.materialize(tmp_path / "slim")
+    for cls in (BertForSequenceClassification, AutoModel):
+        with pytest.raises(ModelError, match="base.json.*not the one found"):
+            weights.load(cls, tmp_path / "slim")

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, XLNetConfig, XLNetModel
 
 from intertask import cli, tracking
-from intertask.compute import adapters
+from intertask.compute import adapters, weights
 from intertask.config import PeftConfig
 from intertask.errors import ConfigError, ModelError
 from intertask.validate import load_experiment
@@ -166,9 +166,8 @@ def test_lora_intermediate_target_and_evaluation_from_the_registry(
     # either way the registered target encoder is the base plus both adapters' updates: under `stack` the
     # intermediate adapter stayed frozen, and everything outside the adapters stayed the base's
     uri = f"models:/{names['xnli-pawsx']}@target"
-    final = AutoModel.from_pretrained(
-        str(tracking.download_model(tracking.resolve_reference(uri, "model")).model_dir)
-    ).state_dict()
+    downloaded = tracking.download_model(tracking.resolve_reference(uri, "model")).model_dir
+    final = weights.load(AutoModel, downloaded).state_dict()  # logged as its changed weights, or whole
     base = AutoModel.from_pretrained(str(tiny_model)).state_dict()
     deltas = [_lora_delta(adapter_of[c], 8 / 4) for c in ("xnli", "xnli-pawsx")]
     assert set(deltas[0]) == set(deltas[1]) and len(deltas[0]) == 4

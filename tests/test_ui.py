@@ -1,5 +1,5 @@
 """The MLflow UI in a real browser: Playwright for Python driving Debian's `chromium` on a finished tiny
-study (TINY_STUDY, its own experiment on the session's real `mlflow server`). Skipped, saying why, when Playwright is not
+study run by `mlflow run` (its own experiment on the session's real `mlflow server`). Skipped, saying why, when Playwright is not
 installed or no Chromium starts. Screenshots go to $INTERTASK_UI_SCREENSHOTS (default: a temporary
 folder, printed). README's arm comparison comes from
 
@@ -18,7 +18,7 @@ import pytest
 from docs.ui_screenshots import EXPAND, open_page
 from intertask import tracking
 
-from .conftest import main_against, missing_component, write_experiment
+from .conftest import missing_component, mlflow_run, write_experiment
 
 TIMEOUT_MS = 60_000  # a cold UI on a busy 2-core machine
 
@@ -58,7 +58,9 @@ def study(browser, tiny_model, mlflow_server, tmp_path_factory):
         evaluation={"languages": ["en", "de", "fr", "ja"]},
         tracking={"system_metrics_interval_seconds": 1},  # short stages still get samples
     )
-    main_against(mlflow_server, config)
+    # through `mlflow run`, as `make demo` runs the main job: the experiment is set up there too
+    done = mlflow_run("main", config, mlflow_server, "ui", tmp_path_factory.mktemp("ui-run"))
+    assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("ui").experiment_id
     names = {c: tracking.registered_name("ui", str(tiny_model), c.split("-")) for c in ("xnli-pawsx",)}
@@ -140,6 +142,8 @@ def test_a_stage_page_shows_its_datasets_system_metrics_and_model(study, mlflow_
     assert "system/cpu_utilization_percentage" in body
     assert "pawsx/en/train" in body  # the Datasets box (validation set behind its +1)
     assert "Logged models (1)" in body and names["xnli-pawsx"] in body  # the model, registered
+    seed = transfer.data.tags["intertask.cell.seed"]
+    assert f"xnli-pawsx_target_seed{seed}" in body  # named by its chain, stage and seed, not "model"
     assert transfer.data.tags["mlflow.note.content"].split(";")[0] in body  # the description
     page.screenshot(path=str(shots / "stage-run.png"), full_page=True)
 
@@ -171,3 +175,57 @@ def test_comparing_the_two_arms_shows_scores_and_the_gain(study, mlflow_server, 
     page.get_by_text(f"gain_vs_baseline/{key}").first.wait_for(state="visible")
     page.set_viewport_size({"width": 1400, "height": 1250})
     page.screenshot(path=str(shots / "arm-comparison.png"))
+
+
+def test_the_experiment_page_shows_the_study_description(study, mlflow_server, page, shots):
+    """The experiment `mlflow run` made carries the study's description (its banner in the runs view)."""
+    client, runs, _ = study
+    experiment = client.get_experiment(runs[0].info.experiment_id)
+    note = experiment.tags["mlflow.note.content"]
+    open_page(page, tracking.experiment_page(mlflow_server, experiment.experiment_id), "main ui")
+    question = note.strip().splitlines()[0].split("): ", 1)[1]  # after the bold study name
+    page.get_by_text(question[:40]).first.wait_for()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_logged_model_lists_its_scores_not_its_system_metrics(study, mlflow_server, page, shots):
+    """The logged model's page (Models tab): its name, the stage's scores linked to it; the run's
+    system metrics stay with the run."""
+    client, runs, _ = study
+    (transfer,) = [
+        r for r in _by_stage(runs, "finetune") if r.data.tags["intertask.task_chain"] == "xnli-pawsx"
+    ]
+    assert any(k.startswith("system/") for k in client.get_run(transfer.info.run_id).data.metrics)
+    (output,) = client.get_run(transfer.info.run_id).outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    assert model.name == f"xnli-pawsx_target_seed{transfer.data.tags['intertask.cell.seed']}"
+    linked = {m.key for m in model.metrics}
+    assert "best_dev/selection" in linked and not any(k.startswith("system/") for k in linked)
+    url = f"{mlflow_server}/#/experiments/{transfer.info.experiment_id}/models/{model.model_id}"
+    open_page(page, f"{url}?workflowType=machine_learning", model.name)
+    page.get_by_text("best_dev/selection").first.wait_for()
+    body = page.inner_text("body")
+    assert "system/cpu_utilization_percentage" not in body
+    page.screenshot(path=str(shots / "logged-model.png"), full_page=True)
+
+
+def test_an_html_artifact_shows_non_latin_text(study, mlflow_server, page, shots):
+    """The Japanese evaluation's predictions page, in the artifact viewer: the text as written, not
+    mojibake (every HTML artifact declares UTF-8)."""
+    client, runs, _ = study
+    evaluation = next(
+        r
+        for r in _by_stage(runs, "evaluate")
+        if any(
+            a.path == "evaluation/predictions.html"
+            for a in client.list_artifacts(r.info.run_id, "evaluation")
+        )
+    )
+    url = _run_page(mlflow_server, evaluation).replace("?", "/artifacts/evaluation/predictions.html?")
+    open_page(page, url, "predictions.html")
+    frame = page.frame_locator("iframe").first
+    frame.locator("body").wait_for()
+    text = frame.locator("body").inner_text()
+    assert any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text), text[:300]
+    assert "ã" not in text and "â€" not in text
+    page.screenshot(path=str(shots / "predictions-artifact.png"))

@@ -48,7 +48,13 @@ COMMANDS = {
     "validate": "check a config (and its data files) and print it resolved",
     "predict": "transferability estimates for every intermediate choice x target of the grid, before training",
 }
-_INIT = ("--init", {"default": "", "help": "start from models:/name@alias, runs:/ID/model or a run id"})
+_INIT = (
+    "--init",
+    {
+        "default": "",
+        "help": "start from models:/name@alias, models:/<model id>, runs:/ID/<model name> or a run id",
+    },
+)
 OPTIONS: dict[str, list[tuple[str, dict]]] = {  # each command's options beyond config and overrides
     "main": [
         (
@@ -75,7 +81,7 @@ OPTIONS: dict[str, list[tuple[str, dict]]] = {  # each command's options beyond 
             "--model",
             {
                 "default": "",
-                "help": "models:/name@alias, models:/name/N, runs:/ID/model, run id, "
+                "help": "models:/name@alias, models:/name/N, models:/<model id>, runs:/ID/<model name>, run id, "
                 "or 'base' (the untrained model)",
             },
         )

@@ -32,6 +32,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from intertask import models
+from intertask.compute import weights
 from intertask.errors import ModelError, Problem
 from intertask.tasks.base import HeadFit, head_fit
 
@@ -179,7 +180,7 @@ def build_models(
         # weights the checkpoint lacks are drawn from the global RNG (e5-small ships no pooler, which
         # sequence-classification heads read): seed it, or the first model of a process differs per run
         torch.manual_seed(seed)
-        encoder = AutoModel.from_pretrained(source)
+        encoder = weights.load(AutoModel, source)  # a model logged as its changed weights too
         out = {}
         for spec in heads:
             torch.manual_seed(seed)
@@ -232,8 +233,7 @@ def _load_head_weights(model: PreTrainedModel, folder: Path, spec: HeadSpec) -> 
     if info.folder:
         state = load_file(folder / info.folder / "head.safetensors")
     else:
-        source = HEADS[info.head].from_pretrained(str(folder))
-        state = head_state(source)
+        state = head_state(weights.load(HEADS[info.head], folder))
     missing = set(head_state(model)) - set(state)
     if missing:
         raise ModelError(
@@ -258,11 +258,11 @@ def load_for_task(model_dir: Path, task: str, signature: tuple) -> PreTrainedMod
         return None
     info, fit = found
     if not info.folder:
-        model = HEADS[info.head].from_pretrained(str(model_dir))
+        model = weights.load(HEADS[info.head], model_dir)
     else:
         config = AutoConfig.from_pretrained(str(model_dir / info.folder))
         model = HEADS[info.head].from_config(config)
-        setattr(model, model.base_model_prefix, AutoModel.from_pretrained(str(model_dir)))
+        setattr(model, model.base_model_prefix, weights.load(AutoModel, model_dir))
         model.load_state_dict(load_file(model_dir / info.folder / "head.safetensors"), strict=False)
     if fit.reordered:
         in_task_order(model, fit.order, signature[1])
@@ -286,7 +286,7 @@ def in_task_order(model: PreTrainedModel, order: tuple[int, ...], labels: tuple[
 def load_encoder(model_dir: Path) -> PreTrainedModel:
     quiet_transformers()
     try:
-        return AutoModel.from_pretrained(str(model_dir))
+        return weights.load(AutoModel, model_dir)
     except (OSError, ValueError) as err:
         raise _model_error(str(model_dir), err, "model") from None
 

@@ -16,7 +16,7 @@ OVERRIDES = "<overrides>"  # the "file" named by problems in command-line overri
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 BASE_MODEL = "base"  # evaluation.model: the configured pretrained model itself (retrieval needs no head)
-REFERENCE_FORMS = "models:/name@alias, models:/name/version, runs:/<run id>/model or a 32-hex run id"
+REFERENCE_FORMS = "models:/name@alias, models:/name/version, models:/<model id>, runs:/<run id>/<model name> or a 32-hex run id"
 Split = Literal["train", "dev", "test"]
 
 
@@ -334,7 +334,7 @@ class TrackingConfig:
     log_models: Literal["all", "registered", "final", "none"] | bool = "registered"
     # full: each logged model is whole; changed: only its tensors that differ from the base model, with
     # a reference to it (frozen embeddings and weights under a PEFT adapter are not stored again);
-    # loading fetches the base model and checks it is the same (tracking/weights.py); auto: changed
+    # loading fetches the base model and checks it is the same (compute/weights.py); auto: changed
     # when at least half of the model's bytes are the base model's, else full
     log_weights: Literal["auto", "full", "changed"] = "auto"
     http_retries: int = 3  # a tracking server's transient errors are retried this often (backoff 1, 2, 4 s)

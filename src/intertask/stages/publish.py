@@ -9,6 +9,11 @@ from intertask.stages.common import TAG, StartPoint, TrainedModel
 from intertask.workspace import Workspace
 
 
+def logged_name(chain, which: str, seed: int) -> str:
+    """What the Models tab lists: the task chain, the stage and the seed (xnli-pawsx_target_seed2)."""
+    return tracking.safe_name(f"{'-'.join(chain)}_{which}_seed{seed}")
+
+
 def log_stage_model(
     ws, folder, head, which, language, chain, start: StartPoint, run_id, alias: str | None = None
 ) -> tracking.LoggedModel | None:
@@ -29,6 +34,7 @@ def log_stage_model(
     logged = tracking.log_model(
         folder,
         head,
+        name=logged_name(chain, which, cfg.seed),
         register_as=register_as if cfg.tracking.register_models else None,
         alias=alias or which,
         tags=tags | {f"{TAG}seed": str(cfg.seed)},

@@ -3,7 +3,7 @@
 runs        the connection, runs (open, nest, close, find, reap) and logging into the active run
 provenance  the resolved config, git commit, package versions, machine and data fingerprints
 registry    logging, registering, resolving and downloading models
-serving     the pyfunc model for extractive QA and multiple choice
+serving     the pyfunc model that serves every logged model (task_model.py: its code, as MLflow logs it)
 """
 
 from intertask.tracking.provenance import (
@@ -19,7 +19,6 @@ from intertask.tracking.provenance import (
 )
 from intertask.tracking.registry import (
     HEADS_ARTIFACT,
-    PIPELINE_TASKS,
     LoggedModel,
     ModelFiles,
     ModelReference,
@@ -96,7 +95,6 @@ __all__ = [
     "ModelFiles",
     "ModelReference",
     "PACKAGES",
-    "PIPELINE_TASKS",
     "NOTICE",
     "TAG",
     "TAG_LIMIT",

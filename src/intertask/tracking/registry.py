@@ -1,12 +1,10 @@
-"""Models: logging a trained model (transformers flavor, or intertask's pyfunc model for QA and
-multiple choice), registering it with an alias, resolving models:/ and runs:/ references, and
+"""Models: logging a trained model (intertask's pyfunc model, from code), registering it with an alias, resolving models:/ and runs:/ references, and
 downloading a logged model once into the cache."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import yaml
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -47,7 +46,7 @@ def _pip_requirements() -> list[str]:
 
 @dataclass(frozen=True)
 class LoggedModel:
-    uri: str  # the URI to use from now on: models:/name/version if registered, else runs:/id/model
+    uri: str  # the URI to use from now on: models:/name/version if registered, else models:/<model id>
     run_id: str
     name: str | None = None
     version: str | None = None
@@ -55,10 +54,6 @@ class LoggedModel:
     model_id: str | None = None  # MLflow 3's logged model (models:/m-...): metrics and params link to it
 
 
-PIPELINE_TASKS = {
-    "sequence_classification": "text-classification",
-    "token_classification": "token-classification",
-}
 HEADS_ARTIFACT = "model_heads"  # run artifact: the head index and any further heads of the logged model
 
 
@@ -66,26 +61,25 @@ def log_model(
     folder: Path,
     head: str,
     *,
+    name: str,
     register_as: str | None,
     alias: str | None,
     tags: dict[str, str],
     changed_from: str | None = None,
     slim_only_if_half: bool = False,
 ) -> LoggedModel:
-    """Log a saved model folder and register it only after every upload succeeded.
+    """Log a saved model folder as logged model `name` and register it only after every upload
+    succeeded.
 
-    Heads with a transformers pipeline use the transformers flavor (model + tokenizer, pyfunc
-    text/token classification); extractive QA and multiple choice, which transformers 5 has no
-    pipeline for, use intertask's own pyfunc model (serving.py). The head index and further heads of a
-    multi-task model go to the run's `model_heads/` artifacts. With `changed_from` (a base model), the
-    logged folder holds only the tensors that differ from that base (weights.py), served by the pyfunc
-    model, which rebuilds the whole model when loaded; with `slim_only_if_half` only when at least half
-    of the bytes are the base's (a fully fine-tuned model is logged whole, as it is).
+    Every head is served by intertask's pyfunc model, logged from code (serving.py, task_model.py).
+    The head index and further heads of a multi-task model go to the run's `model_heads/` artifacts.
+    With `changed_from` (a base model), the logged folder holds only the tensors that differ from that
+    base (compute/weights.py), put over the base in memory when loaded; with `slim_only_if_half` only
+    when at least half of the bytes are the base's (a fully fine-tuned model is logged whole).
+    The run's metrics linked to the model are its scores (`link_metrics`), not its system metrics.
     """
     run_id = mlflow.active_run().info.run_id
-    # the flavor warns that it finds no hub model card or license for a local model: expected here
-    logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
-    from intertask.tracking import weights
+    from intertask.compute import weights
 
     with tempfile.TemporaryDirectory(prefix="intertask-slim-") as slim:
         slimmed = False
@@ -99,13 +93,14 @@ def log_model(
             if slimmed:
                 weights.write_slim(found, Path(slim) / "model")
                 folder = Path(slim) / "model"
-        info = _log_flavor(folder, head, pyfunc=slimmed)
+        info = _log_pyfunc(folder, head, safe_name(name))
         for path in (p for p in (folder / "heads.json", folder / "heads") if p.exists()):
             (mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact)(
                 str(path), f"{HEADS_ARTIFACT}/heads" if path.is_dir() else HEADS_ARTIFACT
             )
+    link_metrics(run_id, info.model_id)
     if register_as is None:
-        return LoggedModel(f"runs:/{run_id}/model", run_id, model_id=info.model_id)
+        return LoggedModel(info.model_uri, run_id, model_id=info.model_id)
     version = mlflow.register_model(info.model_uri, register_as, tags=tags).version
     if alias:
         MlflowClient().set_registered_model_alias(register_as, alias, version)
@@ -114,33 +109,41 @@ def log_model(
     )
 
 
-def _log_flavor(folder: Path, head: str, pyfunc: bool):
-    """The transformers flavor for a whole single-text or tagging model; intertask's pyfunc model for
-    the rest, and for every model logged as its changed weights (it rebuilds them when loaded)."""
-    from intertask.tracking.serving import ARTIFACT, TaskModel, input_example, is_pair_classification
+# MLflow links to a model logged at step s every metric its run has at step s, system metrics too, and
+# every step-s metric the run logs after it: models are logged at a step no metric uses, and
+# link_metrics links what describes the model
+MODEL_STEP = 2**31 - 1
+SYSTEM_METRICS = "system/"
 
-    example = input_example(folder, head, pyfunc)
-    if head in PIPELINE_TASKS and not pyfunc and not is_pair_classification(folder):
-        from transformers import AutoTokenizer
 
-        from intertask.compute.modeling import HEADS
+def _log_pyfunc(folder: Path, head: str, name: str):
+    from intertask.tracking.serving import ARTIFACT, CODE_FILE, input_example, output_example
 
-        model = HEADS[head].from_pretrained(str(folder))
-        return mlflow.transformers.log_model(
-            transformers_model={"model": model, "tokenizer": AutoTokenizer.from_pretrained(str(folder))},
-            name="model",
-            task=PIPELINE_TASKS[head],
-            pip_requirements=_pip_requirements(),
-            input_example=example["inputs"].tolist(),  # the flavor's own signature: a string per row
-        )
+    example = input_example(folder, head)
     return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=TaskModel(),
+        name=name,
+        python_model=str(CODE_FILE),  # models from code: nothing pickled
         artifacts={ARTIFACT: str(folder)},
         pip_requirements=_pip_requirements(),
-        signature=mlflow.models.infer_signature(example),
+        signature=mlflow.models.infer_signature(example, output_example(folder, head)),
         input_example=example,
+        step=MODEL_STEP,
     )
+
+
+def link_metrics(run_id: str, model_id: str) -> None:
+    """The run's single-value metrics (its scores, sizes and timings; not `system/...`) linked to
+    the logged model, with their own values, steps and times."""
+    client = MlflowClient()
+    linked = [
+        Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id)
+        for key in client.get_run(run_id).data.metrics
+        if not key.startswith(SYSTEM_METRICS)
+        for m in client.get_metric_history(run_id, key)
+        if m.step == 0
+    ]
+    for start in range(0, len(linked), 500):
+        client.log_batch(run_id, metrics=linked[start : start + 500])
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ def _reference_error(ref: str, problem: str, field: str) -> ModelError:
                 field,
                 problem,
                 ref,
-                "models:/name@alias, models:/name/version, runs:/<run id>/model or a run id",
+                "models:/name@alias, models:/name/version, models:/<model id>, runs:/<run id>/<model name> or a run id",
             )
         ]
     )
@@ -182,12 +185,16 @@ def resolve_reference(ref: str, field: str = "model") -> ModelReference:
             elif "/" in body:
                 name, version = body.rsplit("/", 1)
                 mv = client.get_model_version(name, version)
+            elif body.startswith("m-"):  # a logged model's own id (one that was not registered)
+                logged = client.get_logged_model(body)
+                tags = dict(client.get_run(logged.source_run_id).data.tags)
+                return ModelReference(ref, logged.source_run_id, ref, tags=tags, model_id=body)
             else:
-                raise _reference_error(ref, "a models:/ URI needs @alias or /version", field)
+                raise _reference_error(ref, "a models:/ URI needs @alias, /version or a model id", field)
             return ModelReference(
                 ref,
                 mv.run_id,
-                f"runs:/{mv.run_id}/model",
+                f"models:/{mv.name}/{mv.version}",
                 mv.name,
                 str(mv.version),
                 dict(mv.tags),
@@ -195,7 +202,11 @@ def resolve_reference(ref: str, field: str = "model") -> ModelReference:
             )
         run_id = ref[len("runs:/") :].split("/", 1)[0] if ref.startswith("runs:/") else ref
         run_ = client.get_run(run_id)
-        return ModelReference(ref, run_id, f"runs:/{run_id}/model", tags=dict(run_.data.tags))
+        outputs = [o.model_id for o in (run_.outputs.model_outputs if run_.outputs else [])]
+        uri = f"models:/{outputs[-1]}" if outputs else f"runs:/{run_id}/model"  # else: logged before MLflow 3
+        return ModelReference(
+            ref, run_id, uri, tags=dict(run_.data.tags), model_id=outputs[-1] if outputs else None
+        )
     except MlflowException as err:
         raise _reference_error(
             ref, f"not found in the tracking store: {err.message.splitlines()[0][:200]}", field
@@ -227,12 +238,8 @@ def download_model(reference: ModelReference) -> ModelFiles:
         return path
 
     target = _download_once("mlflow-models", reference.run_id, fetch, lambda t: (t / "MLmodel").is_file())
-    model_dir, tokenizer_dir = _model_folder(target, reference)
-    from intertask.tracking.weights import is_slim, materialize
-
-    if is_slim(model_dir):  # logged as its changed weights: the whole model, built once
-        model_dir = tokenizer_dir = materialize(model_dir)
-    return ModelFiles(model_dir, tokenizer_dir)
+    # a model logged as its changed weights stays so: loading puts them over its base in memory
+    return ModelFiles(*_model_folder(target, reference))
 
 
 def download_folder(run_id: str, path: str) -> Path | None:
@@ -262,8 +269,8 @@ def _download_once(
         path = fetch(staging)
         if target.exists():
             shutil.rmtree(target)
-        path.rename(target)
-        shutil.rmtree(staging)
+        path.rename(target)  # `path` is the staging folder itself for a models:/ download
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -1,16 +1,21 @@
-"""intertask's own pyfunc model, for the heads a transformers pipeline cannot serve: extractive QA,
-multiple choice (transformers 5 has no pipeline for either) and sentence-pair classification (the
-flavor's pyfunc takes one string, so the second text of a pair was ignored).
+"""intertask's pyfunc model, which serves every logged model: one contract for every head, decoded as
+evaluation decodes (a transformers pipeline has nothing for extractive QA or multiple choice, reads one
+string where a pair model needs two, and gives the top class's score only).
 
-`mlflow.pyfunc.load_model("models:/...").predict(frame)` answers offline, and so does
-`mlflow models serve` (each logged model carries a signature and an input example):
-- extractive QA: `question` and `context` columns -> one answer string per row;
-- multiple choice: `context` and `choices` (a list per row) -> the chosen index per row;
-- sentence pairs: `text` and `text_pair` columns -> a frame with `label` and its probability `score`;
-- a model logged as its changed weights (`tracking.log_weights: changed`) of any head, rebuilt from
-  its base model when loaded: single texts in `text` -> `label` and `score`; words in `tokens` (a list
-  per row) -> `tags` (a list per row).
-The artifact is the save_pretrained folder plus `task.json`, the task declaration used for decoding.
+MLflow logs it from code (`task_model.py`, a models-from-code file: nothing is pickled) beside the
+model's save_pretrained folder (`hf_model`), which holds `task.json`, the task declaration used for
+decoding. `mlflow.pyfunc.load_model("models:/...").predict(frame)` answers offline, and so does
+`mlflow models serve`; each logged model carries a signature with inputs and outputs, and an input
+example:
+- classification: `text` (and `text_pair` for a sentence-pair task) -> `label`, its probability
+  `score`, and `score_<label>` for every label;
+- multi-label classification: `text` -> `labels` (a list per row) and `score_<label>` (sigmoid) for
+  every label;
+- tagging: `tokens` (a list of words per row) -> `tags` (a list per row);
+- extractive QA: `question` and `context` -> `answer`;
+- multiple choice: `context` and `choices` (a list per row) -> `choice` (the index).
+A model logged as its changed weights (`tracking.log_weights`) is put together with its base model in
+memory when loaded (compute/weights.py): nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pandas as pd
 
 TASK_FILE = "task.json"
 ARTIFACT = "hf_model"
+CODE_FILE = Path(__file__).with_name("task_model.py")  # what MLflow logs as the model's code
 
 
 def write_task(folder: Path, spec, max_length: int) -> None:
@@ -53,57 +59,78 @@ class TaskModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from intertask.compute import modeling
         from intertask.tasks.types import task_type
-        from intertask.tracking.weights import materialize
 
-        folder = materialize(Path(context.artifacts[ARTIFACT]))  # a model logged as its changed weights
+        folder = Path(context.artifacts[ARTIFACT])
         spec, self.max_length = read_task(folder)
         self.task = task_type(spec)
         self.tokenizer = modeling.load_tokenizer(str(folder))
         self.model = modeling.load_for_task(folder, self.task.name, self.task.head_signature())
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
         from intertask.compute.evaluation import predict_outputs
-        from intertask.tasks.base import Example, ExampleSet
+        from intertask.tasks.base import ExampleSet
 
         frame = pd.DataFrame(model_input)
-        rows = list(frame.itertuples())
-        if self.task.head == "question_answering":
-            examples = [Example(i, (r.question, r.context), ()) for i, r in enumerate(rows)]
-        elif self.task.head == "multiple_choice":
-            examples = [Example(i, (r.context, *r.choices), 0) for i, r in enumerate(rows)]
-        elif self.task.head == "token_classification":
-            examples = [Example(i, tuple(r.tokens), (0,) * len(r.tokens)) for i, r in enumerate(rows)]
-        elif "text_pair" in frame:
-            examples = [Example(i, (r.text, r.text_pair), 0) for i, r in enumerate(rows)]
-        else:
-            examples = [Example(i, (r.text,), 0) for i, r in enumerate(rows)]
+        examples = _examples(self.task, frame)
         data = ExampleSet(self.task.name, "", "predict", "predict", tuple(examples), (), "", len(examples))
         encoded = self.task.encode(data, self.tokenizer, self.max_length)
         outputs = predict_outputs(
             self.model, self.task, encoded, pad_id=self.tokenizer.pad_token_id, batch_tokens=4096
         )
-        if self.task.head in ("question_answering", "multiple_choice"):
-            return self.task.decode(outputs, encoded, data)
-        if self.task.head == "token_classification":
-            tags = self.task.decode(outputs, encoded, data)
-            return pd.DataFrame({"tags": [[self.task.spec.labels[i] for i in row] for row in tags]})
-        logits = np.stack(outputs)
-        probabilities = np.exp(logits - logits.max(1, keepdims=True))
-        probabilities /= probabilities.sum(1, keepdims=True)
-        best = probabilities.argmax(1)
-        labels = [self.task.spec.labels[i] for i in best]
-        return pd.DataFrame({"label": labels, "score": probabilities[np.arange(len(best)), best]})
+        return answers(self.task, outputs, encoded, data)
+
+
+def _examples(task, frame: pd.DataFrame) -> list:
+    from intertask.tasks.base import Example
+
+    rows = list(frame.itertuples())
+    if task.head == "question_answering":
+        return [Example(i, (r.question, r.context), ()) for i, r in enumerate(rows)]
+    if task.head == "multiple_choice":
+        return [Example(i, (r.context, *r.choices), 0) for i, r in enumerate(rows)]
+    if task.head == "token_classification":
+        return [Example(i, tuple(r.tokens), (0,) * len(r.tokens)) for i, r in enumerate(rows)]
+    if "text_pair" in frame:
+        return [Example(i, (r.text, r.text_pair), 0) for i, r in enumerate(rows)]
+    return [Example(i, (r.text,), 0) for i, r in enumerate(rows)]
+
+
+def answers(task, outputs: list, encoded, data) -> pd.DataFrame:
+    """The model's outputs as the frame its signature declares (see the module's docstring)."""
+    labels = list(task.spec.labels)
+    if task.head == "question_answering":
+        return pd.DataFrame({"answer": task.decode(outputs, encoded, data)})
+    if task.head == "multiple_choice":
+        return pd.DataFrame({"choice": np.asarray(task.decode(outputs, encoded, data), np.int64)})
+    if task.head == "token_classification":
+        return pd.DataFrame(
+            {"tags": [[labels[i] for i in row] for row in task.decode(outputs, encoded, data)]}
+        )
+    probabilities = _probabilities(task, np.stack(outputs).astype(np.float64))
+    scores = {f"score_{name}": column for name, column in zip(labels, probabilities.T, strict=True)}
+    if task.spec.type == "multilabel_classification":
+        chosen = [[labels[i] for i in np.flatnonzero(row)] for row in task.decode(outputs, encoded, data)]
+        return pd.DataFrame({"labels": chosen, **scores})
+    best = probabilities.argmax(1)
+    top = probabilities[np.arange(len(best)), best]
+    return pd.DataFrame({"label": [labels[i] for i in best], "score": top, **scores})
+
+
+def _probabilities(task, logits: np.ndarray) -> np.ndarray:
+    if task.spec.type == "multilabel_classification":
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
 
 
 def is_pair_classification(folder: Path) -> bool:
-    """A sentence-pair classifier (XNLI, PAWS-X): served by TaskModel, which reads both texts."""
+    """A sentence-pair classifier (XNLI, PAWS-X): its input has `text` and `text_pair`."""
     spec, _ = read_task(folder)
-    return spec.type == "classification" and len(spec.text_fields) == 2
+    return spec.type in ("classification", "multilabel_classification") and len(spec.text_fields) == 2
 
 
-def input_example(folder: Path, head: str, pyfunc: bool = False) -> pd.DataFrame:
-    """A one-row input of the model's kind, logged with it (and its signature inferred from it);
-    `pyfunc`: served by TaskModel, which reads single texts from `text` and words from `tokens`."""
+def input_example(folder: Path, head: str) -> pd.DataFrame:
+    """A one-row input of the model's kind, logged with it."""
     if head == "question_answering":
         return pd.DataFrame(
             {"question": ["Where is the Eiffel Tower?"], "context": ["The Eiffel Tower is in Paris."]}
@@ -112,10 +139,25 @@ def input_example(folder: Path, head: str, pyfunc: bool = False) -> pd.DataFrame
         return pd.DataFrame(
             {"context": ["She opened the umbrella because"], "choices": [["it rained.", "it was dry."]]}
         )
-    if head == "sequence_classification" and is_pair_classification(folder):
-        return pd.DataFrame({"text": ["A man is playing a guitar."], "text_pair": ["Someone plays music."]})
     if head == "token_classification":
-        if pyfunc:
-            return pd.DataFrame({"tokens": [["Marie", "Curie", "worked", "in", "Paris", "."]]})
-        return pd.DataFrame({"inputs": ["Marie Curie worked in Paris."]})
-    return pd.DataFrame({"text" if pyfunc else "inputs": ["A fine, moving film."]})
+        return pd.DataFrame({"tokens": [["Marie", "Curie", "worked", "in", "Paris", "."]]})
+    if is_pair_classification(folder):
+        return pd.DataFrame({"text": ["A man is playing a guitar."], "text_pair": ["Someone plays music."]})
+    return pd.DataFrame({"text": ["A fine, moving film."]})
+
+
+def output_example(folder: Path, head: str) -> pd.DataFrame:
+    """A one-row output of the model's kind, for the signature (the values are placeholders of the
+    right types; the columns are what predict returns)."""
+    spec, _ = read_task(folder)
+    labels = list(spec.labels)
+    if head == "question_answering":
+        return pd.DataFrame({"answer": ["Paris"]})
+    if head == "multiple_choice":
+        return pd.DataFrame({"choice": np.zeros(1, np.int64)})
+    if head == "token_classification":
+        return pd.DataFrame({"tags": [[labels[0]] * 6]})
+    scores = {f"score_{name}": [1.0 / len(labels)] for name in labels}
+    if spec.type == "multilabel_classification":
+        return pd.DataFrame({"labels": [[labels[0]]], **scores})
+    return pd.DataFrame({"label": [labels[0]], "score": [1.0 / len(labels)], **scores})

@@ -5,16 +5,16 @@ A stage that freezes the word embeddings (96M of multilingual-e5-small's 118M pa
 PEFT adapter (merged into a few projection matrices) leaves most tensors bit-identical to the base
 model's. The logged folder keeps every tensor that differs (exact comparison: nothing is rounded) in
 `changed.safetensors` and, in `base.json`, the base model's name, which base tensor each omitted one
-is, and a SHA-256 of those base tensors' bytes. Loading fetches the base model (the hub, a local folder
-or an offline model, as training did), checks the digest -- a different base gives a clear error, never
-a silently different model -- and builds the whole model once into the cache.
+is, and a SHA-256 of those base tensors' bytes. Loading (`load`) fetches the base model (the hub, a local
+folder or an offline model, as training did) into the logged architecture, checks the digest -- a
+different base gives a clear error, never a silently different model -- and puts the changed tensors
+over it in memory: no whole copy is written to disk for any model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,42 +126,51 @@ def is_slim(folder: Path) -> bool:
     return (folder / BASE_FILE).is_file() and (folder / CHANGED_FILE).is_file()
 
 
-def materialize(folder: Path) -> Path:
-    """The whole model of a slim folder (base + changed tensors), built once into the cache (the slim
-    folder is left as it is: it may be about to be uploaded); a whole folder is returned as it is."""
+def load(cls, source: str | Path, **kwargs):
+    """`cls.from_pretrained(source, **kwargs)`, for a slim folder too, without a whole copy on disk:
+    the base model's weights loaded into the folder's architecture (its config.json), checked against
+    the SHA-256 saved in base.json, then the changed tensors put over them in memory. `cls` may be the
+    bare encoder (AutoModel) of a slim head model: the head's tensors are then left out."""
+    folder = Path(source)
     if not is_slim(folder):
-        return folder
-    h = hashlib.sha256((folder / BASE_FILE).read_bytes())
-    h.update((folder / CHANGED_FILE).read_bytes())
-    target = models.cache_root() / "whole-models" / h.hexdigest()[:32]
-    if (target / WEIGHTS_FILE).is_file():
-        return target
+        return cls.from_pretrained(str(source), **kwargs)
+    from transformers import AutoConfig
+
     saved = json.loads((folder / BASE_FILE).read_text())
-    reference = base_tensors(saved["base"])
-    missing = sorted(set(saved["omitted"].values()) - set(reference))
-    found = [(m, reference[m]) for m in saved["omitted"].values() if m in reference]
+    config = AutoConfig.from_pretrained(str(folder), **kwargs)
+    model = cls.from_pretrained(models.resolve(saved["base"]), config=config)
+    state = model.state_dict()
+    prefix = model.base_model_prefix + "."
+    bare = getattr(model, model.base_model_prefix, model) is model
+
+    def placed(key: str) -> str | None:  # a saved tensor's name in this model (a bare encoder's: no prefix)
+        if key in state:
+            return key
+        inner = key.removeprefix(prefix)
+        return inner if bare and inner != key and inner in state else None
+
+    missing = sorted(k for k in saved["omitted"] if placed(k) is None)
+    found = [(base_key, state[placed(k)]) for k, base_key in saved["omitted"].items() if placed(k)]
     if missing or _digest(found) != saved["sha256"]:
         problem = f"tensors missing: {missing[:3]}" if missing else "its tensors differ (SHA-256)"
-        raise ModelError(
-            [
-                Problem(
-                    str(folder / BASE_FILE),
-                    "base",
-                    f"the base model this model was logged against is not the one found: {problem}",
-                    saved["base"],
-                    "the base model (same revision) the stage trained from",
-                )
-            ]
-        )
-    whole = load_file(folder / CHANGED_FILE) | {k: reference[m] for k, m in saved["omitted"].items()}
-    staging = target.with_name(target.name + f".partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(CHANGED_FILE))
-    save_file(
-        {k: v.contiguous() for k, v in whole.items()}, staging / WEIGHTS_FILE, metadata={"format": "pt"}
+        raise _base_error(folder, saved["base"], problem)
+    changed = load_file(folder / CHANGED_FILE)
+    stray = sorted(k for k in changed if placed(k) is None and (not bare or k.startswith(prefix)))
+    if stray:
+        raise _base_error(folder, saved["base"], f"changed tensors with no place in the model: {stray[:3]}")
+    model.load_state_dict({placed(k): v for k, v in changed.items() if placed(k)}, strict=False)
+    return model
+
+
+def _base_error(folder: Path, base: str, problem: str) -> ModelError:
+    return ModelError(
+        [
+            Problem(
+                str(folder / BASE_FILE),
+                "base",
+                f"the base model this model was logged against is not the one found: {problem}",
+                base,
+                "the base model (same revision) the stage trained from",
+            )
+        ]
     )
-    try:
-        staging.rename(target)
-    except OSError:  # another process built it first
-        shutil.rmtree(staging, ignore_errors=True)
-    return target

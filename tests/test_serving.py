@@ -1,0 +1,122 @@
+"""Logged models as MLflow users meet them: logged from code (nothing pickled), named by what they
+are, with a signature that declares outputs, a slim model put together in memory, and loading in a
+fresh process that has not imported intertask."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from intertask import tracking
+from intertask.compute import modeling
+from intertask.stages.publish import logged_name
+from intertask.tasks import builtin_catalog
+from intertask.tasks.types import task_type
+from intertask.tracking import serving
+
+LOAD = """
+import json, sys
+import mlflow.pyfunc, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+before = sorted(m for m in sys.modules if m.split(".")[0] == "intertask")
+pair = mlflow.pyfunc.load_model(sys.argv[2])
+tags = mlflow.pyfunc.load_model(sys.argv[3])
+frame = pd.DataFrame({"text": ["The cat sat.", "A dog ran."], "text_pair": ["A cat sat.", "Prices fell."]})
+print(json.dumps({
+    "before": before,
+    "after": sorted(m for m in sys.modules if m.split(".")[0] == "intertask"),
+    "pair": pair.predict(frame).to_dict("list"),
+    "tags": tags.predict(pd.DataFrame({"tokens": [["Marie", "lives", "in", "Paris", "."]]})).to_dict("list"),
+}))
+"""
+
+
+def _trained_folder(tiny_model: Path, task_name: str, folder: Path) -> None:
+    """A model folder as a stage saves it: word embeddings untouched (so it logs slim), one encoder
+    layer and the new head changed."""
+    spec = builtin_catalog().spec(task_name)
+    task = task_type(spec)
+    heads = [modeling.HeadSpec(task.name, task.head, task.model_kwargs(), task.head_signature())]
+    nets = modeling.build_models(str(tiny_model), heads, seed=3)
+    with torch.no_grad():
+        for parameter in nets[task.name].base_model.encoder.layer[0].parameters():
+            parameter.add_(0.01)
+    modeling.save(nets, heads, modeling.load_tokenizer(str(tiny_model)), folder)
+    serving.write_task(folder, spec, 64)
+
+
+@pytest.mark.slow
+def test_a_model_logged_from_code_loads_in_a_fresh_process(tiny_model, mlflow_server, tmp_path):
+    """Two models (a slim sentence-pair classifier, a whole tagger) logged and registered under their
+    chain/stage names: no pickle in either, MLmodel points at the logged code file, the signature
+    declares every output column, the run's scores are linked to the model and its system metrics are
+    not; a fresh process that has not imported intertask loads both by models:/name@alias and gets
+    every class's probability (summing to 1, the label the most probable one) and one tag per word."""
+    mlflow.set_tracking_uri(mlflow_server)
+    experiment = mlflow.set_experiment("serving-from-code").experiment_id
+    uris = {}
+    for task_name, changed_from in (("pawsx", str(tiny_model)), ("udpos", None)):
+        folder = tmp_path / task_name
+        _trained_folder(tiny_model, task_name, folder)
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.log_metrics({"best_dev/selection": 0.5, "system/cpu_utilization_percentage": 30.0})
+            logged = tracking.log_model(
+                folder,
+                task_type(builtin_catalog().spec(task_name)).head,
+                name=logged_name(["xnli", task_name], "target", 2),
+                register_as=f"serving.tiny.xnli-{task_name}",
+                alias="target",
+                tags={},
+                changed_from=changed_from,
+            )
+        uris[task_name] = f"models:/serving.tiny.xnli-{task_name}@target"
+        model = MlflowClient().get_logged_model(logged.model_id)
+        assert model.name == f"xnli-{task_name}_target_seed2"
+        assert {m.key for m in model.metrics} == {"best_dev/selection"} | (
+            {f"logged_model/{k}" for k in ("bytes_kept", "bytes_omitted", "tensors_kept", "tensors_omitted")}
+            | {"logged_model/changed_only"}
+            if changed_from
+            else set()
+        )
+        local = Path(
+            mlflow.artifacts.download_artifacts(uris[task_name], dst_path=str(tmp_path / "dl" / task_name))
+        )
+        assert not list(local.rglob("*.pkl")), "nothing pickled"
+        pyfunc = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+        assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model" and "python_model" not in pyfunc
+        code = local / Path(pyfunc["model_code_path"]).name  # the logged copy of the code file
+        assert code.read_text() == serving.CODE_FILE.read_text()
+        hf_model = local / pyfunc["artifacts"][serving.ARTIFACT]["path"]
+        assert (hf_model / "changed.safetensors").is_file() == bool(changed_from)
+        outputs = mlflow.models.get_model_info(uris[task_name]).signature.outputs.input_names()
+        labels = builtin_catalog().spec(task_name).labels
+        expected = ["label", "score", *(f"score_{n}" for n in labels)] if task_name == "pawsx" else ["tags"]
+        assert outputs == expected
+    cache = tmp_path / "fresh-cache"
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD, mlflow_server, uris["pawsx"], uris["udpos"]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "INTERTASK_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["before"] == [] and "intertask.tracking.serving" in seen["after"]
+    pair, labels = seen["pair"], builtin_catalog().spec("pawsx").labels
+    for row in range(2):
+        probabilities = {n: pair[f"score_{n}"][row] for n in labels}
+        assert sum(probabilities.values()) == pytest.approx(1.0)
+        assert pair["label"][row] == max(probabilities, key=probabilities.get)
+        assert pair["score"][row] == probabilities[pair["label"][row]]
+    assert len(seen["tags"]["tags"][0]) == 5
+    assert set(seen["tags"]["tags"][0]) <= set(builtin_catalog().spec("udpos").labels)
+    assert not (cache / "whole-models").exists()  # the slim model was put together in memory
