@@ -149,8 +149,14 @@ def load(cls, source: str | Path, **kwargs):
         inner = key.removeprefix(prefix)
         return inner if bare and inner != key and inner in state else None
 
-    missing = sorted(k for k in saved["omitted"] if placed(k) is None)
-    found = [(base_key, state[placed(k)]) for k, base_key in saved["omitted"].items() if placed(k)]
+    values = {k: state[placed(k)] for k in saved["omitted"] if placed(k)}
+    if len(values) < len(saved["omitted"]):
+        # tensors this architecture lacks (a tagger saved with the shared encoder's pooler): not used
+        # by this model, but part of the digest -- read from the bare base model
+        bare_base = base_tensors(saved["base"])
+        values |= {k: bare_base[b] for k, b in saved["omitted"].items() if k not in values and b in bare_base}
+    missing = sorted(set(saved["omitted"]) - set(values))
+    found = [(saved["omitted"][k], tensor) for k, tensor in values.items()]
     if missing or _digest(found) != saved["sha256"]:
         problem = f"tensors missing: {missing[:3]}" if missing else "its tensors differ (SHA-256)"
         raise _base_error(folder, saved["base"], problem)

@@ -456,7 +456,7 @@ def holds_model(found) -> bool:
 
 def reference_of(found) -> str:
     """How to load the model a finished training run logged."""
-    return found.data.tags.get(f"{TAG}model_uri") or f"runs:/{found.info.run_id}/model"
+    return found.data.tags.get(f"{TAG}model_uri") or found.info.run_id  # a run id resolves to its model
 
 
 def read_run_table(run_id: str, path: str) -> pd.DataFrame:
