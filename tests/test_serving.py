@@ -40,15 +40,16 @@ print(json.dumps({
 
 
 def _trained_folder(tiny_model: Path, task_name: str, folder: Path) -> None:
-    """A model folder as a stage saves it: word embeddings untouched (so it logs slim), one encoder
-    layer and the new head changed."""
+    """A model folder as a stage saves it (the shared encoder, pooler included): word embeddings
+    untouched (so it logs slim), one encoder layer, the pooler's weight and the new head changed."""
     spec = builtin_catalog().spec(task_name)
     task = task_type(spec)
     heads = [modeling.HeadSpec(task.name, task.head, task.model_kwargs(), task.head_signature())]
     nets = modeling.build_models(str(tiny_model), heads, seed=3)
     with torch.no_grad():
-        for parameter in nets[task.name].base_model.encoder.layer[0].parameters():
-            parameter.add_(0.01)
+        encoder = nets[task.name].base_model
+        for parameter in [*encoder.encoder.layer[0].parameters(), encoder.pooler.dense.weight]:
+            parameter.add_(0.01)  # the pooler: kept by a tagger's slim file, yet no part of a tagger
     modeling.save(nets, heads, modeling.load_tokenizer(str(tiny_model)), folder)
     serving.write_task(folder, spec, 64)
 
