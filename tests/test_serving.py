@@ -123,3 +123,23 @@ def test_a_model_logged_from_code_loads_in_a_fresh_process(tiny_model, mlflow_se
     assert len(seen["tags"]["tags"][0]) == 5
     assert set(seen["tags"]["tags"][0]) <= set(builtin_catalog().spec("udpos").labels)
     assert not (cache / "whole-models").exists()  # the slim model was put together in memory
+
+
+def test_a_model_that_does_not_load_is_an_error_and_is_not_registered(tiny_model, mlflow_server, tmp_path):
+    """MLflow loads a model it logs and predicts its input example, but only warns when that fails: a
+    tagger logged as a multiple-choice model (no head fits, nothing to predict with) is a ModelError
+    naming the folder, is not registered, and is gone from the Models tab."""
+    from intertask.errors import ModelError
+
+    mlflow.set_tracking_uri(mlflow_server)
+    experiment = mlflow.set_experiment("serving-broken").experiment_id
+    folder = tmp_path / "udpos"
+    _trained_folder(tiny_model, "udpos", folder)
+    refused = pytest.raises(ModelError, match=f"{folder}.*does not load and predict its input example")
+    with mlflow.start_run(experiment_id=experiment) as run, refused:
+        tracking.log_model(
+            folder, "multiple_choice", name="broken", register_as="serving.broken", alias="target", tags={}
+        )
+    client = MlflowClient()
+    assert not client.search_registered_models("name = 'serving.broken'")
+    assert not [m for m in client.search_logged_models([experiment]) if m.source_run_id == run.info.run_id]

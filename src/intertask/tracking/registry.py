@@ -1,10 +1,11 @@
-"""Models: logging a trained model (intertask's pyfunc model, from code), registering it with an alias, resolving models:/ and runs:/ references, and
-downloading a logged model once into the cache."""
+"""Models: logging a trained model (intertask's pyfunc model, from code), registering it with an
+alias, resolving models:/ and runs:/ references, and downloading a logged model once into the cache."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -116,7 +117,37 @@ MODEL_STEP = 2**31 - 1
 SYSTEM_METRICS = "system/"
 
 
+class _ValidationFailures(logging.Handler):
+    """MLflow loads a model it logs and predicts its input example, but only warns when that fails."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.failures: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "Failed to validate serving input" in message:
+            self.failures.append(message.rpartition("Got error:")[2].strip()[:300])
+
+
 def _log_pyfunc(folder: Path, head: str, name: str):
+    """Logged from code; a model that MLflow cannot load and ask its input example is an error (before
+    it is registered), not MLflow's warning."""
+    validation = _ValidationFailures()
+    logger = logging.getLogger("mlflow.models.model")
+    logger.addHandler(validation)
+    try:
+        info = _log_from_code(folder, head, name)
+    finally:
+        logger.removeHandler(validation)
+    if validation.failures:  # not left in the Models tab either
+        MlflowClient().delete_logged_model(info.model_id)
+        problem = f"the logged model does not load and predict its input example: {validation.failures[0]}"
+        raise ModelError([Problem(str(folder), "model", problem, name, "a model that loads")])
+    return info
+
+
+def _log_from_code(folder: Path, head: str, name: str):
     from intertask.tracking.serving import ARTIFACT, CODE_FILE, input_example, output_example
 
     example = input_example(folder, head)
