@@ -24,6 +24,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="intertask-hf-datasets-")
 
 
+LEAKY = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+
+
+@pytest.fixture(autouse=True)
+def no_active_experiment_left():
+    """A test that leaves an active experiment or run id in the environment (mlflow.set_experiment sets
+    $MLFLOW_EXPERIMENT_ID) breaks later ones far away -- a resumed run in another experiment, `mlflow
+    run --experiment-name`: such a test fails itself, and the variables are cleared."""
+    before = {k: os.environ.get(k) for k in LEAKY}
+    yield
+    leaked = {k: os.environ[k] for k in LEAKY if os.environ.get(k) != before[k] and k in os.environ}
+    for key in leaked:
+        del os.environ[key]
+    assert not leaked, f"the test left {leaked} in the environment"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     """Caches (tokenized sets, downloaded models, prepared models) in a per-session folder."""

@@ -132,10 +132,10 @@ def test_evaluation_excludes_training_lines_even_with_another_split_seed(tiny_co
     tracking.use(cfg)  # what an entry point does first
     ws = Workspace(cfg)
     try:
-        evaluated = evaluate(ws, trained.logged.uri)  # runs:/<id>/model: seen lines come from the run
+        evaluated = evaluate(ws, trained.logged.uri)  # models:/<model id>: seen lines come from its run
     finally:
         ws.close()
-    assert trained.logged.uri == f"runs:/{trained.run_id}/model"
+    assert trained.logged.uri == f"models:/{trained.logged.model_id}"  # not registered
     assert evaluated.excluded["pawsx/de"] > 0 and evaluated.excluded["pawsx/en"] > 0
     run = mlflow.get_run(evaluated.run_id)
     assert run.data.metrics["leakage_guard/pawsx/de/excluded"] == evaluated.excluded["pawsx/de"]

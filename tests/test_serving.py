@@ -39,6 +39,14 @@ print(json.dumps({
 """
 
 
+def _experiment(name: str) -> str:
+    """The experiment's id, made if new -- not mlflow.set_experiment, which sets the process's active
+    experiment and $MLFLOW_EXPERIMENT_ID for every later test (and `mlflow run` it starts)."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
+
+
 def _trained_folder(tiny_model: Path, task_name: str, folder: Path) -> None:
     """A model folder as a stage saves it (the shared encoder, pooler included): word embeddings
     untouched (so it logs slim), one encoder layer, the pooler's weight and the new head changed."""
@@ -62,7 +70,7 @@ def test_a_model_logged_from_code_loads_in_a_fresh_process(tiny_model, mlflow_se
     not; a fresh process that has not imported intertask loads both by models:/name@alias and gets
     every class's probability (summing to 1, the label the most probable one) and one tag per word."""
     mlflow.set_tracking_uri(mlflow_server)
-    experiment = mlflow.set_experiment("serving-from-code").experiment_id
+    experiment = _experiment("serving-from-code")
     uris = {}
     # the tagger slim (its saved pooler is no part of a tagging model, yet in the base digest), the pair
     # classifier whole
@@ -132,7 +140,7 @@ def test_a_model_that_does_not_load_is_an_error_and_is_not_registered(tiny_model
     from intertask.errors import ModelError
 
     mlflow.set_tracking_uri(mlflow_server)
-    experiment = mlflow.set_experiment("serving-broken").experiment_id
+    experiment = _experiment("serving-broken")
     folder = tmp_path / "udpos"
     _trained_folder(tiny_model, "udpos", folder)
     refused = pytest.raises(ModelError, match=f"{folder}.*does not load and predict its input example")
