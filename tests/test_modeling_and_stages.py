@@ -8,6 +8,7 @@ from transformers import AutoModelForSequenceClassification
 from intertask import cli
 from intertask.compute import modeling
 from intertask.compute.modeling import HeadSpec, build_models, parameter_counts
+from intertask.tasks import builtin_catalog
 from intertask.validate import load_experiment
 
 from .conftest import finetune_and_evaluate
@@ -134,6 +135,19 @@ def test_other_task_types_through_finetune_and_evaluate(task, metrics, tiny_conf
     run = mlflow.get_run(trained.run_id)
     assert int(run.data.params["trainable_parameters"]) < int(run.data.params["parameters"])
     assert mlflow.get_run(evaluated.run_id).data.metrics[f"{task}/test/en/{metrics[0]}"] >= 0
+    # served: every label's probability (sigmoid per label for multi-label, softmax otherwise)
+    import pandas as pd
+
+    labels = builtin_catalog().spec(task).labels
+    answer = mlflow.pyfunc.load_model(trained.logged.uri).predict(
+        pd.DataFrame({"text": ["so glad", "oh no"]})
+    )
+    scores = answer[[f"score_{n}" for n in labels]].to_numpy()
+    assert ((scores >= 0) & (scores <= 1)).all() and len(answer) == 2
+    if task == "goemotions":
+        assert all(set(chosen) <= set(labels) for chosen in answer["labels"])
+    else:
+        assert scores.sum(1) == pytest.approx([1.0, 1.0]) and set(answer["label"]) <= set(labels)
 
 
 def test_unreachable_hub_model_fails_before_any_run(tiny_config, local_store, tmp_path, capsys):

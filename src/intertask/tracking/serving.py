@@ -84,6 +84,7 @@ def _examples(task, frame: pd.DataFrame) -> list:
     from intertask.tasks.base import Example
 
     rows = list(frame.itertuples())
+    unknown = () if task.spec.type == "multilabel_classification" else 0  # the gold label, unknown here
     if task.head == "question_answering":
         return [Example(i, (r.question, r.context), ()) for i, r in enumerate(rows)]
     if task.head == "multiple_choice":
@@ -91,8 +92,8 @@ def _examples(task, frame: pd.DataFrame) -> list:
     if task.head == "token_classification":
         return [Example(i, tuple(r.tokens), (0,) * len(r.tokens)) for i, r in enumerate(rows)]
     if "text_pair" in frame:
-        return [Example(i, (r.text, r.text_pair), 0) for i, r in enumerate(rows)]
-    return [Example(i, (r.text,), 0) for i, r in enumerate(rows)]
+        return [Example(i, (r.text, r.text_pair), unknown) for i, r in enumerate(rows)]
+    return [Example(i, (r.text,), unknown) for i, r in enumerate(rows)]
 
 
 def answers(task, outputs: list, encoded, data) -> pd.DataFrame:
