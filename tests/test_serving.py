@@ -5,6 +5,7 @@ fresh process that has not imported intertask."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,7 +118,7 @@ def test_a_model_logged_from_code_loads_in_a_fresh_process(tiny_model, mlflow_se
         capture_output=True,
         text=True,
         timeout=600,
-        env={**__import__("os").environ, "INTERTASK_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "INTERTASK_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])

@@ -149,8 +149,9 @@ def load(cls, source: str | Path, **kwargs):
         inner = key.removeprefix(prefix)
         return inner if bare and inner != key and inner in state else None
 
-    values = {k: state[placed(k)] for k in saved["omitted"] if placed(k)}
-    if len(values) < len(saved["omitted"]):
+    places = {k: placed(k) for k in saved["omitted"]}  # None: a tensor this architecture lacks
+    values = {k: state[place] for k, place in places.items() if place}
+    if len(values) < len(places):
         # tensors this architecture lacks (a tagger saved with the shared encoder's pooler): not used
         # by this model, but part of the digest -- read from the bare base model
         bare_base = base_tensors(saved["base"])
@@ -163,7 +164,7 @@ def load(cls, source: str | Path, **kwargs):
     changed = {placed(k): v for k, v in load_file(folder / CHANGED_FILE).items() if placed(k)}
     # a saved tensor with no place in the model is left out, as from_pretrained leaves out unexpected
     # keys (a tagger saved with the shared encoder's pooler); a head tensor the file lacks is an error
-    uncovered = sorted(set(state) - set(changed) - {placed(k) for k in values})
+    uncovered = sorted(set(state) - set(changed) - set(places.values()))
     if uncovered and not bare:
         raise _base_error(folder, saved["base"], f"tensors of the model in neither file: {uncovered[:3]}")
     model.load_state_dict(changed, strict=False)

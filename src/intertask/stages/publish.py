@@ -10,8 +10,9 @@ from intertask.workspace import Workspace
 
 
 def logged_name(chain, which: str, seed: int) -> str:
-    """What the Models tab lists: the task chain, the stage and the seed (xnli-pawsx_target_seed2)."""
-    return tracking.safe_name(f"{'-'.join(chain)}_{which}_seed{seed}")
+    """What the Models tab lists: the task chain, the stage and the seed (xnli-pawsx_target_seed2;
+    log_model makes it a valid MLflow name)."""
+    return f"{'-'.join(chain)}_{which}_seed{seed}"
 
 
 def log_stage_model(

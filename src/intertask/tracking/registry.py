@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from intertask import models
+from intertask.config import REFERENCE_FORMS
 from intertask.errors import ModelError, Problem
 from intertask.tracking.provenance import package_versions
 
@@ -148,15 +149,16 @@ def _log_pyfunc(folder: Path, head: str, name: str):
 
 
 def _log_from_code(folder: Path, head: str, name: str):
-    from intertask.tracking.serving import ARTIFACT, CODE_FILE, input_example, output_example
+    from intertask.tracking.serving import ARTIFACT, CODE_FILE, input_example, output_example, read_task
 
-    example = input_example(folder, head)
+    spec, _ = read_task(folder)  # the task the model was trained for: its input and output columns
+    example = input_example(spec, head)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(CODE_FILE),  # models from code: nothing pickled
         artifacts={ARTIFACT: str(folder)},
         pip_requirements=_pip_requirements(),
-        signature=mlflow.models.infer_signature(example, output_example(folder, head)),
+        signature=mlflow.models.infer_signature(example, output_example(spec, head)),
         input_example=example,
         step=MODEL_STEP,
     )
@@ -198,7 +200,7 @@ def _reference_error(ref: str, problem: str, field: str) -> ModelError:
                 field,
                 problem,
                 ref,
-                "models:/name@alias, models:/name/version, models:/<model id>, runs:/<run id>/<model name> or a run id",
+                REFERENCE_FORMS,
             )
         ]
     )

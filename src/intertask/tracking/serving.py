@@ -124,14 +124,13 @@ def _probabilities(task, logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(1, keepdims=True)
 
 
-def is_pair_classification(folder: Path) -> bool:
+def is_pair_classification(spec) -> bool:
     """A sentence-pair classifier (XNLI, PAWS-X): its input has `text` and `text_pair`."""
-    spec, _ = read_task(folder)
     return spec.type in ("classification", "multilabel_classification") and len(spec.text_fields) == 2
 
 
-def input_example(folder: Path, head: str) -> pd.DataFrame:
-    """A one-row input of the model's kind, logged with it."""
+def input_example(spec, head: str) -> pd.DataFrame:
+    """A one-row input of the model's kind (its TaskSpec and head), logged with it."""
     if head == "question_answering":
         return pd.DataFrame(
             {"question": ["Where is the Eiffel Tower?"], "context": ["The Eiffel Tower is in Paris."]}
@@ -142,15 +141,14 @@ def input_example(folder: Path, head: str) -> pd.DataFrame:
         )
     if head == "token_classification":
         return pd.DataFrame({"tokens": [["Marie", "Curie", "worked", "in", "Paris", "."]]})
-    if is_pair_classification(folder):
+    if is_pair_classification(spec):
         return pd.DataFrame({"text": ["A man is playing a guitar."], "text_pair": ["Someone plays music."]})
     return pd.DataFrame({"text": ["A fine, moving film."]})
 
 
-def output_example(folder: Path, head: str) -> pd.DataFrame:
+def output_example(spec, head: str) -> pd.DataFrame:
     """A one-row output of the model's kind, for the signature (the values are placeholders of the
     right types; the columns are what predict returns)."""
-    spec, _ = read_task(folder)
     labels = list(spec.labels)
     if head == "question_answering":
         return pd.DataFrame({"answer": ["Paris"]})
