@@ -79,9 +79,12 @@ def _coverage(parallel: bool, seeds: int, studies: int, seed: int) -> dict[str, 
 @pytest.mark.slow
 @pytest.mark.parametrize("seeds", [3, 5])
 def test_language_means_of_translated_test_sets_cover_the_true_gain(seeds):
+    """93-99 %: where the seed part and the example part both matter, reading the seed part over its
+    whole chi-square (significance.mixture_p, what keeps the 3-seed tail right) is conservative, as
+    the Behrens-Fisher fiducial test is; at 3 seeds the mean of 5 languages covers 98 %."""
     coverage = _coverage(parallel=True, seeds=seeds, studies=500, seed=seeds)
-    assert 0.93 <= coverage["mean_all"] <= 0.97, coverage
-    assert all(0.93 <= coverage[lang] <= 0.975 for lang in LANGUAGES), coverage
+    assert 0.93 <= coverage["mean_all"] <= 0.99, coverage
+    assert all(0.93 <= coverage[lang] <= 0.99 for lang in LANGUAGES), coverage
 
 
 @pytest.mark.slow
@@ -227,3 +230,131 @@ def test_the_headline_family_keeps_the_false_discovery_rate_and_leaves_out_one_s
         found += flagged.intermediate.str.startswith("real").sum()
     assert np.mean(shares) <= 0.05 + 0.02  # Monte Carlo slack: 40 reports
     assert found / (40 * 5) > 0.5  # and it finds the real gains
+
+
+# --- the report as a whole: the 3-seed tail, many cells, the hierarchical reading --------------------
+# The studies the next report will read have 20 cells or more, 3 seeds each, one baseline shared by
+# every cell. A single cell's calibration (above) is not enough there: Benjamini-Hochberg reads the far
+# tail of the p-values, and a flag on any row of any cell is read as a finding.
+
+
+@pytest.mark.slow
+def test_the_null_tail_at_three_seeds_is_right():
+    """5,000 null cells at 3 seeds, the seed part about 5x the example part (as in the studies where the
+    Welch degrees of freedom, read at a bound of the seed part, made p 3-7x too small below 0.0025):
+    p <= 0.0025 in at most 0.4 % of cells (the nominal 0.25 % plus Monte Carlo slack: 12.5 expected,
+    the old rule gave 0.9 %), and p <= 0.05 in 2.5-6 % (a test that holds the tail by never rejecting
+    would fail here)."""
+    rng = np.random.default_rng(36)
+    p = np.array([_cell(rng, 0.0, 3, n=300).p for _ in range(5000)])
+    assert np.mean(p <= 0.0025) <= 0.004, np.mean(p <= 0.0025)
+    assert 0.025 <= np.mean(p <= 0.05) <= 0.06, np.mean(p <= 0.05)
+
+
+def _cells_sharing_a_baseline(rng, deltas, seeds=3, n=300, resamples=100) -> list:
+    """One report's headline estimates: a transfer arm per true gain in `deltas`, every one against the
+    same baseline runs (as every cell of a study reads its target's one baseline arm)."""
+    baseline = [rng.random(n) < 0.5 for _ in range(seeds)]
+    out = []
+    for delta in deltas:
+        expected = delta + rng.normal(0, 0.1, n)
+        transfer = []
+        for base in baseline:
+            m = np.clip(expected + rng.normal(0, 0.01), -0.5, 0.5)
+            flip = rng.random(n) < 2 * np.abs(m)
+            transfer.append(np.where(m > 0, base | flip, base & ~flip).astype(float)[:, None])
+        weights = significance.example_weights(n, resamples, rng)
+        full_t, full_b, boot_t, boot_b = significance.paired_replicates(
+            transfer, [b.astype(float)[:, None] for b in baseline], lambda sums, k: sums[..., 0] / k, weights
+        )
+        out.append(significance.estimate(full_t - full_b, boot_t - boot_b, examples=n))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("real", [0, 5])
+def test_the_headline_family_of_20_cells_sharing_a_baseline_keeps_its_fdr_at_three_seeds(real):
+    """20 cells at 3 seeds against one baseline, all null (the FDR is then the chance of any flag: it
+    was 11.4 % with q = 5 %) or 5 with a real gain of 2 points (12-13 % before): the share of false
+    flags among the flagged stays <= q."""
+    rng = np.random.default_rng(3600 + real)
+    shares = []
+    for _ in range(500):
+        cells = _cells_sharing_a_baseline(rng, [0.02] * real + [0.0] * (20 - real))
+        hits = significance.q_values(np.array([c.p for c in cells])) <= 0.05
+        shares.append(hits[real:].sum() / max(1, hits.sum()))
+    assert np.mean(shares) <= 0.05 + 0.02, np.mean(shares)  # Monte Carlo slack: 500 reports
+
+
+def _languages_report(rng, deltas: dict[str, float], seeds=3, n=150, languages=("en", "de", "fr")):
+    """A gains table of cells in 3 languages (independent test sets), every cell against one baseline."""
+    scores, blocks = [], []
+    for seed in range(1, seeds + 1):
+        for lang in languages:
+            base = rng.random(n) < 0.5
+            blocks.append(
+                ({"model": "m", "intermediate": "none", "target": "xnli", "seed": seed}, lang, base)
+            )
+            for name, delta in deltas.items():
+                m = np.clip(delta + rng.normal(0, 0.1, n) + rng.normal(0, 0.01), -0.5, 0.5)
+                flip = rng.random(n) < 2 * np.abs(m)
+                cell = {"model": "m", "intermediate": name, "target": "xnli", "seed": seed}
+                blocks.append((cell, lang, np.where(m > 0, base | flip, base & ~flip)))
+    scores = [{**cell, "language": lang, "value": c.mean()} for cell, lang, c in blocks]
+    table, examples = _frames(scores, [(cell, lang, c.astype(np.int64)) for cell, lang, c in blocks], n)
+    facts = {"xnli": TaskFacts("single_label", False, "accuracy")}
+    return gains_table(table, examples, facts, ReportConfig(bootstrap=100))
+
+
+@pytest.mark.slow
+def test_the_hierarchical_reading_keeps_false_flags_rare_across_the_whole_report():
+    """20 cells in 3 languages against one baseline, 3 seeds: before, each cell's language rows were
+    corrected within the cell alone, and 45-56 % of reports showed a flag on some null cell. Read
+    hierarchically (a cell's rows only where its headline is flagged, at the Benjamini-Bogomolov level):
+    with every cell null, a report shows any flag at all in <= q of reports; with 5 cells really +20
+    points, the share of false flags among all flagged rows stays <= q, and the real cells' language
+    rows are found."""
+    rng = np.random.default_rng(3601)
+    null = {f"null{i}": 0.0 for i in range(20)}
+    any_flag = []
+    for _ in range(60):
+        gains = _languages_report(rng, null)
+        any_flag.append(gains.flag.isin(["positive", "negative"]).any())
+    assert np.mean(any_flag) <= 0.05 + 0.05, np.mean(any_flag)  # Monte Carlo slack: 60 reports
+    mixed = {f"real{i}": 0.2 for i in range(5)} | {f"null{i}": 0.0 for i in range(15)}
+    shares, found = [], []
+    for _ in range(40):
+        gains = _languages_report(rng, mixed)
+        flagged = gains[gains.flag.isin(["positive", "negative"])]
+        shares.append(flagged.intermediate.str.startswith("null").mean() if len(flagged) else 0.0)
+        real_languages = gains[gains.intermediate.str.startswith("real") & (gains.language != "mean_all")]
+        found.append(real_languages.flag.eq("positive").mean())
+    assert np.mean(shares) <= 0.05 + 0.02, np.mean(shares)
+    assert np.mean(found) > 0.5, np.mean(found)
+
+
+def _ceiling_report(seeds: int, n: int = 150) -> pd.DataFrame:
+    """Transfer right on every example with every seed; each baseline seed wrong on one other example;
+    one language, so the language row and the headline (mean_all) are one test."""
+    scores, blocks = [], []
+    for seed in range(1, seeds + 1):
+        base = np.ones(n, dtype=np.int64)
+        base[seed * 7] = 0
+        for arm, correct in (("x", np.ones(n, dtype=np.int64)), ("none", base)):
+            cell = {"model": "m", "intermediate": arm, "target": "xnli", "seed": seed}
+            scores.append({**cell, "language": "en", "value": correct.mean()})
+            blocks.append((cell, "en", correct))
+    table, examples = _frames(scores, blocks, n)
+    facts = {"xnli": TaskFacts("single_label", True, "accuracy")}
+    return gains_table(table, examples, facts, ReportConfig(bootstrap=1000))
+
+
+def test_tied_seeds_at_the_ceiling_are_read_by_the_exact_test():
+    """5 seeds: the normal reading of the seed-by-example variance gave p = 0.024 (flagged positive)
+    where the exact McNemar test of 5 discordant pairs, all one way, gives 2 / 2^5 = 0.0625. The
+    interval, which excluded 0, now reaches past it; the language row is the headline's own test."""
+    gains = _ceiling_report(5).set_index("language")
+    head, en = gains.loc["mean_all"], gains.loc["en"]
+    assert head.family == "headline" and head.p == pytest.approx(0.0625) and head.flag != "positive"
+    assert head.ci_low < 0 < head.ci_high and head.gain == pytest.approx(1 / 150)
+    assert en.family == "headline copy" and (en.q, en.flag) == (head.q, head.flag)

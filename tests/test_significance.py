@@ -8,6 +8,7 @@ thousand, whose clipping moves the truth by far less than the intervals' widths)
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from intertask import significance
 
@@ -104,3 +105,58 @@ def test_the_detectable_gain_of_a_t_test_with_two_degrees_of_freedom():
     assert significance.detectable_gain(1.0, 0.0, 2, 0.05, 0.8) == pytest.approx(5.65, abs=0.01)
     assert significance.detectable_gain(1.0, 0.0, np.inf, 0.05, 0.8) == pytest.approx(1.96 + 0.8416, 1e-3)
     assert significance.c4(3) == pytest.approx(0.8862, abs=1e-4)
+
+
+def test_the_seed_part_mixture_is_student_t_when_the_seeds_are_all_and_normal_when_they_are_none():
+    """mixture_p integrates the normal tail over the seed part's chi-square: with no example part that
+    is Student's t with S - 1 degrees of freedom exactly, with no seed part the normal."""
+    t = np.array([0.5, 2.0, 4.3, 9.9, 30.0])
+    for df in (2, 4, 9):
+        assert significance.mixture_p(t, np.ones(5), df) == pytest.approx(2 * stats.t.sf(t, df), rel=1e-4)
+        assert significance.mixture_quantile(1.0, df, 0.05) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-6)
+    assert significance.mixture_p(t, np.zeros(5), 2) == pytest.approx(2 * stats.norm.sf(t), rel=1e-9)
+    between = significance.mixture_quantile(np.array([0.2, 0.5, 0.8]), 2, 0.05)
+    assert (np.diff(between) > 0).all() and between[0] > 1.96 and between[-1] < stats.t.ppf(0.975, 2)
+
+
+def test_the_permutation_test_is_the_exact_mcnemar_test_on_binary_outcomes():
+    """Seven discordant (seed, item) pairs favour the transfer arm and two the baseline, over 3 seeds:
+    the enumerated permutation p equals scipy's exact binomial (McNemar) test of 7 against 2."""
+    rng = np.random.default_rng(5)
+    transfer = [np.ones((40, 1)) for _ in range(3)]
+    baseline = [np.ones((40, 1)) for _ in range(3)]
+    for seed, item in [(0, 1), (0, 5), (1, 2), (1, 9), (1, 30), (2, 4), (2, 7)]:
+        baseline[seed][item] = 0
+    for seed, item in [(0, 11), (2, 12)]:
+        transfer[seed][item] = 0
+    outcomes = [
+        significance.Outcomes(t, b, lambda s, n: s[..., 0] / n, 1 / 3)
+        for t, b in zip(transfer, baseline, strict=True)
+    ]
+    exact = stats.binomtest(2, 9, 0.5).pvalue
+    assert significance.permutation_p(outcomes, rng) == pytest.approx(exact, abs=1e-12)
+    assert significance.permutation_p(outcomes, rng, limit=8) is None  # 9 discordant pairs: not run
+
+
+def test_a_constant_gain_is_tested_and_its_interval_stays_inside_the_metric_range():
+    """Transfer right and baseline wrong on all 150 examples with every seed: +100 points that nothing
+    moves. Before: [97.5, 102.5], p = 1, inconclusive; now the interval ends at 100 and the permutation
+    test (450 discordant pairs, all one way) gives the smallest p its draws can."""
+    rng = np.random.default_rng(0)
+    transfer, baseline = [np.ones((150, 1))] * 3, [np.zeros((150, 1))] * 3
+    weights = significance.example_weights(150, 200, rng)
+    full_t, full_b, boot_t, boot_b = significance.paired_replicates(
+        transfer, baseline, lambda sums, n: sums[..., 0] / n, weights
+    )
+    est = significance.estimate(full_t - full_b, boot_t - boot_b, examples=150)
+    assert not est.varies and est.ci_high == 1.0 and est.ci_low == pytest.approx(1 - np.log(40) / 150)
+    outcomes = [
+        significance.Outcomes(t, b, lambda s, n: s[..., 0] / n, 1 / 3)
+        for t, b in zip(transfer, baseline, strict=True)
+    ]
+    tested = significance.with_permutation(est, significance.permutation_p(outcomes, rng, np.inf))
+    assert tested.p == pytest.approx(1 / (significance.PERMUTATIONS + 1))
+    flag, _ = significance.reading(
+        tested.gain, tested.p, tested.p, (tested.ci_low, tested.ci_high), 0.05, 0.02
+    )
+    assert flag == "positive"

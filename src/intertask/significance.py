@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 from scipy import optimize, special, stats
@@ -63,12 +64,18 @@ class Estimate:
     seed_var: float  # NaN when not estimated (fewer than 3 seeds)
     example_var: float
     n_seeds: int
+    varies: bool = True  # False: both arms' outcomes gave the same gain on every draw and seed
 
 
 TIED = 0.005  # seeds spread less than this quantile of their example-level variation count as tied
 
 
-WELCH_BOUND = 0.25  # the seed part's degrees of freedom are read at its 75 % upper bound (welch_df)
+QUADRATURE = 128  # nodes of the integral over the seed part's chi-square (mixture_p)
+GAIN_BOUND = 1.0  # a gain of a metric in [0, 1] lies in [-1, 1]
+EXACT_UNITS = 30  # a row with at most this many discordant (seed, item) pairs is also tested by permutation
+ENUMERATED = 14  # up to 2^14 swaps are enumerated; more discordant pairs draw PERMUTATIONS at random
+PERMUTATIONS = 20_000
+CHUNK = 2_000  # swaps evaluated at a time
 
 
 def rng_for(*key: object) -> np.random.Generator:
@@ -115,34 +122,88 @@ def estimate(
     if part + example_var == 0:
         return _nothing_varies(gain, examples, alpha, seed_var, n_seeds)
     se = float(np.sqrt(part + example_var))
-    df = welch_df(part, example_var, seed_df)
-    width = float(stats.t.ppf(1 - alpha / 2, df)) * se
-    p = float(2 * stats.t.sf(abs(gain) / se, df))
+    share = part / (part + example_var)
+    multiplier = float(mixture_quantile(share, seed_df, alpha))
+    p = float(mixture_p(abs(gain) / se, share, seed_df))
     mde = detectable_gain(design, example_var, seed_df, alpha, power)
-    return Estimate(gain, se, df, gain - width, gain + width, p, mde, seed_var, example_var, n_seeds)
+    low, high = _in_range(gain - multiplier * se, gain + multiplier * se)
+    df = equivalent_df(multiplier, alpha)
+    return Estimate(gain, se, df, low, high, p, mde, seed_var, example_var, n_seeds)
 
 
-def welch_df(seed_part: float, example_part: float, seed_df: float) -> float:
-    """Welch-Satterthwaite degrees of freedom of seed_part + example_part, where only the seed part is
-    estimated (with seed_df degrees of freedom) and the example part is known from the bootstrap. Read
-    at an upper bound of the seed part (its 75 % chi-square bound): with the estimate itself, a seed
-    part that happens to come out small also buys degrees of freedom it may not have, and the interval
-    under-covers at 3 seeds (92 % in test_significance's studies); so it covers 95-97 %."""
-    if seed_part == 0 or not np.isfinite(seed_df):
+def _in_range(low: float, high: float) -> tuple[float, float]:
+    """An interval of a gain cut to the gains a metric in [0, 1] can have: [-1, 1] (every metric
+    intertask scores is a share or an F1 in [0, 1])."""
+    return max(low, -GAIN_BOUND), min(high, GAIN_BOUND)
+
+
+@lru_cache(maxsize=64)
+def _chi2_nodes(seed_df: float) -> tuple[np.ndarray, np.ndarray]:
+    """Quadrature of E[f(W)], W ~ chi-square(seed_df): Gauss-Legendre over W's quantile u = s^3 (the
+    cube clusters nodes where W is small and the mixture's variance large: the far tail)."""
+    x, w = special.roots_legendre(QUADRATURE)
+    s = (x + 1) / 2
+    return stats.chi2.ppf(s**3, seed_df), w / 2 * 3 * s**2
+
+
+def mixture_p(t, share, seed_df: float):
+    """Two-sided p of a gain `t` standard errors from 0 when a `share` of its variance is a seed part
+    estimated with `seed_df` degrees of freedom and the rest is known (module docstring): the normal
+    tail averaged over the seed part's fiducial distribution, estimate x seed_df / chi-square(seed_df).
+    At share 1 this is Student's t with seed_df degrees of freedom, at share 0 the normal."""
+    t, share = np.asarray(t, float), np.asarray(share, float)
+    if not np.isfinite(seed_df):
+        return 2 * special.ndtr(-t)
+    chi2, weights = _chi2_nodes(float(seed_df))
+    scale = np.sqrt(share[..., None] * seed_df / chi2 + 1 - share[..., None])
+    return np.minimum(1.0, (weights * 2 * special.ndtr(-t[..., None] / scale)).sum(-1))
+
+
+def mixture_quantile(share, seed_df: float, alpha: float):
+    """The multiplier h of the standard error at which mixture_p is alpha (the interval is gain +- h se):
+    between the normal's z and Student's t with seed_df degrees of freedom; bisection, to 1e-9."""
+    share = np.asarray(share, float)
+    low = np.full(share.shape, stats.norm.ppf(1 - alpha / 2))
+    if not np.isfinite(seed_df):
+        return low
+    high = np.full(share.shape, stats.t.ppf(1 - alpha / 2, seed_df) * 1.01)
+    while np.max(high - low) > 1e-9:
+        middle = (low + high) / 2
+        above = mixture_p(middle, share, seed_df) > alpha
+        low, high = np.where(above, middle, low), np.where(above, high, middle)
+    return (low + high) / 2
+
+
+@lru_cache(maxsize=64)
+def _quantile_table(seed_df: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    shares = np.linspace(0.0, 1.0, 513)
+    return shares, mixture_quantile(shares, seed_df, alpha)
+
+
+def equivalent_df(multiplier: float, alpha: float) -> float:
+    """The degrees of freedom of the Student t whose 1 - alpha/2 quantile is `multiplier` (for the `df`
+    column and simultaneous intervals, which read the interval as a t interval)."""
+    z = stats.norm.ppf(1 - alpha / 2)
+    if multiplier <= z * (1 + 1e-9):
         return float("inf")
-    upper = seed_part * seed_df / stats.chi2.ppf(WELCH_BOUND, seed_df)
-    return float((upper + example_part) ** 2 / (upper**2 / seed_df))
+    gap = lambda log_df: special.stdtrit(np.exp(log_df), 1 - alpha / 2) - multiplier  # noqa: E731
+    if gap(np.log(1e6)) > 0:
+        return float("inf")
+    return float(np.exp(optimize.brentq(gap, np.log(0.5), np.log(1e6))))
 
 
 def _nothing_varies(gain, examples, alpha, seed_var, n_seeds) -> Estimate:
     """Both arms agree on every example with every seed: no spread to read. The interval is the
     rule-of-three bound on how often two arms could disagree unseen among n examples, ln(2/alpha)/n (a
     gain of a metric in [0, 1] moves by at most the share of examples on which the arms differ); it is
-    also the mde: a smaller gain could not be told from none."""
+    also the mde: a smaller gain could not be told from none. Its p is 1 until the permutation test
+    (with_permutation) reads the discordant items: a constant gain of +100 points is no 'p = 1'."""
     n = float(examples) if examples and examples > 0 else 1.0
     bound = float(np.log(2 / alpha) / n)
     se = bound / stats.norm.ppf(1 - alpha / 2)
-    return Estimate(gain, se, float("inf"), gain - bound, gain + bound, 1.0, bound, seed_var, 0.0, n_seeds)
+    low, high = _in_range(gain - bound, gain + bound)
+    p = 1.0  # a gain of 0 that nothing moves; any other gain is tested by permutation (with_permutation)
+    return Estimate(gain, se, float("inf"), low, high, p, bound, seed_var, 0.0, n_seeds, varies=False)
 
 
 def detectable_gain(
@@ -151,21 +212,97 @@ def detectable_gain(
     """The true gain that the test of `estimate` detects with probability `power` when the seed part's
     variance is `seed_part` (estimated with seed_df degrees of freedom: its estimate follows
     seed_part x chi2 / seed_df) and the example part `example_part` is known. Integrated over that
-    chi-square (200 quantiles), with the Welch degrees of freedom of each, so it holds for 3 seeds as for
-    many (t_{1-a/2} + t_{power} falls short of it at few degrees of freedom)."""
+    chi-square (200 quantiles), each estimate with the interval `estimate` would give it, so it holds
+    for 3 seeds as for many (t_{1-a/2} + t_{power} falls short of it at few degrees of freedom)."""
     if not np.isfinite(seed_df) or seed_part == 0:
         estimates = np.full(1, seed_part)
+        multipliers = np.full(1, stats.norm.ppf(1 - alpha / 2))
     else:
         estimates = seed_part * stats.chi2.ppf((np.arange(200) + 0.5) / 200, seed_df) / seed_df
-    dfs = np.array([welch_df(a, example_part, seed_df) for a in estimates])
-    widths = stats.t.ppf(1 - alpha / 2, dfs) * np.sqrt(estimates + example_part)
+        shares, table = _quantile_table(float(seed_df), alpha)
+        multipliers = np.interp(estimates / (estimates + example_part), shares, table)
+    widths = multipliers * np.sqrt(estimates + example_part)
     sd = np.sqrt(seed_part + example_part)
 
     def shortfall(gain: float) -> float:
-        reached = stats.norm.sf((widths - gain) / sd) + stats.norm.cdf((-widths - gain) / sd)
+        reached = special.ndtr((gain - widths) / sd) + special.ndtr((-widths - gain) / sd)
         return float(reached.mean()) - power
 
     return float(optimize.brentq(shortfall, 0.0, 20 * (widths.max() + sd)))
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """One seed (of one language) of a row: both arms' per-item statistics (n, k), paired by row, the
+    metric of summed statistics `metric(sums, n)`, and that seed's weight in the row's gain (1 / (seeds x
+    languages): a row's gain is the mean over its languages of the mean over seeds)."""
+
+    transfer: np.ndarray
+    baseline: np.ndarray
+    metric: Callable[[np.ndarray, float], np.ndarray]
+    weight: float
+
+
+def permutation_p(
+    outcomes: Sequence[Outcomes], rng: np.random.Generator, limit: float = EXACT_UNITS
+) -> float | None:
+    """Two-sided p of a row's gain under the sharp null that the two arms are exchangeable within every
+    (seed, item) pair: each pair on which they differ (a discordant pair) is swapped or not, the metric
+    recomputed from the swapped sums, and p is the share of the 2^D swaps (all of them up to D =
+    ENUMERATED, else PERMUTATIONS random ones, counting the observed) whose gain is at least as far
+    from 0. None where there are more than `limit` discordant pairs (the normal reading holds there).
+    With all D discordant pairs on one side and equal weights this is the exact sign (McNemar) test,
+    2 / 2^D."""
+    moved = [o.transfer - o.baseline for o in outcomes]
+    differ = [np.flatnonzero(np.any(m != 0, axis=1)) for m in moved]
+    units = sum(len(d) for d in differ)
+    if units == 0:
+        return 1.0
+    if units > limit:
+        return None
+    exact = units <= ENUMERATED
+    totals = [(len(o.transfer), o.transfer.sum(0), o.baseline.sum(0)) for o in outcomes]
+    observed = sum(
+        o.weight * float(o.metric(t, n) - o.metric(b, n))
+        for o, (n, t, b) in zip(outcomes, totals, strict=True)
+    )
+    draws = 2**units if exact else PERMUTATIONS
+    extreme = 0
+    for first in range(0, draws, CHUNK):
+        count = min(CHUNK, draws - first)
+        if exact:
+            swaps = ((np.arange(first, first + count)[:, None] >> np.arange(units)) & 1).astype(float)
+        else:
+            swaps = rng.integers(0, 2, (count, units)).astype(float)
+        swapped, start = np.zeros(count), 0
+        for o, m, d, (n, total_t, total_b) in zip(outcomes, moved, differ, totals, strict=True):
+            shift = swaps[:, start : start + len(d)] @ m[d]  # (draws, k): the swapped pairs' differences
+            start += len(d)
+            swapped += o.weight * (o.metric(total_t - shift, n) - o.metric(total_b + shift, n))
+        extreme += int(np.sum(np.abs(swapped) >= abs(observed) * (1 - 1e-9) - 1e-12))
+    return extreme / draws if exact else (extreme + 1) / (draws + 1)
+
+
+def with_permutation(est: Estimate, permutation: float | None, confidence: float = 0.95) -> Estimate:
+    """The estimate read with a permutation test's p (permutation_p; None: not run). Where something
+    varies, p is the larger of the two: each is valid where its approximation holds (the t mixture with
+    many discordant items, the permutation with few), so the larger one is valid wherever either is.
+    Where nothing varies the t mixture has no spread to read and the permutation's p is the test. An
+    interval stays consistent with its p: one that excluded 0 while the permutation's p is above alpha
+    is widened to the test-based standard error |gain| / z_{p/2} (Miettinen), which reaches past 0."""
+    if permutation is None:
+        return est
+    if not est.varies:
+        return replace(est, p=float(permutation))
+    if permutation <= est.p:
+        return est
+    alpha = 1 - confidence
+    if permutation <= alpha or est.ci_low <= 0 <= est.ci_high:  # the interval already agrees with p
+        return replace(est, p=float(permutation))
+    se = max(est.se, abs(est.gain) / stats.norm.isf(permutation / 2))
+    multiplier = stats.t.ppf(1 - alpha / 2, est.df)
+    low, high = _in_range(est.gain - multiplier * se, est.gain + multiplier * se)
+    return replace(est, se=float(se), ci_low=low, ci_high=high, p=float(permutation))
 
 
 def c4(n: int) -> float:
@@ -221,11 +358,13 @@ def reading(
     alpha: float = 0.05,
     family: int = 1,
     n_seeds: int = 3,
+    tested: bool = True,
 ) -> tuple[str, str]:
     """(flag, a sentence) of one cell, in points (metric x 100). `family`: how many gains its q-value
     was corrected over. A gain is positive / negative at q <= fdr; `no effect` only when its whole
     interval lies inside +-smallest (equivalence at the interval's level); otherwise inconclusive, with
-    the interval. With fewer than 3 seeds nothing is a finding."""
+    the interval. With fewer than 3 seeds nothing is a finding; nor is a row that was not `tested` (a
+    row of a cell whose headline is not significant: report/gains.py, hierarchical reading)."""
     low, high = interval
     if np.isnan(p):
         return "inconclusive", "no per-example outcomes to test"
@@ -234,6 +373,13 @@ def reading(
         return "inconclusive", (
             f"{span} for this training run over test samples; the training randomness is not in it "
             f"({n_seeds} seed(s)): not a finding"
+        )
+    if not tested:
+        if -smallest < low and high < smallest:
+            return "no effect", f"no effect: {span} lies inside +-{100 * smallest:.1f} points"
+        return (
+            "inconclusive",
+            f"inconclusive: {span} (p = {p:.2g}), not tested: its cell's headline gain is not significant",
         )
     if q <= fdr:
         kind = "positive" if gain > 0 else "negative"

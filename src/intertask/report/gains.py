@@ -57,7 +57,7 @@ CELL_KEYS = ["model", "intermediate", "target", "seed"]  # the tags that place a
 QA_SCORE = "xtreme"  # XTREME's score of a QA task: (exact match + F1) / 2
 XTREME_TASK = "xtreme"  # the task column of XTREME group / overall rows
 XTREME_METRIC = "score"
-HEADLINE, WITHIN_CELL, OUTSIDE = "headline", "cell", "none"
+HEADLINE, SAME, WITHIN_CELL, OUTSIDE = "headline", "headline copy", "cell", "none"
 MIN_SEEDS = 3
 
 
@@ -195,13 +195,18 @@ def _cell_gains(key, seeds, cell, baseline, runs, fact: TaskFacts, options, note
         listed = ", ".join(f"{lang} {n}" for lang, n in dropped.items())
         note = _joined(note, f"test examples not scored in every run left out of the comparison ({listed})")
     weights = _draws(key, uids, fact.parallel, options.bootstrap)
-    values = _replicates(frames, uids, list(dict.fromkeys(cell.metric)), len(seeds), fact, weights)
+    values, paired = _replicates(frames, uids, list(dict.fromkeys(cell.metric)), len(seeds), fact, weights)
     rows = []
     for label, members in _levels(cell, languages):
         items = _items(uids, members, fact.parallel)
         for name, per_language in values.items():
             arrays = _mean_over(per_language, members)
-            rows.append(_estimated_row(key, label, name, arrays, items, options, note))
+            outcomes = [
+                significance.Outcomes(t, b, paired[name][lang][1], 1 / (len(seeds) * len(members)))
+                for lang in members
+                for t, b in paired[name][lang][0]
+            ]
+            rows.append(_estimated_row(key, label, name, arrays, items, options, note, outcomes))
     return rows, values, _items(uids, languages, fact.parallel)
 
 
@@ -234,10 +239,13 @@ def _common_items(frames: dict[str, list[pd.DataFrame]]) -> tuple[dict[str, np.n
     return uids, dropped
 
 
-def _replicates(frames, uids, names: list[str], n_seeds: int, fact: TaskFacts, weights) -> dict:
+def _replicates(frames, uids, names: list[str], n_seeds: int, fact: TaskFacts, weights) -> tuple[dict, dict]:
     """Per metric and language: (full_t (S,), full_b (S,), boot_t (S, B), boot_b (S, B)) from the
-    runs' per-example sums on the common items; QA adds the XTREME score, the mean of EM and F1."""
+    runs' per-example sums on the common items; QA adds the XTREME score, the mean of EM and F1. And
+    per metric and language the per-seed (transfer, baseline) statistics with the metric of their sums,
+    for the permutation test."""
     values: dict[str, dict[str, tuple]] = {name: {} for name in names}
+    paired: dict[str, dict[str, tuple]] = {name: {} for name in names}
     for lang, group in frames.items():
         columns = list(dict.fromkeys(c for f in group for c in f.columns if c not in EXAMPLE_KEYS))
         # a label column one run lacks (nobody predicted or had that label there) counts 0 for it
@@ -252,6 +260,7 @@ def _replicates(frames, uids, names: list[str], n_seeds: int, fact: TaskFacts, w
             values[name][lang] = significance.paired_replicates(
                 stats[:n_seeds], stats[n_seeds:], metric, weights[lang]
             )
+            paired[name][lang] = (list(zip(stats[:n_seeds], stats[n_seeds:], strict=True)), metric)
     if {"exact_match", "f1"} <= set(names):
         values[QA_SCORE] = {
             lang: tuple(
@@ -259,7 +268,13 @@ def _replicates(frames, uids, names: list[str], n_seeds: int, fact: TaskFacts, w
             )
             for lang in frames
         }
-    return values
+        paired[QA_SCORE] = {lang: (paired["f1"][lang][0], _qa_score(paired, lang)) for lang in frames}
+    return values, paired
+
+
+def _qa_score(paired: dict, lang: str):
+    exact_match, f1 = paired["exact_match"][lang][1], paired["f1"][lang][1]
+    return lambda sums, n: (exact_match(sums, n) + f1(sums, n)) / 2
 
 
 def _aligned(frame: pd.DataFrame, uids: np.ndarray, columns: list[str]) -> np.ndarray:
@@ -308,9 +323,16 @@ def _mean_over(per_language: dict[str, tuple], members: list[str]) -> tuple:
     return tuple(np.mean([per_language[lang][i] for lang in members], axis=0) for i in range(4))
 
 
-def _estimated_row(key, label, name, arrays, items, options, note) -> dict:
+def _estimated_row(key, label, name, arrays, items, options, note, outcomes=None) -> dict:
+    """A row's estimate; with its per-seed outcomes, also read by the permutation test where few items
+    are discordant (near a ceiling or floor) or nothing varies (significance.with_permutation)."""
     full_t, full_b, boot_t, boot_b = arrays
     est = significance.estimate(full_t - full_b, boot_t - boot_b, options.confidence, options.power, items)
+    if outcomes and len(full_t) >= MIN_SEEDS:
+        limit = significance.EXACT_UNITS if est.varies else np.inf
+        rng = significance.rng_for(*key, label, name, "permutation")
+        permutation = significance.permutation_p(outcomes, rng, limit)
+        est = significance.with_permutation(est, permutation, options.confidence)
     return _gain_row(key, label, name, est, full_t.mean(), full_b.mean(), items, note)
 
 
@@ -393,16 +415,27 @@ def _gains_without_examples(key, seeds, cell, baseline, note) -> list[dict]:
 
 
 def families(frame: pd.DataFrame, facts: Mapping[str, TaskFacts], headline_language: str) -> pd.Series:
-    """Each row's family (module docstring): `headline`, `cell` or `none`."""
+    """Each row's family (module docstring): `headline`, `headline copy` (a row whose test is its
+    cell's headline test: the same metric, gain, standard error and p, as a one-language task's
+    language row), `cell` or `none`."""
     if frame.empty:
         return pd.Series([], dtype=object)
-    headline_metric = frame.task.map(lambda t: facts[t].headline_metric if t in facts else None)
+    declared = frame.task.map(lambda t: facts[t].headline_metric if t in facts else None)
+    first = frame.groupby(CELL, sort=False, dropna=False).metric.transform("first")
+    headline_metric = declared.where(declared.notna(), first)  # a task that declares none: its first
+    headline_metric[frame.task == XTREME_TASK] = None  # XTREME's group rows summarise other cells
     language = _headline_languages(frame, headline_language)
     is_headline = (frame.metric == headline_metric) & (frame.language == language)
     testable = (frame.n_seeds >= MIN_SEEDS) & frame.p.notna()
-    return pd.Series(
+    family = pd.Series(
         np.where(~testable, OUTSIDE, np.where(is_headline, HEADLINE, WITHIN_CELL)), index=frame.index
     )
+    same = ["metric", "gain", "se", "p"]
+    heads = frame[family == HEADLINE][[*CELL, *same]].assign(_copy=True)
+    rows = frame[family == WITHIN_CELL][[*CELL, *same]].reset_index()
+    copies = rows.merge(heads, on=[*CELL, *same], how="inner")["index"]
+    family[copies.to_numpy()] = SAME
+    return family
 
 
 def _headline_languages(frame: pd.DataFrame, wanted: str) -> pd.Series:
@@ -411,20 +444,49 @@ def _headline_languages(frame: pd.DataFrame, wanted: str) -> pd.Series:
     return pd.Series(np.where(has, wanted, metrics.MEAN_ALL), index=frame.index)
 
 
+def _selected_cells(frame: pd.DataFrame, fdr: float) -> tuple[set, int]:
+    """The cells whose rows are read (module docstring, hierarchical reading), and how many cells were
+    screened. A cell is screened by its headline; a cell without a headline row of its own (XTREME
+    group rows, task `xtreme`) by the headlines of its model, intermediate, target and split: it is
+    selected when one of them is."""
+    tested = frame[frame.family.isin([HEADLINE, WITHIN_CELL])]
+    cells = set(tested[CELL].itertuples(index=False, name=None))
+    heads = frame[frame.family == HEADLINE]
+    flagged = {tuple(r) for r in heads[heads.q <= fdr][CELL].itertuples(index=False, name=None)}
+    screened = {tuple(r) for r in heads[CELL].itertuples(index=False, name=None)}
+    parents = {(m, i, t, s) for m, i, t, _, s in flagged}
+    selected = {
+        c for c in cells if c in flagged or (c not in screened and (c[0], c[1], c[2], c[4]) in parents)
+    }
+    return selected, len(cells)
+
+
 def _flagged(frame: pd.DataFrame, facts: Mapping[str, TaskFacts], options) -> pd.DataFrame:
-    """q-values per family, then each row's flag and reading."""
+    """q-values, hierarchically (module docstring): the headline family first, then the rows of the
+    cells it selects, at the level Benjamini-Bogomolov give a family read after selection; then each
+    row's flag and reading."""
     frame["family"] = families(frame, facts, options.headline_language)
     frame["q"] = np.nan
     sizes = pd.Series(0, index=frame.index)
+    tested = pd.Series(True, index=frame.index)
     headline = frame.family == HEADLINE
     if headline.any():
         frame.loc[headline, "q"] = significance.q_values(
             frame.p[headline].to_numpy(float), options.correction
         )
         sizes[headline] = int(headline.sum())
+        head_q = frame[headline].set_index(CELL).q
+        copies = frame.family == SAME
+        frame.loc[copies, "q"] = [head_q.get(tuple(r)) for r in frame[copies][CELL].itertuples(index=False)]
+        sizes[copies] = int(headline.sum())
+    selected, screened = _selected_cells(frame, options.fdr)
     within = frame[frame.family == WITHIN_CELL]
-    for _, members in within.groupby(CELL, sort=False, dropna=False):
-        frame.loc[members.index, "q"] = significance.q_values(members.p.to_numpy(float), options.correction)
+    for cell, members in within.groupby(CELL, sort=False, dropna=False):
+        if cell not in selected:
+            tested[members.index] = False
+            continue
+        q = significance.q_values(members.p.to_numpy(float), options.correction)
+        frame.loc[members.index, "q"] = np.minimum(1.0, q * screened / len(selected))
         sizes[members.index] = len(members)
     readings = [
         significance.reading(
@@ -437,8 +499,9 @@ def _flagged(frame: pd.DataFrame, facts: Mapping[str, TaskFacts], options) -> pd
             1 - options.confidence,
             int(size),
             int(r.n_seeds),
+            bool(read),
         )
-        for r, size in zip(frame.itertuples(), sizes, strict=True)
+        for r, size, read in zip(frame.itertuples(), sizes, tested, strict=True)
     ]
     frame["flag"] = [f for f, _ in readings]
     frame["reading"] = [r for _, r in readings]
