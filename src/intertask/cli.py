@@ -349,7 +349,7 @@ def _print_headline(cfg, built) -> None:
         print(
             f"\nheadline gains ({cfg.report.headline_language} of the headline metric; interval over seeds "
             f"and test examples; q: {cfg.report.correction.upper()} over the headline family of {family} "
-            "cell(s), every other row within its own cell):"
+            "cell(s); a cell's other rows tested only where its headline is flagged):"
         )
         columns = [
             "model",

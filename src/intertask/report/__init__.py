@@ -7,7 +7,8 @@ language and metric, averaged over seeds. Its interval, p-value and minimum dete
 the seeds and a paired bootstrap of the test examples (significance.py: the metric is recomputed on
 each resample from the per-example statistics every evaluation logs, one draw of the items for all
 languages of a translated test set); q-values are Benjamini-Hochberg within a family (the headline
-family: one row per cell; the rest within their own cell; gains.py), and the flag reads q: `positive` /
+family: one row per cell; a cell's other rows only where its headline is flagged, at the
+Benjamini-Bogomolov level; gains.py), and the flag reads q: `positive` /
 `negative` at q <= report.fdr, else `no effect` when the whole interval lies inside
 +-report.smallest_effect, else `inconclusive`; with fewer than 3 seeds always `inconclusive` (one seed is
 not a finding), the reading saying what the test sample alone shows. A target whose baseline was not

@@ -9,12 +9,22 @@ correlate across languages (an item hard in English is hard in German), and inde
 language would understate the mean's variance several-fold. Such a mean counts its distinct items, not
 each translation. Other tasks draw each language independently.
 
-Families (`report.correction`, Benjamini-Hochberg by default, Benjamini-Yekutieli as an option):
+Families (`report.correction`, Benjamini-Hochberg by default, Benjamini-Yekutieli as an option), read
+hierarchically:
 - headline: one row per model x intermediate x target x evaluation task, the task's headline metric
-  on the study's headline language mean (`report.headline_language`, default mean_all), corrected
-  together: the report's findings;
-- cell: the other rows of each cell (per language, secondary metrics, other means, XTREME groups),
-  corrected within that cell only: where a cell's effect lies, read after its headline;
+  (or, for a task that declares none, its first) on the study's headline language mean
+  (`report.headline_language`, default mean_all), corrected together: the report's findings;
+- headline copy: a row whose test is its cell's headline test (the same metric, gain, standard error
+  and p: a one-language task's language row); it takes the headline's q and flag, not a second test;
+- cell: the other rows of each cell (per language, secondary metrics, other means, XTREME groups).
+  They are tested only in the cells the headline family selects (the headline flagged), at the level
+  Benjamini and Bogomolov (2014) give families read after selection: within the cell
+  Benjamini-Hochberg at fdr x R / m, R the cells selected of the m screened (q is reported scaled by
+  m / R, so a flag is still q <= fdr). A cell without a headline row of its own (XTREME group rows) is
+  selected when a headline of its model, intermediate, target and split is. Rows of cells not selected
+  get no q and say they were not tested. What a flag on such a row promises: it appears only in a cell
+  whose headline is a finding, and over the selected cells the expected share of false flags among a
+  cell's flagged rows is at most fdr on average;
 - none: rows with fewer than 3 seeds (never findings, and their p leaves the seed part out) and rows
   without per-example outcomes; their q is empty.
 """
@@ -206,7 +216,7 @@ def _cell_gains(key, seeds, cell, baseline, runs, fact: TaskFacts, options, note
                 for lang in members
                 for t, b in paired[name][lang][0]
             ]
-            rows.append(_estimated_row(key, label, name, arrays, items, options, note, outcomes))
+            rows.append(_estimated_row(key, label, name, arrays, items, options, note, outcomes, members))
     return rows, values, _items(uids, languages, fact.parallel)
 
 
@@ -323,14 +333,16 @@ def _mean_over(per_language: dict[str, tuple], members: list[str]) -> tuple:
     return tuple(np.mean([per_language[lang][i] for lang in members], axis=0) for i in range(4))
 
 
-def _estimated_row(key, label, name, arrays, items, options, note, outcomes=None) -> dict:
+def _estimated_row(key, label, name, arrays, items, options, note, outcomes=None, members=()) -> dict:
     """A row's estimate; with its per-seed outcomes, also read by the permutation test where few items
-    are discordant (near a ceiling or floor) or nothing varies (significance.with_permutation)."""
+    are discordant (near a ceiling or floor) or nothing varies (significance.with_permutation). The
+    permutation's draws are keyed by the languages the row covers, so two rows of the same languages
+    (a one-language task's language and its mean) are one test."""
     full_t, full_b, boot_t, boot_b = arrays
     est = significance.estimate(full_t - full_b, boot_t - boot_b, options.confidence, options.power, items)
     if outcomes and len(full_t) >= MIN_SEEDS:
         limit = significance.EXACT_UNITS if est.varies else np.inf
-        rng = significance.rng_for(*key, label, name, "permutation")
+        rng = significance.rng_for(*key, *members, name, "permutation")
         permutation = significance.permutation_p(outcomes, rng, limit)
         est = significance.with_permutation(est, permutation, options.confidence)
     return _gain_row(key, label, name, est, full_t.mean(), full_b.mean(), items, note)
