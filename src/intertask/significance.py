@@ -179,6 +179,8 @@ def mixture_quantile(share, seed_df: float, alpha: float):
     if not np.isfinite(seed_df):
         return low
     high = np.full(share.shape, stats.t.ppf(1 - alpha / 2, seed_df) * 1.01)
+    while np.any(mixture_p(high, share, seed_df) > alpha):  # never seen: the t quantile bounds it
+        high = high * 1.5
     while np.max(high - low) > 1e-9:
         middle = (low + high) / 2
         above = mixture_p(middle, share, seed_df) > alpha
@@ -188,6 +190,7 @@ def mixture_quantile(share, seed_df: float, alpha: float):
 
 @lru_cache(maxsize=64)
 def _quantile_table(seed_df: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """mixture_quantile on a grid of shares, for the 200 seed-part estimates of each mde."""
     shares = np.linspace(0.0, 1.0, 513)
     return shares, mixture_quantile(shares, seed_df, alpha)
 

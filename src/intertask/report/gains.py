@@ -443,7 +443,7 @@ def families(frame: pd.DataFrame, facts: Mapping[str, TaskFacts], headline_langu
         np.where(~testable, OUTSIDE, np.where(is_headline, HEADLINE, WITHIN_CELL)), index=frame.index
     )
     same = ["metric", "gain", "se", "p"]
-    heads = frame[family == HEADLINE][[*CELL, *same]].assign(_copy=True)
+    heads = frame[family == HEADLINE][[*CELL, *same]]
     rows = frame[family == WITHIN_CELL][[*CELL, *same]].reset_index()
     copies = rows.merge(heads, on=[*CELL, *same], how="inner")["index"]
     family[copies.to_numpy()] = SAME
