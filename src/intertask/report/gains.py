@@ -24,7 +24,8 @@ hierarchically:
   selected when a headline of its model, intermediate, target and split is. Rows of cells not selected
   get no q and say they were not tested. What a flag on such a row promises: it appears only in a cell
   whose headline is a finding, and over the selected cells the expected share of false flags among a
-  cell's flagged rows is at most fdr on average;
+  cell's flagged rows is at most fdr on average (proved for independent cells; the cells of one target
+  share its baseline, and tests/test_calibration.py measures that case);
 - none: rows with fewer than 3 seeds (never findings, and their p leaves the seed part out) and rows
   without per-example outcomes; their q is empty.
 """
