@@ -389,21 +389,18 @@ def reading(
             f"{span} for this training run over test samples; the training randomness is not in it "
             f"({n_seeds} seed(s)): not a finding"
         )
-    if not tested:
-        if -smallest < low and high < smallest:
-            return "no effect", f"no effect: {span} lies inside +-{100 * smallest:.1f} points"
-        return (
-            "inconclusive",
-            f"inconclusive: {span} (p = {p:.2g}), not tested: its cell's headline gain is not significant",
-        )
-    if q <= fdr:
+    if tested and q <= fdr:
         kind = "positive" if gain > 0 else "negative"
         return kind, f"{kind}: {span} (q = {q:.2g})"
-    if p <= alpha:
+    if tested and p <= alpha:
         return "inconclusive", (
             f"{span} (p = {p:.2g}), not significant once corrected for the {family} gains of its family "
             f"(q = {q:.2g})"
         )
     if -smallest < low and high < smallest:
         return "no effect", f"no effect: {span} lies inside +-{100 * smallest:.1f} points"
+    if not tested:
+        return "inconclusive", (
+            f"inconclusive: {span} (p = {p:.2g}), not tested: its cell's headline gain is not significant"
+        )
     return "inconclusive", f"inconclusive: {span} reaches beyond +-{100 * smallest:.1f} points"
