@@ -24,6 +24,13 @@ from intertask.report.gains import TaskFacts
 LANGUAGES = ("en", "de", "fr", "ru", "zh")
 
 
+def _transferred(rng, base: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The transfer arm's outcomes from the baseline's (module docstring): a wrong answer flips to right
+    with probability 2 m where m > 0, a right one to wrong with probability 2 |m| where m < 0."""
+    flip = rng.random(len(base)) < 2 * np.abs(m)
+    return np.where(m > 0, base | flip, base & ~flip)
+
+
 def _multilingual(rng, delta, seeds, n=300, rho=0.7, help_sd=0.25, seed_sd=0.01, agree=0.7):
     shared = rng.normal(0, help_sd, n)
     expected = {
@@ -35,8 +42,7 @@ def _multilingual(rng, delta, seeds, n=300, rho=0.7, help_sd=0.25, seed_sd=0.01,
         for lang in LANGUAGES:
             m = np.clip(expected[lang] + shift, -0.5, 0.5)
             base = (agree * latent + np.sqrt(1 - agree**2) * rng.normal(size=n)) > 0
-            flip = rng.random(n) < 2 * np.abs(m)
-            transfer = np.where(m > 0, base | flip, base & ~flip)
+            transfer = _transferred(rng, base, m)
             for arm, correct in (("x", transfer), ("none", base)):
                 cell = {"model": "m", "intermediate": arm, "target": "xnli", "seed": seed}
                 scores.append({**cell, "language": lang, "value": correct.mean()})
@@ -112,8 +118,7 @@ def _cell(rng, delta, seeds, n=400, seed_sd=0.02, help_sd=0.1, resamples=100):
     for _ in range(seeds):
         m = np.clip(expected + rng.normal(0, seed_sd), -0.5, 0.5)
         base = rng.random(n) < 0.5
-        flip = rng.random(n) < 2 * np.abs(m)
-        transfer.append(np.where(m > 0, base | flip, base & ~flip).astype(float)[:, None])
+        transfer.append(_transferred(rng, base, m).astype(float)[:, None])
         baseline.append(base.astype(float)[:, None])
     weights = significance.example_weights(n, resamples, rng)
     full_t, full_b, boot_t, boot_b = significance.paired_replicates(
@@ -196,14 +201,8 @@ def _report_of(rng, effects: dict[str, tuple[float, int]], n=300) -> pd.DataFram
             if seed > count:
                 continue
             m = np.clip(delta + rng.normal(0, 0.1, n) + rng.normal(0, 0.01), -0.5, 0.5)
-            flip = rng.random(n) < 2 * np.abs(m)
-            blocks.append(
-                (
-                    {"model": "m", "intermediate": name, "target": "xnli", "seed": seed},
-                    "en",
-                    np.where(m > 0, base | flip, base & ~flip),
-                )
-            )
+            cell = {"model": "m", "intermediate": name, "target": "xnli", "seed": seed}
+            blocks.append((cell, "en", _transferred(rng, base, m)))
     for cell, lang, correct in blocks:
         scores.append({**cell, "language": lang, "value": correct.mean()})
     blocks = [(cell, lang, c.astype(np.int64)) for cell, lang, c in blocks]
@@ -261,8 +260,7 @@ def _cells_sharing_a_baseline(rng, deltas, seeds=3, n=300, resamples=100) -> lis
         transfer = []
         for base in baseline:
             m = np.clip(expected + rng.normal(0, 0.01), -0.5, 0.5)
-            flip = rng.random(n) < 2 * np.abs(m)
-            transfer.append(np.where(m > 0, base | flip, base & ~flip).astype(float)[:, None])
+            transfer.append(_transferred(rng, base, m).astype(float)[:, None])
         weights = significance.example_weights(n, resamples, rng)
         full_t, full_b, boot_t, boot_b = significance.paired_replicates(
             transfer, [b.astype(float)[:, None] for b in baseline], lambda sums, k: sums[..., 0] / k, weights
@@ -297,9 +295,8 @@ def _languages_report(rng, deltas: dict[str, float], seeds=3, n=150, languages=(
             )
             for name, delta in deltas.items():
                 m = np.clip(delta + rng.normal(0, 0.1, n) + rng.normal(0, 0.01), -0.5, 0.5)
-                flip = rng.random(n) < 2 * np.abs(m)
                 cell = {"model": "m", "intermediate": name, "target": "xnli", "seed": seed}
-                blocks.append((cell, lang, np.where(m > 0, base | flip, base & ~flip)))
+                blocks.append((cell, lang, _transferred(rng, base, m)))
     scores = [{**cell, "language": lang, "value": c.mean()} for cell, lang, c in blocks]
     table, examples = _frames(scores, [(cell, lang, c.astype(np.int64)) for cell, lang, c in blocks], n)
     facts = {"xnli": TaskFacts("single_label", False, "accuracy")}
