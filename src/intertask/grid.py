@@ -68,16 +68,21 @@ def cells(cfg: ExperimentConfig) -> list[Cell]:
     targets = grid.target if grid and grid.target else ((cfg.target.task,) if cfg.target else (None,))
     model_names = grid.models if grid and grid.models else (cfg.model.name_or_path,)
     seeds = grid.seeds if grid and grid.seeds else (cfg.seed,)
-    excluded = {tuple(pair) for pair in grid.exclude} if grid else set()
+    excluded = [tuple(pair) if len(pair) == 3 else ("*", *pair) for pair in grid.exclude] if grid else []
     out = [
         Cell(m, c, t, s)
         for m in model_names
         for c in choices
         for t in targets
         for s in seeds
-        if (c or t is not None) and ("+".join(c) or NONE, t) not in excluded
+        if (c or t is not None) and not _excluded(excluded, (m, "+".join(c) or NONE, t))
     ]  # no intermediate and no target: nothing to train
     return out
+
+
+def _excluded(rules: list[tuple[str, ...]], cell: tuple) -> bool:
+    """Whether a [model, intermediate, target] rule ("*": any value) leaves the cell out."""
+    return any(all(r == "*" or r == v for r, v in zip(rule, cell, strict=True)) for rule in rules)
 
 
 def distinct_cells(cfg: ExperimentConfig) -> list[Cell]:

