@@ -186,13 +186,20 @@ def _check_grid(cfg: ExperimentConfig, catalog: TaskCatalog, file: str, problems
             )
     labels = {c if isinstance(c, str) else "+".join(c) for c in cfg.grid.intermediate}
     targets = set(cfg.grid.target) or ({cfg.target.task} if cfg.target else set())
-    for i, (intermediate, target) in enumerate(p for p in cfg.grid.exclude if len(p) == 2):
-        if intermediate not in labels or target not in targets:
+    models = set(cfg.grid.models) or {cfg.model.name_or_path}
+    for i, rule in enumerate(cfg.grid.exclude):
+        if len(rule) not in (2, 3):
+            continue  # GridConfig said so
+        *model, intermediate, target = rule
+        known = [(intermediate, labels), (target, targets), *((m, models) for m in model)]
+        if any(value != "*" and value not in values for value, values in known):
             checker.add(
                 f"grid.exclude[{i}]",
-                "not a pair of the grid",
-                [intermediate, target],
-                f"an intermediate of {sorted(labels)} and a target of {sorted(targets)}",
+                "not a pair of the grid" if len(rule) == 2 else "not a triple of the grid",
+                list(rule),
+                ("a model of " + str(sorted(models)) + ", " if model else "")
+                + f"an intermediate of {sorted(labels)} and a target of {sorted(targets)}"
+                + (' ("*": any)' if model else ""),
             )
     for i, model in enumerate(cfg.grid.models):
         _Checker(replace(cfg, model=replace(cfg.model, name_or_path=model)), catalog, file, problems).model()
