@@ -332,3 +332,64 @@ def test_the_languages_table_carries_the_leakage_guards_exclusions_into_its_mean
     table = language_table("t", "test", scores, {"en": 10, "de": 12, "fr": 8}, "en", {"en": 3, "de": 2})
     left = dict(zip(table.language, table.left_out, strict=True))
     assert left == {"en": 3, "de": 2, "fr": 0, "mean_all": 5, "mean_non_en": 2}
+
+
+# --- a trained model that learnt nothing is said before it is used ------------------------------------
+
+
+def test_an_intermediate_stage_that_learnt_nothing_is_said_and_its_cells_read_so(
+    tmp_path, tiny_model, local_store, capsys
+):
+    """Two intermediate tasks over the same texts: one whose label is the first word (learnt), one
+    whose labels are drawn at random (nothing to learn: dev accuracy within noise of the majority
+    label). The second stage prints and tags a notice when it ends, the first does not; the report's
+    learnt table and every gain of the second's cells say 'intermediate not learnt'."""
+    rng = np.random.default_rng(0)
+    words = ["good", "bad"]
+    lines = [(f"{words[i % 2]} {words[i % 2]} {words[i % 2]} film {i}", words[i % 2]) for i in range(400)]
+    learnable = tmp_path / "learnable.tsv"
+    learnable.write_text(
+        "".join(f"{t}\t{'pos' if w == 'good' else 'neg'}\n" for t, w in lines), encoding="utf-8"
+    )
+    noise = tmp_path / "noise.tsv"
+    noise.write_text("".join(f"{t}\t{rng.choice(['pos', 'neg'])}\n" for t, _ in lines), encoding="utf-8")
+    tasks = [
+        write_yaml(
+            tmp_path / f"{name}.yaml",
+            {**TEXT_LABEL, "name": name, "labels": ["neg", "pos"], "files": {"all": str(path)}},
+        )
+        for name, path in (("learnable", learnable), ("noise", noise), ("target", learnable))
+    ]
+    config = write_experiment(
+        tmp_path,
+        tiny_model,
+        "learnt",
+        study=False,
+        data={"task_files": [str(t) for t in tasks]},
+        intermediate={"task": "learnable", "language": "en"},
+        target={"task": "target", "language": "en"},
+        training={"epochs": 5, "learning_rate": 3.0e-3},
+        grid={"intermediate": ["none", "learnable", "noise"], "target": ["target"], "seeds": [1]},
+        evaluation={"tasks": [{"task": "target", "languages": ["en"]}]},
+        report={"divergence": False},
+    )
+    assert cli.main(["main", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert "note: intermediate stage noise learnt nothing: dev accuracy" in err
+    assert "intermediate stage learnable learnt nothing" not in err
+    client = MlflowClient()
+    stages = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`intertask.stage` = 'intermediate'"
+    )
+    tags = {r.data.tags["intertask.cell.intermediate"]: r.data.tags for r in stages}
+    assert "learnt nothing" in tags["noise"]["intertask.notice.not_learnt.intermediate.noise"]
+    assert not any(k.startswith("intertask.notice.not_learnt") for k in tags["learnable"])
+    (parent,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`intertask.stage` = 'main'"
+    )
+    learnt = pd.read_csv(client.download_artifacts(parent.info.run_id, "report/learnt.csv", str(tmp_path)))
+    by_stage = learnt.set_index(["stage", "intermediate"]).learnt
+    assert not by_stage[("intermediate", "noise")] and by_stage[("intermediate", "learnable")]
+    gains = pd.read_csv(client.download_artifacts(parent.info.run_id, "report/gains.csv", str(tmp_path)))
+    assert gains[gains.intermediate == "noise"].reading.str.startswith("intermediate not learnt (noise").all()
+    assert not gains[gains.intermediate == "learnable"].reading.str.contains("not learnt").any()

@@ -119,6 +119,16 @@ def test_the_report_scores_an_estimator_against_the_measured_gains(tiny_config):
     assert bad.loc["spearman", "value"] == -1.0
     assert bad.loc["regret_at_2", "value"] == pytest.approx(0.10 - 0.05)  # best of {c, b} is b
     assert bad.loc["regret_at_2", "ci_low"] < 0.05 < bad.loc["regret_at_2", "ci_high"]
+    assert good.loc["regret_at_1", "value"] == 0.0 and bad.loc["regret_at_1", "value"] == pytest.approx(0.11)
+    random = table[table.estimator == "random choice"].set_index("score")  # the baseline every estimator gets
+    assert random.loc["regret_at_1", "value"] == pytest.approx(0.10 - np.mean([0.10, 0.05, -0.01]), abs=2e-3)
+    assert random.loc["spearman", "value"] == pytest.approx(0.0, abs=0.03)
+    assert (
+        random.loc["regret_at_1", "ci_low"]
+        <= random.loc["regret_at_1", "value"]
+        <= random.loc["regret_at_1", "ci_high"]
+    )
+    assert "own family" not in set(table.estimator)  # no choice of the target's family (paraphrase)
     close = _gains({"a": (0.02, 0.02), "b": (0.01, 0.02), "c": (0.0, 0.02)})
     table, _ = estimator_scores(cfg, close, estimates)
     good = table[table.estimator == "good"].set_index("score")

@@ -216,7 +216,10 @@ def test_flags_survive_a_round_trip_through_csv(tmp_path):
 
 def _learning(dev: list[float], reference: float, target: str = "pawsx") -> pd.DataFrame:
     return pd.DataFrame(
-        [("m", target, seed, "accuracy", value, reference, 200) for seed, value in enumerate(dev, 1)],
+        [
+            ("target", "m", "none", target, seed, "accuracy", value, reference, 200)
+            for seed, value in enumerate(dev, 1)
+        ],
         columns=report.LEARNING_COLUMNS,
     )
 

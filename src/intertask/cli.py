@@ -379,11 +379,12 @@ def _print_headline(cfg, built) -> None:
         )
     for r in built.learnt.itertuples():
         if not r.learnt:
-            print(f"  warning: {r.target} ({r.model}): {report.not_learnt_text(r)}")
+            print(f"  warning: {r.stage} {r.task} ({r.model}): {report.not_learnt_text(r)}")
     for line in report.cell_notes(built.gains):
         print(f"  note: {line}")
     if built.null_note:
         print(f"\n{built.null_note}")
+    _print_answers(built)
     if not built.xtreme.empty:
         print("\nXTREME:")
         print(
@@ -391,6 +392,39 @@ def _print_headline(cfg, built) -> None:
                 index=False, float_format=lambda v: f"{v:.4f}"
             )
         )
+
+
+def _print_answers(built) -> None:
+    """The answers read across cells (report/questions.py), in points, when the study has them."""
+    pts = lambda v: f"{100 * v:+.1f}"  # noqa: E731
+    pooled = (
+        built.correlations[built.correlations.scope == "all targets"] if not built.correlations.empty else []
+    )
+    if len(pooled):
+        print("\ngain against divergence (slope per sd of the measure; rho within targets; 95 % intervals):")
+        for r in pooled.itertuples():
+            if r.slope == r.slope:
+                print(
+                    f"  {r.model} {r.measure}: slope {pts(r.slope)} [{pts(r.slope_low)}, {pts(r.slope_high)}] "
+                    f"p {r.slope_p:.2g}; rho {r.rho:+.2f} [{r.rho_low:+.2f}, {r.rho_high:+.2f}] p {r.rho_p:.2g} "
+                    f"(detectable {r.detectable_rho:.2f}, {r.cells} cells): {r.answer}"
+                )
+    for r in built.contrasts.itertuples():
+        print(
+            f"  {r.contrast} ({r.scope}, {r.cells} cells): {pts(r.estimate)} [{pts(r.ci_low)}, {pts(r.ci_high)}]: "
+            f"{r.answer}"
+        )
+    summary = (
+        built.degradation[built.degradation.intermediate == "all"] if not built.degradation.empty else []
+    )
+    if len(summary):
+        print("\ncross-lingual drop, change with intermediate training (mean over intermediate tasks):")
+        for r in summary.itertuples():
+            if r.zero_shot.split("/")[-1].startswith("mean_"):
+                print(
+                    f"  {r.model} {r.target} {r.source} -> {r.zero_shot} {r.metric}: baseline drop "
+                    f"{pts(r.baseline_drop)}, change {pts(r.change)} [{pts(r.ci_low)}, {pts(r.ci_high)}]"
+                )
 
 
 def _print_main(cfg, result, experiment: str) -> None:

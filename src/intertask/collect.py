@@ -53,32 +53,40 @@ def from_outcomes(cfg: ExperimentConfig, outcomes: list, ws=None, estimates=None
     if estimates is None and ws is not None and ws.known_experiment() is not None:
         estimates = predict.latest(ws.experiment())
     learning = [
-        _learning_row(client.get_run(o.run_id), cell_of(o))
+        row
         for o in outcomes
-        if o.kind == "finetune" and cell_of(o).get(f"{CELL_TAG}intermediate", NONE) == NONE
+        if o.kind in ("intermediate", "finetune")
+        for row in _learning_rows(client.get_run(o.run_id), cell_of(o), o.kind)
     ]
-    learning = pd.DataFrame([r for r in learning if r], columns=LEARNING_COLUMNS)
+    learning = pd.DataFrame(learning, columns=LEARNING_COLUMNS)
     return assemble(cfg, evaluations, probe_frames, ws, embed_texts, estimates, learning)
 
 
-def _learning_row(run, cell: dict) -> dict | None:
-    """A baseline target stage's best dev score on its selection metric, and what a model that learnt
-    nothing scores there (runs logged before that reference existed give None)."""
-    target = cell.get(f"{CELL_TAG}target", "")
-    metric = run.data.params.get(f"stage.selection_metric.{target}")
-    values = run.data.metrics
-    reference = values.get(f"{REFERENCE_DEV}/{target}/{metric}")
-    if metric is None or reference is None:
-        return None
-    return {
-        "model": cell.get(f"{CELL_TAG}model", ""),
-        "target": target,
-        "seed": int(cell.get(f"{CELL_TAG}seed", 0) or 0),
-        "metric": metric,
-        "dev": values.get(f"{BEST_DEV}/{target}/{metric}"),
-        "reference": reference,
-        "dev_examples": values.get(f"dev_examples/{target}"),
-    }
+def _learning_rows(run, cell: dict, kind: str) -> list[dict]:
+    """A training stage's best dev score on its selection metric per trained task, and what a model
+    that learnt nothing scores there (None where there is no such model: extractive QA; runs logged
+    before that reference existed give no row)."""
+    intermediate = cell.get(f"{CELL_TAG}intermediate", NONE)
+    tasks = intermediate.split("+") if kind == "intermediate" else [cell.get(f"{CELL_TAG}target", "")]
+    values, rows = run.data.metrics, []
+    for task in tasks:
+        metric = run.data.params.get(f"stage.selection_metric.{task}")
+        if metric is None or f"{BEST_DEV}/{task}/{metric}" not in values:
+            continue
+        rows.append(
+            {
+                "stage": "intermediate" if kind == "intermediate" else "target",
+                "model": cell.get(f"{CELL_TAG}model", ""),
+                "intermediate": intermediate,
+                "task": task,
+                "seed": int(cell.get(f"{CELL_TAG}seed", 0) or 0),
+                "metric": metric,
+                "dev": values.get(f"{BEST_DEV}/{task}/{metric}"),
+                "reference": values.get(f"{REFERENCE_DEV}/{task}/{metric}"),
+                "dev_examples": values.get(f"dev_examples/{task}"),
+            }
+        )
+    return rows
 
 
 def _probe_rows(client, outcome, cell: dict) -> list[pd.DataFrame]:
@@ -132,7 +140,7 @@ def headline_markdown(cfg: ExperimentConfig, built: Report) -> str:
             f"| {r.intermediate} | {r.target} | {r.metric} | {r.n_seeds} | {_estimate(r)} | {q} | {r.flag} |"
         )
     warnings = "".join(
-        f"\n\n**{r.target} ({r.model}): {report.not_learnt_text(r)}.**"
+        f"\n\n**{r.stage} {r.task} ({r.model}): {report.not_learnt_text(r)}.**"
         for r in built.learnt.itertuples()
         if not r.learnt
     )
@@ -257,10 +265,60 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
             "null_check/p_below_alpha": float((tested.p <= 1 - cfg.report.confidence).mean()),
         }
     for r in built.estimators.itertuples():
-        key = f"{metric_part(r.model)}/{r.target}/{r.languages}/{r.estimator}/{r.score}"
+        key = f"{metric_part(r.model)}/{r.target}/{r.languages}/{metric_part(r.estimator)}/{r.score}"
         values[f"estimator/{key}"] = r.value
+        values[f"estimator_low/{key}"] = r.ci_low
+        values[f"estimator_high/{key}"] = r.ci_high
+    values |= _answer_metrics(built)
     tracking.log_metrics(values)
     _log_arm_metrics(built.scores, outcomes)
+
+
+def _answer_metrics(built: Report) -> dict[str, float]:
+    """The answers read across cells as metrics of the parent run (report/questions.py): divergence
+    slopes and rho with their intervals and power, family and contrast estimates with intervals, and
+    the mean change of the cross-lingual drop per target."""
+    values = {}
+    for r in built.correlations.itertuples():
+        key = f"{metric_part(r.model)}/{metric_part(r.scope)}/{r.measure}"
+        for name in (
+            "slope",
+            "slope_low",
+            "slope_high",
+            "slope_p",
+            "slope_mde",
+            "rho",
+            "rho_low",
+            "rho_high",
+            "rho_p",
+            "detectable_rho",
+        ):
+            values[f"divergence/{key}/{name}"] = getattr(r, name)
+    for r in built.groups.itertuples():
+        key = f"{metric_part(r.model_group)}/{metric_part(r.target)}/{metric_part(r.family)}"
+        values |= {
+            f"family/{key}/gain": r.gain,
+            f"family/{key}/ci_low": r.ci_low,
+            f"family/{key}/ci_high": r.ci_high,
+        }
+    for r in built.contrasts.itertuples():
+        key = f"{metric_part(r.contrast)}/{metric_part(r.scope)}"
+        values |= {
+            f"contrast/{key}/estimate": r.estimate,
+            f"contrast/{key}/ci_low": r.ci_low,
+            f"contrast/{key}/ci_high": r.ci_high,
+        }
+    summary = (
+        built.degradation[built.degradation.intermediate == "all"] if not built.degradation.empty else []
+    )
+    for r in summary.itertuples() if len(summary) else []:
+        key = f"{metric_part(r.model)}/{metric_part(r.target)}/{metric_part(r.zero_shot.replace('/', '-'))}/{r.metric}"
+        values |= {
+            f"degradation/{key}/change": r.change,
+            f"degradation/{key}/ci_low": r.ci_low,
+            f"degradation/{key}/ci_high": r.ci_high,
+        }
+    return {k: float(v) for k, v in values.items() if v == v and v is not None}
 
 
 ARM_KEYS = ["target", "task", "split", "language", "metric"]

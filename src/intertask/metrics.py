@@ -333,6 +333,18 @@ BEST_DEV = "best_dev"  # a training run's metrics best_dev/<task>/<metric>: the 
 REFERENCE_DEV = "reference_dev"  # reference_dev/<task>/<metric>: a model that learnt nothing, on that dev set
 
 
+def learnt_margin(dev, reference: float, n: float) -> tuple[float, float]:
+    """(mean dev score - reference, twice its standard error sqrt(s^2 / S + m (1 - m) / n)): a model
+    whose margin is not above that noise learnt nothing (report/controls.py). `dev`: the seeds' dev
+    scores (one seed: the binomial part alone)."""
+    dev = np.atleast_1d(np.asarray(dev, float))
+    mean = float(dev.mean())
+    sd = float(dev.std(ddof=1)) if len(dev) > 1 else 0.0
+    m = min(max(mean, 0.0), 1.0)
+    binomial = m * (1 - m) / n if n and n > 0 else 0.0
+    return mean - reference, 2 * float(np.sqrt(sd**2 / len(dev) + binomial))
+
+
 def example_stats(kind: str, pred, gold, **options) -> dict[str, np.ndarray]:
     """Per-example statistic columns (name -> array over examples) for every metric of `kind`."""
     if kind == SINGLE:

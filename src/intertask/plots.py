@@ -108,23 +108,46 @@ def gain_heatmap(gains: pd.DataFrame, fdr: float = 0.05):
     return fig
 
 
-def divergence_scatter(table: pd.DataFrame, correlations: pd.DataFrame):
-    """Each divergence measure against the mean gain, one point per (intermediate, target) pair."""
+def divergence_scatter(points: pd.DataFrame, answers: pd.DataFrame):
+    """Each (intermediate, target) cell's gain with its interval against each divergence measure, one
+    row of panels per measure and one column per target (the first model's cells); the title gives the
+    slope per sd of the measure and Spearman's rho with their intervals (report/questions.py).
+    `points`: cells joined with the divergence table (gain, ci_low, ci_high, measures)."""
     measures = [
-        m for m in ("vocabulary_overlap", "js_divergence", "embedding_cosine_distance", "mmd") if m in table
+        m for m in ("vocabulary_overlap", "js_divergence", "embedding_cosine_distance", "mmd") if m in points
     ]
-    rho = (
-        dict(zip(correlations.measure, correlations.spearman_with_gain, strict=True))
-        if not correlations.empty
-        else {}
+    model = points.model.iloc[0]
+    points = points[points.model == model]
+    targets = list(dict.fromkeys(points.target))
+    fig, axes = plt.subplots(
+        len(measures), len(targets), figsize=(4.2 * len(targets), 3.2 * len(measures)), squeeze=False
     )
-    fig, axes = plt.subplots(1, len(measures), figsize=(4 * len(measures), 3.5), squeeze=False)
-    for ax, measure in zip(axes[0], measures, strict=True):
-        ax.scatter(table[measure], table.gain)
-        for r in table.itertuples():
-            ax.annotate(f"{r.intermediate}->{r.target}", (getattr(r, measure), r.gain), fontsize=6)
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.set(xlabel=measure, ylabel="gain", title=f"Spearman {rho.get(measure, float('nan')):+.2f}")
+    for i, measure in enumerate(measures):
+        for j, target in enumerate(targets):
+            ax, mine = axes[i][j], points[points.target == target]
+            x, y = mine[measure].to_numpy(float), 100 * mine.gain.to_numpy(float)
+            low, high = 100 * mine.ci_low.to_numpy(float), 100 * mine.ci_high.to_numpy(float)
+            ax.errorbar(x, y, yerr=[y - low, high - y], fmt="o", markersize=4, capsize=2, linewidth=0.8)
+            for r, xv, yv in zip(mine.itertuples(), x, y, strict=True):
+                ax.annotate(r.intermediate, (xv, yv), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            ax.axhline(0, color="black", linewidth=0.6)
+            found = answers[
+                (answers.model == model) & (answers.measure == measure) & (answers.scope == target)
+            ]
+            if found.empty:
+                found = answers[(answers.model == model) & (answers.measure == measure)].head(1)
+            title = target
+            if not found.empty and np.isfinite(found.slope.iloc[0]):
+                r = found.iloc[0]
+                title += (
+                    f"\nslope {100 * r.slope:+.1f} [{100 * r.slope_low:+.1f}, {100 * r.slope_high:+.1f}] pts/sd"
+                    f"  rho {r.rho:+.2f} [{r.rho_low:+.2f}, {r.rho_high:+.2f}]"
+                )
+            ax.set_title(title, fontsize=8)
+            ax.set(xlabel=measure, ylabel="gain (points)" if j == 0 else "")
+    fig.suptitle(
+        f"gain against divergence ({model}; bars: 95 % intervals over seeds and test examples)", fontsize=9
+    )
     fig.tight_layout()
     return fig
 

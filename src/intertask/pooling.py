@@ -94,6 +94,34 @@ def slope(gains, se, x, groups) -> tuple[Fit, int]:
     return fit(gains, se, design), design.shape[1] - 1
 
 
+def slope_test(gains, se, x, groups, seed: int = 0, confidence: float = 0.95, power: float = 0.8) -> dict:
+    """The slope of `slope` with its t interval and smallest detectable slope, its p the larger of the
+    t test's and a permutation test's (the gains permuted among the cells of each group: exact under
+    the null that they do not depend on x at all). Least squares with cells of unequal error is a
+    little liberal at a true slope of 0 (5.1-5.3 % at p <= 0.05 in 10,000 simulated studies); the
+    permutation p is not, and the larger of the two keeps the false flags at or under the level."""
+    fitted, index = slope(gains, se, x, groups)
+    found = fitted.contrast(np.eye(len(fitted.beta))[index], confidence, power)
+    if np.isfinite(found["p"]):
+        found["p"] = max(found["p"], _permutation_slope_p(gains, x, groups, seed))
+    return found | {"tau2": fitted.tau2}
+
+
+def _permutation_slope_p(gains, x, groups, seed: int) -> float:
+    y, x, groups = np.asarray(gains, float), np.asarray(x, float), np.asarray(groups)
+    parts = [np.flatnonzero(groups == g) for g in dict.fromkeys(groups.tolist())]
+    centred = x.copy()
+    for i in parts:
+        centred[i] = x[i] - x[i].mean()
+    observed = abs(centred @ y)
+    rng = np.random.default_rng(seed)
+    null = np.zeros(PERMUTATIONS)
+    for i in parts:
+        shuffled = y[i][np.argsort(rng.random((PERMUTATIONS, len(i))), axis=1)]
+        null += shuffled @ centred[i]
+    return float((1 + (np.abs(null) >= observed - 1e-12).sum()) / (PERMUTATIONS + 1))
+
+
 def mean(gains, se) -> Fit:
     """The random-effects mean of a set of cells' gains."""
     return fit(gains, se, np.ones((len(gains), 1)))

@@ -140,9 +140,12 @@ def spearman(scores, gains) -> float:
 
 
 def ranking_scores(scores, gains, k: int) -> dict[str, float]:
+    """Spearman's rho, NDCG@k, regret@1 (points lost by taking the top choice instead of the best)
+    and regret@k."""
     return {
         "spearman": spearman(scores, gains),
         f"ndcg_at_{k}": ndcg_at_k(scores, gains, k),
+        "regret_at_1": regret_at_k(scores, gains, 1),
         f"regret_at_{k}": regret_at_k(scores, gains, k),
     }
 
@@ -157,6 +160,7 @@ def ranking_scores_many(scores, gains: np.ndarray, k: int) -> dict[str, np.ndarr
     found = relevance[:, order][:, :k] @ discounts
     ndcg = np.where(ideal == 0, 1.0, found / np.where(ideal == 0, 1.0, ideal))
     regret = g.max(axis=1) - g[:, order[:k]].max(axis=1)
+    regret_1 = g.max(axis=1) - g[:, order[0]]
     x = stats.rankdata(np.asarray(scores, np.float64))
     y = stats.rankdata(g, axis=1)
     xc, yc = x - x.mean(), y - y.mean(axis=1, keepdims=True)
@@ -164,4 +168,4 @@ def ranking_scores_many(scores, gains: np.ndarray, k: int) -> dict[str, np.ndarr
     rho = np.where(norm > 0, (yc @ xc) / np.where(norm > 0, norm, 1.0), np.nan)
     if len(x) < 2 or np.ptp(x) == 0:
         rho = np.full(len(g), np.nan)
-    return {"spearman": rho, f"ndcg_at_{k}": ndcg, f"regret_at_{k}": regret}
+    return {"spearman": rho, f"ndcg_at_{k}": ndcg, "regret_at_1": regret_1, f"regret_at_{k}": regret}

@@ -12,11 +12,14 @@ Benjamini-Bogomolov level; gains.py), and the flag reads q: `positive` /
 `negative` at q <= report.fdr, else `no effect` when the whole interval lies inside
 +-report.smallest_effect, else `inconclusive`; with fewer than 3 seeds always `inconclusive` (one seed is
 not a finding), the reading saying what the test sample alone shows. A target whose baseline was not
-learnt has every gain say so (controls.py).
+learnt, or an intermediate stage that learnt nothing, has every gain it touches say so (controls.py).
 
-    tables  scores, group and family aggregates, XTREME, divergence, robustness (data frames in and out)
-    gains   gains over the baseline with intervals, p, q (per family), minimum detectable effect, flags
-    controls  the instrument's checks: targets not learnt, the A/A check
+    tables     scores, XTREME, divergence of the tasks' texts, robustness (data frames in and out)
+    gains      gains over the baseline with intervals, p, q (per family), minimum detectable effect, flags
+    questions  answers read across cells, with intervals: gain against divergence (slope, rho), by
+               family, same family against other, model groups, cross-lingual degradation
+    estimators transferability estimators scored against the measured gains, beside two baselines
+    controls   the instrument's checks: a trained model that learnt nothing, the A/A check
     render  figures, the HTML page, the report as files
 The report reads nothing from the tracking store: collect.py gathers the same frames from runs.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import pandas as pd
 
 from intertask.config import ExperimentConfig
+from intertask.report import questions
 from intertask.report.controls import (
     LEARNING_COLUMNS,
     learnt_table,
@@ -33,6 +37,7 @@ from intertask.report.controls import (
     not_learnt_text,
     null_check,
     null_summary,
+    unchecked,
 )
 from intertask.report.estimators import ESTIMATE_COLUMNS, estimator_scores
 from intertask.report.gains import GAIN_COLUMNS, cell_notes, gains_table
@@ -40,7 +45,6 @@ from intertask.report.render import TABLES, figures, render_html, write
 from intertask.report.tables import (
     SCORE_COLUMNS,
     Report,
-    correlation_table,
     divergence_table,
     examples_table,
     groups_table,
@@ -87,27 +91,34 @@ def assemble(
 ) -> Report:
     """The report from data frames: `evaluations` as (cell tags, languages table, per-example statistics
     or None) per evaluation run, `probe_frames` the retrieval probes' tables, `estimates` the
-    transferability estimates of `intertask predict` (or None), `learning` the baseline target stages'
+    transferability estimates of `intertask predict` (or None), `learning` every training stage's
     dev scores against a model that learnt nothing (LEARNING_COLUMNS, or None). Nothing here reads the
     tracking store (collect.py does)."""
     scores = scores_table(cfg, evaluations)
     examples = examples_table(evaluations)
     facts = task_facts(cfg, scores)
-    learnt = learnt_table(learning if learning is not None else pd.DataFrame(columns=LEARNING_COLUMNS))
+    learning = learning if learning is not None else pd.DataFrame(columns=LEARNING_COLUMNS)
+    learnt = learnt_table(learning)
     gains = mark_not_learnt(gains_table(scores, examples, facts, cfg.report), learnt)
     diverge = divergence_table(cfg, gains, ws, embed_texts) if cfg.report.divergence else pd.DataFrame()
     probes = pd.concat(probe_frames, ignore_index=True) if probe_frames else pd.DataFrame()
+    cells = questions.cell_gains(cfg, gains, scores)
     built = Report(
         scores,
         gains,
-        groups_table(cfg, scores, gains),
+        questions.family_table(cfg, cells, gains),
         xtreme_table(scores),
         diverge,
-        correlation_table(diverge) if not diverge.empty else pd.DataFrame(),
+        questions.divergence_answers(cfg, cells, diverge),
         robustness_table(cfg, scores),
         probes,
     )
     built.learnt = learnt
+    built.unchecked = unchecked(learning)
+    built.contrasts = questions.contrasts_table(cfg, cells)
+    built.degradation = questions.degradation_table(cfg, scores, gains)
+    if not diverge.empty:
+        built.points = cells.merge(diverge.drop(columns=["gain"]), on=["intermediate", "target"])
     if cfg.report.null_check:
         built.null_check = null_check(scores, examples, facts, cfg.report)
         built.null_note = null_summary(built.null_check, 1 - cfg.report.confidence)

@@ -1,13 +1,22 @@
-"""The instrument's own checks on a real study: was the target learnt at all, and does the gain
-machinery stay quiet when there is nothing to find (an A/A check), both from runs the study already has.
+"""The instrument's own checks on a real study: was every trained model learnt at all, and does the
+gain machinery stay quiet when there is nothing to find (an A/A check), both from runs the study has.
 
-- Not learnt. A baseline whose dev score (its selection metric, mean over seeds) is within twice its
-  own standard error of what a model that learnt nothing scores there (the training set's majority
+- Not learnt. A trained model whose dev score (its selection metric, mean over seeds) is within twice
+  its own standard error of what a model that learnt nothing scores there (the training set's majority
   label for every example, or chance where that is higher; logged by every training stage as
-  reference_dev/<task>/<metric>) has no skill for an intermediate task to improve or damage: every gain
-  of that target says so in its reading ("target not learnt: gains are uninformative"), the page and
-  the command line too. The standard error: sqrt(s^2 / S + m (1 - m) / n), the seeds' spread and the
-  binomial error of a score m on n dev examples.
+  reference_dev/<task>/<metric>) learnt nothing. The standard error: sqrt(s^2 / S + m (1 - m) / n), the
+  seeds' spread and the binomial error of a score m on n dev examples (learnt_margin). Checked for every
+  training stage: intermediate stages, baseline targets, and the targets of transfer arms.
+  - A baseline not learnt has no skill for an intermediate task to improve or damage: every gain of
+    that target says so in its reading ("target not learnt: gains are uninformative").
+  - An intermediate stage not learnt hands on a model that is the base model plus noise: every gain of
+    its cells says so ("intermediate not learnt"). The stage itself says so when it ends, before its
+    model is used (a notice printed and tagged on its run: stages/train.py), from its one seed.
+  - A transfer arm's target not learnt is a result (the intermediate stage may have destroyed what the
+    target needs), not a fault: listed, not marked -- unless the study has no baseline arm, where the
+    table and the command line are the only check there is.
+  The selection is biased, and said so: the same dev scores pick the best epoch. Extractive QA and
+  retrieval have no model that learnt nothing to compare with: their stages are listed as not checked.
 - A/A (`report.null_check`). A target's baseline seeds (at least 6) split into two pseudo-arms, the
   first half against the second paired in order, run through the same gains_table: nothing differs
   between them but the seeds, so a well-calibrated instrument flags about `report.fdr` of such cells
@@ -21,12 +30,27 @@ import numpy as np
 import pandas as pd
 
 from intertask.config import NONE
+from intertask.metrics import learnt_margin
 from intertask.report.gains import HEADLINE, OUTSIDE, gains_table
 
-LEARNING_COLUMNS = ["model", "target", "seed", "metric", "dev", "reference", "dev_examples"]
-LEARNT_COLUMNS = [
+# stage: intermediate or target; intermediate: the arm's intermediate label (none for a baseline);
+# task: the task the stage trained (one row per task of a multi-task stage)
+LEARNING_COLUMNS = [
+    "stage",
     "model",
-    "target",
+    "intermediate",
+    "task",
+    "seed",
+    "metric",
+    "dev",
+    "reference",
+    "dev_examples",
+]
+LEARNT_COLUMNS = [
+    "stage",
+    "model",
+    "intermediate",
+    "task",
     "metric",
     "seeds",
     "dev",
@@ -38,53 +62,57 @@ LEARNT_COLUMNS = [
     "learnt",
 ]
 NOT_LEARNT = "target not learnt: gains are uninformative"
+INTERMEDIATE_NOT_LEARNT = "intermediate not learnt"
 AA = "A/A"  # the pseudo intermediate of the A/A check
 AA_MIN_SEEDS = 6
 
 
 def learnt_table(learning: pd.DataFrame) -> pd.DataFrame:
-    """Per model and target: the baseline's dev score against a model that learnt nothing."""
+    """Per stage, model, arm and trained task: the dev score against a model that learnt nothing."""
     rows = []
     known = learning.dropna(subset=["dev", "reference"])
-    for (model, target, metric), group in known.groupby(["model", "target", "metric"], sort=False):
+    keys = ["stage", "model", "intermediate", "task", "metric"]
+    for key, group in known.groupby(keys, sort=False):
         dev = group.dev.to_numpy(float)
-        mean, sd = float(dev.mean()), float(dev.std(ddof=1)) if len(dev) > 1 else 0.0
         n = float(group.dev_examples.max()) if group.dev_examples.notna().any() else np.nan
-        binomial = min(max(mean, 0.0), 1.0) * (1 - min(max(mean, 0.0), 1.0)) / n if n and n > 0 else 0.0
-        noise = 2 * float(np.sqrt(sd**2 / len(dev) + binomial))
         reference = float(group.reference.max())
-        rows.append(
-            (
-                model,
-                target,
-                metric,
-                len(dev),
-                mean,
-                sd,
-                reference,
-                n,
-                mean - reference,
-                noise,
-                mean - reference > noise,
-            )
-        )
+        margin, noise = learnt_margin(dev, reference, n)
+        sd = float(dev.std(ddof=1)) if len(dev) > 1 else 0.0
+        rows.append((*key, len(dev), float(dev.mean()), sd, reference, n, margin, noise, margin > noise))
     return pd.DataFrame(rows, columns=LEARNT_COLUMNS)
 
 
+def unchecked(learning: pd.DataFrame) -> list[str]:
+    """Trained (stage, task)s with no reference to check them against (extractive QA)."""
+    missing = learning[learning.reference.isna()]
+    return sorted({f"{r.stage} {r.task} ({r.model})" for r in missing.itertuples()})
+
+
 def not_learnt_text(row) -> str:
-    return (
-        f"{NOT_LEARNT} (baseline dev {row.metric} {100 * row.dev:.1f} over {row.seeds} seed(s), a model that "
-        f"learnt nothing {100 * row.reference:.1f}, noise +-{100 * row.noise:.1f})"
+    scores = (
+        f"dev {row.metric} {100 * row.dev:.1f} over {row.seeds} seed(s), a model that learnt nothing "
+        f"{100 * row.reference:.1f}, noise +-{100 * row.noise:.1f}"
     )
+    if row.stage == "intermediate":
+        return f"{INTERMEDIATE_NOT_LEARNT} ({row.task} {scores})"
+    if row.intermediate == NONE:
+        return f"{NOT_LEARNT} (baseline {scores})"
+    return f"target not learnt after {row.intermediate} ({scores})"
 
 
 def mark_not_learnt(gains: pd.DataFrame, learnt: pd.DataFrame) -> pd.DataFrame:
-    """Every gain of a (model, target) whose baseline was not learnt says so first in its reading."""
+    """Every gain of a (model, target) whose baseline was not learnt, and of a (model, intermediate)
+    whose intermediate stage was not learnt, says so first in its reading."""
     if gains.empty or learnt.empty:
         return gains
     gains = gains.copy()
     for row in learnt[~learnt.learnt.astype(bool)].itertuples():
-        rows = (gains.model == row.model) & (gains.target == row.target)
+        if row.stage == "intermediate":
+            rows = (gains.model == row.model) & (gains.intermediate == row.intermediate)
+        elif row.intermediate == NONE:
+            rows = (gains.model == row.model) & (gains.target == row.task)
+        else:
+            continue  # a transfer arm's target: a result, listed in the table
         gains.loc[rows, "reading"] = not_learnt_text(row) + "; " + gains.loc[rows, "reading"]
     return gains
 

@@ -12,6 +12,13 @@ box). So it covers the score of the true gains at least as often (tests/test_pre
 where a percentile bootstrap of a rank statistic does not near ties (88-93 % in the same test). A study
 that tells no two choices apart (every pair of intervals overlaps) has a score that is `estimable` no:
 its interval is as wide as the score's range allows, and the page says so.
+
+Scores: Spearman's rho, NDCG@k, regret@1 and regret@k (k = 3, or one less than the choices): the points
+of gain lost by taking the estimator's top choice (top k) instead of the best. Beside the estimators, two
+baselines any estimator must beat, scored the same way and from the same box: `random choice` (every
+choice tied: the expected score of a uniformly random order) and `own family` (the intermediate tasks of
+the target's family first, the rest tied; only for targets that have one). Ties are scored as the mean
+over random orders of the tied choices (seeded: 5,000 at the measured gains, 200 per point of the box).
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ COLUMNS = [
 ]
 MIN_CHOICES = 3
 DRAWS = 2000
+TIE_BREAKS = 200  # random orders of tied choices per gain vector of the box (the interval)
+POINT_TIE_BREAKS = 5000  # ... at the measured gains (the point: Monte Carlo error under 0.1 point)
+RANDOM, OWN_FAMILY = "random choice", "own family"
 
 
 def measured_gains(cfg: ExperimentConfig, gains: pd.DataFrame) -> pd.DataFrame:
@@ -81,14 +91,27 @@ def estimator_scores(
         k = min(3, len(table) - 1)
         box = simultaneous_box(table, alpha)
         own = estimates[(estimates.model == model) & (estimates.target == target)]
-        for estimator, values in own.groupby("estimator", sort=False):
-            predicted = values.set_index("intermediate").value.reindex(table.index)
+        choices = [
+            (e, v.set_index("intermediate").value.reindex(table.index))
+            for e, v in own.groupby("estimator", sort=False)
+        ]
+        for estimator, predicted in choices + _baselines(cfg, target, table.index):
             if predicted.isna().any():
                 continue  # not computed for every choice (e.g. LogME without every intermediate model)
-            point = transferability.ranking_scores(predicted.values, table.gain.values, k)
+            if len(np.unique(predicted.values)) == len(predicted):
+                point = transferability.ranking_scores(predicted.values, table.gain.values, k)
+            else:  # a baseline with ties: its expected score over random orders of the tied choices
+                point = {
+                    n: float(v[0])
+                    for n, v in _scores_over(
+                        predicted.values, table.gain.values[None, :], k, cfg.seed, POINT_TIE_BREAKS
+                    ).items()
+                }
             bounds = score_bounds(predicted.values, table.gain.values, box, k, seed=cfg.seed)
             for name, value in point.items():
                 low, high = bounds[name]
+                if np.isfinite(value):  # a baseline's point averages more random orders than its bounds
+                    low, high = min(low, value), max(high, value)
                 row = (
                     estimator,
                     len(table),
@@ -129,6 +152,37 @@ def simultaneous_box(table: pd.DataFrame, alpha: float) -> _Box:
     return _Box(gain - width, gain + width)
 
 
+def _baselines(cfg: ExperimentConfig, target: str, choices) -> list[tuple[str, pd.Series]]:
+    """The random choice (all tied) and, where some choice is of the target's family, that family first."""
+    from intertask.report.tables import family_of
+
+    catalog = resolve.catalog(cfg)
+    out = [(RANDOM, pd.Series(0.0, index=choices))]
+    family = catalog.spec(target).task_family if target in catalog else None
+    own = pd.Series([float(family_of(cfg, c) == family) for c in choices], index=choices)
+    if family is not None and own.any():
+        out.append((OWN_FAMILY, own))
+    return out
+
+
+def _scores_over(
+    predicted, points: np.ndarray, k: int, seed: int, draws: int = TIE_BREAKS
+) -> dict[str, np.ndarray]:
+    """ranking_scores_many, tied predictions scored as the mean over TIE_BREAKS random orders of the
+    tied choices (a baseline's expected score)."""
+    predicted = np.asarray(predicted, float)
+    if len(np.unique(predicted)) == len(predicted):
+        return transferability.ranking_scores_many(predicted, points, k)
+    rng = np.random.default_rng(seed)
+    ranks = stats.rankdata(predicted, method="dense")  # tiers 1, 2, ...: a tie-break never crosses one
+    total: dict[str, np.ndarray] = {}
+    for _ in range(draws):
+        broken = ranks + rng.random(len(ranks)) * 0.5
+        for name, values in transferability.ranking_scores_many(broken, points, k).items():
+            total[name] = total.get(name, 0.0) + values
+    return {name: values / draws for name, values in total.items()}
+
+
 def score_bounds(predicted, gains, box: _Box, k: int, seed: int = 0) -> dict[str, tuple[float, float]]:
     """Each ranking score's smallest and largest value over gain vectors in `box` (module docstring).
     A gain without an interval (fewer than 3 seeds) may be anything: its scores span their range."""
@@ -145,5 +199,5 @@ def score_bounds(predicted, gains, box: _Box, k: int, seed: int = 0) -> dict[str
             points.append(np.where(np.array(corner, bool), box.high, box.low))
     rng = np.random.default_rng(seed)
     points.extend(box.low + rng.random((DRAWS, len(gains))) * (box.high - box.low))
-    values = transferability.ranking_scores_many(predicted, np.array(points), k)
+    values = _scores_over(predicted, np.array(points), k, seed)
     return {name: (float(np.nanmin(v)), float(np.nanmax(v))) for name, v in values.items()}

@@ -62,6 +62,7 @@ GAIN_COLUMNS = [
     "flag",
     "reading",
     "note",
+    "example_var",  # the test-sample part of se^2 (significance.py); the rest is the seed part
 ]
 CELL = ["model", "intermediate", "target", "task", "split"]
 CELL_KEYS = ["model", "intermediate", "target", "seed"]  # the tags that place a run in a study
@@ -403,6 +404,7 @@ def _gain_row(key, language, metric, est, transfer, baseline, examples, note="")
         "p": est.p,
         "mde": est.mde,
         "note": note,
+        "example_var": est.example_var,
     }
 
 

@@ -25,8 +25,8 @@ def figures(cfg: ExperimentConfig, built: Report) -> dict:
     rows = built.gains[built.gains.metric == primary]
     if not rows.empty:
         figures["heatmap"] = plots.gain_heatmap(rows, cfg.report.fdr)
-    if not built.divergence.empty and len(built.divergence) >= 2:
-        figures["divergence"] = plots.divergence_scatter(built.divergence, built.correlations)
+    if not built.points.empty and len(built.points) >= 2:
+        figures["divergence"] = plots.divergence_scatter(built.points, built.correlations)
     if not built.probes.empty and "point" in built.probes:
         figures["probes"] = plots.probe_changes(built.probes)
     return figures
@@ -60,13 +60,27 @@ def render_html(cfg: ExperimentConfig, built: Report) -> str:
             *notes,
             _gains_html(headline, options.fdr, "Headline gains (first metric, mean over languages)"),
             images,
-            table(built.groups, "Gains by model group and intermediate-task family"),
+            table(
+                built.correlations,
+                "Does the gain fall as the tasks diverge? Slope (per sd of the measure, one intercept per "
+                "target) and Spearman's rho within targets, 95 % intervals over cells' own error and the "
+                "choice of tasks; rho's p by permutation; the smallest rho this study detects (80 %)",
+            ),
+            table(
+                built.groups, "Gain by intermediate-task family (per model group and target), 95 % intervals"
+            ),
+            table(built.contrasts, "Contrasts: same family as the target vs other; model groups"),
+            table(
+                built.degradation,
+                "Cross-lingual degradation: drop from the training language, transfer vs baseline "
+                "(change < 0: intermediate training narrows the drop)",
+            ),
             table(built.xtreme, "XTREME aggregate"),
             table(built.divergence, "Domain divergence (training sets)"),
-            table(built.correlations, "Divergence vs gain (Spearman)"),
             table(built.robustness, "Robustness under domain shift"),
             table(
-                built.learnt, "Was each target learnt? (baseline dev score vs a model that learnt nothing)"
+                built.learnt,
+                "Was each trained model learnt? (dev score vs a model that learnt nothing; mean over seeds)",
             ),
             _gains_html(built.null_check, options.fdr, "A/A check: baseline seeds against baseline seeds"),
             table(built.estimators, "Transferability estimators vs measured gains (interval over seeds)")
@@ -112,11 +126,17 @@ def _notes(built: Report, options) -> list[str]:
         notes.append(
             "<p><b>"
             + "; ".join(
-                f"{r.target} ({r.model}): {not_learnt_text(r)}"
+                f"{r.stage} {r.task} ({r.model}): {not_learnt_text(r)}"
                 for r in built.learnt.itertuples()
                 if not r.learnt
             )
             + ".</b></p>"
+        )
+    if built.unchecked:
+        notes.append(
+            "<p>Not checked for learning (no model that learnt nothing to compare with): "
+            + html.escape(", ".join(built.unchecked))
+            + ".</p>"
         )
     if built.null_note:
         notes.append(f"<p>{html.escape(built.null_note)}.</p>")
@@ -172,6 +192,8 @@ TABLES = (
     "estimators",
     "learnt",
     "null_check",
+    "contrasts",
+    "degradation",
 )
 
 

@@ -1,5 +1,5 @@
-"""The report's tables from data frames: scores, aggregates per model group and intermediate family,
-the XTREME aggregate, divergence against the gains, robustness under domain shift; Nothing here reads the tracking store (collect.py does)."""
+"""The report's tables from data frames: scores, the XTREME aggregate, divergence of the tasks' texts,
+robustness under domain shift (the answers read across cells: questions.py); Nothing here reads the tracking store (collect.py does)."""
 
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ class Report:
         pd.DataFrame
     )  # model, model_group, intermediate, family, target, seed, task, split, language, metric, value
     gains: pd.DataFrame  # GAIN_COLUMNS: KEYS + seeds, examples, transfer, baseline, gain, se, interval, p, q, mde, flag, reading
-    groups: pd.DataFrame  # mean gain per model group x intermediate family (summary rows)
+    groups: pd.DataFrame  # gain per model group x target x intermediate family, with intervals
     xtreme: pd.DataFrame  # XTREME task / group / overall scores per model, intermediate, target, seed
     divergence: pd.DataFrame  # intermediate x target: overlap, JS, embedding distances, mean gain
-    correlations: pd.DataFrame  # Spearman of each divergence measure with the gain
+    correlations: pd.DataFrame  # slope and Spearman of gain on each divergence measure, with intervals
     robustness: pd.DataFrame  # in-domain vs out-of-domain scores of the same model
     probes: pd.DataFrame  # retrieval probes: point, arm, task, language, metric, value
     figures: dict = field(default_factory=dict)  # name -> matplotlib figure
@@ -53,6 +53,12 @@ class Report:
         default_factory=pd.DataFrame
     )  # the A/A check's gains (report.null_check)
     null_note: str = ""  # its flag rates in one line
+    contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # same vs other family; model groups
+    degradation: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # cross-lingual drop, transfer vs baseline
+    points: pd.DataFrame = field(default_factory=pd.DataFrame)  # each cell's gain beside its divergences
+    unchecked: list = field(default_factory=list)  # trained stages with nothing to check learning against
 
 
 def family_of(cfg: ExperimentConfig, intermediate: str) -> str:
@@ -122,29 +128,11 @@ def summary_rows(cfg: ExperimentConfig, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def groups_table(cfg: ExperimentConfig, scores: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
-    """Mean gain (headline rows) per model group x intermediate family: 'does NLI or QA transfer better?'."""
-    headline = summary_rows(cfg, gains)
-    if headline.empty:
-        return pd.DataFrame(
-            columns=["model_group", "family", "target", "cells", "gain", "positive", "negative"]
-        )
-    labels = scores.drop_duplicates(["model", "intermediate"]).set_index(["model", "intermediate"])
-    headline = headline.assign(
-        model_group=[
-            labels.loc[(m, i), "model_group"]
-            for m, i in zip(headline.model, headline.intermediate, strict=True)
-        ],
-        family=[
-            labels.loc[(m, i), "family"] for m, i in zip(headline.model, headline.intermediate, strict=True)
-        ],
-    )
-    out = headline.groupby(["model_group", "family", "target"], sort=False).agg(
-        cells=("gain", "size"),
-        gain=("gain", "mean"),
-        positive=("flag", lambda f: int((f == "positive").sum())),
-        negative=("flag", lambda f: int((f == "negative").sum())),
-    )
-    return out.reset_index()
+    """The gain per model group x target x intermediate family, with its interval: 'does NLI or QA
+    transfer better?' (report/questions.py)."""
+    from intertask.report import questions
+
+    return questions.family_table(cfg, questions.cell_gains(cfg, gains, scores), gains)
 
 
 def xtreme_table(scores: pd.DataFrame) -> pd.DataFrame:
@@ -271,13 +259,3 @@ def training_sample(cfg: ExperimentConfig, ws, task: str, size: int) -> list:
 def text_of(example) -> str:
     """An example's texts as one string (a pair's two texts joined)."""
     return " ".join(map(str, example.texts))
-
-
-def correlation_table(table: pd.DataFrame) -> pd.DataFrame:
-    measures = ["vocabulary_overlap", "js_divergence", "embedding_cosine_distance", "mmd"]
-    rows = [
-        {"measure": m, "spearman_with_gain": divergence.spearman(table[m], table.gain), "pairs": len(table)}
-        for m in measures
-        if m in table
-    ]
-    return pd.DataFrame(rows, columns=["measure", "spearman_with_gain", "pairs"])

@@ -17,7 +17,7 @@ from intertask.compute.checkpoints import Checkpointer
 from intertask.compute.evaluation import predict_outputs
 from intertask.compute.training import TrainPart, train
 from intertask.config import StageConfig
-from intertask.metrics import BEST_DEV, REFERENCE_DEV
+from intertask.metrics import BEST_DEV, REFERENCE_DEV, learnt_margin
 from intertask.stages.common import (
     SEEN_ARTIFACT,
     TAG,
@@ -227,7 +227,9 @@ def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, ch
         if result.resumed_at_step is not None:
             tracking.set_tags({f"{TAG}resumed_at_step": result.resumed_at_step})
         _log_training(result, steps, f"{name} {loaded.tasks}")
-        tracking.log_metrics(_references(loaded))
+        references = _references(loaded)
+        tracking.log_metrics(references)
+        tracking.record_notices(not_learnt_notices(ws, loaded, result.best_dev, references))
         seen = leakage.merge(
             start.seen, *(leakage.record({}, s, types[s.task].spec.parallel) for s in loaded.sets)
         )
@@ -260,6 +262,33 @@ def _references(loaded: _Loaded) -> dict[str, float]:
         for metric, value in task.reference_scores(train, dev).items():
             out[f"{REFERENCE_DEV}/{name}/{metric}"] = value
         out[f"dev_examples/{name}"] = len(dev)
+    return out
+
+
+def not_learnt_notices(
+    ws: Workspace, loaded: _Loaded, best_dev: dict, references: dict
+) -> list[tuple[str, str]]:
+    """(what, line) for each task this stage trained whose kept dev score is within noise of a model
+    that learnt nothing (metrics.learnt_margin, this one seed: the binomial part), said when the stage
+    ends -- before any later stage or evaluation uses its model. Tasks with no such model (extractive
+    QA) are not checked here."""
+    out = []
+    for name in loaded.types:
+        metric = resolve.selection_metric(ws.cfg, loaded.stage, name)
+        dev = best_dev.get(name, {}).get(metric)
+        reference = references.get(f"{REFERENCE_DEV}/{name}/{metric}")
+        if dev is None or reference is None:
+            continue
+        margin, noise = learnt_margin([dev], reference, references.get(f"dev_examples/{name}", 0))
+        if margin <= noise:
+            out.append(
+                (
+                    f"not_learnt.{loaded.which}.{name}",
+                    f"{loaded.which} stage {name} learnt nothing: dev {metric} {100 * dev:.1f}, a model that "
+                    f"learnt nothing {100 * reference:.1f} (noise +-{100 * noise:.1f}); what starts from it "
+                    "measures an untrained stage",
+                )
+            )
     return out
 
 
