@@ -449,3 +449,44 @@ def test_a_split_only_evaluated_is_read_whole_and_only_its_files_must_exist(tmp_
     text = config.read_text()
     problems = _problems(tmp_path, None, ["evaluation.tasks=[{task: both, split: test}]"], text=text)
     assert any("evaluation.tasks[0].languages" in p and "test-not-here.tsv" in p for p in problems), problems
+
+
+def test_the_code_vs_text_hub_study_validates_here_and_lists_what_it_skips(shared_data, capsys):
+    """The seeds' "code-pretrained against text-only" question as a hub study: accepted offline, the
+    hub models and data it cannot read here listed, both model groups in its grid."""
+    from intertask import cli
+
+    assert cli.main(["validate", str(REPO / "pipelines" / "code_vs_text.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "model(s) roberta-base, microsoft/codebert-base" in err and "mnli/en/train" in err
+    cfg = load_experiment(REPO / "pipelines" / "code_vs_text.yaml")
+    assert set(cfg.grid.model_groups) == {"text", "code"}
+
+
+def test_grid_exclude_takes_model_triples_with_wildcards_and_refuses_unknown_names(tmp_path, shared_data):
+    from intertask import grid
+    from intertask.errors import ConfigError
+
+    base = {
+        "name": "x",
+        "intermediate": {"task": "rte"},
+        "target": {"task": "sst2"},
+        "grid": {
+            "models": ["e5-small", "all-minilm-l6-v2"],
+            "intermediate": ["none", "rte", "xnli"],
+            "target": ["sst2", "sms_spam"],
+            "exclude": [
+                ["all-minilm-l6-v2", "*", "sms_spam"],
+                ["all-minilm-l6-v2", "xnli", "*"],
+                ["rte", "sst2"],
+            ],
+        },
+    }
+    cfg = load_experiment(write_yaml(tmp_path / "g.yaml", base))
+    cells = {(c.model, c.intermediate_label, c.target) for c in grid.cells(cfg)}
+    assert ("all-minilm-l6-v2", "none", "sst2") in cells and ("all-minilm-l6-v2", "rte", "sst2") not in cells
+    assert not any(m == "all-minilm-l6-v2" and (t == "sms_spam" or i == "xnli") for m, i, t in cells)
+    assert ("e5-small", "xnli", "sms_spam") in cells and ("e5-small", "rte", "sst2") not in cells
+    bad = {**base, "grid": {**base["grid"], "exclude": [["bert", "*", "sst2"]]}}
+    with pytest.raises(ConfigError, match=r"grid.exclude\[0\]: not a triple of the grid"):
+        load_experiment(write_yaml(tmp_path / "bad.yaml", bad))

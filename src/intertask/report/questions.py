@@ -5,9 +5,12 @@
               measure (one intercept per target) with its interval, p and smallest detectable slope, and
               Spearman's rho within targets (pooled) with its interval, permutation p and the smallest
               rho this many cells detect; per target as well.
-- families    the gain by intermediate-task family (per model group and target), with intervals: the
-              families' means from one least-squares fit, so every interval uses the residual
-              variance of all the target's cells.
+- families    the gain by intermediate-task family (per model group and target), with intervals: a
+              family's mean over its cells, its variance the spread of all the target's cells around
+              their mean (cells - 1 degrees of freedom) over the family's cell count. With one or two
+              cells per family a family's own spread has no degrees of freedom to speak of; the whole
+              target's spread also holds the differences between families, so this errs wide, never
+              narrow (whether family matters is the contrast below, tested as such).
 - contrasts   "same family as the target" against "other family", and one model group against another
               on the same (intermediate, target) pairs.
 - degradation per target, the drop from the training language to each zero-shot language, baseline
@@ -103,6 +106,8 @@ def cell_gains(cfg: ExperimentConfig, gains: pd.DataFrame, scores: pd.DataFrame)
         "target",
         "gain",
         "se",
+        "ci_low",
+        "ci_high",
         "n_seeds",
     ]
     headline = summary_rows(cfg, gains)
@@ -176,19 +181,24 @@ def _divergence_row(model, scope, measure, part: pd.DataFrame, options, seed: in
 
 
 def family_table(cfg: ExperimentConfig, cells: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
-    """Per model group and target: each intermediate family's mean gain with its interval (one fit of
-    the target's cells on family indicators), and how many of its cells were flagged either way."""
+    """Per model group and target: each intermediate family's mean gain with its interval (module
+    docstring), and how many of its cells were flagged either way."""
     if cells.empty:
         return pd.DataFrame(columns=GROUP_COLUMNS)
     options = cfg.report
     flags = _flags(cfg, gains)
     rows = []
     for (group, target), part in cells.groupby(["model_group", "target"], sort=False):
-        design, families = pooling.dummies(part.family)
-        fitted = pooling.fit(part.gain, part.se, design)
-        for i, family in enumerate(families):
+        spread = pooling.mean(part.gain, part.se)  # the cells' variance around the target's mean
+        for family in dict.fromkeys(part.family):
             mine = part[part.family == family]
-            found = fitted.contrast(np.eye(len(families))[i], options.confidence, options.power)
+            found = pooling.Fit(
+                np.array([mine.gain.mean()]),
+                spread.cov * len(part) / len(mine),
+                spread.df,
+                spread.tau2,
+                len(mine),
+            ).contrast([1.0], options.confidence, options.power)
             flagged = [
                 flags.get((m, inter, target), "")
                 for m, inter in zip(mine.model, mine.intermediate, strict=True)
