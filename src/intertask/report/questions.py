@@ -4,7 +4,8 @@
               and divergence measure, over every (intermediate, target) cell: the slope of gain on the
               measure (one intercept per target) with its interval, p and smallest detectable slope, and
               Spearman's rho within targets (pooled) with its interval, permutation p and the smallest
-              rho this many cells detect; per target as well.
+              rho this many cells detect; per target as well. The answer reads the slope's q
+              (Benjamini-Hochberg over every row of the table: models x scopes x measures).
 - families    the gain by intermediate-task family (per model group and target), with intervals: a
               family's mean over its cells, its variance the spread of all the target's cells around
               their mean (cells - 1 degrees of freedom) over the family's cell count. With one or two
@@ -47,8 +48,10 @@ DIVERGENCE_COLUMNS = [
     "rho_high",
     "rho_p",  # permutation of the gains within targets
     "detectable_rho",
+    "slope_q",  # Benjamini-Hochberg over every row of the table (models x scopes x measures)
     "answer",
 ]
+SIMILARITIES = {"vocabulary_overlap"}  # higher = closer; the other measures: higher = further apart
 GROUP_COLUMNS = [
     "model_group",
     "target",
@@ -151,7 +154,26 @@ def divergence_answers(cfg: ExperimentConfig, cells: pd.DataFrame, divergence: p
                 continue  # one target: its rows are the ALL rows
             for measure in [m for m in MEASURES if m in part]:
                 rows.append(_divergence_row(model, scope, measure, part, options, cfg.seed))
-    return pd.DataFrame(rows, columns=DIVERGENCE_COLUMNS)
+    table = pd.DataFrame(rows, columns=DIVERGENCE_COLUMNS)
+    tested = table.slope_p.notna()
+    if tested.any():
+        table.loc[tested, "slope_q"] = significance.q_values(
+            table.slope_p[tested].to_numpy(float), options.correction
+        )
+        table.loc[tested, "answer"] = [_divergence_answer(r, options.fdr) for r in table[tested].itertuples()]
+    return table
+
+
+def _divergence_answer(row, fdr: float) -> str:
+    """What a row says of the question, in its own words (a similarity's slope reads the other way)."""
+    if not row.slope_q <= fdr:
+        return (
+            f"no relation shown (q {row.slope_q:.2g}; slope interval holds 0)"
+            if row.slope_low <= 0 <= row.slope_high
+            else f"no relation shown after correction (q {row.slope_q:.2g})"
+        )
+    falls = (row.slope < 0) != (row.measure in SIMILARITIES)
+    return f"gain {'falls' if falls else 'rises'} as the tasks diverge (q {row.slope_q:.2g})"
 
 
 def _divergence_row(model, scope, measure, part: pd.DataFrame, options, seed: int) -> dict:
@@ -176,7 +198,6 @@ def _divergence_row(model, scope, measure, part: pd.DataFrame, options, seed: in
         "rho_high": rank["ci_high"],
         "rho_p": rank["p"],
         "detectable_rho": rank["detectable_rho"],
-        "answer": _answer(slope["ci_low"], slope["ci_high"], "slope"),
     }
 
 
