@@ -120,8 +120,19 @@ def test_a_cell_that_nothing_scores_is_refused_and_one_that_skips_a_task_says_so
     )
     cfg = load_experiment(config)
     said = dict(pipeline.study_notices(cfg))
-    assert set(said) == {"evaluation_left_out.none.xnli.pawsx", "evaluation_left_out.none.pawsx.xnli"}
-    assert "pawsx is not scored in the cells none -> xnli" in said["evaluation_left_out.none.xnli.pawsx"]
+    assert set(said) == {"evaluation_left_out.xnli.pawsx", "evaluation_left_out.pawsx.xnli"}
+    assert "pawsx is not scored in the cells none -> xnli" in said["evaluation_left_out.xnli.pawsx"]
+    config = _grid_config(
+        tmp_path,
+        tiny_model,
+        grid={"target": ["xnli", "pawsx"], "intermediate": ["none", "rte", "sst2"]},
+        evaluation={"tasks": [{"task": "xnli", "languages": ["en"]}, {"task": "pawsx", "languages": ["en"]}]},
+    )
+    said = dict(pipeline.study_notices(load_experiment(config)))  # one line per target and task
+    assert set(said) == {"evaluation_left_out.xnli.pawsx", "evaluation_left_out.pawsx.xnli"}
+    assert (
+        "pawsx is not scored in the cells (none, rte, sst2) -> xnli" in said["evaluation_left_out.xnli.pawsx"]
+    )
 
 
 def test_a_language_one_task_lacks_is_said_and_a_task_with_none_is_refused(tmp_path, tiny_model, shared_data):

@@ -208,7 +208,7 @@ def study_notices(cfg: ExperimentConfig) -> tuple[tuple[str, str], ...]:
     grid of targets with different labels), a language of evaluation.languages a task lacks, a grid
     task trained in another language than its stage's (Allocine is French only), a multi-task stage's
     selection_task that a cell does not train. Printed, and tagged on the study's run."""
-    out = {}
+    out, left_out = {}, {}
     stages = {"intermediate": cfg.intermediate, "target": cfg.target}
     for cell in grid.distinct_cells(cfg):  # nothing here depends on the seed
         derived = grid.cell_config(cfg, cell)
@@ -238,12 +238,20 @@ def study_notices(cfg: ExperimentConfig) -> tuple[tuple[str, str], ...]:
                     f"evaluation: {entry.task} has no {', '.join(lacking)} of evaluation.languages: scored in "
                     f"{', '.join(entry.languages)}"
                 )
-        for task, why in left:
-            what = f"evaluation_left_out.{cell.intermediate_label}.{cell.target or 'zero-shot'}.{task}"
-            out[what] = (
-                f"evaluation: {task} is not scored in the cells {cell.intermediate_label} -> {cell.target or 'zero-shot'} ({why})"
-            )
+        for task, why in left:  # one line per target, task and reason, whatever the intermediate
+            left_out.setdefault((cell.target or "zero-shot", task, why), []).append(cell.intermediate_label)
+    for (target, task, why), labels in left_out.items():
+        labels = list(dict.fromkeys(labels))
+        what = f"evaluation_left_out.{target}.{task}"
+        if what in out:  # zero-shot cells whose heads differ: one line per head
+            what = f"evaluation_left_out.{labels[0]}.{target}.{task}"
+        cells = labels[0] if len(labels) == 1 else f"({_listed(labels)})"
+        out[what] = f"evaluation: {task} is not scored in the cells {cells} -> {target} ({why})"
     return tuple(out.items())
+
+
+def _listed(labels: list[str], shown: int = 4) -> str:
+    return ", ".join(labels[:shown]) + (f" and {len(labels) - shown} more" if len(labels) > shown else "")
 
 
 # --- running ---------------------------------------------------------------------------------------------
