@@ -201,3 +201,32 @@ def test_degradation_interval_coverage():
         (row,) = questions.degradation_rows(cfg, scores, gains).itertuples()
         covered += row.ci_low <= -0.05 <= row.ci_high
     assert 0.93 <= covered / runs <= 0.97, covered / runs
+
+
+def test_the_divergence_answer_reads_a_similarity_the_other_way():
+    """Gain that rises with vocabulary overlap (a similarity) and falls with JS divergence both say the
+    gain falls as the tasks diverge; rows whose q is above the level say no relation was shown."""
+    cfg = ExperimentConfig(name="v", target=StageConfig(task="udpos"), report=ReportConfig())
+    rng = np.random.default_rng(2)
+    overlap = rng.random(10)
+    cells = _cells(
+        [
+            ("e5", "multi", f"t{i}", "f", False, "udpos", 0.1 * overlap[i] + rng.normal(0, 0.002), 0.002)
+            for i in range(10)
+        ]
+    )
+    divergence = pd.DataFrame(
+        {
+            "intermediate": [f"t{i}" for i in range(10)],
+            "target": "udpos",
+            "vocabulary_overlap": overlap,
+            "js_divergence": 1 - overlap,
+            "embedding_cosine_distance": rng.random(10),
+            "mmd": rng.random(10),
+        }
+    )
+    answers = questions.divergence_answers(cfg, cells, divergence).set_index("measure")
+    assert answers.loc["vocabulary_overlap", "slope"] > 0 > answers.loc["js_divergence", "slope"]
+    for measure in ("vocabulary_overlap", "js_divergence"):
+        assert answers.loc[measure, "answer"].startswith("gain falls as the tasks diverge")
+    assert answers.loc["mmd", "answer"].startswith("no relation shown")

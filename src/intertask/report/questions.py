@@ -156,6 +156,7 @@ def divergence_answers(cfg: ExperimentConfig, cells: pd.DataFrame, divergence: p
                 rows.append(_divergence_row(model, scope, measure, part, options, cfg.seed))
     table = pd.DataFrame(rows, columns=DIVERGENCE_COLUMNS)
     tested = table.slope_p.notna()
+    table["answer"] = table["answer"].astype(object)
     if tested.any():
         table.loc[tested, "slope_q"] = significance.q_values(
             table.slope_p[tested].to_numpy(float), options.correction
