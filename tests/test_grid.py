@@ -222,6 +222,30 @@ def test_report_entry_point_rebuilds_the_report(tiny_model, tmp_path, mlflow_ser
     assert "A/A check: no baseline with 6 or more seeds" in out  # asked for, and why it could not run
     assert (tmp_path / "reports" / "grid-report" / "report.html").is_file()
     assert (tmp_path / "reports" / "grid-report" / "gains.csv").is_file()
+    # a second study that reuses every stage: its report re-read from its parent has them all
+    assert cli.main(["main", str(config), "report.divergence=false"]) == 0
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("grid-report").experiment_id
+    parent = client.search_runs(
+        [experiment], "tags.`intertask.stage` = 'main'", order_by=["start_time DESC"]
+    )[0]
+    capsys.readouterr()
+    out_dir = tmp_path / "again"
+    assert (
+        cli.main(
+            [
+                "report",
+                str(config),
+                "report.divergence=false",
+                "--parent",
+                parent.info.run_id,
+                "--output",
+                str(out_dir),
+            ]
+        )
+        == 0
+    )
+    assert set(pd.read_csv(out_dir / "gains.csv").intermediate) == {"xnli"}
 
 
 @pytest.mark.slow

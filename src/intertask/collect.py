@@ -383,14 +383,19 @@ def _skip_reason(stage: str | None, status: str, tags: dict) -> str | None:
 
 
 def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
-    """The report rebuilt from the tracking store: one study (its parent run) or every study of the
-    experiment (newest finished run per stage key). Only runs of a study cell count (their
+    """The report rebuilt from the tracking store: one study (its parent run: the stages its
+    report/stages.json lists, reused ones included; a study without one, the stages run under it) or
+    every study of the experiment (newest finished run per stage key). Only runs of a study cell count (their
     `intertask.cell.*` tags place them): standalone evaluations, tuning studies and trials, runs that
     did not finish are skipped, and `Report.skipped` says how many, and why."""
     from intertask.executors import Outcome
 
     experiment = ws.experiment()
-    if parent_run_id:
+    listed = tracking.read_run_json(parent_run_id, "report/stages.json") if parent_run_id else None
+    if listed:  # the study's own list: the stages it ran and those it reused from earlier studies
+        client = tracking.client()
+        runs = [client.get_run(v["run_id"]) for v in listed.values() if v.get("run_id")]
+    elif parent_run_id:  # a study that has not finished: the stages run under it
         arms = tracking.find_runs(experiment, "mlflow.parentRunId", parent_run_id)
         runs = [
             r for arm in arms for r in tracking.find_runs(experiment, "mlflow.parentRunId", arm.info.run_id)
