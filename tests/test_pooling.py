@@ -139,6 +139,27 @@ def _scores(drop_baseline: float, drop_transfer: float, seeds=(1, 2, 3, 4, 5), n
     return pd.DataFrame(rows, columns=columns)
 
 
+def _example_parts() -> pd.DataFrame:
+    """The two gains' rows the degradation reads its test-sample parts from (0 here: the simulated
+    noise is all per seed)."""
+    rows = [
+        ("m", "ud", "udpos", t, "test", lang, "accuracy", 0.0, 5)
+        for t, lang in (("ud", "en"), ("udpos", "de"))
+    ]
+    columns = [
+        "model",
+        "intermediate",
+        "target",
+        "task",
+        "split",
+        "language",
+        "metric",
+        "example_var",
+        "n_seeds",
+    ]
+    return pd.DataFrame(rows, columns=columns).assign(se=0.01)
+
+
 def test_degradation_is_the_change_in_the_drop_from_the_training_language():
     """Baseline drops 20 points from English to German, transfer 12: the change is -8 points, with an
     interval from the seeds (plus each gain's example part, 0 here); the summary row (intermediate
@@ -146,23 +167,7 @@ def test_degradation_is_the_change_in_the_drop_from_the_training_language():
     cfg = ExperimentConfig(name="d", target=StageConfig(task="udpos"), report=ReportConfig())
     rng = np.random.default_rng(0)
     scores = _scores(0.20, 0.12, noise=0.01, rng=rng)
-    gains = pd.DataFrame(
-        [
-            ("m", "ud", "udpos", t, "test", lang, "accuracy", 0.0, 5)
-            for t, lang in (("ud", "en"), ("udpos", "de"))
-        ],
-        columns=[
-            "model",
-            "intermediate",
-            "target",
-            "task",
-            "split",
-            "language",
-            "metric",
-            "example_var",
-            "n_seeds",
-        ],
-    ).assign(se=0.01)
+    gains = _example_parts()
     rows = questions.degradation_rows(cfg, scores, gains)
     (row,) = rows.itertuples()
     assert (row.source, row.zero_shot) == ("ud/en", "udpos/de")
@@ -174,30 +179,14 @@ def test_degradation_is_the_change_in_the_drop_from_the_training_language():
 
 
 def test_degradation_interval_coverage():
-    """Per-seed changes with a seed part and a known example part: the change's interval covers the
+    """Per-seed changes with a seed part (the test-sample part 0): the change's interval covers the
     true change in 93-97 % of simulated 5-seed cells."""
     cfg = ExperimentConfig(name="d", target=StageConfig(task="udpos"), report=ReportConfig())
     rng = np.random.default_rng(1)
     covered, runs = 0, 600
     for _ in range(runs):
         scores = _scores(0.20, 0.15, noise=0.02, rng=rng)
-        gains = pd.DataFrame(
-            [
-                ("m", "ud", "udpos", t, "test", lang, "accuracy", 0.0, 5)
-                for t, lang in (("ud", "en"), ("udpos", "de"))
-            ],
-            columns=[
-                "model",
-                "intermediate",
-                "target",
-                "task",
-                "split",
-                "language",
-                "metric",
-                "example_var",
-                "n_seeds",
-            ],
-        ).assign(se=0.01)
+        gains = _example_parts()
         (row,) = questions.degradation_rows(cfg, scores, gains).itertuples()
         covered += row.ci_low <= -0.05 <= row.ci_high
     assert 0.93 <= covered / runs <= 0.97, covered / runs

@@ -294,30 +294,19 @@ def _answer_metrics(built: Report) -> dict[str, float]:
             "detectable_rho",
         ):
             values[f"divergence/{key}/{name}"] = getattr(r, name)
-    for r in built.groups.itertuples():
-        key = f"{metric_part(r.model_group)}/{metric_part(r.target)}/{metric_part(r.family)}"
-        values |= {
-            f"family/{key}/gain": r.gain,
-            f"family/{key}/ci_low": r.ci_low,
-            f"family/{key}/ci_high": r.ci_high,
-        }
-    for r in built.contrasts.itertuples():
-        key = f"{metric_part(r.contrast)}/{metric_part(r.scope)}"
-        values |= {
-            f"contrast/{key}/estimate": r.estimate,
-            f"contrast/{key}/ci_low": r.ci_low,
-            f"contrast/{key}/ci_high": r.ci_high,
-        }
-    summary = (
-        built.degradation[built.degradation.intermediate == "all"] if not built.degradation.empty else []
+    summary = built.degradation
+    if not summary.empty:
+        summary = summary[summary.intermediate == "all"]
+    tables = (
+        ("family", built.groups, ("model_group", "target", "family"), "gain"),
+        ("contrast", built.contrasts, ("contrast", "scope"), "estimate"),
+        ("degradation", summary, ("model", "target", "zero_shot", "metric"), "change"),
     )
-    for r in summary.itertuples() if len(summary) else []:
-        key = f"{metric_part(r.model)}/{metric_part(r.target)}/{metric_part(r.zero_shot.replace('/', '-'))}/{r.metric}"
-        values |= {
-            f"degradation/{key}/change": r.change,
-            f"degradation/{key}/ci_low": r.ci_low,
-            f"degradation/{key}/ci_high": r.ci_high,
-        }
+    for prefix, table, keys, value in tables:
+        for r in table.itertuples():
+            key = "/".join(metric_part(str(getattr(r, k)).replace("/", "-")) for k in keys)
+            for name in (value, "ci_low", "ci_high"):
+                values[f"{prefix}/{key}/{name}"] = getattr(r, name)
     return {k: float(v) for k, v in values.items() if v == v and v is not None}
 
 

