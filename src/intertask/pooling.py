@@ -20,8 +20,10 @@ each cell's gain redrawn within its interval: with about ten tasks a percentile 
 covers well under 95 %, and redrawing the measured gains counts their error twice.
 tests/test_pooling.py measures coverage and false flags.
 
-Rank correlation: Spearman's rho of gain and divergence within each target, pooled over targets by
-Fisher's z weighted by cells - 3, with the Bonett and Wright variance (1 + rho^2 / 2) / (n - 3); its p by
+Rank correlation: Spearman's rho of gain and divergence within targets: both ranked within each
+target, centred there, and correlated over all cells (pooling per-target rhos by Fisher's z let a
+target of 6 cells whose rho happened to be -1 outweigh everything); its interval by Fisher's z with
+the Bonett and Wright variance (1 + rho^2 / 2) / (n - 3), n the cells less one per extra target; its p by
 permutation of the gains among the cells of each target (the null: the gains do not depend on the
 divergence at all), and the smallest rho that a study of this size detects with the configured power.
 """
@@ -136,26 +138,25 @@ def rank_correlation(x, y, groups, seed: int = 0, confidence: float = 0.95, powe
     nan = float("nan")
     if not parts:
         return {"rho": nan, "ci_low": nan, "ci_high": nan, "p": nan, "detectable_rho": nan, "cells": 0}
-    weights = np.array([len(i) - 3 for i in parts], float)
     rng = np.random.default_rng(seed)
-    z_parts, null_parts = [], []
-    for i in parts:
-        rx, ry = stats.rankdata(x[i]), stats.rankdata(y[i])
-        rx, ry = rx - rx.mean(), ry - ry.mean()
-        norm = np.sqrt((rx**2).sum() * (ry**2).sum())
-        z_parts.append(np.arctanh(np.clip(rx @ ry / norm, -0.999999, 0.999999)))
-        shuffled = ry[np.argsort(rng.random((PERMUTATIONS, len(i))), axis=1)]
-        null_parts.append(np.arctanh(np.clip(shuffled @ rx / norm, -0.999999, 0.999999)))
-    rho = float(np.tanh(weights @ np.array(z_parts) / weights.sum()))
-    null = np.tanh(weights @ np.array(null_parts) / weights.sum())
-    extreme = 1 + int((np.abs(null) >= abs(rho) - 1e-12).sum())
-    z_se = np.sqrt((1 + rho**2 / 2) / weights.sum())
+    centred = [
+        (stats.rankdata(x[i]) - (len(i) + 1) / 2, stats.rankdata(y[i]) - (len(i) + 1) / 2) for i in parts
+    ]
+    norm = np.sqrt(sum((rx**2).sum() for rx, _ in centred) * sum((ry**2).sum() for _, ry in centred))
+    rho = float(sum(rx @ ry for rx, ry in centred) / norm)
+    null = np.zeros(PERMUTATIONS)
+    for rx, ry in centred:
+        null += ry[np.argsort(rng.random((PERMUTATIONS, len(rx))), axis=1)] @ rx
+    extreme = 1 + int((np.abs(null / norm) >= abs(rho) - 1e-12).sum())
+    n = sum(len(i) for i in parts) - (len(parts) - 1)  # one mean per target spent
+    z_se = np.sqrt((1 + rho**2 / 2) / (n - 3))
     h = stats.norm.ppf(1 - (1 - confidence) / 2)
-    detectable = np.tanh((h + stats.norm.ppf(power)) / np.sqrt(weights.sum()))
+    clipped = np.clip(rho, -0.999999, 0.999999)
+    detectable = np.tanh((h + stats.norm.ppf(power)) / np.sqrt(n - 3))
     return {
         "rho": rho,
-        "ci_low": float(np.tanh(np.arctanh(rho) - h * z_se)),
-        "ci_high": float(np.tanh(np.arctanh(rho) + h * z_se)),
+        "ci_low": float(np.tanh(np.arctanh(clipped) - h * z_se)),
+        "ci_high": float(np.tanh(np.arctanh(clipped) + h * z_se)),
         "p": extreme / (PERMUTATIONS + 1),
         "detectable_rho": float(detectable),
         "cells": int(sum(len(i) for i in parts)),
