@@ -81,7 +81,7 @@ def test_a_small_mission_study_answers_every_question(tiny_model, tmp_path, loca
     learnt = table("learnt")
     assert set(learnt[learnt.stage == "intermediate"].intermediate) >= {"ud", "xnli", "sst2"}
     metrics = client.get_run(parent.info.run_id).data.metrics
-    assert any(k.startswith("divergence/") and k.endswith("/rho_low") for k in metrics)
+    assert any(k.startswith("divergence/") and k.endswith("/slope_low") for k in metrics)
     assert any(k.startswith("degradation/") for k in metrics) and any(
         k.startswith("contrast/") for k in metrics
     )
