@@ -15,7 +15,7 @@ LAYERS = [
     ["metrics", "compute.machine", "compute.hardware", "compute.batching"],
     ["tasks", "data", "models", "resolve"],
     ["compute.modeling", "compute.weights", "compute.encoding", "compute.dropout"],
-    ["divergence", "leakage", "plots", "significance", "transferability"],
+    ["divergence", "leakage", "plots", "pooling", "significance", "transferability"],
     ["compute.training", "compute.evaluation", "compute.adapters", "compute.checkpoints"],
     ["identity"],
     ["tracking"],
