@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from intertask.data import data_root
+from intertask.errors import redact
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -311,3 +312,22 @@ def mlflow_run(entry: str, config, server: str, experiment: str, cwd, *params: s
     for param in params:
         command += ["-P", param]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL database for the study storage: `.ci/run` starts Debian's postgresql on 127.0.0.1
+    and sets INTERTASK_TEST_POSTGRES_URL."""
+    url = os.environ.get("INTERTASK_TEST_POSTGRES_URL")
+    if not url:
+        missing_component("no PostgreSQL: set INTERTASK_TEST_POSTGRES_URL (.ci/run starts one on 127.0.0.1)")
+    import sqlalchemy
+
+    try:
+        with sqlalchemy.create_engine(url).connect():
+            pass
+    except Exception as err:
+        pytest.fail(
+            f"INTERTASK_TEST_POSTGRES_URL is set but {url.split('@')[-1]} cannot be reached: {redact(str(err))}"
+        )
+    return url

@@ -20,10 +20,10 @@ from sqlalchemy.exc import OperationalError
 
 from intertask import cli, tracking
 from intertask.config import TuningConfig
-from intertask.errors import ConfigError, redact
+from intertask.errors import ConfigError
 from intertask.validate import load_experiment
 
-from .conftest import missing_component, write_experiment
+from .conftest import write_experiment
 
 STATE_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
@@ -332,25 +332,6 @@ def test_bad_search_spaces_are_refused_before_the_first_trial(
     assert cli.main(["tune", str(config)]) != 0
     assert f"{where}:" in capsys.readouterr().err
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
-
-
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A PostgreSQL database for the study storage: `.ci/run` starts Debian's postgresql on 127.0.0.1
-    and sets INTERTASK_TEST_POSTGRES_URL."""
-    url = os.environ.get("INTERTASK_TEST_POSTGRES_URL")
-    if not url:
-        missing_component("no PostgreSQL: set INTERTASK_TEST_POSTGRES_URL (.ci/run starts one on 127.0.0.1)")
-    import sqlalchemy
-
-    try:
-        with sqlalchemy.create_engine(url).connect():
-            pass
-    except Exception as err:
-        pytest.fail(
-            f"INTERTASK_TEST_POSTGRES_URL is set but {url.split('@')[-1]} cannot be reached: {redact(str(err))}"
-        )
-    return url
 
 
 @pytest.mark.slow

@@ -71,7 +71,11 @@ OPTIONS: dict[str, list[tuple[str, dict]]] = {  # each command's options beyond 
         ("--study-name", {"default": "", "help": "default: tuning.study_name, else <name>-<stage>"}),
         (
             "--storage",
-            {"default": "", "help": "Optuna RDB URL (default: tuning.storage, else sqlite optuna.db)"},
+            {
+                "default": "",
+                "help": "Optuna RDB URL (default: $INTERTASK_TUNING_STORAGE, else tuning.storage, else "
+                "sqlite optuna.db); a PostgreSQL password is best in $PGPASSWORD or ~/.pgpass",
+            },
         ),
         _INIT,
     ],
@@ -479,6 +483,20 @@ def _tasks_command() -> int:
     return 0
 
 
+def _warn_of_secrets(argv: list[str]) -> None:
+    """A password or token on the command line is used (and redacted everywhere intertask writes), but
+    the shell's history, `ps` and -- through `mlflow run -P` -- MLflow's params and its "=== Running
+    command" line keep it: said, with where to put it instead."""
+    if any(redact(a) != a for a in argv):
+        print(
+            "warning: a password or token is on this command line; intertask logs it redacted, but a "
+            "`mlflow run -P` value is stored as a param and printed by MLflow. Give it through the "
+            "environment instead: $PGPASSWORD or ~/.pgpass (PostgreSQL), $INTERTASK_TUNING_STORAGE, "
+            "$MLFLOW_TRACKING_URI with $MLFLOW_TRACKING_USERNAME/_PASSWORD/_TOKEN",
+            file=sys.stderr,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)  # overrides may also follow --init/--model
@@ -486,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    _warn_of_secrets(sys.argv[1:] if argv is None else argv)
     previous = _terminate_on_sigterm()
     try:
         if args.command == "tune":

@@ -5,14 +5,28 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# user:password@ in any URL (an Optuna storage, a database-backed MLflow store, a tracking server with
-# basic auth): the password never reaches a param, tag, logged config, printed line or error
+# Secrets in URLs (an Optuna storage, a database-backed MLflow store, a tracking server with basic
+# auth), which never reach a param, tag, logged config, printed line or error: the password of
+# user:password@; the whole user part of an http(s) URL without a password (a token used as the user
+# name: https://<token>@host); and query parameters that carry one (?password=, &token=, ...). A
+# database URL's bare user name (postgresql://tuner@db/optuna, its password from PGPASSWORD) stays.
 _CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]+):(?P<secret>[^@\s'\"/]+)@")
+_TOKEN_USER = re.compile(r"(?P<head>\b(?:https?|wss?)://)(?P<secret>[^:/@\s'\"]+)@", re.IGNORECASE)
+SECRET_PARAMETERS = ("password", "passwd", "pwd", "token", "access_token", "secret", "api_key", "apikey")
+_QUERY_SECRET = re.compile(
+    rf"(?P<head>[?&;](?:{'|'.join(SECRET_PARAMETERS)})=)(?P<secret>[^&;#\s'\"]+)", re.IGNORECASE
+)
 
 
 def redact(text: str) -> str:
-    """`text` with every URL password replaced: postgresql://user:***@host/db."""
-    return _CREDENTIALS.sub(lambda m: f"{m['head']}:***@", text) if "@" in text else text
+    """`text` with every secret in a URL replaced by ***: postgresql://user:***@host/db,
+    https://***@host, ...?password=***."""
+    if "@" in text:
+        text = _CREDENTIALS.sub(lambda m: f"{m['head']}:***@", text)
+        text = _TOKEN_USER.sub(lambda m: f"{m['head']}***@", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(lambda m: f"{m['head']}***", text)
+    return text
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def log_provenance() -> None:
         "git": git,
         "versions": versions,
         "platform": platform.platform(),
-        "argv": sys.argv,
+        "argv": [redact(a) for a in sys.argv],
         "cpus": os.cpu_count(),
     }
     mlflow.log_dict(info, "provenance/environment.json")

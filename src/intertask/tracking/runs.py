@@ -55,8 +55,9 @@ def use(cfg: ExperimentConfig, uri: str | None = None) -> str:
     """Point MLflow at the configured tracking store, or at `uri` (a job in another process gets the
     URI its driver resolved); nothing is created. Called by entry points only: it sets process state.
     A server URI with credentials (http://user:password@host) is split: MLflow gets the URI without
-    them and the credentials through its own MLFLOW_TRACKING_USERNAME / _PASSWORD, so that no link it
-    prints or logs carries the password."""
+    them and the credentials through its own MLFLOW_TRACKING_USERNAME / _PASSWORD (a user part without
+    a password, https://<token>@host, through MLFLOW_TRACKING_TOKEN), so that no link it prints or logs
+    carries the secret."""
     uri = uri or tracking_uri(cfg)
     # MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) leave a dead server unnoticed
     # for minutes; bounded here unless the environment says otherwise
@@ -69,7 +70,9 @@ def use(cfg: ExperimentConfig, uri: str | None = None) -> str:
     for name, value in chosen.items():
         os.environ[name] = _USER_ENV[name] if _USER_ENV[name] is not None else value
     plain, user, password = split_credentials(uri)
-    if user is not None:
+    if user is not None and password is None:
+        os.environ["MLFLOW_TRACKING_TOKEN"] = user
+    elif user is not None:
         os.environ["MLFLOW_TRACKING_USERNAME"] = user
         os.environ["MLFLOW_TRACKING_PASSWORD"] = password
     mlflow.set_tracking_uri(plain)
@@ -78,13 +81,15 @@ def use(cfg: ExperimentConfig, uri: str | None = None) -> str:
 
 
 def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
-    """(the URI without user:password@, user, password) for an http(s) URI that has them."""
+    """(the URI without user:password@, user, password) for an http(s) URI that has them; a user part
+    alone (a token) comes back as user with password None."""
     parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https") or parts.password is None:
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
         return uri, None, None
     host = parts.netloc.rpartition("@")[2]
     plain = urllib.parse.urlunsplit(parts._replace(netloc=host))
-    return plain, urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password)
+    password = None if parts.password is None else urllib.parse.unquote(parts.password)
+    return plain, urllib.parse.unquote(parts.username or ""), password
 
 
 def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:

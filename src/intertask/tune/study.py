@@ -4,7 +4,9 @@ parent run, the enqueued trials, and the sampler, pruner and search space of eac
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import os
 import random
 import time
 import warnings
@@ -39,6 +41,16 @@ def quiet_optuna() -> None:
     the entry points (cli.main), never at import."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+STORAGE_ENV = "INTERTASK_TUNING_STORAGE"  # the storage URL from the environment (never a -P parameter)
+
+
+def storage_url(cfg: ExperimentConfig, given: str | None = None) -> str:
+    """The study's storage: --storage, else $INTERTASK_TUNING_STORAGE, else tuning.storage, else
+    `default_storage`. A PostgreSQL password is best left out of the URL: libpq reads $PGPASSWORD
+    and ~/.pgpass (postgresql://tuner@db/optuna)."""
+    return given or os.environ.get(STORAGE_ENV) or cfg.tuning.storage or default_storage(cfg)
 
 
 def default_storage(cfg: ExperimentConfig) -> str:
@@ -133,7 +145,7 @@ def open_study(cfg: ExperimentConfig, ws: Workspace, name: str, url: str) -> tup
     parent = tracking.open_run(
         f"tune {name}",
         experiment_id=ws.experiment(),
-        key=f"tune|{name}|{url}",
+        key=f"tune|{name}|{_storage_key(url)}",
         resume=False,
         tags={f"{TAG}stage": "tune", f"{TAG}study": name, f"{TAG}study_storage": redact(url)},
     )
@@ -149,6 +161,11 @@ def open_study(cfg: ExperimentConfig, ws: Workspace, name: str, url: str) -> tup
         study.enqueue_trial(values, skip_if_exists=False)
     study.set_user_attr(READY_ATTR, True)
     return study, parent
+
+
+def _storage_key(url: str) -> str:
+    """The storage in a run key (a tag): a hash of the URL without its secrets, never the URL."""
+    return hashlib.sha256(redact(url).encode()).hexdigest()[:16]
 
 
 def initial_trials(t: TuningConfig, seed: int) -> list[dict]:

@@ -20,10 +20,10 @@ from intertask.config import ExperimentConfig
 from intertask.errors import redact
 from intertask.tune.study import (
     TAG,
-    default_storage,
     open_study,
     pruner_for,
     sampler_for,
+    storage_url,
     study_name,
     suggest,
     trial_config,
@@ -57,7 +57,7 @@ def tune(
     cfg = ws.cfg
     t = cfg.tuning
     name = name or study_name(cfg)
-    url = storage or t.storage or default_storage(cfg)
+    url = storage_url(cfg, storage)
     study, parent = open_study(cfg, ws, name, url)
     seed = cfg.seed if t.sampler.seed is None else t.sampler.seed
     study.pruner = pruner_for(t)
