@@ -28,7 +28,8 @@ def serve(store: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}"]
+    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "intertask"]
+    command += ["--backend-store-uri", f"sqlite:///{store}"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     proc = subprocess.Popen(command, cwd=store.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     uri = f"http://127.0.0.1:{port}"

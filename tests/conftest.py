@@ -156,6 +156,8 @@ def start_mlflow_server(root: Path, port: int) -> subprocess.Popen:
         "-m",
         "mlflow",
         "server",
+        "--app-name",
+        "intertask",  # as README says to start it: a fresh browser opens experiments on their runs
         "--backend-store-uri",
         f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",

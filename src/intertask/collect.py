@@ -271,7 +271,7 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
         values[f"estimator_high/{key}"] = r.ci_high
     values |= _answer_metrics(built)
     tracking.log_metrics(values)
-    _log_arm_metrics(built.scores, outcomes)
+    _log_arm_metrics(cfg, built, outcomes)
 
 
 def _answer_metrics(built: Report) -> dict[str, float]:
@@ -313,11 +313,16 @@ def _answer_metrics(built: Report) -> dict[str, float]:
 ARM_KEYS = ["target", "task", "split", "language", "metric"]
 
 
-def arm_metrics(scores: pd.DataFrame) -> dict[tuple[str, str, int], dict[str, float]]:
+def arm_metrics(
+    scores: pd.DataFrame, cfg: ExperimentConfig | None = None, gains: pd.DataFrame | None = None
+) -> dict[tuple[str, str, int], dict[str, float]]:
     """Per arm (model, intermediate, seed): its scores, keyed score/<target>/<task>/<split>/<language>/
     <metric>, and for a transfer arm its gain over the baseline arm of the same model and seed
-    (gain_vs_baseline/...), so that comparing arms in the MLflow UI lines them up. One seed's
-    difference: the report's gains, with their intervals, are on the parent run."""
+    (gain_vs_baseline/...; 0 on the baseline arm itself), so that comparing arms in the MLflow UI lines
+    them up. With the config and the gains table, the headline of each target too (what MLflow's
+    Compare should show first): headline_score/<target>, headline_gain_this_seed/<target> (one seed's
+    difference) and the cell's gain over all seeds with its interval, headline_gain/<target>,
+    headline_gain_low/<target>, headline_gain_high/<target> (0 on a baseline arm)."""
     if scores.empty:
         return {}
     baseline = scores[scores.intermediate == NONE].set_index(["model", "seed", *ARM_KEYS]).value
@@ -328,19 +333,51 @@ def arm_metrics(scores: pd.DataFrame) -> dict[tuple[str, str, int], dict[str, fl
             parts = tuple(getattr(row, k) for k in ARM_KEYS)
             key = "/".join(metric_part(str(p)) for p in parts)
             values[f"score/{key}"] = row.value
-            if intermediate != NONE and (model, seed, *parts) in baseline.index:
+            if (model, seed, *parts) in baseline.index:
                 values[f"gain_vs_baseline/{key}"] = row.value - baseline.loc[(model, seed, *parts)]
         out[(model, intermediate, int(seed))] = values
+    if cfg is not None:
+        _add_headlines(out, cfg, scores, baseline, gains)
     return out
 
 
-def _log_arm_metrics(scores: pd.DataFrame, outcomes: dict) -> None:
-    """Each arm run that evaluated something in this study gets arm_metrics (reused evaluations' arms
-    have theirs already)."""
-    per_arm = arm_metrics(scores)
+def _add_headlines(out: dict, cfg: ExperimentConfig, scores, baseline, gains) -> None:
+    from intertask import report
+
+    own = report.summary_rows(cfg, scores)
+    own = own[own.task == own.target]  # the target task's own evaluation, not a zero-shot side task
+    pooled = {}
+    if gains is not None and not gains.empty:
+        for r in report.summary_rows(cfg, gains).itertuples():
+            if r.task == r.target:
+                pooled[(r.model, r.intermediate, r.target)] = (r.gain, r.ci_low, r.ci_high)
+    for r in own.itertuples():
+        values = out.setdefault((r.model, r.intermediate, int(r.seed)), {})
+        target = metric_part(str(r.target))
+        values[f"headline_score/{target}"] = r.value
+        parts = (r.model, r.seed, *(getattr(r, k) for k in ARM_KEYS))
+        if parts in baseline.index:
+            values[f"headline_gain_this_seed/{target}"] = r.value - baseline.loc[parts]
+        if r.intermediate == NONE:
+            gain = (0.0, 0.0, 0.0)
+        else:
+            gain = pooled.get((r.model, r.intermediate, r.target), (float("nan"),) * 3)
+        for name, value in zip(
+            ("headline_gain", "headline_gain_low", "headline_gain_high"), gain, strict=True
+        ):
+            if value == value:
+                values[f"{name}/{target}"] = value
+
+
+def _log_arm_metrics(cfg: ExperimentConfig, built: Report, outcomes: dict) -> None:
+    """Each arm run of this study (under the active parent run) gets arm_metrics; reused evaluations
+    count (the pooled gains change as seeds are added), an arm of another study is left alone."""
+    per_arm = arm_metrics(built.scores, cfg, built.gains)
     client = tracking.client()
+    parent = tracking.active_run_id()
+    done = set()
     for outcome in outcomes.values():
-        if outcome.kind != "evaluate" or outcome.reused:
+        if outcome.kind != "evaluate":
             continue
         tags = client.get_run(outcome.run_id).data.tags
         arm = tags.get("mlflow.parentRunId")
@@ -349,7 +386,10 @@ def _log_arm_metrics(scores: pd.DataFrame, outcomes: dict) -> None:
             tags.get(f"{CELL_TAG}intermediate", NONE),
             int(tags.get(f"{CELL_TAG}seed", 0) or 0),
         )
-        if arm and cell in per_arm:
+        if not arm or arm in done or cell not in per_arm:
+            continue
+        done.add(arm)
+        if parent is None or client.get_run(arm).data.tags.get("mlflow.parentRunId") == parent:
             tracking.log_run_metrics(arm, per_arm[cell])
 
 

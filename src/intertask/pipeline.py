@@ -2,11 +2,11 @@
 
     main (parent: the report -- tables, gains with confidence intervals, heatmap, HTML)
     |-- probe base model (e5-small)               (when probes are configured)
-    |-- arm transfer: rte (e5-small, seed 13)     one arm per (model, intermediate choice, seed)
+    |-- seed 13 · arm transfer: rte (e5-small)    one arm per (model, intermediate choice, seed)
     |   |-- intermediate rte (en)                 trained once, reused by every target of the arm
     |   |-- finetune xnli (en) / evaluate xnli
     |   `-- finetune pawsx (en) / evaluate pawsx
-    `-- arm baseline (e5-small, seed 13)          intermediate `none`: targets from the base model
+    `-- seed 13 · arm baseline (e5-small)         intermediate `none`: targets from the base model
         |-- finetune xnli (en) / evaluate xnli
         `-- ...
 
@@ -264,11 +264,12 @@ def main_key(cfg: ExperimentConfig) -> str:
 
 
 def _arm_name(cell: grid.Cell, several_models: bool, several_seeds: bool, targets: bool) -> str:
-    """`targets`: whether the arm trains a target (the job opening it may be its intermediate stage)."""
+    """`targets`: whether the arm trains a target (the job opening it may be its intermediate stage).
+    The seed comes first: arms differ by it, and the UI's name column cuts the end of a long name."""
     kind = "baseline" if not cell.intermediate else ("transfer: " if targets else "zero-shot: ")
     label = kind + ("+".join(cell.intermediate) if cell.intermediate else "")
-    details = [m for m, show in ((cell.model, several_models), (f"seed {cell.seed}", several_seeds)) if show]
-    return f"arm {label}" + (f" ({', '.join(details)})" if details else "")
+    seed = f"seed {cell.seed} · " if several_seeds else ""
+    return f"{seed}arm {label}" + (f" ({cell.model})" if several_models else "")
 
 
 def _reused(ws: Workspace, job: Job, key: str) -> Outcome | None:
@@ -451,24 +452,51 @@ def _earlier_report(experiment: str, inputs: str, outcomes: dict[str, Outcome]) 
 
 
 def _open_arm(ws: Workspace, study: Plan, job: Job, parent: str, names: tuple[bool, bool]) -> str:
-    """The arm run of a job's (model, intermediate, seed), continued if a restarted study made it."""
-    name = _arm_name(job.cell, *names, any(j.cell.target for j in study.jobs if j.arm == job.arm))
+    """The arm run of a job's (model, intermediate, seed), continued if a restarted study made it. Its
+    params and `intertask.cell.*` tags are the arm's coordinates -- model, intermediate, targets, seed
+    and the headline each target is read on -- the same keys on every arm, so that MLflow's Compare
+    lines arms up; its resolved config is an artifact, not params (a stage's config differs between a
+    baseline and a transfer arm)."""
+    targets = list(dict.fromkeys(j.cell.target for j in study.jobs if j.arm == job.arm and j.cell.target))
+    name = _arm_name(job.cell, *names, bool(targets))
+    coordinates = {
+        "model": job.cell.model,
+        "intermediate": job.cell.intermediate_label,
+        "target": ",".join(targets) or "(zero-shot only)",
+        "seed": job.cell.seed,
+        "headline": headline_label(ws.cfg, targets),
+    }
     tags = {
         f"{TAG}stage": "arm",
         f"{TAG}arm": "baseline" if not job.cell.intermediate else "transfer",
-        **replace(job.cell, target=None).tags(),  # an arm spans all of its targets
+        **replace(job.cell, target=coordinates["target"]).tags(),  # an arm spans all of its targets
     }
     key = _arm_key(parent, job.arm)
     tags[tracking.DESCRIPTION] = (
         f"{name}: trains {' + '.join(job.cell.intermediate) or 'no intermediate task'}"
         + (" then each target" if job.cell.intermediate else ", each target from the base model")
-        + f", model {job.cell.model}, seed {job.cell.seed}; its stages are its children."
+        + f", model {job.cell.model}, seed {job.cell.seed}; its stages are its children. Metrics: "
+        "headline_score/<target> (this arm), headline_gain_this_seed/<target> (minus the baseline arm "
+        "of the same seed), headline_gain/<target> with _low/_high (the cell's gain over all seeds, "
+        "with its 95 % interval; 0 on a baseline arm)."
     )
     arm = tracking.open_run(name, experiment_id=ws.experiment(), parent_run_id=parent, key=key, tags=tags)
     with tracking.logging_to(arm):  # the arm's own coordinates: the same whichever of its jobs opens it
-        tracking.log_config(grid.cell_config(ws.cfg, replace(job.cell, target=None)), ws.config_file)
+        tracking.log_config(
+            grid.cell_config(ws.cfg, replace(job.cell, target=None)), ws.config_file, params=False
+        )
+        tracking.log_params(coordinates)
         tracking.log_provenance()
     return arm
+
+
+def headline_label(cfg: ExperimentConfig, targets: list[str]) -> str:
+    """What an arm's headline metrics read, per target: `udpos: f1, mean_non_en`."""
+    catalog = resolve.catalog(cfg)
+    language = cfg.report.headline_language
+    return "; ".join(
+        f"{t}: {catalog.spec(t).headline_metric if t in catalog else '?'}, {language}" for t in targets
+    )
 
 
 def _finished_jobs(ws: Workspace, study: Plan, force: tuple[str, ...]) -> dict[str, Outcome]:

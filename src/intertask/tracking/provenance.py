@@ -59,13 +59,15 @@ SETTING_SECTIONS = ("executor", "tracking", "report")
 SETTING = f"{TAG}setting."  # tag prefix of those sections' values
 
 
-def log_config(cfg: ExperimentConfig, source: str | None = None) -> None:
-    """Resolved config as an artifact; what it computes as flattened params, how it runs (executor,
-    tracking, report) as tags intertask.setting.*; its hash as a tag (reuse key)."""
+def log_config(cfg: ExperimentConfig, source: str | None = None, params: bool = True) -> None:
+    """Resolved config as an artifact; what it computes as flattened params (unless `params` is
+    False: an arm logs its coordinates instead), how it runs (executor, tracking, report) as tags
+    intertask.setting.*; its hash as a tag (reuse key)."""
     mlflow.log_text(redact(dump_yaml(cfg)), "config/resolved.yaml")  # no URL password in any artifact
     values = {k: v for k, v in flatten(cfg.to_dict()).items() if v not in (None, [], {})}
     settings = {k: v for k, v in values.items() if k.split(".", 1)[0] in SETTING_SECTIONS}
-    log_params({k: v for k, v in values.items() if k not in settings})
+    if params:
+        log_params({k: v for k, v in values.items() if k not in settings})
     set_tags(
         {f"{SETTING}{k}": v for k, v in settings.items()}
         | {f"{TAG}config_hash": config_hash(cfg), f"{TAG}config_file": source or "<python>"}

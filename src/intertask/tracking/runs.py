@@ -144,7 +144,8 @@ def describe(cfg: ExperimentConfig) -> str:
     grid = cfg.grid
     if grid is not None:
         choices = ", ".join("+".join(c) if not isinstance(c, str) else c for c in grid.intermediate)
-        shape = f"intermediate choices {choices}; targets {', '.join(grid.target) or '(the target)'}"
+        targets = ", ".join(grid.target) or (cfg.target.task_names[0] if cfg.target else "none")
+        shape = f"intermediate choices {choices}; targets {targets}"
     else:
         inter = "+".join(cfg.intermediate.task_names) if cfg.intermediate else "none"
         shape = f"intermediate {inter}; target {cfg.target.task_names[0] if cfg.target else 'none'}"
@@ -587,6 +588,11 @@ def client() -> MlflowClient:
     return MlflowClient()
 
 
+def active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
 def current_uri() -> str:
     return mlflow.get_tracking_uri()
 
@@ -603,4 +609,5 @@ def ui_command(experiment_id: str | None = None) -> str:
     if uri.startswith(("http://", "https://")):
         return redact(f"open {experiment_page(uri, experiment_id) if experiment_id else uri}")
     page = f", then open {experiment_page('http://127.0.0.1:5000', experiment_id)}" if experiment_id else ""
-    return redact(f"mlflow ui --backend-store-uri {uri} --workers 1{page}")
+    # --app-name intertask (tracking/server_app.py): a fresh browser opens experiments on their runs
+    return redact(f"mlflow ui --app-name intertask --backend-store-uri {uri} --workers 1{page}")
