@@ -134,9 +134,19 @@ def test_main_builds_the_run_tree(study):
     # each arm carries its scores, the transfer arm its gain over the baseline arm, for the UI's comparison
     key = "pawsx/pawsx/test/en/accuracy"
     base, transfer = arms["baseline"].data.metrics, arms["transfer"].data.metrics
-    assert f"gain_vs_baseline/{key}" not in base
+    assert base[f"seed_gain/{key}"] == 0  # the baseline against itself: no empty column in Compare
     gain = transfer[f"score/{key}"] - base[f"score/{key}"]
-    assert transfer[f"gain_vs_baseline/{key}"] == pytest.approx(gain)
+    assert transfer[f"seed_gain/{key}"] == pytest.approx(gain)
+    params = arms["transfer"].data.params  # the arm's coordinates, not a stage's config
+    assert params == {
+        "model": params["model"],
+        "intermediate": "xnli",
+        "target": "pawsx",
+        "seed": "7",
+        "headline": "pawsx: accuracy, mean_all",
+    }
+    assert arms["baseline"].data.tags["intertask.cell.target"] == "pawsx"
+    assert transfer["headline_score/pawsx"] == transfer["score/pawsx/pawsx/test/mean_all/accuracy"]
 
 
 def test_metric_keys_for_every_language(study):

@@ -57,6 +57,7 @@ def study(browser, tiny_model, mlflow_server, tmp_path_factory):
         "ui",
         evaluation={"languages": ["en", "de", "fr", "ja"]},
         tracking={"system_metrics_interval_seconds": 1},  # short stages still get samples
+        grid={"seeds": [7, 8]},  # two seeds: Compare shows arms that differ by seed
     )
     # through `mlflow run`, as `make demo` runs the main job: the experiment is set up there too
     done = mlflow_run("main", config, mlflow_server, "ui", tmp_path_factory.mktemp("ui-run"))
@@ -93,7 +94,7 @@ def _run_page(server: str, run) -> str:
 
 def test_the_experiment_link_opens_the_run_tree_in_the_model_training_view(study, mlflow_server, page, shots):
     """The link intertask prints opens the experiment on its runs (not MLflow 3's GenAI overview); the
-    parent run holds its arms, each arm its stages."""
+    parent run holds its arms, named seed first, each arm its stages."""
     client, runs, _ = study
     (parent,) = _by_stage(runs, "main")
     page.goto(tracking.experiment_page(mlflow_server, parent.info.experiment_id), wait_until="load")
@@ -104,17 +105,43 @@ def test_the_experiment_link_opens_the_run_tree_in_the_model_training_view(study
     if close.count():
         close.first.click()
     page.locator("[role=row]", has_text="main ui").locator(EXPAND).click()
-    for arm in ("arm baseline", "arm transfer: xnli"):
+    for arm in ("seed 7 · arm baseline", "seed 7 · arm transfer: xnli"):
         page.locator("[role=row]", has_text=arm).locator(EXPAND).click()
-    page.get_by_text("intermediate xnli (en)").wait_for()
+    page.get_by_text("intermediate xnli (en)").first.wait_for()
     names = page.locator("[role=row] [col-id='attributes.`Run Name`']").all_inner_texts()
     shown = [n.splitlines()[-1] for n in names[1:]]  # past the header; a name follows its colour label
-    assert shown[:2] == ["main ui", "arm baseline"]
+    assert shown[0] == "main ui"
+    arms = [f"seed {s} · arm {a}" for s in (7, 8) for a in ("baseline", "transfer: xnli")]
     assert sorted(shown) == sorted(
-        ["main ui", "arm baseline", "arm transfer: xnli", "intermediate xnli (en)"]
-        + ["finetune pawsx (en)", "evaluate pawsx"] * 2
+        ["main ui", *arms, "intermediate xnli (en)"] + ["finetune pawsx (en)", "evaluate pawsx"] * 2
     )
     page.screenshot(path=str(shots / "run-tree.png"))
+
+
+@pytest.mark.parametrize("start", ["bare experiment URL", "home page"])
+def test_a_fresh_browser_opens_the_experiment_on_its_runs(study, mlflow_server, browser, shots, start):
+    """A new browser profile (nothing stored), on the server started as README says (`--app-name
+    intertask`): the bare experiment URL, and a click on the experiment from the home page, open the
+    model-training runs view -- the runs table, the Model registry link -- not MLflow 3.17's GenAI
+    overview (its default for a browser with no stored choice)."""
+    client, runs, _ = study
+    (parent,) = _by_stage(runs, "main")
+    context = browser.new_context(viewport={"width": 1400, "height": 820})  # a fresh profile
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        if start == "home page":
+            page.goto(f"{mlflow_server}/", wait_until="load")
+            page.get_by_role("link", name="ui", exact=True).first.click()
+        else:
+            page.goto(f"{mlflow_server}/#/experiments/{parent.info.experiment_id}", wait_until="load")
+        page.get_by_text("main ui", exact=True).wait_for()  # the runs table's parent row
+        assert "workflowType=machine_learning" in page.url and "/runs" in page.url, page.url
+        assert page.get_by_text("Model registry").count() >= 1  # the model-training sidebar
+        assert page.get_by_text("Agent versions").count() == 0  # GenAI's name for the Models tab
+        page.screenshot(path=str(shots / f"fresh-browser-{start.replace(' ', '-')}.png"))
+    finally:
+        context.close()
 
 
 def test_the_parent_run_page_shows_the_headline_gains(study, mlflow_server, page, shots):
@@ -134,7 +161,9 @@ def test_the_parent_run_page_shows_the_headline_gains(study, mlflow_server, page
 def test_a_stage_page_shows_its_datasets_system_metrics_and_model(study, mlflow_server, page, shots):
     client, runs, names = study
     (transfer,) = [
-        r for r in _by_stage(runs, "finetune") if r.data.tags["intertask.task_chain"] == "xnli-pawsx"
+        r
+        for r in _by_stage(runs, "finetune")
+        if r.data.tags["intertask.task_chain"] == "xnli-pawsx" and r.data.tags["intertask.cell.seed"] == "7"
     ]
     open_page(page, _run_page(mlflow_server, transfer), "finetune pawsx (en)")
     page.get_by_text("System metrics (").first.wait_for()
@@ -159,21 +188,41 @@ def test_the_registered_model_page_shows_its_alias(study, mlflow_server, page, s
     page.screenshot(path=str(shots / "registered-model.png"))
 
 
-def test_comparing_the_two_arms_shows_scores_and_the_gain(study, mlflow_server, page, shots):
+def test_comparing_the_arms_shows_seeds_and_gains_side_by_side(study, mlflow_server, page, shots):
+    """Compare of the four arms (2 seeds x baseline/transfer): the same params on every arm (model,
+    intermediate, target, seed, headline -- not a stage's config), the headline score, this seed's gain
+    and the cell's gain with its interval as metrics, 0 on the baselines (no empty cell)."""
     client, runs, _ = study
-    arms = sorted(_by_stage(runs, "arm"), key=lambda r: r.info.run_name)  # baseline, transfer
+    arms = sorted(_by_stage(runs, "arm"), key=lambda r: r.info.run_name)
+    assert [r.info.run_name for r in arms] == [
+        f"seed {s} · arm {a}" for s in (7, 8) for a in ("baseline", "transfer: xnli")
+    ]
+    for arm in arms:
+        data = client.get_run(arm.info.run_id).data
+        assert set(data.params) == {"model", "intermediate", "target", "seed", "headline"}
+        assert data.params["target"] == "pawsx" and data.tags["intertask.cell.target"] == "pawsx"
+        assert data.params["seed"] == data.tags["intertask.cell.seed"]
+        names = ("headline_score", "headline_gain_this_seed", "headline_gain", "headline_gain_low")
+        assert {f"{n}/pawsx" for n in names} <= set(data.metrics), sorted(data.metrics)
+        if data.params["intermediate"] == "none":
+            assert data.metrics["headline_gain/pawsx"] == data.metrics["headline_gain_high/pawsx"] == 0
+        else:
+            low, high = data.metrics["headline_gain_low/pawsx"], data.metrics["headline_gain_high/pawsx"]
+            assert low <= data.metrics["headline_gain/pawsx"] <= high and low < high
+    transfer = [client.get_run(a.info.run_id).data.metrics for a in arms if "transfer" in a.info.run_name]
+    assert transfer[0]["headline_gain/pawsx"] == transfer[1]["headline_gain/pawsx"]  # one cell, pooled
     ids = json.dumps([r.info.run_id for r in arms])
     experiment = json.dumps([arms[0].info.experiment_id])
     url = f"{mlflow_server}/#/compare-runs?runs={ids}&experiments={experiment}&workflowType=machine_learning"
     open_page(page, url, "Run details")
     body = page.inner_text("body")
-    key = "pawsx/pawsx/test/en/accuracy"
-    assert f"gain_vs_baseline/{key}" in body and f"score/{key}" in body
-    assert "arm baseline" in body and "arm transfer: xnli" in body
-    for section in ("Visualizations", "Parameters"):  # folded: the metrics come up
+    assert all(r.info.run_name in body for r in arms)
+    for section in ("Visualizations",):  # folded: the params and metrics come up
         page.get_by_text(section, exact=True).first.click()
-    page.get_by_text(f"gain_vs_baseline/{key}").first.wait_for(state="visible")
-    page.set_viewport_size({"width": 1400, "height": 1250})
+    page.get_by_text("headline_gain_low/pawsx").first.wait_for(state="visible")
+    body = page.inner_text("body")
+    assert "headline" in body and "intermediate" in body and "[{'task'" not in body
+    page.set_viewport_size({"width": 1400, "height": 1400})
     page.screenshot(path=str(shots / "arm-comparison.png"))
 
 
@@ -193,7 +242,9 @@ def test_a_logged_model_lists_its_scores_not_its_system_metrics(study, mlflow_se
     system metrics stay with the run."""
     client, runs, _ = study
     (transfer,) = [
-        r for r in _by_stage(runs, "finetune") if r.data.tags["intertask.task_chain"] == "xnli-pawsx"
+        r
+        for r in _by_stage(runs, "finetune")
+        if r.data.tags["intertask.task_chain"] == "xnli-pawsx" and r.data.tags["intertask.cell.seed"] == "7"
     ]
     assert any(k.startswith("system/") for k in client.get_run(transfer.info.run_id).data.metrics)
     (output,) = client.get_run(transfer.info.run_id).outputs.model_outputs

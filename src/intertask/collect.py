@@ -318,7 +318,7 @@ def arm_metrics(
 ) -> dict[tuple[str, str, int], dict[str, float]]:
     """Per arm (model, intermediate, seed): its scores, keyed score/<target>/<task>/<split>/<language>/
     <metric>, and for a transfer arm its gain over the baseline arm of the same model and seed
-    (gain_vs_baseline/...; 0 on the baseline arm itself), so that comparing arms in the MLflow UI lines
+    (seed_gain/...; 0 on the baseline arm itself), so that comparing arms in the MLflow UI lines
     them up. With the config and the gains table, the headline of each target too (what MLflow's
     Compare should show first): headline_score/<target>, headline_gain_this_seed/<target> (one seed's
     difference) and the cell's gain over all seeds with its interval, headline_gain/<target>,
@@ -334,7 +334,7 @@ def arm_metrics(
             key = "/".join(metric_part(str(p)) for p in parts)
             values[f"score/{key}"] = row.value
             if (model, seed, *parts) in baseline.index:
-                values[f"gain_vs_baseline/{key}"] = row.value - baseline.loc[(model, seed, *parts)]
+                values[f"seed_gain/{key}"] = row.value - baseline.loc[(model, seed, *parts)]
         out[(model, intermediate, int(seed))] = values
     if cfg is not None:
         _add_headlines(out, cfg, scores, baseline, gains)

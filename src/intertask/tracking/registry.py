@@ -21,7 +21,6 @@ from mlflow.tracking import MlflowClient
 from intertask import models
 from intertask.config import REFERENCE_FORMS
 from intertask.errors import ModelError, Problem
-from intertask.tracking.provenance import package_versions
 
 
 def registered_name(experiment: str, model_name: str, task_chain: list[str]) -> str:
@@ -37,13 +36,37 @@ def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "-"
 
 
+# What the served model imports (intertask's serving path: tracking/serving.py and what it loads), pinned
+# to this environment's versions; MLflow adds itself. intertask travels with the model as code
+# (`code_paths`), so an environment built from the model's requirements.txt alone loads it.
+SERVING_PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "pandas",
+    "scipy",
+    "pyyaml",
+    "tqdm",
+)
+
+
 def _pip_requirements() -> list[str]:
-    v = package_versions()
-    return [
-        f"torch=={v['torch'].split('+')[0]}",
-        f"transformers=={v['transformers']}",
-        f"tokenizers=={v['tokenizers']}",
-    ]
+    import importlib.metadata
+
+    # a local build's version suffix (2.13.0+cpu) is no release on the package index
+    return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in SERVING_PACKAGES]
+
+
+def _package_copy(folder: Path) -> Path:
+    """intertask's source, without byte code, under `folder`: what the model carries as its code."""
+    import intertask
+
+    source = Path(intertask.__file__).parent
+    target = folder / "intertask"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+    return target
 
 
 @dataclass(frozen=True)
@@ -153,15 +176,17 @@ def _log_from_code(folder: Path, head: str, name: str):
 
     spec, _ = read_task(folder)  # the task the model was trained for: its input and output columns
     example = input_example(spec, head)
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(CODE_FILE),  # models from code: nothing pickled
-        artifacts={ARTIFACT: str(folder)},
-        pip_requirements=_pip_requirements(),
-        signature=mlflow.models.infer_signature(example, output_example(spec, head)),
-        input_example=example,
-        step=MODEL_STEP,
-    )
+    with tempfile.TemporaryDirectory(prefix="intertask-code-") as code:
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(CODE_FILE),  # models from code: nothing pickled
+            artifacts={ARTIFACT: str(folder)},
+            code_paths=[str(_package_copy(Path(code)))],  # the model loads where intertask is not installed
+            pip_requirements=_pip_requirements(),
+            signature=mlflow.models.infer_signature(example, output_example(spec, head)),
+            input_example=example,
+            step=MODEL_STEP,
+        )
 
 
 def link_metrics(run_id: str, model_id: str) -> None:

@@ -70,7 +70,7 @@ class TaskModel(mlflow.pyfunc.PythonModel):
         from intertask.compute.evaluation import predict_outputs
         from intertask.tasks.base import ExampleSet
 
-        frame = pd.DataFrame(model_input)
+        frame = input_frame(model_input)
         examples = _examples(self.task, frame)
         data = ExampleSet(self.task.name, "", "predict", "predict", tuple(examples), (), "", len(examples))
         encoded = self.task.encode(data, self.tokenizer, self.max_length)
@@ -78,6 +78,30 @@ class TaskModel(mlflow.pyfunc.PythonModel):
             self.model, self.task, encoded, pad_id=self.tokenizer.pad_token_id, batch_tokens=4096
         )
         return answers(self.task, outputs, encoded, data)
+
+
+LIST_COLUMNS = ("tokens", "choices")  # a list per row: a tagger's words, a multiple-choice set's endings
+
+
+def input_frame(model_input) -> pd.DataFrame:
+    """What `predict` is given, as rows: a frame (`dataframe_split`, `dataframe_records`), a list of
+    rows (`{"inputs": [{"tokens": [...]}, ...]}`), or a mapping of columns (`{"inputs": {"text":
+    [...], "text_pair": [...]}}`). MLflow's server reads a list column in the mapping form as ONE row's
+    list (it cannot tell rows of unequal length apart), so a mapping whose list columns hold strings is
+    one row: `{"inputs": {"tokens": ["Marie", "lives", "in", "Paris"]}}`."""
+    if isinstance(model_input, dict):
+        lists = [model_input[c] for c in LIST_COLUMNS if c in model_input]
+        if lists and all(np.ndim(v) == 1 and all(isinstance(x, str) for x in v) for v in lists):
+            return pd.DataFrame(
+                [{k: (list(v) if k in LIST_COLUMNS else _scalar(v)) for k, v in model_input.items()}]
+            )
+    return pd.DataFrame(model_input)
+
+
+def _scalar(value):
+    """One row's value of a plain column in the mapping form (a string, or a one-item list of it)."""
+    values = np.asarray(value, dtype=object).reshape(-1)
+    return values[0] if len(values) == 1 else value
 
 
 def _examples(task, frame: pd.DataFrame) -> list:
