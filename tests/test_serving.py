@@ -152,3 +152,113 @@ def test_a_model_that_does_not_load_is_an_error_and_is_not_registered(tiny_model
     client = MlflowClient()
     assert not client.search_registered_models("name = 'serving.broken'")
     assert not [m for m in client.search_logged_models([experiment]) if m.source_run_id == run.info.run_id]
+
+
+def _post(port: int, body: dict) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return json.loads(answer.read())
+
+
+def _serve(python: Path, model: Path, port: int, env: dict, cwd: Path) -> subprocess.Popen:
+    """`mlflow models serve` from the given environment, up when this returns."""
+    import time
+    import urllib.request
+
+    command = [str(python), "-m", "mlflow", "models", "serve", "-m", str(model), "--env-manager", "local"]
+    log = open(cwd / f"serve-{port}.log", "w")  # noqa: SIM115 -- closed with the process
+    server = subprocess.Popen(
+        [*command, "-p", str(port), "-w", "1"], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError((cwd / f"serve-{port}.log").read_text()[-3000:])
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
+                return server
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise AssertionError(
+        f"mlflow models serve did not answer in 300 s: {(cwd / f'serve-{port}.log').read_text()[-3000:]}"
+    )
+
+
+@pytest.mark.slow
+def test_a_served_model_runs_where_only_its_own_requirements_are(tiny_model, mlflow_server, tmp_path):
+    """A pair classifier and a tagger, logged and registered, downloaded; a new virtual environment
+    built from the model's own requirements.txt (from the package index: no intertask, no checkout);
+    `mlflow models serve` from that environment, started outside the checkout, answers both request
+    forms -- `dataframe_split` (the model's serving input example) and `inputs` -- for both models."""
+    from .conftest import _free_port
+
+    mlflow.set_tracking_uri(mlflow_server)
+    experiment = _experiment("serving-portable")
+    local = {}
+    for task_name in ("pawsx", "udpos"):
+        folder = tmp_path / task_name
+        _trained_folder(tiny_model, task_name, folder)
+        with mlflow.start_run(experiment_id=experiment):
+            tracking.log_model(
+                folder,
+                task_type(builtin_catalog().spec(task_name)).head,
+                name=f"portable-{task_name}",
+                register_as=f"serving.portable.{task_name}",
+                alias="target",
+                tags={},
+            )
+        uri = f"models:/serving.portable.{task_name}@target"
+        local[task_name] = Path(
+            mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl" / task_name))
+        )
+    requirements = (local["pawsx"] / "requirements.txt").read_text()
+    assert "intertask" not in requirements and "torch==" in requirements
+    assert (local["pawsx"] / "code" / "intertask" / "tracking" / "serving.py").is_file()
+    venv = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-r", str(local["pawsx"] / "requirements.txt")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MLFLOW_TRACKING_URI")
+    }
+    env |= {"PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}", "HF_HUB_OFFLINE": "1"}
+    absent = subprocess.run(
+        [str(python), "-c", "import intertask"], env=env, cwd=tmp_path, capture_output=True
+    )
+    assert absent.returncode != 0  # the environment has no intertask of its own
+    pair_inputs = {"text": ["The cat sat.", "A dog ran."], "text_pair": ["A cat sat.", "Prices fell."]}
+    for task_name, inputs, column in (
+        ("pawsx", pair_inputs, "label"),
+        ("udpos", {"tokens": ["Marie", "lives", "in", "Paris", "."]}, "tags"),
+    ):
+        port = _free_port()
+        server = _serve(python, local[task_name], port, env, tmp_path)
+        try:
+            example = json.loads((local[task_name] / "serving_input_example.json").read_text())
+            split = _post(port, example)["predictions"]
+            mapping = _post(port, {"inputs": inputs})["predictions"]
+            rows = [{"tokens": ["A", "dog"]}, {"tokens": ["It", "ran", "."]}]  # several rows: a list of them
+            records = _post(port, {"inputs": rows}) if task_name == "udpos" else None
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        assert len(split) == 1 and column in split[0]
+        labels = set(builtin_catalog().spec(task_name).labels)
+        if task_name == "pawsx":
+            assert len(mapping) == 2 and {r["label"] for r in mapping} <= labels
+        else:
+            assert len(mapping) == 1 and len(mapping[0]["tags"]) == 5 and set(mapping[0]["tags"]) <= labels
+            assert [len(r["tags"]) for r in records["predictions"]] == [2, 3]

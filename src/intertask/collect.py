@@ -145,8 +145,10 @@ def headline_markdown(cfg: ExperimentConfig, built: Report) -> str:
         if not r.learnt
     )
     text = (
-        f"Headline gains in points ({cfg.report.headline_language}; interval over seeds and test examples; "
-        f"q: {cfg.report.correction.upper()} over the headline family):\n\n" + "\n".join(lines) + warnings
+        f"Headline gains in points ({_headline_name(cfg, built.gains)}; interval over seeds and test "
+        f"examples; q: {cfg.report.correction.upper()} over the headline family):\n\n"
+        + "\n".join(map(padded, lines))
+        + warnings
     )
     cells = [_language_markdown(built.gains, r) for r in rows.itertuples()]
     room = DESCRIPTION_ROOM - len(text)
@@ -196,7 +198,27 @@ def _language_markdown(gains: pd.DataFrame, headline) -> str:
         "|---|---:|---:|---:|---|---|",
     ]
     lines.extend(f"| {r.language} | {_estimate(r)} | {r.flag} |" for r in rows.itertuples())
-    return "\n".join(lines)
+    return "\n".join(map(padded, lines))
+
+
+def padded(line: str) -> str:
+    """A Markdown table row with an em space after each cell: MLflow's description view draws tables
+    with no cell padding (its sanitiser drops style attributes; an entity survives)."""
+    if not line.startswith("| ") or set(line) <= set("|-: "):
+        return line
+    return line.replace(" |", "&emsp;|")
+
+
+def _headline_name(cfg: ExperimentConfig, gains: pd.DataFrame) -> str:
+    """The headline language said with what it averages: `mean_non_en = the mean over de, es, ...`."""
+    name = cfg.report.headline_language
+    if not name.startswith("mean_"):
+        return name
+    languages = sorted({g for g in gains.language.unique() if not g.startswith("mean_")})
+    if name.startswith("mean_non_"):
+        languages = [g for g in languages if g != name.removeprefix("mean_non_")]
+    shown = ", ".join(languages[:12]) + (f" and {len(languages) - 12} more" if len(languages) > 12 else "")
+    return f"{name} = the mean over {shown}" if languages else name
 
 
 def _estimate(r) -> str:

@@ -143,7 +143,8 @@ def describe(cfg: ExperimentConfig) -> str:
     """The experiment's description: what the study asks, in the UI's Markdown."""
     grid = cfg.grid
     if grid is not None:
-        choices = ", ".join("+".join(c) if not isinstance(c, str) else c for c in grid.intermediate)
+        listed = grid.intermediate or (["+".join(cfg.intermediate.task_names)] if cfg.intermediate else [])
+        choices = ", ".join("+".join(c) if not isinstance(c, str) else c for c in listed)
         targets = ", ".join(grid.target) or (cfg.target.task_names[0] if cfg.target else "none")
         shape = f"intermediate choices {choices}; targets {targets}"
     else:
