@@ -226,3 +226,29 @@ def test_a_study_leaves_no_scratch_folders(tiny_config, local_store, monkeypatch
     )
     assert cli.main(["main", str(config), "report.divergence=false"]) == 0
     assert [p.name for p in scratch.iterdir() if p.name.startswith("intertask-")] == []
+
+
+def test_the_predictions_page_shows_one_word_per_cell_and_marks_wrong_tags():
+    """predictions.html: a tagged sentence as one word per column, gold and predicted tag beneath, the
+    wrong tag marked; a classification row marked when its prediction is wrong."""
+    import pandas as pd
+
+    from intertask.stages.evaluate import predictions_html
+
+    frame = pd.DataFrame(
+        {
+            "task": ["udpos", "pawsx", "pawsx"],
+            "language": ["de", "de", "de"],
+            "split": "test",
+            "uid": [0, 1, 2],
+            "key": ["a", "b", "c"],
+            "text": ["Der ||| Hund ||| <läuft>", "Ein Satz. ||| Ein anderer.", "x ||| y"],
+            "gold": ["DET NOUN VERB", "1", "0"],
+            "prediction": ["DET ADJ VERB", "0", "0"],
+        }
+    )
+    page = predictions_html(frame, {"udpos"})
+    assert "<td>Der</td><td>Hund</td><td>&lt;läuft&gt;</td>" in page  # one word per cell, escaped
+    assert page.count(" class='wrong'>") == 2  # ADJ for NOUN; the pair row predicted 0 for 1
+    assert "<td class='wrong'>ADJ</td>" in page and "1 of 3 tag(s) wrong" in page
+    assert "Ein Satz.<br>Ein anderer." in page

@@ -244,7 +244,9 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
         tracking.log_bytes(png, f"report/{name}.png")
     tracking.log_text(built.html, "report/report.html")
     if not built.gains.empty:  # an MLflow table: the artifact view shows it as a table
-        tracking.log_mlflow_table(built.gains, "report/gains_table.json")
+        from intertask.report.render import reading_order
+
+        tracking.log_mlflow_table(reading_order(built.gains), "report/gains_table.json")
     description = tracking.describe(cfg) + "\n\n" + headline_markdown(cfg, built)
     tracking.set_tags({tracking.DESCRIPTION: description[: tracking.TAG_LIMIT]})
     tracking.log_json(

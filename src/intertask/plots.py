@@ -63,18 +63,23 @@ def probe_changes(table: pd.DataFrame):
     return fig
 
 
-def gain_heatmap(gains: pd.DataFrame, fdr: float = 0.05):
-    """Mean gain per intermediate choice (rows) x target / evaluation task / language (columns); a gain
-    significant at q <= fdr is marked * and drawn in full colour, the others pale."""
+def gain_heatmap(gains: pd.DataFrame, fdr: float = 0.05, headline_mean: str = "mean_all"):
+    """Mean gain in points per intermediate choice (rows) x target / evaluation task / language
+    (columns); a gain significant at q <= fdr is marked * and drawn in full colour, the others pale.
+    Of the language means only `headline_mean` is drawn (mean_all and mean_non_en are the same
+    column when English is not evaluated). Labels are 9-10 pt at 150 dpi: legible at 100 % zoom."""
+    means = gains.language.str.startswith("mean_")
+    gains = gains[~means | (gains.language == headline_mean)]
     frame = gains.assign(
         column=[
             f"{t}:{k}/{lang}" if t != k else f"{t}/{lang}"
             for t, k, lang in zip(gains.target, gains.task, gains.language, strict=True)
         ],
+        points=gains.gain * 100,
         significant=(gains.q <= fdr) if "q" in gains else False,
     )
     table = frame.pivot_table(
-        index="intermediate", columns="column", values="gain", aggfunc="mean", sort=False
+        index="intermediate", columns="column", values="points", aggfunc="mean", sort=False
     )
     marks = frame.pivot_table(
         index="intermediate", columns="column", values="significant", aggfunc="all", sort=False
@@ -86,23 +91,25 @@ def gain_heatmap(gains: pd.DataFrame, fdr: float = 0.05):
     strong = marks.fillna(False).to_numpy(bool)
     colours[..., 3] = np.where(strong, 1.0, 0.3)
     colours[np.isnan(values)] = (1, 1, 1, 0)
-    fig, ax = plt.subplots(figsize=(max(5, 0.55 * table.shape[1] + 2), max(2.5, 0.5 * table.shape[0] + 1.5)))
+    size = (max(6, 0.8 * table.shape[1] + 3), max(3, 0.6 * table.shape[0] + 2))
+    fig, ax = plt.subplots(figsize=size, dpi=150)
     ax.imshow(colours, aspect="auto")
-    ax.set_xticks(range(table.shape[1]), table.columns, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right", fontsize=10)
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=10)
     for (i, j), value in np.ndenumerate(values):
         if not np.isnan(value):
-            text = f"{value:+.3f}" + ("*" if strong[i, j] else "")
+            text = f"{value:+.1f}" + ("*" if strong[i, j] else "")
             ax.text(
-                j, i, text, ha="center", va="center", fontsize=6, color="black" if strong[i, j] else "#777"
+                j, i, text, ha="center", va="center", fontsize=9, color="black" if strong[i, j] else "#555"
             )
     fig.colorbar(
         plt.cm.ScalarMappable(norm=norm, cmap="RdYlGn"),
         ax=ax,
-        label="gain over the baseline (mean over seeds)",
+        label="gain over the baseline (points, mean over seeds)",
     )
     ax.set_title(
-        f"transfer gain: intermediate x target/language\n(* q <= {fdr}; pale: not significant)", fontsize=10
+        f"transfer gain in points: intermediate x target/language\n(* q <= {fdr}; pale: not significant)",
+        fontsize=11,
     )
     fig.tight_layout()
     return fig

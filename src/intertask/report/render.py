@@ -24,7 +24,7 @@ def figures(cfg: ExperimentConfig, built: Report) -> dict:
     primary = built.gains.task.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
     rows = built.gains[built.gains.metric == primary]
     if not rows.empty:
-        figures["heatmap"] = plots.gain_heatmap(rows, cfg.report.fdr)
+        figures["heatmap"] = plots.gain_heatmap(rows, cfg.report.fdr, cfg.report.headline_language)
     if not built.points.empty and len(built.points) >= 2:
         figures["divergence"] = plots.divergence_scatter(built.points, built.correlations)
     if not built.probes.empty and "point" in built.probes:
@@ -160,10 +160,32 @@ def _notes(built: Report, options) -> list[str]:
     return notes
 
 
+READ_FIRST = [
+    "intermediate",
+    "target",
+    "language",
+    "metric",
+    "gain",
+    "ci_low",
+    "ci_high",
+    "q",
+    "flag",
+    "reading",
+]
+
+
+def reading_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """A gains table for a reader: what the cell is, its gain, interval, q, flag and reading first;
+    the model, task, split and the statistics' parts after (gains.csv keeps the data order)."""
+    first = [c for c in READ_FIRST if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
 def _gains_html(frame: pd.DataFrame, fdr: float, title: str) -> str:
-    """Gains as a table whose significant rows are bold and the others grey."""
+    """Gains as a table whose significant rows are bold and the others grey, in reading order."""
     if frame is None or frame.empty:
         return ""
+    frame = reading_order(frame)
 
     def cell(value) -> str:
         if isinstance(value, float):

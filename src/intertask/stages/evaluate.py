@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -140,7 +141,9 @@ def evaluate(
         outcomes = pd.concat(examples, ignore_index=True)
         tracking.log_parquet(outcomes, EXAMPLES_ARTIFACT)
         if cfg.evaluation.save_predictions:
-            tracking.log_table(pd.concat(predictions, ignore_index=True), "evaluation/predictions")
+            shown = pd.concat(predictions, ignore_index=True)
+            tagging = {name for name, t in types.items() if t.head == "token_classification"}
+            tracking.log_table(shown, "evaluation/predictions", predictions_html(shown, tagging))
     return Evaluated(run_id, table, excluded, outcomes)
 
 
@@ -232,3 +235,53 @@ def _evaluate_task(
     sizes = {k: len(v) for k, v in sets.items()}
     table = language_table(task.name, entry.split, per_language, sizes, train_language, left_out)
     return table, rows, examples
+
+
+PREDICTIONS_STYLE = (
+    "<style>body{font-family:sans-serif;font-size:14px} table{border-collapse:collapse;margin:4px 0 14px}"
+    " td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}"
+    " .wrong{background:#fdd;color:#a00;font-weight:bold} th{background:#f4f4f4}</style>"
+)
+
+
+def predictions_html(frame: pd.DataFrame, tagging: set[str]) -> str:
+    """The predictions page: a tagged sentence as one word per column with its gold and predicted tag
+    beneath, a wrong tag in red; other tasks one example per row, a wrong prediction in red."""
+    parts = [PREDICTIONS_STYLE]
+    for (task, language), rows in frame.groupby(["task", "language"], sort=False):
+        parts.append(f"<h3>{html.escape(str(task))} / {html.escape(str(language))}</h3>")
+        if task in tagging:
+            parts.extend(_tagged_html(r) for r in rows.itertuples())
+            continue
+        head = "<tr><th>uid</th><th>text</th><th>gold</th><th>prediction</th></tr>"
+        body = "".join(
+            f"<tr><td>{r.uid}</td><td>{'<br>'.join(html.escape(t) for t in str(r.text).split(' ||| '))}</td>"
+            f"<td>{html.escape(str(r.gold))}</td><td class='{'' if r.gold == r.prediction else 'wrong'}'>"
+            f"{html.escape(str(r.prediction))}</td></tr>"
+            for r in rows.itertuples()
+        )
+        parts.append(f"<table>{head}{body}</table>")
+    return "".join(parts)
+
+
+def _tagged_html(r) -> str:
+    words, gold, predicted = str(r.text).split(" ||| "), str(r.gold).split(), str(r.prediction).split()
+    if not len(words) == len(gold) == len(predicted):  # a word that holds " ||| ": shown as text
+        return f"<p>{html.escape(str(r.text))}<br>gold: {html.escape(str(r.gold))}<br>predicted: {html.escape(str(r.prediction))}</p>"
+    marks = ["" if g == p else " class='wrong'" for g, p in zip(gold, predicted, strict=True)]
+
+    def row(name, cells, cls=None):
+        return (
+            f"<tr><th>{name}</th>"
+            + "".join(f"<td{cls[i] if cls else ''}>{html.escape(c)}</td>" for i, c in enumerate(cells))
+            + "</tr>"
+        )
+
+    wrong = sum(1 for m in marks if m)
+    return (
+        f"<table><caption style='text-align:left'>uid {r.uid}: {wrong} of {len(words)} tag(s) wrong</caption>"
+        + row("word", words)
+        + row("gold", gold)
+        + row("predicted", predicted, marks)
+        + "</table>"
+    )

@@ -517,11 +517,12 @@ def record_notices(notices: list[tuple[str, str]]) -> None:
         set_tags({f"{NOTICE}{what}": line for what, line in notices})
 
 
-def log_table(df: pd.DataFrame, path: str) -> None:
+def log_table(df: pd.DataFrame, path: str, html_body: str | None = None) -> None:
     """A pandas table as CSV and HTML artifacts (`path` without extension); the HTML a whole page that
-    declares UTF-8, so that the artifact viewer shows Arabic, Hindi, Thai or Chinese text as written."""
+    declares UTF-8, so that the artifact viewer shows Arabic, Hindi, Thai or Chinese text as written
+    (`html_body`: the page's own body instead of the plain table)."""
     mlflow.log_text(df.to_csv(index=False), f"{path}.csv")
-    table = df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
+    table = html_body or df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
     mlflow.log_text(html_page(Path(path).name, table), f"{path}.html")
 
 
