@@ -223,7 +223,9 @@ def test_predict_and_a_top_k_study_on_a_real_server(tiny_model, mlflow_server, t
     config = write_experiment(tmp_path, tiny_model, "predict-e2e", TINY_GRID)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     assert cli.main(["predict", str(config)]) == 0
-    assert "predicted rank of each intermediate task for pawsx" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "transferability estimates for pawsx" in out and "predicted rank of each intermediate task" in out
+    assert "embedding_similarity" in out and "see it: open http://127.0.0.1:" in out  # values and the UI
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("predict-e2e").experiment_id
     (run,) = client.search_runs([experiment], "tags.`intertask.stage` = 'predict'")

@@ -178,13 +178,18 @@ def test_a_stage_page_shows_its_datasets_system_metrics_and_model(study, mlflow_
 
 
 def test_the_registered_model_page_shows_its_alias(study, mlflow_server, page, shots):
-    _, _, names = study
+    client, _, names = study
     open_page(
         page, f"{mlflow_server}/#/models/{names['xnli-pawsx']}?workflowType=machine_learning", "Version 1"
     )
     row = page.locator("tr, [role=row]", has_text="Version 1").first
     assert "target" in row.inner_text()  # the alias column (and the intertask.stage tag)
     assert "@" in page.inner_text("body") or "Aliases" in page.inner_text("body")
+    assert "intertask study 'ui'" in page.inner_text("body")  # the registered model's description
+    model = client.get_registered_model(names["xnli-pawsx"])
+    assert model.tags["intertask.target"] == "pawsx" and model.tags["intertask.intermediate"] == "xnli"
+    version = client.get_model_version(names["xnli-pawsx"], "1")
+    assert "seed" in version.description and version.tags["intertask.dev_score"] != "not recorded"
     page.screenshot(path=str(shots / "registered-model.png"))
 
 

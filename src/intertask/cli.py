@@ -191,21 +191,34 @@ def _check_entry(command: str, config_file: str, cfg) -> None:
 def _predict_command(ws) -> int:
     import pandas as pd
 
-    from intertask import pipeline, predict
+    from intertask import pipeline, predict, tracking
 
     study = pipeline.plan(ws)
     known = ws.known_experiment() is not None
     result = predict.run(ws, pipeline.intermediate_models(ws, study) if known else {})
-    order, _ = predict.rankable(predict.ranked(result.estimates))  # the rest was said by predict.run
-    with pd.option_context("display.width", 160, "display.max_rows", 200):
-        for (model, target), frame in order.groupby(["model", "target"], sort=False):
-            table = frame.pivot_table(index="intermediate", columns="estimator", values="rank")
-            print(f"\npredicted rank of each intermediate task for {target} ({model}; 1 = best):")
+    order, unranked = predict.rankable(predict.ranked(result.estimates))  # notices: said by predict.run
+    with pd.option_context("display.width", 160, "display.max_rows", 200, "display.max_columns", 20):
+        for (model, target), frame in result.estimates.groupby(["model", "target"], sort=False):
+            values = frame.pivot_table(index="intermediate", columns="estimator", values="value", sort=False)
+            print(f"\ntransferability estimates for {target} ({model}; higher = predicted to help more):")
+            print(values.to_string(float_format=lambda v: f"{v:.4g}"))
+            ranks = order[(order.model == model) & (order.target == target)]
+            if ranks.empty:
+                why = next((line for key, line in unranked if key == f"nothing_to_rank.{target}"), "")
+                print(f"no ranking: {why.removeprefix('predict: ') or 'no estimate could be ranked'}")
+                continue
+            table = ranks.pivot_table(index="intermediate", columns="estimator", values="rank")
+            print("predicted rank of each intermediate task (1 = best):")
             print(table.to_string(float_format=lambda v: f"{v:.0f}"))
         notes = result.estimates[result.estimates.note != ""].drop_duplicates(["target", "estimator", "note"])
         for r in notes.itertuples():
             print(f"note: {r.target} {r.estimator}: {r.note}")
+    if result.estimates.empty:
+        print("no estimates: the grid has no intermediate choice to estimate for a target")
     print(f"\npredict run {result.run_id}: {len(result.estimates)} estimates in {result.seconds:.1f} s")
+    print(
+        f"tracking store: {redact(tracking.current_uri())}\nsee it: {tracking.ui_command(ws.experiment_id)}"
+    )
     return 0
 
 

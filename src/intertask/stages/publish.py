@@ -32,15 +32,33 @@ def log_stage_model(
         f"{TAG}init_run_id": start.run_id or "",
         f"{TAG}run_id": run_id,
     }
+    dev = tracking.client().get_run(run_id).data.metrics.get("best_dev/selection")
+    score = f"{dev:.4f}" if dev is not None else "not recorded"
+    model_tags = {
+        f"{TAG}study": experiment,
+        f"{TAG}base_model": cfg.model.name_or_path,
+        f"{TAG}target": chain[-1],
+        f"{TAG}intermediate": "-".join(chain[:-1]) or "none",
+        f"{TAG}stage": which,
+    }
+    descriptions = (
+        f"intertask study {experiment!r}: {cfg.model.name_or_path} trained on "
+        f"{' then '.join(chain)} ({which} stage). One version per seed and run; alias @{alias or which} "
+        "points at the latest. Load with mlflow.pyfunc.load_model('models:/<name>@<alias>').",
+        f"seed {cfg.seed}, trained in run {run_id} from {start.label}; best dev selection score {score} "
+        "(the test scores are on the evaluate run and the study's parent run).",
+    )
     logged = tracking.log_model(
         folder,
         head,
         name=logged_name(chain, which, cfg.seed),
         register_as=register_as if cfg.tracking.register_models else None,
         alias=alias or which,
-        tags=tags | {f"{TAG}seed": str(cfg.seed)},
+        tags=tags | {f"{TAG}seed": str(cfg.seed), f"{TAG}dev_score": score},
         changed_from=cfg.model.name_or_path if cfg.tracking.log_weights != "full" else None,
         slim_only_if_half=cfg.tracking.log_weights == "auto",
+        descriptions=descriptions,
+        model_tags=model_tags,
     )
     tracking.set_tags({f"{TAG}model_uri": logged.uri})  # how a later run reuses this one
     return logged

@@ -92,6 +92,8 @@ def log_model(
     tags: dict[str, str],
     changed_from: str | None = None,
     slim_only_if_half: bool = False,
+    descriptions: tuple[str, str] | None = None,
+    model_tags: dict[str, str] | None = None,
 ) -> LoggedModel:
     """Log a saved model folder as logged model `name` and register it only after every upload
     succeeded.
@@ -102,6 +104,8 @@ def log_model(
     base (compute/weights.py), put over the base in memory when loaded; with `slim_only_if_half` only
     when at least half of the bytes are the base's (a fully fine-tuned model is logged whole).
     The run's metrics linked to the model are its scores (`link_metrics`), not its system metrics.
+    `descriptions` (the registered model's, the version's) and `model_tags` describe it in the Model
+    registry.
     """
     run_id = mlflow.active_run().info.run_id
     from intertask.compute import weights
@@ -127,8 +131,14 @@ def log_model(
     if register_as is None:
         return LoggedModel(info.model_uri, run_id, model_id=info.model_id)
     version = mlflow.register_model(info.model_uri, register_as, tags=tags).version
+    client = MlflowClient()
     if alias:
-        MlflowClient().set_registered_model_alias(register_as, alias, version)
+        client.set_registered_model_alias(register_as, alias, version)
+    if descriptions:  # what the Model registry page says: the model's, then this version's
+        client.update_registered_model(register_as, description=descriptions[0])
+        client.update_model_version(register_as, version, description=descriptions[1])
+    for key, value in (model_tags or {}).items():
+        client.set_registered_model_tag(register_as, key, value)
     return LoggedModel(
         f"models:/{register_as}/{version}", run_id, register_as, str(version), alias, info.model_id
     )
