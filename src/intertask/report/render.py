@@ -13,7 +13,7 @@ from intertask import resolve
 from intertask.config import ExperimentConfig
 from intertask.report.controls import not_learnt_text
 from intertask.report.gains import cell_notes
-from intertask.report.tables import Report, summary_rows
+from intertask.report.tables import Report, summary_rows, xtreme_missing
 
 
 def figures(cfg: ExperimentConfig, built: Report) -> dict:
@@ -150,6 +150,15 @@ def _notes(built: Report, options) -> list[str]:
             "<p>Cells compared on less than their config asked for:</p><ul>"
             + "".join(f"<li>{html.escape(line)}</li>" for line in noted)
             + "</ul>"
+        )
+    missing = {t: langs for t, langs in xtreme_missing(built.scores).items() if langs}
+    if missing:
+        notes.append(
+            "<p>XTREME languages not evaluated (the XTREME table's scores average the others): "
+            + "; ".join(
+                f"{html.escape(t)} ({len(ls)}): {html.escape(' '.join(ls))}" for t, ls in missing.items()
+            )
+            + ".</p>"
         )
     if built.skipped:
         notes.append(
