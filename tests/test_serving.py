@@ -262,3 +262,69 @@ def test_a_served_model_runs_where_only_its_own_requirements_are(tiny_model, mlf
         else:
             assert len(mapping) == 1 and len(mapping[0]["tags"]) == 5 and set(mapping[0]["tags"]) <= labels
             assert [len(r["tags"]) for r in records["predictions"]] == [2, 3]
+
+
+@pytest.mark.parametrize("name", ["tiny", "e5-small", "all-minilm-l6-v2"])
+def test_the_serving_tokenizer_encodes_as_training_does(name, tiny_model, shared_data, monkeypatch):
+    """modeling.load_tokenizer_quickly (serving: tokenizer.json read by `tokenizers`, handed to its class)
+    gives the ids, word alignment and pair encoding of modeling.load_tokenizer (training, evaluation)
+    on real sentences in 9 languages, with truncation -- for the tiny test model and every offline
+    model."""
+    from intertask import models
+
+    from .conftest import _corpus
+
+    source = str(tiny_model) if name == "tiny" else str(models.prepare(name))
+    usual = modeling.load_tokenizer(source)
+
+    def no_fallback(source):
+        raise AssertionError(f"load_tokenizer_quickly fell back to from_pretrained for {source}")
+
+    monkeypatch.setattr(modeling, "load_tokenizer", no_fallback)  # the quick path itself is compared
+    quick = modeling.load_tokenizer_quickly(source)
+    assert type(quick) is type(usual)
+    assert quick.all_special_ids == usual.all_special_ids and quick.pad_token_id == usual.pad_token_id
+    texts = _corpus(shared_data)[::7]
+    assert len(texts) > 200
+    for first, second in zip(texts[::2], texts[1::2], strict=False):
+        for args in ((first,), (first, second)):
+            a, b = usual(*args, truncation=True, max_length=48), quick(*args, truncation=True, max_length=48)
+            assert a["input_ids"] == b["input_ids"], (name, args)
+        words = first.split()
+        a = usual(words, is_split_into_words=True, truncation=True, max_length=48)
+        b = quick(words, is_split_into_words=True, truncation=True, max_length=48)
+        assert a["input_ids"] == b["input_ids"] and a.word_ids() == b.word_ids(), (name, words)
+
+
+def test_a_slim_model_checks_its_base_once_per_base_file_and_again_when_it_changes(
+    tiny_model, tmp_path, monkeypatch
+):
+    """weights.load checks the base tensors a slim model omits against their SHA-256: hashed on the
+    first load, remembered by the base files' path, size and modification time (a later load of the
+    same files skips the hashing), hashed again -- and refused -- once the base file has changed."""
+    import shutil
+
+    from transformers import AutoModelForTokenClassification
+
+    from intertask.compute import weights
+    from intertask.errors import ModelError
+
+    monkeypatch.setenv("INTERTASK_CACHE", str(tmp_path / "cache"))
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    folder, slim = tmp_path / "udpos", tmp_path / "slim"
+    _trained_folder(base, "udpos", folder)
+    weights.write_slim(weights.changes(folder, str(base)), slim)
+    hashed = []
+    real = weights._digest
+    monkeypatch.setattr(weights, "_digest", lambda found: hashed.append(1) or real(found))
+    weights.load(AutoModelForTokenClassification, slim)
+    weights.load(AutoModelForTokenClassification, slim)
+    assert len(hashed) == 1  # the second load trusted the unchanged base files
+    with torch.no_grad():
+        model = AutoModelForTokenClassification.from_pretrained(base)
+        model.get_input_embeddings().weight.add_(0.5)  # a base that is no longer the one trained from
+        model.base_model.save_pretrained(base)
+    with pytest.raises(ModelError, match="tensors differ"):
+        weights.load(AutoModelForTokenClassification, slim)
+    assert len(hashed) == 2

@@ -359,12 +359,13 @@ def _print_evaluation(cfg, evaluated) -> None:
 
 def _print_headline(cfg, built) -> None:
     from intertask import report
+    from intertask.collect import headline_name
 
     headline = report.summary_rows(cfg, built.gains)
     if not headline.empty:
         family = int((built.gains.family == "headline").sum())
         print(
-            f"\nheadline gains ({cfg.report.headline_language} of the headline metric; interval over seeds "
+            f"\nheadline gains (the headline metric on {headline_name(cfg, built.gains)}; interval over seeds "
             f"and test examples; q: {cfg.report.correction.upper()} over the headline family of {family} "
             "cell(s); a cell's other rows tested only where its headline is flagged):"
         )

@@ -145,7 +145,7 @@ def headline_markdown(cfg: ExperimentConfig, built: Report) -> str:
         if not r.learnt
     )
     text = (
-        f"Headline gains in points ({_headline_name(cfg, built.gains)}; interval over seeds and test "
+        f"Headline gains in points ({headline_name(cfg, built.gains)}; interval over seeds and test "
         f"examples; q: {cfg.report.correction.upper()} over the headline family):\n\n"
         + "\n".join(map(padded, lines))
         + warnings
@@ -209,7 +209,7 @@ def padded(line: str) -> str:
     return line.replace(" |", "&emsp;|")
 
 
-def _headline_name(cfg: ExperimentConfig, gains: pd.DataFrame) -> str:
+def headline_name(cfg: ExperimentConfig, gains: pd.DataFrame) -> str:
     """The headline language said with what it averages: `mean_non_en = the mean over de, es, ...`."""
     name = cfg.report.headline_language
     if not name.startswith("mean_"):

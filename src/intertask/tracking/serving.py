@@ -63,7 +63,7 @@ class TaskModel(mlflow.pyfunc.PythonModel):
         folder = Path(context.artifacts[ARTIFACT])
         spec, self.max_length = read_task(folder)
         self.task = task_type(spec)
-        self.tokenizer = modeling.load_tokenizer(str(folder))
+        self.tokenizer = modeling.load_tokenizer_quickly(str(folder))
         self.model = modeling.load_for_task(folder, self.task.name, self.task.head_signature())
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
