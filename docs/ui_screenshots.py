@@ -6,13 +6,14 @@ what a user of the main job sees after `make demo`.
 
 Starts `mlflow server` on the store (127.0.0.1, a free port), drives Debian's chromium with Playwright
 (as tests/test_ui.py does) and writes parent-run.png (the study's answer: headline and per-language
-gains with their intervals, in the parent run's description) and run-tree.png (main, its arms, their
-stages).
+gains with their intervals, in the parent run's description), run-tree.png (main, its arms, their
+stages) and arm-comparison.png (Compare of the arms: coordinates, headline scores and gains).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import socket
 import subprocess
@@ -77,6 +78,17 @@ def shoot(uri: str, experiment: str, out: Path) -> None:
         page.get_by_text("evaluate ").first.wait_for()
         page.locator("[role=row]", has_text=parent.info.run_name).first.scroll_into_view_if_needed()
         page.screenshot(path=str(out / "run-tree.png"))
+        arms = client.search_runs(
+            [found.experiment_id],
+            f"tags.`intertask.stage` = 'arm' and tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+        )
+        ids = json.dumps([r.info.run_id for r in sorted(arms, key=lambda r: r.info.run_name)])
+        compare = f"{uri}/#/compare-runs?runs={ids}&experiments={json.dumps([found.experiment_id])}"
+        open_page(page, f"{compare}&workflowType=machine_learning", "Run details")
+        page.get_by_text("Visualizations", exact=True).first.click()  # folded: params and metrics come up
+        page.get_by_text("headline_gain_low/", exact=False).first.wait_for(state="visible")
+        page.set_viewport_size({"width": 1400, "height": 1400})
+        page.screenshot(path=str(out / "arm-comparison.png"))
         browser.close()
 
 
@@ -105,7 +117,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"wrote {out / 'parent-run.png'} and {out / 'run-tree.png'}")
+    print(f"wrote {out / 'parent-run.png'}, {out / 'run-tree.png'} and {out / 'arm-comparison.png'}")
 
 
 if __name__ == "__main__":

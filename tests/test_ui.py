@@ -285,3 +285,24 @@ def test_an_html_artifact_shows_non_latin_text(study, mlflow_server, page, shots
     assert any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text), text[:300]
     assert "ã" not in text and "â€" not in text
     page.screenshot(path=str(shots / "predictions-artifact.png"))
+
+
+@pytest.mark.parametrize("artifact", ["heatmap.png", "report.html"])
+def test_the_report_artifacts_render_in_the_artifact_view(study, mlflow_server, page, shots, artifact):
+    """The parent run's heatmap (in points, readable labels) and report page (gains in reading order:
+    gain, interval, q and flag before the model and task) in MLflow's artifact view."""
+    client, runs, _ = study
+    (parent,) = _by_stage(runs, "main")
+    url = _run_page(mlflow_server, parent).replace("?", f"/artifacts/report/{artifact}?")
+    open_page(page, url, artifact)
+    if artifact == "heatmap.png":
+        image = page.locator("img[src*='heatmap']").first
+        image.wait_for()
+        width = page.evaluate("(img) => img.naturalWidth", image.element_handle())
+        assert width >= 900  # 150 dpi: labels of 9-10 pt stay legible at 100 % zoom
+    else:
+        frame = page.frame_locator("iframe").first
+        header = frame.locator("table", has_text="ci_low").first.locator("tr").first.inner_text()
+        columns = header.split()
+        assert columns.index("gain") < columns.index("model") and columns.index("q") < columns.index("task")
+    page.screenshot(path=str(shots / ("heatmap.png" if artifact == "heatmap.png" else "report-page.png")))
