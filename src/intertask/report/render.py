@@ -34,7 +34,7 @@ def figures(cfg: ExperimentConfig, built: Report) -> dict:
 
 def _png(figure) -> str:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=max(110, figure.get_dpi()), bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -236,7 +236,7 @@ def write(built: Report, folder) -> None:
         if frame is not None and not frame.empty:
             frame.to_csv(folder / f"{name}.csv", index=False)
     for name, figure in built.figures.items():
-        figure.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+        figure.savefig(folder / f"{name}.png", dpi=max(110, figure.get_dpi()), bbox_inches="tight")
     for name, png in built.images.items():
         (folder / f"{name}.png").write_bytes(png)
     (folder / "report.html").write_text(built.html, encoding="utf-8")

@@ -560,8 +560,10 @@ def read_run_parquet(run_id: str, path: str) -> pd.DataFrame | None:
 
 def log_figure(figure, path: str) -> None:
     """A matplotlib figure as a PNG artifact, cropped to what it draws (a colour bar's label included:
-    the default canvas cut it off), as the local report's copies are."""
-    mlflow.log_figure(figure, path, save_kwargs={"dpi": 110, "bbox_inches": "tight"})
+    the default canvas cut it off), as the local report's copies are; at 110 dpi, or the figure's own
+    when it asks for more (the heatmap: 150)."""
+    dpi = max(110, figure.get_dpi())
+    mlflow.log_figure(figure, path, save_kwargs={"dpi": dpi, "bbox_inches": "tight"})
 
 
 def log_text(text: str, path: str) -> None:
