@@ -225,7 +225,16 @@ def test_a_served_model_runs_where_only_its_own_requirements_are(tiny_model, mlf
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
     installed = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-r", str(local["pawsx"] / "requirements.txt")],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-compile",
+            "-r",
+            str(local["pawsx"] / "requirements.txt"),
+        ],
         capture_output=True,
         text=True,
         timeout=1200,

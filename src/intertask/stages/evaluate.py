@@ -250,6 +250,10 @@ def predictions_html(frame: pd.DataFrame, tagging: set[str]) -> str:
     parts = [PREDICTIONS_STYLE]
     for (task, language), rows in frame.groupby(["task", "language"], sort=False):
         parts.append(f"<h3>{html.escape(str(task))} / {html.escape(str(language))}</h3>")
+        rows = rows.dropna(axis=1, how="all")  # the columns of this task's rows (retrieval has its own)
+        if not {"text", "gold", "prediction"} <= set(rows.columns):
+            parts.append(rows.to_html(index=False, na_rep=""))
+            continue
         if task in tagging:
             parts.extend(_tagged_html(r) for r in rows.itertuples())
             continue
