@@ -64,9 +64,9 @@ def test_runs_carry_what_mlflow_users_look_for(study):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "**e2e**" in experiment.tags["mlflow.note.content"]
     description = parent.data.tags["mlflow.note.content"].replace("&emsp;", " ")  # cells padded for the UI
-    assert "| intermediate  | target  | metric  |" in description
+    assert "| intermediate | target | metric |" in description
     assert "**xnli -> pawsx, pawsx accuracy per language**" in description  # the answer per language
-    assert all(f"\n| {lang}  | " in description for lang in LANGUAGES)
+    assert all(f"\n| {lang} | " in description for lang in LANGUAGES)
     local = client.download_artifacts(parent.info.run_id, "report/gains_table.json")
     table = json.loads(Path(local).read_text(encoding="utf-8"))  # an MLflow table: the UI shows a table
     gains = dict.fromkeys(table["columns"])
