@@ -4,6 +4,7 @@ runs        the connection, runs (open, nest, close, find, reap) and logging int
 provenance  the resolved config, git commit, package versions, machine and data fingerprints
 registry    logging, registering, resolving and downloading models
 serving     the pyfunc model that serves every logged model (task_model.py: its code, as MLflow logs it)
+server_app  `mlflow server --app-name intertask`: MLflow's server, its UI opening experiments on their runs
 """
 
 from intertask.tracking.provenance import (
