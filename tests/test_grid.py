@@ -411,3 +411,27 @@ def test_keys_hold_what_shapes_a_stage_and_nothing_else(tiny_model, tmp_path, sh
         == identity.training_inputs(quiet, "finetune")
     )
     assert identity.training_inputs(replace(cfg, seed=cfg.seed + 1), "finetune") != inputs
+
+
+def test_a_finished_baseline_only_study_re_runs_with_exit_0(
+    tiny_model, tmp_path, monkeypatch, shared_data, capsys
+):
+    """A study of baselines alone has scores and no gains; run again, every stage is reused and the
+    command prints its scores and exits 0 (it ended in AttributeError reading the empty gains table)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    config = write_experiment(
+        tmp_path,
+        tiny_model,
+        "baselines-only",
+        study=False,
+        grid={"intermediate": ["none"], "target": ["pawsx"], "seeds": [1]},
+        target={"task": "pawsx", "max_examples": {"train": 32, "dev": 16}},
+        training={"epochs": 1},
+        evaluation={"languages": ["en", "de"], "max_examples": 16},
+    )
+    assert cli.main(["main", str(config)]) == 0
+    capsys.readouterr()
+    assert cli.main(["main", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "2 stages (2 reused from finished runs)" in out and "task/pawsx" in out

@@ -212,7 +212,7 @@ def padded(line: str) -> str:
 def headline_name(cfg: ExperimentConfig, gains: pd.DataFrame) -> str:
     """The headline language said with what it averages: `mean_non_en = the mean over de, es, ...`."""
     name = cfg.report.headline_language
-    if not name.startswith("mean_"):
+    if not name.startswith("mean_") or "language" not in gains:
         return name
     languages = sorted({g for g in gains.language.unique() if not g.startswith("mean_")})
     if name.startswith("mean_non_"):

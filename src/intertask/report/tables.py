@@ -119,6 +119,8 @@ def summary_rows(cfg: ExperimentConfig, table: pd.DataFrame) -> pd.DataFrame:
     """The headline row of each cell: the task's headline metric on the study's headline language mean
     (`report.headline_language`; mean_all where a cell did not report it). For gains, the rows the
     headline family holds, and those of cells that family leaves out (fewer than 3 seeds)."""
+    if table.empty or not {"task", "metric", "language"} <= set(table.columns):
+        return table.iloc[0:0]  # no rows (a study of baselines alone has no gains table to read back)
     catalog = resolve.catalog(cfg)
     primary = table.task.map(lambda t: catalog.spec(t).headline_metric if t in catalog else "")
     wanted = cfg.report.headline_language
