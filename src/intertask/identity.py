@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -115,20 +114,13 @@ def stored_digest(path: Path) -> str:
     """sha256 of a file's bytes, kept in the cache folder by path, size and modification time, so that
     a model's weights are hashed once, not on every plan of every study that starts from them."""
     stat = path.stat()
-    book = models.cache_root() / DIGESTS
-    try:
-        known = json.loads(book.read_text())
-    except (OSError, ValueError):
-        known = {}
+    known = models.read_book(DIGESTS)
     key, seen = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
     if key in known and known[key][:2] == seen:
         return known[key][2]
     digest = file_fingerprint(path)
     known[key] = [*seen, digest]
-    book.parent.mkdir(parents=True, exist_ok=True)
-    partial = book.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps(known))
-    partial.replace(book)  # atomic: concurrent plans never read half a file
+    models.write_book(DIGESTS, known)  # atomic: concurrent plans never read half a file
     return digest
 
 

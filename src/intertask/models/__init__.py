@@ -38,6 +38,24 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "intertask").expanduser()
 
 
+def read_book(name: str) -> dict:
+    """A JSON file of remembered values in the cache folder (e.g. file digests), {} when absent or
+    unreadable."""
+    try:
+        return json.loads((cache_root() / name).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_book(name: str, values: dict) -> None:
+    """Replace a cache book atomically: a concurrent reader never sees half a file."""
+    book = cache_root() / name
+    book.parent.mkdir(parents=True, exist_ok=True)
+    partial = book.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(values))
+    partial.replace(book)
+
+
 def prepared_path(name: str) -> Path:
     return cache_root() / "models" / name
 
