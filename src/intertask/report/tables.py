@@ -141,10 +141,7 @@ def groups_table(cfg: ExperimentConfig, scores: pd.DataFrame, gains: pd.DataFram
 def xtreme_table(scores: pd.DataFrame) -> pd.DataFrame:
     """XTREME scores of every (model, intermediate, target, seed) that evaluated XTREME tasks."""
     rows = []
-    per_language = scores[
-        ~scores.language.str.startswith("mean_") & scores.task.isin(list(metrics.XTREME_LANGUAGES))
-    ]
-    for key, cell in per_language.groupby(CELL_KEYS, sort=False):
+    for key, cell in _xtreme_languages(scores).groupby(CELL_KEYS, sort=False):
         per_task = {}
         for task, group in cell.groupby("task", sort=False):
             langs = {lang: dict(zip(g.metric, g.value, strict=True)) for lang, g in group.groupby("language")}
@@ -183,13 +180,15 @@ def xtreme_missing(scores: pd.DataFrame) -> dict[str, list[str]]:
     """Per XTREME task the study evaluated: its XTREME languages that no cell evaluated."""
     if scores.empty:
         return {}
-    per_language = scores[
-        ~scores.language.str.startswith("mean_") & scores.task.isin(list(metrics.XTREME_LANGUAGES))
-    ]
     return {
         task: sorted(set(metrics.XTREME_LANGUAGES[task]) - set(group.language))
-        for task, group in per_language.groupby("task", sort=False)
+        for task, group in _xtreme_languages(scores).groupby("task", sort=False)
     }
+
+
+def _xtreme_languages(scores: pd.DataFrame) -> pd.DataFrame:
+    """The per-language rows (no means) of XTREME tasks."""
+    return scores[~scores.language.str.startswith("mean_") & scores.task.isin(list(metrics.XTREME_LANGUAGES))]
 
 
 def robustness_table(cfg: ExperimentConfig, scores: pd.DataFrame) -> pd.DataFrame:
