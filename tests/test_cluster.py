@@ -48,8 +48,10 @@ def _config(folder, tiny_model, name, address, **extra):
     )
 
 
-def _cluster(workers: int) -> tuple[Cluster, list]:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+def _cluster(workers: int, **system) -> tuple[Cluster, list]:
+    """A head with no CPUs and `workers` nodes of 1 CPU; `system`: Ray's _system_config settings."""
+    head = {"num_cpus": 0, **({"_system_config": system} if system else {})}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     nodes = [cluster.add_node(num_cpus=1) for _ in range(workers)]
     cluster.wait_for_nodes()
     return cluster, nodes
@@ -189,23 +191,37 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
 
 
 @pytest.mark.slow
-def test_a_cluster_that_cannot_take_a_stage_ends_the_study_with_a_clear_error(
+def test_a_stage_no_single_node_can_fit_ends_the_study_with_exit_4_naming_the_nodes(
     tiny_model, tmp_path, cluster_env, capsys
 ):
+    """Two live 1-CPU nodes (and a 0-CPU head) hold 2 CPUs between them, but a stage needing 2 CPUs is
+    placed on one node: no node can take it. Said at once, naming each live node, and the study ends
+    with exit 4 after executor.stall_seconds; a dead node is not among them."""
     client = MlflowClient(cluster_env)
-    cluster, _ = _cluster(0)  # the head only, with no CPUs: every worker node gone
+    # a node that dies is known dead after about a second (health checks every 0.5 s)
+    cluster, nodes = _cluster(3, health_check_period_ms=500, health_check_failure_threshold=2)
+    cluster.remove_node(nodes[2], allow_graceful=False)  # a dead node: not counted, not named
     try:
+        ray.init(address=cluster.address, log_to_driver=False)  # the driver reuses this connection
+        deadline = time.monotonic() + 60
+        while any(n["NodeID"] == nodes[2].node_id and n["Alive"] for n in ray.nodes()):
+            assert time.monotonic() < deadline, "the removed node was never known dead"
+            time.sleep(0.5)
         config = _config(tmp_path, tiny_model, "cluster-stall", cluster.address)
         started = time.monotonic()
-        code = cli.main(["main", str(config), "executor.stall_seconds=8"])
+        code = cli.main(["main", str(config), "executor.stall_seconds=8", "executor.cpus_per_stage=2"])
         waited = time.monotonic() - started
     finally:
         ray.shutdown()
         cluster.shutdown()
     err = capsys.readouterr().err
-    assert code == 4 and waited < 120
-    assert "waiting for" in err and "each needs 1 CPU" in err and "executor.stall_seconds" in err
-    assert "0 CPU" in err
+    assert code == 4 and waited < 120, err[-2000:]
+    assert "each needs 2 CPU and 0 GPU on one node, and no live node has that" in err
+    assert "executor.stall_seconds" in err
+    for node in nodes[:2]:
+        assert node.node_id[:12] in err and "with 1 CPU" in err
+    assert nodes[2].node_id[:12] not in err
+    assert "with 0 CPU" in err  # the head
     assert not [r for r in _runs(client, "cluster-stall") if r.info.status == "RUNNING"]
 
 

@@ -42,6 +42,11 @@ class JobSpec:
     # root they were read under; a worker that reads other data stops before training
     expected: dict = field(default_factory=dict)
     data_root: str = ""
+    # several drivers on one study (tracking/leases.py): the study's parent run the stage is claimed
+    # on, the driver this job runs for, and after how long a silent driver's claim lapses
+    study_run_id: str = ""
+    driver: str = ""
+    stale_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -57,13 +62,70 @@ class Outcome:
     examples: pd.DataFrame | None = None  # evaluate: per-example statistics (None: read the artifact)
 
 
+def reused(experiment_id: str, job: Job, key: str) -> Outcome | None:
+    """The outcome of the newest FINISHED run of this content key, or None: its model by reference
+    (None when that run did not log it), its scores read back."""
+    from intertask import tracking
+
+    found = tracking.finished_stage(experiment_id, key)
+    if found is None:
+        return None
+    run_id = found.info.run_id
+    cell = cell_tags(found.data.tags)
+    if job.kind in ("intermediate", "finetune"):
+        model = tracking.reference_of(found) if tracking.holds_model(found) else None
+        return Outcome(job.id, job.kind, run_id, key, model=model, reused=True, cell=cell)
+    table = tracking.read_run_table(
+        run_id, "probes/base.csv" if job.kind == "probe" else "evaluation/languages.csv"
+    )
+    return Outcome(job.id, job.kind, run_id, key, table=table, reused=True, cell=cell)
+
+
+WAIT_SECONDS = 5.0  # how often a job another driver runs is looked at
+
+
+def _claim_or_reuse(spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome | None:
+    """With several drivers on the study: None once this driver owns the stage (it runs it), or the
+    outcome of the run another driver made of it, waited for while that driver lives."""
+    from intertask.tracking import leases
+
+    said = False
+    while True:
+        if (done := reused(spec.experiment_id, spec.job, spec.key)) is not None:
+            return done
+        needs_model = spec.job.kind != "probe" and any(
+            o.kind in ("intermediate", "finetune") and o.model is None for o in upstream
+        )
+        holder = None
+        if not needs_model:
+            holder = leases.claim(spec.study_run_id, spec.key, spec.stale_seconds, spec.driver)
+            if holder is None:  # ours; unless it finished just now
+                return reused(spec.experiment_id, spec.job, spec.key)
+        elif not leases.live_drivers(spec.study_run_id, spec.stale_seconds) - {spec.driver}:
+            raise ClusterError(
+                f"{spec.job.id} starts from a model another driver of this study trained without logging "
+                "it (tracking.log_models), and that driver is gone: run the study again (that stage is "
+                "trained again)"
+            )
+        if not said:
+            who = f"driver {holder}" if holder else "the driver that trained its start model"
+            print(f"note: {spec.job.id} is run by {who} of this study; waiting for its run", file=sys.stderr)
+            said = True
+        time.sleep(WAIT_SECONDS)
+
+
 def run_job(
     spec: JobSpec, *upstream: Outcome, workdir: Path | None = None, data: dict | None = None
 ) -> Outcome:
     """Run one job here: a Workspace for its cell config (models saved under `workdir`), then its stage.
     `data` is the example sets planning loaded already (in-process: they are not read again). MLflow
-    already points at the study's store (the entry point, or `_ray_job` in a Ray worker)."""
+    already points at the study's store (the entry point, or `_ray_job` in a Ray worker). With a
+    `spec.driver`, the stage is claimed first: one that another driver of the study runs is waited for
+    and its run reused."""
     from intertask.workspace import Workspace
+
+    if spec.driver and (done := _claim_or_reuse(spec, upstream)) is not None:
+        return done
 
     shared = {"workdir": workdir} if workdir is not None else {}  # else a folder of its own, removed after
     if data is not None:
@@ -305,31 +367,46 @@ class RayExecutor:
         return outcomes
 
     def _check_stall(self, ray, waiting: list[str], since: float | None) -> float | None:
-        """None while some node can take a stage; else when that stopped, ending the study after
-        stall_seconds. What the driver waits for is printed every minute of a stall."""
-        have = ray.cluster_resources()
+        """None while some live node could take a stage (busy or not: Ray starts it once that node is
+        free); else when that stopped, ending the study after stall_seconds. A stage is placed on one
+        node, so each live node is compared with its needs, not the cluster's total; dead nodes do not
+        count. What the driver waits for, and what each live node has, is printed at once and every
+        minute of a stall."""
         needs = {"CPU": self.resources["num_cpus"], "GPU": self.resources["num_gpus"]}
-        lacking = {r: n for r, n in needs.items() if n > 0 and have.get(r, 0.0) < n}
-        if not lacking:
+        live = [n for n in ray.nodes() if n.get("Alive")]
+        if any(fits(node.get("Resources", {}), needs) for node in live):
             return None
         now = time.monotonic()
         since = since or now
-        resources = (
-            ", ".join(f"{have.get(r, 0.0):g} {r}" for r in needs) + f" on {len(ray.nodes())} node(s) known"
-        )
+        nodes = "; ".join(describe_node(n) for n in live) or "none"
         line = (
             f"waiting for {len(waiting)} stage(s) ({', '.join(waiting[:5])}{', ...' if len(waiting) > 5 else ''}): "
-            f"each needs {needs['CPU']:g} CPU and {needs['GPU']:g} GPU, the cluster has {resources}"
+            f"each needs {needs['CPU']:g} CPU and {needs['GPU']:g} GPU on one node, and no live node has "
+            f"that (live nodes: {nodes})"
         )
         if now - since >= self.stall_seconds:
             raise ClusterError(
-                f"{line}; no node could take them for {self.stall_seconds:g} s (executor.stall_seconds): "
-                "add nodes or lower executor.cpus_per_stage / gpus_per_stage, then run the study again "
-                "(finished stages are reused)"
+                f"{line}; none could take them for {self.stall_seconds:g} s (executor.stall_seconds): "
+                "add a node that large or lower executor.cpus_per_stage / gpus_per_stage, then run the "
+                "study again (finished stages are reused)"
             )
-        if int(now - since) // 60 != int(now - since - self.POLL_SECONDS) // 60 or now == since:
+        if now == since or int(now - since) // 60 != int(now - since - self.POLL_SECONDS) // 60:
             print(f"note: {line}", file=sys.stderr, flush=True)
         return since
+
+
+def fits(resources: dict[str, float], needs: dict[str, float]) -> bool:
+    """Whether a node with these total resources can run a stage needing `needs` (CPU, GPU)."""
+    return all(resources.get(name, 0.0) >= amount for name, amount in needs.items() if amount > 0)
+
+
+def describe_node(node: dict) -> str:
+    """One live Ray node as the stall message shows it: address, id and its CPUs and GPUs."""
+    have = node.get("Resources", {})
+    return (
+        f"{node.get('NodeManagerAddress', '?')} {str(node.get('NodeID', ''))[:12]} with "
+        f"{have.get('CPU', 0.0):g} CPU, {have.get('GPU', 0.0):g} GPU"
+    )
 
 
 def executor_for(cfg: ExperimentConfig, workdir: Path, data: dict | None = None):
