@@ -249,9 +249,13 @@ def test_report_entry_point_rebuilds_the_report(tiny_model, tmp_path, mlflow_ser
 
 
 @pytest.mark.slow
-def test_ray_executor_runs_independent_stages_side_by_side(tiny_model, tmp_path, mlflow_server, monkeypatch):
+def test_ray_executor_runs_independent_stages_side_by_side(
+    tiny_model, tmp_path, mlflow_server, monkeypatch, capsys
+):
     """A local Ray instance with 2 CPUs: the intermediate stage and the baseline's finetune do not wait
-    for each other; every stage runs in a Ray worker process and logs to the same server."""
+    for each other; every stage runs in a Ray worker process and logs to the same server. Run again in
+    process, every stage is reused: the executor, and the models Ray logged to hand them on
+    (`log_models: final` keeps no intermediate model in process), are not part of a stage's key."""
     ray = pytest.importorskip("ray")
     config = _config(
         tmp_path,
@@ -260,6 +264,7 @@ def test_ray_executor_runs_independent_stages_side_by_side(tiny_model, tmp_path,
         grid={"intermediate": ["xnli", "none"], "target": ["pawsx"], "seeds": [1]},
         executor={"kind": "ray", "cpus": 2, "cpus_per_stage": 1},
         report={"divergence": False},
+        tracking={"log_models": "final"},
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -297,6 +302,11 @@ def test_ray_executor_runs_independent_stages_side_by_side(tiny_model, tmp_path,
         and r.data.tags["intertask.cell.intermediate"] == "xnli"
     )
     assert transfer.data.tags["intertask.init_run_id"] == intermediate.info.run_id  # handed on via MLflow
+
+    capsys.readouterr()
+    assert cli.main(["main", str(config), "executor.kind=in_process"]) == 0
+    assert "5 stages (5 reused from finished runs)" in capsys.readouterr().out
+    assert len(_stage_runs(client, "grid-ray")) == 5  # none ran again
 
 
 def test_reproduction_configs_expand_into_the_papers_grids(shared_data):
@@ -388,9 +398,10 @@ def test_offline_mohapatra_grid_runs_end_to_end_at_toy_size(tiny_model, tmp_path
 
 
 def test_keys_hold_what_shapes_a_stage_and_nothing_else(tiny_model, tmp_path, shared_data):
-    """A training job's key changes with `tracking.log_models` (a run without its model cannot hand one
-    on) and not with evaluation or report settings; a checkpoint's resume key neither (changing the
-    evaluation languages after a crash used to throw the training checkpoint away)."""
+    """A training job's key changes with what it trains and not with how the study runs or logs
+    (`tracking.log_models`, the executor) nor with evaluation or report settings; a checkpoint's resume
+    key neither (changing the evaluation languages after a crash used to throw the training checkpoint
+    away)."""
     from dataclasses import replace
 
     from intertask.config import EvaluationConfig, ReportConfig, TrackingConfig
@@ -402,8 +413,10 @@ def test_keys_hold_what_shapes_a_stage_and_nothing_else(tiny_model, tmp_path, sh
     key = grid.job_key(job, cfg, ["d"], [])
     quiet = replace(cfg, tracking=TrackingConfig(log_models=False, register_models=False))
     other_eval = replace(cfg, evaluation=EvaluationConfig(languages=("fr",)), report=ReportConfig(fdr=0.1))
-    assert grid.job_key(job, quiet, ["d"], []) != key
+    ray = replace(cfg, executor=replace(cfg.executor, kind="ray", cpus_per_stage=2))
+    assert grid.job_key(job, quiet, ["d"], []) == key == grid.job_key(job, ray, ["d"], [])
     assert grid.job_key(job, other_eval, ["d"], []) == key
+    assert grid.job_key(job, replace(cfg, seed=cfg.seed + 1), ["d"], []) != key
     inputs = identity.training_inputs(cfg, "finetune")
     assert (
         inputs

@@ -256,10 +256,11 @@ def with_model_logging(config: ExperimentConfig, keep: bool, handed_on: bool) ->
 
 
 def job_key(job: Job, config: ExperimentConfig, fingerprints: list[str], upstream: list[str]) -> str:
-    """The content key of a job: what shapes its output, and for a training job whether its run holds
-    the model (a run that did not log its model cannot hand one on)."""
+    """The content key of a job: what shapes its output, nothing about how the study runs or logs (an
+    executor or `tracking.log_models` changed between runs reuses every finished stage; a reused stage
+    whose model was not logged and is now wanted runs again: pipeline._finished_jobs)."""
     if job.kind in ("intermediate", "finetune"):
-        parts = training_inputs(config, job.kind) | {"log_models": config.tracking.log_models}
+        parts = training_inputs(config, job.kind)
     else:
         parts = {
             "kind": job.kind,
