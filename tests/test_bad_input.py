@@ -146,12 +146,12 @@ CASES = {
         "no_such_overrides.yaml",
         "override file not found",
     ),
-    "negative http retries": (
-        {"tracking.http_retries": -1},
+    "negative outage seconds": (
+        {"tracking.outage_seconds": -1},
         [],
         "finetune",
         "CONFIG",
-        "tracking.http_retries: must not be negative",
+        "tracking.outage_seconds: out of range",
     ),
     "entry point without its stage": (
         {"target": None, "intermediate": None},
@@ -321,7 +321,7 @@ CASES = {
         "ftp://example.org/mlflow",
     ),
     "tracking server unreachable": (
-        lambda t: {"tracking.uri": f"http://127.0.0.1:{_free_port()}", "tracking.http_retries": 0},
+        lambda t: {"tracking.uri": f"http://127.0.0.1:{_free_port()}", "tracking.outage_seconds": 0},
         [],
         "finetune",
         "<tracking>",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,10 +28,11 @@ import pandas as pd
 from intertask import grid, resolve, tracking
 from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
 from intertask.errors import DataError, Problem
-from intertask.executors import JobSpec, Outcome, executor_for
+from intertask.executors import JobSpec, Outcome, executor_for, reused
 from intertask.grid import Job
-from intertask.identity import cell_tags, code_version, content_hash
+from intertask.identity import code_version, content_hash
 from intertask.schema import to_dict
+from intertask.tracking import leases
 from intertask.workspace import HubNotRead, Workspace, stage_data
 
 TAG = tracking.TAG
@@ -165,6 +166,7 @@ class Plan:
     notices: tuple[tuple[str, str], ...] = ()  # (what, line): evaluation tasks a cell cannot score
     # job id -> the example sets it was keyed on: Workspace key -> (fingerprint, files)
     data: dict[str, dict] = field(default_factory=dict)
+    kept: dict[str, bool] = field(default_factory=dict)  # training job id -> tracking.log_models keeps it
 
 
 def plan(ws: Workspace) -> Plan:
@@ -194,7 +196,7 @@ def plan(ws: Workspace) -> Plan:
         mine = {id(s) for s in sets}
         data[job.id] = {k: (s.fingerprint, list(s.files)) for k, s in ws.loaded.items() if id(s) in mine}
     _check_parallel(ws, loaded)
-    return Plan(jobs, configs, keys, study_notices(cfg), data)
+    return Plan(jobs, configs, keys, study_notices(cfg), data, kept)
 
 
 def _explicit(cfg: ExperimentConfig, task: str) -> bool:
@@ -273,18 +275,7 @@ def _arm_name(cell: grid.Cell, several_models: bool, several_seeds: bool, target
 
 
 def _reused(ws: Workspace, job: Job, key: str) -> Outcome | None:
-    found = tracking.finished_stage(ws.experiment(), key)
-    if found is None:
-        return None
-    run_id = found.info.run_id
-    cell = cell_tags(found.data.tags)
-    if job.kind in ("intermediate", "finetune"):
-        model = tracking.reference_of(found) if tracking.holds_model(found) else None
-        return Outcome(job.id, job.kind, run_id, key, model=model, reused=True, cell=cell)
-    table = tracking.read_run_table(
-        run_id, "probes/base.csv" if job.kind == "probe" else "evaluation/languages.csv"
-    )
-    return Outcome(job.id, job.kind, run_id, key, table=table, reused=True, cell=cell)
+    return reused(ws.experiment(), job, key)
 
 
 def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
@@ -302,24 +293,51 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     check_models([job for job in study.jobs if job.id not in ready])  # a study all done needs none
     experiment = ws.experiment()
     launched = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made the parent already
-    parent = launched or tracking.open_run(
-        f"main {cfg.name}", experiment_id=experiment, key=main_key(cfg), tags={f"{TAG}stage": "main"}
-    )
-    status = "FAILED"
+    parent = launched or _open_parent(cfg, experiment)
+    status, cleanup, arms = "FAILED", tracking.Cleanup(), {}
+    beat = cfg.executor.heartbeat_seconds
     try:
-        _describe_parent(ws, study, parent)
-        if foresight is not None:
-            _log_foresight(ws, foresight, parent)
-        outcomes = _run_jobs(ws, study, parent, ready)
-        built = _report(ws, outcomes, parent, foresight)
+        leases.renew(parent)
+        with tracking.heartbeat(parent, beat, tag=f"{leases.DRIVER}{leases.me()}"):
+            _describe_parent(ws, study, parent)
+            if foresight is not None:
+                _log_foresight(ws, foresight, parent)
+            outcomes = _run_jobs(ws, study, parent, ready, cleanup, arms)
+            built = _report(ws, outcomes, parent, foresight)
         status = "FINISHED"
         return StudyResult(parent, outcomes, built)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        if status != "FINISHED":
-            tracking.close_run(parent, status)
+        _close_study(parent, arms, status, cleanup, stale=4 * beat)
+
+
+def _open_parent(cfg: ExperimentConfig, experiment: str) -> str:
+    """The study's parent run: the one an earlier or concurrent driver of this study opened, else a
+    new one (elected among those two drivers starting at the same moment made)."""
+    key = main_key(cfg)
+    known = tracking.find_runs(experiment, f"{TAG}run_key", key)
+    parent = tracking.open_run(
+        f"main {cfg.name}", experiment_id=experiment, key=key, tags={f"{TAG}stage": "main"}
+    )
+    return parent if known else leases.elect(experiment, key, parent)
+
+
+def _close_study(parent: str, arms: dict, status: str, cleanup, stale: float) -> None:
+    """This driver leaves the study; the last driver to leave closes its arms and parent run (another
+    driver still running the study closes them when it ends)."""
+    cleanup(leases.leave, parent)
+    others: set[str] = set()
+    cleanup(lambda: others.update(leases.live_drivers(parent, stale) - {leases.me()}))
+    if others:
+        print(
+            f"note: {len(others)} other driver(s) still run this study: they close its runs", file=sys.stderr
+        )
+        return
+    for arm in arms.values():
+        cleanup(tracking.close_run, arm, status)
+    cleanup(tracking.close_run, parent, status)
 
 
 def _describe_parent(ws: Workspace, study: Plan, parent: str) -> None:
@@ -331,8 +349,7 @@ def _describe_parent(ws: Workspace, study: Plan, parent: str) -> None:
                 + " The headline gains appear here when it finishes.",
                 f"{TAG}stage": "main",
                 f"{TAG}code_version": code_version(),
-                f"{TAG}host": platform.node(),
-                f"{TAG}pid": str(os.getpid()),
+                **tracking.process_tags(),  # which driver holds it (close_dead_runs)
             }
         )
         tracking.log_config(ws.cfg, ws.config_file)
@@ -353,10 +370,8 @@ def _report(ws: Workspace, outcomes: dict[str, Outcome], parent: str, foresight)
     else:
         estimates = foresight.estimates if foresight else None
         built = collect.from_outcomes(cfg, list(outcomes.values()), ws=ws, estimates=estimates)
-    if earlier == parent:
-        tracking.close_run(parent, "FINISHED")
-    else:
-        with tracking.run(f"main {cfg.name}", experiment_id=experiment, run_id=parent):
+    if earlier != parent:  # the parent is closed by the last driver of the study (_close_study)
+        with tracking.logging_to(parent):
             collect.log(built, cfg, outcomes)
             tracking.set_tags({f"{TAG}report_inputs": inputs})
     return built
@@ -467,6 +482,7 @@ def _open_arm(ws: Workspace, study: Plan, job: Job, parent: str, names: tuple[bo
         "headline": headline_label(ws.cfg, targets),
     }
     tags = {
+        **tracking.process_tags(),  # the driver that holds it open: closed by the next start if it dies
         f"{TAG}stage": "arm",
         f"{TAG}arm": "baseline" if not job.cell.intermediate else "transfer",
         **replace(job.cell, target=coordinates["target"]).tags(),  # an arm spans all of its targets
@@ -481,6 +497,7 @@ def _open_arm(ws: Workspace, study: Plan, job: Job, parent: str, names: tuple[bo
         "with its 95 % interval; 0 on a baseline arm)."
     )
     arm = tracking.open_run(name, experiment_id=ws.experiment(), parent_run_id=parent, key=key, tags=tags)
+    arm = leases.adopt(parent, key, arm)  # another driver of the study opened it at the same moment
     with tracking.logging_to(arm):  # the arm's own coordinates: the same whichever of its jobs opens it
         tracking.log_config(
             grid.cell_config(ws.cfg, replace(job.cell, target=None)), ws.config_file, params=False
@@ -500,10 +517,19 @@ def headline_label(cfg: ExperimentConfig, targets: list[str]) -> str:
 
 
 def _finished_jobs(ws: Workspace, study: Plan, force: tuple[str, ...]) -> dict[str, Outcome]:
-    """The jobs a finished run of the same content key already did (unless their kind is forced)."""
+    """The jobs a finished run of the same content key already did (unless their kind is forced). A
+    finished training stage that did not log its model runs again when this study keeps its model
+    (tracking.log_models asks for it now), or when a job still to run starts from it."""
     ready = {}
     for job in study.jobs:
         if job.kind not in force and (done := _reused(ws, job, study.keys[job.id])) is not None:
+            if done.model is None and study.kept.get(job.id):
+                print(
+                    f"note: {job.id} finished in run {done.run_id} without logging its model, which "
+                    "tracking.log_models now keeps: it is trained again (same config and seed) to log it",
+                    file=sys.stderr,
+                )
+                continue
             ready[job.id] = done
     for job in reversed(study.jobs):  # dependents come after the jobs they start from
         outcome = ready.get(job.id)
@@ -514,11 +540,16 @@ def _finished_jobs(ws: Workspace, study: Plan, force: tuple[str, ...]) -> dict[s
     return ready
 
 
-def _run_jobs(ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome]) -> dict[str, Outcome]:
+def _run_jobs(
+    ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome], cleanup, arms: dict
+) -> dict[str, Outcome]:
+    """Every job not `ready`, by the configured executor, under `arms` (the arm runs opened here,
+    filled in for the caller to close)."""
     cfg = ws.cfg
     experiment = ws.experiment()
     names = (len({j.cell.model for j in study.jobs}) > 1, len({j.cell.seed for j in study.jobs}) > 1)
-    arms, specs = {}, []
+    stale = 4 * cfg.executor.heartbeat_seconds  # a stage process or a driver gone, on whichever host
+    specs = []
     for job in study.jobs:
         key = study.keys[job.id]
         if job.id in ready:
@@ -537,30 +568,28 @@ def _run_jobs(ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome]
                 experiment,
                 run_parent,
                 key,
-                job.cell.tags(),
+                {**job.cell.tags(), f"{TAG}driver": leases.me()},
                 expected=study.data.get(job.id, {}),
                 data_root=str(resolve.data_root(cfg)),
+                study_run_id=parent,
+                driver=leases.me(),
+                stale_seconds=stale,
             )
         )
     if specs and cfg.executor.kind == "ray":
         _require_portable(cfg)  # and every model a Ray job hands on is logged (see plan)
-    status = "FAILED"
     try:
-        stale = 4 * cfg.executor.heartbeat_seconds  # a stage process gone, on whichever host
 
         def watch() -> None:
             tracking.close_stale_runs(experiment, [*arms.values(), parent], stale)
 
         outcomes = executor_for(cfg, ws.workdir, ws.loaded).run(specs, ready, watch=watch)
-        status = "FINISHED"
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
-        status = "KILLED"
-        raise
     finally:
-        # a stage whose process died (its node lost, the study stopped) cannot close its run
-        tracking.close_running_children(experiment, list(arms.values()) + [parent], "KILLED")
-        for arm in arms.values():
-            tracking.close_run(arm, status)
+        # a stage whose process died (its node lost, the study stopped) cannot close its run; the
+        # stages another live driver of the study runs are its own
+        others: set[str] = set()
+        cleanup(lambda: others.update(leases.live_drivers(parent, stale) - {leases.me()}))
+        cleanup(tracking.close_running_children, experiment, [*arms.values(), parent], "KILLED", others)
     for arm in {job.arm for job in study.jobs if job.kind != "probe"} - set(arms):
         for earlier in tracking.find_runs(experiment, f"{TAG}run_key", _arm_key(parent, arm)):
             if (

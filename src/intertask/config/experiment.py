@@ -337,7 +337,9 @@ class TrackingConfig:
     # loading fetches the base model and checks it is the same (compute/weights.py); auto: changed
     # when at least half of the model's bytes are the base model's, else full
     log_weights: Literal["auto", "full", "changed"] = "auto"
-    http_retries: int = 3  # a tracking server's transient errors are retried this often (backoff 1, 2, 4 s)
+    # a tracking server that does not answer (restarting, a network blip) is retried with backoff (2, 4,
+    # ..., 120 s) for at least this long before a request fails; a study's first request: 20 s at most
+    outage_seconds: int = 600
     http_timeout_seconds: int = 20  # each request to a tracking server waits at most this long
     system_metrics: bool = True  # CPU, memory (and GPU) usage sampled on training, evaluation and trial runs
     system_metrics_interval_seconds: float = 10.0  # ... every this many seconds (MLflow's default)
@@ -353,7 +355,13 @@ class TrackingConfig:
             self.system_metrics_interval_seconds,
             ">= 0.5",
         )
-        c.require(self.http_retries >= 0, "http_retries", "must not be negative", self.http_retries, ">= 0")
+        c.require(
+            0 <= self.outage_seconds <= 1000,
+            "outage_seconds",
+            "out of range",
+            self.outage_seconds,
+            "0 to 1000 (MLflow allows 10 retries of at most 120 s)",
+        )
         c.require(
             self.http_timeout_seconds >= 1,
             "http_timeout_seconds",

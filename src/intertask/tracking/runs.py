@@ -59,16 +59,18 @@ def use(cfg: ExperimentConfig, uri: str | None = None) -> str:
     a password, https://<token>@host, through MLFLOW_TRACKING_TOKEN), so that no link it prints or logs
     carries the secret."""
     uri = uri or tracking_uri(cfg)
-    # MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) leave a dead server unnoticed
-    # for minutes; bounded here unless the environment says otherwise
+    # every request rides through a server that is away for up to tracking.outage_seconds (a restart
+    # for an upgrade), with MLflow's own retries, unless the environment says otherwise
+    retries, factor = retry_plan(cfg.tracking.outage_seconds)
     chosen = {
         "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(cfg.tracking.http_retries),
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": f"{factor:g}",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(cfg.tracking.http_timeout_seconds),
     }
     for name, value in chosen.items():
         os.environ[name] = _USER_ENV[name] if _USER_ENV[name] is not None else value
+    _watch_retries(cfg.tracking.outage_seconds)
     plain, user, password = split_credentials(uri)
     if user is not None and password is None:
         os.environ["MLFLOW_TRACKING_TOKEN"] = user
@@ -98,15 +100,8 @@ def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:
     uri = use(cfg)
     name = cfg.tracking.experiment or cfg.name
     try:
-        if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: the launcher chose the experiment
-            launched = MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
-            experiment = mlflow.get_experiment(launched)  # set up as one of ours (kind, description)
-        else:
-            experiment = mlflow.get_experiment_by_name(name)
-        if experiment is None:
-            return _create_experiment(name, describe(cfg)) if create else None
-        _set_up(experiment, cfg)
-        return experiment.experiment_id
+        with _patience(min(cfg.tracking.outage_seconds, FIRST_CONTACT_SECONDS)):
+            return _connect(cfg, name, create)
     except MlflowException as err:
         raise TrackingError(
             [
@@ -131,6 +126,112 @@ def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:
                 )
             ]
         ) from None
+
+
+def _connect(cfg: ExperimentConfig, name: str, create: bool) -> str | None:
+    if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: the launcher chose the experiment
+        launched = MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+        experiment = mlflow.get_experiment(launched)  # set up as one of ours (kind, description)
+    else:
+        experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return _create_experiment(name, describe(cfg)) if create else None
+    _set_up(experiment, cfg)
+    return experiment.experiment_id
+
+
+# --- riding through a tracking server that is away -------------------------------------------------------
+
+FIRST_CONTACT_SECONDS = 20  # a study's first request: a wrong URI is said within this, not after minutes
+_BACKOFF_MAX = 120.0  # urllib3's longest wait between two tries
+_RETRY_LIMIT = 10  # MLflow refuses more retries than this
+
+
+def waited(retries: int, factor: float) -> float:
+    """Seconds urllib3 (MLflow's HTTP retries) waits in all over `retries` retries: nothing after the
+    first failure, then factor * 2**(k-1) s after the k-th, at most 120 s each."""
+    return sum(min(factor * 2 ** (k - 1), _BACKOFF_MAX) for k in range(2, retries + 1))
+
+
+def retry_plan(outage_seconds: float) -> tuple[int, float]:
+    """(retries, backoff factor) of MLflow's HTTP retries that wait at least `outage_seconds` in all:
+    the fewest retries at factor 1, else 10 retries at the smallest factor (in halves) that do."""
+    for retries in range(_RETRY_LIMIT + 1):
+        if waited(retries, 1.0) >= outage_seconds:
+            return retries, 1.0
+    factor = 1.0
+    while waited(_RETRY_LIMIT, factor) < outage_seconds and factor < _BACKOFF_MAX:
+        factor += 0.5
+    return _RETRY_LIMIT, factor
+
+
+@contextmanager
+def _patience(seconds: float) -> Iterator[None]:
+    """Requests made in the block wait at most about `seconds` for an absent server."""
+    saved = {
+        n: os.environ.get(n)
+        for n in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
+    }
+    if _USER_ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] is None:
+        retries, factor = retry_plan(seconds)
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = f"{factor:g}"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class _RetrySeen(logging.Filter):
+    """On urllib3's logger: a request to the tracking server retried (connection refused or broken, a
+    5xx answer) is said on stderr -- at once, then at most every 30 s while it lasts -- instead of
+    urllib3's raw warning, and remembered (`last_retry`): a driver then does not take a stage's
+    heartbeat, which could not be written meanwhile, as a sign that its process died."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outage_seconds = 0.0
+        self.last_retry = 0.0
+        self.last_said = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        retried = record.msg in ("Retrying (%r) after connection broken by '%r': %s", "Retry: %s")
+        if not retried:
+            return record.levelno > logging.DEBUG  # urllib3's other debug lines stay unseen
+        now = time.time()
+        if now - self.last_retry > 60 or now - self.last_said >= 30:
+            why = record.args[1] if record.msg.startswith("Retrying") and len(record.args) > 1 else "5xx"
+            print(
+                f"note: the tracking server {redact(mlflow.get_tracking_uri())} does not answer "
+                f"({redact(str(why))[:160]}); retrying for up to {self.outage_seconds:g} s "
+                "(tracking.outage_seconds)",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.last_said = now
+        self.last_retry = now
+        return False
+
+
+_RETRIES = _RetrySeen()
+
+
+def _watch_retries(outage_seconds: float) -> None:
+    _RETRIES.outage_seconds = outage_seconds
+    pool = logging.getLogger("urllib3.connectionpool")
+    if _RETRIES not in pool.filters:
+        pool.addFilter(_RETRIES)
+    if pool.getEffectiveLevel() > logging.DEBUG:
+        pool.setLevel(logging.DEBUG)  # a retried 5xx answer is a debug line; the filter drops the rest
+
+
+def last_retry() -> float:
+    """When this process last retried a request to the tracking server (unix time; 0: never)."""
+    return _RETRIES.last_retry
 
 
 EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI opens a model-training experiment on its runs
@@ -203,7 +304,7 @@ def store_failure(err: BaseException, uri: str) -> TrackingError | None:
                 "tracking.uri",
                 f"the tracking store failed: {first.strip()}"[:400],
                 uri,
-                "a reachable MLflow tracking server (tracking.http_retries / http_timeout_seconds bound the wait)",
+                "a reachable MLflow tracking server (tracking.outage_seconds / http_timeout_seconds bound the wait)",
             )
         ]
     )
@@ -288,6 +389,10 @@ def open_run(
     if existing:
         run_id = existing[0].info.run_id
         client.update_run(run_id, status="RUNNING")
+        if tags:  # which process holds it now, among them
+            from mlflow.entities import RunTag
+
+            client.log_batch(run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
     else:
         all_tags = {
             **{k: redact(str(v)) for k, v in (tags or {}).items()},
@@ -370,11 +475,14 @@ def finished_stage(experiment_id: str, key: str):
 def close_dead_runs(experiment_id: str) -> list[str]:
     """Mark KILLED every run of the experiment left RUNNING by a process of this host that is gone
     (SIGKILL, power loss): no run stays RUNNING after a crash once anything runs here again."""
-    closed = []
+    closed, mine = [], process_tags()
     for found in search_pages([experiment_id], "attributes.status = 'RUNNING'"):
         tags = found.data.tags
         pid = int(tags.get(f"{TAG}pid", "0") or 0)
-        if tags.get(f"{TAG}host") == platform.node() and pid and pid != os.getpid() and not _alive(pid):
+        here = tags.get(f"{TAG}host") == mine[f"{TAG}host"] and pid and pid != os.getpid()
+        # a container sharing the host's name sees other PIDs: only runs of this PID namespace are judged
+        here = here and tags.get(f"{TAG}pid_ns", mine[f"{TAG}pid_ns"]) == mine[f"{TAG}pid_ns"]
+        if here and not alive(pid, tags.get(f"{TAG}pid_started")):
             close_run(found.info.run_id, "KILLED")
             closed.append(found.info.run_id)
     if closed:
@@ -386,16 +494,17 @@ HEARTBEAT = f"{TAG}heartbeat"  # tag: unix time of a running stage's latest sign
 
 
 @contextmanager
-def heartbeat(run_id: str, seconds: float) -> Iterator[None]:
+def heartbeat(run_id: str, seconds: float, tag: str = HEARTBEAT) -> Iterator[None]:
     """While the block runs, tag the run with the time every `seconds` (a thread): a driver on another
-    host tells a stage whose process died (its node lost) from a slow one by this tag going stale."""
+    host tells a stage whose process died (its node lost) from a slow one by this tag going stale (a
+    driver's own sign of life on its study's parent: `tag` intertask.driver.<id>, tracking/leases.py)."""
     stop = threading.Event()
 
     def beat() -> None:
         client = MlflowClient()
         while True:
             try:
-                client.set_tag(run_id, HEARTBEAT, str(int(time.time())))
+                client.set_tag(run_id, tag, str(int(time.time())))
             except Exception as err:  # noqa: BLE001 -- a missed beat is said, and the next one tried
                 print(
                     f"note: heartbeat of run {run_id} not recorded: {redact(str(err))[:300]}", file=sys.stderr
@@ -414,10 +523,13 @@ def heartbeat(run_id: str, seconds: float) -> Iterator[None]:
 
 def close_stale_runs(experiment_id: str, parents: list[str], stale_seconds: float) -> list[str]:
     """Mark KILLED the runs RUNNING under `parents` whose heartbeat (else start) is older than
-    `stale_seconds`: their process is gone, wherever it ran. Returns their ids."""
+    `stale_seconds`: their process is gone, wherever it ran. Returns their ids. A heartbeat missed
+    while the tracking server was away is no sign of death: the clock starts again when this process
+    last had to retry a request (`last_retry`)."""
     now, closed = time.time(), []
     for found in _running_children(experiment_id, parents):
-        if now - float(found.data.tags.get(HEARTBEAT) or found.info.start_time / 1000) > stale_seconds:
+        beat = float(found.data.tags.get(HEARTBEAT) or found.info.start_time / 1000)
+        if now - max(beat, last_retry()) > stale_seconds:
             close_run(found.info.run_id, "KILLED")
             closed.append(found.info.run_id)
             print(
@@ -434,11 +546,18 @@ def _running_children(experiment_id: str, parents: list[str]) -> Iterator:
         yield from (r for r in search_pages([experiment_id], query) if r.info.run_id not in parents)
 
 
-def close_running_children(experiment_id: str, parents: list[str], status: str = "KILLED") -> list[str]:
+def close_running_children(
+    experiment_id: str, parents: list[str], status: str = "KILLED", others: set[str] = frozenset()
+) -> list[str]:
     """Mark `status` every run still RUNNING under one of `parents` (and not one of them): a stage
     whose process died -- its Ray node lost, its worker killed, on whichever host -- cannot close its
-    own run, and a retried stage leaves its first attempt's run behind."""
-    closed = [found.info.run_id for found in _running_children(experiment_id, parents)]
+    own run, and a retried stage leaves its first attempt's run behind. Runs of the live drivers
+    `others` (another `main` on the same study) are theirs to close."""
+    closed = [
+        found.info.run_id
+        for found in _running_children(experiment_id, parents)
+        if found.data.tags.get(f"{TAG}driver") not in others
+    ]
     for run_id in closed:
         close_run(run_id, status)
     if closed:
@@ -446,14 +565,47 @@ def close_running_children(experiment_id: str, parents: list[str], status: str =
     return closed
 
 
-def _alive(pid: int) -> bool:
+class Cleanup:
+    """Closing a study's runs whatever ended it: each step's requests ride through an outage like any
+    other (tracking.outage_seconds); once one fails for good, the rest are left RUNNING and said -- the
+    next `main` of the study closes them (close_dead_runs, and its own clean-up of the same runs) --
+    rather than each waiting out the outage again."""
+
+    def __init__(self) -> None:
+        self.gave_up = False
+
+    def __call__(self, step, *args) -> None:
+        if self.gave_up:
+            return
+        try:
+            step(*args)
+        except Exception as err:  # noqa: BLE001 -- said; the study's own error is the one raised
+            if store_failure(err, current_uri()) is None:
+                raise
+            self.gave_up = True
+            print(
+                "note: the tracking server did not answer while closing the study's runs "
+                f"({redact(str(err)).splitlines()[0][:200] if str(err) else type(err).__name__}); what is "
+                "still RUNNING is closed by the next `intertask main` of this study",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def alive(pid: int, started: str | float | None = None) -> bool:
+    """Whether process `pid` of this host runs, and is the one that started at `started` (its start
+    time, unix seconds, as process_tags records it): a PID reused by a later process is not alive."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if started in (None, ""):
+            return process.is_running()
+        return abs(process.create_time() - float(started)) < 1.0
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:  # another user's process: it exists; its start time unread
         return True
-    return True
 
 
 def holds_model(found) -> bool:
@@ -472,8 +624,21 @@ def read_run_table(run_id: str, path: str) -> pd.DataFrame:
 
 
 def process_tags() -> dict[str, str]:
-    """Which process runs a run: a run left RUNNING by a dead process on this host is stale."""
-    return {f"{TAG}host": platform.node(), f"{TAG}pid": str(os.getpid())}
+    """Which process runs a run -- host, PID namespace, PID and the process's start time -- so that a
+    run left RUNNING by a dead process of this host is told from a live one (close_dead_runs), even
+    where the PID was since reused or a container shares the host's name."""
+    import psutil
+
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux
+        namespace = ""
+    return {
+        f"{TAG}host": platform.node(),
+        f"{TAG}pid_ns": namespace,
+        f"{TAG}pid": str(os.getpid()),
+        f"{TAG}pid_started": f"{psutil.Process().create_time():.2f}",
+    }
 
 
 def log_metrics(values: dict[str, float], step: int | None = None, model_id: str | None = None) -> None:
