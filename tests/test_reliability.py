@@ -423,3 +423,37 @@ def test_one_process_at_a_time_claims_a_stage_checkpoint_folder(tmp_path):
     again = claim(folder)
     assert again is not None
     again.close()
+
+
+def test_a_reused_pid_never_passes_for_the_live_run_it_once_was(tmp_path, monkeypatch):
+    """close_dead_runs judges a RUNNING run by its process's identity -- host, PID namespace, PID and
+    start time -- not by the PID alone: a live process whose PID a dead run recorded (a reused PID) does
+    not keep that run open; a run of another PID namespace (a container sharing the host's name) is
+    left to its own; a run of a live process stays RUNNING."""
+    import psutil
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    experiment = client.create_experiment("liveness")
+    parent = psutil.Process(os.getppid())
+    mine = tracking.process_tags()
+    live = {**mine, "intertask.pid": str(parent.pid), "intertask.pid_started": f"{parent.create_time():.2f}"}
+    reused = {**live, "intertask.pid_started": f"{parent.create_time() - 3600:.2f}"}  # an hour earlier
+    elsewhere = {**reused, "intertask.pid_ns": "pid:[1]"}
+    runs = {
+        name: client.create_run(experiment, tags=tags).info.run_id
+        for name, tags in (("live", live), ("reused", reused), ("elsewhere", elsewhere))
+    }
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    try:
+        closed = tracking.close_dead_runs(experiment)
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert closed == [runs["reused"]]
+    assert {n: client.get_run(r).info.status for n, r in runs.items()} == {
+        "live": "RUNNING",
+        "reused": "KILLED",
+        "elsewhere": "RUNNING",
+    }
+    assert tracking.alive(parent.pid, parent.create_time()) and not tracking.alive(parent.pid, 1.0)
