@@ -6,6 +6,7 @@ the same study and reuses every stage, a cluster that cannot take a stage ends t
 error, and a stage reading other data than its driver planned on stops before training."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,16 +123,21 @@ def test_a_study_runs_on_two_worker_nodes_and_resumes_on_a_restarted_cluster(
 def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
     tiny_model, tmp_path, cluster_env, capsys, monkeypatch
 ):
-    """A node dies while its stage has a checkpoint on storage both nodes reach (INTERTASK_CHECKPOINTS,
-    set on the driver only: it travels with the tasks): the stage is run again on the other node and
-    resumes from that checkpoint; its first run, which no process can close, is marked KILLED by the
-    driver once its heartbeat is stale (heartbeat 1 s: stale after 4 s)."""
+    """A node dies while its stage has a checkpoint, and its disk with it (the stage's local checkpoint
+    folder is deleted as the node is killed: no disk is shared): the stage is run again on the other
+    node and resumes from the checkpoint it had uploaded to the stage run's artifacts (a tracking
+    server: tracking.checkpoint_artifacts auto). Its first run, which no process can close, is marked
+    KILLED by the driver once its heartbeat is stale (heartbeat 1 s: stale after 4 s)."""
     client = MlflowClient(cluster_env)
-    shared = tmp_path / "shared-checkpoints"
-    monkeypatch.setenv("INTERTASK_CHECKPOINTS", str(shared))
+    disk = tmp_path / "node-disk"  # where a stage keeps its checkpoints on the node it runs on
+    monkeypatch.setenv("INTERTASK_CHECKPOINTS", str(disk))
     cluster, nodes = _cluster(2)
     by_id = {n.node_id: n for n in nodes}
     killed = []
+
+    def uploaded(run) -> bool:
+        listed = client.list_artifacts(run.info.run_id, "checkpoint")
+        return "checkpoint/latest.json" in [a.path for a in listed]
 
     def kill_a_node_with_a_checkpoint():
         deadline = time.time() + 120
@@ -141,9 +147,9 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
                     run.data.tags.get("intertask.ray_node"),
                     run.data.tags.get("intertask.stage_key", ""),
                 )
-                saved = key and (shared / key[:32] / "latest").exists()
-                if run.info.status == "RUNNING" and node in by_id and saved:
+                if run.info.status == "RUNNING" and node in by_id and key and uploaded(run):
                     cluster.remove_node(by_id[node], allow_graceful=False)
+                    shutil.rmtree(disk / key[:32])  # the node's disk, gone with it
                     killed.append(run)
                     return
             time.sleep(0.1)
@@ -179,7 +185,9 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
         and r.info.status == "FINISHED"
     ]
     assert retried.data.tags["intertask.ray_node"] != dead.data.tags["intertask.ray_node"]
-    assert int(retried.data.tags["intertask.resumed_at_step"]) >= 2  # from the shared checkpoint
+    assert int(retried.data.tags["intertask.resumed_at_step"]) >= 2  # from the uploaded checkpoint
+    assert retried.data.tags["intertask.resumed_from_run"] == dead.info.run_id
+    assert not client.list_artifacts(retried.info.run_id, "checkpoint")  # removed once finished
     finished = [r for r in _stages(runs) if r.info.status == "FINISHED"]
     assert sorted(r.data.tags["intertask.stage"] for r in finished) == [
         "evaluate",

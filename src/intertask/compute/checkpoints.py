@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class Saved:
 class Checkpointer:
     folder: Path
     every_steps: int  # 0: only at the end of each epoch
+    on_save: Callable[[Path, int], None] | None = None  # (checkpoint folder, step): a copy elsewhere
 
     def due(self, step: int) -> bool:
         return self.every_steps > 0 and step % self.every_steps == 0
@@ -88,6 +90,8 @@ class Checkpointer:
         pointer = self.folder / f".{LATEST}.tmp"
         pointer.write_text(final.name)
         os.replace(pointer, self.folder / LATEST)
+        if self.on_save is not None:
+            self.on_save(final, saved.step)
         for old in self.folder.glob("step-*"):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)

@@ -341,6 +341,9 @@ class TrackingConfig:
     # ..., 120 s) for at least this long before a request fails; a study's first request: 20 s at most
     outage_seconds: int = 600
     http_timeout_seconds: int = 20  # each request to a tracking server waits at most this long
+    # a stage's resumable checkpoints also in its run's artifacts (a retry on a node that does not see
+    # this disk resumes from them): auto -- with a tracking server (http/https); always; never
+    checkpoint_artifacts: Literal["auto", "always", "never"] = "auto"
     system_metrics: bool = True  # CPU, memory (and GPU) usage sampled on training, evaluation and trial runs
     system_metrics_interval_seconds: float = 10.0  # ... every this many seconds (MLflow's default)
 

@@ -31,7 +31,7 @@ from intertask.stages.probes import run_probes
 from intertask.stages.publish import log_stage_model
 from intertask.tasks.base import ExampleSet, TaskType
 from intertask.tasks.qa import NULL_THRESHOLDS
-from intertask.tracking import serving
+from intertask.tracking import remote_checkpoints, serving
 from intertask.workspace import Workspace, stage_data
 
 
@@ -129,7 +129,16 @@ def _checkpointer(ws: Workspace, loaded: _Loaded, stage_key: str | None, tags: d
     it resumes. While another process trains the same stage (and holds the claim), this one keeps no
     checkpoints: (None, None)."""
     key = stage_key or resume_key(ws, loaded.which, loaded.start, loaded.sets)
-    checkpointer = Checkpointer(checkpoint_folder(key), loaded.stage.training.checkpoint_every_steps)
+    # with a tracking server, checkpoints go to the stage run's artifacts as well: a retry on a node
+    # that does not see this disk resumes from there (tracking/remote_checkpoints.py)
+    remote = stage_key is not None and remote_checkpoints.wanted(
+        ws.cfg.tracking.checkpoint_artifacts, tracking.current_uri()
+    )
+    checkpointer = Checkpointer(
+        checkpoint_folder(key),
+        loaded.stage.training.checkpoint_every_steps,
+        remote_checkpoints.Uploader() if remote else None,
+    )
     held = checkpoints.claim(checkpointer.folder)
     if held is None:
         print(
@@ -139,6 +148,10 @@ def _checkpointer(ws: Workspace, loaded: _Loaded, stage_key: str | None, tags: d
         )
         return None, None
     owner = checkpointer.folder / "run.json"
+    if remote and not (checkpointer.folder / "latest").is_file():
+        earlier = remote_checkpoints.fetch(ws.experiment(), key, checkpointer.folder)
+        if earlier is not None:
+            owner.write_text(json.dumps({"run_id": earlier}))
     if (checkpointer.folder / "latest").is_file() and owner.is_file():
         tags[f"{TAG}resumed_from_run"] = json.loads(owner.read_text())["run_id"]
     return checkpointer, held
@@ -248,6 +261,8 @@ def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, ch
             logged = log_stage_model(ws, folder, head, which, stage.language, loaded.chain, start, run_id)
     if checkpointer is not None:
         checkpointer.clear()  # the stage is done: nothing to resume
+        if checkpointer.on_save is not None and checkpointer.on_save.saved:
+            remote_checkpoints.remove(run_id)
     files = tracking.ModelFiles(folder, folder)
     return TrainedModel(run_id, files, logged, loaded.chain, seen, result.best_dev, stage.language, probes)
 
