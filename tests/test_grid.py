@@ -248,67 +248,6 @@ def test_report_entry_point_rebuilds_the_report(tiny_model, tmp_path, mlflow_ser
     assert set(pd.read_csv(out_dir / "gains.csv").intermediate) == {"xnli"}
 
 
-@pytest.mark.slow
-def test_ray_executor_runs_independent_stages_side_by_side(
-    tiny_model, tmp_path, mlflow_server, monkeypatch, capsys
-):
-    """A local Ray instance with 2 CPUs: the intermediate stage and the baseline's finetune do not wait
-    for each other; every stage runs in a Ray worker process and logs to the same server. Run again in
-    process, every stage is reused: the executor, and the models Ray logged to hand them on
-    (`log_models: final` keeps no intermediate model in process), are not part of a stage's key."""
-    ray = pytest.importorskip("ray")
-    config = _config(
-        tmp_path,
-        tiny_model,
-        name="grid-ray",
-        grid={"intermediate": ["xnli", "none"], "target": ["pawsx"], "seeds": [1]},
-        executor={"kind": "ray", "cpus": 2, "cpus_per_stage": 1},
-        report={"divergence": False},
-        tracking={"log_models": "final"},
-    )
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    try:
-        assert cli.main(["main", str(config)]) == 0
-    finally:
-        ray.shutdown()
-    client = MlflowClient(mlflow_server)
-    runs = _stage_runs(client, "grid-ray")
-    assert sorted(r.data.tags["intertask.stage"] for r in runs) == [
-        "evaluate",
-        "evaluate",
-        "finetune",
-        "finetune",
-        "intermediate",
-    ]
-    assert all(r.info.status == "FINISHED" for r in runs)
-    assert all(r.data.tags["intertask.pid"] != str(os.getpid()) for r in runs)  # ran in Ray workers
-    assert {r.data.params["runtime.threads"] for r in runs} == {"1"}  # each stage's share of the 2 CPUs
-    intermediate = next(r for r in runs if r.data.tags["intertask.stage"] == "intermediate")
-    baseline = next(
-        r
-        for r in runs
-        if r.data.tags["intertask.stage"] == "finetune"
-        and r.data.tags["intertask.cell.intermediate"] == "none"
-    )
-    overlap = min(intermediate.info.end_time, baseline.info.end_time) - max(
-        intermediate.info.start_time, baseline.info.start_time
-    )
-    assert overlap > 0, "independent stages ran one after the other"
-    transfer = next(
-        r
-        for r in runs
-        if r.data.tags["intertask.stage"] == "finetune"
-        and r.data.tags["intertask.cell.intermediate"] == "xnli"
-    )
-    assert transfer.data.tags["intertask.init_run_id"] == intermediate.info.run_id  # handed on via MLflow
-
-    capsys.readouterr()
-    assert cli.main(["main", str(config), "executor.kind=in_process"]) == 0
-    assert "5 stages (5 reused from finished runs)" in capsys.readouterr().out
-    assert len(_stage_runs(client, "grid-ray")) == 5  # none ran again
-
-
 def test_reproduction_configs_expand_into_the_papers_grids(shared_data):
     """pipelines/phang2020_xtreme.yaml and mohapatra2022_domain.yaml: the studies' shapes, hub sources
     for the tasks that have no local copy, and each target trained in a language it ships."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -293,13 +294,17 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     check_models([job for job in study.jobs if job.id not in ready])  # a study all done needs none
     experiment = ws.experiment()
     launched = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made the parent already
-    parent = launched or _open_parent(cfg, experiment)
+    parent, created = (launched, None) if launched else _open_parent(cfg, experiment)
+    if created is not None:  # a new parent: described while another driver might make its own
+        _describe_parent(ws, study, parent)
+        parent = leases.elect(experiment, main_key(cfg), parent, created)
     status, cleanup, arms = "FAILED", tracking.Cleanup(), {}
     beat = cfg.executor.heartbeat_seconds
     try:
         leases.renew(parent)
         with tracking.heartbeat(parent, beat, tag=f"{leases.DRIVER}{leases.me()}"):
-            _describe_parent(ws, study, parent)
+            if created is None:
+                _describe_parent(ws, study, parent)
             if foresight is not None:
                 _log_foresight(ws, foresight, parent)
             outcomes = _run_jobs(ws, study, parent, ready, cleanup, arms)
@@ -313,15 +318,16 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
         _close_study(parent, arms, status, cleanup, stale=4 * beat)
 
 
-def _open_parent(cfg: ExperimentConfig, experiment: str) -> str:
-    """The study's parent run: the one an earlier or concurrent driver of this study opened, else a
-    new one (elected among those two drivers starting at the same moment made)."""
+def _open_parent(cfg: ExperimentConfig, experiment: str) -> tuple[str, float | None]:
+    """The study's parent run: the one an earlier or concurrent driver of this study opened (and
+    None), else a new one and when it was made (time.monotonic(): leases.elect picks one among those
+    two drivers starting at the same moment made)."""
     key = main_key(cfg)
     known = tracking.find_runs(experiment, f"{TAG}run_key", key)
     parent = tracking.open_run(
         f"main {cfg.name}", experiment_id=experiment, key=key, tags={f"{TAG}stage": "main"}
     )
-    return parent if known else leases.elect(experiment, key, parent)
+    return parent, (None if known else time.monotonic())
 
 
 def _close_study(parent: str, arms: dict, status: str, cleanup, stale: float) -> None:

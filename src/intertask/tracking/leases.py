@@ -15,8 +15,8 @@ cannot both win. Silence while this process itself had to retry the tracking ser
 not count against another driver.
 
 The parent run itself has no run above it to claim on: two drivers that both find none create one each,
-wait ELECTION_SECONDS, and keep the earliest (an elected parent -- tagged -- wins over any other); the
-other candidate is deleted.
+and ELECTION_SECONDS after creating theirs (spent describing it) keep the earliest (an elected parent --
+tagged -- wins over any other); the other candidate is deleted.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from intertask.tracking.runs import TAG, find_runs, last_retry
 
 DRIVER = f"{TAG}driver."  # tag prefix on the parent: a live driver's latest heartbeat
 ELECTED = f"{TAG}elected"  # tag on the parent run two drivers agreed on
-ELECTION_SECONDS = 3.0
+ELECTION_SECONDS = 1.0
 _ME = uuid.uuid4().hex[:12]
 
 
@@ -110,12 +110,13 @@ def adopt(parent: str, arm_key: str, candidate: str) -> str:
         return chosen
 
 
-def elect(experiment_id: str, key: str, mine: str) -> str:
-    """The parent run of the study `key` after this driver created `mine`: wait for another driver
-    creating its own at the same moment, then keep one -- an elected one if there is, else the
-    earliest -- and delete `mine` if it lost."""
+def elect(experiment_id: str, key: str, mine: str, created: float) -> str:
+    """The parent run of the study `key` after this driver created `mine` (at time.monotonic()
+    `created`): once ELECTION_SECONDS have passed -- time for another driver that looked at the same
+    moment to create its own -- keep one, an elected one if there is, else the earliest, and delete
+    `mine` if it lost."""
     client = MlflowClient()
-    time.sleep(ELECTION_SECONDS)
+    time.sleep(max(0.0, ELECTION_SECONDS - (time.monotonic() - created)))
     candidates = [
         r for r in find_runs(experiment_id, f"{TAG}run_key", key) if r.info.lifecycle_stage == "active"
     ]
