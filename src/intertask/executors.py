@@ -231,17 +231,6 @@ def _ray_job(spec: JobSpec, *upstream: Outcome) -> Outcome:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _warm_worker() -> int:
-    """A Ray worker's imports for a stage, done before any stage is handed to it (RayExecutor.warm)."""
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
-
-    from intertask import stages, workspace  # noqa: F401
-    from intertask.compute import modeling  # noqa: F401
-
-    return os.getpid()
-
-
 # what a stage's process takes from the driver's environment besides its JobSpec: where models, token
 # caches and checkpoints live, how to reach the Hugging Face hub, the tracking server's credentials and
 # TLS settings, an S3-compatible artifact store's. Values travel in the Ray job's runtime_env (Ray keeps
@@ -308,33 +297,6 @@ class RayExecutor:
         self.max_retries, self.stall_seconds = max_retries, stall_seconds
         self.watch_seconds = watch_seconds
 
-    def _connect(self) -> None:
-        """Start (or join) Ray; its SIGTERM handler, which exits at once, is replaced by ours again."""
-        import ray
-
-        if ray.is_initialized():
-            return
-        main_thread = threading.current_thread() is threading.main_thread()
-        ours = signal.getsignal(signal.SIGTERM) if main_thread else None
-        where = {"address": self.address} if self.address else {"num_cpus": self.cpus}
-        ray.init(**where, include_dashboard=False, log_to_driver=False)
-        if callable(ours):
-            signal.signal(signal.SIGTERM, ours)
-
-    def warm(self, data_root: str) -> None:
-        """Start Ray and, without waiting, one worker per stage the cluster can run at once, each
-        importing what a stage needs (torch, transformers, intertask's stages): the driver plans and
-        checks meanwhile, and the stages then run in these warm workers (Ray reuses a worker for tasks
-        of the same runtime environment) instead of each first one paying about 5 s of imports."""
-        import ray
-
-        self._connect()
-        fits = int(ray.cluster_resources().get("CPU", 0.0) // max(self.resources["num_cpus"], 1e-9))
-        remote = ray.remote(_warm_worker).options(
-            num_cpus=self.resources["num_cpus"], runtime_env={"env_vars": worker_env(data_root)}
-        )
-        self._warming = [remote.remote() for _ in range(max(1, min(fits, 8)))]
-
     def run(self, specs: list[JobSpec], ready: dict[str, Outcome], watch=None) -> dict[str, Outcome]:
         """Every job not in `ready`, as Ray tasks; `watch()` is called every heartbeat interval while they
         run (the pipeline closes the runs of stages whose heartbeat stopped)."""
@@ -342,7 +304,9 @@ class RayExecutor:
 
         main_thread = threading.current_thread() is threading.main_thread()
         ours = signal.getsignal(signal.SIGTERM) if main_thread else None
-        self._connect()
+        if not ray.is_initialized():
+            where = {"address": self.address} if self.address else {"num_cpus": self.cpus}
+            ray.init(**where, include_dashboard=False, log_to_driver=False)
         env = worker_env(specs[0].data_root) if specs else {}
         remote = ray.remote(_ray_job).options(
             **self.resources, max_retries=self.max_retries, runtime_env={"env_vars": env}

@@ -291,9 +291,6 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
             ws = replace(ws, cfg=foresight.config)
             cfg, study = ws.cfg, plan(ws)
     ready = _finished_jobs(ws, study, force) if done_before else {}
-    executor = executor_for(cfg, ws.workdir, ws.loaded)
-    if hasattr(executor, "warm") and len(ready) < len(study.jobs):
-        executor.warm(str(resolve.data_root(cfg)))  # Ray workers import while the driver goes on
     check_models([job for job in study.jobs if job.id not in ready])  # a study all done needs none
     experiment = ws.experiment()
     launched = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made the parent already
@@ -305,12 +302,12 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     beat = cfg.executor.heartbeat_seconds
     try:
         leases.renew(parent)
-        with tracking.heartbeat(parent, beat, tag=f"{leases.DRIVER}{leases.me()}"):
+        with tracking.heartbeat(parent, beat, tag=f"{leases.DRIVER}{leases.me()}", value=leases.beat):
             if created is None:
                 _describe_parent(ws, study, parent)
             if foresight is not None:
                 _log_foresight(ws, foresight, parent)
-            outcomes = _run_jobs(ws, study, parent, ready, cleanup, arms, executor)
+            outcomes = _run_jobs(ws, study, parent, ready, cleanup, arms)
             built = _report(ws, outcomes, parent, foresight)
         status = "FINISHED"
         return StudyResult(parent, outcomes, built)
@@ -550,7 +547,7 @@ def _finished_jobs(ws: Workspace, study: Plan, force: tuple[str, ...]) -> dict[s
 
 
 def _run_jobs(
-    ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome], cleanup, arms: dict, executor
+    ws: Workspace, study: Plan, parent: str, ready: dict[str, Outcome], cleanup, arms: dict
 ) -> dict[str, Outcome]:
     """Every job not `ready`, by the configured executor, under `arms` (the arm runs opened here,
     filled in for the caller to close)."""
@@ -592,7 +589,7 @@ def _run_jobs(
         def watch() -> None:
             tracking.close_stale_runs(experiment, [*arms.values(), parent], stale)
 
-        outcomes = executor.run(specs, ready, watch=watch)
+        outcomes = executor_for(cfg, ws.workdir, ws.loaded).run(specs, ready, watch=watch)
     finally:
         # a stage whose process died (its node lost, the study stopped) cannot close its run; the
         # stages another live driver of the study runs are its own

@@ -29,7 +29,7 @@ import uuid
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from intertask.tracking.runs import TAG, find_runs, last_retry
+from intertask.tracking.runs import TAG, alive, find_runs, last_retry, process_tags
 
 DRIVER = f"{TAG}driver."  # tag prefix on the parent: a live driver's latest heartbeat
 ELECTED = f"{TAG}elected"  # tag on the parent run two drivers agreed on
@@ -42,9 +42,19 @@ def me() -> str:
     return _ME
 
 
+def beat() -> str:
+    """A driver tag's value: the time, then which process it is (host, PID namespace, PID, start
+    time), so that a driver of this host that died is known dead at once, not after `stale` seconds."""
+    who = process_tags()
+    return " ".join(
+        [str(int(time.time()))]
+        + [who[f"{TAG}{k}"].replace(" ", "_") or "-" for k in ("host", "pid_ns", "pid", "pid_started")]
+    )
+
+
 def renew(parent: str, driver: str | None = None) -> None:
     """The driver's sign of life on the study's parent run."""
-    MlflowClient().set_tag(parent, f"{DRIVER}{driver or me()}", str(int(time.time())))
+    MlflowClient().set_tag(parent, f"{DRIVER}{driver or me()}", beat())
 
 
 def leave(parent: str, driver: str | None = None) -> None:
@@ -60,11 +70,20 @@ def live_drivers(parent: str, stale: float) -> set[str]:
 
 
 def _fresh(value: str, stale: float) -> bool:
+    """Whether a driver tag's value (beat()) is a live driver's: renewed within `stale` seconds (or
+    since this process last had to wait for the server), and not a process of this host known dead."""
+    parts = value.split()
     try:
-        beat = float(value.split()[0])
+        renewed = float(parts[0])
     except (ValueError, IndexError):
         return False
-    return time.time() - max(beat, last_retry()) <= stale
+    if len(parts) == 5:
+        host, namespace, pid, started = parts[1:]
+        here = process_tags()
+        mine = (here[f"{TAG}host"].replace(" ", "_"), here[f"{TAG}pid_ns"] or "-")
+        if (host, namespace) == mine and not alive(int(pid), started):
+            return False
+    return time.time() - max(renewed, last_retry()) <= stale
 
 
 def claim(parent: str, key: str, stale: float, driver: str | None = None) -> str | None:

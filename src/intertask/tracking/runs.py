@@ -494,7 +494,7 @@ HEARTBEAT = f"{TAG}heartbeat"  # tag: unix time of a running stage's latest sign
 
 
 @contextmanager
-def heartbeat(run_id: str, seconds: float, tag: str = HEARTBEAT) -> Iterator[None]:
+def heartbeat(run_id: str, seconds: float, tag: str = HEARTBEAT, value=None) -> Iterator[None]:
     """While the block runs, tag the run with the time every `seconds` (a thread): a driver on another
     host tells a stage whose process died (its node lost) from a slow one by this tag going stale (a
     driver's own sign of life on its study's parent: `tag` intertask.driver.<id>, tracking/leases.py)."""
@@ -504,7 +504,7 @@ def heartbeat(run_id: str, seconds: float, tag: str = HEARTBEAT) -> Iterator[Non
         client = MlflowClient()
         while True:
             try:
-                client.set_tag(run_id, tag, str(int(time.time())))
+                client.set_tag(run_id, tag, value() if value is not None else str(int(time.time())))
             except Exception as err:  # noqa: BLE001 -- a missed beat is said, and the next one tried
                 print(
                     f"note: heartbeat of run {run_id} not recorded: {redact(str(err))[:300]}", file=sys.stderr
