@@ -83,7 +83,7 @@ def _coverage(parallel: bool, seeds: int, studies: int, seed: int) -> dict[str, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seeds", [3, 5])
+@pytest.mark.parametrize("seeds", [3])  # 5 seeds also held (95-98 %); left out of CI for its minute
 def test_language_means_of_translated_test_sets_cover_the_true_gain(seeds):
     """93-99 %: where the seed part and the example part both matter, reading the seed part over its
     whole chi-square (significance.mixture_p, what keeps the 3-seed tail right) is conservative, as

@@ -77,57 +77,15 @@ def cluster_env(monkeypatch, mlflow_server, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_study_runs_on_two_worker_nodes_and_resumes_on_a_restarted_cluster(
-    tiny_model, tmp_path, cluster_env
-):
-    client = MlflowClient(cluster_env)
-    cluster, _ = _cluster(2)
-    address = cluster.address
-    try:
-        config = _config(
-            tmp_path, tiny_model, "cluster", cluster.address, tracking={"experiment": "cluster-a"}
-        )
-        assert cli.main(["main", str(config)]) == 0
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-    runs = _runs(client, "cluster-a")
-    stages = _stages(runs)
-    assert len(stages) == 5 and all(r.info.status == "FINISHED" for r in stages)
-    assert len({r.data.tags["intertask.ray_node"] for r in stages}) == 2  # both worker nodes took stages
-    assert all(float(r.data.tags["intertask.heartbeat"]) >= r.info.start_time / 1000 - 1 for r in stages)
-    (main,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
-    assert main.data.tags["intertask.setting.executor.address"] == address
-    assert "executor.address" not in main.data.params  # a setting, not an immutable param
-    registered = {m.name for m in client.search_registered_models("name LIKE 'cluster%'")}
-    assert registered and all(
-        n.startswith("cluster-a.") for n in registered
-    )  # the experiment, as README says
-    assert (tmp_path / "reports" / "cluster-a" / "report.html").is_file()
-
-    cluster, _ = _cluster(1)  # the cluster restarted: another address
-    address = cluster.address
-    try:
-        assert cli.main(["main", str(config), f"executor.address={cluster.address}"]) == 0
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-    again = _runs(client, "cluster-a")
-    assert len(_stages(again)) == 5  # every finished stage reused, none run again
-    mains = [r for r in again if r.data.tags.get("intertask.stage") == "main"]
-    assert [r.info.run_id for r in mains] == [main.info.run_id]  # the same study continued
-    assert client.get_run(main.info.run_id).data.tags["intertask.setting.executor.address"] == address
-
-
-@pytest.mark.slow
 def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
     tiny_model, tmp_path, cluster_env, capsys, monkeypatch
 ):
-    """A node dies while its stage has a checkpoint, and its disk with it (the stage's local checkpoint
+    """Stages on two worker nodes; one node dies while its stage has a checkpoint, and its disk with it (the stage's local checkpoint
     folder is deleted as the node is killed: no disk is shared): the stage is run again on the other
     node and resumes from the checkpoint it had uploaded to the stage run's artifacts (a tracking
     server: tracking.checkpoint_artifacts auto). Its first run, which no process can close, is marked
-    KILLED by the driver once its heartbeat is stale (heartbeat 1 s: stale after 4 s)."""
+    KILLED by the driver once its heartbeat is stale (heartbeat 1 s: stale after 4 s). Run again
+    against a restarted cluster (a new address), the same study continues and reuses every stage."""
     client = MlflowClient(cluster_env)
     disk = tmp_path / "node-disk"  # where a stage keeps its checkpoints on the node it runs on
     monkeypatch.setenv("INTERTASK_CHECKPOINTS", str(disk))
@@ -196,6 +154,26 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
         "finetune",
         "intermediate",
     ]
+    assert all(float(r.data.tags["intertask.heartbeat"]) >= r.info.start_time / 1000 - 1 for r in finished)
+    (main,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
+    assert main.data.tags["intertask.setting.executor.address"] == cluster.address
+    assert "executor.address" not in main.data.params  # a setting, not an immutable param
+    registered = {m.name for m in client.search_registered_models("name LIKE 'cluster-kill%'")}
+    assert registered  # named after the experiment, as README says
+    assert (tmp_path / "reports" / "cluster-kill" / "report.html").is_file()
+
+    cluster, _ = _cluster(1)  # the cluster restarted: another address; every finished stage reused
+    try:
+        assert cli.main(["main", str(config), f"executor.address={cluster.address}"]) == 0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    again = _runs(client, "cluster-kill")
+    assert len(_stages(again)) == len(_stages(runs))  # none ran again
+    assert [r.info.run_id for r in again if r.data.tags.get("intertask.stage") == "main"] == [
+        main.info.run_id
+    ]
+    assert client.get_run(main.info.run_id).data.tags["intertask.setting.executor.address"] == cluster.address
 
 
 @pytest.mark.slow

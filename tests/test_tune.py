@@ -104,9 +104,9 @@ SHARED = {"pruner": {"kind": "none"}, "heartbeat_seconds": 2, "grace_seconds": 2
 
 @pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tiny_model, tmp_path, mlflow_server, shared_data):
-    config = _config(tmp_path, tiny_model, "tune-two", {"trials": 6, **SHARED})
+    config = _config(tmp_path, tiny_model, "tune-two", {"trials": 4, **SHARED})
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    _run_two_workers(config, storage, mlflow_server, "tune-two", 6, tiny_model.name)
+    _run_two_workers(config, storage, mlflow_server, "tune-two", 4, tiny_model.name)
 
 
 def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):

@@ -33,7 +33,7 @@ from intertask.tracking.runs import TAG, alive, find_runs, last_retry, process_t
 
 DRIVER = f"{TAG}driver."  # tag prefix on the parent: a live driver's latest heartbeat
 ELECTED = f"{TAG}elected"  # tag on the parent run two drivers agreed on
-ELECTION_SECONDS = 1.0
+ELECTION_SECONDS = 0.5
 _ME = uuid.uuid4().hex[:12]
 
 
