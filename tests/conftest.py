@@ -148,10 +148,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_mlflow_server(root: Path, port: int) -> subprocess.Popen:
+def start_mlflow_server(
+    root: Path, port: int, artifacts: str | None = None, env: dict | None = None
+) -> subprocess.Popen:
     """A real `mlflow server` on 127.0.0.1:port with a SQLite backend and proxied artifacts under
-    root, healthy when this returns; its own process group (stop it with os.killpg)."""
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    root (or at `artifacts`, an s3:// URI; `env`: more of the server's environment), healthy when this
+    returns; its own process group (stop it with os.killpg)."""
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [
         sys.executable,
@@ -163,7 +166,7 @@ def start_mlflow_server(root: Path, port: int) -> subprocess.Popen:
         "--backend-store-uri",
         f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",
-        str(root / "artifacts"),
+        artifacts or str(root / "artifacts"),
         "--host",
         "127.0.0.1",
         "--port",

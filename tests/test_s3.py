@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from intertask import cli
 
-from .conftest import _free_port, _wait_healthy, write_experiment
+from .conftest import _free_port, start_mlflow_server, write_experiment
 from .test_serving import _post, _serve
 
 ray = pytest.importorskip("ray")
@@ -47,35 +47,6 @@ def _moto(port: int, log) -> subprocess.Popen:
     raise AssertionError("moto's S3 server did not answer in 60 s")
 
 
-def _mlflow_on_s3(root, port: int, endpoint: str) -> subprocess.Popen:
-    env = {**os.environ, **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": endpoint}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--app-name",
-        "intertask",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        "s3://intertask-artifacts/mlflow",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with open(root / "server.log", "a") as log:
-        proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    _wait_healthy(f"http://127.0.0.1:{port}", proc, root / "server.log")
-    return proc
-
-
 @pytest.mark.slow
 def test_a_ray_study_logs_loads_and_serves_models_through_an_s3_artifact_store(
     tiny_model, tmp_path, monkeypatch, capsys
@@ -88,7 +59,9 @@ def test_a_ray_study_logs_loads_and_serves_models_through_an_s3_artifact_store(
     try:
         s3 = boto3.client("s3", endpoint_url=endpoint, **_credentials())
         s3.create_bucket(Bucket="intertask-artifacts")
-        server = _mlflow_on_s3(tmp_path, port, endpoint)
+        server = start_mlflow_server(
+            tmp_path, port, "s3://intertask-artifacts/mlflow", {**S3_ENV, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+        )
         uri = f"http://127.0.0.1:{port}"
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
