@@ -134,7 +134,8 @@ def test_other_task_types_through_finetune_and_evaluate(task, metrics, tiny_conf
     assert set(en.metric) == set(metrics) and (en.examples == 48).all()
     run = mlflow.get_run(trained.run_id)
     assert int(run.data.params["trainable_parameters"]) < int(run.data.params["parameters"])
-    assert mlflow.get_run(evaluated.run_id).data.metrics[f"{task}/test/en/{metrics[0]}"] >= 0
+    logged = mlflow.get_run(evaluated.run_id).data.metrics[f"{task}/test/en/{metrics[0]}"]
+    assert logged == pytest.approx(float(en[en.metric == metrics[0]].value.iloc[0])) and 0 <= logged <= 1
     # served: every label's probability (sigmoid per label for multi-label, softmax otherwise)
     import pandas as pd
 

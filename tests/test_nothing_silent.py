@@ -404,3 +404,49 @@ def test_an_intermediate_stage_that_learnt_nothing_is_said_and_its_cells_read_so
     gains = pd.read_csv(client.download_artifacts(parent.info.run_id, "report/gains.csv", str(tmp_path)))
     assert gains[gains.intermediate == "noise"].reading.str.startswith("intermediate not learnt (noise").all()
     assert not gains[gains.intermediate == "learnable"].reading.str.contains("not learnt").any()
+
+
+def test_a_machine_without_git_records_an_unknown_commit_instead_of_failing(monkeypatch, tmp_path):
+    """provenance.git_state on a machine without git (a slim container): commit and dirty "unknown",
+    not a FileNotFoundError that ended the stage."""
+    from intertask.tracking import provenance
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
+    assert provenance.git_state.__wrapped__() == {"commit": "unknown", "dirty": "unknown"}
+
+
+def test_a_hub_that_refuses_the_token_is_said_not_swallowed(monkeypatch, capsys):
+    """A hub answering 401 to the commit lookup (a wrong HF_TOKEN): said with the hint to check the
+    token, and the local cache's commit (here none: unresolved) is what the data key uses. A real HTTP
+    server on 127.0.0.1 plays the hub."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    from intertask import models
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 -- http.server's name
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": "Invalid credentials in Authorization header"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+        models.repo_commit.cache_clear()
+        assert models.repo_commit("someone/private-model", "main") is None
+    finally:
+        server.shutdown()
+        models.repo_commit.cache_clear()
+    err = capsys.readouterr().err
+    assert "someone/private-model@main" in err and "check HF_TOKEN" in err and "left unresolved" in err
+    assert "hf_not_a_real_token" not in err

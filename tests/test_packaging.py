@@ -45,6 +45,38 @@ def test_mlproject_declares_every_entry_point_and_no_hyperparameters():
         assert point["command"].startswith(f"python -m intertask {name} {{config}}")
 
 
+def test_every_mlproject_command_is_parsed_by_the_cli_and_every_cli_command_has_an_entry_point():
+    """Both ways: each entry point's command, its parameters filled as `mlflow run` fills them
+    (shlex-quoted, empty ones included), is accepted by the CLI's own parser as that subcommand; and
+    every CLI subcommand that runs or reads a study (all but `validate`, a local check) is an entry
+    point. Broken on purpose to check: a misspelt flag in MLproject (`--parnt`) fails the first part."""
+    import shlex
+
+    from intertask import cli
+
+    points = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
+    samples = {
+        "config": "pipelines/demo.yaml",
+        "overrides": "training.epochs=1 seed=3",
+        "model": "models:/m@a",
+    }
+    for name, point in points.items():
+        for empty in (False, True):  # the optional values given, then left empty as their defaults
+            values = {
+                p: ("" if empty and spec.get("default") == "" else samples.get(p, f"{p}-value"))
+                for p, spec in point["parameters"].items()
+            }
+            line = point["command"].format(**{p: shlex.quote(v) for p, v in values.items()})
+            words = shlex.split(line)
+            assert words[:3] == ["python", "-m", "intertask"], line
+            parsed = cli.parse(words[3:])
+            assert parsed.command == name and parsed.config == values["config"], line
+            given = cli.split_overrides(parsed.overrides)
+            assert given == (shlex.split(values["overrides"]) if values["overrides"] else []), line
+    assert set(cli.COMMANDS) - {"validate"} == set(points)
+    assert set(cli.ENTRY_POINTS) <= set(points)
+
+
 def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]

@@ -418,10 +418,10 @@ def test_one_process_at_a_time_claims_a_stage_checkpoint_folder(tmp_path):
     folder = tmp_path / "ckpt" / "stage-key"
     first = claim(folder)
     assert first is not None and claim(folder) is None
-    first.close()
+    first.release()
     again = claim(folder)
     assert again is not None
-    again.close()
+    again.release()
 
 
 def test_a_reused_pid_never_passes_for_the_live_run_it_once_was(tmp_path, monkeypatch):

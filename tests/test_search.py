@@ -9,8 +9,12 @@ from intertask import tracking
 
 @pytest.fixture
 def experiment(tmp_path):
+    before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return mlflow.create_experiment('bob\'s "quoted" study')
+    try:
+        yield mlflow.create_experiment('bob\'s "quoted" study')
+    finally:
+        mlflow.set_tracking_uri(before)  # no process state left changed
 
 
 def test_a_tag_value_with_quotes_is_found_exactly(experiment):

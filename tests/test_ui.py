@@ -20,6 +20,8 @@ from intertask import tracking
 
 from .conftest import missing_component, mlflow_run, write_experiment
 
+pytestmark = pytest.mark.slow  # a browser, a server and `mlflow run`: not in `make test-fast`
+
 TIMEOUT_MS = 60_000  # a cold UI on a busy 2-core machine
 
 

@@ -511,13 +511,19 @@ def _warn_of_secrets(argv: list[str]) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as `main` reads it (MLproject's commands too: tests/test_packaging.py)."""
     parser = _parser()
     args, extra = parser.parse_known_args(argv)  # overrides may also follow --init/--model
     if extra and (not hasattr(args, "overrides") or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     _warn_of_secrets(sys.argv[1:] if argv is None else argv)
     previous = _terminate_on_sigterm()
     try:

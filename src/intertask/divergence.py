@@ -1,4 +1,5 @@
-"""Domain divergence between two datasets, and the rank correlation used to relate it to transfer gains.
+"""Domain divergence between two datasets (the rank correlations that relate it to transfer gains are
+transferability.py's, with scipy).
 
 - vocabulary overlap: Jaccard similarity of the k most frequent word types of each set (1 = same words);
 - Jensen-Shannon divergence of the unigram distributions, base 2, in [0, 1] (0 = same distribution);
@@ -13,6 +14,7 @@ import re
 from collections import Counter
 
 import numpy as np
+from scipy.spatial import distance
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -37,26 +39,19 @@ def vocabulary_overlap(a: Counter, b: Counter, k: int) -> float:
 
 
 def js_divergence(a: Counter, b: Counter) -> float:
-    """JS(P, Q) = (KL(P||M) + KL(Q||M)) / 2 with M = (P + Q) / 2, in bits."""
+    """JS(P, Q) = (KL(P||M) + KL(Q||M)) / 2 with M = (P + Q) / 2, in bits (scipy's Jensen-Shannon
+    distance, squared); 1 when a side has no words."""
     vocab = sorted(set(a) | set(b))
     p = np.array([a[w] for w in vocab], dtype=float)
     q = np.array([b[w] for w in vocab], dtype=float)
     if p.sum() == 0 or q.sum() == 0:
         return 1.0
-    p, q = p / p.sum(), q / q.sum()
-    m = (p + q) / 2
-
-    def kl(x: np.ndarray) -> float:
-        mask = x > 0
-        return float(np.sum(x[mask] * np.log2(x[mask] / m[mask])))
-
-    return max(0.0, (kl(p) + kl(q)) / 2)
+    return float(min(1.0, max(0.0, distance.jensenshannon(p, q, base=2) ** 2)))
 
 
 def mean_embedding_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """1 - cosine similarity of the two sets' mean embeddings."""
-    ma, mb = a.mean(axis=0), b.mean(axis=0)
-    return float(1 - ma @ mb / (np.linalg.norm(ma) * np.linalg.norm(mb) + 1e-12))
+    """1 - cosine similarity of the two sets' mean embeddings (scipy's cosine distance)."""
+    return float(distance.cosine(a.mean(axis=0), b.mean(axis=0)))
 
 
 def _squared_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -73,28 +68,6 @@ def mmd_rbf(a: np.ndarray, b: np.ndarray) -> float:
     n = len(a)
     value = k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
     return float(max(value, 0.0))
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values), dtype=float)
-    ranks[order] = np.arange(1, len(values) + 1)
-    for value in np.unique(values):
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def spearman(x, y) -> float:
-    """Spearman's rank correlation (NaN with fewer than 3 pairs or a constant side)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 3:
-        return float("nan")
-    rx, ry = _ranks(x), _ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def between(a_texts: list[str], a_vectors: np.ndarray, b_texts: list[str], b_vectors: np.ndarray, top_k: int):

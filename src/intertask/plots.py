@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -197,7 +198,8 @@ def tuning_figures(study) -> dict:
         warnings.simplefilter("ignore")
         try:
             importances = optuna.importance.get_param_importances(study)
-        except (RuntimeError, ValueError, ImportError):
+        except (RuntimeError, ValueError, ImportError) as err:  # too few trials, one value, no sklearn
+            _left_out("param_importances", err)
             importances = {}
         if importances:
             figure, ax = plt.subplots(figsize=(5.5, 0.5 + 0.45 * len(importances)))
@@ -210,9 +212,14 @@ def tuning_figures(study) -> dict:
             try:
                 ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study)
                 figures["parallel_coordinate"] = ax.figure
-            except (RuntimeError, ValueError):
-                pass
+            except (RuntimeError, ValueError) as err:
+                _left_out("parallel_coordinate", err)
     return figures
+
+
+def _left_out(name: str, err: Exception) -> None:
+    """Nothing silent: a tuning figure Optuna cannot draw for this study is said, with why."""
+    print(f"note: tuning figure {name} left out: {type(err).__name__}: {str(err)[:200]}", file=sys.stderr)
 
 
 def estimator_ranks(ranked: pd.DataFrame):

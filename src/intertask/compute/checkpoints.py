@@ -21,30 +21,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors.torch import load_file, save_file
-
-try:
-    import fcntl  # POSIX file locks
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 LATEST = "latest"
 
 
-def claim(folder: Path):
-    """This process's exclusive claim on a checkpoint folder (a lock file beside it): an open file to
-    close when the stage is done, or None while another live process holds it -- two processes
-    training the same stage at once (two studies sharing a stage) would overwrite and clear each
-    other's checkpoints. A dead process's claim goes with it."""
+def claim(folder: Path) -> FileLock | None:
+    """This process's exclusive claim on a checkpoint folder (a lock file beside it, `filelock`): the
+    held lock, to release when the stage is done, or None while another live process holds it -- two
+    processes training the same stage at once (two studies sharing a stage) would overwrite and clear
+    each other's checkpoints. A dead process's claim goes with it."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(folder.parent / f"{folder.name}.lock", "w")  # noqa: SIM115 (held for the stage)
-    if fcntl is not None:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            return None
-    return handle
+    lock = FileLock(folder.parent / f"{folder.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    return lock
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from intertask.errors import redact
 from intertask.models import e5, minilm
 from intertask.names import Registry
 
@@ -143,11 +145,22 @@ def repo_commit(repo: str, revision: str, repo_type: str = "model") -> str | Non
         return revision
     from huggingface_hub import HfApi, constants
 
+    refused = None
     if not constants.HF_HUB_OFFLINE:
         try:
             return HfApi().repo_info(repo, repo_type=repo_type, revision=revision, timeout=10).sha
-        except Exception:  # noqa: BLE001 -- unreachable or unknown: the cache may still know
-            pass
+        except Exception as err:  # noqa: BLE001 -- unreachable, unknown or refused: said below
+            refused = err
     folder = f"{repo_type}s--{repo.replace('/', '--')}"
     ref = Path(constants.HF_HUB_CACHE) / folder / "refs" / revision
-    return ref.read_text().strip() if ref.is_file() else None
+    cached = ref.read_text().strip() if ref.is_file() else None
+    if refused is not None:
+        status = getattr(getattr(refused, "response", None), "status_code", None)
+        hint = " (check HF_TOKEN: the hub refused it)" if status in (401, 403) else ""
+        print(
+            f"note: the hub did not say which commit {repo_type} {repo}@{revision} is{hint}: "
+            f"{type(refused).__name__}: {redact(str(refused)).splitlines()[0][:160] if str(refused) else ''}; "
+            + (f"the local cache's {cached[:12]} is used" if cached else "its key is left unresolved"),
+            file=sys.stderr,
+        )
+    return cached

@@ -210,7 +210,7 @@ def train_stage(
         return _run(ws, loaded, name, tags, parent_run_id, on_epoch, log_model, checkpointer, params or {})
     finally:
         if held is not None:
-            held.close()
+            held.release()
 
 
 def _run(ws, loaded: _Loaded, name, tags, parent_run_id, on_epoch, log_model, checkpointer, params):

@@ -80,7 +80,12 @@ def git_state() -> dict[str, str]:
     is what it loaded at start; two git calls per run added up in a grid)."""
 
     def git(*args: str) -> str:
-        out = subprocess.run(["git", "-C", str(_CHECKOUT), *args], capture_output=True, text=True, timeout=10)
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(_CHECKOUT), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):  # no git on this machine (a container): "unknown"
+            return ""
         return out.stdout.strip() if out.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD")

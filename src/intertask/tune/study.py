@@ -16,17 +16,13 @@ from pathlib import Path
 import numpy as np
 import optuna
 import yaml
+from filelock import FileLock
 from optuna.trial import TrialState
 
 from intertask import tracking
 from intertask.config import ExperimentConfig, TuningConfig
 from intertask.errors import ConfigError, Problem, redact
 from intertask.workspace import Workspace
-
-try:
-    import fcntl  # POSIX: the SQLite creation lock (elsewhere workers should not start at the same moment)
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 TAG = "intertask."
 PARENT_ATTR = "intertask.parent_run_id"
@@ -87,18 +83,14 @@ SQLITE_BUSY_SECONDS = 60
 
 @contextlib.contextmanager
 def _creation_lock(url: str):
-    """An exclusive lock on `<database>.lock` while a SQLite storage creates its tables (Optuna's
-    create-if-missing is not atomic across processes); other storages need none."""
+    """An exclusive lock on `<database>.lock` (`filelock`) while a SQLite storage creates its tables
+    (Optuna's create-if-missing is not atomic across processes); other storages need none."""
     path = url.removeprefix("sqlite:///")
-    if fcntl is None or not url.startswith("sqlite:///") or path in ("", ":memory:"):
+    if not url.startswith("sqlite:///") or path in ("", ":memory:"):
         yield
         return
-    with open(f"{path}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(f"{path}.lock"):
+        yield
 
 
 def _storage(url: str, t: TuningConfig) -> optuna.storages.RDBStorage:
