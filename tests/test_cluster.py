@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -93,6 +94,7 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
     disk = tmp_path / "node-disk"  # where a stage keeps its checkpoints on the node it runs on
     monkeypatch.setenv("INTERTASK_CHECKPOINTS", str(disk))
     cluster, nodes = _cluster(2)
+    first_address = cluster.address  # (None once the cluster is shut down)
     by_id = {n.node_id: n for n in nodes}
     killed = []
 
@@ -110,7 +112,13 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
                 )
                 if run.info.status == "RUNNING" and node in by_id and key and uploaded(run):
                     cluster.remove_node(by_id[node], allow_graceful=False)
-                    shutil.rmtree(disk / key[:32])  # the node's disk, gone with it
+                    # the node's disk goes with it, once its worker (which may still be writing a
+                    # checkpoint for a moment) is gone
+                    worker = int(run.data.tags["intertask.pid"])
+                    gone_by = time.time() + 30
+                    while psutil.pid_exists(worker) and time.time() < gone_by:
+                        time.sleep(0.05)
+                    shutil.rmtree(disk / key[:32])
                     killed.append(run)
                     return
             time.sleep(0.1)
@@ -159,13 +167,14 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
     ]
     assert all(float(r.data.tags["intertask.heartbeat"]) >= r.info.start_time / 1000 - 1 for r in finished)
     (main,) = [r for r in runs if r.data.tags.get("intertask.stage") == "main"]
-    assert main.data.tags["intertask.setting.executor.address"] == cluster.address
+    assert main.data.tags["intertask.setting.executor.address"] == first_address
     assert "executor.address" not in main.data.params  # a setting, not an immutable param
     registered = {m.name for m in client.search_registered_models("name LIKE 'cluster-kill%'")}
     assert registered  # named after the experiment, as README says
     assert (tmp_path / "reports" / "cluster-kill" / "report.html").is_file()
 
     cluster, _ = _cluster(1)  # the cluster restarted: another address; every finished stage reused
+    address = cluster.address
     try:
         assert cli.main(["main", str(config), f"executor.address={cluster.address}"]) == 0
     finally:
@@ -176,7 +185,7 @@ def test_a_worker_node_killed_mid_stage_leaves_the_study_to_the_other(
     assert [r.info.run_id for r in again if r.data.tags.get("intertask.stage") == "main"] == [
         main.info.run_id
     ]
-    assert client.get_run(main.info.run_id).data.tags["intertask.setting.executor.address"] == cluster.address
+    assert client.get_run(main.info.run_id).data.tags["intertask.setting.executor.address"] == address
 
 
 @pytest.mark.slow

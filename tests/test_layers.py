@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "intertask"
 LAYERS = [
     ["errors", "schema", "names"],
     ["config"],
-    ["metrics", "compute.machine", "compute.hardware", "compute.batching"],
+    ["metrics", "compute.machine", "compute.hardware", "compute.batching", "compute.quiet"],
     ["tasks", "data", "models", "resolve"],
     ["compute.modeling", "compute.weights", "compute.encoding", "compute.dropout"],
     ["divergence", "leakage", "plots", "pooling", "significance", "transferability"],
@@ -115,3 +115,50 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
         "stages/train.py:1: stages imports report (a layer above)",
     ]
     assert _mlflow_outside_tracking(tmp_path) == ["report.py:2"]
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Each module of src/ (dotted, a package by its __init__) -> the modules of src/ it imports,
+    lazily included (an import of a package's re-exported name counts as the package)."""
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        names[".".join(("intertask", *(parts[:-1] if parts[-1] == "__init__" else parts)))] = path
+
+    def known(dotted: str) -> str | None:
+        parts = dotted.split(".")
+        return next(
+            (".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in names), None
+        )
+
+    graph = {}
+    for name, path in names.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("intertask"):
+                found |= {known(f"{node.module}.{a.name}") or known(node.module) for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {known(a.name) for a in node.names if a.name.startswith("intertask")}
+        # a package's __init__ re-exporting its own modules is not an import of them by another module
+        graph[name] = {m for m in found if m and m != name and not m.startswith(f"{name}.")}
+    return graph
+
+
+def test_no_import_circles_between_modules():
+    """No module imports, however indirectly, a module that imports it (lazy imports included): the
+    circles compute.modeling <-> compute.weights and report.tables <-> report.questions were cut."""
+    graph, circles = _module_graph(), []
+
+    def visit(name: str, path: list[str], done: set[str]) -> None:
+        for other in sorted(graph[name]):
+            if other in path:
+                circles.append(" -> ".join([*path[path.index(other) :], other]))
+            elif other not in done:
+                visit(other, [*path, other], done)
+        done.add(name)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            visit(name, [name], done)
+    assert not circles, circles

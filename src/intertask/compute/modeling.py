@@ -12,7 +12,6 @@ index of every head in the folder.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +28,10 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.utils import logging as hf_logging
 
 from intertask import models
 from intertask.compute import weights
+from intertask.compute.quiet import quiet_transformers
 from intertask.errors import ModelError, Problem
 from intertask.tasks.base import HeadFit, head_fit
 
@@ -49,13 +48,6 @@ _ARCHITECTURE_SUFFIX = {
     "ForQuestionAnswering": "question_answering",
     "ForMultipleChoice": "multiple_choice",
 }
-
-
-def quiet_transformers() -> None:
-    """transformers 5 prints a load report for every missing head weight; that is expected here."""
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def resolve_source(name_or_path: str) -> str:

@@ -35,7 +35,7 @@ def base_tensors(base: str) -> dict[str, torch.Tensor]:
     """The base model's own tensors, as training loaded them (hub id, folder or offline name)."""
     from transformers import AutoModel
 
-    from intertask.compute.modeling import quiet_transformers
+    from intertask.compute.quiet import quiet_transformers
 
     quiet_transformers()
     return AutoModel.from_pretrained(models.resolve(base)).state_dict()

@@ -41,13 +41,13 @@ from intertask.report.controls import (
 )
 from intertask.report.estimators import ESTIMATE_COLUMNS, estimator_scores
 from intertask.report.gains import GAIN_COLUMNS, cell_notes, gains_table
+from intertask.report.questions import groups_table
 from intertask.report.render import TABLES, figures, render_html, write
 from intertask.report.tables import (
     SCORE_COLUMNS,
     Report,
     divergence_table,
     examples_table,
-    groups_table,
     robustness_table,
     scores_table,
     summary_rows,

@@ -450,3 +450,9 @@ def _change(per_seed, example_part, cell, source, zero_shot, metric, alpha) -> d
         "p": p,
         "se": se,
     }
+
+
+def groups_table(cfg: ExperimentConfig, scores: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
+    """The gain per model group x target x intermediate family, with its interval: 'does NLI or QA
+    transfer better?'."""
+    return family_table(cfg, cell_gains(cfg, gains, scores), gains)

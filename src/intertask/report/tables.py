@@ -1,5 +1,5 @@
 """The report's tables from data frames: scores, the XTREME aggregate, divergence of the tasks' texts,
-robustness under domain shift (the answers read across cells: questions.py). Nothing here reads the
+robustness under domain shift (the answers read across cells, and the family table: questions.py). Nothing here reads the
 tracking store (collect.py does)."""
 
 from __future__ import annotations
@@ -128,14 +128,6 @@ def summary_rows(cfg: ExperimentConfig, table: pd.DataFrame) -> pd.DataFrame:
     has = table.groupby(keys, sort=False, dropna=False).language.transform(lambda s: wanted in set(s))
     language = np.where(has, wanted, metrics.MEAN_ALL)
     return table[(table.metric == primary) & (table.language == language)]
-
-
-def groups_table(cfg: ExperimentConfig, scores: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
-    """The gain per model group x target x intermediate family, with its interval: 'does NLI or QA
-    transfer better?' (report/questions.py)."""
-    from intertask.report import questions
-
-    return questions.family_table(cfg, questions.cell_gains(cfg, gains, scores), gains)
 
 
 def xtreme_table(scores: pd.DataFrame) -> pd.DataFrame:
