@@ -162,3 +162,19 @@ def test_no_import_circles_between_modules():
         if name not in done:
             visit(name, [name], done)
     assert not circles, circles
+
+
+def test_docs_architecture_lists_these_layers_and_names_every_module():
+    """docs/architecture.md stays true: its layer list is LAYERS (top down), and its layout names
+    every module file of src/intertask (a new module must be placed there too)."""
+    text = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
+    block = text.split("the tasks, the rest above them:", 1)[1].strip().split("\n\n")[0]
+    listed = [[name.strip() for name in line.split(",")] for line in block.splitlines()]
+    assert listed == LAYERS[::-1]
+    layout = text.split("## Layout", 1)[1].split("The layers, from the top down", 1)[0]
+    for path in PACKAGE.rglob("*.py"):
+        named = f"{path.parent.name}/" if path.name == "__init__.py" else path.name
+        if path.parent != PACKAGE and path.name == "__init__.py":
+            assert named in layout, named
+        elif path.name != "__init__.py":
+            assert path.name in layout or path.stem in layout, path.relative_to(PACKAGE)

@@ -77,6 +77,53 @@ def test_every_mlproject_command_is_parsed_by_the_cli_and_every_cli_command_has_
     assert set(cli.ENTRY_POINTS) <= set(points)
 
 
+def _documented_commands() -> list[tuple[str, str]]:
+    """(file, command line) for every `intertask ...` in README.md and docs/*.md: in backticks or on a
+    line of a code block, a trailing # comment left out."""
+    found = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = path.read_text()
+        lines = re.findall(r"`(intertask [^`]+)`", text)
+        for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+            lines += [line.strip() for line in block.splitlines() if line.strip().startswith("intertask ")]
+        found += [(path.name, line.split("  #")[0].split(" # ")[0].strip()) for line in lines]
+    return found
+
+
+def test_every_documented_command_line_is_one_the_cli_accepts():
+    """README's and docs' `intertask ...` lines: the subcommand exists, every --flag is one of its
+    options, and a line that gives a config is parsed whole by the CLI's own parser (placeholders such
+    as CONFIG or <run> stand for values; [optional] parts are read as given)."""
+    import argparse
+    import shlex
+
+    from intertask import cli
+
+    documented = _documented_commands()
+    assert len(documented) > 30
+    subparsers = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for where, line in documented:
+        words = shlex.split(line.replace("[", "").replace("]", ""))[1:]
+        assert words and words[0] in subparsers.choices, (where, line)
+        options = {o for a in subparsers.choices[words[0]]._actions for o in a.option_strings}
+        nested = [
+            a for a in subparsers.choices[words[0]]._actions if isinstance(a, argparse._SubParsersAction)
+        ]
+        flags = [w.split("=")[0] for w in words[1:] if w.startswith("--")]
+        assert set(flags) <= options, (where, line)
+        if nested or (len(words) > 1 and not words[1].startswith("-")) or words[0] == "tasks":
+            cli.parse(words)  # exits (SystemExit) on anything the CLI refuses
+
+
+def test_the_counted_figures_in_readme_and_docs_match_the_code():
+    """A number the docs state about the code is checked against it: the bad-input cases."""
+    from . import test_bad_input
+
+    text = " ".join(path.read_text() for path in [REPO / "README.md", *(REPO / "docs").glob("*.md")])
+    stated = re.findall(r"the (\d+) cases of `CASES`", text)
+    assert stated and {int(n) for n in stated} == {len(test_bad_input.CASES)}, stated
+
+
 def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
