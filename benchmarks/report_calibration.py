@@ -1,4 +1,4 @@
-"""The figures of README's "What a flag promises" table: the report-wide calibration tests of
+"""The figures of docs/report.md's "What a flag promises" table: the report-wide calibration tests of
 tests/test_calibration.py and tests/test_significance.py, re-run at the tests' own seeds, printing the
 rates the tests only bound (numpy and the report's own functions; about 10 minutes on 2 cores).
 
