@@ -28,6 +28,14 @@ os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="intertask-hf-datasets
 
 
 LEAKY = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+SET_BY_ENTRY_POINTS = (
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -36,10 +44,19 @@ def no_active_experiment_left():
     $MLFLOW_EXPERIMENT_ID) breaks later ones far away -- a resumed run in another experiment, `mlflow
     run --experiment-name`: such a test fails itself, and the variables are cleared."""
     before = {k: os.environ.get(k) for k in LEAKY}
+    settings = {k: os.environ.get(k) for k in SET_BY_ENTRY_POINTS}
     yield
     leaked = {k: os.environ[k] for k in LEAKY if os.environ.get(k) != before[k] and k in os.environ}
     for key in leaked:
         del os.environ[key]
+    # what an entry point run in this process sets for itself (tracking.use: MLflow's HTTP patience
+    # for the config's tracking.outage_seconds) goes back, or a later test's subprocess would inherit
+    # it as the user's own setting
+    for key, value in settings.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     assert not leaked, f"the test left {leaked} in the environment"
 
 

@@ -47,6 +47,10 @@ class JobSpec:
     study_run_id: str = ""
     driver: str = ""
     stale_seconds: float = 120.0
+    # when the driver planned (unix ms): a run of this stage that finished before was the plan's to
+    # reuse or not (forced, or its model wanted and not logged); one that finished since is another
+    # driver's, and is reused
+    planned_at_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,13 @@ class Outcome:
     examples: pd.DataFrame | None = None  # evaluate: per-example statistics (None: read the artifact)
 
 
-def reused(experiment_id: str, job: Job, key: str) -> Outcome | None:
-    """The outcome of the newest FINISHED run of this content key, or None: its model by reference
-    (None when that run did not log it), its scores read back."""
+def reused(experiment_id: str, job: Job, key: str, ended_after_ms: int = 0) -> Outcome | None:
+    """The outcome of the newest FINISHED run of this content key (ended at or after
+    `ended_after_ms`), or None: its model by reference (None when that run did not log it), its scores
+    read back."""
     from intertask import tracking
 
-    found = tracking.finished_stage(experiment_id, key)
+    found = tracking.finished_stage(experiment_id, key, ended_after_ms)
     if found is None:
         return None
     run_id = found.info.run_id
@@ -91,7 +96,7 @@ def _claim_or_reuse(spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome | N
 
     said = False
     while True:
-        if (done := reused(spec.experiment_id, spec.job, spec.key)) is not None:
+        if (done := reused(spec.experiment_id, spec.job, spec.key, spec.planned_at_ms)) is not None:
             return done
         needs_model = spec.job.kind != "probe" and any(
             o.kind in ("intermediate", "finetune") and o.model is None for o in upstream
@@ -100,7 +105,7 @@ def _claim_or_reuse(spec: JobSpec, upstream: tuple[Outcome, ...]) -> Outcome | N
         if not needs_model:
             holder = leases.claim(spec.study_run_id, spec.key, spec.stale_seconds, spec.driver)
             if holder is None:  # ours; unless it finished just now
-                return reused(spec.experiment_id, spec.job, spec.key)
+                return reused(spec.experiment_id, spec.job, spec.key, spec.planned_at_ms)
         elif not leases.live_drivers(spec.study_run_id, spec.stale_seconds) - {spec.driver}:
             raise ClusterError(
                 f"{spec.job.id} starts from a model another driver of this study trained without logging "

@@ -168,11 +168,13 @@ class Plan:
     # job id -> the example sets it was keyed on: Workspace key -> (fingerprint, files)
     data: dict[str, dict] = field(default_factory=dict)
     kept: dict[str, bool] = field(default_factory=dict)  # training job id -> tracking.log_models keeps it
+    planned_at_ms: int = 0  # when the finished runs were looked at (executors.JobSpec.planned_at_ms)
 
 
 def plan(ws: Workspace) -> Plan:
     """Expand the grid, load and check every job's data, and key every job."""
     cfg = ws.cfg
+    started = int(time.time() * 1000)  # before any finished run is looked at
     jobs = grid.jobs(cfg)
     kept = grid.model_logging(cfg, jobs)
     handed_on = cfg.executor.kind == "ray" and cfg.tracking.log_models != "none"  # by MLflow reference
@@ -197,7 +199,7 @@ def plan(ws: Workspace) -> Plan:
         mine = {id(s) for s in sets}
         data[job.id] = {k: (s.fingerprint, list(s.files)) for k, s in ws.loaded.items() if id(s) in mine}
     _check_parallel(ws, loaded)
-    return Plan(jobs, configs, keys, study_notices(cfg), data, kept)
+    return Plan(jobs, configs, keys, study_notices(cfg), data, kept, started)
 
 
 def _explicit(cfg: ExperimentConfig, task: str) -> bool:
@@ -580,6 +582,7 @@ def _run_jobs(
                 study_run_id=parent,
                 driver=leases.me(),
                 stale_seconds=stale,
+                planned_at_ms=study.planned_at_ms,
             )
         )
     if specs and cfg.executor.kind == "ray":

@@ -190,19 +190,33 @@ class _RetrySeen(logging.Filter):
     """On urllib3's logger: a request to the tracking server retried (connection refused or broken, a
     5xx answer) is said on stderr -- at once, then at most every 30 s while it lasts -- instead of
     urllib3's raw warning, and remembered (`last_retry`): a driver then does not take a stage's
-    heartbeat, which could not be written meanwhile, as a sign that its process died."""
+    heartbeat, which could not be written meanwhile, as a sign that its process died. Once the server
+    has not answered for tracking.outage_seconds, later requests fail at once (closing runs, a stage's
+    last logs: each would otherwise wait the whole outage again); the first answer restores the
+    patience."""
+
+    _RESPONSE = '%s://%s:%s "%s %s %s" %s %s'  # urllib3's debug line for every answer received
 
     def __init__(self) -> None:
         super().__init__()
         self.outage_seconds = 0.0
         self.last_retry = 0.0
         self.last_said = 0.0
+        self.since: float | None = None  # when the present outage began
+        self.gave_up = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == self._RESPONSE:
+            self.since = None
+            if self.gave_up:
+                self.gave_up = False
+                _set_retries(self.outage_seconds)
+            return False
         retried = record.msg in ("Retrying (%r) after connection broken by '%r': %s", "Retry: %s")
         if not retried:
             return record.levelno > logging.DEBUG  # urllib3's other debug lines stay unseen
         now = time.time()
+        self.since = self.since or now
         if now - self.last_retry > 60 or now - self.last_said >= 30:
             why = record.args[1] if record.msg.startswith("Retrying") and len(record.args) > 1 else "5xx"
             print(
@@ -214,14 +228,33 @@ class _RetrySeen(logging.Filter):
             )
             self.last_said = now
         self.last_retry = now
+        if not self.gave_up and now - self.since >= self.outage_seconds:
+            self.gave_up = True
+            _set_retries(None)
+            print(
+                f"note: the tracking server has not answered for {now - self.since:.0f} s: further requests "
+                "fail at once",
+                file=sys.stderr,
+                flush=True,
+            )
         return False
+
+
+def _set_retries(outage_seconds: float | None) -> None:
+    """MLflow's retries sized for `outage_seconds`, or none (None); what the user's environment sets
+    stays."""
+    if _USER_ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] is not None:
+        return
+    retries, factor = retry_plan(outage_seconds) if outage_seconds is not None else (0, 1.0)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = f"{factor:g}"
 
 
 _RETRIES = _RetrySeen()
 
 
 def _watch_retries(outage_seconds: float) -> None:
-    _RETRIES.outage_seconds = outage_seconds
+    _RETRIES.outage_seconds, _RETRIES.gave_up = outage_seconds, False  # `use` set full patience again
     pool = logging.getLogger("urllib3.connectionpool")
     if _RETRIES not in pool.filters:
         pool.addFilter(_RETRIES)
@@ -466,10 +499,11 @@ def search_pages(experiment_ids: list[str], query: str, order_by: list[str] | No
             return runs
 
 
-def finished_stage(experiment_id: str, key: str):
-    """The newest FINISHED stage run with this content key, or None."""
+def finished_stage(experiment_id: str, key: str, ended_after_ms: int = 0):
+    """The newest FINISHED stage run with this content key (that ended at or after `ended_after_ms`,
+    unix ms), or None."""
     runs = find_runs(experiment_id, f"{TAG}stage_key", key, "FINISHED")
-    return runs[0] if runs else None
+    return next((r for r in runs if (r.info.end_time or 0) >= ended_after_ms), None)
 
 
 def close_dead_runs(experiment_id: str) -> list[str]:
@@ -518,7 +552,7 @@ def heartbeat(run_id: str, seconds: float, tag: str = HEARTBEAT, value=None) -> 
         yield
     finally:
         stop.set()
-        thread.join(timeout=seconds + 30)
+        thread.join(timeout=5)  # a beat waiting for an absent server is not waited for (a daemon)
 
 
 def close_stale_runs(experiment_id: str, parents: list[str], stale_seconds: float) -> list[str]:
