@@ -432,7 +432,7 @@ def test_a_reused_pid_never_passes_for_the_live_run_it_once_was(tmp_path, monkey
     import psutil
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    client = MlflowClient()
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # not whatever an earlier test set globally
     experiment = client.create_experiment("liveness")
     parent = psutil.Process(os.getppid())
     mine = tracking.process_tags()

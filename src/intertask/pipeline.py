@@ -356,6 +356,7 @@ def _describe_parent(ws: Workspace, study: Plan, parent: str) -> None:
                 tracking.DESCRIPTION: tracking.describe(ws.cfg)
                 + " The headline gains appear here when it finishes.",
                 f"{TAG}stage": "main",
+                "mlflow.runName": f"main {ws.cfg.name}",  # `mlflow run` made it with a random name
                 f"{TAG}code_version": code_version(),
                 **tracking.process_tags(),  # which driver holds it (close_dead_runs)
             }
