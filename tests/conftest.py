@@ -36,6 +36,7 @@ SET_BY_ENTRY_POINTS = (
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_TOKEN",
 )
+SESSION_START = {k: os.environ.get(k) for k in SET_BY_ENTRY_POINTS}
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +45,6 @@ def no_active_experiment_left():
     $MLFLOW_EXPERIMENT_ID) breaks later ones far away -- a resumed run in another experiment, `mlflow
     run --experiment-name`: such a test fails itself, and the variables are cleared."""
     before = {k: os.environ.get(k) for k in LEAKY}
-    settings = {k: os.environ.get(k) for k in SET_BY_ENTRY_POINTS}
     yield
     leaked = {k: os.environ[k] for k in LEAKY if os.environ.get(k) != before[k] and k in os.environ}
     for key in leaked:
@@ -52,7 +52,7 @@ def no_active_experiment_left():
     # what an entry point run in this process sets for itself (tracking.use: MLflow's HTTP patience
     # for the config's tracking.outage_seconds) goes back, or a later test's subprocess would inherit
     # it as the user's own setting
-    for key, value in settings.items():
+    for key, value in SESSION_START.items():  # (a module fixture may have set them before this test)
         if value is None:
             os.environ.pop(key, None)
         else:

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from intertask import cli, resolve, tracking
 from intertask.compute.checkpoints import Checkpointer
 
-from .conftest import Relay, _free_port, start_mlflow_server, write_experiment
+from .conftest import SET_BY_ENTRY_POINTS, Relay, _free_port, start_mlflow_server, write_experiment
 
 
 def _config(folder: Path, tiny_model, name: str, **extra) -> Path:
@@ -38,9 +38,11 @@ def _config(folder: Path, tiny_model, name: str, **extra) -> Path:
 
 
 def _start(args: list[str], env: dict) -> subprocess.Popen:
+    """`intertask ARGS` in its own process, with what this process's entry points set left out."""
+    clean = {k: v for k, v in os.environ.items() if k not in SET_BY_ENTRY_POINTS}
     return subprocess.Popen(
         [sys.executable, "-m", "intertask", *args],
-        env={**os.environ, **env},
+        env={**clean, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
