@@ -49,12 +49,14 @@ def test_embedding_distances_grow_with_the_shift():
 
 
 def test_spearman_matches_its_definition():
-    assert divergence.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert divergence.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert divergence.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(
-        0.9486832980505139
-    )  # scipy, ties averaged
-    assert np.isnan(divergence.spearman([1, 2], [3, 4]))
+    """The rank correlation the estimators are scored with (transferability.spearman, scipy's)."""
+    from intertask import transferability
+
+    assert transferability.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert transferability.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks with ties averaged: (1, 2.5, 2.5, 4) against (1, 3, 2, 4), Pearson's r of the ranks
+    assert transferability.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486832980505139)
+    assert np.isnan(transferability.spearman([1, 1, 1], [1, 2, 3]))  # a constant side ranks nothing
 
 
 # --- gains, intervals, flags ---------------------------------------------------------------------------
