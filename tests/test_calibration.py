@@ -88,7 +88,7 @@ def test_language_means_of_translated_test_sets_cover_the_true_gain(seeds):
     """93-99 %: where the seed part and the example part both matter, reading the seed part over its
     whole chi-square (significance.mixture_p, what keeps the 3-seed tail right) is conservative, as
     the Behrens-Fisher fiducial test is; at 3 seeds the mean of 5 languages covers 98 %."""
-    coverage = _coverage(parallel=True, seeds=seeds, studies=500, seed=seeds)
+    coverage = _coverage(parallel=True, seeds=seeds, studies=250, seed=seeds)  # seeded: 0.95-0.98
     assert 0.93 <= coverage["mean_all"] <= 0.99, coverage
     assert all(0.93 <= coverage[lang] <= 0.99 for lang in LANGUAGES), coverage
 
@@ -96,7 +96,7 @@ def test_language_means_of_translated_test_sets_cover_the_true_gain(seeds):
 @pytest.mark.slow
 def test_independent_draws_per_language_under_cover_the_mean_of_translations():
     """Why the draws are joint: the same studies resampled language by language (as before)."""
-    coverage = _coverage(parallel=False, seeds=10, studies=300, seed=11)
+    coverage = _coverage(parallel=False, seeds=10, studies=120, seed=11)  # seeded: 0.867
     assert coverage["mean_all"] < 0.90, coverage
 
 
@@ -277,11 +277,11 @@ def test_the_headline_family_of_20_cells_sharing_a_baseline_keeps_its_fdr_at_thr
     flags among the flagged stays <= q."""
     rng = np.random.default_rng(3600 + real)
     shares = []
-    for _ in range(500):
+    for _ in range(250):  # (seeded: 0.028 and 0.018 here; 0.0xx at 500 reports too)
         cells = _cells_sharing_a_baseline(rng, [0.02] * real + [0.0] * (20 - real))
         hits = significance.q_values(np.array([c.p for c in cells])) <= 0.05
         shares.append(hits[real:].sum() / max(1, hits.sum()))
-    assert np.mean(shares) <= 0.05 + 0.02, np.mean(shares)  # Monte Carlo slack: 500 reports
+    assert np.mean(shares) <= 0.05 + 0.02, np.mean(shares)  # Monte Carlo slack: 250 reports
 
 
 def _languages_report(rng, deltas: dict[str, float], seeds=3, n=150, languages=("en", "de", "fr")):

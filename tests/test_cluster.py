@@ -207,7 +207,7 @@ def test_a_stage_no_single_node_can_fit_ends_the_study_with_exit_4_naming_the_no
             time.sleep(0.5)
         config = _config(tmp_path, tiny_model, "cluster-stall", cluster.address)
         started = time.monotonic()
-        code = cli.main(["main", str(config), "executor.stall_seconds=8", "executor.cpus_per_stage=2"])
+        code = cli.main(["main", str(config), "executor.stall_seconds=5", "executor.cpus_per_stage=2"])
         waited = time.monotonic() - started
     finally:
         ray.shutdown()

@@ -220,7 +220,8 @@ def test_predict_and_a_top_k_study_on_a_real_server(tiny_model, mlflow_server, t
     `main` with predict.train_top_k=2 trains only the two best-ranked choices and the baseline, logs
     what it skipped, and the report says why it cannot score the estimators (2 choices); `mlflow run
     -e predict` runs the entry point."""
-    config = write_experiment(tmp_path, tiny_model, "predict-e2e", TINY_GRID)
+    one_seed = {**TINY_GRID["grid"], "seeds": [1]}  # what is trained, not how often
+    config = write_experiment(tmp_path, tiny_model, "predict-e2e", TINY_GRID, grid=one_seed)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     assert cli.main(["predict", str(config)]) == 0
     out = capsys.readouterr().out

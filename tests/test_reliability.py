@@ -241,7 +241,7 @@ def test_a_tracking_server_that_dies_mid_run_gives_a_clear_error_and_no_registry
     port = _free_port()
     server = start_mlflow_server(store, port)
     uri = f"http://127.0.0.1:{port}"
-    config = _config(tmp_path, tiny_model, "serverdown", tracking={"outage_seconds": 15})
+    config = _config(tmp_path, tiny_model, "serverdown", tracking={"outage_seconds": 5})
     root = tmp_path / "ckpt"
     proc = _start(["finetune", str(config)], {"MLFLOW_TRACKING_URI": uri, "INTERTASK_CHECKPOINTS": str(root)})
     try:
@@ -252,7 +252,7 @@ def test_a_tracking_server_that_dies_mid_run_gives_a_clear_error_and_no_registry
     output = proc.communicate(timeout=300)[0]
     assert proc.returncode == 3, output[-3000:]
     assert time.time() - started < 90  # tracking.outage_seconds bounds the retries
-    assert "does not answer" in output and "retrying for up to 15 s (tracking.outage_seconds)" in output
+    assert "does not answer" in output and "retrying for up to 5 s (tracking.outage_seconds)" in output
     message = [line for line in output.splitlines() if line.startswith("error:")]
     assert message and uri in message[-1] and "tracking.uri: the tracking store failed" in message[-1], (
         output[-2000:]
