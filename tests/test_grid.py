@@ -368,12 +368,10 @@ def test_keys_hold_what_shapes_a_stage_and_nothing_else(tiny_model, tmp_path, sh
 
 
 def test_a_finished_baseline_only_study_re_runs_with_exit_0(
-    tiny_model, tmp_path, monkeypatch, shared_data, capsys
+    tiny_model, tmp_path, local_store, shared_data, capsys
 ):
     """A study of baselines alone has scores and no gains; run again, every stage is reused and the
     command prints its scores and exits 0 (it ended in AttributeError reading the empty gains table)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
     config = write_experiment(
         tmp_path,
         tiny_model,

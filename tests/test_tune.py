@@ -134,10 +134,8 @@ def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):
 
 
 def test_a_diverging_trial_is_pruned_and_the_best_params_feed_finetune(
-    tiny_model, tmp_path, monkeypatch, shared_data, capsys
+    tiny_model, tmp_path, local_store, shared_data, capsys
 ):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
     config = _config(
         tmp_path,
         tiny_model,

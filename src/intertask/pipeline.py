@@ -277,10 +277,6 @@ def _arm_name(cell: grid.Cell, several_models: bool, several_seeds: bool, target
     return f"{seed}arm {label}" + (f" ({cell.model})" if several_models else "")
 
 
-def _reused(ws: Workspace, job: Job, key: str) -> Outcome | None:
-    return reused(ws.experiment(), job, key)
-
-
 def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
     """Every job of the study (reusing finished ones), then the report on the parent run."""
     cfg = ws.cfg
@@ -326,8 +322,12 @@ def _open_parent(cfg: ExperimentConfig, experiment: str) -> tuple[str, float | N
     two drivers starting at the same moment made)."""
     key = main_key(cfg)
     known = tracking.find_runs(experiment, f"{TAG}run_key", key)
-    parent = tracking.open_run(
-        f"main {cfg.name}", experiment_id=experiment, key=key, tags={f"{TAG}stage": "main"}
+    parent = tracking.open_run(  # (resumed from the search above; a new one needs no second search)
+        f"main {cfg.name}",
+        experiment_id=experiment,
+        key=key,
+        tags={f"{TAG}stage": "main"},
+        resume=bool(known),
     )
     return parent, (None if known else time.monotonic())
 
@@ -531,7 +531,7 @@ def _finished_jobs(ws: Workspace, study: Plan, force: tuple[str, ...]) -> dict[s
     (tracking.log_models asks for it now), or when a job still to run starts from it."""
     ready = {}
     for job in study.jobs:
-        if job.kind not in force and (done := _reused(ws, job, study.keys[job.id])) is not None:
+        if job.kind not in force and (done := reused(ws.experiment(), job, study.keys[job.id])) is not None:
             if done.model is None and study.kept.get(job.id):
                 print(
                     f"note: {job.id} finished in run {done.run_id} without logging its model, which "

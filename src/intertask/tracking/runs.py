@@ -172,10 +172,7 @@ def _patience(seconds: float) -> Iterator[None]:
         n: os.environ.get(n)
         for n in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
     }
-    if _USER_ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] is None:
-        retries, factor = retry_plan(seconds)
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
-        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = f"{factor:g}"
+    _set_retries(seconds)
     try:
         yield
     finally:
