@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import test_calibration as calibration  # noqa: E402
 import test_significance as single  # noqa: E402
 
-from intertask import significance  # noqa: E402
+from intertask.report import significance  # noqa: E402
 
 FLAGGED = ["positive", "negative"]
 

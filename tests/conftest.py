@@ -337,7 +337,7 @@ def finetune_and_evaluate(cfg):
     them (MLflow pointed at the config's store first); returns (TrainedModel, Evaluated)."""
     from intertask import tracking
     from intertask.stages import evaluate, finetune
-    from intertask.workspace import Workspace
+    from intertask.study.workspace import Workspace
 
     tracking.use(cfg)
     ws = Workspace(cfg)

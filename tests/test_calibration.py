@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from intertask import significance
 from intertask.config import ReportConfig
-from intertask.report import gains_table
+from intertask.report import gains_table, significance
 from intertask.report.gains import TaskFacts
 
 LANGUAGES = ("en", "de", "fr", "ru", "zh")

@@ -18,11 +18,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from intertask import cli
+from intertask.config.validate import load_experiment
 from intertask.errors import DataError
-from intertask.executors import JobSpec, run_job
-from intertask.pipeline import plan
-from intertask.validate import load_experiment
-from intertask.workspace import Workspace
+from intertask.study.executors import JobSpec, run_job
+from intertask.study.pipeline import plan
+from intertask.study.workspace import Workspace
 
 from .conftest import missing_component, write_experiment
 

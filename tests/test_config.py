@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from intertask import resolve
-from intertask.config import ExperimentConfig, StageConfig, TrainingConfig
+from intertask.config import ExperimentConfig, StageConfig, TrainingConfig, resolve
+from intertask.config.validate import load_experiment
 from intertask.errors import ConfigError
-from intertask.validate import load_experiment
 
 from .conftest import REPO, write_yaml
 
@@ -368,8 +367,8 @@ def test_per_task_training_merges_over_the_stage_for_the_task_it_trains(tmp_path
     """XTREME-style per-task settings: each stage gets its task's fields over its own training block
     (the per-task value wins), everything else inherited; in a grid each cell's stages get theirs, and
     only the jobs of the task whose settings change get a new content key."""
-    from intertask import grid
-    from intertask.identity import training_inputs
+    from intertask.study import grid
+    from intertask.study.identity import training_inputs
 
     def config(pawsx_epochs):
         return write_yaml(
@@ -415,7 +414,7 @@ def test_a_split_only_evaluated_is_read_whole_and_only_its_files_must_exist(tmp_
     `test:` (not downloaded, as a user with MLQA's dev set) validates at split dev: only the files a
     stage reads must exist; at split test the missing file is named."""
     from intertask import tracking
-    from intertask.workspace import Workspace
+    from intertask.study.workspace import Workspace
 
     (tmp_path / "dev.tsv").write_text("".join(f"line {i}\t{i % 2}\n" for i in range(50)), encoding="utf-8")
     task = {
@@ -464,8 +463,8 @@ def test_the_code_vs_text_hub_study_validates_here_and_lists_what_it_skips(share
 
 
 def test_grid_exclude_takes_model_triples_with_wildcards_and_refuses_unknown_names(tmp_path, shared_data):
-    from intertask import grid
     from intertask.errors import ConfigError
+    from intertask.study import grid
 
     base = {
         "name": "x",

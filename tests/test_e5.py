@@ -109,9 +109,9 @@ def test_real_model_through_finetune_evaluate_and_pyfunc(e5_dir, local_store, sh
     (no token_type_ids), a BERT without pooler weights, the transformers flavor and pyfunc."""
     import mlflow
 
+    from intertask.config.validate import load_experiment
     from intertask.stages import evaluate, finetune
-    from intertask.validate import load_experiment
-    from intertask.workspace import Workspace
+    from intertask.study.workspace import Workspace
 
     from .conftest import REPO
 

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, collect, grid, identity, resolve
-from intertask.validate import load_experiment
+from intertask import cli
+from intertask.config import resolve
+from intertask.config.validate import load_experiment
+from intertask.study import collect, grid, identity
 
 from .conftest import REPO, write_experiment
 

@@ -20,8 +20,8 @@ from intertask import cli
 from intertask.compute import hardware
 from intertask.compute.hardware import Hardware, resolve_precision
 from intertask.config import ConfigDeprecationWarning
+from intertask.config.validate import load_experiment
 from intertask.errors import ConfigError
-from intertask.validate import load_experiment
 
 from .conftest import write_yaml
 

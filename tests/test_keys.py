@@ -3,9 +3,9 @@
 import dataclasses
 import os
 
-from intertask import identity
 from intertask.compute import hardware, machine
 from intertask.config import ExperimentConfig, StageConfig, TrainingConfig
+from intertask.study import identity
 
 
 def test_a_docstring_or_comment_edit_keeps_the_code_key_and_a_code_edit_changes_it():

@@ -10,55 +10,63 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "intertask"
 LAYERS = [
-    ["errors", "schema", "names"],
-    ["config"],
+    ["errors", "names", "config.schema", "compute", "study", "transferability"],
+    ["config.experiment", "config.tuning", "config.reading", "config"],
     ["metrics", "compute.machine", "compute.hardware", "compute.batching", "compute.quiet"],
-    ["tasks", "data", "models", "resolve"],
+    ["tasks", "data", "models", "config.resolve"],
     ["compute.modeling", "compute.weights", "compute.encoding", "compute.dropout"],
-    ["divergence", "leakage", "plots", "pooling", "significance", "transferability"],
+    ["report.divergence", "report.plots", "report.pooling", "report.significance", "transferability.scores"],
     ["compute.training", "compute.evaluation", "compute.adapters", "compute.checkpoints"],
-    ["identity"],
+    ["study.identity"],
     ["tracking"],
-    ["workspace", "stages"],
-    ["grid", "executors", "tune"],
-    ["validate"],
-    ["report"],
-    ["collect", "predict"],
-    ["pipeline"],
+    ["study.workspace", "stages"],
+    ["study.grid", "study.executors", "tune"],
+    ["config.validate"],
+    ["report.tables", "report.gains", "report.questions", "report.estimators", "report.controls"],
+    ["report.render", "report"],
+    ["study.collect", "transferability.predict"],
+    ["study.pipeline"],
     ["cli", "__main__"],
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
-SUBPACKAGES = ("compute",)  # packages whose modules have layers of their own (the compute core spans several)
+# packages whose modules have layers of their own (a package's __init__ is the module named by the package)
+SUBPACKAGES = ("compute", "config", "report", "study", "transferability")
 
 
 def _modules(package: Path = PACKAGE):
     for path in sorted(package.rglob("*.py")):
         parts = path.relative_to(package).with_suffix("").parts
-        if parts in (("__init__",), *((p, "__init__") for p in SUBPACKAGES)):
+        if parts == ("__init__",):
             continue
-        yield path, ".".join(parts[:2]) if parts[0] in SUBPACKAGES else parts[0]
+        if parts[0] in SUBPACKAGES and len(parts) > 1:
+            yield path, parts[0] if parts[1] == "__init__" else f"{parts[0]}.{parts[1]}"
+        else:
+            yield path, parts[0]
 
 
-def _imports(path: Path):
-    """(line, [("intertask", layer name)...]): `compute.training` for the compute core's modules."""
+def _in_subpackage(package: str, name: str, root: Path) -> str:
+    """`package.name` where name is a module of the subpackage, else the package (its __init__)."""
+    return f"{package}.{name}" if (root / package / f"{name}.py").exists() else package
+
+
+def _imports(path: Path, root: Path = PACKAGE):
+    """(line, [("intertask", layer name)...]): `compute.training` for a subpackage's modules."""
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module:
             parts = node.module.split(".")
-            if parts[0] == "intertask" and (len(parts) == 1 or (len(parts) == 2 and parts[1] in SUBPACKAGES)):
-                prefix = ".".join(parts[1:])
-                yield (
-                    node.lineno,
-                    [("intertask", f"{prefix}.{a.name}" if prefix else a.name) for a in node.names],
-                )
+            if parts[0] == "intertask" and len(parts) == 1:
+                yield node.lineno, [("intertask", a.name) for a in node.names]
+            elif parts[0] == "intertask" and len(parts) == 2 and parts[1] in SUBPACKAGES:
+                yield node.lineno, [("intertask", _in_subpackage(parts[1], a.name, root)) for a in node.names]
             else:
-                yield node.lineno, [_layer_name(parts)]
+                yield node.lineno, [_layer_name(parts, root)]
         elif isinstance(node, ast.Import):
-            yield node.lineno, [_layer_name(alias.name.split(".")) for alias in node.names]
+            yield node.lineno, [_layer_name(alias.name.split("."), root) for alias in node.names]
 
 
-def _layer_name(parts: list[str]) -> tuple:
+def _layer_name(parts: list[str], root: Path = PACKAGE) -> tuple:
     if parts[0] == "intertask" and len(parts) > 2 and parts[1] in SUBPACKAGES:
-        return ("intertask", f"{parts[1]}.{parts[2]}")
+        return ("intertask", _in_subpackage(parts[1], parts[2], root))
     return tuple(parts[:2])
 
 
@@ -69,7 +77,7 @@ def test_every_module_has_a_layer():
 def _upward(package: Path = PACKAGE) -> list[str]:
     found = []
     for path, me in _modules(package):
-        for line, targets in _imports(path):
+        for line, targets in _imports(path, package):
             for root, *rest in targets:
                 if root != "intertask" or not rest or rest[0] == me:
                     continue
@@ -85,7 +93,7 @@ def _mlflow_outside_tracking(package: Path = PACKAGE) -> list[str]:
         f"{path.relative_to(package)}:{line}"
         for path, me in _modules(package)
         if me != "tracking"
-        for line, targets in _imports(path)
+        for line, targets in _imports(path, package)
         if any(root == "mlflow" for root, *_ in targets)
     ]
 
@@ -104,14 +112,16 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     """A package with config importing grid lazily, a stage module reaching the report, and MLflow in
     the report: each is found, with its file and line; imports down or sideways are not."""
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "reading.py").write_text("def f():\n    from intertask import grid\n")
+    (tmp_path / "config" / "reading.py").write_text("def f():\n    from intertask.study import grid\n")
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "grid.py").write_text("from intertask.config import resolve\n")
     (tmp_path / "stages").mkdir()
     (tmp_path / "stages" / "train.py").write_text(
         "import intertask.report.tables\nfrom intertask import tracking\n"
     )
     (tmp_path / "report.py").write_text("from intertask.metrics import MEAN_ALL\nimport mlflow.pyfunc\n")
     assert sorted(_upward(tmp_path)) == [
-        "config/reading.py:2: config imports grid (a layer above)",
+        "config/reading.py:2: config.reading imports study.grid (a layer above)",
         "stages/train.py:1: stages imports report (a layer above)",
     ]
     assert _mlflow_outside_tracking(tmp_path) == ["report.py:2"]

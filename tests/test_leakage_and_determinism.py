@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from intertask import leakage, tracking
+from intertask import tracking
+from intertask.config.validate import load_experiment
+from intertask.data import leakage
 from intertask.data.splits import split_indices, subsample
 from intertask.stages import SEEN_ARTIFACT, evaluate
+from intertask.study.workspace import Workspace
 from intertask.tasks import builtin_catalog
 from intertask.tasks.examples import load_examples
-from intertask.validate import load_experiment
-from intertask.workspace import Workspace
 
 from .conftest import finetune_and_evaluate
 

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, executors, grid, tracking
-from intertask.validate import load_experiment
+from intertask import cli, tracking
+from intertask.config.validate import load_experiment
+from intertask.study import executors, grid
 
 from .conftest import _free_port, main_against, start_mlflow_server, write_experiment
 

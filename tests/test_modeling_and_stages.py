@@ -8,8 +8,8 @@ from transformers import AutoModelForSequenceClassification
 from intertask import cli
 from intertask.compute import modeling
 from intertask.compute.modeling import HeadSpec, build_models, parameter_counts
+from intertask.config.validate import load_experiment
 from intertask.tasks import builtin_catalog
-from intertask.validate import load_experiment
 
 from .conftest import finetune_and_evaluate
 

@@ -9,15 +9,16 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, grid, pipeline, report
+from intertask import cli, report
 from intertask.compute import modeling
 from intertask.compute.modeling import HeadSpec, build_models
 from intertask.config import ReportConfig
+from intertask.config.validate import load_experiment
 from intertask.errors import ConfigError
+from intertask.study import grid, pipeline
 from intertask.tasks.base import head_fit
 from intertask.tasks.examples import load_examples
 from intertask.tasks.spec import TaskSpec
-from intertask.validate import load_experiment
 
 from .conftest import write_experiment, write_yaml
 

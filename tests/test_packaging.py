@@ -240,9 +240,10 @@ def test_a_workspace_a_plan_and_an_in_process_job_change_no_global_state_nor_rer
     in-process job reads no data planning loaded already (before, every job read its sets again)."""
     import mlflow
 
-    from intertask import pipeline, tracking, workspace
-    from intertask.executors import JobSpec, executor_for
-    from intertask.validate import load_experiment
+    from intertask import tracking
+    from intertask.config.validate import load_experiment
+    from intertask.study import pipeline, workspace
+    from intertask.study.executors import JobSpec, executor_for
 
     reads = []
     real = workspace.load_examples

@@ -18,8 +18,8 @@ from transformers import AutoModel, XLNetConfig, XLNetModel
 from intertask import cli, tracking
 from intertask.compute import adapters, weights
 from intertask.config import PeftConfig
+from intertask.config.validate import load_experiment
 from intertask.errors import ConfigError, ModelError
-from intertask.validate import load_experiment
 
 from .conftest import write_yaml
 

@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from intertask import pooling
 from intertask.config import ExperimentConfig, ReportConfig, StageConfig
-from intertask.report import questions
+from intertask.report import pooling, questions
 
 STUDIES = 2000
 

@@ -10,12 +10,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import optimize
 
-from intertask import cli, transferability
+from intertask import cli
 from intertask.config import ReportConfig
+from intertask.config.validate import load_experiment
 from intertask.errors import InputError
 from intertask.report import estimator_scores
 from intertask.report.estimators import score_bounds, simultaneous_box
-from intertask.validate import load_experiment
+from intertask.transferability import scores as transferability
 
 from .conftest import main_against, mlflow_run, write_experiment
 
@@ -170,8 +171,8 @@ def test_word_features_for_token_level_logme(tiny_model):
     """A tagging target's LogME reads one feature per word (its first sub-token) with the word's tag,
     in order, however the words split into sub-tokens."""
     from intertask.compute import modeling
-    from intertask.predict import word_features
     from intertask.tasks.base import Example
+    from intertask.transferability.predict import word_features
 
     encoder = modeling.load_encoder(tiny_model)
     tokenizer = modeling.load_tokenizer(str(tiny_model))
@@ -260,7 +261,7 @@ def test_predict_and_a_top_k_study_on_a_real_server(tiny_model, mlflow_server, t
 def test_fewer_than_three_intermediate_choices_are_not_ranked():
     """One or two choices: every estimator 'ranks' them alike, nothing an estimator can be judged on;
     the ranks are not logged and a notice says so."""
-    from intertask.predict import rankable, ranked
+    from intertask.transferability.predict import rankable, ranked
 
     def rows(target, choices):
         return [

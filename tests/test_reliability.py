@@ -14,8 +14,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from intertask import cli, resolve, tracking
+from intertask import cli, tracking
 from intertask.compute.checkpoints import Checkpointer
+from intertask.config import resolve
 
 from .conftest import SET_BY_ENTRY_POINTS, Relay, _free_port, start_mlflow_server, write_experiment
 
@@ -119,8 +120,8 @@ class _Udpos:
 
     def __init__(self, tmp_path: Path, tiny_model, name: str) -> None:
         from intertask.compute.modeling import load_tokenizer
-        from intertask.validate import load_experiment
-        from intertask.workspace import Workspace, stage_data
+        from intertask.config.validate import load_experiment
+        from intertask.study.workspace import Workspace, stage_data
 
         cfg = load_experiment(_config(tmp_path, tiny_model, name))
         self.model_dir = str(tiny_model)

@@ -86,7 +86,7 @@ def test_redact_hides_tokens_and_password_parameters():
 
 
 def test_a_token_in_the_tracking_uri_goes_to_mlflow_as_its_token():
-    from intertask.tracking.runs import split_credentials
+    from intertask.tracking.connection import split_credentials
 
     assert split_credentials("https://T0ken@mlflow:5000") == ("https://mlflow:5000", "T0ken", None)
     assert split_credentials("http://u:p%40w@h:1/x") == ("http://h:1/x", "u", "p@w")

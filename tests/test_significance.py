@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from intertask import significance
+from intertask.report import significance
 
 
 def _study(rng, delta, seeds, n, seed_sd=0.01, spread=0.1):

@@ -463,9 +463,9 @@ def test_panx_trains_and_scores_as_xtreme_does(tiny_config, fixture_data, local_
     from intertask import metrics, tracking
     from intertask.compute.evaluation import evaluate_set
     from intertask.compute.modeling import load_for_task, load_tokenizer
+    from intertask.config.validate import load_experiment
     from intertask.stages import evaluate, finetune
-    from intertask.validate import load_experiment
-    from intertask.workspace import Workspace
+    from intertask.study.workspace import Workspace
 
     config = tiny_config(
         "panx",
@@ -515,7 +515,7 @@ def test_panx_trains_and_scores_as_xtreme_does(tiny_config, fixture_data, local_
 def test_squad_v2_trains_on_the_tiny_model_and_reports_the_v2_metrics(tiny_config, fixture_data, local_store):
     """SQuAD v2.0 as a training stage: answerable and unanswerable questions train, and evaluation logs
     the official v2.0 EM/F1 with their HasAns / NoAns parts."""
-    from intertask.validate import load_experiment
+    from intertask.config.validate import load_experiment
 
     from .conftest import finetune_and_evaluate
 

@@ -20,8 +20,8 @@ from sqlalchemy.exc import OperationalError
 
 from intertask import cli, tracking
 from intertask.config import TuningConfig
+from intertask.config.validate import load_experiment
 from intertask.errors import ConfigError
-from intertask.validate import load_experiment
 
 from .conftest import write_experiment
 
@@ -232,8 +232,8 @@ def test_a_worker_whose_trial_was_failed_as_stale_stops_it_and_goes_on(
     re-queued by another worker: it stops training it (run KILLED, state FAIL), says so, and the study
     still ends with every trial done once (the retry). Before, the worker crashed at its next report."""
     from intertask import tune
+    from intertask.study.workspace import Workspace
     from intertask.tune.worker import run_trial
-    from intertask.workspace import Workspace
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)

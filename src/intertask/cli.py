@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from intertask.validate import load_experiment
+    from intertask.config.validate import load_experiment
 
     overrides = split_overrides(args.overrides)
     if getattr(args, "init", ""):
@@ -191,7 +191,9 @@ def _check_entry(command: str, config_file: str, cfg) -> None:
 def _predict_command(ws) -> int:
     import pandas as pd
 
-    from intertask import pipeline, predict, tracking
+    from intertask import tracking
+    from intertask.study import pipeline
+    from intertask.transferability import predict
 
     study = pipeline.plan(ws)
     known = ws.known_experiment() is not None
@@ -223,8 +225,9 @@ def _predict_command(ws) -> int:
 
 
 def _run_entry(args) -> int:
-    from intertask import pipeline, tracking
-    from intertask.workspace import Workspace
+    from intertask import tracking
+    from intertask.study import pipeline
+    from intertask.study.workspace import Workspace
 
     cfg = _load(args)
     tracking.use(cfg)
@@ -306,8 +309,8 @@ def _print_tuning(result, cfg) -> None:
 def _validate_command(ws, args) -> int:
     """Plan the study (every local data file read, every job keyed) and load its models; hub sources
     and hub models are opened with --hub only, and listed as not read otherwise."""
-    from intertask import pipeline, validate
-    from intertask.config import dump_yaml
+    from intertask.config import dump_yaml, validate
+    from intertask.study import pipeline
 
     ws.read_hub = False
     study = pipeline.plan(ws)
@@ -335,7 +338,8 @@ def report_folder(experiment: str) -> Path:
 
 
 def _report_command(ws, args) -> int:
-    from intertask import collect, report, tracking
+    from intertask import report, tracking
+    from intertask.study import collect
 
     built, runs = collect.from_tracking(ws, args.parent or None)
     folder = Path(args.output) if args.output else report_folder(tracking.experiment_name(ws.experiment()))
@@ -359,7 +363,7 @@ def _print_evaluation(cfg, evaluated) -> None:
 
 def _print_headline(cfg, built) -> None:
     from intertask import report
-    from intertask.collect import headline_name
+    from intertask.study.collect import headline_name
 
     headline = report.summary_rows(cfg, built.gains)
     if not headline.empty:
@@ -447,7 +451,7 @@ def _print_answers(built) -> None:
 
 def _print_main(cfg, result, experiment: str) -> None:
     built = result.report
-    from intertask import resolve
+    from intertask.config import resolve
 
     catalog = resolve.catalog(cfg)
     per_language = built.gains if not built.gains.empty else built.scores

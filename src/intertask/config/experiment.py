@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from intertask.config.schema import FieldChecks, to_dict
 from intertask.config.tuning import TuningConfig
-from intertask.schema import FieldChecks, to_dict
 
 STAGES = ("intermediate", "target")
 PROBE_POINTS = ("base", "intermediate", "target")

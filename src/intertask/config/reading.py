@@ -20,9 +20,9 @@ from intertask.config.experiment import (
     ExperimentConfig,
     TrainingConfig,
 )
+from intertask.config.schema import build, coerce_fields, construct, field_type, read_yaml
 from intertask.errors import Problems
 from intertask.names import close_matches
-from intertask.schema import build, coerce_fields, construct, field_type, read_yaml
 
 # --- overrides ------------------------------------------------------------------------------------
 

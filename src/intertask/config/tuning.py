@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from intertask.config.schema import FieldChecks
 from intertask.names import close_matches
-from intertask.schema import FieldChecks
 
 TUNABLE = ("learning_rate", "batch_size", "epochs", "warmup_ratio", "weight_decay", "max_grad_norm")
 PEFT_TUNABLE = ("peft.rank", "peft.alpha", "peft.dropout")  # with a `peft:` section

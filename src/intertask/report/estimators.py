@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from intertask import metrics, resolve, transferability
-from intertask.config import NONE, ExperimentConfig
+from intertask import metrics
+from intertask.config import NONE, ExperimentConfig, resolve
+from intertask.transferability import scores as transferability
 
 ESTIMATE_COLUMNS = ["model", "target", "intermediate", "estimator", "value", "note"]
 COLUMNS = [

@@ -38,9 +38,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from intertask import metrics, significance
+from intertask import metrics
 from intertask.config import NONE
 from intertask.metrics import EXAMPLE_KEYS
+from intertask.report import significance
 
 KEYS = ["model", "intermediate", "target", "task", "split", "language", "metric"]
 GAIN_COLUMNS = [

@@ -26,8 +26,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from intertask import metrics, pooling, resolve, significance
-from intertask.config import NONE, ExperimentConfig
+from intertask import metrics
+from intertask.config import NONE, ExperimentConfig, resolve
+from intertask.report import pooling, significance
 
 MEASURES = ["vocabulary_overlap", "js_divergence", "embedding_cosine_distance", "mmd"]
 ALL = "all targets"
@@ -389,7 +390,7 @@ def degradation_rows(cfg: ExperimentConfig, scores: pd.DataFrame, gains: pd.Data
 
 
 def _training_language(cfg: ExperimentConfig, target: str) -> str:
-    from intertask import grid
+    from intertask.study import grid
 
     stage = cfg.target
     return grid.training_language(cfg, stage.language if stage else "en", (target,))

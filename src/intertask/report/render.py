@@ -9,15 +9,14 @@ import io
 import numpy as np
 import pandas as pd
 
-from intertask import resolve
-from intertask.config import ExperimentConfig
+from intertask.config import ExperimentConfig, resolve
 from intertask.report.controls import not_learnt_text
 from intertask.report.gains import cell_notes
 from intertask.report.tables import Report, summary_rows, xtreme_missing
 
 
 def figures(cfg: ExperimentConfig, built: Report) -> dict:
-    from intertask import plots  # matplotlib: only when figures are drawn (not for a report read back)
+    from intertask.report import plots  # matplotlib: only when figures are drawn (not for a report read back)
 
     figures = {}
     catalog = resolve.catalog(cfg)

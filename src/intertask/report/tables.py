@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from intertask import divergence, grid, metrics, resolve
-from intertask.config import NONE, ExperimentConfig
-from intertask.identity import CELL_TAG
+from intertask import metrics
+from intertask.config import NONE, ExperimentConfig, resolve
+from intertask.report import divergence
 from intertask.report.gains import CELL_KEYS, TaskFacts
+from intertask.study import grid
+from intertask.study.identity import CELL_TAG
 
 SCORE_COLUMNS = [
     "model",

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from intertask import leakage, resolve, tracking
+from intertask import tracking
 from intertask.compute import hardware
-from intertask.config import ExperimentConfig, TrainingConfig
+from intertask.config import ExperimentConfig, TrainingConfig, resolve
+from intertask.data import leakage
 from intertask.errors import ModelError, Problem
+from intertask.study.workspace import Workspace
 from intertask.tasks.base import ExampleSet, TaskType
-from intertask.workspace import Workspace
 
 SEEN_ARTIFACT = "data/seen_examples.json"
 TAG = tracking.TAG

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from intertask import leakage, plots, resolve, tracking
+from intertask import tracking
 from intertask.compute import modeling
 from intertask.compute.evaluation import (
     evaluate_set,
@@ -19,9 +19,11 @@ from intertask.compute.evaluation import (
     prediction_rows,
     table_metrics,
 )
-from intertask.config import BASE_MODEL, EvalTaskConfig
+from intertask.config import BASE_MODEL, EvalTaskConfig, resolve
+from intertask.data import leakage
 from intertask.errors import DataError
 from intertask.metrics import EXAMPLES_ARTIFACT
+from intertask.report import plots
 from intertask.stages.common import (
     SEEN_ARTIFACT,
     TAG,
@@ -33,10 +35,10 @@ from intertask.stages.common import (
     stage_runtime,
 )
 from intertask.stages.probes import limit, retrieval_table
+from intertask.study.workspace import Workspace
 from intertask.tasks.base import TaskType
 from intertask.tasks.qa import NULL_THRESHOLDS
 from intertask.tasks.types import task_type
-from intertask.workspace import Workspace
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from intertask import resolve, tracking
+from intertask import tracking
 from intertask.compute import hardware, modeling
 from intertask.compute.evaluation import example_rows, language_table, table_metrics
-from intertask.config import EvalTaskConfig
+from intertask.config import EvalTaskConfig, resolve
 from intertask.stages.common import TAG, eval_training, recorded_run, stage_runtime
+from intertask.study.workspace import Workspace
 from intertask.tasks.base import EncodedSet, ExampleSet
 from intertask.tasks.examples import select
 from intertask.tasks.retrieval import RetrievalTask
-from intertask.workspace import Workspace
 
 
 def run_probes(

@@ -3,10 +3,10 @@ finished run (the best trial of a tuning study)."""
 
 from __future__ import annotations
 
-from intertask import resolve, tracking
-from intertask.config import StageConfig
+from intertask import tracking
+from intertask.config import StageConfig, resolve
 from intertask.stages.common import TAG, StartPoint, TrainedModel
-from intertask.workspace import Workspace
+from intertask.study.workspace import Workspace
 
 
 def logged_name(chain, which: str, seed: int) -> str:

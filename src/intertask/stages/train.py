@@ -11,13 +11,15 @@ from pathlib import Path
 
 import torch
 
-from intertask import identity, leakage, models, plots, resolve, tracking
+from intertask import models, tracking
 from intertask.compute import adapters, checkpoints, hardware, modeling
 from intertask.compute.checkpoints import Checkpointer
 from intertask.compute.evaluation import predict_outputs
 from intertask.compute.training import TrainPart, train
-from intertask.config import StageConfig
+from intertask.config import StageConfig, resolve
+from intertask.data import leakage
 from intertask.metrics import BEST_DEV, REFERENCE_DEV, learnt_margin
+from intertask.report import plots
 from intertask.stages.common import (
     SEEN_ARTIFACT,
     TAG,
@@ -29,10 +31,11 @@ from intertask.stages.common import (
 )
 from intertask.stages.probes import run_probes
 from intertask.stages.publish import log_stage_model
+from intertask.study import identity
+from intertask.study.workspace import Workspace, stage_data
 from intertask.tasks.base import ExampleSet, TaskType
 from intertask.tasks.qa import NULL_THRESHOLDS
 from intertask.tracking import remote_checkpoints, serving
-from intertask.workspace import Workspace, stage_data
 
 
 def _start_point(ws: Workspace, init: TrainedModel | str | None) -> StartPoint:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Literal
 
 from intertask import metrics as M
+from intertask.config.schema import FieldChecks, build, read_yaml
 from intertask.errors import Problems
-from intertask.schema import FieldChecks, build, read_yaml
 
 TaskTypeName = Literal[
     "classification", "multilabel_classification", "tagging", "extractive_qa", "multiple_choice", "retrieval"

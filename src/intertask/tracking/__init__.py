@@ -1,12 +1,45 @@
 """The only package that talks to MLflow.
 
-runs        the connection, runs (open, nest, close, find, reap) and logging into the active run
+connection  the tracking URI, credentials, first contact, outage retries, the experiment
+runs        runs opened, nested, continued, closed and found
+liveness    process tags, heartbeats, closing the runs of dead processes and of an ended study
+records     values, notices, tables, figures and files logged into a run, tables read back
+leases      several drivers on one study: claims on the parent
+remote_checkpoints  checkpoints in a stage run's artifacts (node-local disks)
 provenance  the resolved config, git commit, package versions, machine and data fingerprints
 registry    logging, registering, resolving and downloading models
 serving     the pyfunc model that serves every logged model (task_model.py: its code, as MLflow logs it)
 server_app  `mlflow server --app-name intertask`: MLflow's server, its UI opening experiments on their runs
 """
 
+from intertask.tracking.connection import (
+    DESCRIPTION,
+    EXPERIMENT_KIND,
+    MODEL_TRAINING,
+    TAG,
+    TAG_LIMIT,
+    TrackingError,
+    client,
+    connect,
+    current_uri,
+    describe,
+    experiment_name,
+    experiment_page,
+    last_retry,
+    store_failure,
+    tracking_uri,
+    ui_command,
+    use,
+)
+from intertask.tracking.liveness import (
+    Cleanup,
+    alive,
+    close_dead_runs,
+    close_running_children,
+    close_stale_runs,
+    heartbeat,
+    process_tags,
+)
 from intertask.tracking.provenance import (
     PACKAGES,
     config_hash,
@@ -17,6 +50,25 @@ from intertask.tracking.provenance import (
     log_datasets,
     log_provenance,
     package_versions,
+)
+from intertask.tracking.records import (
+    NOTICE,
+    html_page,
+    log_artifacts,
+    log_bytes,
+    log_figure,
+    log_json,
+    log_metrics,
+    log_mlflow_table,
+    log_params,
+    log_parquet,
+    log_run_metrics,
+    log_table,
+    log_text,
+    read_run_parquet,
+    read_run_table,
+    record_notices,
+    set_tags,
 )
 from intertask.tracking.registry import (
     HEADS_ARTIFACT,
@@ -33,61 +85,20 @@ from intertask.tracking.registry import (
     safe_name,
 )
 from intertask.tracking.runs import (
-    DESCRIPTION,
-    EXPERIMENT_KIND,
-    MODEL_TRAINING,
-    NOTICE,
-    TAG,
-    TAG_LIMIT,
-    Cleanup,
-    TrackingError,
     active_run_id,
-    alive,
-    client,
-    close_dead_runs,
     close_run,
-    close_running_children,
-    close_stale_runs,
-    connect,
-    current_uri,
-    describe,
-    experiment_name,
-    experiment_page,
     filter_literal,
     find_runs,
     finished_stage,
     get_run,
-    heartbeat,
     holds_model,
-    html_page,
-    last_retry,
-    log_artifacts,
-    log_bytes,
-    log_figure,
-    log_json,
-    log_metrics,
-    log_mlflow_table,
-    log_params,
-    log_parquet,
-    log_run_metrics,
-    log_table,
-    log_text,
     log_text_to,
     logging_to,
     open_run,
-    process_tags,
-    read_run_parquet,
-    read_run_table,
-    record_notices,
     reference_of,
     run,
     search_pages,
     set_run_tags,
-    set_tags,
-    store_failure,
-    tracking_uri,
-    ui_command,
-    use,
 )
 
 __all__ = [

@@ -29,7 +29,9 @@ import uuid
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from intertask.tracking.runs import TAG, alive, find_runs, last_retry, process_tags
+from intertask.tracking.connection import TAG, last_retry
+from intertask.tracking.liveness import alive, process_tags
+from intertask.tracking.runs import find_runs
 
 DRIVER = f"{TAG}driver."  # tag prefix on the parent: a live driver's latest heartbeat
 ELECTED = f"{TAG}elected"  # tag on the parent run two drivers agreed on

@@ -18,7 +18,8 @@ from mlflow.exceptions import MlflowException
 
 from intertask.config import ExperimentConfig, dump_yaml
 from intertask.errors import redact
-from intertask.tracking.runs import TAG, log_params, set_tags
+from intertask.tracking.connection import TAG
+from intertask.tracking.records import log_params, set_tags
 
 PACKAGES = (
     "intertask",
@@ -47,7 +48,7 @@ def flatten(data: object, prefix: str = "") -> dict[str, object]:
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    from intertask.identity import content_hash
+    from intertask.study.identity import content_hash
 
     return content_hash(cfg.to_dict())
 

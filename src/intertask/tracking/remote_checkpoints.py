@@ -20,7 +20,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from intertask.errors import redact
-from intertask.tracking.runs import TAG, find_runs
+from intertask.tracking.connection import TAG
+from intertask.tracking.runs import find_runs
 
 FOLDER = "checkpoint"
 POINTER = f"{FOLDER}/latest.json"

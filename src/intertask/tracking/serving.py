@@ -33,15 +33,15 @@ CODE_FILE = Path(__file__).with_name("task_model.py")  # what MLflow logs as the
 
 
 def write_task(folder: Path, spec, max_length: int) -> None:
-    from intertask.schema import to_dict
+    from intertask.config.schema import to_dict
 
     (folder / TASK_FILE).write_text(json.dumps({"task": to_dict(spec), "max_length": max_length}))
 
 
 def read_task(folder: Path):
     """(TaskSpec, max_length) saved beside the model."""
+    from intertask.config.schema import build
     from intertask.errors import Problems
-    from intertask.schema import build
     from intertask.tasks.spec import TaskSpec
 
     saved = json.loads((folder / TASK_FILE).read_text())

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from intertask import tracking
 from intertask.config import ExperimentConfig, TuningConfig
 from intertask.errors import ConfigError, Problem, redact
-from intertask.workspace import Workspace
+from intertask.study.workspace import Workspace
 
 TAG = "intertask."
 PARENT_ATTR = "intertask.parent_run_id"

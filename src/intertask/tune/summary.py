@@ -11,11 +11,12 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
-from intertask import plots, stages, tracking
+from intertask import stages, tracking
 from intertask.config import ExperimentConfig
 from intertask.errors import redact
+from intertask.report import plots
+from intertask.study.workspace import Workspace
 from intertask.tune.study import TAG
-from intertask.workspace import Workspace
 
 
 @dataclass

@@ -15,9 +15,10 @@ import optuna
 import psutil
 from optuna.trial import TrialState
 
-from intertask import resolve, stages, tracking
-from intertask.config import ExperimentConfig
+from intertask import stages, tracking
+from intertask.config import ExperimentConfig, resolve
 from intertask.errors import redact
+from intertask.study.workspace import Workspace
 from intertask.tune.study import (
     TAG,
     open_study,
@@ -30,7 +31,6 @@ from intertask.tune.study import (
     trial_seed,
 )
 from intertask.tune.summary import Kept, TuneResult, summarise
-from intertask.workspace import Workspace
 
 
 class Pruned(optuna.TrialPruned):

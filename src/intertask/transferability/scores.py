@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from intertask import divergence
+from intertask.report import divergence
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:

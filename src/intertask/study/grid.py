@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from intertask import resolve
-from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig, with_task_training
+from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig, resolve, with_task_training
+from intertask.config.schema import to_dict
 from intertask.errors import Problems
-from intertask.identity import code_version, content_hash, model_identity, tags_of_cell, training_inputs
-from intertask.schema import to_dict
+from intertask.study.identity import code_version, content_hash, model_identity, tags_of_cell, training_inputs
 from intertask.tasks.base import head_fit
 from intertask.tasks.types import task_type
 

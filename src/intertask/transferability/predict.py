@@ -23,11 +23,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from intertask import divergence, grid, report, resolve, tracking, transferability
-from intertask.config import NONE, ExperimentConfig
-from intertask.identity import metric_part
-from intertask.report import ESTIMATE_COLUMNS
-from intertask.workspace import Workspace
+from intertask import report, tracking
+from intertask.config import NONE, ExperimentConfig, resolve
+from intertask.report import ESTIMATE_COLUMNS, divergence
+from intertask.study import grid
+from intertask.study.identity import metric_part
+from intertask.study.workspace import Workspace
+from intertask.transferability import scores as transferability
 
 RANKED = ("embedding_similarity", "vocabulary_overlap", "neg_js_divergence", "neg_mmd", "logme_intermediate")
 
@@ -207,7 +209,7 @@ def run(
 def log(ws: Workspace, estimates: pd.DataFrame, seconds: float, parent_run_id: str | None = None) -> str:
     """The predict run: metrics estimate/<model>/<target>/<intermediate>/<estimator>, the tables
     predict/estimates and predict/ranked (CSV + HTML), the rank chart, and the wall time."""
-    from intertask import plots
+    from intertask.report import plots
 
     tags = {
         tracking.TAG + "stage": "predict",

@@ -26,15 +26,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from intertask import grid, resolve, tracking
-from intertask.config import BASE_MODEL, STAGES, ExperimentConfig
+from intertask import tracking
+from intertask.config import BASE_MODEL, STAGES, ExperimentConfig, resolve
+from intertask.config.schema import to_dict
 from intertask.errors import DataError, Problem
-from intertask.executors import JobSpec, Outcome, executor_for, reused
-from intertask.grid import Job
-from intertask.identity import code_version, content_hash
-from intertask.schema import to_dict
+from intertask.study import grid
+from intertask.study.executors import JobSpec, Outcome, executor_for, reused
+from intertask.study.grid import Job
+from intertask.study.identity import code_version, content_hash
+from intertask.study.workspace import HubNotRead, Workspace, stage_data
 from intertask.tracking import leases
-from intertask.workspace import HubNotRead, Workspace, stage_data
 
 TAG = tracking.TAG
 
@@ -369,7 +370,7 @@ def _describe_parent(ws: Workspace, study: Plan, parent: str) -> None:
 def _report(ws: Workspace, outcomes: dict[str, Outcome], parent: str, foresight):
     """The study's report, logged on the parent run and closing it; an earlier parent's report over
     exactly these runs is loaded instead (a re-run of a finished study: its own parent then has it)."""
-    from intertask import collect
+    from intertask.study import collect
 
     cfg, experiment = ws.cfg, ws.experiment()
     inputs = report_inputs(cfg, outcomes)
@@ -414,7 +415,7 @@ def intermediate_models(ws: Workspace, study: Plan) -> dict[tuple[str, str], lis
 def _predict_first(ws: Workspace, study: Plan, done_before: bool) -> Foresight:
     import time
 
-    from intertask import predict
+    from intertask.transferability import predict
 
     cfg = ws.cfg
     start = time.perf_counter()
@@ -448,7 +449,7 @@ def _predict_first(ws: Workspace, study: Plan, done_before: bool) -> Foresight:
 
 
 def _log_foresight(ws: Workspace, foresight: Foresight, parent: str) -> None:
-    from intertask import predict
+    from intertask.transferability import predict
 
     predict.log(ws, foresight.estimates, foresight.seconds, parent)
     if foresight.skipped:

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from intertask import grid, models, resolve
+from intertask import models
 from intertask.config import (
     NONE,
     PEFT_TUNABLE,
@@ -22,9 +22,11 @@ from intertask.config import (
     TuningConfig,
     blame_overrides,
     read_experiment,
+    resolve,
 )
 from intertask.errors import ConfigError, DataError, Problems
 from intertask.names import close_matches, suggest
+from intertask.study import grid
 from intertask.tasks import TaskCatalog
 from intertask.tasks.examples import plan_split, shipped_sources
 from intertask.tasks.types import task_type

@@ -12,11 +12,12 @@ import itertools
 
 import pandas as pd
 
-from intertask import predict, tracking
+from intertask import tracking
 from intertask.config import NONE, ExperimentConfig
-from intertask.identity import CELL_TAG, cell_tags, metric_part
 from intertask.metrics import BEST_DEV, EXAMPLES_ARTIFACT, REFERENCE_DEV
 from intertask.report import LEARNING_COLUMNS, TABLES, Report, assemble
+from intertask.study.identity import CELL_TAG, cell_tags, metric_part
+from intertask.transferability import predict
 
 
 def from_outcomes(cfg: ExperimentConfig, outcomes: list, ws=None, estimates=None) -> Report:
@@ -236,7 +237,7 @@ def log(built: Report, cfg: ExperimentConfig, outcomes: dict) -> None:
         if frame is not None and not frame.empty:
             tracking.log_table(frame, f"report/{name}")
     for name, figure in built.figures.items():
-        from intertask import plots
+        from intertask.report import plots
 
         tracking.log_figure(figure, f"report/{name}.png")
         plots.close(figure)
@@ -441,7 +442,7 @@ def from_tracking(ws, parent_run_id: str | None = None) -> tuple[Report, dict]:
     every study of the experiment (newest finished run per stage key). Only runs of a study cell count (their
     `intertask.cell.*` tags place them): standalone evaluations, tuning studies and trials, runs that
     did not finish are skipped, and `Report.skipped` says how many, and why."""
-    from intertask.executors import Outcome
+    from intertask.study.executors import Outcome
 
     experiment = ws.experiment()
     listed = tracking.read_run_json(parent_run_id, "report/stages.json") if parent_run_id else None

@@ -21,8 +21,8 @@ import pandas as pd
 
 from intertask.config import BASE_MODEL, ExperimentConfig
 from intertask.errors import ClusterError, Terminated
-from intertask.grid import Job
-from intertask.identity import STAGE_KINDS, cell_tags
+from intertask.study.grid import Job
+from intertask.study.identity import STAGE_KINDS, cell_tags
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def run_job(
     already points at the study's store (the entry point, or `_ray_job` in a Ray worker). With a
     `spec.driver`, the stage is claimed first: one that another driver of the study runs is waited for
     and its run reused."""
-    from intertask.workspace import Workspace
+    from intertask.study.workspace import Workspace
 
     if spec.driver and (done := _claim_or_reuse(spec, upstream)) is not None:
         return done

@@ -11,9 +11,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from intertask import models, resolve, tracking
+from intertask import models, tracking
 from intertask.compute import encoding
-from intertask.config import ExperimentConfig, StageConfig
+from intertask.config import ExperimentConfig, StageConfig, resolve
 from intertask.errors import DataError
 from intertask.tasks.base import ExampleSet, TaskType
 from intertask.tasks.examples import load_examples

@@ -16,8 +16,8 @@ import yaml
 from intertask import models
 from intertask.compute import machine
 from intertask.config import ExperimentConfig
+from intertask.config.schema import to_dict
 from intertask.data.fingerprint import file_fingerprint
-from intertask.schema import to_dict
 
 CELL_TAG = "intertask.cell."  # + model | intermediate | target | seed
 
