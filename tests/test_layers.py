@@ -24,9 +24,10 @@ LAYERS = [
     ["config.validate"],
     ["report.tables", "report.gains", "report.questions", "report.estimators", "report.controls"],
     ["report.render", "report"],
-    ["study.collect", "transferability.predict"],
+    ["study.collect", "transferability.predict", "study.planning"],
+    ["study.foresight"],
     ["study.pipeline"],
-    ["cli", "__main__"],
+    ["cli", "__main__", "printing"],
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 # packages whose modules have layers of their own (a package's __init__ is the module named by the package)

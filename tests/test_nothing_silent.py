@@ -15,7 +15,7 @@ from intertask.compute.modeling import HeadSpec, build_models
 from intertask.config import ReportConfig
 from intertask.config.validate import load_experiment
 from intertask.errors import ConfigError
-from intertask.study import grid, pipeline
+from intertask.study import grid, planning
 from intertask.tasks.base import head_fit
 from intertask.tasks.examples import load_examples
 from intertask.tasks.spec import TaskSpec
@@ -120,7 +120,7 @@ def test_a_cell_that_nothing_scores_is_refused_and_one_that_skips_a_task_says_so
         evaluation={"tasks": [{"task": "xnli", "languages": ["en"]}, {"task": "pawsx", "languages": ["en"]}]},
     )
     cfg = load_experiment(config)
-    said = dict(pipeline.study_notices(cfg))
+    said = dict(planning.study_notices(cfg))
     assert set(said) == {"evaluation_left_out.xnli.pawsx", "evaluation_left_out.pawsx.xnli"}
     assert "pawsx is not scored in the cells none -> xnli" in said["evaluation_left_out.xnli.pawsx"]
     config = _grid_config(
@@ -129,7 +129,7 @@ def test_a_cell_that_nothing_scores_is_refused_and_one_that_skips_a_task_says_so
         grid={"target": ["xnli", "pawsx"], "intermediate": ["none", "rte", "sst2"]},
         evaluation={"tasks": [{"task": "xnli", "languages": ["en"]}, {"task": "pawsx", "languages": ["en"]}]},
     )
-    said = dict(pipeline.study_notices(load_experiment(config)))  # one line per target and task
+    said = dict(planning.study_notices(load_experiment(config)))  # one line per target and task
     assert set(said) == {"evaluation_left_out.xnli.pawsx", "evaluation_left_out.pawsx.xnli"}
     assert (
         "pawsx is not scored in the cells (none, rte, sst2) -> xnli" in said["evaluation_left_out.xnli.pawsx"]
@@ -141,7 +141,7 @@ def test_a_language_one_task_lacks_is_said_and_a_task_with_none_is_refused(tmp_p
         tmp_path, tiny_model, grid={"target": ["xnli", "pawsx"]}, evaluation={"languages": ["en", "sw"]}
     )
     cfg = load_experiment(config)
-    said = dict(pipeline.study_notices(cfg))
+    said = dict(planning.study_notices(cfg))
     assert said == {
         "languages_left_out.pawsx": "evaluation: pawsx has no sw of evaluation.languages: scored in en"
     }
@@ -171,7 +171,7 @@ def test_a_grid_task_trained_in_another_language_is_said(tmp_path, tiny_model, s
         intermediate={"task": "rte", "language": "en"},
         grid={"intermediate": ["none", "frtask"]},
     )
-    said = dict(pipeline.study_notices(load_experiment(config)))
+    said = dict(planning.study_notices(load_experiment(config)))
     assert said == {
         "language.intermediate.frtask": "grid: frtask has no en: its intermediate stage trains in fr"
     }
@@ -286,15 +286,15 @@ def test_a_cell_without_a_baseline_seed_is_in_the_table_with_the_reason():
 
 
 def test_the_report_command_prints_the_cell_notes(tmp_path, capsys):
-    from intertask.cli import _print_headline
     from intertask.config import ExperimentConfig, StageConfig
+    from intertask.printing import print_headline
 
     accuracy = {("xnli", s): 0.7 for s in (1, 2, 3)} | {("none", s): 0.6 for s in (1, 2)}
     scores, examples = _cells(accuracy)
     gains = report.gains_table(scores, examples, {"pawsx": "single_label"}, ReportConfig(bootstrap=100))
     empty = pd.DataFrame()
     built = report.Report(scores, gains, empty, empty, empty, empty, empty, empty)
-    _print_headline(ExperimentConfig(name="n", target=StageConfig(task="pawsx")), built)
+    print_headline(ExperimentConfig(name="n", target=StageConfig(task="pawsx")), built)
     assert (
         "note: xnli -> pawsx (pawsx test, m): 2 paired seed(s): seed(s) 3 missing in the baseline arm"
         in capsys.readouterr().out

@@ -223,7 +223,7 @@ def test_importing_intertask_changes_no_logging_warnings_or_environment():
         "    env = {k: v for k, v in os.environ.items() if k.startswith(('TOKENIZERS', 'MLFLOW_TRACKING', 'INTERTASK'))}\n"
         "    return optuna.logging.get_verbosity(), hf.get_verbosity(), ours, env\n"
         "before = state()\n"
-        "import intertask.cli, intertask.tune, intertask.stages, intertask.report, intertask.pipeline\n"
+        "import intertask.cli, intertask.tune, intertask.stages, intertask.report, intertask.study.pipeline\n"
         "print(before == state(), before, state())\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENIZERS", "INTERTASK"))}
@@ -242,7 +242,7 @@ def test_a_workspace_a_plan_and_an_in_process_job_change_no_global_state_nor_rer
 
     from intertask import tracking
     from intertask.config.validate import load_experiment
-    from intertask.study import pipeline, workspace
+    from intertask.study import planning, workspace
     from intertask.study.executors import JobSpec, executor_for
 
     reads = []
@@ -261,7 +261,7 @@ def test_a_workspace_a_plan_and_an_in_process_job_change_no_global_state_nor_rer
 
     before = state()
     ws = workspace.Workspace(cfg, str(config))
-    study = pipeline.plan(ws)
+    study = planning.plan(ws)
     assert state() == before and "tatoeba" in reads
     tracking.use(cfg)  # the entry point
     before, planned = state(), len(reads)

@@ -18,8 +18,11 @@ from pathlib import Path
 
 from intertask.errors import ClusterError, InputError, Problems, Terminated, redact
 from intertask.names import UnknownName
+from intertask.printing import print_evaluation, print_headline, print_main, print_tuning, report_folder
 
 ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate", "report", "tune")
+
+
 FORCE_CHOICES = ("all", "probe", "intermediate", "finetune", "evaluate")
 
 
@@ -48,6 +51,8 @@ COMMANDS = {
     "validate": "check a config (and its data files) and print it resolved",
     "predict": "transferability estimates for every intermediate choice x target of the grid, before training",
 }
+
+
 _INIT = (
     "--init",
     {
@@ -55,6 +60,8 @@ _INIT = (
         "help": "start from models:/name@alias, models:/<model id>, runs:/ID/<model name> or a run id",
     },
 )
+
+
 OPTIONS: dict[str, list[tuple[str, dict]]] = {  # each command's options beyond config and overrides
     "main": [
         (
@@ -192,12 +199,12 @@ def _predict_command(ws) -> int:
     import pandas as pd
 
     from intertask import tracking
-    from intertask.study import pipeline
+    from intertask.study import foresight, planning
     from intertask.transferability import predict
 
-    study = pipeline.plan(ws)
+    study = planning.plan(ws)
     known = ws.known_experiment() is not None
-    result = predict.run(ws, pipeline.intermediate_models(ws, study) if known else {})
+    result = predict.run(ws, foresight.intermediate_models(ws, study) if known else {})
     order, unranked = predict.rankable(predict.ranked(result.estimates))  # notices: said by predict.run
     with pd.option_context("display.width", 160, "display.max_rows", 200, "display.max_columns", 20):
         for (model, target), frame in result.estimates.groupby(["model", "target"], sort=False):
@@ -226,7 +233,7 @@ def _predict_command(ws) -> int:
 
 def _run_entry(args) -> int:
     from intertask import tracking
-    from intertask.study import pipeline
+    from intertask.study import pipeline, planning
     from intertask.study.workspace import Workspace
 
     cfg = _load(args)
@@ -246,11 +253,11 @@ def _run_entry(args) -> int:
 
             experiment = tracking.experiment_name(ws.experiment())
             report.write(result.report, report_folder(experiment))  # also here, next to the artifacts
-            _print_main(cfg, result, experiment)
+            print_main(cfg, result, experiment)
         elif args.command == "intermediate":
             from intertask import stages
 
-            pipeline.preflight(ws, ("intermediate",), evaluation=False)
+            planning.preflight(ws, ("intermediate",), evaluation=False)
             trained = stages.intermediate(ws)
             print(f"intermediate model: {trained.uri} (run {trained.run_id})")
         elif args.command == "tune":
@@ -258,9 +265,9 @@ def _run_entry(args) -> int:
 
             from intertask import tune
 
-            pipeline.preflight(ws, (cfg.tuning.stage,), evaluation=False)
+            planning.preflight(ws, (cfg.tuning.stage,), evaluation=False)
             result = tune.tune(ws, name=args.study_name or None, storage=args.storage or None)
-            _print_tuning(result, cfg)
+            print_tuning(result, cfg)
             if not result.best_params:
                 errors = result.trials.get("error", pd.Series(dtype=str)).dropna()
                 reason = f" (first error: {errors.iloc[0]})" if len(errors) else ""
@@ -269,14 +276,14 @@ def _run_entry(args) -> int:
         elif args.command == "finetune":
             from intertask import stages
 
-            pipeline.preflight(ws, ("target",), evaluation=False)
+            planning.preflight(ws, ("target",), evaluation=False)
             trained = stages.finetune(ws)
             print(f"target model: {trained.uri} (run {trained.run_id})")
         else:
             from intertask import stages
 
-            pipeline.preflight(ws, (), evaluation=True)
-            _print_evaluation(cfg, stages.evaluate(ws, cfg.evaluation.model))
+            planning.preflight(ws, (), evaluation=True)
+            print_evaluation(cfg, stages.evaluate(ws, cfg.evaluation.model))
     finally:
         ws.close()
     page = tracking.ui_command(ws.experiment_id)
@@ -284,37 +291,15 @@ def _run_entry(args) -> int:
     return 0
 
 
-def _print_tuning(result, cfg) -> None:
-    columns = [
-        c for c in result.trials.columns if c in ("number", "state", "value") or c.startswith("params_")
-    ]
-    print(result.trials[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    counts = result.trials.state.value_counts().to_dict()
-    print(
-        f"\nstudy {result.study_name!r} in {result.storage}: {counts}; this process ran {result.ran} trial(s); "
-        f"parent run {result.parent_run_id}"
-    )
-    if result.best_params:
-        print(
-            f"best dev {cfg.tuning.metric or 'selection score'} = {result.best_value:.4f} with {result.best_params}"
-        )
-        print(
-            f"as overrides: {result.best_params_file} (e.g. intertask finetune CONFIG @{result.best_params_file})"
-        )
-    if result.registered:
-        print(f"best model: {result.registered}")
-    print(f"dashboard: optuna-dashboard {result.storage}")
-
-
 def _validate_command(ws, args) -> int:
     """Plan the study (every local data file read, every job keyed) and load its models; hub sources
     and hub models are opened with --hub only, and listed as not read otherwise."""
     from intertask.config import dump_yaml, validate
-    from intertask.study import pipeline
+    from intertask.study import planning
 
     ws.read_hub = False
-    study = pipeline.plan(ws)
-    skipped_models = pipeline.check_models(study.jobs, hub=args.hub)
+    study = planning.plan(ws)
+    skipped_models = planning.check_models(study.jobs, hub=args.hub)
     if args.hub:
         opened = validate.check_hub(ws.cfg, ws.skipped_hub)
         print(f"hub: {opened} source(s) opened, a few rows of each read as a run reads them", file=sys.stderr)
@@ -330,13 +315,6 @@ def _validate_command(ws, args) -> int:
     return 0
 
 
-def report_folder(experiment: str) -> Path:
-    """Where a study's report files land here: reports/<experiment> (as its registered models)."""
-    from intertask import tracking
-
-    return Path("reports") / tracking.safe_name(experiment)
-
-
 def _report_command(ws, args) -> int:
     from intertask import report, tracking
     from intertask.study import collect
@@ -347,131 +325,11 @@ def _report_command(ws, args) -> int:
     if args.parent:
         with tracking.run(f"main {ws.cfg.name}", experiment_id=ws.experiment(), run_id=args.parent):
             collect.log(built, ws.cfg, runs)
-    _print_headline(ws.cfg, built)
+    print_headline(ws.cfg, built)
     print(f"\nreport: {folder / 'report.html'} ({len(built.scores)} scores from {len(runs)} runs)")
     for why, count in sorted(built.skipped.items()):
         print(f"  skipped {count} run(s): {why}")
     return 0
-
-
-def _print_evaluation(cfg, evaluated) -> None:
-    for (task, split), table in evaluated.table.groupby(["task", "split"], sort=False):
-        wide = table.pivot(index="language", columns="metric", values="value")
-        print(f"\n{task}/{split} ({cfg.evaluation.model}):")
-        print(wide.loc[table.language.unique()].to_string(float_format=lambda v: f"{v:.4f}"))
-
-
-def _print_headline(cfg, built) -> None:
-    from intertask import report
-    from intertask.study.collect import headline_name
-
-    headline = report.summary_rows(cfg, built.gains)
-    if not headline.empty:
-        family = int((built.gains.family == "headline").sum())
-        print(
-            f"\nheadline gains (the headline metric on {headline_name(cfg, built.gains)}; interval over seeds "
-            f"and test examples; q: {cfg.report.correction.upper()} over the headline family of {family} "
-            "cell(s); a cell's other rows tested only where its headline is flagged):"
-        )
-        columns = [
-            "model",
-            "intermediate",
-            "target",
-            "task",
-            "metric",
-            "n_seeds",
-            "transfer",
-            "baseline",
-            "gain",
-            "ci_low",
-            "ci_high",
-            "q",
-            "mde",
-            "flag",
-        ]
-        print(headline[columns].to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
-        for r in headline.itertuples():
-            print(f"  {r.intermediate} -> {r.target} ({r.task} {r.metric}): {r.reading}")
-        if (headline.n_seeds < 3).any():
-            print("  (fewer than 3 seeds: the interval covers the test sample, not the training randomness)")
-    elif not built.scores.empty:
-        print("\nscores (first metric, mean over languages):")
-        print(
-            report.summary_rows(cfg, built.scores).to_string(index=False, float_format=lambda v: f"{v:.4f}")
-        )
-    for r in built.learnt.itertuples():
-        if not r.learnt:
-            print(f"  warning: {r.stage} {r.task} ({r.model}): {report.not_learnt_text(r)}")
-    for line in report.cell_notes(built.gains):
-        print(f"  note: {line}")
-    if built.null_note:
-        print(f"\n{built.null_note}")
-    _print_answers(built)
-    if not built.xtreme.empty:
-        print("\nXTREME:")
-        print(
-            built.xtreme.drop(columns=["xtreme_languages_missing"]).to_string(
-                index=False, float_format=lambda v: f"{v:.4f}"
-            )
-        )
-
-
-def _print_answers(built) -> None:
-    """The answers read across cells (report/questions.py), in points, when the study has them."""
-    pts = lambda v: f"{100 * v:+.1f}"  # noqa: E731
-    pooled = (
-        built.correlations[built.correlations.scope == "all targets"] if not built.correlations.empty else []
-    )
-    if len(pooled):
-        print("\ngain against divergence (slope per sd of the measure; rho within targets; 95 % intervals):")
-        for r in pooled.itertuples():
-            if r.slope == r.slope:
-                print(
-                    f"  {r.model} {r.measure}: slope {pts(r.slope)} [{pts(r.slope_low)}, {pts(r.slope_high)}] "
-                    f"p {r.slope_p:.2g}; rho {r.rho:+.2f} [{r.rho_low:+.2f}, {r.rho_high:+.2f}] p {r.rho_p:.2g} "
-                    f"(detectable {r.detectable_rho:.2f}, {r.cells} cells): {r.answer}"
-                )
-    for r in built.contrasts.itertuples():
-        print(
-            f"  {r.contrast} ({r.scope}, {r.cells} cells): {pts(r.estimate)} [{pts(r.ci_low)}, {pts(r.ci_high)}]: "
-            f"{r.answer}"
-        )
-    summary = (
-        built.degradation[built.degradation.intermediate == "all"] if not built.degradation.empty else []
-    )
-    if len(summary):
-        print("\ncross-lingual drop, change with intermediate training (mean over intermediate tasks):")
-        for r in summary.itertuples():
-            if r.zero_shot.split("/")[-1].startswith("mean_"):
-                print(
-                    f"  {r.model} {r.target} {r.source} -> {r.zero_shot} {r.metric}: baseline drop "
-                    f"{pts(r.baseline_drop)}, change {pts(r.change)} [{pts(r.ci_low)}, {pts(r.ci_high)}]"
-                )
-
-
-def _print_main(cfg, result, experiment: str) -> None:
-    built = result.report
-    from intertask.config import resolve
-
-    catalog = resolve.catalog(cfg)
-    per_language = built.gains if not built.gains.empty else built.scores
-    for task, table in per_language.groupby("task", sort=False):
-        metric = catalog.spec(task).headline_metric
-        rows = table[table.metric == metric]
-        columns = [
-            c
-            for c in ("model", "intermediate", "target", "language", "transfer", "baseline", "gain", "value")
-            if c in rows
-        ]
-        print(f"\n{task} {metric} per language:")
-        print(rows[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    _print_headline(cfg, built)
-    reused = sum(o.reused for o in result.outcomes.values())
-    print(
-        f"\n{len(result.outcomes)} stages ({reused} reused from finished runs); parent run {result.parent_run_id} "
-        f"in experiment {experiment!r}: the report is its artifact report/report.html, "
-        f"and {report_folder(experiment) / 'report.html'} here"
-    )
 
 
 def _model_command(args) -> int:

@@ -103,7 +103,7 @@ def _logme_under(ws: Workspace, kind: str, sample: tuple, encoder, tokenizer) ->
 
 def estimate(ws: Workspace, intermediate_models: dict | None = None) -> pd.DataFrame:
     """The estimates table (ESTIMATE_COLUMNS). `intermediate_models`: (model, intermediate label) ->
-    model references of finished intermediate stages of this study (pipeline.intermediate_models)."""
+    model references of finished intermediate stages of this study (foresight.intermediate_models)."""
     from intertask import stages
     from intertask.compute import modeling
 
