@@ -17,7 +17,7 @@ from common import examples
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 from transformers.utils import logging as hf_logging
 
-from intertask import models
+from intertask import pretrained
 from intertask.compute.encoding import encode
 from intertask.compute.evaluation import predict_outputs
 from intertask.config import TrainingConfig
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    model_dir = str(models.prepare("e5-small"))
+    model_dir = str(pretrained.prepare("e5-small"))
     spec = builtin_catalog().spec("xnli")
     task = task_type(spec)
     sets = {lang: examples("xnli", lang, "test", args.per_language) for lang in LANGUAGES}

@@ -208,10 +208,10 @@ def run_variant(
 ) -> dict:
     from transformers.utils import logging as hf_logging
 
-    from intertask import models
+    from intertask import pretrained
 
     hf_logging.set_verbosity_error()
-    model_dir = str(models.prepare("e5-small"))
+    model_dir = str(pretrained.prepare("e5-small"))
     spec, train_set, dev_set, test_set = _data(task, examples, dev)
     if name.startswith("trainer"):
         out = _trainer(

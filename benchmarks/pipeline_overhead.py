@@ -43,7 +43,7 @@ def logging_overhead(n: int, repeats: int) -> dict[str, tuple[float, float]]:
     import mlflow
     from transformers import AutoTokenizer
 
-    from intertask import models, tracking
+    from intertask import pretrained, tracking
     from intertask.compute.encoding import encode
     from intertask.compute.modeling import HeadSpec, build_models
     from intertask.compute.training import TrainPart, train
@@ -51,7 +51,7 @@ def logging_overhead(n: int, repeats: int) -> dict[str, tuple[float, float]]:
     from intertask.tasks import builtin_catalog
     from intertask.tasks.types import task_type
 
-    model_dir = str(models.prepare("e5-small"))
+    model_dir = str(pretrained.prepare("e5-small"))
     spec = builtin_catalog().spec("pawsx")
     train_set = examples("pawsx", "en", "train", n)
     dev_set = examples("pawsx", "en", "dev", 16)

@@ -82,7 +82,7 @@ def setup(n: int, batch: int, embeddings: str, seed: int = SEED) -> Setup:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from intertask import models
+    from intertask import pretrained
     from intertask.compute.batching import length_grouped_batches
     from intertask.compute.encoding import encode
     from intertask.compute.modeling import HeadSpec, build_models
@@ -92,7 +92,7 @@ def setup(n: int, batch: int, embeddings: str, seed: int = SEED) -> Setup:
     from intertask.tasks.types import task_type
 
     hf_logging.set_verbosity_error()
-    model_dir = str(models.prepare("e5-small"))
+    model_dir = str(pretrained.prepare("e5-small"))
     spec = builtin_catalog().spec("pawsx")
     data = examples("pawsx", "en", "train", n, seed)
     task = task_type(spec)

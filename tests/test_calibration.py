@@ -18,7 +18,7 @@ import pytest
 
 from intertask.config import ReportConfig
 from intertask.report import gains_table, significance
-from intertask.report.gains import TaskFacts
+from intertask.report.flags import TaskFacts
 
 LANGUAGES = ("en", "de", "fr", "ru", "zh")
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from intertask import models, tracking
-from intertask.models import e5
+from intertask import pretrained, tracking
+from intertask.pretrained import e5
 
 pytestmark = pytest.mark.slow  # the real e5-small model
 
 
 @pytest.fixture(scope="module")
 def e5_dir():
-    return models.prepare("e5-small")  # a hard dependency: its source missing is a failure, not a skip
+    return pretrained.prepare("e5-small")  # a hard dependency: its source missing is a failure, not a skip
 
 
 def test_packed_file_header_and_dequantization():
@@ -32,26 +32,26 @@ def test_packed_file_header_and_dequantization():
 
 
 def test_prepared_folder_is_atomic_and_recorded(e5_dir):
-    assert models.is_prepared("e5-small")
+    assert pretrained.is_prepared("e5-small")
     assert {"config.json", "model.safetensors", "tokenizer.json", "intertask-model.json"} <= {
         p.name for p in e5_dir.iterdir()
     }
     assert not list(e5_dir.parent.glob(".e5-small-*")), "a staging folder was left behind"
-    assert models.prepare("e5-small") == e5_dir  # second call reuses
+    assert pretrained.prepare("e5-small") == e5_dir  # second call reuses
 
 
 def test_a_cache_built_from_other_source_weights_is_not_reused(tmp_path, monkeypatch):
     """is_prepared checks the recorded source digest against the weights installed now."""
-    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
-    folder = models.prepared_path("e5-small")
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path))
+    folder = pretrained.prepared_path("e5-small")
     folder.mkdir(parents=True)
     marker = folder / "intertask-model.json"
     marker.write_text(json.dumps({"name": "e5-small", "source_sha256": "0" * 64}))
-    assert not models.is_prepared("e5-small")
+    assert not pretrained.is_prepared("e5-small")
     marker.write_text(json.dumps({"name": "e5-small", "source_sha256": e5.source_digest()}))
-    assert models.is_prepared("e5-small")
+    assert pretrained.is_prepared("e5-small")
     marker.write_text("{half a file")
-    assert not models.is_prepared("e5-small")
+    assert not pretrained.is_prepared("e5-small")
 
 
 def test_tokenizer_uses_the_xlmr_sentencepiece_vocabulary(e5_dir):

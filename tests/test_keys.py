@@ -82,27 +82,27 @@ def _cached_hub_model(cache, repo: str, commit: str, ref: str = "main"):
 def test_a_hub_model_is_keyed_by_the_commit_its_revision_stands_for(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from intertask import models
+    from intertask import pretrained
     from intertask.compute import weights
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # here the hub cannot be asked: the cache says
-    models.repo_commit.cache_clear()
+    pretrained.repo_commit.cache_clear()
     old, new = "a" * 40, "b" * 40
     _cached_hub_model(tmp_path, "org/model", old)
     assert identity.model_identity("org/model") == f"org/model@{old}"
     assert weights.pinned("org/model") == f"org/model@{old}"  # what a slim model records as its base
     _cached_hub_model(tmp_path, "org/model", new)  # the model was updated on the hub and fetched again
-    models.repo_commit.cache_clear()
+    pretrained.repo_commit.cache_clear()
     assert identity.model_identity("org/model") == f"org/model@{new}"
     assert identity.model_identity(f"org/model@{old}") == f"org/model@{old}"  # pinned: a commit is itself
     _cached_hub_model(tmp_path, "org/model", old, ref="v1.0")
     assert identity.model_identity("org/model@v1.0") == f"org/model@{old}"
     assert identity.model_identity("org/unknown") == "org/unknown@unresolved"
-    assert models.split_revision("org/model@v1.0") == ("org/model", "v1.0")
-    assert models.split_revision("./folder@2") == ("./folder@2", None)
+    assert pretrained.split_revision("org/model@v1.0") == ("org/model", "v1.0")
+    assert pretrained.split_revision("./folder@2") == ("./folder@2", None)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert models.resolve("org/model@v1.0") == str(tmp_path / "models--org--model" / "snapshots" / old)
+    assert pretrained.resolve("org/model@v1.0") == str(tmp_path / "models--org--model" / "snapshots" / old)
 
 
 def test_a_hub_dataset_branch_is_read_at_the_commit_it_stands_for(tmp_path, monkeypatch):
@@ -110,13 +110,13 @@ def test_a_hub_dataset_branch_is_read_at_the_commit_it_stands_for(tmp_path, monk
     and that commit is part of the set's fingerprint, so a moved branch cannot reuse stale runs."""
     from huggingface_hub import constants
 
-    from intertask import models
+    from intertask import pretrained
     from intertask.tasks.examples import hub_commit, hub_options
     from intertask.tasks.spec import HubSource
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    models.repo_commit.cache_clear()
+    pretrained.repo_commit.cache_clear()
     hub = HubSource(path="org/data", revision="refs/convert/parquet")
     ref = tmp_path / "datasets--org--data" / "refs" / "refs" / "convert" / "parquet"
     ref.parent.mkdir(parents=True)
@@ -128,7 +128,7 @@ def test_a_hub_dataset_branch_is_read_at_the_commit_it_stands_for(tmp_path, monk
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     assert hub_options(hub, "en", hub_commit(hub))["revision"] == "c" * 40  # online: pinned to the commit
     ref.write_text("d" * 40)  # the branch moved
-    models.repo_commit.cache_clear()
+    pretrained.repo_commit.cache_clear()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert hub_commit(hub) == "d" * 40
     assert hub_commit(HubSource(path="org/data", revision="e" * 40)) == "e" * 40  # a commit is itself

@@ -11,9 +11,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "intertask"
 LAYERS = [
     ["errors", "names", "config.schema", "compute", "study", "transferability"],
-    ["config.experiment", "config.tuning", "config.reading", "config"],
+    ["config.operations", "config.experiment", "config.tuning", "config.reading", "config"],
     ["metrics", "compute.machine", "compute.hardware", "compute.batching", "compute.quiet"],
-    ["tasks", "data", "models", "config.resolve"],
+    ["tasks", "data", "pretrained", "config.resolve"],
     ["compute.modeling", "compute.weights", "compute.encoding", "compute.dropout"],
     ["report.divergence", "report.plots", "report.pooling", "report.significance", "transferability.scores"],
     ["compute.training", "compute.evaluation", "compute.adapters", "compute.checkpoints"],
@@ -22,7 +22,14 @@ LAYERS = [
     ["study.workspace", "stages"],
     ["study.grid", "study.executors", "tune"],
     ["config.validate"],
-    ["report.tables", "report.gains", "report.questions", "report.estimators", "report.controls"],
+    [
+        "report.flags",
+        "report.tables",
+        "report.gains",
+        "report.questions",
+        "report.estimators",
+        "report.controls",
+    ],
     ["report.render", "report"],
     ["study.collect", "transferability.predict", "study.planning"],
     ["study.foresight"],

@@ -425,7 +425,7 @@ def test_a_hub_that_refuses_the_token_is_said_not_swallowed(monkeypatch, capsys)
 
     from huggingface_hub import constants
 
-    from intertask import models
+    from intertask import pretrained
 
     class Refusing(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 -- http.server's name
@@ -443,11 +443,11 @@ def test_a_hub_that_refuses_the_token_is_said_not_swallowed(monkeypatch, capsys)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
         monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
-        models.repo_commit.cache_clear()
-        assert models.repo_commit("someone/private-model", "main") is None
+        pretrained.repo_commit.cache_clear()
+        assert pretrained.repo_commit("someone/private-model", "main") is None
     finally:
         server.shutdown()
-        models.repo_commit.cache_clear()
+        pretrained.repo_commit.cache_clear()
     err = capsys.readouterr().err
     assert "someone/private-model@main" in err and "check HF_TOKEN" in err and "left unresolved" in err
     assert "hf_not_a_real_token" not in err

@@ -9,7 +9,7 @@ import pytest
 from intertask import report
 from intertask.config import ExperimentConfig, GridConfig, ReportConfig, StageConfig
 from intertask.report import divergence
-from intertask.report.gains import TaskFacts
+from intertask.report.flags import TaskFacts
 
 CORPUS = ["the cat sat on the mat", "a dog barked at the cat", "the mat was red"]
 OTHER = ["stock prices fell sharply", "markets rallied monday", "bond yields rose"]

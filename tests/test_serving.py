@@ -279,11 +279,11 @@ def test_the_serving_tokenizer_encodes_as_training_does(name, tiny_model, shared
     gives the ids, word alignment and pair encoding of modeling.load_tokenizer (training, evaluation)
     on real sentences in 9 languages, with truncation -- for the tiny test model and every offline
     model."""
-    from intertask import models
+    from intertask import pretrained
 
     from .conftest import _corpus
 
-    source = str(tiny_model) if name == "tiny" else str(models.prepare(name))
+    source = str(tiny_model) if name == "tiny" else str(pretrained.prepare(name))
     usual = modeling.load_tokenizer(source)
 
     def no_fallback(source):

@@ -333,16 +333,18 @@ def _report_command(ws, args) -> int:
 
 
 def _model_command(args) -> int:
-    from intertask import models
+    from intertask import pretrained
 
     if args.model_command == "list":
-        for name in models.OFFLINE_MODELS:
+        for name in pretrained.OFFLINE_MODELS:
             state = (
-                f"prepared at {models.prepared_path(name)}" if models.is_prepared(name) else "not prepared"
+                f"prepared at {pretrained.prepared_path(name)}"
+                if pretrained.is_prepared(name)
+                else "not prepared"
             )
-            print(f"{name:12s} {state}\n             {models.OFFLINE_MODELS.get(name).description}")
+            print(f"{name:12s} {state}\n             {pretrained.OFFLINE_MODELS.get(name).description}")
         return 0
-    print(models.prepare(args.name, force=args.force))
+    print(pretrained.prepare(args.name, force=args.force))
     return 0
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -113,3 +114,82 @@ class Checkpointer:
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class RunState:
+    """Everything of a training run that is not a tensor: what a checkpoint's state.json holds."""
+
+    batches_per_task: dict[str, int]
+    epoch: int = 0  # the current (or last finished) epoch
+    in_epoch: bool = False
+    epoch_step: int = 0
+    epoch_loss: float = 0.0
+    step: int = 0
+    seen: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    train_seconds: float = 0.0
+    best: float | None = None
+    best_epoch: int = 0
+    best_dev: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+
+def capture(run: RunState, modules, best_state, optimizers, schedulers, scaler, rng, streams) -> Saved:
+    state = {
+        **asdict(run),
+        "rng": rng.bit_generator.state,
+        "streams": {n: s.state() for n, s in streams.items()},
+    }
+    state["python_random"] = list(random.getstate()[1])
+    if scaler is not None:
+        state["grad_scaler"] = scaler.state_dict()
+    return Saved(
+        step=run.step,
+        trainable=named_trainable(modules),
+        best=best_state,
+        optimizer={"optimizers": [o.state_dict() for o in optimizers]},
+        scheduler={"schedulers": [s.state_dict() for s in schedulers]},
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        state=state,
+    )
+
+
+def restore(saved: Saved, modules, optimizers, schedulers, scaler, rng, streams, run: RunState):
+    """Put the checkpoint back in place; returns the best epoch's weights when they were saved."""
+    missing = set(named_trainable(modules)) - set(saved.trainable)
+    if missing:
+        raise ValueError(f"checkpoint does not fit this model: {sorted(missing)[:3]} ... missing")
+    if len(saved.optimizer.get("optimizers", ())) != len(optimizers):
+        raise ValueError("checkpoint does not fit this run: a different set of optimizers")
+    modules.load_state_dict(saved.trainable, strict=False)
+    for optimizer, state in zip(optimizers, saved.optimizer["optimizers"], strict=True):
+        optimizer.load_state_dict(state)
+    for scheduler, state in zip(schedulers, saved.scheduler["schedulers"], strict=True):
+        scheduler.load_state_dict(state)
+    torch.set_rng_state(saved.torch_rng)
+    if saved.cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(saved.cuda_rng)
+    state = dict(saved.state)
+    scaler_state = state.pop("grad_scaler", None)
+    if scaler is not None and scaler_state is not None:
+        scaler.load_state_dict(scaler_state)
+    rng.bit_generator.state = state.pop("rng")
+    for name, stream_state in state.pop("streams").items():
+        streams[name].restore(stream_state)
+    version, internal, gauss = random.getstate()
+    random.setstate((version, tuple(state.pop("python_random")), gauss))
+    for key, value in state.items():
+        setattr(run, key, value)
+    if saved.best is not None:
+        return saved.best
+    if run.best_epoch and run.best_epoch == run.epoch and not run.in_epoch:
+        return {k: v.detach().clone() for k, v in named_trainable(modules).items()}
+    return None
+
+
+def named_trainable(modules: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What training changes, once per tensor (frozen embeddings are not copied)."""
+    return {n: p for n, p in modules.named_parameters() if p.requires_grad}

@@ -93,7 +93,7 @@ class Runtime:
     threads: int
 
     def params(self) -> dict[str, str]:
-        """Logged on every stage run (MLflow params)."""
+        """Recorded with every stage (as parameters of its run)."""
         hw = self.hardware
         return {
             "runtime.precision": self.precision.name,

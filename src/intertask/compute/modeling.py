@@ -29,7 +29,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from intertask import models
+from intertask import pretrained
 from intertask.compute import weights
 from intertask.compute.quiet import quiet_transformers
 from intertask.errors import ModelError, Problem
@@ -52,7 +52,7 @@ _ARCHITECTURE_SUFFIX = {
 
 def resolve_source(name_or_path: str) -> str:
     """An offline model name becomes its prepared folder (built on first use); others pass through."""
-    return models.resolve(name_or_path)
+    return pretrained.resolve(name_or_path)
 
 
 def _model_error(source: str, err: Exception, field: str = "model.name_or_path") -> ModelError:
@@ -200,7 +200,7 @@ def build_models(
         # weights the checkpoint lacks are drawn from the global RNG (e5-small ships no pooler, which
         # sequence-classification heads read): seed it, or the first model of a process differs per run
         torch.manual_seed(seed)
-        encoder = weights.load(AutoModel, source)  # a model logged as its changed weights too
+        encoder = weights.load(AutoModel, source)  # a model saved as its changed weights too
         out = {}
         for spec in heads:
             torch.manual_seed(seed)

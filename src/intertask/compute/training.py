@@ -1,7 +1,7 @@
 """The training loop: one or several tasks sharing an encoder (jiant-style multi-task), AdamW with
 linear warm-up and decay, length-grouped batches, autocast in the resolved precision (bf16, or fp16
 with loss scaling), dev evaluation after every epoch and best-epoch selection. It knows nothing about
-MLflow: metrics go to a callback.
+tracking: metrics go to a callback.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from intertask.compute import hardware
 from intertask.compute.batching import collate, length_grouped_batches, shuffled_batches
-from intertask.compute.checkpoints import Checkpointer, Saved
+from intertask.compute.checkpoints import Checkpointer, RunState, Saved, capture, named_trainable, restore
 from intertask.compute.dropout import fast_dropout
 from intertask.compute.evaluation import evaluate_set
 from intertask.config import SamplingConfig, TrainingConfig
@@ -244,7 +244,7 @@ def train(
         )
         if _is_better(score, run.best):
             run.best, run.best_epoch, run.best_dev = score, run.epoch, dev
-            loop.best_state = {k: v.detach().clone() for k, v in _named_trainable(loop.modules).items()}
+            loop.best_state = {k: v.detach().clone() for k, v in named_trainable(loop.modules).items()}
         run.in_epoch = False
         if on_epoch is not None:
             on_epoch(run.epoch, score)
@@ -271,7 +271,7 @@ class _Loop:
     streams: dict[str, _Stream]
     weights: dict[str, float]  # task -> sampling probability
     stepper: _Stepper
-    run: _RunState
+    run: RunState
     steps_per_epoch: int
     total_steps: int
     best_state: dict | None = None  # the best epoch's trainable weights, once there is one
@@ -302,7 +302,7 @@ class _Loop:
             },
             weights=sampling_weights({p.name: len(p.train) for p in parts}, sampling),
             stepper=_Stepper(cfg, pad_id, device, precision, scaler, trainable, optimizers, schedulers),
-            run=_RunState(batches_per_task={p.name: 0 for p in parts}),
+            run=RunState(batches_per_task={p.name: 0 for p in parts}),
             steps_per_epoch=steps_per_epoch,
             total_steps=total_steps,
         )
@@ -347,7 +347,7 @@ class _Loop:
             self.best_state if self.best_state is not None and self.run.best_epoch != self.run.epoch else None
         )
         checkpointer.save(
-            _capture(
+            capture(
                 self.run,
                 self.modules,
                 best,
@@ -360,7 +360,7 @@ class _Loop:
         )
 
     def resume(self, saved: Saved) -> None:
-        self.best_state = _restore(
+        self.best_state = restore(
             saved,
             self.modules,
             self.optimizers,
@@ -372,7 +372,7 @@ class _Loop:
         )
 
 
-def _log_point(run: _RunState, losses: list, scheduler, started: float, log, progress) -> None:
+def _log_point(run: RunState, losses: list, scheduler, started: float, log, progress) -> None:
     """The mean loss since the last log point, the learning rate and the throughput, logged at a step."""
     _add_losses(run, losses)
     elapsed = run.train_seconds + time.perf_counter() - started
@@ -388,7 +388,7 @@ def _log_point(run: _RunState, losses: list, scheduler, started: float, log, pro
     run.loss_sum, run.loss_count = 0.0, 0
 
 
-def _result(run: _RunState, resumed_at_step: int | None) -> TrainResult:
+def _result(run: RunState, resumed_at_step: int | None) -> TrainResult:
     return TrainResult(
         run.best_epoch,
         float("nan") if run.best is None else run.best,
@@ -415,7 +415,7 @@ class _Stepper:
     optimizers: list
     schedulers: list
 
-    def step(self, part: TrainPart, stream, run: _RunState) -> torch.Tensor:
+    def step(self, part: TrainPart, stream, run: RunState) -> torch.Tensor:
         """One optimizer step on `part`: gradient_accumulation_steps micro-batches from its stream, each
         loss divided by their number, summed; then the update. Returns the step's loss on the device."""
         accumulate, step_loss = self.cfg.gradient_accumulation_steps, 0.0
@@ -431,7 +431,7 @@ class _Stepper:
         return step_loss
 
 
-def _close_epoch(parts, cfg, pad_id, precision, selection_task, run: _RunState, steps_per_epoch: int, log):
+def _close_epoch(parts, cfg, pad_id, precision, selection_task, run: RunState, steps_per_epoch: int, log):
     """Every task scored on dev after an epoch: the epoch's history row, logged; (selection score, dev)."""
     dev = _evaluate_dev(parts, cfg, pad_id, precision)
     score = selection_score(dev, parts, selection_task)
@@ -471,7 +471,7 @@ def _update(trainable, optimizers, schedulers, scaler, max_grad_norm: float) -> 
         scaler.update()
 
 
-def _add_losses(run: _RunState, losses: list[torch.Tensor]) -> None:
+def _add_losses(run: RunState, losses: list[torch.Tensor]) -> None:
     """Add the steps' losses (still on the device) to the running sums, in step order."""
     if not losses:
         return
@@ -482,82 +482,3 @@ def _add_losses(run: _RunState, losses: list[torch.Tensor]) -> None:
             run.epoch_loss + value,
         )
     losses.clear()
-
-
-@dataclass
-class _RunState:
-    """Everything of a training run that is not a tensor: what a checkpoint's state.json holds."""
-
-    batches_per_task: dict[str, int]
-    epoch: int = 0  # the current (or last finished) epoch
-    in_epoch: bool = False
-    epoch_step: int = 0
-    epoch_loss: float = 0.0
-    step: int = 0
-    seen: int = 0
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    train_seconds: float = 0.0
-    best: float | None = None
-    best_epoch: int = 0
-    best_dev: dict = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
-
-
-def _capture(run: _RunState, modules, best_state, optimizers, schedulers, scaler, rng, streams) -> Saved:
-    state = {
-        **asdict(run),
-        "rng": rng.bit_generator.state,
-        "streams": {n: s.state() for n, s in streams.items()},
-    }
-    state["python_random"] = list(random.getstate()[1])
-    if scaler is not None:
-        state["grad_scaler"] = scaler.state_dict()
-    return Saved(
-        step=run.step,
-        trainable=_named_trainable(modules),
-        best=best_state,
-        optimizer={"optimizers": [o.state_dict() for o in optimizers]},
-        scheduler={"schedulers": [s.state_dict() for s in schedulers]},
-        torch_rng=torch.get_rng_state(),
-        cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-        state=state,
-    )
-
-
-def _restore(saved: Saved, modules, optimizers, schedulers, scaler, rng, streams, run: _RunState):
-    """Put the checkpoint back in place; returns the best epoch's weights when they were saved."""
-    missing = set(_named_trainable(modules)) - set(saved.trainable)
-    if missing:
-        raise ValueError(f"checkpoint does not fit this model: {sorted(missing)[:3]} ... missing")
-    if len(saved.optimizer.get("optimizers", ())) != len(optimizers):
-        raise ValueError("checkpoint does not fit this run: a different set of optimizers")
-    modules.load_state_dict(saved.trainable, strict=False)
-    for optimizer, state in zip(optimizers, saved.optimizer["optimizers"], strict=True):
-        optimizer.load_state_dict(state)
-    for scheduler, state in zip(schedulers, saved.scheduler["schedulers"], strict=True):
-        scheduler.load_state_dict(state)
-    torch.set_rng_state(saved.torch_rng)
-    if saved.cuda_rng is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(saved.cuda_rng)
-    state = dict(saved.state)
-    scaler_state = state.pop("grad_scaler", None)
-    if scaler is not None and scaler_state is not None:
-        scaler.load_state_dict(scaler_state)
-    rng.bit_generator.state = state.pop("rng")
-    for name, stream_state in state.pop("streams").items():
-        streams[name].restore(stream_state)
-    version, internal, gauss = random.getstate()
-    random.setstate((version, tuple(state.pop("python_random")), gauss))
-    for key, value in state.items():
-        setattr(run, key, value)
-    if saved.best is not None:
-        return saved.best
-    if run.best_epoch and run.best_epoch == run.epoch and not run.in_epoch:
-        return {k: v.detach().clone() for k, v in _named_trainable(modules).items()}
-    return None
-
-
-def _named_trainable(modules: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What training changes, once per tensor (frozen embeddings are not copied)."""
-    return {n: p for n, p in modules.named_parameters() if p.requires_grad}

@@ -1,12 +1,13 @@
-"""Logging a trained model as the weights that changed from its base model (`tracking.log_weights:
-changed`), and putting the whole model back together when it is loaded.
+"""A trained model saved as the weights that changed from its base model, and the whole model put back
+together when it is loaded (the folder format; tracking/registry.py decides when it is used:
+`tracking.log_weights: changed`).
 
 A stage that freezes the word embeddings (96M of multilingual-e5-small's 118M parameters) or trains a
 PEFT adapter (merged into a few projection matrices) leaves most tensors bit-identical to the base
-model's. The logged folder keeps every tensor that differs (exact comparison: nothing is rounded) in
+model's. The saved folder keeps every tensor that differs (exact comparison: nothing is rounded) in
 `changed.safetensors` and, in `base.json`, the base model's name, which base tensor each omitted one
 is, and a SHA-256 of those base tensors' bytes. Loading (`load`) fetches the base model (the hub, a local
-folder or an offline model, as training did) into the logged architecture, checks the digest -- a
+folder or an offline model, as training did) into the saved architecture, checks the digest -- a
 different base gives a clear error, never a silently different model -- and puts the changed tensors
 over it in memory: no whole copy is written to disk for any model.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from intertask import models
+from intertask import pretrained
 from intertask.errors import ModelError, Problem
 
 BASE_FILE = "base.json"
@@ -38,7 +39,7 @@ def base_tensors(base: str) -> dict[str, torch.Tensor]:
     from intertask.compute.quiet import quiet_transformers
 
     quiet_transformers()
-    return AutoModel.from_pretrained(models.resolve(base)).state_dict()
+    return AutoModel.from_pretrained(pretrained.resolve(base)).state_dict()
 
 
 def _base_key(key: str, base: dict[str, torch.Tensor]) -> str | None:
@@ -99,10 +100,10 @@ def changes(folder: Path, base: str) -> Changes:
 def pinned(base: str) -> str:
     """A hub base as `org/model@<commit>` where the commit is known (a base later updated on the hub
     still loads as trained); folders and offline models as they are."""
-    repo = models.split_revision(base)[0]
-    if base in models.OFFLINE_MODELS or Path(base).expanduser().exists():
+    repo = pretrained.split_revision(base)[0]
+    if base in pretrained.OFFLINE_MODELS or Path(base).expanduser().exists():
         return base
-    commit = models.hub_commit(base)
+    commit = pretrained.hub_commit(base)
     return f"{repo}@{commit}" if commit else base
 
 
@@ -139,7 +140,7 @@ def load(cls, source: str | Path, **kwargs):
 
     saved = json.loads((folder / BASE_FILE).read_text())
     config = AutoConfig.from_pretrained(str(folder), **kwargs)
-    model = cls.from_pretrained(models.resolve(saved["base"]), config=config)
+    model = cls.from_pretrained(pretrained.resolve(saved["base"]), config=config)
     state = model.state_dict()
     prefix = model.base_model_prefix + "."
     bare = getattr(model, model.base_model_prefix, model) is model
@@ -181,7 +182,7 @@ def _checked_key(base: str, omitted: dict[str, str]) -> str | None:
     """What the digest of a base model's omitted tensors depends on: its weight files (path, size,
     modification time) and the tensors' names; None for a base that is no local folder (a hub name
     not resolved to files: hashed every time)."""
-    folder = Path(models.resolve(base))
+    folder = Path(pretrained.resolve(base))
     files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) if folder.is_dir() else []
     if not files:
         return None
@@ -192,13 +193,13 @@ def _checked_key(base: str, omitted: dict[str, str]) -> str | None:
 def _checked(key: str | None) -> str | None:
     """The digest an earlier load computed for the same unchanged base files (0.46 s of SHA-256 over
     e5-small's 384 MB of word embeddings saved on every later load)."""
-    return models.read_book(CHECKED).get(key) if key is not None else None
+    return pretrained.read_book(CHECKED).get(key) if key is not None else None
 
 
 def _remember(key: str | None, digest: str) -> str:
     if key is not None:
         with contextlib.suppress(OSError):  # a read-only cache (a serving container): checked next time
-            models.write_book(CHECKED, models.read_book(CHECKED) | {key: digest})
+            pretrained.write_book(CHECKED, pretrained.read_book(CHECKED) | {key: digest})
     return digest
 
 

@@ -2,14 +2,18 @@
 
 An experiment is one YAML file in pipelines/. Its keys equal the field names below; defaults live here
 and nowhere else. Each dataclass checks its own fields; the checks that need the task catalog, the
-data files, the model registry or the grid live above those layers, in `intertask.validate`, whose
+data files, the model registry or the grid live above those layers, in `config.validate`, whose
 `load_experiment` reports every problem at once, before anything is trained, as
 `<file>: <dotted.field>: <problem> (got ...; expected ...)`.
 
 The top-level `training:` block holds the defaults of every stage; a stage's own `training:` block
 overrides it field by field.
 
-    experiment  the sections and the experiment (one frozen dataclass each)
+    experiment  the sections of what a study trains, and the experiment (one frozen dataclass each)
+    operations  the sections of how it runs and is reported: tracking, executor, report, predict
+    schema      YAML -> dataclass (FieldChecks), and back
+    resolve     what a config means once the task catalog is read
+    validate    every check that needs the catalog, data files, models or the grid; load_experiment
     tuning      the `tuning:` section (search space, sampler, pruner)
     reading     YAML, overrides, deprecated keys, stage training blocks merged, YAML out
 """
@@ -17,7 +21,6 @@ overrides it field by field.
 from intertask.config.experiment import (
     BASE_MODEL,
     DEPRECATED_KEYS,
-    LOG_MODELS,
     NONE,
     OVERRIDES,
     PROBE_POINTS,
@@ -28,23 +31,26 @@ from intertask.config.experiment import (
     DataConfig,
     EvalTaskConfig,
     EvaluationConfig,
-    ExecutorConfig,
     ExperimentConfig,
     GridConfig,
     ModelConfig,
     PeftConfig,
-    PredictConfig,
     ProbeConfig,
-    ReportConfig,
     RetrievalConfig,
     SamplingConfig,
     SizesConfig,
     Split,
     SplitFractions,
     StageConfig,
-    TrackingConfig,
     TrainingConfig,
     is_model_reference,
+)
+from intertask.config.operations import (
+    LOG_MODELS,
+    ExecutorConfig,
+    PredictConfig,
+    ReportConfig,
+    TrackingConfig,
 )
 from intertask.config.reading import (
     apply_overrides,

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from intertask import models
+from intertask import pretrained
 from intertask.config import (
     NONE,
     PEFT_TUNABLE,
@@ -426,7 +426,7 @@ class _Checker:
 
     def model(self) -> None:
         name = self.cfg.model.name_or_path
-        if name in models.OFFLINE_MODELS:
+        if name in pretrained.OFFLINE_MODELS:
             return
         path = Path(name).expanduser()
         looks_local = name.startswith((".", "/", "~")) or path.exists()
@@ -435,6 +435,6 @@ class _Checker:
                 "model.name_or_path",
                 "model folder not found or has no config.json",
                 name,
-                f"an offline model ({', '.join(models.OFFLINE_MODELS.names())}), a folder saved with "
+                f"an offline model ({', '.join(pretrained.OFFLINE_MODELS.names())}), a folder saved with "
                 "save_pretrained, or a hub id",
             )

@@ -31,7 +31,8 @@ import pandas as pd
 
 from intertask.config import NONE
 from intertask.metrics import learnt_margin
-from intertask.report.gains import HEADLINE, OUTSIDE, gains_table
+from intertask.report.flags import HEADLINE, OUTSIDE
+from intertask.report.gains import gains_table
 
 # stage: intermediate or target; intermediate: the arm's intermediate label (none for a baseline);
 # task: the task the stage trained (one row per task of a multi-task stage)

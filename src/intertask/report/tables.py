@@ -12,7 +12,8 @@ import pandas as pd
 from intertask import metrics
 from intertask.config import NONE, ExperimentConfig, resolve
 from intertask.report import divergence
-from intertask.report.gains import CELL_KEYS, TaskFacts
+from intertask.report.flags import TaskFacts
+from intertask.report.gains import CELL_KEYS
 from intertask.study import grid
 from intertask.study.identity import CELL_TAG
 

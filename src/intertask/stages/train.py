@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from intertask import models, tracking
+from intertask import pretrained, tracking
 from intertask.compute import adapters, checkpoints, hardware, modeling
 from intertask.compute.checkpoints import Checkpointer
 from intertask.compute.evaluation import predict_outputs
@@ -333,7 +333,7 @@ def _null_thresholds(ws: Workspace, loaded: _Loaded) -> dict[str, float]:
 
 def checkpoint_folder(key: str) -> Path:
     """Where a stage's resumable checkpoints live: $INTERTASK_CHECKPOINTS, else <cache>/checkpoints."""
-    root = os.environ.get("INTERTASK_CHECKPOINTS") or models.cache_root() / "checkpoints"
+    root = os.environ.get("INTERTASK_CHECKPOINTS") or pretrained.cache_root() / "checkpoints"
     return Path(root).expanduser() / key[:32]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from intertask import models
+from intertask import pretrained
 from intertask.compute import machine
 from intertask.config import ExperimentConfig
 from intertask.config.schema import to_dict
@@ -92,8 +92,8 @@ def model_identity(name_or_path: str) -> str:
     model retrained in place with the same shapes gets a new identity), or the hub id with the commit
     its revision stands for (asked of the hub, else read from the local cache; `unresolved` when
     neither knows)."""
-    if name_or_path in models.OFFLINE_MODELS:
-        return f"{name_or_path}:{models.OFFLINE_MODELS.get(name_or_path).digest()}"
+    if name_or_path in pretrained.OFFLINE_MODELS:
+        return f"{name_or_path}:{pretrained.OFFLINE_MODELS.get(name_or_path).digest()}"
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return content_hash(
@@ -103,8 +103,8 @@ def model_identity(name_or_path: str) -> str:
                 if p.is_file() and not p.name.startswith(".")
             )
         )
-    commit = models.hub_commit(name_or_path)  # a model updated on the hub gets a new key
-    return f"{models.split_revision(name_or_path)[0]}@{commit or 'unresolved'}"
+    commit = pretrained.hub_commit(name_or_path)  # a model updated on the hub gets a new key
+    return f"{pretrained.split_revision(name_or_path)[0]}@{commit or 'unresolved'}"
 
 
 DIGESTS = "file_digests.json"  # in the cache folder: path -> [size, mtime_ns, sha256]
@@ -114,13 +114,13 @@ def stored_digest(path: Path) -> str:
     """sha256 of a file's bytes, kept in the cache folder by path, size and modification time, so that
     a model's weights are hashed once, not on every plan of every study that starts from them."""
     stat = path.stat()
-    known = models.read_book(DIGESTS)
+    known = pretrained.read_book(DIGESTS)
     key, seen = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
     if key in known and known[key][:2] == seen:
         return known[key][2]
     digest = file_fingerprint(path)
     known[key] = [*seen, digest]
-    models.write_book(DIGESTS, known)  # atomic: concurrent plans never read half a file
+    pretrained.write_book(DIGESTS, known)  # atomic: concurrent plans never read half a file
     return digest
 
 

@@ -86,11 +86,11 @@ def _check_model(name_or_path: str) -> None:
 def check_models(jobs: list[Job], hub: bool = True) -> list[str]:
     """Every base model the jobs start from loads (config and tokenizer), before any run exists; with
     hub=False a model that would come from the Hugging Face hub is not fetched but returned."""
-    from intertask import models
+    from intertask import pretrained
 
     skipped = []
     for model in dict.fromkeys(job.cell.model for job in jobs):
-        local = model in models.OFFLINE_MODELS or Path(model).expanduser().exists()
+        local = model in pretrained.OFFLINE_MODELS or Path(model).expanduser().exists()
         if hub or local:
             _check_model(model)
         else:

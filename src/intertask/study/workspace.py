@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from intertask import models, tracking
+from intertask import pretrained, tracking
 from intertask.compute import encoding
 from intertask.config import ExperimentConfig, StageConfig, resolve
 from intertask.errors import DataError
@@ -108,7 +108,7 @@ class Workspace:
         return self.examples(task, language, split, None, resolve.read_whole(self.cfg, task))
 
     def encode(self, task: TaskType, data: ExampleSet, tokenizer, max_length: int | None = None, **options):
-        cache = models.cache_root() / "tokens" if self.cfg.data.cache_tokenization else None
+        cache = pretrained.cache_root() / "tokens" if self.cfg.data.cache_tokenization else None
         return encoding.encode(
             task, data, tokenizer, max_length or self.cfg.model.max_length, cache, **options
         )

@@ -149,9 +149,9 @@ def hub_commit(hub) -> str | None:
     packaged builders, and where neither the hub nor the local cache knows (then the branch is read)."""
     if not _hub_repository(hub):
         return None
-    from intertask import models
+    from intertask import pretrained
 
-    return models.repo_commit(hub.path, hub.revision or "main", "dataset")
+    return pretrained.repo_commit(hub.path, hub.revision or "main", "dataset")
 
 
 def hub_options(hub, language: str, commit: str | None = None) -> dict:

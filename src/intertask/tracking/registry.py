@@ -18,7 +18,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from intertask import models
+from intertask import pretrained
 from intertask.config import REFERENCE_FORMS
 from intertask.errors import ModelError, Problem
 
@@ -26,7 +26,7 @@ from intertask.errors import ModelError, Problem
 def registered_name(experiment: str, model_name: str, task_chain: list[str]) -> str:
     """<experiment>.<model>.<task chain>, e.g. demo.e5-small.xnli-pawsx: two experiments of one config
     register different names."""
-    short = Path(model_name.rstrip("/")).name if model_name not in models.OFFLINE_MODELS else model_name
+    short = Path(model_name.rstrip("/")).name if model_name not in pretrained.OFFLINE_MODELS else model_name
     return f"{safe_name(experiment)}.{safe_name(short)}.{'-'.join(task_chain)}"
 
 
@@ -330,7 +330,7 @@ def _download_once(
     earlier download is (artifacts never change): `fetch` downloads into a fresh staging folder and
     returns the path to move into place."""
     digest = hashlib.sha256(f"{mlflow.get_tracking_uri()}|{key}".encode()).hexdigest()[:16]
-    target = models.cache_root() / cache / digest
+    target = pretrained.cache_root() / cache / digest
     if not complete(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))

@@ -22,7 +22,7 @@ failing after SQLite's default 5 s), and its tables are created under a file loc
 so workers that start at the same moment do not race to create them.
 """
 
-from intertask.tune.study import open_study, quiet_optuna, sampler_for, trial_seed
+from intertask.tune.optuna_study import open_study, quiet_optuna, sampler_for, trial_seed
 from intertask.tune.summary import TuneResult
 from intertask.tune.worker import tune
 

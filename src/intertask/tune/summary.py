@@ -16,7 +16,7 @@ from intertask.config import ExperimentConfig
 from intertask.errors import redact
 from intertask.report import plots
 from intertask.study.workspace import Workspace
-from intertask.tune.study import TAG
+from intertask.tune.optuna_study import TAG
 
 
 @dataclass

@@ -19,7 +19,7 @@ from intertask import stages, tracking
 from intertask.config import ExperimentConfig, resolve
 from intertask.errors import redact
 from intertask.study.workspace import Workspace
-from intertask.tune.study import (
+from intertask.tune.optuna_study import (
     TAG,
     open_study,
     pruner_for,

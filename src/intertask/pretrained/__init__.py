@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from intertask.errors import redact
-from intertask.models import e5, minilm
 from intertask.names import Registry
+from intertask.pretrained import e5, minilm
 
 CACHE_ENV = "INTERTASK_CACHE"
 
