@@ -196,3 +196,33 @@ def test_docs_architecture_lists_these_layers_and_names_every_module():
             assert named in layout, named
         elif path.name != "__init__.py":
             assert path.name in layout or path.stem in layout, path.relative_to(PACKAGE)
+
+
+def _stems_and_sizes(package: Path = PACKAGE) -> tuple[list[str], list[str]]:
+    """(names used by two modules -- a package counts by its folder name --, files over 500 lines)."""
+    names: dict[str, list[str]] = {}
+    for path in package.rglob("*.py"):
+        name = path.parent.name if path.name == "__init__.py" else path.stem
+        if path.parent != package or path.name != "__init__.py":
+            names.setdefault(name, []).append(str(path.relative_to(package)))
+    shared = sorted(f"{n}: {', '.join(sorted(p))}" for n, p in names.items() if len(p) > 1)
+    long = sorted(
+        f"{p.relative_to(package)}: {n} lines"
+        for p in package.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500
+    )
+    return shared, long
+
+
+def test_no_two_modules_share_a_name_and_no_file_is_over_500_lines(tmp_path):
+    shared, long = _stems_and_sizes()
+    assert not shared and not long, shared + long
+    # the check itself: a module named like a package, and a long file, are found
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "__init__.py").write_text("")
+    (tmp_path / "tune").mkdir()
+    (tmp_path / "tune" / "study.py").write_text("x = 1\n" * 501)
+    assert _stems_and_sizes(tmp_path) == (
+        ["study: study/__init__.py, tune/study.py"],
+        ["tune/study.py: 501 lines"],
+    )

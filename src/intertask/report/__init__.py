@@ -21,7 +21,7 @@ learnt, or an intermediate stage that learnt nothing, has every gain it touches 
     estimators transferability estimators scored against the measured gains, beside two baselines
     controls   the instrument's checks: a trained model that learnt nothing, the A/A check
     render  figures, the HTML page, the report as files
-The report reads nothing from the tracking store: collect.py gathers the same frames from runs.
+The report reads nothing from the tracking store: study/collect.py gathers the same frames from runs.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def assemble(
     or None) per evaluation run, `probe_frames` the retrieval probes' tables, `estimates` the
     transferability estimates of `intertask predict` (or None), `learning` every training stage's
     dev scores against a model that learnt nothing (LEARNING_COLUMNS, or None). Nothing here reads the
-    tracking store (collect.py does)."""
+    tracking store (study/collect.py does)."""
     scores = scores_table(cfg, evaluations)
     examples = examples_table(evaluations)
     facts = task_facts(cfg, scores)

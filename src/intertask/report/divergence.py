@@ -1,5 +1,5 @@
 """Domain divergence between two datasets (the rank correlations that relate it to transfer gains are
-transferability.py's, with scipy).
+transferability/scores.py's, with scipy).
 
 - vocabulary overlap: Jaccard similarity of the k most frequent word types of each set (1 = same words);
 - Jensen-Shannon divergence of the unigram distributions, base 2, in [0, 1] (0 = same distribution);

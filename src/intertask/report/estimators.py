@@ -1,7 +1,7 @@
 """How well each transferability estimator (`intertask predict`) ranked the intermediate tasks, against
 the gains the study measured: per model, target and language group (all languages; each group the
 evaluation averages, such as the zero-shot languages) with at least 3 intermediate choices, Spearman's
-rho, NDCG@k and regret@k (transferability.py).
+rho, NDCG@k and regret@k (transferability/scores.py).
 
 Intervals by projection. The gains table gives each choice's gain an interval over seeds and test
 examples (calibrated: tests/test_calibration.py). Widened so that all K hold at once (Bonferroni:

@@ -1,6 +1,6 @@
 """The report's tables from data frames: scores, the XTREME aggregate, divergence of the tasks' texts,
 robustness under domain shift (the answers read across cells, and the family table: questions.py). Nothing here reads the
-tracking store (collect.py does)."""
+tracking store (study/collect.py does)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`intertask predict`: transferability estimates for every (model, intermediate choice, target) of a
 study's grid, computed before training it (or beside a trained one), logged on one run, and ranked.
 
-Per model and target (estimators in transferability.py; higher = predicted to help more):
+Per model and target (estimators in transferability/scores.py; higher = predicted to help more):
 - `embedding_similarity`: cosine of the mean sentence embeddings of the intermediate and target training
   sets under the base model (SEmb / TextEmb);
 - `vocabulary_overlap`, `neg_js_divergence`, `neg_mmd`: the report's divergences, signs turned;
