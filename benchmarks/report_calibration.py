@@ -6,7 +6,7 @@ rates the tests only bound (numpy and the report's own functions; about 10 minut
     python benchmarks/report_calibration.py tail fdr hier       # some parts
 
 The bracketed "old" figures are the same script with an earlier intertask first on the path (the
-helpers call whatever `intertask.significance` and `gains_table` they import):
+helpers call whatever `intertask.report.significance` and `gains_table` they import):
 
     git worktree add /tmp/before d470c7d
     PYTHONPATH=/tmp/before/src python benchmarks/report_calibration.py tail fdr hier

@@ -6,21 +6,34 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, no display
+# Figures are built with matplotlib's object API (matplotlib.figure.Figure), which draws to files with
+# no backend at all: importing this module changes nothing of the process (no matplotlib.use, no pyplot
+# state), and a figure is freed with its last reference.
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+
+def _subplots(*args, **kwargs):
+    """(figure, axes) as pyplot.subplots gives them, without pyplot."""
+    figure = Figure(figsize=kwargs.pop("figsize", None), dpi=kwargs.pop("dpi", None))
+    return figure, figure.subplots(*args, **kwargs)
 
 
 def close(figure) -> None:
-    plt.close(figure)
+    """Free a figure: one of Optuna's (drawn through pyplot) is closed there; ours need nothing."""
+    if hasattr(figure, "number"):  # pyplot numbers the figures it manages
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
 
 
 def training_curves(steps: list[tuple[int, float]], history: pd.DataFrame, title: str):
     """Training loss per logged step, and each dev metric per epoch."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(10, 3.5))
     if steps:
         ax1.plot(*zip(*steps, strict=True), marker=".")
     ax1.set(title="training loss", xlabel="step", ylabel="loss")
@@ -36,7 +49,7 @@ def training_curves(steps: list[tuple[int, float]], history: pd.DataFrame, title
 def language_scores(table: pd.DataFrame, metric: str, title: str):
     """One bar per language (aggregates in grey) for one metric of an evaluation table."""
     rows = table[table.metric == metric]
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rows)), 3.5))
+    fig, ax = _subplots(figsize=(max(4, 0.6 * len(rows)), 3.5))
     colors = ["#999" if lang.startswith("mean") else "#3b6" for lang in rows.language]
     ax.bar(rows.language, rows.value, color=colors)
     ax.set(title=f"{title} {metric}", ylabel=metric, ylim=(0, 1))
@@ -49,7 +62,7 @@ def probe_changes(table: pd.DataFrame):
     """Retrieval probe scores per language at each point of the pipeline (base -> stages), per arm."""
     rows = table[~table.language.str.startswith("mean_")]
     groups = list(rows.groupby(["task", "metric"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.5), squeeze=False)
+    fig, axes = _subplots(1, len(groups), figsize=(5 * len(groups), 3.5), squeeze=False)
     order = {"base": 0, "intermediate": 1, "target": 2}
     for ax, ((task, metric), group) in zip(axes[0], groups, strict=True):
         base = group[group.arm == "base"]
@@ -87,13 +100,13 @@ def gain_heatmap(gains: pd.DataFrame, fdr: float = 0.05, headline_mean: str = "m
     ).reindex_like(table)
     values = table.to_numpy(float)
     limit = float(np.nanmax(np.abs(values))) if table.size and not np.isnan(values).all() else 1.0
-    norm = plt.Normalize(-limit or -1, limit or 1)
-    colours = plt.get_cmap("RdYlGn")(norm(np.nan_to_num(values)))
+    norm = Normalize(-limit or -1, limit or 1)
+    colours = matplotlib.colormaps["RdYlGn"](norm(np.nan_to_num(values)))
     strong = marks.fillna(False).to_numpy(bool)
     colours[..., 3] = np.where(strong, 1.0, 0.3)
     colours[np.isnan(values)] = (1, 1, 1, 0)
     size = (max(6, 0.8 * table.shape[1] + 3), max(3, 0.6 * table.shape[0] + 2))
-    fig, ax = plt.subplots(figsize=size, dpi=150)
+    fig, ax = _subplots(figsize=size, dpi=150)
     ax.imshow(colours, aspect="auto")
     ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right", fontsize=10)
     ax.set_yticks(range(table.shape[0]), table.index, fontsize=10)
@@ -104,7 +117,7 @@ def gain_heatmap(gains: pd.DataFrame, fdr: float = 0.05, headline_mean: str = "m
                 j, i, text, ha="center", va="center", fontsize=9, color="black" if strong[i, j] else "#555"
             )
     fig.colorbar(
-        plt.cm.ScalarMappable(norm=norm, cmap="RdYlGn"),
+        ScalarMappable(norm=norm, cmap="RdYlGn"),
         ax=ax,
         label="gain over the baseline (points, mean over seeds)",
     )
@@ -127,7 +140,7 @@ def divergence_scatter(points: pd.DataFrame, answers: pd.DataFrame):
     model = points.model.iloc[0]
     points = points[points.model == model]
     targets = list(dict.fromkeys(points.target))
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         len(measures), len(targets), figsize=(4.2 * len(targets), 3.2 * len(measures)), squeeze=False
     )
     for i, measure in enumerate(measures):
@@ -174,7 +187,7 @@ def tuning_figures(study) -> dict:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     if not trials:
         return figures
-    figure, ax = plt.subplots(figsize=(6.5, 3.8))
+    figure, ax = _subplots(figsize=(6.5, 3.8))
     for state, marker, color in ((TrialState.COMPLETE, "o", "tab:blue"), (TrialState.PRUNED, "x", "tab:red")):
         chosen = [t for t in trials if t.state == state and t.value is not None]
         ax.scatter(
@@ -202,7 +215,7 @@ def tuning_figures(study) -> dict:
             _left_out("param_importances", err)
             importances = {}
         if importances:
-            figure, ax = plt.subplots(figsize=(5.5, 0.5 + 0.45 * len(importances)))
+            figure, ax = _subplots(figsize=(5.5, 0.5 + 0.45 * len(importances)))
             names = list(importances)[::-1]
             ax.barh(names, [importances[n] for n in names], color="tab:green")
             ax.set_xlabel("importance (fANOVA)")
@@ -226,7 +239,7 @@ def estimator_ranks(ranked: pd.DataFrame):
     """One panel per (model, target): the rank each estimator gives each intermediate choice (1 = the
     one it predicts helps most), so that estimators that agree read as equal columns."""
     panels = list(ranked.groupby(["model", "target"], sort=False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    fig, axes = _subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
     for ax, ((model, target), frame) in zip(axes[0], panels, strict=True):
         table = frame.pivot_table(index="intermediate", columns="estimator", values="rank", sort=False)
         values = table.to_numpy(float)

@@ -73,6 +73,8 @@ def use(cfg: ExperimentConfig, uri: str | None = None) -> str:
         os.environ["MLFLOW_TRACKING_USERNAME"] = user
         os.environ["MLFLOW_TRACKING_PASSWORD"] = password
     mlflow.set_tracking_uri(plain)
+    global _USED
+    _USED = uri
     mlflow.set_system_metrics_sampling_interval(cfg.tracking.system_metrics_interval_seconds)
     return uri
 
@@ -89,10 +91,33 @@ def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
     return plain, urllib.parse.unquote(parts.username or ""), password
 
 
+_USED: str | None = None  # the URI the last `use` pointed this process at
+
+
+def pointed_at() -> str:
+    """The tracking URI an entry point pointed this process at (`use`); library code reads it and never
+    sets it. Without `use`, or when something else moved MLflow's URI since, a clear error: a store
+    chosen by accident would take a study's runs silently."""
+    current = mlflow.get_tracking_uri()
+    if _USED is None or split_credentials(_USED)[0] != current:
+        raise TrackingError(
+            [
+                Problem(
+                    "<tracking>",
+                    "tracking.uri",
+                    "MLflow is not pointed at a store chosen by an entry point (library code never sets it)",
+                    redact(str(current)),
+                    "tracking.use(cfg) called first, as every `intertask` command and each Ray job does",
+                )
+            ]
+        )
+    return _USED
+
+
 def connect(cfg: ExperimentConfig, create: bool = True) -> str | None:
-    """The experiment id for cfg in the tracking store (the experiment is created if new, or None is
-    returned with `create=False`)."""
-    uri = use(cfg)
+    """The experiment id for cfg in the tracking store this process was pointed at (`use`, called by
+    entry points); the experiment is created if new, or None is returned with `create=False`."""
+    uri = pointed_at()
     name = cfg.tracking.experiment or cfg.name
     try:
         with _patience(min(cfg.tracking.outage_seconds, FIRST_CONTACT_SECONDS)):
