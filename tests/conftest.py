@@ -86,6 +86,29 @@ def _missing_data() -> str | None:
     return None
 
 
+# `make test-fast` (-m "not slow") starts no server and no browser: a test taking one of these fixtures
+# is marked slow here, and a fast run that starts a server or a browser anyway fails (fast_guard).
+SERVER_FIXTURES = frozenset({"mlflow_server", "postgres_url"})
+FAST = {"run": False}
+
+
+def pytest_configure(config) -> None:
+    FAST["run"] = "not slow" in (config.getoption("markexpr", "") or "")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def fast_guard(what: str) -> None:
+    """Fail a test that starts a server or a browser in a run that leaves out slow tests."""
+    if FAST["run"]:
+        pytest.fail(f"{what} started in a run without slow tests (-m 'not slow'): mark the test slow")
+
+
 def pytest_collection_finish(session) -> None:
     """Fail the run at once, with the reason, when tests that need ../shared/data were selected and it
     is not there (instead of skipping most of the suite)."""
@@ -171,6 +194,7 @@ def start_mlflow_server(
     """A real `mlflow server` on 127.0.0.1:port with a SQLite backend and proxied artifacts under
     root (or at `artifacts`, an s3:// URI; `env`: more of the server's environment), healthy when this
     returns; its own process group (stop it with os.killpg)."""
+    fast_guard("an MLflow server")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [
@@ -388,6 +412,7 @@ def main_against(server: str, config, *extra: str) -> None:
 def mlflow_run(entry: str, config, server: str, experiment: str, cwd, *params: str):
     """`mlflow run <this repository> -e ENTRY --env-manager local -P config=CONFIG [-P ...]` against the
     server, with this environment's python first on PATH (the MLproject commands run `python`)."""
+    fast_guard("`mlflow run`")
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": server,

@@ -25,6 +25,39 @@ def test_every_pipeline_file_validates(path, shared_data):
     assert cfg.target is not None or cfg.intermediate is not None or cfg.evaluation.model is not None
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("path", PIPELINES, ids=[str(p.relative_to(REPO)) for p in PIPELINES])
+def test_every_pipeline_file_is_planned_as_validate_plans_it(
+    path, shared_data, tmp_path, monkeypatch, capsys
+):
+    """`intertask validate` on every config in pipelines/: the grid expanded, every local data file
+    read and every job keyed, local models loaded; what is on the hub (data and models, unreachable
+    here) is not read and is listed, never skipped silently."""
+    from intertask import cli
+
+    monkeypatch.chdir(tmp_path)  # the embedded store's place; validate creates nothing in it
+    if path.name == "phang2020_xtreme.yaml":
+        # the one known failure (docs/configuration.md), asserted exactly so that any other fails:
+        # ../shared/data's TyDiQA-GoldP dev files have their answers stripped, and TyDiQA has no hub source
+        assert cli.main(["validate", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert "tydiqa.goldp.ar.dev.json: no gold answers: every answer text is empty" in err
+        return
+    assert cli.main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    cfg = load_experiment(path)
+    assert f"name: {cfg.name}" in out  # the resolved config is printed
+    if cfg.data.source == "hub" or cfg.data.hub_tasks:
+        line = err.split("not read (hub; `intertask validate --hub` opens them): ", 1)[1].splitlines()[0]
+        sources = line.split("data source(s) (", 1)[1].split(")", 1)[0]
+        listed = {source.split("/")[0] for source in sources.split(", ")}
+        assert listed and all(cfg.origin(task) == "hub" for task in listed - {"..."}), line
+    else:
+        assert "not read (hub" not in err
+    assert not [p.name for p in tmp_path.iterdir()]
+
+
 def test_stage_training_overrides_top_level_field_by_field(tmp_path, shared_data):
     path = write_yaml(
         tmp_path / "c.yaml",

@@ -17,7 +17,7 @@ from intertask.config import resolve
 from intertask.config.validate import load_experiment
 from intertask.study import collect, grid, identity
 
-from .conftest import REPO, write_experiment
+from .conftest import REPO, Relay, write_experiment
 
 STAGES = ("intermediate", "finetune", "evaluate")
 
@@ -78,7 +78,11 @@ def test_killed_grid_restarts_and_reuses_what_finished(tiny_model, tmp_path, mlf
     # again when a job still needs it: tests/test_model_storage.py)
     config = _config(tmp_path, tiny_model, tracking={"log_models": "all"}, grid={"seeds": [1]})
     client = MlflowClient(mlflow_server)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    # the pipeline reaches the server through a relay: cutting it is the barrier after which nothing
+    # the pipeline does reaches the store (its requests wait out the outage), so the kill lands on a
+    # known state however fast the stages run
+    relay = Relay(int(mlflow_server.rsplit(":", 1)[1]))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": relay.uri}
     proc = subprocess.Popen(
         [sys.executable, "-m", "intertask", "main", str(config)],
         env=env,
@@ -95,6 +99,7 @@ def test_killed_grid_restarts_and_reuses_what_finished(tiny_model, tmp_path, mlf
         if len(finished) >= 3 or proc.poll() is not None:
             break
         time.sleep(0.3)
+    relay.cut()
     assert proc.poll() is None, "the pipeline ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

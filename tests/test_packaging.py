@@ -285,3 +285,31 @@ def test_a_missing_component_fails_under_ci_and_skips_elsewhere(monkeypatch):
     with pytest.raises(pytest.skip.Exception, match="no Chromium"):
         missing_component("no Chromium")
     assert "export CI=true" in (REPO / ".ci" / "run").read_text()
+
+
+def test_a_fast_run_starts_no_server_and_no_browser(tmp_path):
+    """`make test-fast` (-m "not slow"): a test taking a server fixture is marked slow (deselected), and
+    one that starts a server itself without the mark fails, saying so (a planted suite, run by pytest)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    shutil.copy(Path(__file__).with_name("conftest.py"), tests / "conftest.py")
+    (tests / "__init__.py").write_text("")
+    (tests / "test_planted.py").write_text(
+        "from .conftest import _free_port, start_mlflow_server\n"
+        "def test_takes_the_server(mlflow_server):\n    pass\n"
+        "def test_starts_one(tmp_path):\n    start_mlflow_server(tmp_path, _free_port())\n"
+        "def test_plain():\n    pass\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider", "tests"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "1 failed, 1 passed, 1 deselected" in out.stdout, out.stdout[-3000:]
+    assert "an MLflow server started in a run without slow tests" in out.stdout

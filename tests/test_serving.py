@@ -23,6 +23,8 @@ from intertask.tasks import builtin_catalog
 from intertask.tasks.types import task_type
 from intertask.tracking import serving
 
+from .conftest import fast_guard
+
 LOAD = """
 import json, sys
 import mlflow.pyfunc, pandas as pd
@@ -168,6 +170,7 @@ def _post(port: int, body: dict) -> dict:
 
 def _serve(python: Path, model: Path, port: int, env: dict, cwd: Path) -> subprocess.Popen:
     """`mlflow models serve` from the given environment, up when this returns."""
+    fast_guard("`mlflow models serve`")
     import time
     import urllib.request
 

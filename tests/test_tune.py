@@ -109,9 +109,21 @@ def test_two_workers_share_one_sqlite_study(tiny_model, tmp_path, mlflow_server,
     _run_two_workers(config, storage, mlflow_server, "tune-two", 4, tiny_model.name)
 
 
+def _study_names(storage: str) -> list[str]:
+    try:
+        return optuna.get_all_study_names(storage)
+    except Exception:  # noqa: BLE001 -- the first worker is still creating the storage's tables
+        return []
+
+
 def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):
     workers = [_worker(config, storage, tracking_uri)]
-    time.sleep(1.0)  # the second joins a study the first is creating, or has created
+    # the second starts once the first has made the study (an event in the storage, not a guess at
+    # how long that takes): both then pop trials from the same queue
+    deadline = time.time() + 300
+    while f"{name}-target" not in _study_names(storage):
+        assert time.time() < deadline and workers[0].poll() is None, workers[0].communicate()[0][-2000:]
+        time.sleep(0.1)
     workers.append(_worker(config, storage, tracking_uri))
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     failed = [(i, w.returncode, out[-3000:]) for i, (w, out) in enumerate(zip(workers, outputs, strict=True))]

@@ -18,7 +18,7 @@ import pytest
 from docs.ui_screenshots import EXPAND, open_page
 from intertask import tracking
 
-from .conftest import missing_component, mlflow_run, write_experiment
+from .conftest import fast_guard, missing_component, mlflow_run, write_experiment
 
 pytestmark = pytest.mark.slow  # a browser, a server and `mlflow run`: not in `make test-fast`
 
@@ -36,6 +36,7 @@ def browser():
     from playwright import sync_api  # a dev dependency: missing is an error, not a skip
 
     executable = _chromium()
+    fast_guard("a browser")
     if executable is None:
         missing_component("no Chromium on PATH (Debian: apt-get install chromium; or set INTERTASK_CHROMIUM)")
     with sync_api.sync_playwright() as p:
