@@ -38,14 +38,26 @@ SET_BY_ENTRY_POINTS = (
 )
 SESSION_START = {k: os.environ.get(k) for k in SET_BY_ENTRY_POINTS}
 
+# Under pytest-xdist (`make test`: two workers) each worker's stages get their share of the cores, as
+# executors give stages that run side by side: two 2-thread processes on 2 cores run far slower than
+# twice one (BENCHMARKS.md). Its subprocesses inherit it. A test that sets threads itself still wins.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1:
+    os.environ.setdefault("INTERTASK_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+
 
 @pytest.fixture(autouse=True)
 def no_active_experiment_left():
     """A test that leaves an active experiment or run id in the environment (mlflow.set_experiment sets
     $MLFLOW_EXPERIMENT_ID) breaks later ones far away -- a resumed run in another experiment, `mlflow
     run --experiment-name`: such a test fails itself, and the variables are cleared."""
+    import mlflow
+
     before = {k: os.environ.get(k) for k in LEAKY}
+    uri = mlflow.get_tracking_uri()
     yield
+    if mlflow.get_tracking_uri() != uri:  # a test (or an entry point it ran) pointed MLflow elsewhere
+        mlflow.set_tracking_uri(uri)
     leaked = {k: os.environ[k] for k in LEAKY if os.environ.get(k) != before[k] and k in os.environ}
     for key in leaked:
         del os.environ[key]
@@ -99,8 +111,13 @@ def pytest_configure(config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SERVER_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        # pytest-xdist (--dist loadgroup): a module's tests stay on one worker (its module fixtures are
+        # built once), and every test of the one PostgreSQL database runs on the same worker
+        group = "postgres" if "postgres_url" in fixtures else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def fast_guard(what: str) -> None:
