@@ -250,6 +250,7 @@ class Relay:
         self.open: list[socket.socket] = []
         self.listener: socket.socket | None = None
         self.lock = threading.Lock()
+        self.last_data = 0.0  # when bytes last went through (monotonic)
         self.restore()
 
     @property
@@ -264,11 +265,19 @@ class Relay:
         self.listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
-    def cut(self) -> None:
+    def cut(self, drain_seconds: float = 5.0) -> None:
+        """Close the port, let a response already on the wire finish (no bytes for 0.3 s, at most
+        `drain_seconds`: a server restarting gracefully), then reset every connection. A response cut
+        mid-body is not retried by MLflow's client (urllib3 retries connections and statuses, not a
+        body read after the headers came): docs/studies.md."""
         with self.lock:
             listener, self.listener = self.listener, None
-            connections, self.open = self.open, []
         listener.close()
+        deadline = time.monotonic() + drain_seconds
+        while time.monotonic() < deadline and time.monotonic() - self.last_data < 0.3:
+            time.sleep(0.05)
+        with self.lock:
+            connections, self.open = self.open, []
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
@@ -290,11 +299,11 @@ class Relay:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
+                self.last_data = time.monotonic()
         except OSError:
             pass
         finally:

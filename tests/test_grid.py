@@ -103,6 +103,7 @@ def test_killed_grid_restarts_and_reuses_what_finished(tiny_model, tmp_path, mlf
     assert proc.poll() is None, "the pipeline ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    relay.restore()  # the server's address answers again (what a restarted main finds on its runs)
     before = {r.info.run_id: r.info.status for r in _stage_runs(client, "grid-e2e")}
     finished_before = {run_id for run_id, status in before.items() if status == "FINISHED"}
     running_before = {run_id for run_id, status in before.items() if status == "RUNNING"}

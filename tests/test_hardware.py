@@ -235,8 +235,8 @@ def test_a_checkpoint_keeps_the_gradient_scalers_state(tmp_path):
     comes back as it was (a resumed run would otherwise skip steps the first run took)."""
     import numpy as np
 
-    from intertask.compute.checkpoints import Checkpointer
-    from intertask.compute.training import _capture, _restore, _RunState, _schedule
+    from intertask.compute.checkpoints import Checkpointer, RunState, capture, restore
+    from intertask.compute.training import _schedule
 
     def parts():
         torch.manual_seed(0)
@@ -253,14 +253,14 @@ def test_a_checkpoint_keeps_the_gradient_scalers_state(tmp_path):
         optimizers[0].zero_grad()
     assert scaler.get_scale() == 65536.0 / 8
     rng = np.random.Generator(np.random.PCG64(0))
-    run = _RunState(batches_per_task={"t": 3}, step=3)
+    run = RunState(batches_per_task={"t": 3}, step=3)
     checkpointer = Checkpointer(tmp_path / "ckpt", every_steps=1)
     checkpointer.save(
-        _capture(run, torch.nn.ModuleList([model]), None, optimizers, schedulers, scaler, rng, {})
+        capture(run, torch.nn.ModuleList([model]), None, optimizers, schedulers, scaler, rng, {})
     )
     model2, optimizers2, schedulers2, scaler2 = parts()
-    state2 = _RunState(batches_per_task={"t": 0})
-    _restore(
+    state2 = RunState(batches_per_task={"t": 0})
+    restore(
         checkpointer.load(), torch.nn.ModuleList([model2]), optimizers2, schedulers2, scaler2, rng, {}, state2
     )
     assert scaler2.state_dict() == scaler.state_dict() and state2.step == 3
