@@ -117,11 +117,11 @@ CASES = {
         "target.task: unknown task (got 'paws'; expected did you mean 'pawsx'",
     ),
     "unknown language": (
-        {"target.language": "eng"},
+        {"target.language": "engl"},
         [],
         "finetune",
         "CONFIG",
-        "target.language: unknown language for task 'pawsx'",
+        "target.language: task 'pawsx' has no language 'engl'; did you mean 'en'?",
     ),
     "unknown metric": (
         {"target.selection_metric": "acuracy"},
@@ -215,7 +215,7 @@ CASES = {
         [],
         "finetune",
         "DATA",
-        "line 2: missing field(s) ['text']",
+        "line 2: missing field(s) 'text'; did you mean 'txt'?",
     ),
     "CSV header only": (
         lambda t: _user_task(t, b"text,label\n", "csv"),

@@ -169,12 +169,12 @@ BAD_CONFIGS = {
         "target.task: unknown task (got 'paws'; expected did you mean 'pawsx'",
     ),
     "unknown language": (
-        _with(target__language="eng"),
-        "target.language: unknown language for task 'pawsx' (got 'eng'; expected did you mean 'en'",
+        _with(target__language="engl"),
+        "target.language: task 'pawsx' has no language 'engl'; did you mean 'en'? (got 'engl'; expected one of its",
     ),
     "unknown eval language": (
         _with(evaluation={"languages": ["de", "xx"]}),
-        "evaluation.languages[1]: unknown language for task 'pawsx' (got 'xx'",
+        "evaluation.languages[1]: task 'pawsx' has no language 'xx' (got 'xx'",
     ),
     "unknown metric": (
         _with(target__selection_metric="acuracy"),
@@ -241,7 +241,7 @@ BAD_CONFIGS = {
     ),
     "evaluation task language": (
         _with(evaluation={"tasks": [{"task": "xquad", "languages": ["fr"]}]}),
-        "evaluation.tasks[0].languages[0]: unknown language for task 'xquad' (got 'fr'",
+        "evaluation.tasks[0].languages[0]: task 'xquad' has no language 'fr'",
     ),
     "evaluation task unknown": (
         _with(evaluation={"tasks": [{"task": "xquda"}]}),
@@ -252,8 +252,8 @@ BAD_CONFIGS = {
         "probes[0].task: a probe must be a retrieval task",
     ),
     "probe language": (
-        _with(probes=[{"task": "tatoeba", "languages": ["fra"]}]),
-        "probes[0].languages[0]: unknown language for task 'tatoeba' (got 'fra'",
+        _with(probes=[{"task": "tatoeba", "languages": ["frenc"]}]),
+        "probes[0].languages[0]: task 'tatoeba' has no language 'frenc'",
     ),
     "probe point": (
         _with(probes=[{"task": "tatoeba", "after": ["finetune"]}]),

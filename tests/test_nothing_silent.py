@@ -72,12 +72,17 @@ def test_a_reordered_head_answers_in_the_task_order(tiny_model, tmp_path):
         expected, got = same(**inputs).logits, moved.eval()(**inputs).logits
     assert torch.equal(got, expected[:, [2, 0, 1]])
     assert moved.config.id2label == {0: "odd", 1: "neg", 2: "pos"}
-    assert (
-        modeling.load_for_task(tmp_path / "saved", "x", ("sequence_classification", ("neg", "pos"))) is None
-    )
-    why = modeling.head_problems(tmp_path / "saved", ("sequence_classification", ("neg", "pos")))
-    assert why == [
-        "mine: labels ['neg', 'pos'] do not match the head's labels ['neg', 'pos', 'odd']: the head has no [], and the task has no ['odd']"
+    # a task with a subset of the head's labels (issue 41): the head answers with those outputs only, in
+    # the task's order, so its prediction is the argmax over the task's own labels
+    subset = modeling.load_for_task(tmp_path / "saved", "x", ("sequence_classification", ("pos", "neg")))
+    with torch.no_grad():
+        assert torch.equal(subset.eval()(**inputs).logits, expected[:, [1, 0]])
+    assert subset.config.id2label == {0: "pos", 1: "neg"}
+    partial = ("sequence_classification", ("neg", "maybe"))  # a label the head lacks: refused
+    assert modeling.load_for_task(tmp_path / "saved", "x", partial) is None
+    assert modeling.head_problems(tmp_path / "saved", partial) == [
+        "mine: labels ['neg', 'maybe'] do not match the head's labels ['neg', 'pos', 'odd']: the head has no "
+        "['maybe'], and the task has no ['pos', 'odd']"
     ]
 
 

@@ -304,7 +304,7 @@ def _load_bad(tmp_path, fmt, content: bytes, **extra):
             "jsonl",
             b'{"text": "a", "label": "pos"}\n{"txt": "b", "label": "neg"}\n',
             {},
-            "line 2: missing field(s) ['text']",
+            "line 2: missing field(s) 'text'; did you mean 'txt'?",
         ),
     ],
 )

@@ -299,6 +299,8 @@ def _validate_command(ws, args) -> int:
 
     ws.read_hub = False
     study = planning.plan(ws)
+    for _, line in study.notices:  # what `main` would print before training
+        print(f"note: {line}", file=sys.stderr)
     skipped_models = planning.check_models(study.jobs, hub=args.hub)
     if args.hub:
         opened = validate.check_hub(ws.cfg, ws.skipped_hub)

@@ -33,7 +33,7 @@ from intertask import pretrained
 from intertask.compute import weights
 from intertask.compute.quiet import quiet_transformers
 from intertask.errors import ModelError, Problem
-from intertask.tasks.base import HeadFit, head_fit
+from intertask.tasks.base import HeadFit, best_fit, head_fit
 
 HEADS = {
     "sequence_classification": AutoModelForSequenceClassification,
@@ -154,13 +154,12 @@ def find_head(model_dir: Path, task: str, signature: tuple) -> HeadInfo | None:
 
 def match_head(model_dir: Path, task: str, signature: tuple) -> tuple[HeadInfo, HeadFit] | None:
     """The head trained on `task`, else the first with the same signature (type and labels in the same
-    order), else the first with the same label names in another order (its outputs are then put in
-    the task's order, HeadFit.order); None when no head fits."""
+    order), else the first with the same label names in another order, else the first whose labels
+    the task's are a subset of (its outputs are then put in the task's order, or restricted to the
+    task's labels: HeadFit.order); None when no head fits."""
     heads = [(h, head_fit(h.signature, signature)) for h in head_index(model_dir)]
     same_task = [(h, f) for h, f in heads if h.task == task and f.fits and not f.reordered]
-    same_kind = [(h, f) for h, f in heads if f.fits and not f.reordered]
-    by_name = [(h, f) for h, f in heads if f.fits]
-    return (same_task or same_kind or by_name or [None])[0]
+    return (same_task or [None])[0] or best_fit(heads)
 
 
 def head_problems(model_dir: Path, signature: tuple) -> list[str]:

@@ -3,11 +3,13 @@ entries with their defaults filled in, and the metric that selects a stage's che
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig
 from intertask.data import data_root as _data_root
+from intertask.errors import ConfigError
 from intertask.tasks import TaskCatalog, catalog_for
 
 
@@ -74,3 +76,62 @@ def logs_model(cfg: ExperimentConfig, which: str) -> bool:
     one model of its chain, so `registered` logs it and `final` logs a target only."""
     policy = cfg.tracking.log_models
     return policy in ("all", "registered") or (policy == "final" and which == "target")
+
+
+def with_task_language_names(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The config with every language written as its task names it (TaskSpec.language_named: `deu`
+    for Tatoeba's `de`, `ger` or `deu` for a task's `de`), so that runs, metric keys and reports show
+    one form; each rename is said. A name no task answers to is left for the checks to refuse."""
+    try:
+        tasks_known = catalog(cfg)
+    except ConfigError:
+        return cfg  # check_experiment reports it
+
+    def named(tasks, language: str, where: str) -> str:
+        specs = [tasks_known.spec(t) for t in tasks if t in tasks_known]
+        if not specs or any(language in s.languages for s in specs):
+            return language
+        found = next((n for s in specs if (n := s.language_named(language))), None)
+        if found is None:
+            return language
+        print(
+            f"note: {where}: language {language!r} read as {found!r} ({specs[0].name}'s name for it)",
+            file=sys.stderr,
+        )
+        return found
+
+    changes = {}
+    for stage_name in ("intermediate", "target"):
+        stage = getattr(cfg, stage_name)
+        if stage is not None:
+            language = named(stage.task_names, stage.language, f"{stage_name}.language")
+            if language != stage.language:
+                changes[stage_name] = replace(stage, language=language)
+    ev = cfg.evaluation
+    stage = cfg.target or cfg.intermediate
+    own = (ev.task,) if ev.task else (stage.task_names if stage else ())
+    languages = tuple(named(own, lang, f"evaluation.languages[{i}]") for i, lang in enumerate(ev.languages))
+    tasks = tuple(
+        replace(
+            e,
+            languages=tuple(
+                named((e.task,), lang, f"evaluation.tasks[{i}].languages[{j}]")
+                for j, lang in enumerate(e.languages)
+            ),
+        )
+        for i, e in enumerate(ev.tasks)
+    )
+    if languages != ev.languages or tasks != ev.tasks:
+        changes["evaluation"] = replace(ev, languages=languages, tasks=tasks)
+    probes = tuple(
+        replace(
+            p,
+            languages=tuple(
+                named((p.task,), lang, f"probes[{i}].languages[{j}]") for j, lang in enumerate(p.languages)
+            ),
+        )
+        for i, p in enumerate(cfg.probes)
+    )
+    if probes != cfg.probes:
+        changes["probes"] = probes
+    return replace(cfg, **changes) if changes else cfg

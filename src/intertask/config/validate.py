@@ -37,6 +37,7 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     problems = Problems()
     cfg, override_keys = read_experiment(path, overrides, problems)
     if cfg is not None:
+        cfg = resolve.with_task_language_names(cfg)
         check_experiment(cfg, str(path), problems)
     blame_overrides(problems, override_keys)
     problems.raise_if_any()
@@ -257,8 +258,17 @@ class _Checker:
     def language(self, spec, language: str, where: str) -> bool:
         if language in spec.languages:
             return True
+        near = close_matches(language, list(spec.languages))
+        problem = f"task {spec.name!r} has no language {language!r}" + (
+            f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
+        )
+        known = ", ".join(sorted(spec.languages))
         self.add(
-            where, f"unknown language for task {spec.name!r}", language, suggest(language, spec.languages)
+            where,
+            problem,
+            language,
+            f"one of its {len(spec.languages)} languages ({known}), an ISO 639-1/639-3 code of one, or "
+            "a code its files use",
         )
         return False
 

@@ -1,4 +1,4 @@
-"""Line- and record-oriented readers (TSV, CSV, JSONL, RTE XML, one-file-per-document folders).
+"""Line- and record-oriented readers (TSV, CSV, JSONL, JSON, RTE XML, one-file-per-document folders).
 
 A reader turns one file into records: a dict of fields plus where it came from.
 
@@ -81,21 +81,28 @@ def _column_names(
 
 
 def _records_from_rows(
-    path: Path, rows: list[tuple[int, list[str]]], options: ReadOptions, sep: str
+    path: Path, rows: list[tuple[int, list[str]]], options: ReadOptions, sep: str, unquoted: bool = False
 ) -> list[Record]:
-    """rows: (the line the row starts on, its fields)."""
+    """rows: (the line the row starts on, its fields); `unquoted`: read without a quote character."""
     names, skip = _column_names(path, rows, options)
     records = []
     for number, row in rows[skip:]:
         if row == [] or row == [""]:
             continue  # blank line
         if len(row) != len(names):
+            quoted = unquoted and any("'" in f or '"' in f for f in row)
             raise DataError.at(
                 path,
                 f"line {number}",
                 f"wrong number of {sep}-separated columns",
                 got=len(row),
-                expected=f"{len(names)} columns ({', '.join(names)})",
+                expected=f"{len(names)} columns ({', '.join(names)})"
+                + (
+                    "; the line holds quotes: if its fields are quoted (a separator or a line break "
+                    "inside quotes), declare the task's `quotechar` (e.g. quotechar: '\"')"
+                    if quoted
+                    else ""
+                ),
             )
         records.append(Record(dict(zip(names, row, strict=True)), str(path), f"line {number}"))
     if not records:
@@ -110,9 +117,8 @@ def read_tsv(path: Path, options: ReadOptions) -> list[Record]:
     if options.quotechar is not None:
         return _read_quoted(path, options, delimiter, options.quotechar)
     lines = decoded_lines(path, options.encoding)
-    return _records_from_rows(
-        path, [(n, line.split(delimiter)) for n, line in enumerate(lines, 1)], options, _separator(delimiter)
-    )
+    rows = [(n, line.split(delimiter)) for n, line in enumerate(lines, 1)]
+    return _records_from_rows(path, rows, options, _separator(delimiter), unquoted=True)
 
 
 def read_csv(path: Path, options: ReadOptions) -> list[Record]:
@@ -146,7 +152,26 @@ def _separator(delimiter: str) -> str:
     return {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
 
 
+def flatten(obj: dict) -> dict:
+    """Nested JSON objects as dotted fields, so a task names any field by its path: {"input":
+    {"premise": ...}} -> input.premise; a list of objects gives one list per key ({"choices": [{"text":
+    "a"}, {"text": "b"}]} -> choices.text = ["a", "b"]), as the hub's features do (SQuAD's
+    answers.text)."""
+    out = {}
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in flatten(value).items()})
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            rows = [flatten(v) for v in value]
+            for name in dict.fromkeys(k for row in rows for k in row):
+                out[f"{key}.{name}"] = [row.get(name) for row in rows]
+        else:
+            out[key] = value
+    return out
+
+
 def read_jsonl(path: Path, options: ReadOptions) -> list[Record]:
+    """One JSON object per line; nested objects are read as dotted fields (`flatten`)."""
     records = []
     for number, line in enumerate(decoded_lines(path, options.encoding), start=1):
         if not line.strip():
@@ -161,15 +186,50 @@ def read_jsonl(path: Path, options: ReadOptions) -> list[Record]:
             raise DataError.at(
                 path, f"line {number}", "not a JSON object", got=obj, expected="{...} per line"
             )
-        records.append(Record({k: _as_value(v) for k, v in obj.items()}, str(path), f"line {number}"))
+        records.append(_json_record(obj, path, f"line {number}"))
     if not records:
         raise DataError.at(path, "", "no JSON records", expected="one JSON object per line")
     return records
 
 
+def read_json(path: Path, options: ReadOptions) -> list[Record]:
+    """A JSON array of objects, or an object holding one such array (`{"data": [...]}`); nested
+    objects are read as dotted fields (`flatten`). A record is named by its position: `item 3`."""
+    text = "\n".join(decoded_lines(path, options.encoding))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError.at(
+            path, f"line {err.lineno}", f"invalid JSON: {err.msg} at column {err.colno}"
+        ) from None
+    if isinstance(data, dict):
+        arrays = [k for k, v in data.items() if isinstance(v, list)]
+        if len(arrays) != 1:
+            raise DataError.at(
+                path,
+                "",
+                "a JSON object without exactly one array of records",
+                got=sorted(data)[:10],
+                expected='a JSON array of objects, or one object holding one ({"data": [...]})',
+            )
+        data = data[arrays[0]]
+    if not isinstance(data, list) or not data:
+        raise DataError.at(path, "", "no JSON records", expected="a non-empty JSON array of objects")
+    records = []
+    for number, obj in enumerate(data, start=1):
+        if not isinstance(obj, dict):
+            raise DataError.at(path, f"item {number}", "not a JSON object", got=obj, expected="{...}")
+        records.append(_json_record(obj, path, f"item {number}"))
+    return records
+
+
+def _json_record(obj: dict, path: Path, where: str) -> Record:
+    return Record({k: _as_value(v) for k, v in flatten(obj).items()}, str(path), where)
+
+
 def _as_value(value: object) -> str | list[str]:
     if isinstance(value, list):
-        return [str(v) for v in value]
+        return ["" if v is None else str(v) for v in value]
     return "" if value is None else str(value)
 
 

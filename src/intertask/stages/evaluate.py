@@ -36,7 +36,7 @@ from intertask.stages.common import (
 )
 from intertask.stages.probes import limit, retrieval_table
 from intertask.study.workspace import Workspace
-from intertask.tasks.base import TaskType
+from intertask.tasks.base import TaskType, label_notice
 from intertask.tasks.qa import NULL_THRESHOLDS
 from intertask.tasks.types import task_type
 
@@ -132,7 +132,7 @@ def evaluate(
     with recorded_run(ws, title, tags, parent_run_id, all_sets, runtime, description) as run_id:
         excluded = {k: v for _, _, ex, _ in plan for k, v in ex.items()}
         tracking.log_metrics({f"leakage_guard/{k}/excluded": n for k, n in excluded.items()})
-        notices = [(f"labels_mapped.{name}", line) for name, line in reordered.items()]
+        notices = list(reordered.items())
         tracking.record_notices(notices + [n for *_, found in plan for n in found])
         tables, predictions, examples = _score(
             ws, plan, types, source, tokenizer, train_language, runtime.precision, excluded
@@ -151,7 +151,8 @@ def evaluate(
 
 def _matched_heads(types, source: _EvalModel) -> dict[str, str]:
     """Each trainable task's head in the model, found by label names; a task without one stops the
-    stage. Returns the notices of heads whose labels are the task's in another order."""
+    stage. Returns the notices (what -> line) of heads whose labels are the task's in another order,
+    or a superset of them (predictions restricted to the task's labels)."""
     reordered = {}
     for task in types:
         if not task.trainable:
@@ -161,11 +162,10 @@ def _matched_heads(types, source: _EvalModel) -> dict[str, str]:
             why = modeling.head_problems(source.files.model_dir, task.head_signature())
             raise missing_head(task, source.label, "head", why)
         if found[1].reordered:
-            reordered[task.name] = (
-                f"{task.name}: labels {list(task.spec.labels)} scored by the head of "
-                f"{found[0].task or 'the model'}, whose labels are {list(found[0].signature[1])}: "
-                "matched by name"
+            what, line = label_notice(
+                task.name, task.spec.labels, found[0].task or "the model", found[0].signature[1], found[1]
             )
+            reordered[what] = line
     return reordered
 
 
@@ -235,7 +235,8 @@ def _evaluate_task(
         rows.append(prediction_rows(task, data, scored.predictions))
         examples.append(example_rows(data, task.example_stats(scored.predictions, data)))
     sizes = {k: len(v) for k, v in sets.items()}
-    table = language_table(task.name, entry.split, per_language, sizes, train_language, left_out)
+    across = train_language if task.spec.languages_are == "languages" else None  # domains: no mean_non_
+    table = language_table(task.name, entry.split, per_language, sizes, across, left_out)
     return table, rows, examples
 
 

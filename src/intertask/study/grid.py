@@ -15,7 +15,7 @@ from intertask.config import NONE, EvalTaskConfig, ExperimentConfig, StageConfig
 from intertask.config.schema import to_dict
 from intertask.errors import Problems
 from intertask.study.identity import code_version, content_hash, model_identity, tags_of_cell, training_inputs
-from intertask.tasks.base import head_fit
+from intertask.tasks.base import best_fit, head_fit, label_notice
 from intertask.tasks.types import task_type
 
 KINDS = ("probe", "intermediate", "finetune", "evaluate")
@@ -183,6 +183,24 @@ def evaluation_fit(cfg: ExperimentConfig, cell: Cell) -> tuple[list[EvalTaskConf
         else:
             left.append((entry.task, "; ".join(f"the head of {t}: {f.problem}" for t, f in fits.items())))
     return out, left
+
+
+def head_notices(cfg: ExperimentConfig, cell: Cell, scored: list) -> list[tuple[str, str]]:
+    """(what, line) for each evaluation task of `scored` that the cell's head scores by label name --
+    the task's labels in another order, or a subset of the head's -- as the evaluation stage will say."""
+    catalog = resolve.catalog(cfg)
+    trained = [cell.target] if cell.target else list(cell.intermediate)
+    signatures = {t: task_type(catalog.spec(t)).head_signature() for t in trained if t in catalog}
+    out = []
+    for entry in scored:
+        task = task_type(catalog.spec(entry.task))
+        if not task.trainable or entry.task in signatures:
+            continue  # a head trained on the task itself scores it as it is
+        found = best_fit([(t, head_fit(sig, task.head_signature())) for t, sig in signatures.items()])
+        if found is not None and found[1].reordered:
+            head_task, fit = found
+            out.append(label_notice(entry.task, task.spec.labels, head_task, signatures[head_task][1], fit))
+    return out
 
 
 def _languages_for(cfg: ExperimentConfig, task: str) -> tuple[str, ...]:

@@ -136,7 +136,9 @@ def study_notices(cfg: ExperimentConfig) -> tuple[tuple[str, str], ...]:
     the grid is expanded: an evaluation task one cell's head cannot score while another cell's can (a
     grid of targets with different labels), a language of evaluation.languages a task lacks, a grid
     task trained in another language than its stage's (Allocine is French only), a multi-task stage's
-    selection_task that a cell does not train. Printed, and tagged on the study's run."""
+    selection_task that a cell does not train, an evaluation task scored by a head matched by label
+    name (another order, or a subset of its labels). Printed, and tagged on the study's run (and
+    printed by `intertask validate`)."""
     out, left_out = {}, {}
     stages = {"intermediate": cfg.intermediate, "target": cfg.target}
     for cell in grid.distinct_cells(cfg):  # nothing here depends on the seed
@@ -160,6 +162,7 @@ def study_notices(cfg: ExperimentConfig) -> tuple[tuple[str, str], ...]:
                     f"{'+'.join(mine.task_names)}: the stage selects on {mine.task_names[0]}"
                 )
         scored, left = grid.evaluation_fit(cfg, cell)
+        out.update(grid.head_notices(cfg, cell, scored))
         for entry in scored:
             lacking = grid.missing_languages(cfg, entry.task) if not _explicit(cfg, entry.task) else ()
             if lacking:

@@ -82,16 +82,21 @@ class HeadFit:
     fits: bool
     order: tuple[int, ...] | None = None
     problem: str = ""
+    # a task whose labels are a subset of the head's: the head's other labels, never predicted (the
+    # task's labels are scored by argmax over their own outputs: order selects them)
+    unused: tuple[str, ...] = ()
 
     @property
     def reordered(self) -> bool:
+        """Matched by name: in another order, or a subset of the head's labels."""
         return self.order is not None
 
 
 def head_fit(head: tuple, wanted: tuple) -> HeadFit:
     """How a head of signature `head` fits a task of signature `wanted` (TaskType.head_signature()):
-    the same head type, and for a task with labels the same label NAMES. A typo gets a did-you-mean; a
-    partial overlap lists both sets."""
+    the same head type, and for a task with labels the same label NAMES, or a subset of them (the
+    task's labels are then scored among themselves). A typo gets a did-you-mean; a partial overlap
+    lists both sets."""
     head, wanted = _plain(head), _plain(wanted)
     if head[0] != wanted[0]:
         return HeadFit(False, problem=f"a {head[0]} head cannot score a {wanted[0]} task")
@@ -100,6 +105,9 @@ def head_fit(head: tuple, wanted: tuple) -> HeadFit:
     theirs, mine = list(head[1]), list(wanted[1])
     if sorted(theirs) == sorted(mine) and len(set(mine)) == len(mine):
         return HeadFit(True, tuple(theirs.index(label) for label in mine))
+    if len(set(mine)) == len(mine) and set(mine) < set(theirs):  # NER without MISC against a CoNLL head
+        unused = tuple(label for label in theirs if label not in mine)
+        return HeadFit(True, tuple(theirs.index(label) for label in mine), unused=unused)
     missing = [label for label in mine if label not in theirs]
     spare = [label for label in theirs if label not in mine]
     near = {m: n[0] for m in missing if (n := difflib.get_close_matches(m, spare, n=1, cutoff=0.6))}
@@ -109,6 +117,46 @@ def head_fit(head: tuple, wanted: tuple) -> HeadFit:
     elif spare:
         problem += f", and the task has no {spare}"
     return HeadFit(False, problem=problem)
+
+
+def label_notice(task: str, labels, head_task: str, head_labels, fit: HeadFit) -> tuple[str, str]:
+    """(what, line) of a task scored by a head matched by label name: the same line whether
+    `intertask validate` foresees it or the evaluation stage meets it."""
+    if fit.unused:
+        return (
+            f"labels_restricted.{task}",
+            f"{task}: labels {list(labels)} scored by the head of {head_task}, whose labels are "
+            f"{list(head_labels)}: predictions restricted to the task's labels (the head's {list(fit.unused)} "
+            "are never predicted)",
+        )
+    return (
+        f"labels_mapped.{task}",
+        f"{task}: labels {list(labels)} scored by the head of {head_task}, whose labels are "
+        f"{list(head_labels)}: matched by name",
+    )
+
+
+def best_fit(fits):
+    """Of (head, HeadFit) pairs, the one a task is scored by: an exact match, else the same labels in
+    another order, else a head the task's labels are a subset of; None when none fits."""
+    ranked = sorted(((h, f) for h, f in fits if f.fits), key=lambda hf: (hf[1].reordered, bool(hf[1].unused)))
+    return ranked[0] if ranked else None
+
+
+def missing_field(fields: dict, name: str) -> str:
+    """What of a dotted path a record lacks: the first segment not found under the part that exists
+    (`'input' has no 'premis' (it has 'hypothesis', 'premise'); did you mean 'input.premise'?`)."""
+    parts = name.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:depth]) + "."
+        under = sorted({f[len(prefix) :].split(".")[0] for f in fields if f.startswith(prefix)})
+        if under:
+            said = f"{name!r}: {prefix[:-1]!r} has no {parts[depth]!r} (it has {', '.join(map(repr, under))})"
+            break
+    else:
+        said = repr(name)
+    near = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
+    return said + (f"; did you mean {near[0]!r}?" if near else "")
 
 
 def _plain(signature) -> tuple:
@@ -216,9 +264,9 @@ class TaskType:
             raise DataError.at(
                 record.file,
                 record.where,
-                f"missing field(s) {missing}",
+                "missing field(s) " + "; ".join(missing_field(record.fields, name) for name in missing),
                 sorted(record.fields),
-                f"fields {list(names)}",
+                f"fields {list(names)} (a nested JSON field by its dotted path: input.premise)",
             )
 
     def label_index(self, raw: str, record: Record) -> int:

@@ -22,8 +22,9 @@ class MultipleChoiceTask(TaskType):
         return (self.head,)
 
     def example(self, uid: int, record: Record) -> Example:
-        """The context (one field, or two joined: CosmosQA's context + question), the choices (a list
-        field, or one field each), and the label (an index, or a name among `labels`: 'A'..'E')."""
+        """The context (its text_fields joined by context_separator: CosmosQA's context + question, a
+        story's four sentences), the choices (a list field, or one field each), and the label (an
+        index, or a name among `labels`: 'A'..'E')."""
         spec = self.spec
         choice_names = (spec.choices_field,) if spec.choices_field else spec.choice_fields
         self.require_fields(record, (*spec.text_fields, *choice_names, spec.label_field))
@@ -56,7 +57,7 @@ class MultipleChoiceTask(TaskType):
                 raw,
                 f"0..{len(choices) - 1}" + (f" or one of {list(spec.labels)}" if spec.labels else ""),
             )
-        context = " ".join(str(record.fields[f]) for f in spec.text_fields)
+        context = spec.context_separator.join(str(record.fields[f]) for f in spec.text_fields)
         return Example(uid, (context, *map(str, choices)), label)
 
     def examples(self, records: list[Record]) -> list[Example]:

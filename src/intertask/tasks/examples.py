@@ -24,7 +24,7 @@ import numpy as np
 
 from intertask.data.fingerprint import combine, file_fingerprint
 from intertask.data.formats import READERS
-from intertask.data.readers import ReadOptions, Record
+from intertask.data.readers import ReadOptions, Record, flatten
 from intertask.data.splits import SPLITS, split_indices
 from intertask.errors import DataError
 from intertask.tasks.base import Example, ExampleSet
@@ -116,7 +116,7 @@ def _hub_records(
     records = []
     for i, row in enumerate(rows):
         fields = {}
-        for key, value in _flat(row).items():
+        for key, value in flatten(row).items():  # nested features as dotted fields
             if key == label_col and hub.label_names:
                 value = _label_name(hub.label_names, value, where, f"row {i + 1}", key)
             fields[hub.columns.get(key, key)] = (
@@ -233,17 +233,6 @@ def _labelled(spec: TaskSpec, records: list[Record], where: str, source: str) ->
 
 class UnlabelledRowsWarning(UserWarning):
     """Rows without a label were left out of a split."""
-
-
-def _flat(row: dict) -> dict:
-    """Nested hub features become dotted fields: SQuAD's answers -> answers.text, answers.answer_start."""
-    out = {}
-    for key, value in row.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in _flat(value).items()})
-        else:
-            out[key] = value
-    return out
 
 
 def check_hub_source(spec: TaskSpec, source: str, language: str, rows: int = 5) -> None:

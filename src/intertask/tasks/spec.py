@@ -6,6 +6,7 @@ under `data.task_files` in an experiment config. No code is needed for a CSV/TSV
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ FormatName = Literal[
     "tsv",
     "csv",
     "jsonl",
+    "json",
     "rte_xml",
     "folders",
     "xtreme_tags",
@@ -34,11 +36,11 @@ SPLITS = ("train", "dev", "test")
 
 # formats each type can read, and the label kind its metrics must support
 TYPE_FORMATS = {
-    "classification": ("tsv", "csv", "jsonl", "rte_xml", "folders"),
-    "multilabel_classification": ("tsv", "csv", "jsonl"),
+    "classification": ("tsv", "csv", "jsonl", "json", "rte_xml", "folders"),
+    "multilabel_classification": ("tsv", "csv", "jsonl", "json"),
     "tagging": ("xtreme_tags", "conllu", "conll"),
     "extractive_qa": ("squad_json",),
-    "multiple_choice": ("jsonl",),
+    "multiple_choice": ("tsv", "csv", "jsonl", "json"),
     "retrieval": ("tatoeba", "bucc"),
 }
 TYPE_KIND = {
@@ -88,6 +90,9 @@ class TaskSpec:
     )  # language -> "{code}" in paths (default: itself)
     split_languages: dict[str, tuple[str, ...]] = field(default_factory=dict)  # split -> languages having it
     parallel: bool = False  # files of different languages are line-by-line translations of each other
+    # what `languages` stand for: "domains" (review sets' books, dvd, kitchen declared as languages)
+    # are averaged as such (mean_all is the mean over domains) and get no mean_non_<training language>
+    languages_are: Literal["languages", "domains"] = "languages"
     header: bool = False  # tsv/csv: the first line names the columns
     columns: tuple[str, ...] = ()  # tsv/csv without header, or conll: the column names
     encoding: str = "utf-8"  # text encoding of the files
@@ -105,6 +110,8 @@ class TaskSpec:
     labels_are_indices: bool = False  # raw labels are 0-based positions in `labels`
     choices_field: str | None = None  # multiple choice: the field with the list of choices
     choice_fields: tuple[str, ...] = ()  # multiple choice: or one field per choice (answer0, answer1, ...)
+    # multiple choice: what joins the context's text_fields (any number: a story's four sentences)
+    context_separator: str = " "
     normalization: Literal["squad", "mlqa"] = "squad"  # QA answer normalization (MLQA: per language)
     doc_stride: int = 128  # QA: tokens of overlap between windows over a long context
     max_answer_length: int = 30  # QA: longest answer span considered, in tokens
@@ -274,16 +281,17 @@ class TaskSpec:
             "classification": (1, 2),
             "multilabel_classification": (1, 1),
             "tagging": (1, 1),
-            "multiple_choice": (1, 2),
+            "multiple_choice": (1, 99),  # the context: any number of fields, joined by context_separator
         }.get(kind)
         if wanted:
             low, high = wanted
+            needs = f"{low} or {high}" if high == 2 else f"{low} or more" if high > 2 else f"{low}"
             c.require(
                 low <= len(self.text_fields) <= high,
                 "text_fields",
-                f"{kind} needs {low if low == high else f'{low} or {high}'} field(s)",
+                f"{kind} needs {needs} field(s)",
                 self.text_fields,
-                "[text] or [text_a, text_b]" if high == 2 else "[field]",
+                {2: "[text] or [text_a, text_b]", 1: "[field]"}.get(high, "[context field, ...]"),
             )
         c.require(
             kind != "multilabel_classification" or self.label_separator is not None,
@@ -361,6 +369,23 @@ class TaskSpec:
     def code(self, language: str) -> str:
         return self.language_codes.get(language, language)
 
+    def language_named(self, name: str) -> str | None:
+        """The task's own name for a language as a user writes it: the name itself, the data's file
+        code (Tatoeba's `deu`), or an ISO 639-1 / 639-2 / 639-3 alias of one (deu, ger -> de; cmn ->
+        zh; tgl -> tl: langcodes, macrolanguages folded); None when no language, or several, answer."""
+        if name in self.languages:
+            return name
+        by_file = [lang for lang in self.languages if self.code(lang) == name]
+        if len(by_file) == 1:
+            return by_file[0]
+        tag = standard_language(name)
+        same = [
+            lang
+            for lang in self.languages
+            if tag and tag in {standard_language(lang), standard_language(self.code(lang))}
+        ]
+        return same[0] if len(same) == 1 else None
+
     def splits_for(self, language: str, origin: str = "local") -> tuple[str, ...]:
         """The splits shipped for a language (hub: the hub's split mapping)."""
         if origin == "hub":
@@ -371,6 +396,18 @@ class TaskSpec:
         entry = self.files[split]
         templates = (entry,) if isinstance(entry, str) else entry
         return [root / t.format(lang=language, code=self.code(language)) for t in templates]
+
+
+@functools.cache
+def standard_language(code: str) -> str | None:
+    """A language code's standard form (BCP 47 via langcodes: ISO 639-2/3 codes with a 639-1 one
+    become it, a macrolanguage's members become the macrolanguage); None for what is not a code."""
+    import langcodes
+
+    try:
+        return langcodes.standardize_tag(code, macro=True).split("-")[0].lower()
+    except (langcodes.LanguageTagError, ValueError):
+        return None
 
 
 def load_task_file(path: Path) -> TaskSpec:
