@@ -192,16 +192,20 @@ def read_jsonl(path: Path, options: ReadOptions) -> list[Record]:
     return records
 
 
+def json_document(path: Path, encoding: str):
+    """A whole JSON file, decoded; DataError names the line and column of a syntax error."""
+    try:
+        return json.loads("\n".join(decoded_lines(path, encoding)))
+    except json.JSONDecodeError as err:
+        raise DataError.at(
+            path, f"line {err.lineno}, column {err.colno}", f"invalid JSON: {err.msg}"
+        ) from None
+
+
 def read_json(path: Path, options: ReadOptions) -> list[Record]:
     """A JSON array of objects, or an object holding one such array (`{"data": [...]}`); nested
     objects are read as dotted fields (`flatten`). A record is named by its position: `item 3`."""
-    text = "\n".join(decoded_lines(path, options.encoding))
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError.at(
-            path, f"line {err.lineno}", f"invalid JSON: {err.msg} at column {err.colno}"
-        ) from None
+    data = json_document(path, options.encoding)
     if isinstance(data, dict):
         arrays = [k for k, v in data.items() if isinstance(v, list)]
         if len(arrays) != 1:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from intertask.data.readers import ReadOptions, Record, decoded_lines
+from intertask.data.readers import ReadOptions, Record, json_document
 from intertask.errors import DataError
 
 
@@ -21,13 +20,7 @@ def _require(obj: object, key: str, kind: type | tuple[type, ...], path: Path, w
 
 def read_squad_json(path: Path, options: ReadOptions) -> list[Record]:
     """Records {id, question, context, answers: [text], answer_starts: [int as str]} in file order."""
-    text = "\n".join(decoded_lines(path, options.encoding))
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError.at(
-            path, f"line {err.lineno}, column {err.colno}", f"invalid JSON: {err.msg}"
-        ) from None
+    document = json_document(path, options.encoding)
     articles = _require(document, "data", list, path, "top level")
     records = []
     for a, article in enumerate(articles):
