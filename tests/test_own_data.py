@@ -434,3 +434,49 @@ def test_a_task_whose_languages_are_domains_gets_a_mean_over_domains_and_no_mean
     per = table[table.language.isin(["books", "dvd", "kitchen"]) & (table.metric == "accuracy")].value
     mean = table[(table.language == "mean_all") & (table.metric == "accuracy")].value.item()
     assert mean == pytest.approx(per.mean())
+
+
+@pytest.mark.slow
+def test_validate_foresees_the_leakage_guard_as_the_evaluation_records_it(
+    tmp_path, tiny_model, local_store, capsys
+):
+    """One file declared as both the train and the test set: `intertask validate` says, before anything
+    trains, the line the evaluation stage then prints and records (every test example was seen)."""
+    path = tmp_path / "same.tsv"
+    path.write_text(
+        "".join(
+            f"film {i} was {'good' if i % 2 else 'bad'}\t{'pos' if i % 2 else 'neg'}\n" for i in range(30)
+        )
+    )
+    decl = write_yaml(
+        tmp_path / "same.yaml",
+        {
+            "name": "same",
+            "type": "classification",
+            "format": "tsv",
+            "columns": ["text", "label"],
+            "text_fields": ["text"],
+            "labels": ["neg", "pos"],
+            "files": {"train": str(path), "test": str(path)},
+        },
+    )
+    config = write_experiment(
+        tmp_path,
+        tiny_model,
+        "leaky",
+        study=False,
+        data={"task_files": [str(decl)]},
+        target={"task": "same", "language": "en", "max_examples": {"train": 20, "dev": 4}},
+        training={"epochs": 1},
+        evaluation={"languages": ["en"]},
+    )
+    assert cli.main(["validate", str(config)]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "leakage guard" in line]
+    assert said and all("the same text was seen in training" in line for line in said), said
+    assert cli.main(["main", str(config)]) == 0
+    client = MlflowClient()
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`intertask.stage` = 'evaluate'"
+    )
+    recorded = {v for k, v in run.data.tags.items() if k.startswith("intertask.notice.leakage_guard.")}
+    assert recorded == {line.removeprefix("note: ") for line in said}

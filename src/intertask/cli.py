@@ -299,7 +299,7 @@ def _validate_command(ws, args) -> int:
 
     ws.read_hub = False
     study = planning.plan(ws)
-    for _, line in study.notices:  # what `main` would print before training
+    for _, line in [*study.notices, *planning.leakage_notices(ws, study)]:  # what `main` will say
         print(f"note: {line}", file=sys.stderr)
     skipped_models = planning.check_models(study.jobs, hub=args.hub)
     if args.hub:

@@ -88,3 +88,16 @@ REASONS = {
     "uid": "the same line of the source set was used in training (any language of a parallel set)",
     "content": "the same text was seen in training under another split or file",
 }
+
+
+def notices(data: ExampleSet, reasons: dict[str, int]) -> list[tuple[str, str]]:
+    """(what, line) per reason examples of `data` are left out: what the evaluation stage records, and
+    what `intertask validate` foresees from the planned sets."""
+    return [
+        (
+            f"leakage_guard.{data.task}.{data.language}",
+            f"leakage guard: {n} of {len(data)} {data.task} {data.split} examples in {data.language} "
+            f"left out: {why}",
+        )
+        for why, n in reasons.items()
+    ]

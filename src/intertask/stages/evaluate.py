@@ -80,14 +80,7 @@ def _eval_sets(ws: Workspace, entry: EvalTaskConfig, seen: leakage.Seen):
         data = ws.evaluation_examples(entry.task, language, entry.split)
         kept, reasons = leakage.left_out(data, seen)
         dropped = sum(reasons.values())
-        for why, n in reasons.items():  # nothing silent: said here, a metric and a tag on the run
-            notices.append(
-                (
-                    f"leakage_guard.{entry.task}.{language}",
-                    f"leakage guard: {n} of {len(data)} {entry.task} {entry.split} examples in {language} "
-                    f"left out: {why}",
-                )
-            )
+        notices += leakage.notices(data, reasons)  # nothing silent: said here, a metric and a tag on the run
         kept = limit(ws, kept, entry.max_examples)
         if len(kept) == 0:
             raise DataError.at(

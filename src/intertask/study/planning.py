@@ -227,3 +227,40 @@ def plan(ws: Workspace) -> Plan:
         data[job.id] = {k: (s.fingerprint, list(s.files)) for k, s in ws.loaded.items() if id(s) in mine}
     check_parallel(ws, loaded)
     return Plan(jobs, configs, keys, study_notices(cfg), data, kept, started)
+
+
+def leakage_notices(ws: Workspace, study: Plan) -> list[tuple[str, str]]:
+    """What the leakage guard will leave out of each evaluation, foreseen from the planned sets: the
+    train and dev examples of every training stage upstream of it (`intertask validate` prints these
+    lines; the evaluation stage records the same ones when it runs)."""
+    from intertask.data import leakage
+
+    jobs = {job.id: job for job in study.jobs}
+    catalog = resolve.catalog(ws.cfg)
+
+    def sets(job_id: str) -> list:
+        return [ws.loaded[key] for key in study.data.get(job_id, {}) if key in ws.loaded]
+
+    def upstream(job_id: str) -> list[str]:
+        found = []
+        for dep in jobs[job_id].deps:
+            found += (
+                [dep, *upstream(dep)] if jobs[dep].kind in ("intermediate", "finetune") else upstream(dep)
+            )
+        return found
+
+    out: dict[str, str] = {}
+    for job in study.jobs:
+        if job.kind != "evaluate":
+            continue
+        seen = leakage.merge(
+            *(
+                leakage.record({}, s, catalog.spec(s.task).parallel)
+                for dep in upstream(job.id)
+                for s in sets(dep)
+                if s.split in ("train", "dev")
+            )
+        )
+        for data in sets(job.id):
+            out.update(leakage.notices(data, leakage.left_out(data, seen)[1]))
+    return list(out.items())
