@@ -79,6 +79,46 @@ def test_a_missing_path_segment_is_named_with_what_is_there(tmp_path):
     assert "(it has 'hypothesis', 'premise'); did you mean 'input.premise'?" in message
 
 
+def test_extractive_qa_from_nested_jsonl_through_the_tasks_fields(tmp_path):
+    """QA rows as a user's JSONL has them (question under q.text, answers a list of objects): the
+    task's `fields` say where its type's fields are; a wrong path is named with what is there."""
+    rows = [
+        {
+            "q": {"text": "Where is Paris?"},
+            "passage": "Paris is in France.",
+            "answers": [{"text": "France", "start": 12}],
+        },
+        {
+            "q": {"text": "Who wrote it?"},
+            "passage": "Ann wrote it.",
+            "answers": [{"text": "Ann", "start": 0}, {"text": "Ann wrote", "start": 0}],
+        },
+    ]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    decl = {
+        "name": "my_qa",
+        "type": "extractive_qa",
+        "format": "jsonl",
+        "files": {"test": str(path)},
+        "metrics": ["f1", "exact_match"],
+        "fields": {
+            "question": "q.text",
+            "context": "passage",
+            "answers": "answers.text",
+            "answer_starts": "answers.start",
+        },
+    }
+    data = _load(_task(tmp_path, decl), tmp_path)
+    assert [(e.texts, e.label) for e in data.examples] == [
+        (("Where is Paris?", "Paris is in France."), (("France", 12),)),
+        (("Who wrote it?", "Ann wrote it."), (("Ann", 0), ("Ann wrote", 0))),
+    ]
+    wrong = _task(tmp_path, {**decl, "name": "my_qa2", "fields": {**decl["fields"], "question": "q.txt"}})
+    with pytest.raises(DataError, match="missing field\\(s\\) 'q.txt': 'q' has no 'txt' \\(it has 'text'\\)"):
+        _load(wrong, tmp_path)
+
+
 # --- multiple choice from any file ----------------------------------------------------------------------
 
 STORIES = [  # four context sentences, two endings, the right one 1 or 2 (a story-cloze layout)

@@ -39,7 +39,7 @@ class QATask(TaskType):
         self.require_fields(record, ("question", "context", "answers", "answer_starts"))
         f = record.fields
         answers = tuple(zip(f["answers"], (int(s) for s in f["answer_starts"]), strict=True))
-        return Example(uid, (f["question"], f["context"]), answers, key=str(f["id"]))
+        return Example(uid, (f["question"], f["context"]), answers, key=str(f.get("id", uid)))
 
     def examples(self, records: list[Record]) -> list[Example]:
         out = super().examples(records)
