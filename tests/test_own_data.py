@@ -22,6 +22,14 @@ from intertask.tasks.spec import load_task_file
 from .conftest import finetune_and_evaluate, write_experiment, write_yaml
 
 FRACTIONS = {"train": 0.8, "dev": 0.1, "test": 0.1}
+# a classification task of text<TAB>label lines, the shape most of these tests declare
+TSV_TEXT = {
+    "type": "classification",
+    "format": "tsv",
+    "columns": ["text", "label"],
+    "text_fields": ["text"],
+    "labels": ["neg", "pos"],
+}
 
 
 def _task(tmp_path, decl: dict):
@@ -447,11 +455,7 @@ def test_a_task_whose_languages_are_domains_gets_a_mean_over_domains_and_no_mean
         tmp_path / "reviews.yaml",
         {
             "name": "reviews",
-            "type": "classification",
-            "format": "tsv",
-            "columns": ["text", "label"],
-            "text_fields": ["text"],
-            "labels": ["neg", "pos"],
+            **TSV_TEXT,
             "languages": ["books", "dvd", "kitchen"],
             "languages_are": "domains",
             "files": {"all": str(folder / "{lang}.tsv")},
@@ -492,11 +496,7 @@ def test_validate_foresees_the_leakage_guard_as_the_evaluation_records_it(
         tmp_path / "same.yaml",
         {
             "name": "same",
-            "type": "classification",
-            "format": "tsv",
-            "columns": ["text", "label"],
-            "text_fields": ["text"],
-            "labels": ["neg", "pos"],
+            **TSV_TEXT,
             "files": {"train": str(path), "test": str(path)},
         },
     )

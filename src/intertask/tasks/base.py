@@ -143,6 +143,19 @@ def best_fit(fits):
     return ranked[0] if ranked else None
 
 
+def require_paths(record: Record, names, expected: str) -> None:
+    """A DataError naming each field (dotted path) of `names` the record lacks, with what is there."""
+    missing = [name for name in names if name not in record.fields]
+    if missing:
+        raise DataError.at(
+            record.file,
+            record.where,
+            "missing field(s) " + "; ".join(missing_field(record.fields, name) for name in missing),
+            sorted(record.fields),
+            expected,
+        )
+
+
 def missing_field(fields: dict, name: str) -> str:
     """What of a dotted path a record lacks: the first segment not found under the part that exists
     (`'input' has no 'premis' (it has 'hypothesis', 'premise'); did you mean 'input.premise'?`)."""
@@ -259,15 +272,9 @@ class TaskType:
     # --- helpers shared by the types ---
 
     def require_fields(self, record: Record, names: tuple[str, ...]) -> None:
-        missing = [f for f in names if f not in record.fields]
-        if missing:
-            raise DataError.at(
-                record.file,
-                record.where,
-                "missing field(s) " + "; ".join(missing_field(record.fields, name) for name in missing),
-                sorted(record.fields),
-                f"fields {list(names)} (a nested JSON field by its dotted path: input.premise)",
-            )
+        require_paths(
+            record, names, f"fields {list(names)} (a nested JSON field by its dotted path: input.premise)"
+        )
 
     def label_index(self, raw: str, record: Record) -> int:
         spec = self.spec

@@ -27,7 +27,7 @@ from intertask.data.formats import READERS
 from intertask.data.readers import ReadOptions, Record, flatten
 from intertask.data.splits import SPLITS, split_indices
 from intertask.errors import DataError
-from intertask.tasks.base import Example, ExampleSet, missing_field
+from intertask.tasks.base import Example, ExampleSet, require_paths
 from intertask.tasks.spec import TaskSpec
 from intertask.tasks.types import task_type
 
@@ -101,15 +101,7 @@ def _local_records(spec: TaskSpec, source: str, language: str, root: Path) -> tu
 def _named(spec: TaskSpec, record: Record) -> Record:
     """A record with the task's `fields` (its type's field -> the data's path) filled in; a path the
     record lacks is named with what is there."""
-    missing = [path for path in spec.fields.values() if path not in record.fields]
-    if missing:
-        raise DataError.at(
-            record.file,
-            record.where,
-            "missing field(s) " + "; ".join(missing_field(record.fields, path) for path in missing),
-            sorted(record.fields),
-            f"the paths of the task's `fields` {dict(spec.fields)}",
-        )
+    require_paths(record, spec.fields.values(), f"the paths of the task's `fields` {dict(spec.fields)}")
     return Record(
         {**record.fields, **{k: record.fields[v] for k, v in spec.fields.items()}}, record.file, record.where
     )
