@@ -21,8 +21,6 @@ from intertask.names import UnknownName
 from intertask.printing import print_evaluation, print_headline, print_main, print_tuning, report_folder
 
 ENTRY_POINTS = ("main", "intermediate", "finetune", "evaluate", "report", "tune")
-
-
 FORCE_CHOICES = ("all", "probe", "intermediate", "finetune", "evaluate")
 
 
@@ -51,8 +49,6 @@ COMMANDS = {
     "validate": "check a config (and its data files) and print it resolved",
     "predict": "transferability estimates for every intermediate choice x target of the grid, before training",
 }
-
-
 _INIT = (
     "--init",
     {
@@ -60,8 +56,6 @@ _INIT = (
         "help": "start from models:/name@alias, models:/<model id>, runs:/ID/<model name> or a run id",
     },
 )
-
-
 OPTIONS: dict[str, list[tuple[str, dict]]] = {  # each command's options beyond config and overrides
     "main": [
         (

@@ -12,32 +12,16 @@ from intertask.config.schema import FieldChecks, to_dict
 from intertask.config.tuning import TuningConfig
 
 STAGES = ("intermediate", "target")
-
-
 PROBE_POINTS = ("base", "intermediate", "target")
-
-
 OVERRIDES = "<overrides>"  # the "file" named by problems in command-line overrides
-
-
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
 BASE_MODEL = "base"  # evaluation.model: the configured pretrained model itself (retrieval needs no head)
-
-
 REFERENCE_FORMS = "models:/name@alias, models:/name/version, models:/<model id>, runs:/<run id>/<model name> or a 32-hex run id"
-
-
 Split = Literal["train", "dev", "test"]
 
 
 TRAINING_BLOCKS = ("training", "intermediate.training", "target.training")
-
-
 DEPRECATED_KEYS = frozenset(f"{block}.bf16" for block in TRAINING_BLOCKS)  # read as <block>.precision
 
 

@@ -34,8 +34,6 @@ MLQA_ARTICLES = {  # per answer language, as MLQA's evaluate script removes them
     "hi": None,
     "zh": None,
 }
-
-
 _CJK = re.compile(r"[\u4e00-\u9fa5]")
 
 

@@ -17,14 +17,8 @@ from intertask.metrics.answers import answer_exact, answer_f1, best_per_question
 from intertask.metrics.scoring import BITEXT, MULTI, SINGLE, SPANS, TAGS, chunk_counts, f1_from_counts
 
 EXAMPLE_KEYS = ["task", "split", "language", "uid"]  # the columns of a per-example row besides its statistics
-
-
 EXAMPLES_ARTIFACT = "evaluation/examples.parquet"  # where an evaluation run logs them
-
-
 BEST_DEV = "best_dev"  # a training run's metrics best_dev/<task>/<metric>: the kept epoch's dev scores
-
-
 REFERENCE_DEV = "reference_dev"  # reference_dev/<task>/<metric>: a model that learnt nothing, on that dev set
 
 

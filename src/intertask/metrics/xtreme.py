@@ -22,8 +22,6 @@ XTREME_GROUPS = {
     "qa": ("xquad", "mlqa", "tydiqa"),
     "retrieval": ("bucc2018", "tatoeba"),
 }
-
-
 _XTREME_LANGUAGE_LISTS = {
     "pawsx": "de en es fr ja ko zh",
     "xnli": "ar bg de el en es fr hi ru sw th tr ur vi zh",
@@ -37,8 +35,6 @@ _XTREME_LANGUAGE_LISTS = {
     "mlqa": "en es de ar hi vi zh",
     "tydiqa": "en ar bn fi id ko ru sw te",
 }
-
-
 XTREME_LANGUAGES = {task: tuple(langs.split()) for task, langs in _XTREME_LANGUAGE_LISTS.items()}
 
 

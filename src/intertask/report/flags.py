@@ -21,8 +21,6 @@ XTREME_TASK = "xtreme"  # the task column of XTREME group / overall rows
 
 
 HEADLINE, SAME, WITHIN_CELL, OUTSIDE = "headline", "headline copy", "cell", "none"
-
-
 MIN_SEEDS = 3
 
 

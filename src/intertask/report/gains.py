@@ -44,8 +44,6 @@ from intertask.report import significance
 from intertask.report.flags import CELL, MIN_SEEDS, XTREME_TASK, TaskFacts, flagged
 
 KEYS = ["model", "intermediate", "target", "task", "split", "language", "metric"]
-
-
 GAIN_COLUMNS = [
     *KEYS,
     "n_seeds",
@@ -70,8 +68,6 @@ GAIN_COLUMNS = [
 
 
 CELL_KEYS = ["model", "intermediate", "target", "seed"]  # the tags that place a run in a study
-
-
 QA_SCORE = "xtreme"  # XTREME's score of a QA task: (exact match + F1) / 2
 
 
