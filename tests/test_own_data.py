@@ -265,35 +265,13 @@ def test_multiple_choice_from_tsv(tmp_path):
 def test_a_quoted_tsv_read_without_quotechar_suggests_it(tmp_path):
     path = tmp_path / "quoted.tsv"
     path.write_text('text\tlabel\n"a tab\there, quoted"\tpos\n', encoding="utf-8")
-    spec = _task(
-        tmp_path,
-        {
-            "name": "quoted",
-            "type": "classification",
-            "format": "tsv",
-            "header": True,
-            "files": {"test": str(path)},
-            "text_fields": ["text"],
-            "labels": ["neg", "pos"],
-        },
-    )
+    decl = {"name": "quoted", **TSV_TEXT, "header": True, "files": {"test": str(path)}}
+    decl.pop("columns")
     with pytest.raises(DataError) as err:
-        _load(spec, tmp_path)
+        _load(_task(tmp_path, decl), tmp_path)
     assert "quoted.tsv: line 2: wrong number of tab-separated columns (got 3;" in str(err.value)
     assert "declare the task's `quotechar`" in str(err.value)
-    quoted = _task(
-        tmp_path,
-        {
-            "name": "quoted2",
-            "type": "classification",
-            "format": "tsv",
-            "header": True,
-            "quotechar": '"',
-            "files": {"test": str(path)},
-            "text_fields": ["text"],
-            "labels": ["neg", "pos"],
-        },
-    )
+    quoted = _task(tmp_path, {**decl, "name": "quoted2", "quotechar": '"'})
     assert [e.texts for e in _load(quoted, tmp_path).examples] == [("a tab\there, quoted",)]
 
 

@@ -107,31 +107,27 @@ def with_task_language_names(cfg: ExperimentConfig) -> ExperimentConfig:
             language = named(stage.task_names, stage.language, f"{stage_name}.language")
             if language != stage.language:
                 changes[stage_name] = replace(stage, language=language)
+
+    def each(entries, where: str) -> tuple:  # evaluation.tasks or probes: each entry's task names its own
+        return tuple(
+            replace(
+                e,
+                languages=tuple(
+                    named((e.task,), lang, f"{where}[{i}].languages[{j}]")
+                    for j, lang in enumerate(e.languages)
+                ),
+            )
+            for i, e in enumerate(entries)
+        )
+
     ev = cfg.evaluation
     stage = cfg.target or cfg.intermediate
     own = (ev.task,) if ev.task else (stage.task_names if stage else ())
     languages = tuple(named(own, lang, f"evaluation.languages[{i}]") for i, lang in enumerate(ev.languages))
-    tasks = tuple(
-        replace(
-            e,
-            languages=tuple(
-                named((e.task,), lang, f"evaluation.tasks[{i}].languages[{j}]")
-                for j, lang in enumerate(e.languages)
-            ),
-        )
-        for i, e in enumerate(ev.tasks)
-    )
+    tasks = each(ev.tasks, "evaluation.tasks")
     if languages != ev.languages or tasks != ev.tasks:
         changes["evaluation"] = replace(ev, languages=languages, tasks=tasks)
-    probes = tuple(
-        replace(
-            p,
-            languages=tuple(
-                named((p.task,), lang, f"probes[{i}].languages[{j}]") for j, lang in enumerate(p.languages)
-            ),
-        )
-        for i, p in enumerate(cfg.probes)
-    )
+    probes = each(cfg.probes, "probes")
     if probes != cfg.probes:
         changes["probes"] = probes
     return replace(cfg, **changes) if changes else cfg

@@ -119,7 +119,7 @@ def evaluation_heads(cfg: ExperimentConfig, file: str, problems: Problems) -> No
     why: dict[str, list[str]] = {}
     empty, no_language = [], []
     for cell in grid.distinct_cells(cfg):
-        scored, left = grid.evaluation_fit(cfg, cell)
+        scored, left, _ = grid.evaluation_fit(cfg, cell)
         for entry in scored:
             fits.add(entry.task)
             if not entry.languages and entry.task not in no_language:

@@ -151,13 +151,17 @@ def cell_evaluation(cfg: ExperimentConfig, cell: Cell) -> list[EvalTaskConfig]:
     return evaluation_fit(cfg, cell)[0]
 
 
-def evaluation_fit(cfg: ExperimentConfig, cell: Cell) -> tuple[list[EvalTaskConfig], list[tuple[str, str]]]:
+def evaluation_fit(
+    cfg: ExperimentConfig, cell: Cell
+) -> tuple[list[EvalTaskConfig], list[tuple[str, str]], list[tuple[str, str]]]:
     """The evaluation tasks a cell's model can be scored on -- those whose head fits its target's (or,
     for a zero-shot cell, one of its intermediate tasks') by head type and label NAMES, in any order,
     and retrieval tasks; by default the target task -- and (task, why not) for each task left out.
     A study whose requested task fits none of its models, or a cell that nothing fits, is refused
     before anything runs (validate.evaluation_heads); a cell that leaves out a task another cell
-    scores says so (pipeline: printed, and tagged on the study's run)."""
+    scores says so (pipeline: printed, and tagged on the study's run). Third: the (what, line) notices of
+    tasks scored by a head matched by label name -- in another order, or a subset of its labels -- as
+    the evaluation stage will say them."""
     catalog = resolve.catalog(cfg)
     trained = [cell.target] if cell.target else list(cell.intermediate)
     signatures = {t: task_type(catalog.spec(t)).head_signature() for t in trained if t in catalog}
@@ -166,7 +170,7 @@ def evaluation_fit(cfg: ExperimentConfig, cell: Cell) -> tuple[list[EvalTaskConf
         if (cfg.evaluation.tasks or cfg.evaluation.task)
         else [EvalTaskConfig(task=t, languages=_languages_for(cfg, t)) for t in trained]
     )
-    out, left = [], []
+    out, left, notices = [], [], []
     for entry in entries:
         if entry.task not in catalog:
             continue  # an unknown name: validate reports it
@@ -180,27 +184,16 @@ def evaluation_fit(cfg: ExperimentConfig, cell: Cell) -> tuple[list[EvalTaskConf
                     languages=entry.languages or _languages_for(cfg, entry.task),
                 )
             )
+            # a head trained on the task itself scores it as it is; another, matched by label name, is said
+            found = best_fit(fits.items()) if task.trainable and entry.task not in signatures else None
+            if found is not None and found[1].reordered:
+                head_task, fit = found
+                notices.append(
+                    label_notice(entry.task, task.spec.labels, head_task, signatures[head_task][1], fit)
+                )
         else:
             left.append((entry.task, "; ".join(f"the head of {t}: {f.problem}" for t, f in fits.items())))
-    return out, left
-
-
-def head_notices(cfg: ExperimentConfig, cell: Cell, scored: list) -> list[tuple[str, str]]:
-    """(what, line) for each evaluation task of `scored` that the cell's head scores by label name --
-    the task's labels in another order, or a subset of the head's -- as the evaluation stage will say."""
-    catalog = resolve.catalog(cfg)
-    trained = [cell.target] if cell.target else list(cell.intermediate)
-    signatures = {t: task_type(catalog.spec(t)).head_signature() for t in trained if t in catalog}
-    out = []
-    for entry in scored:
-        task = task_type(catalog.spec(entry.task))
-        if not task.trainable or entry.task in signatures:
-            continue  # a head trained on the task itself scores it as it is
-        found = best_fit([(t, head_fit(sig, task.head_signature())) for t, sig in signatures.items()])
-        if found is not None and found[1].reordered:
-            head_task, fit = found
-            out.append(label_notice(entry.task, task.spec.labels, head_task, signatures[head_task][1], fit))
-    return out
+    return out, left, notices
 
 
 def _languages_for(cfg: ExperimentConfig, task: str) -> tuple[str, ...]:

@@ -161,8 +161,8 @@ def study_notices(cfg: ExperimentConfig) -> tuple[tuple[str, str], ...]:
                     f"grid: {name}.selection_task {stage.selection_task} is not among "
                     f"{'+'.join(mine.task_names)}: the stage selects on {mine.task_names[0]}"
                 )
-        scored, left = grid.evaluation_fit(cfg, cell)
-        out.update(grid.head_notices(cfg, cell, scored))
+        scored, left, by_name = grid.evaluation_fit(cfg, cell)
+        out.update(by_name)
         for entry in scored:
             lacking = grid.missing_languages(cfg, entry.task) if not _explicit(cfg, entry.task) else ()
             if lacking:
@@ -249,18 +249,24 @@ def leakage_notices(ws: Workspace, study: Plan) -> list[tuple[str, str]]:
             )
         return found
 
+    trained: dict[str, leakage.Seen] = {}  # training job -> what it sees (once, whatever reads it)
+
+    def seen_by(job_id: str) -> leakage.Seen:
+        if job_id not in trained:
+            trained[job_id] = leakage.merge(
+                *(
+                    leakage.record({}, s, catalog.spec(s.task).parallel)
+                    for s in sets(job_id)
+                    if s.split in ("train", "dev")
+                )
+            )
+        return trained[job_id]
+
     out: dict[str, str] = {}
     for job in study.jobs:
         if job.kind != "evaluate":
             continue
-        seen = leakage.merge(
-            *(
-                leakage.record({}, s, catalog.spec(s.task).parallel)
-                for dep in upstream(job.id)
-                for s in sets(dep)
-                if s.split in ("train", "dev")
-            )
-        )
+        seen = leakage.merge(*(seen_by(dep) for dep in upstream(job.id)))
         for data in sets(job.id):
             out.update(leakage.notices(data, leakage.left_out(data, seen)[1]))
     return list(out.items())

@@ -103,10 +103,8 @@ def head_fit(head: tuple, wanted: tuple) -> HeadFit:
     if len(head) < 2 or len(wanted) < 2 or head[1] == wanted[1]:
         return HeadFit(True)
     theirs, mine = list(head[1]), list(wanted[1])
-    if sorted(theirs) == sorted(mine) and len(set(mine)) == len(mine):
-        return HeadFit(True, tuple(theirs.index(label) for label in mine))
-    if len(set(mine)) == len(mine) and set(mine) < set(theirs):  # NER without MISC against a CoNLL head
-        unused = tuple(label for label in theirs if label not in mine)
+    if len(set(mine)) == len(mine) and set(mine) <= set(theirs):  # any order; or NER without MISC
+        unused = tuple(label for label in theirs if label not in mine)  # a CoNLL head's MISC tags
         return HeadFit(True, tuple(theirs.index(label) for label in mine), unused=unused)
     missing = [label for label in mine if label not in theirs]
     spare = [label for label in theirs if label not in mine]

@@ -104,9 +104,10 @@ class TaskSpec:
         str, ...
     ] = ()  # classification: 1 or 2 fields; tagging: the tokens; choice: the context
     label_field: str = "label"  # the field holding the label(s) or tags
-    # a field the task's type reads -> where the data holds it (a dotted path into nested JSON): QA
-    # from JSONL, {question: q.text, context: passage, answers: answers.text, answer_starts:
-    # answers.answer_start}; any other field may be named by its path where the task names it
+    # a field the task's type reads -> where the local files hold it (a dotted path into nested JSON):
+    # QA from JSONL, {question: q.text, context: passage, answers: answers.text, answer_starts:
+    # answers.answer_start}; any other field may be named by its path where the task names it. A hub
+    # source, whose rows are named otherwise, maps its own columns (hub.columns)
     fields: dict[str, str] = field(default_factory=dict)
     labels: tuple[str, ...] = ()  # the label (tag) space, in head order
     label_map: dict[str, str] = field(default_factory=dict)  # raw label value -> label name

@@ -46,6 +46,9 @@ _USER_ENV = {
 }
 
 
+_USED: str | None = None  # the URI the last `use` pointed this process at
+
+
 def use(cfg: ExperimentConfig, uri: str | None = None) -> str:
     """Point MLflow at the configured tracking store, or at `uri` (a job in another process gets the
     URI its driver resolved); nothing is created. Called by entry points only: it sets process state.
@@ -91,14 +94,11 @@ def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
     return plain, urllib.parse.unquote(parts.username or ""), password
 
 
-_USED: str | None = None  # the URI the last `use` pointed this process at
-
-
 def pointed_at() -> str:
     """The tracking URI an entry point pointed this process at (`use`); library code reads it and never
     sets it. Without `use`, or when something else moved MLflow's URI since, a clear error: a store
     chosen by accident would take a study's runs silently."""
-    current = mlflow.get_tracking_uri()
+    current = current_uri()
     if _USED is None or split_credentials(_USED)[0] != current:
         raise TrackingError(
             [
@@ -161,11 +161,7 @@ def _connect(cfg: ExperimentConfig, name: str, create: bool) -> str | None:
 
 
 FIRST_CONTACT_SECONDS = 20  # a study's first request: a wrong URI is said within this, not after minutes
-
-
 _BACKOFF_MAX = 120.0  # urllib3's longest wait between two tries
-
-
 _RETRY_LIMIT = 10  # MLflow refuses more retries than this
 
 
@@ -287,14 +283,8 @@ def last_retry() -> float:
 
 
 EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI opens a model-training experiment on its runs
-
-
 MODEL_TRAINING = "custom_model_development"  # (without it MLflow 3 opens an empty GenAI overview)
-
-
 DESCRIPTION = "mlflow.note.content"  # an experiment's or a run's description in the UI (Markdown)
-
-
 TAG_LIMIT = 8000  # MLflow's longest tag value
 
 
