@@ -272,6 +272,10 @@ class Relay:
         body read after the headers came): docs/studies.md."""
         with self.lock:
             listener, self.listener = self.listener, None
+        # shutdown wakes the thread blocked in accept(); close alone leaves that call holding the port
+        # open (Linux), still accepting, and a later restore could not bind it
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
         listener.close()
         deadline = time.monotonic() + drain_seconds
         while time.monotonic() < deadline and time.monotonic() - self.last_data < 0.3:
