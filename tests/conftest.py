@@ -243,7 +243,8 @@ def start_mlflow_server(
 class Relay:
     """A TCP relay from 127.0.0.1:<port> to a server's port, which can be cut (its port closed, every
     open connection reset: what clients meet while a server restarts or the network is away) and
-    restored on the same port."""
+    restored on the same port, or held (bytes stop moving, connections stay open: a server that is
+    slow to answer) and released."""
 
     def __init__(self, target_port: int):
         self.target, self.port = target_port, _free_port()
@@ -251,6 +252,8 @@ class Relay:
         self.listener: socket.socket | None = None
         self.lock = threading.Lock()
         self.last_data = 0.0  # when bytes last went through (monotonic)
+        self.flowing = threading.Event()
+        self.flowing.set()
         self.restore()
 
     @property
@@ -287,6 +290,13 @@ class Relay:
                 connection.shutdown(socket.SHUT_RDWR)
             connection.close()
 
+    def hold(self) -> None:
+        """Stop moving bytes either way (what has arrived waits in the relay) until release()."""
+        self.flowing.clear()
+
+    def release(self) -> None:
+        self.flowing.set()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -306,6 +316,7 @@ class Relay:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self.flowing.wait()
                 sink.sendall(data)
                 self.last_data = time.monotonic()
         except OSError:

@@ -1,6 +1,7 @@
 """Crash and resume, signals, a tracking server that goes away, and two pipelines at once: real
 processes, a real `mlflow server`, real checkpoints on disk."""
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -308,7 +310,13 @@ def test_two_drivers_of_one_study_run_each_stage_once_beside_another_study(
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     if any(p.returncode for p in procs):  # the whole output, shown under "Captured stdout" (not cut)
         print("\n\n===== next process =====\n\n".join(outputs))
-    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert [p.returncode for p in procs] == [0, 0, 0], (
+        "\n".join(  # a failing one's end, in the summary
+            f"--- process {i} exited {p.returncode} ---\n{out[-3000:]}"
+            for i, (p, out) in enumerate(zip(procs, outputs, strict=True))
+            if p.returncode
+        )
+    )
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("shared-exp").experiment_id
     runs = client.search_runs([experiment], max_results=500)
@@ -325,6 +333,12 @@ def test_two_drivers_of_one_study_run_each_stage_once_beside_another_study(
     by_run = {r.info.run_id: r.data.tags["intertask.stage_key"] for r in stages}
     assert versions and len({by_run[v.run_id] for v in versions}) == len(versions)  # each model once
     assert "of this study; waiting for its run" in outputs[0] + outputs[1]  # one waited for the other
+    for parent in parents:  # the report logged once per study, whichever driver logged it last
+        local = Path(
+            client.download_artifacts(parent.info.run_id, "report", str(tmp_path / parent.info.run_id))
+        )
+        table = json.loads((local / "gains_table.json").read_text(encoding="utf-8"))
+        assert len(table["data"]) == len(pd.read_csv(local / "gains.csv")) > 0
     again = _start(["main", str(a)], env)
     output = again.communicate(timeout=600)[0]
     assert again.returncode == 0, output[-2000:]

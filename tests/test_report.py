@@ -320,3 +320,25 @@ def test_html_artifacts_declare_utf8_so_non_latin_text_shows_as_written(local_st
     raw = Path(local).read_bytes()
     assert raw.startswith(b"<!doctype html>") and b"<meta charset='utf-8'>" in raw[:200]
     assert all(t.encode("utf-8") in raw for t in text)
+
+
+def test_a_table_logged_again_on_its_run_replaces_the_one_there(local_store):
+    """A report logged again on its parent run (a resumed study, a second driver) leaves one gains
+    table, not two appended (what mlflow.log_table does); the UI still lists it once, as a table."""
+    import json
+
+    import mlflow
+
+    from intertask import tracking
+
+    first = pd.DataFrame({"language": ["en", "de"], "gain": [0.5, -0.25]})
+    with mlflow.start_run() as run:
+        tracking.log_mlflow_table(first, "report/gains_table.json")
+        tracking.log_mlflow_table(first.assign(gain=[0.75, 0.0]), "report/gains_table.json")
+    read = mlflow.load_table("report/gains_table.json", run_ids=[run.info.run_id])
+    assert read.drop(columns="run_id", errors="ignore").to_dict("list") == {
+        "language": ["en", "de"],
+        "gain": [0.75, 0.0],
+    }
+    listed = json.loads(mlflow.get_run(run.info.run_id).data.tags["mlflow.loggedArtifacts"])
+    assert listed == [{"path": "report/gains_table.json", "type": "table"}]

@@ -23,7 +23,7 @@ from intertask.config import TuningConfig
 from intertask.config.validate import load_experiment
 from intertask.errors import ConfigError
 
-from .conftest import write_experiment
+from .conftest import Relay, write_experiment
 
 STATE_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
@@ -109,22 +109,48 @@ def test_two_workers_share_one_sqlite_study(tiny_model, tmp_path, mlflow_server,
     _run_two_workers(config, storage, mlflow_server, "tune-two", 4, tiny_model.name)
 
 
-def _study_names(storage: str) -> list[str]:
+def _trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
     try:
-        return optuna.get_all_study_names(storage)
-    except Exception:  # noqa: BLE001 -- the first worker is still creating the storage's tables
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 -- the first worker is still creating the storage's tables or the study
         return []
 
 
-def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):
-    workers = [_worker(config, storage, tracking_uri)]
-    # the second starts once the first has made the study (an event in the storage, not a guess at
-    # how long that takes): both then pop trials from the same queue
+def _wait_for(what: str, condition, workers) -> None:
     deadline = time.time() + 300
-    while f"{name}-target" not in _study_names(storage):
-        assert time.time() < deadline and workers[0].poll() is None, workers[0].communicate()[0][-2000:]
+    while not condition():
+        alive = all(w.poll() is None for w in workers)
+        assert time.time() < deadline and alive, (what, [w.communicate()[0][-2000:] for w in workers])
         time.sleep(0.1)
-    workers.append(_worker(config, storage, tracking_uri))
+
+
+def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):
+    """Two workers on one study, each seen to run a trial -- by barriers, not by how long a trial takes:
+    the first reaches MLflow through a relay, held once its first trial runs (the trial waits on its
+    tracking calls; its heartbeat goes to the Optuna storage and goes on), and released once the second
+    worker has popped a trial from the same queue."""
+    relay = Relay(int(tracking_uri.rsplit(":", 1)[1]))
+    workers = [_worker(config, storage, relay.uri)]
+    study = f"{name}-target"
+    _wait_for(
+        "a running trial",
+        lambda: any(t.state == TrialState.RUNNING for t in _trials(storage, study)),
+        workers,
+    )
+    relay.hold()
+    try:
+        workers.append(_worker(config, storage, tracking_uri))
+        second = str(workers[1].pid)
+        _wait_for(
+            "the second worker's trial",
+            lambda: any(
+                t.user_attrs.get("host_pid", {}).get("intertask.pid") == second
+                for t in _trials(storage, study)
+            ),
+            workers,
+        )
+    finally:
+        relay.release()
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     failed = [(i, w.returncode, out[-3000:]) for i, (w, out) in enumerate(zip(workers, outputs, strict=True))]
     assert all(w.returncode == 0 for w in workers), "\n\n".join(

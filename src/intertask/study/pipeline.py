@@ -46,6 +46,11 @@ class StudyResult:
     report: object  # report.Report
 
 
+def stale_seconds(cfg: ExperimentConfig) -> float:
+    """After how long without a heartbeat a stage process or a driver counts as gone, on whichever host."""
+    return 4 * cfg.executor.heartbeat_seconds
+
+
 def main_key(cfg: ExperimentConfig) -> str:
     """The identity of a study: its config (without tracking and executor) and the code version."""
     study = {k: v for k, v in to_dict(cfg).items() if k not in ("tracking", "executor", "report")}
@@ -97,7 +102,7 @@ def run_main(ws: Workspace, force: tuple[str, ...] = ()) -> StudyResult:
         status = "KILLED"
         raise
     finally:
-        _close_study(parent, arms, status, cleanup, stale=4 * beat)
+        _close_study(parent, arms, status, cleanup, stale=stale_seconds(cfg))
 
 
 def _open_parent(cfg: ExperimentConfig, experiment: str) -> tuple[str, float | None]:
@@ -163,10 +168,17 @@ def _report(ws: Workspace, outcomes: dict[str, Outcome], parent: str, foresight)
     else:
         estimates = foresight.estimates if foresight else None
         built = collect.from_outcomes(cfg, list(outcomes.values()), ws=ws, estimates=estimates)
-    if earlier != parent:  # the parent is closed by the last driver of the study (_close_study)
-        with tracking.logging_to(parent):
-            collect.log(built, cfg, outcomes)
-            tracking.set_tags({f"{TAG}report_inputs": inputs})
+    if earlier == parent:
+        return built
+    # one driver of the study logs it (two at once would upload the same artifacts over each other);
+    # the parent is closed by the last driver to leave (_close_study)
+    holder = leases.claim(parent, content_hash(["report", inputs]), stale_seconds(cfg))
+    if holder is not None:
+        print(f"note: the report is logged on the study's run by driver {holder}", file=sys.stderr)
+        return built
+    with tracking.logging_to(parent):
+        collect.log(built, cfg, outcomes)
+        tracking.set_tags({f"{TAG}report_inputs": inputs})
     return built
 
 
@@ -268,7 +280,7 @@ def _run_jobs(
     cfg = ws.cfg
     experiment = ws.experiment()
     names = (len({j.cell.model for j in study.jobs}) > 1, len({j.cell.seed for j in study.jobs}) > 1)
-    stale = 4 * cfg.executor.heartbeat_seconds  # a stage process or a driver gone, on whichever host
+    stale = stale_seconds(cfg)
     specs = []
     for job in study.jobs:
         key = study.keys[job.id]

@@ -4,6 +4,7 @@ tables back."""
 from __future__ import annotations
 
 import html
+import json
 import sys
 import tempfile
 import time
@@ -13,6 +14,7 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from intertask.errors import redact
 from intertask.tracking.connection import TAG
@@ -74,9 +76,18 @@ def log_table(df: pd.DataFrame, path: str, html_body: str | None = None) -> None
 
 
 def log_mlflow_table(df: pd.DataFrame, path: str) -> None:
-    """A table as MLflow's own table artifact (`mlflow.log_table`, `path` ending .json), which the UI's
-    artifact view renders as a table (and `mlflow.load_table` reads back)."""
-    mlflow.log_table(df, artifact_file=path)
+    """A table as MLflow's own table artifact (`path` ending .json), which the UI's artifact view renders
+    as a table and `mlflow.load_table` reads back: written as `mlflow.log_table` writes one (pandas'
+    split JSON, the run's mlflow.loggedArtifacts tag naming it a table), except that a table already
+    there is replaced -- `mlflow.log_table` appends to it, and a report logged again on its parent run
+    (a resumed study, a second driver) must not double its rows, nor read a half-uploaded file."""
+    run_id = mlflow.active_run().info.run_id
+    mlflow.log_text(df.to_json(orient="split", index=False, date_format="iso"), path)
+    client = MlflowClient()
+    listed = json.loads(client.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    entry = {"path": path, "type": "table"}
+    if entry not in listed:
+        client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*listed, entry]))
 
 
 def html_page(title: str, body: str) -> str:
