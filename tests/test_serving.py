@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import mlflow
@@ -36,6 +37,7 @@ frame = pd.DataFrame({"text": ["The cat sat.", "A dog ran."], "text_pair": ["A c
 print(json.dumps({
     "before": before,
     "after": sorted(m for m in sys.modules if m.split(".")[0] == "intertask"),
+    "serving": sys.modules["intertask.tracking.serving"].__file__,
     "pair": pair.predict(frame).to_dict("list"),
     "tags": tags.predict(pd.DataFrame({"tokens": [["Marie", "lives", "in", "Paris", "."]]})).to_dict("list"),
 }))
@@ -125,6 +127,8 @@ def test_a_model_logged_from_code_loads_in_a_fresh_process(tiny_model, mlflow_se
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["before"] == [] and "intertask.tracking.serving" in seen["after"]
+    # the model's own code (code/intertask.zip, unpacked beside it), not the installed package
+    assert Path(seen["serving"]).parts[-5:] == ("code", "intertask", "intertask", "tracking", "serving.py")
     pair, labels = seen["pair"], builtin_catalog().spec("pawsx").labels
     for row in range(2):
         probabilities = {n: pair[f"score_{n}"][row] for n in labels}
@@ -223,7 +227,8 @@ def test_a_served_model_runs_where_only_its_own_requirements_are(tiny_model, mlf
         )
     requirements = (local["pawsx"] / "requirements.txt").read_text()
     assert "intertask" not in requirements and "torch==" in requirements
-    assert (local["pawsx"] / "code" / "intertask" / "tracking" / "serving.py").is_file()
+    with zipfile.ZipFile(local["pawsx"] / "code" / "intertask.zip") as packed:  # its code: one artifact
+        assert "intertask/tracking/serving.py" in packed.namelist()
     venv = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"

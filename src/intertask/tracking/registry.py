@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,13 +60,21 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in SERVING_PACKAGES]
 
 
-def _package_copy(folder: Path) -> Path:
-    """intertask's source, without byte code, under `folder`: what the model carries as its code."""
+def _package_zip(folder: Path) -> Path:
+    """intertask's source, without byte code, as `folder`/intertask.zip: what the model carries as its
+    code, one artifact where a copy of the package was one upload per module (task_model.py unpacks it
+    on load). Entries sorted and dated 1980-01-01: the same source gives the same bytes."""
     import intertask
 
     source = Path(intertask.__file__).parent
-    target = folder / "intertask"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+    target = folder / "intertask.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
+                entry = zipfile.ZipInfo(
+                    f"intertask/{path.relative_to(source).as_posix()}", (1980, 1, 1, 0, 0, 0)
+                )
+                archive.writestr(entry, path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
     return target
 
 
@@ -191,7 +200,7 @@ def _log_from_code(folder: Path, head: str, name: str):
             name=name,
             python_model=str(CODE_FILE),  # models from code: nothing pickled
             artifacts={ARTIFACT: str(folder)},
-            code_paths=[str(_package_copy(Path(code)))],  # the model loads where intertask is not installed
+            code_paths=[str(_package_zip(Path(code)))],  # the model loads where intertask is not installed
             pip_requirements=_pip_requirements(),
             signature=mlflow.models.infer_signature(example, output_example(spec, head)),
             input_example=example,
