@@ -376,9 +376,9 @@ TINY_STUDY = {  # an XNLI -> PAWS-X transfer study on real slices, small enough 
 def write_experiment(
     folder: Path, tiny_model, name: str, *layers: dict, study: bool = True, **sections
 ) -> Path:
-    """An experiment YAML for the tiny model (seed 7, max_length 64, 2 epochs at 1e-3), with
-    TINY_STUDY's stages unless `study=False`; then each of `layers` (a test module's own defaults)
-    and `sections`, in order. A section given as a mapping is merged over the one before it field by
+    """An experiment YAML for the tiny model (seed 7, max_length 64, 2 epochs at 1e-3, divergences
+    read on 40 sentences a set), with TINY_STUDY's stages unless `study=False`; then each of `layers`
+    (a test module's own defaults) and `sections`, in order. A section given as a mapping is merged over the one before it field by
     field; any other value replaces it (None removes it). Every test module writes its configs through
     this one function."""
     data = {
@@ -387,6 +387,7 @@ def write_experiment(
         "model": {"name_or_path": str(tiny_model), "max_length": 64},
         "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1.0e-3, "log_every_steps": 5},
         **(TINY_STUDY if study else {}),
+        "report": {"divergence_examples": 40},  # sentences a set embedded for the divergences (500)
     }
     for layer in (*layers, sections):
         for key, value in layer.items():
