@@ -114,10 +114,6 @@ def pytest_collection_modifyitems(config, items) -> None:
         fixtures = set(getattr(item, "fixturenames", ()))
         if SERVER_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
-        # pytest-xdist (--dist loadgroup): a module's tests stay on one worker (its module fixtures are
-        # built once), and every test of the one PostgreSQL database runs on the same worker
-        group = "postgres" if "postgres_url" in fixtures else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def fast_guard(what: str) -> None:

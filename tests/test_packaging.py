@@ -313,3 +313,34 @@ def test_a_fast_run_starts_no_server_and_no_browser(tmp_path):
     )
     assert "1 failed, 1 passed, 1 deselected" in out.stdout, out.stdout[-3000:]
     assert "an MLflow server started in a run without slow tests" in out.stdout
+
+
+def test_make_test_keeps_a_module_on_one_worker(tmp_path):
+    """`make test`'s pytest options, read from the Makefile, run a planted suite of two modules of four
+    tests each: every module's tests on one worker (its module fixtures built once). Seen broken: with
+    pytest 9.2, `--dist loadgroup` spread one module's tests over both workers."""
+    import re
+    import sys
+    from pathlib import Path
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    options = re.search(r"^test: setup\n\t.*?-m pytest (.*)$", makefile, re.M).group(1).split()
+    options = [o for o in options if o != "-q"]  # (-v below shows each test's worker)
+    for name in ("a", "b"):
+        (tmp_path / f"test_{name}.py").write_text(
+            "import os, time, pytest\n"
+            "@pytest.mark.parametrize('i', range(4))\n"
+            "def test_x(i):\n"
+            "    time.sleep(0.2)\n"
+            "    print('WORKER', os.environ['PYTEST_XDIST_WORKER'])\n"
+        )
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", *options, "-v", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    placed = re.findall(r"\[(gw\d)\].*? PASSED .*?test_(\w)\.py", out.stdout)
+    assert len(placed) == 8, out.stdout[-3000:]
+    assert all(len({w for w, m in placed if m == name}) == 1 for name in "ab"), placed

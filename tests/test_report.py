@@ -331,6 +331,7 @@ def test_a_table_logged_again_on_its_run_replaces_the_one_there(local_store):
 
     from intertask import tracking
 
+    mlflow.set_tracking_uri(f"sqlite:///{local_store / 'mlflow.db'}")  # (the autouse guard restores it)
     first = pd.DataFrame({"language": ["en", "de"], "gain": [0.5, -0.25]})
     with mlflow.start_run() as run:
         tracking.log_mlflow_table(first, "report/gains_table.json")

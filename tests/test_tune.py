@@ -2,6 +2,7 @@
 server: two worker processes share one study, a diverging trial is pruned, a killed study resumes,
 bad search spaces are refused before the first trial."""
 
+import gc
 import os
 import signal
 import subprocess
@@ -109,18 +110,36 @@ def test_two_workers_share_one_sqlite_study(tiny_model, tmp_path, mlflow_server,
     _run_two_workers(config, storage, mlflow_server, "tune-two", 4, tiny_model.name)
 
 
-def _trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-    except Exception:  # noqa: BLE001 -- the first worker is still creating the storage's tables or the study
-        return []
+class _Trials:
+    """The trials of a study as the workers make them, read through one storage and its connection
+    pool (a storage per look leaves its connections open until collected: on PostgreSQL, polled ten
+    times a second, that used up the server's connections within a minute and stalled the workers)."""
+
+    def __init__(self, url: str, name: str):
+        self.url, self.name, self.storage = url, name, None
+
+    def __call__(self) -> list[optuna.trial.FrozenTrial]:
+        try:
+            if self.storage is None:  # the tables are the first worker's to create
+                self.storage = optuna.storages.RDBStorage(self.url, skip_table_creation=True)
+            study = optuna.load_study(study_name=self.name, storage=self.storage)
+        except Exception:  # noqa: BLE001 -- no tables or no study yet
+            gc.collect()  # (a storage that failed half way: its pool closed now)
+            return []
+        return study.get_trials(deepcopy=False)
+
+    def close(self) -> None:
+        if self.storage is not None:
+            self.storage.engine.dispose()
 
 
 def _wait_for(what: str, condition, workers) -> None:
     deadline = time.time() + 300
     while not condition():
-        alive = all(w.poll() is None for w in workers)
-        assert time.time() < deadline and alive, (what, [w.communicate()[0][-2000:] for w in workers])
+        if time.time() > deadline or any(w.poll() is not None for w in workers):
+            for w in workers:  # (a worker still running would hold its output back)
+                w.kill()
+            pytest.fail(f"no {what}: " + "\n\n".join(w.communicate()[0][-2000:] for w in workers))
         time.sleep(0.1)
 
 
@@ -131,26 +150,20 @@ def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):
     worker has popped a trial from the same queue."""
     relay = Relay(int(tracking_uri.rsplit(":", 1)[1]))
     workers = [_worker(config, storage, relay.uri)]
-    study = f"{name}-target"
-    _wait_for(
-        "a running trial",
-        lambda: any(t.state == TrialState.RUNNING for t in _trials(storage, study)),
-        workers,
-    )
+    seen = _Trials(storage, f"{name}-target")
+    _wait_for("a running trial", lambda: any(t.state == TrialState.RUNNING for t in seen()), workers)
     relay.hold()
     try:
         workers.append(_worker(config, storage, tracking_uri))
         second = str(workers[1].pid)
         _wait_for(
             "the second worker's trial",
-            lambda: any(
-                t.user_attrs.get("host_pid", {}).get("intertask.pid") == second
-                for t in _trials(storage, study)
-            ),
+            lambda: any(t.user_attrs.get("host_pid", {}).get("intertask.pid") == second for t in seen()),
             workers,
         )
     finally:
         relay.release()
+        seen.close()
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     failed = [(i, w.returncode, out[-3000:]) for i, (w, out) in enumerate(zip(workers, outputs, strict=True))]
     assert all(w.returncode == 0 for w in workers), "\n\n".join(

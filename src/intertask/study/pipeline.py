@@ -111,12 +111,8 @@ def _open_parent(cfg: ExperimentConfig, experiment: str) -> tuple[str, float | N
     two drivers starting at the same moment made)."""
     key = main_key(cfg)
     known = tracking.find_runs(experiment, f"{TAG}run_key", key)
-    parent = tracking.open_run(  # (resumed from the search above; a new one needs no second search)
-        f"main {cfg.name}",
-        experiment_id=experiment,
-        key=key,
-        tags={f"{TAG}stage": "main"},
-        resume=bool(known),
+    parent = tracking.open_run(
+        f"main {cfg.name}", experiment_id=experiment, key=key, tags={f"{TAG}stage": "main"}, known=known
     )
     return parent, (None if known else time.monotonic())
 
