@@ -288,3 +288,23 @@ def test_sigterm_ends_a_ray_study_with_143_and_its_runs_killed(tiny_model, tmp_p
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
     assert {r.info.status for r in runs if r.data.tags.get("intertask.stage") == "main"} == {"KILLED"}
     assert "KILLED" in {r.info.status for r in _stages(runs)}
+
+
+@pytest.mark.slow
+def test_a_ray_executor_without_an_address_starts_its_own_ray_beside_a_running_cluster(monkeypatch):
+    """No `executor.address`: a Ray of its own with the configured CPUs, even where Ray would join
+    another cluster (RAY_ADDRESS set, or one started on this machine: another study, another test) --
+    seen in CI, where that join failed with "When connecting to an existing cluster, num_cpus ... must
+    not be provided"."""
+    from intertask.study.executors import RayExecutor
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    try:
+        assert RayExecutor(None, 1, 1.0, 0.0).run([], {}) == {}
+        assert ray.is_initialized()
+        assert ray.get_runtime_context().gcs_address != cluster.address
+        assert ray.cluster_resources().get("CPU") == 1  # the configured CPUs, not the cluster's 0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

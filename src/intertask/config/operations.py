@@ -106,7 +106,7 @@ class PredictConfig:
 @dataclass(frozen=True, kw_only=True)
 class ExecutorConfig:
     kind: Literal["in_process", "ray"] = "in_process"  # where stages run; ray: independent stages in parallel
-    address: str | None = None  # ray: a cluster address (default: start a local Ray on demand)
+    address: str | None = None  # ray: a cluster address or auto (RAY_ADDRESS); default: a Ray of its own
     cpus: int | None = None  # ray: CPUs of a local Ray (default: all of this machine)
     cpus_per_stage: float = 1.0  # ray: CPUs a stage reserves
     gpus_per_stage: float = 0.0  # ray: GPUs a stage reserves

@@ -310,7 +310,10 @@ class RayExecutor:
         main_thread = threading.current_thread() is threading.main_thread()
         ours = signal.getsignal(signal.SIGTERM) if main_thread else None
         if not ray.is_initialized():
-            where = {"address": self.address} if self.address else {"num_cpus": self.cpus}
+            # no address: a Ray of its own, as configured -- not the cluster Ray would otherwise join
+            # (RAY_ADDRESS, or the last one started on this machine by anyone: another study, a test);
+            # `address: auto` asks for that one
+            where = {"address": self.address} if self.address else {"address": "local", "num_cpus": self.cpus}
             ray.init(**where, include_dashboard=False, log_to_driver=False)
         env = worker_env(specs[0].data_root) if specs else {}
         remote = ray.remote(_ray_job).options(
