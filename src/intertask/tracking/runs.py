@@ -80,15 +80,15 @@ def open_run(
     key: str,
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
-    resume: bool = True,
     known: list | None = None,
 ) -> str:
     """A RUNNING run outside the fluent run stack (a pipeline's parent or an arm): the latest run with
     the same `intertask.run_key` continues (a restarted pipeline keeps its run tree), else a new one.
-    `known`: the runs of that key the caller has just searched for (not searched again)."""
+    `known`: the runs of that key the caller has just searched for (not searched again); [] for a new
+    run whatever there is."""
     client = MlflowClient()
     if known is None:
-        known = find_runs(experiment_id, f"{TAG}run_key", key) if resume else []
+        known = find_runs(experiment_id, f"{TAG}run_key", key)
     if known:
         run_id = known[0].info.run_id
         client.update_run(run_id, status="RUNNING")

@@ -138,7 +138,7 @@ def open_study(cfg: ExperimentConfig, ws: Workspace, name: str, url: str) -> tup
         f"tune {name}",
         experiment_id=ws.experiment(),
         key=f"tune|{name}|{_storage_key(url)}",
-        resume=False,
+        known=[],  # a new parent run each time a study is created
         tags={f"{TAG}stage": "tune", f"{TAG}study": name, f"{TAG}study_storage": redact(url)},
     )
     with tracking.logging_to(parent):
