@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import optuna
 import pytest
@@ -284,7 +285,7 @@ def test_a_worker_whose_trial_was_failed_as_stale_stops_it_and_goes_on(
     still ends with every trial done once (the retry). Before, the worker crashed at its next report."""
     from intertask import tune
     from intertask.study.workspace import Workspace
-    from intertask.tune.worker import run_trial
+    from intertask.tune.worker import ask_queued, run_trial
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
@@ -299,22 +300,23 @@ def test_a_worker_whose_trial_was_failed_as_stale_stops_it_and_goes_on(
     tracking.use(cfg)  # what an entry point does first
     ws = Workspace(cfg, str(config))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study, parent = tune.open_study(cfg, ws, "tune-lost-target", url)
-    trial_id = study._pop_waiting_trial_id()
+    study, parent, storage = tune.open_study(cfg, ws, "tune-lost-target", url)
+    trial = ask_queued(study)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name("tune-lost-target"), trial.number
+    )
 
     def another_worker():  # what a worker does on finding this trial silent for grace_seconds
         client = MlflowClient()
         experiment = client.get_experiment_by_name("tune-lost").experiment_id
         while not client.search_runs([experiment], "tags.`intertask.trial_key` = 'tune-lost-target#0'"):
             time.sleep(0.2)
-        study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(
-            study, study._storage.get_trial(trial_id)
-        )
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, storage.get_trial(trial_id))
 
     other = threading.Thread(target=another_worker)
     other.start()
-    kept = run_trial(ws, study, optuna.Trial(study, trial_id), "tune-lost-target", parent, None, None)
+    kept = run_trial(ws, study, storage, trial, "tune-lost-target", parent, None, None)
     other.join()
     assert kept is None  # nothing of the lost trial is kept
     assert "warning: trial 0 was failed as stale by another worker" in capsys.readouterr().err
@@ -453,17 +455,36 @@ def test_the_first_trials_spread_over_the_range():
     assert trial_seed(1, 0) == trial_seed(1, 0) != trial_seed(2, 0)  # reproducible, seed-dependent
 
 
-def test_the_private_optuna_api_the_worker_relies_on_is_still_there(tmp_path):
-    """The worker pops WAITING trials with Study._pop_waiting_trial_id (public ask() would add trials)
-    and beats through the RDB storage; Optuna is pinned to the minor version this test passed on."""
+def test_ask_takes_queued_trials_and_a_trial_it_adds_on_an_empty_queue_is_marked_and_left_out(
+    tmp_path, capsys
+):
+    """The worker takes trials with Optuna's public ask(). ask() moves one queued trial to RUNNING,
+    but adds a new trial when the queue has emptied (another worker took the last one in between):
+    that trial is told FAIL at once, marked unplanned, said, and left out of the trials table. A
+    stale trial's retry keeps its queue slot (Optuna copies user attributes), so it is run."""
+    from intertask.tune.optuna_study import PLANNED_ATTR, UNPLANNED_ATTR
+    from intertask.tune.summary import trials_table, unplanned
+    from intertask.tune.worker import ask_queued
+
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=60)
     study = optuna.create_study(storage=storage, study_name="s")
-    study.enqueue_trial({"x": 1.0})
-    trial_id = study._pop_waiting_trial_id()
-    assert trial_id is not None and study._pop_waiting_trial_id() is None
-    assert study._storage.get_trial(trial_id).state == TrialState.RUNNING
-    assert study._storage.get_trial_number_from_id(trial_id) == 0
-    trial = optuna.Trial(study, trial_id)
-    assert trial._trial_id == trial_id and trial.suggest_float("x", 0.0, 2.0) == 1.0
-    study._storage.record_heartbeat(trial._trial_id)
-    assert optuna.__version__.startswith("5.1.")
+    study.enqueue_trial({"x": 1.0}, user_attrs={PLANNED_ATTR: 0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ask()'s "heartbeat is for optimize()" warning is not shown
+        first = ask_queued(study)
+        assert first is not None and first.number == 0 and first.suggest_float("x", 0.0, 2.0) == 1.0
+        assert ask_queued(study) is None  # the queue is empty: ask() added trial 1
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.FAIL]
+    assert UNPLANNED_ATTR in trials[1].user_attrs and PLANNED_ATTR not in trials[1].user_attrs
+    assert "note: trial 1 was added by Optuna's ask()" in capsys.readouterr().err
+    first_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), 0)
+    storage.record_heartbeat(first_id)
+    storage.set_trial_state_values(first_id, TrialState.FAIL)  # what fail_stale_trials does
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, storage.get_trial(first_id))
+    retry = ask_queued(study)
+    assert retry is not None and retry.number == 2 and retry.user_attrs[PLANNED_ATTR] == 0
+    study.tell(retry, 0.5)
+    table = trials_table(study)
+    assert table.number.tolist() == [0, 2] and table.state.tolist() == ["FAIL", "COMPLETE"]
+    assert unplanned(study) == 1

@@ -28,6 +28,8 @@ TAG = "intertask."
 PARENT_ATTR = "intertask.parent_run_id"
 READY_ATTR = "intertask.ready"
 SPEC_ATTR = "intertask.spec"
+PLANNED_ATTR = "intertask.queue_slot"  # on every queued trial (and, copied by Optuna, on its retry)
+UNPLANNED_ATTR = "intertask.unplanned"  # on a trial Optuna's ask() added when the queue was empty
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
@@ -114,14 +116,17 @@ def _storage(url: str, t: TuningConfig) -> optuna.storages.RDBStorage:
         ) from None
 
 
-def open_study(cfg: ExperimentConfig, ws: Workspace, name: str, url: str) -> tuple[optuna.Study, str]:
-    """Create the study (with its parent run and its queue of trials), or join it."""
+def open_study(
+    cfg: ExperimentConfig, ws: Workspace, name: str, url: str
+) -> tuple[optuna.Study, str, optuna.storages.RDBStorage]:
+    """Create the study (with its parent run and its queue of trials), or join it; returns the study,
+    its MLflow parent run and its storage (the worker beats and reads trial states through it)."""
     t = cfg.tuning
     storage = _storage(url, t)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction=t.direction)
     except optuna.exceptions.DuplicatedStudyError:
-        return _join(cfg, storage, name, url)
+        return (*_join(cfg, storage, name, url), storage)
     except Exception as err:  # the database answers but is not usable (permissions, old schema)
         raise ConfigError(
             [
@@ -149,10 +154,10 @@ def open_study(cfg: ExperimentConfig, ws: Workspace, name: str, url: str) -> tup
         )
     study.set_user_attr(PARENT_ATTR, parent)
     study.set_user_attr(SPEC_ATTR, _spec(cfg))
-    for values in initial_trials(t, cfg.seed if t.sampler.seed is None else t.sampler.seed):
-        study.enqueue_trial(values, skip_if_exists=False)
+    for slot, values in enumerate(initial_trials(t, cfg.seed if t.sampler.seed is None else t.sampler.seed)):
+        study.enqueue_trial(values, user_attrs={PLANNED_ATTR: slot}, skip_if_exists=False)
     study.set_user_attr(READY_ATTR, True)
-    return study, parent
+    return study, parent, storage
 
 
 def _storage_key(url: str) -> str:

@@ -16,7 +16,7 @@ from intertask.config import ExperimentConfig
 from intertask.errors import redact
 from intertask.report import plots
 from intertask.study.workspace import Workspace
-from intertask.tune.optuna_study import TAG
+from intertask.tune.optuna_study import TAG, UNPLANNED_ATTR
 
 
 @dataclass
@@ -43,8 +43,10 @@ class Kept:
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial the study planned (queued trials and their retries; not a trial Optuna's ask()
+    added when the queue had emptied: `unplanned` counts those)."""
     rows = []
-    for trial in study.get_trials(deepcopy=False):
+    for trial in planned(study):
         rows.append(
             {
                 "number": trial.number,
@@ -59,6 +61,14 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def planned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [tr for tr in study.get_trials(deepcopy=False) if UNPLANNED_ATTR not in tr.user_attrs]
+
+
+def unplanned(study: optuna.Study) -> int:
+    return sum(UNPLANNED_ATTR in tr.user_attrs for tr in study.get_trials(deepcopy=False))
 
 
 def best_params_overrides(cfg: ExperimentConfig, params: dict) -> dict:
@@ -101,6 +111,7 @@ def summarise(ws, study, name, url, parent, kept: Kept | None, ran: int) -> Tune
         counts = table.state.value_counts().to_dict() if not table.empty else {}
         tracking.log_metrics(
             {f"trials/{state.lower()}": counts.get(state, 0) for state in ("COMPLETE", "PRUNED", "FAIL")}
+            | {"trials/unplanned": unplanned(study)}
         )
         for figure_name, figure in plots.tuning_figures(study).items():
             tracking.log_figure(figure, f"tuning/{figure_name}.png")

@@ -1,15 +1,17 @@
-"""The worker loop: pop a waiting trial (atomic in the storage), run the stage with the trial's
+"""The worker loop: take a queued trial (Optuna's ask(), atomic in the storage), run the stage with the trial's
 parameters in a nested run, report each epoch's dev score to the pruner, keep a heartbeat, and keep
 only the best trial's model files."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import shutil
 import sys
 import threading
 import time
 import traceback
+import warnings
 
 import optuna
 import psutil
@@ -20,7 +22,9 @@ from intertask.config import ExperimentConfig, resolve
 from intertask.errors import redact
 from intertask.study.workspace import Workspace
 from intertask.tune.optuna_study import (
+    PLANNED_ATTR,
     TAG,
+    UNPLANNED_ATTR,
     open_study,
     pruner_for,
     sampler_for,
@@ -58,7 +62,7 @@ def tune(
     t = cfg.tuning
     name = name or study_name(cfg)
     url = storage_url(cfg, storage)
-    study, parent = open_study(cfg, ws, name, url)
+    study, parent, storage = open_study(cfg, ws, name, url)
     seed = cfg.seed if t.sampler.seed is None else t.sampler.seed
     study.pruner = pruner_for(t)
     kept: Kept | None = None
@@ -66,20 +70,38 @@ def tune(
     while True:
         optuna.storages.fail_stale_trials(study)
         _close_lost_runs(ws, study, name)
-        # Optuna's private API (pinned in pyproject; tests/test_tune.py fails when it moves): atomic
-        # WAITING -> RUNNING for exactly one worker, where the public ask() would add a new trial
-        trial_id = study._pop_waiting_trial_id()
-        if trial_id is None:
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 time.sleep(poll_seconds)  # another worker's trial, or a stale one coming back
                 continue
             break
-        number = study._storage.get_trial_number_from_id(trial_id)  # the storage API, via the study
-        study.sampler = sampler_for(t, trial_seed(seed, number))
-        trial = optuna.Trial(study, trial_id)
-        kept = run_trial(ws, study, trial, name, parent, init, kept)
+        trial = ask_queued(study)
+        if trial is None:
+            continue
+        study.sampler = sampler_for(t, trial_seed(seed, trial.number))  # before the trial's first suggest
+        kept = run_trial(ws, study, storage, trial, name, parent, init, kept)
         ran += 1
     return summarise(ws, study, name, url, parent, kept, ran)
+
+
+def ask_queued(study: optuna.Study) -> optuna.Trial | None:
+    """The next queued trial, through Optuna's public ask(): it moves one WAITING trial to RUNNING for
+    exactly one worker, but when the queue emptied since this worker looked (another took the last
+    trial) it adds a new trial instead. Such a trial is none the study planned: it is told FAIL at once,
+    marked unplanned (the summary leaves it out and counts it), said, and None is returned."""
+    with warnings.catch_warnings():  # ask() warns that heartbeats are meant for optimize(); this loop
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")  # keeps its own (run_trial)
+        trial = study.ask()
+    if PLANNED_ATTR in trial.user_attrs:
+        return trial
+    trial.set_user_attr(UNPLANNED_ATTR, "the queue was empty when this worker asked; not run")
+    study.tell(trial, state=TrialState.FAIL)
+    print(
+        f"note: trial {trial.number} was added by Optuna's ask() after another worker took the last "
+        "queued trial; it is marked unplanned, not run, and left out of the trials table",
+        file=sys.stderr,
+    )
+    return None
 
 
 def _heartbeat(storage, trial_id: int, every: float, stop: threading.Event) -> None:
@@ -93,11 +115,14 @@ def _heartbeat(storage, trial_id: int, every: float, stop: threading.Event) -> N
             )
 
 
-def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept | None:
+def run_trial(ws, study, storage, trial, name, parent, init, kept: Kept | None) -> Kept | None:
     """One trial of the worker's study: its config from the search space, trained as a nested run,
     scored, told to the study (or failed with its traceback as an artifact); returns the best kept."""
     t = ws.cfg.tuning
-    stop, beat = _start_heartbeat(study, trial, t.heartbeat_seconds)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), trial.number
+    )
+    stop, beat = _start_heartbeat(storage, trial_id, t.heartbeat_seconds)
     _set_attr(trial, "host_pid", tracking.process_tags())
     key = f"{name}#{trial.number}"
     try:
@@ -105,7 +130,7 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
     except Exception as err:  # values the checks could not foresee (a retry enqueued by another space)
         stop.set()
         if _set_attr(trial, "error", redact(f"{type(err).__name__}: {err}")[:500]):
-            _tell(study, trial, state=TrialState.FAIL)
+            _tell(study, storage, trial_id, trial, state=TrialState.FAIL)
         return kept
     started = time.perf_counter()
     try:
@@ -118,7 +143,8 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
     run_ids = [r.info.run_id for r in tracking.find_runs(ws.experiment(), f"{TAG}trial_key", key)]
     if state == "FAIL" and failure and run_ids:
         tracking.log_text_to(run_ids[0], redact(failure), "trial/traceback.txt")
-    state = _settle(study, trial, state, value, run_ids, time.perf_counter() - started, t.grace_seconds)
+    told = functools.partial(_tell, study, storage, trial_id, trial)
+    state = _settle(told, trial, state, value, run_ids, time.perf_counter() - started, t.grace_seconds)
     value = None if state == "LOST" else value
     kept = _keep_best(kept, trial.number, value, trained, trial_cfg, t.direction)
     del trained
@@ -128,12 +154,11 @@ def run_trial(ws, study, trial, name, parent, init, kept: Kept | None) -> Kept |
     return kept
 
 
-def _start_heartbeat(study, trial, seconds: int) -> tuple[threading.Event, threading.Thread]:
+def _start_heartbeat(storage, trial_id: int, seconds: int) -> tuple[threading.Event, threading.Thread]:
     """A thread recording the trial's heartbeat every `seconds` until the event is set."""
-    storage = study._storage
-    storage.record_heartbeat(trial._trial_id)
+    storage.record_heartbeat(trial_id)
     stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(storage, trial._trial_id, seconds, stop), daemon=True)
+    beat = threading.Thread(target=_heartbeat, args=(storage, trial_id, seconds, stop), daemon=True)
     beat.start()
     return stop, beat
 
@@ -193,7 +218,7 @@ def _trial_workspace(ws: Workspace, trial_cfg: ExperimentConfig, key: str, numbe
     )
 
 
-def _settle(study, trial, state: str, value, run_ids: list[str], seconds: float, grace: int) -> str:
+def _settle(tell, trial, state: str, value, run_ids: list[str], seconds: float, grace: int) -> str:
     """Tell the study how the trial ended and tag its runs; returns the final state, LOST when another
     worker had failed the trial as stale (its runs are then closed KILLED: they are not the trial's)."""
     if state != "LOST":
@@ -201,9 +226,9 @@ def _settle(study, trial, state: str, value, run_ids: list[str], seconds: float,
             _set_attr(trial, "mlflow_run_id", run_ids[0])
         _set_attr(trial, "seconds", seconds)
         if state == "COMPLETE":
-            state = state if _tell(study, trial, value) else "LOST"
+            state = state if tell(value) else "LOST"
         else:
-            told = _tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+            told = tell(state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
             state = state if told else "LOST"
     if state == "LOST":  # failed as stale by another worker, which re-queued it: this run is not the trial's
         print(
@@ -228,14 +253,14 @@ def _set_attr(trial: optuna.Trial, key: str, value) -> bool:
     return True
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, value=None, state=None) -> bool:
+def _tell(study: optuna.Study, storage, trial_id: int, trial: optuna.Trial, value=None, state=None) -> bool:
     """Finish a trial; False when another worker has failed it as stale first (and re-queued it)."""
-    if study._storage.get_trial(trial._trial_id).state.is_finished():
+    if storage.get_trial(trial_id).state.is_finished():
         return False
     try:
         study.tell(trial, value, state=state)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # failed by another in between
-        if study._storage.get_trial(trial._trial_id).state.is_finished():
+        if storage.get_trial(trial_id).state.is_finished():
             return False
         raise
     return True
