@@ -209,15 +209,14 @@ def _log_from_code(folder: Path, head: str, name: str):
 
 
 def link_metrics(run_id: str, model_id: str) -> None:
-    """The run's single-value metrics (its scores, sizes and timings; not `system/...`) linked to
-    the logged model, with their own values, steps and times."""
+    """The run's single-value metrics (its scores, sizes and timings: latest step 0; not a per-epoch
+    series, not `system/...`) linked to the logged model, with their own values, steps and times.
+    Read from the run's own record (one request; a history request per metric took 10 ms each)."""
     client = MlflowClient()
     linked = [
         Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id)
-        for key in client.get_run(run_id).data.metrics
-        if not key.startswith(SYSTEM_METRICS)
-        for m in client.get_metric_history(run_id, key)
-        if m.step == 0
+        for m in client.get_run(run_id).data.to_proto().metrics  # the latest value of each metric
+        if m.step == 0 and not m.key.startswith(SYSTEM_METRICS)
     ]
     for start in range(0, len(linked), 500):
         client.log_batch(run_id, metrics=linked[start : start + 500])
