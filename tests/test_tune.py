@@ -24,6 +24,7 @@ from intertask import cli, tracking
 from intertask.config import TuningConfig
 from intertask.config.validate import load_experiment
 from intertask.errors import ConfigError
+from intertask.tune.summary import planned
 
 from .conftest import Relay, write_experiment
 
@@ -72,12 +73,21 @@ def _worker(config, storage, tracking_uri, *extra):
 def _check_study_and_runs(client, study, experiment_name, trials, killed=()):
     """Exactly `trials` trials finished, each once, each a nested run of the tuning parent whose
     status and state tag say what Optuna says (a trial failed as stale -- its worker killed, or too
-    slow -- and retried: FAIL, run KILLED)."""
-    retried = {t.system_attrs["failed_trial"] for t in study.trials if "failed_trial" in t.system_attrs}
+    slow -- and retried: FAIL, run KILLED). A trial Optuna's ask() added when two workers raced for the
+    last queued one is FAIL, marked unplanned, and has no run."""
+    from intertask.tune.optuna_study import UNPLANNED_ATTR
+
+    every = study.trials
+    study_trials = planned(study)
+    extra = [t for t in every if UNPLANNED_ATTR in t.user_attrs]
+    assert len(extra) + len(study_trials) == len(every) and all(
+        t.state == TrialState.FAIL and UNPLANNED_ATTR in t.user_attrs for t in extra
+    ), extra
+    retried = {t.system_attrs["failed_trial"] for t in study_trials if "failed_trial" in t.system_attrs}
     killed = set(killed) | retried
-    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == trials, [(t.number, t.state) for t in study.trials]
-    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    finished = [t for t in study_trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == trials, [(t.number, t.state) for t in every]
+    assert not [t for t in every if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     experiment = client.get_experiment_by_name(experiment_name).experiment_id
     runs = client.search_runs([experiment], max_results=500)
     (parent,) = [r for r in runs if r.data.tags.get("intertask.stage") == "tune"]
@@ -86,8 +96,8 @@ def _check_study_and_runs(client, study, experiment_name, trials, killed=()):
     )
     trial_runs = [r for r in runs if "intertask.trial_key" in r.data.tags]
     keys = [r.data.tags["intertask.trial_key"] for r in trial_runs]
-    assert len(keys) == len(set(keys)) == len(study.trials)  # one run per trial, none twice
-    for trial in study.trials:
+    assert len(keys) == len(set(keys)) == len(study_trials)  # one run per trial, none twice
+    for trial in study_trials:
         (run,) = [r for r in trial_runs if r.data.tags["intertask.trial_number"] == str(trial.number)]
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["intertask.trial_state"] == trial.state.name
@@ -95,7 +105,7 @@ def _check_study_and_runs(client, study, experiment_name, trials, killed=()):
             assert run.data.params["trial_number"] == str(trial.number)  # a param, for the UI's charts
         expected = "KILLED" if trial.number in killed else STATE_STATUS[trial.state.name]
         assert run.info.status == expected, (trial.number, trial.state)
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in study_trials if t.state == TrialState.COMPLETE]
     if complete:
         assert parent.data.tags["intertask.best_trial_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
     return parent, trial_runs
@@ -173,10 +183,13 @@ def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):
     study = optuna.load_study(study_name=f"{name}-target", storage=storage)
     client = MlflowClient(tracking_uri)
     _check_study_and_runs(client, study, name, trials)
-    pids = {t.user_attrs["host_pid"]["intertask.pid"] for t in study.trials}
+    parent = client.get_run(study.user_attrs["intertask.parent_run_id"])
+    unplanned = len(study.trials) - len(planned(study))  # (the workers' race for the last queued trial)
+    assert parent.data.metrics["trials/unplanned"] == unplanned
+    pids = {t.user_attrs["host_pid"]["intertask.pid"] for t in planned(study)}
     assert len(pids) == 2, "both workers should have run trials"
     best = study.best_trial
-    values = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
+    values = [t.value for t in planned(study) if t.state == TrialState.COMPLETE]
     # the trials score differently, so "best" is chosen (two trials may still share the top score:
     # which configurations the sampler proposes depends on the order the two workers finish in)
     assert len(set(values)) > 1 and best.value == max(values), values
