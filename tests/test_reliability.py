@@ -284,7 +284,7 @@ def test_two_drivers_setting_one_registered_model_s_tags_at_once_both_succeed(ml
     there. (Through the bare client, about a third of the pairs failed here.)"""
     import threading
 
-    from intertask.tracking.registry import merged
+    from intertask.tracking.connection import clash_retried
 
     client = MlflowClient(mlflow_server)
     name = f"race-{os.getpid()}-{time.time_ns()}"
@@ -295,7 +295,7 @@ def test_two_drivers_setting_one_registered_model_s_tags_at_once_both_succeed(ml
         for i in range(30):
             barrier.wait(timeout=60)
             try:
-                merged(client.set_registered_model_tag, name, f"key{i}", "same value")
+                clash_retried(client.set_registered_model_tag, name, f"key{i}", "same value")
             except Exception as err:  # noqa: BLE001 -- collected and shown below
                 errors.append(f"{type(err).__name__}: {err}"[:300])
 

@@ -317,6 +317,25 @@ def _set_up(experiment, cfg: ExperimentConfig) -> None:
         client.set_experiment_tag(experiment.experiment_id, DESCRIPTION, redact(describe(cfg)))
 
 
+UNIQUE_CLASH = ("UNIQUE constraint failed", "duplicate key value violates unique constraint")
+
+
+def clash_retried(write, *args, tries: int = 3, pause: float = 0.1, **kwargs) -> None:
+    """A write that MLflow's SQL store does by select-then-insert (a registered model's tag or alias,
+    a run's dataset inputs), retried when another process inserted the same row in between: two
+    drivers of one study, or two studies on one experiment, collide on its unique key (SQLite: "UNIQUE
+    constraint failed", PostgreSQL: "duplicate key value") and the loser's request fails. The next try
+    finds the other's row and updates or reuses it. Any other error is raised at once."""
+    for attempt in range(tries):
+        try:
+            write(*args, **kwargs)
+            return
+        except MlflowException as err:
+            if attempt == tries - 1 or not any(clash in str(err) for clash in UNIQUE_CLASH):
+                raise
+            time.sleep(pause * (attempt + 1))
+
+
 def _create_experiment(name: str, description: str = "") -> str:
     """Create the experiment as a model-training one with its description; another process creating
     it at the same moment is not an error."""

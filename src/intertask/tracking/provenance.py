@@ -10,15 +10,13 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
-from mlflow.exceptions import MlflowException
 
 from intertask.config import ExperimentConfig, dump_yaml
 from intertask.errors import redact
-from intertask.tracking.connection import TAG
+from intertask.tracking.connection import TAG, clash_retried
 from intertask.tracking.records import log_params, set_tags
 
 PACKAGES = (
@@ -167,15 +165,6 @@ def log_datasets(rows: list[dict]) -> None:
         tags.append(
             {"intertask.examples": str(row["examples"]), "intertask.files": ", ".join(row["files"])[:5000]}
         )
-    for attempt in range(4):
-        try:
-            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags)
-            return
-        except MlflowException as err:
-            # the tracking server reads, then inserts a new dataset: two processes logging the same set
-            # at once collide on its unique key (seen with two studies on one experiment); the second
-            # try finds the row the other one wrote
-            text = str(err)
-            if attempt == 3 or not ("UNIQUE constraint" in text or "duplicate key" in text):
-                raise
-            time.sleep(0.5 * (attempt + 1))
+    # two processes logging the same set at once collide on its row (seen with two studies on one
+    # experiment): the next try reuses the row the other one wrote
+    clash_retried(mlflow.log_inputs, tries=4, pause=0.5, datasets=datasets, contexts=contexts, tags_list=tags)

@@ -8,7 +8,6 @@ import json
 import logging
 import shutil
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from intertask import pretrained
 from intertask.config import REFERENCE_FORMS
 from intertask.errors import ModelError, Problem
+from intertask.tracking.connection import clash_retried
 
 
 def registered_name(experiment: str, model_name: str, task_chain: list[str]) -> str:
@@ -143,34 +143,15 @@ def log_model(
     version = mlflow.register_model(info.model_uri, register_as, tags=tags).version
     client = MlflowClient()
     if alias:
-        merged(client.set_registered_model_alias, register_as, alias, version)
+        clash_retried(client.set_registered_model_alias, register_as, alias, version)
     if descriptions:  # what the Model registry page says: the model's, then this version's
         client.update_registered_model(register_as, description=descriptions[0])
         client.update_model_version(register_as, version, description=descriptions[1])
     for key, value in (model_tags or {}).items():
-        merged(client.set_registered_model_tag, register_as, key, value)
+        clash_retried(client.set_registered_model_tag, register_as, key, value)
     return LoggedModel(
         f"models:/{register_as}/{version}", run_id, register_as, str(version), alias, info.model_id
     )
-
-
-UNIQUE_CLASH = ("UNIQUE constraint failed", "duplicate key value violates unique constraint")
-
-
-def merged(write: Callable, *args) -> None:
-    """A registered model's tag or alias, written through MLflow's SQL store, which selects and then
-    inserts: two drivers of one study registering versions of one model at the same moment collide on
-    the row's unique key (SQLite: "UNIQUE constraint failed", PostgreSQL: "duplicate key value"), and
-    the loser's request fails. The write sets a value, so once the other's row exists a second try
-    updates it: retried twice on exactly that error, anything else raised."""
-    for attempt in range(3):
-        try:
-            write(*args)
-            return
-        except MlflowException as err:
-            if attempt == 2 or not any(clash in str(err) for clash in UNIQUE_CLASH):
-                raise
-            time.sleep(0.1 * (attempt + 1))
 
 
 # MLflow links to a model logged at step s every metric its run has at step s, system metrics too, and
