@@ -311,10 +311,10 @@ def _set_up(experiment, cfg: ExperimentConfig) -> None:
     when created: the model-training kind (else MLflow 3's UI opens an empty GenAI overview) and, when
     it has none, the study's description."""
     client = MlflowClient()
-    if EXPERIMENT_KIND not in experiment.tags:
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    if EXPERIMENT_KIND not in experiment.tags:  # (two drivers may set it at once: clash_retried)
+        clash_retried(client.set_experiment_tag, experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
     if not experiment.tags.get(DESCRIPTION):
-        client.set_experiment_tag(experiment.experiment_id, DESCRIPTION, redact(describe(cfg)))
+        clash_retried(client.set_experiment_tag, experiment.experiment_id, DESCRIPTION, redact(describe(cfg)))
 
 
 UNIQUE_CLASH = ("UNIQUE constraint failed", "duplicate key value violates unique constraint")

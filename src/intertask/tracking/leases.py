@@ -29,7 +29,7 @@ import uuid
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from intertask.tracking.connection import TAG, last_retry
+from intertask.tracking.connection import TAG, clash_retried, last_retry
 from intertask.tracking.liveness import alive, process_tags
 from intertask.tracking.runs import find_runs
 
@@ -152,5 +152,5 @@ def elect(experiment_id: str, key: str, mine: str, created: float) -> str:
             f"note: another driver started this study at the same moment: joining its run {chosen}",
             file=sys.stderr,
         )
-    client.set_tag(chosen, ELECTED, "1")
+    clash_retried(client.set_tag, chosen, ELECTED, "1")  # both drivers set it at the same moment
     return chosen

@@ -10,7 +10,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from intertask.errors import redact
-from intertask.tracking.connection import TAG
+from intertask.tracking.connection import TAG, clash_retried
 from intertask.tracking.records import set_tags
 
 
@@ -131,8 +131,8 @@ def close_run(run_id: str, status: str) -> None:
 def set_run_tags(run_id: str, values: dict[str, object]) -> None:
     """Tags on any run, open or ended (a tuning trial's final state)."""
     client = MlflowClient()
-    for key, value in values.items():
-        client.set_tag(run_id, key, redact(str(value)))
+    for key, value in values.items():  # (two tuning workers may close one lost trial's run at once)
+        clash_retried(client.set_tag, run_id, key, redact(str(value)))
 
 
 def find_runs(experiment_id: str, tag: str, value: str, status: str | None = None) -> list:
