@@ -278,7 +278,7 @@ def test_a_tracking_server_that_dies_mid_run_gives_a_clear_error_and_no_registry
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["registered model", "run", "experiment"])
-def test_two_drivers_setting_the_same_tags_at_once_both_succeed(mlflow_server, monkeypatch, target):
+def test_two_drivers_setting_the_same_tags_at_once_both_succeed(mlflow_server, target):
     """What failed a driver of the two-driver study (exit 1): MLflow's SQL store sets a tag (of a
     registered model, a run, an experiment) by select-then-insert, so two drivers writing one tag at the
     same moment collide on its unique key. Two threads set the same 30 tags, each pair at once (a
@@ -288,7 +288,7 @@ def test_two_drivers_setting_the_same_tags_at_once_both_succeed(mlflow_server, m
 
     from intertask.tracking.connection import clash_retried
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)  # what set_run_tags writes through (the guard sets it back)
     client = MlflowClient(mlflow_server)
     name = f"race-{target.replace(' ', '-')}-{os.getpid()}-{time.time_ns()}"
     if target == "registered model":
