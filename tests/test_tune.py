@@ -298,7 +298,7 @@ def test_a_worker_whose_trial_was_failed_as_stale_stops_it_and_goes_on(
     still ends with every trial done once (the retry). Before, the worker crashed at its next report."""
     from intertask import tune
     from intertask.study.workspace import Workspace
-    from intertask.tune.worker import ask_queued, run_trial
+    from intertask.tune.worker import ask_queued, run_trial, storage_trial_id
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
@@ -315,9 +315,7 @@ def test_a_worker_whose_trial_was_failed_as_stale_stops_it_and_goes_on(
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study, parent, storage = tune.open_study(cfg, ws, "tune-lost-target", url)
     trial = ask_queued(study)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name("tune-lost-target"), trial.number
-    )
+    trial_id = storage_trial_id(storage, "tune-lost-target", trial.number)
 
     def another_worker():  # what a worker does on finding this trial silent for grace_seconds
         client = MlflowClient()
@@ -477,7 +475,7 @@ def test_ask_takes_queued_trials_and_a_trial_it_adds_on_an_empty_queue_is_marked
     stale trial's retry keeps its queue slot (Optuna copies user attributes), so it is run."""
     from intertask.tune.optuna_study import PLANNED_ATTR, UNPLANNED_ATTR
     from intertask.tune.summary import trials_table, unplanned
-    from intertask.tune.worker import ask_queued
+    from intertask.tune.worker import ask_queued, storage_trial_id
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=60)
     study = optuna.create_study(storage=storage, study_name="s")
@@ -491,7 +489,7 @@ def test_ask_takes_queued_trials_and_a_trial_it_adds_on_an_empty_queue_is_marked
     assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.FAIL]
     assert UNPLANNED_ATTR in trials[1].user_attrs and PLANNED_ATTR not in trials[1].user_attrs
     assert "note: trial 1 was added by Optuna's ask()" in capsys.readouterr().err
-    first_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), 0)
+    first_id = storage_trial_id(storage, "s", 0)
     storage.record_heartbeat(first_id)
     storage.set_trial_state_values(first_id, TrialState.FAIL)  # what fail_stale_trials does
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, storage.get_trial(first_id))

@@ -321,11 +321,12 @@ UNIQUE_CLASH = ("UNIQUE constraint failed", "duplicate key value violates unique
 
 
 def clash_retried(write, *args, tries: int = 3, pause: float = 0.1, **kwargs) -> None:
-    """A write that MLflow's SQL store does by select-then-insert (a registered model's tag or alias,
-    a run's dataset inputs), retried when another process inserted the same row in between: two
-    drivers of one study, or two studies on one experiment, collide on its unique key (SQLite: "UNIQUE
-    constraint failed", PostgreSQL: "duplicate key value") and the loser's request fails. The next try
-    finds the other's row and updates or reuses it. Any other error is raised at once."""
+    """A write that MLflow's SQL store does by select-then-insert (a tag of a run, an experiment or a
+    registered model, a registered model's alias, a run's dataset inputs), retried when another
+    process inserted the same row in between: two drivers of one study, two tuning workers, or two
+    studies on one experiment collide on its unique key (SQLite: "UNIQUE constraint failed",
+    PostgreSQL: "duplicate key value") and the loser's request fails. The next try finds the other's
+    row and updates or reuses it. Any other error is raised at once."""
     for attempt in range(tries):
         try:
             write(*args, **kwargs)

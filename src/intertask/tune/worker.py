@@ -1,6 +1,6 @@
-"""The worker loop: take a queued trial (Optuna's ask(), atomic in the storage), run the stage with the trial's
-parameters in a nested run, report each epoch's dev score to the pruner, keep a heartbeat, and keep
-only the best trial's model files."""
+"""The worker loop: take a queued trial (Optuna's ask(), atomic in the storage), run the stage with
+the trial's parameters in a nested run, report each epoch's dev score to the pruner, keep a heartbeat,
+and keep only the best trial's model files."""
 
 from __future__ import annotations
 
@@ -104,6 +104,12 @@ def ask_queued(study: optuna.Study) -> optuna.Trial | None:
     return None
 
 
+def storage_trial_id(storage, study_name: str, number: int) -> int:
+    """The storage's id of trial `number` (what heartbeats and state reads take), by the storage's
+    public API: Optuna keeps it private on the Trial."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+
+
 def _heartbeat(storage, trial_id: int, every: float, stop: threading.Event) -> None:
     while not stop.wait(every):
         try:
@@ -119,9 +125,7 @@ def run_trial(ws, study, storage, trial, name, parent, init, kept: Kept | None) 
     """One trial of the worker's study: its config from the search space, trained as a nested run,
     scored, told to the study (or failed with its traceback as an artifact); returns the best kept."""
     t = ws.cfg.tuning
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(study.study_name), trial.number
-    )
+    trial_id = storage_trial_id(storage, study.study_name, trial.number)
     stop, beat = _start_heartbeat(storage, trial_id, t.heartbeat_seconds)
     _set_attr(trial, "host_pid", tracking.process_tags())
     key = f"{name}#{trial.number}"
