@@ -396,11 +396,15 @@ def test_two_drivers_of_one_study_run_each_stage_once_beside_another_study(
     assert len(client.search_runs([experiment], "tags.`intertask.stage_key` != ''", max_results=500)) == 10
 
 
+OUTAGE = 10  # seconds the relay stays cut
+
+
 @pytest.mark.slow
 def test_a_tracking_outage_mid_study_is_ridden_through(tiny_model, tmp_path, shared_data, mlflow_server):
-    """The tracking server is reached through a relay that is cut for 20 s while a stage trains (every
+    """The tracking server is reached through a relay that is cut for 10 s while a stage trains (every
     connection reset, the port closed): the study waits, says so, and ends with exit 0, every stage
-    FINISHED and no run left RUNNING."""
+    FINISHED and no run left RUNNING. (10 s outlasts a request's first retries at tracking.outage_seconds
+    600 -- at once and 4 s after its failure; the next comes 12 s after, tracking.connection.retry_plan.)"""
     relay = Relay(int(mlflow_server.rsplit(":", 1)[1]))
     config = _config(
         tmp_path,
@@ -425,7 +429,7 @@ def test_a_tracking_outage_mid_study_is_ridden_through(tiny_model, tmp_path, sha
             if stages and stages[0].info.status == "RUNNING":
                 relay.cut()
                 cut_at = time.time()
-                time.sleep(20)
+                time.sleep(OUTAGE)
                 relay.restore()
                 break
             time.sleep(0.2)
@@ -440,7 +444,7 @@ def test_a_tracking_outage_mid_study_is_ridden_through(tiny_model, tmp_path, sha
     runs = client.search_runs([client.get_experiment_by_name("outage").experiment_id], max_results=100)
     assert not [r.info.run_name for r in runs if r.info.status != "FINISHED"]
     stages = [r for r in runs if r.data.tags.get("intertask.stage_key")]
-    assert len(stages) == 2 and max(r.info.end_time for r in stages) / 1000 > cut_at + 20
+    assert len(stages) == 2 and max(r.info.end_time for r in stages) / 1000 > cut_at + OUTAGE
 
 
 def test_sparse_word_embeddings_move_only_the_rows_of_training_tokens(tiny_model, tmp_path, shared_data):
