@@ -87,6 +87,27 @@ def test_ranking_scores_on_hand_worked_cases():
     assert transferability.embedding_similarity(np.eye(2), np.eye(2)) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("choices", [2, 5])
+def test_ranking_scores_of_many_orders_and_gain_vectors_at_once_are_each_pair_scored_alone(choices):
+    """ranking_scores_many (what the report's tie-breaks and score bounds use) against ranking_scores
+    (scipy's Spearman, one order and one gain vector at a time) for every pair of D orders and N gain
+    vectors -- with tied gains, an order that ties every choice (no rho) and, at two choices, k = 1."""
+    rng = np.random.default_rng(choices)
+    orders = rng.normal(size=(4, choices))
+    orders[1] = 0.0  # every choice scored alike
+    gains = rng.integers(0, 3, size=(6, choices)).astype(float)  # ties within a vector
+    gains[0] = 1.0  # all equal: nothing to rank
+    k = min(3, choices - 1)
+    many = transferability.ranking_scores_many(orders, gains, k)
+    for d, order in enumerate(orders):
+        alone = transferability.ranking_scores_many(order, gains, k)
+        for n, gain in enumerate(gains):
+            for name, value in transferability.ranking_scores(order, gain, k).items():
+                assert many[name].shape == (len(gains), len(orders)) and alone[name].shape == (len(gains),)
+                for got in (many[name][n, d], alone[name][n]):
+                    assert got == pytest.approx(value, nan_ok=True), (name, d, n)
+
+
 def _gains(values: dict[str, tuple[float, float]], n_seeds: int = 3) -> pd.DataFrame:
     """A gains table of one target: choice -> (gain, its standard error), on mean_all."""
     rows = [

@@ -151,21 +151,26 @@ def ranking_scores(scores, gains, k: int) -> dict[str, float]:
 
 
 def ranking_scores_many(scores, gains: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """`ranking_scores` of one estimator against every row of `gains` (N, K) at once."""
+    """`ranking_scores` of one estimator's scores (K,) against every row of `gains` (N, K) at once:
+    arrays (N,); or of D orders at once, `scores` (D, K): arrays (N, D)."""
     g = np.atleast_2d(np.asarray(gains, np.float64))
-    order = _order(scores)
+    s = np.asarray(scores, np.float64)
+    one = s.ndim == 1
+    s = np.atleast_2d(s)
+    order = np.argsort(-s, axis=1, kind="stable")  # (D, K): choices best first, as _order
     relevance = g - g.min(axis=1, keepdims=True)
     discounts = 1 / np.log2(np.arange(2, k + 2))[: min(k, g.shape[1])]
-    ideal = np.sort(relevance, axis=1)[:, ::-1][:, :k] @ discounts
-    found = relevance[:, order][:, :k] @ discounts
+    ideal = (np.sort(relevance, axis=1)[:, ::-1][:, :k] @ discounts)[:, None]
+    found = relevance[:, order[:, :k]] @ discounts  # (N, D)
     ndcg = np.where(ideal == 0, 1.0, found / np.where(ideal == 0, 1.0, ideal))
-    regret = g.max(axis=1) - g[:, order[:k]].max(axis=1)
-    regret_1 = g.max(axis=1) - g[:, order[0]]
-    x = stats.rankdata(np.asarray(scores, np.float64))
+    best = g.max(axis=1, keepdims=True)
+    regret = best - g[:, order[:, :k]].max(axis=2)
+    regret_1 = best - g[:, order[:, 0]]
+    x = stats.rankdata(s, axis=1)
     y = stats.rankdata(g, axis=1)
-    xc, yc = x - x.mean(), y - y.mean(axis=1, keepdims=True)
-    norm = np.sqrt((xc**2).sum()) * np.sqrt((yc**2).sum(axis=1))
-    rho = np.where(norm > 0, (yc @ xc) / np.where(norm > 0, norm, 1.0), np.nan)
-    if len(x) < 2 or np.ptp(x) == 0:
-        rho = np.full(len(g), np.nan)
-    return {"spearman": rho, f"ndcg_at_{k}": ndcg, "regret_at_1": regret_1, f"regret_at_{k}": regret}
+    xc, yc = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+    norm = np.sqrt((yc**2).sum(axis=1))[:, None] * np.sqrt((xc**2).sum(axis=1))[None, :]
+    rho = np.where(norm > 0, (yc @ xc.T) / np.where(norm > 0, norm, 1.0), np.nan)
+    rho[:, np.ptp(x, axis=1) == 0] = np.nan  # one choice, or every choice scored alike
+    out = {"spearman": rho, f"ndcg_at_{k}": ndcg, "regret_at_1": regret_1, f"regret_at_{k}": regret}
+    return {name: values[:, 0] for name, values in out.items()} if one else out
