@@ -184,12 +184,13 @@ def _run_two_workers(config, storage, tracking_uri, name, trials, model_name):
     client = MlflowClient(tracking_uri)
     _check_study_and_runs(client, study, name, trials)
     parent = client.get_run(study.user_attrs["intertask.parent_run_id"])
-    unplanned = len(study.trials) - len(planned(study))  # (the workers' race for the last queued trial)
+    study_trials = planned(study)
+    unplanned = len(study.trials) - len(study_trials)  # (the workers' race for the last queued trial)
     assert parent.data.metrics["trials/unplanned"] == unplanned
-    pids = {t.user_attrs["host_pid"]["intertask.pid"] for t in planned(study)}
+    pids = {t.user_attrs["host_pid"]["intertask.pid"] for t in study_trials}
     assert len(pids) == 2, "both workers should have run trials"
     best = study.best_trial
-    values = [t.value for t in planned(study) if t.state == TrialState.COMPLETE]
+    values = [t.value for t in study_trials if t.state == TrialState.COMPLETE]
     # the trials score differently, so "best" is chosen (two trials may still share the top score:
     # which configurations the sampler proposes depends on the order the two workers finish in)
     assert len(set(values)) > 1 and best.value == max(values), values

